@@ -1,0 +1,1 @@
+"""One module per `sapiens-engine` subcommand (see engine/cli.py)."""
