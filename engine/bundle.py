@@ -1,0 +1,388 @@
+"""The predictions bundle: one directory per photo (and person) holding everything Sapiens2 saw.
+
+The format is public and versioned (docs/bundle.md). `write_bundle` writes it atomically (a temp
+directory beside the target, then a rename), `read_bundle` reads it back, and also reads the
+outputs the reference demo scripts save (`*_seg.npy`, normal `.npy`, `*_depth.npy`, pose
+`*_predictions.json`) so their users can come straight to the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import BundleError
+
+FORMAT_NAME = "sapiens-bundle"
+FORMAT_VERSION = "1.0"
+NUM_KEYPOINTS = 308
+NUM_SEG_CLASSES = 29
+# a normal whose length is further than this from 1 is not a unit vector
+UNIT_TOLERANCE = 1e-3
+
+# file names inside a bundle directory (docs/bundle.md lists them)
+FILES = {
+    "image": "image.png",
+    "mask": "mask.png",
+    "keypoints": "keypoints.json",
+    "seg": "seg.png",
+    "seg_probs": "seg_probs.npy",
+    "normal": "normal.exr",
+    "pointmap": "pointmap.exr",
+    "albedo": "albedo.exr",
+    "albedo_preview": "albedo.png",
+}
+MAP_FIELDS = ("keypoints", "seg", "normal", "pointmap", "albedo", "seg_probs")
+
+
+@dataclass
+class Bundle:
+    image: np.ndarray              # H x W x 3 uint8 sRGB photo (EXIF orientation applied)
+    mask: np.ndarray               # H x W bool person mask
+    keypoints: np.ndarray | None   # 308 x 3 float32 (x, y, score) photo pixels
+    seg: np.ndarray | None         # H x W uint8 class ids
+    normal: np.ndarray | None      # H x W x 3 float32, unit, camera frame; NaN where unknown
+    pointmap: np.ndarray | None    # H x W x 3 float32 metres, camera frame; NaN where unknown
+    albedo: np.ndarray | None      # H x W x 3 float32 linear RGB in [0, 1]
+    K: np.ndarray | None           # 3 x 3 float64 intrinsics (recovered from the pointmap)
+    seg_probs: np.ndarray | None = None   # H x W x 29 float16, optional
+    meta: dict = field(default_factory=dict)  # bundle.json: format version, photo size, bbox, provenance, notes
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the photo."""
+        return int(self.image.shape[1]), int(self.image.shape[0])
+
+    def keypoints_inside(self) -> np.ndarray | None:
+        """308 bool: the keypoint lies on the photo (the reference keeps those outside it)."""
+        if self.keypoints is None:
+            return None
+        return keypoints_inside(self.keypoints, self.size)
+
+
+def keypoints_inside(keypoints: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    width, height = size
+    x, y = keypoints[:, 0], keypoints[:, 1]
+    return (x >= 0) & (x < width) & (y >= 0) & (y < height)
+
+
+# --------------------------------------------------------------------------- colour
+
+
+def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 transfer function, values clipped to [0, 1]."""
+    c = np.clip(linear, 0.0, 1.0)
+    return np.where(c <= 0.0031308, 12.92 * c, 1.055 * np.power(c, 1 / 2.4) - 0.055)
+
+
+def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
+    c = np.clip(srgb, 0.0, 1.0)
+    return np.where(c <= 0.04045, c / 12.92, np.power((c + 0.055) / 1.055, 2.4))
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _label(source: str | Path | None, what: str) -> str:
+    return f"{source}: {what}" if source else what
+
+
+def validate_bundle(bundle: Bundle, source: str | Path | None = None) -> None:
+    """Raise BundleError naming the first thing that breaks the format's promises."""
+    img = np.asarray(bundle.image)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise BundleError(_label(source, f"image must be H x W x 3 uint8, got {img.shape} {img.dtype}"))
+    h, w = img.shape[:2]
+
+    def check_map(name: str, arr, channels: int | None, dtype) -> None:
+        if arr is None:
+            return
+        want = (h, w) if channels is None else (h, w, channels)
+        if arr.shape[:2] != (h, w):
+            raise BundleError(_label(source, f"{name} is {arr.shape[0]} x {arr.shape[1]} (H x W) but the "
+                                             f"photo is {h} x {w}; every map must match the photo"))
+        if arr.shape != want:
+            raise BundleError(_label(source, f"{name} must have shape {want}, got {arr.shape}"))
+        if arr.dtype != dtype:
+            raise BundleError(_label(source, f"{name} must be {np.dtype(dtype).name}, got {arr.dtype}"))
+
+    check_map("mask", bundle.mask, None, np.bool_)
+    check_map("seg", bundle.seg, None, np.uint8)
+    check_map("normal", bundle.normal, 3, np.float32)
+    check_map("pointmap", bundle.pointmap, 3, np.float32)
+    check_map("albedo", bundle.albedo, 3, np.float32)
+    check_map("seg_probs", bundle.seg_probs, NUM_SEG_CLASSES, np.float16)
+
+    if bundle.seg is not None:
+        if bundle.seg.max(initial=0) >= NUM_SEG_CLASSES:
+            raise BundleError(_label(source, f"seg holds class id {int(bundle.seg.max())}; ids are 0..28"))
+        stray = bundle.mask & (bundle.seg == 0)
+        if stray.any():
+            raise BundleError(_label(source, f"mask and seg disagree: {int(stray.sum())} mask pixels are "
+                                             "background in seg"))
+    if bundle.normal is not None:
+        n = bundle.normal
+        finite = np.isfinite(n).all(axis=-1)
+        if (np.isnan(n).any(axis=-1) != ~finite).any() or np.isinf(n).any():
+            raise BundleError(_label(source, "normal has infinite values or partly-NaN vectors"))
+        length = np.linalg.norm(n[finite], axis=-1)
+        if length.size and np.abs(length - 1).max() > UNIT_TOLERANCE:
+            raise BundleError(_label(source, f"normal is not unit length (|n| up to "
+                                             f"{np.abs(length - 1).max():.3g} away from 1)"))
+    if bundle.pointmap is not None and np.isinf(bundle.pointmap).any():
+        raise BundleError(_label(source, "pointmap has infinite values (unknown points must be NaN)"))
+    if bundle.albedo is not None:
+        a = bundle.albedo
+        if not np.isfinite(a).all():
+            raise BundleError(_label(source, "albedo has NaN or infinite values"))
+        if a.min(initial=0) < 0 or a.max(initial=0) > 1:
+            raise BundleError(_label(source, f"albedo must lie in [0, 1], got [{a.min():.3g}, {a.max():.3g}]"))
+    if bundle.keypoints is not None:
+        k = bundle.keypoints
+        if k.shape != (NUM_KEYPOINTS, 3) or k.dtype != np.float32:
+            raise BundleError(_label(source, f"keypoints must be 308 x 3 float32, got {k.shape} {k.dtype}"))
+        if not np.isfinite(k).all():
+            raise BundleError(_label(source, "keypoints hold NaN or infinite values"))
+    if bundle.K is not None:
+        K = bundle.K
+        if K.shape != (3, 3) or not np.isfinite(K).all():
+            raise BundleError(_label(source, f"K must be a finite 3 x 3 matrix, got {K.shape}"))
+
+
+# --------------------------------------------------------------------------- EXR / PNG helpers
+
+
+def _write_exr(path: Path, rgb: np.ndarray, half: bool = False) -> None:
+    import OpenEXR
+
+    pixels = np.ascontiguousarray(rgb, dtype=np.float16 if half else np.float32)
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    OpenEXR.File(header, {"RGB": pixels}).write(str(path))
+
+
+def read_exr(path: Path) -> np.ndarray:
+    """H x W x 3 float32 from an RGB EXR (half or float channels)."""
+    import OpenEXR
+
+    try:
+        channels = OpenEXR.File(str(path), separate_channels=True).channels()
+    except Exception as exc:  # OpenEXR raises plain RuntimeError on a damaged file
+        raise BundleError(f"{path}: not a readable EXR file ({exc})") from exc
+    missing = [c for c in "RGB" if c not in channels]
+    if missing:
+        raise BundleError(f"{path}: EXR lacks channel(s) {', '.join(missing)} (has {sorted(channels)})")
+    return np.stack([channels[c].pixels for c in "RGB"], axis=-1).astype(np.float32)
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(array).save(path, compress_level=1)
+
+
+def _read_png(path: Path, mode: str) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.mode != mode:
+                raise BundleError(f"{path}: expected a {mode} PNG, got mode {im.mode}")
+            return np.asarray(im)
+    except OSError as exc:
+        raise BundleError(f"{path}: not a readable PNG ({exc})") from exc
+
+
+def _keypoint_names() -> list[str]:
+    from engine.paths import asset
+
+    table = json.loads(asset("keypoints308.json").read_text())
+    return [k["name"] for k in table["keypoints"]]
+
+
+# --------------------------------------------------------------------------- write
+
+
+def bundle_json(bundle: Bundle) -> dict:
+    """bundle.json content: the caller's meta plus the fields the format itself guarantees."""
+    width, height = bundle.size
+    meta = json.loads(json.dumps(bundle.meta, default=_json_default))  # deep copy, JSON-clean
+    meta.update(format=FORMAT_NAME, version=FORMAT_VERSION)
+    meta.setdefault("photo", {}).update(width=width, height=height)
+    files = {"image": FILES["image"], "mask": FILES["mask"]}
+    for name in MAP_FIELDS:
+        if getattr(bundle, name) is not None:
+            files[name] = FILES[name]
+    if bundle.albedo is not None:
+        files["albedo_preview"] = FILES["albedo_preview"]
+    meta["files"] = files
+    meta["K"] = None if bundle.K is None else np.asarray(bundle.K, dtype=float).tolist()
+    return meta
+
+
+def _json_default(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def keypoints_json(bundle: Bundle) -> dict:
+    k = bundle.keypoints
+    return {
+        "format": "sapiens-keypoints",
+        "version": FORMAT_VERSION,
+        "convention": "photo pixels after EXIF orientation; pixel (col, row) has its centre at "
+                      "(col + 0.5, row + 0.5); keypoints outside the photo are kept and flagged",
+        "image_size": list(bundle.size),
+        "names": _keypoint_names(),
+        "keypoints": k.astype(float).round(4).tolist(),
+        "inside": bundle.keypoints_inside().tolist(),
+    }
+
+
+def _write_files(bundle: Bundle, tmp: Path) -> None:
+    _write_png(tmp / FILES["image"], bundle.image)
+    _write_png(tmp / FILES["mask"], bundle.mask.astype(np.uint8) * 255)
+    if bundle.keypoints is not None:
+        (tmp / FILES["keypoints"]).write_text(json.dumps(keypoints_json(bundle), indent=1))
+    if bundle.seg is not None:
+        _write_png(tmp / FILES["seg"], bundle.seg)
+    if bundle.seg_probs is not None:
+        np.save(tmp / FILES["seg_probs"], bundle.seg_probs)
+    if bundle.normal is not None:
+        _write_exr(tmp / FILES["normal"], bundle.normal)
+    if bundle.pointmap is not None:
+        _write_exr(tmp / FILES["pointmap"], bundle.pointmap)
+    if bundle.albedo is not None:
+        _write_exr(tmp / FILES["albedo"], bundle.albedo, half=True)
+        preview = np.round(linear_to_srgb(bundle.albedo) * 255).astype(np.uint8)
+        _write_png(tmp / FILES["albedo_preview"], preview)
+    # bundle.json last: its presence is what marks a bundle complete
+    (tmp / "bundle.json").write_text(json.dumps(bundle_json(bundle), indent=1, default=_json_default))
+
+
+def write_bundle(bundle: Bundle, out_dir: str | Path) -> Path:
+    """Write `bundle` to `out_dir` atomically; an existing bundle there is replaced whole."""
+    out_dir = Path(out_dir)
+    validate_bundle(bundle)
+    parent = out_dir.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        raise BundleError(f"{out_dir}: cannot create the output directory ({exc.strerror})") from exc
+    try:
+        _write_files(bundle, tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+        old = None
+        if out_dir.exists():
+            # the old bundle moves aside first so a failed rename never leaves neither
+            old = parent / f".{out_dir.name}.old-{os.getpid()}"
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BundleError(f"{out_dir}: cannot write the bundle ({exc.strerror or exc})") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+# --------------------------------------------------------------------------- read
+
+
+def is_bundle(path: str | Path) -> bool:
+    return (Path(path) / "bundle.json").is_file()
+
+
+def read_bundle(path: str | Path | list, *, image: str | Path | None = None) -> Bundle:
+    """Read a bundle directory, or the outputs of the reference demo scripts.
+
+    `path` is a bundle directory (it holds bundle.json), or reference output files / directories
+    (one path or a list: seg, normal, pointmap and pose outputs may sit in different folders);
+    then `image` names the photo, else it is looked for beside the outputs.
+    """
+    from engine.bundle_reference import read_reference_outputs
+
+    if isinstance(path, (list, tuple)):
+        return read_reference_outputs(list(path), image=image)
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"{path}: no such bundle or file")
+    if path.is_dir() and is_bundle(path):
+        return _read_engine_bundle(path)
+    return read_reference_outputs(path, image=image)
+
+
+def _check_version(meta: dict, path: Path) -> None:
+    if meta.get("format") != FORMAT_NAME:
+        raise BundleError(f"{path}: not a {FORMAT_NAME} (format is {meta.get('format')!r})")
+    version = str(meta.get("version", ""))
+    major = version.split(".")[0]
+    if major != FORMAT_VERSION.split(".")[0]:
+        raise BundleError(f"{path}: bundle version {version} is not readable by this engine "
+                          f"(reads {FORMAT_VERSION.split('.')[0]}.x); use the sapiens-engine release "
+                          "that wrote it or a newer one")
+
+
+def _read_engine_bundle(path: Path) -> Bundle:
+    json_path = path / "bundle.json"
+    try:
+        meta = json.loads(json_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{json_path}: unreadable ({exc})") from exc
+    _check_version(meta, json_path)
+    files = meta.get("files") or {}
+    for name in ("image", "mask"):
+        if name not in files:
+            raise BundleError(f"{json_path}: 'files' lacks the required {name!r} entry")
+    for name, rel in files.items():
+        if not (path / rel).is_file():
+            raise BundleError(f"{path}: bundle.json lists {name} as {rel}, which is missing")
+
+    def load(name, reader):
+        return reader(path / files[name]) if name in files else None
+
+    image = load("image", lambda p: _read_png(p, "RGB"))
+    photo = meta.get("photo", {})
+    if (photo.get("width"), photo.get("height")) != (image.shape[1], image.shape[0]):
+        raise BundleError(f"{path}: bundle.json says the photo is {photo.get('width')} x "
+                          f"{photo.get('height')} but {files['image']} is {image.shape[1]} x {image.shape[0]}")
+    mask = load("mask", lambda p: _read_png(p, "L")) > 127
+    seg = load("seg", lambda p: _read_png(p, "L"))
+    keypoints = load("keypoints", _read_keypoints_json)
+    seg_probs = load("seg_probs", lambda p: np.load(p, allow_pickle=False))
+    normal = load("normal", read_exr)
+    pointmap = load("pointmap", read_exr)
+    albedo = load("albedo", read_exr)
+    K = meta.get("K")
+    bundle = Bundle(
+        image=image, mask=mask, keypoints=keypoints, seg=seg, normal=normal, pointmap=pointmap,
+        albedo=albedo, K=None if K is None else np.asarray(K, dtype=np.float64), seg_probs=seg_probs,
+        meta=meta,
+    )
+    validate_bundle(bundle, path)
+    return bundle
+
+
+def _read_keypoints_json(path: Path) -> np.ndarray:
+    try:
+        data = json.loads(path.read_text())
+        k = np.asarray(data["keypoints"], dtype=np.float32)
+    except (OSError, json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
+        raise BundleError(f"{path}: unreadable keypoints ({exc})") from exc
+    if k.shape != (NUM_KEYPOINTS, 3):
+        raise BundleError(f"{path}: expected 308 x [x, y, score], got shape {k.shape}")
+    return k

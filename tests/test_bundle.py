@@ -1,0 +1,225 @@
+"""Predictions bundle: write/read round trip, atomicity, validation, reference demo outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.bundle import (
+    FORMAT_VERSION, Bundle, read_bundle, read_exr, srgb_to_linear, linear_to_srgb, write_bundle,
+)
+from engine.errors import BundleError
+
+H, W = 48, 40
+
+
+def make_bundle(seed: int = 0, with_probs: bool = True) -> Bundle:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    seg = np.zeros((H, W), np.uint8)
+    seg[8:40, 10:30] = rng.integers(1, 29, (32, 20))
+    mask = seg > 0
+    normal = rng.normal(size=(H, W, 3)).astype(np.float32)
+    normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
+    normal[~mask] = np.nan
+    pointmap = rng.normal(size=(H, W, 3)).astype(np.float32)
+    pointmap[..., 2] += 3
+    pointmap[~mask] = np.nan
+    albedo = rng.random((H, W, 3)).astype(np.float32)
+    keypoints = np.concatenate([rng.uniform(-5, W + 5, (308, 1)), rng.uniform(-5, H + 5, (308, 1)),
+                                rng.random((308, 1))], axis=1).astype(np.float32)
+    probs = rng.random((H, W, 29)).astype(np.float16) if with_probs else None
+    K = np.array([[50.0, 0, W / 2], [0, 50.0, H / 2], [0, 0, 1]])
+    return Bundle(image=image, mask=mask, keypoints=keypoints, seg=seg, normal=normal,
+                  pointmap=pointmap, albedo=albedo, K=K, seg_probs=probs,
+                  meta={"person": {"bbox": [10, 8, 30, 40], "bbox_source": "segmentation"},
+                        "provenance": {"device": "cpu"}})
+
+
+def test_round_trip_is_exact(tmp_path):
+    b = make_bundle()
+    out = write_bundle(b, tmp_path / "b")
+    r = read_bundle(out)
+    assert np.array_equal(r.image, b.image)
+    assert np.array_equal(r.mask, b.mask)
+    assert np.array_equal(r.seg, b.seg)
+    assert np.array_equal(r.normal, b.normal, equal_nan=True)
+    assert np.array_equal(r.pointmap, b.pointmap, equal_nan=True)
+    assert np.array_equal(r.seg_probs, b.seg_probs)
+    # albedo is stored as half float: exact to half precision
+    assert np.allclose(r.albedo, b.albedo, atol=5e-4)
+    assert np.allclose(r.keypoints, b.keypoints, atol=1e-4)
+    assert np.array_equal(r.K, b.K)
+    assert r.meta["format"] == "sapiens-bundle" and r.meta["version"] == FORMAT_VERSION
+    assert (r.meta["photo"]["width"], r.meta["photo"]["height"]) == (W, H)
+    assert r.meta["person"]["bbox_source"] == "segmentation"
+
+
+def test_files_are_readable_by_other_tools(tmp_path):
+    b = make_bundle(with_probs=False)
+    out = write_bundle(b, tmp_path / "b")
+    names = sorted(os.listdir(out))
+    assert names == sorted(["bundle.json", "image.png", "mask.png", "keypoints.json", "seg.png",
+                            "normal.exr", "pointmap.exr", "albedo.exr", "albedo.png"])
+    assert np.array_equal(np.asarray(Image.open(out / "seg.png")), b.seg)
+    preview = np.asarray(Image.open(out / "albedo.png")).astype(np.float32) / 255
+    assert np.abs(srgb_to_linear(preview) - b.albedo).max() < 0.01
+    kp = json.loads((out / "keypoints.json").read_text())
+    assert len(kp["names"]) == 308 and kp["names"][0] == "nose"
+    inside = np.array(kp["inside"])
+    x, y = b.keypoints[:, 0], b.keypoints[:, 1]
+    assert np.array_equal(inside, (x >= 0) & (x < W) & (y >= 0) & (y < H))
+    assert (~inside).any() and inside.any()  # outside ones are kept, flagged
+    import OpenEXR
+    for name, dtype in [("normal", np.float32), ("pointmap", np.float32), ("albedo", np.float16)]:
+        channels = OpenEXR.File(str(out / f"{name}.exr"), separate_channels=True).channels()
+        assert sorted(channels) == ["B", "G", "R"]
+        assert all(c.pixels.dtype == dtype for c in channels.values()), name
+    assert np.array_equal(read_exr(out / "pointmap.exr")[..., 2], b.pointmap[..., 2], equal_nan=True)
+
+
+def test_srgb_transfer_round_trip():
+    x = np.linspace(0, 1, 1001)
+    assert np.allclose(srgb_to_linear(linear_to_srgb(x)), x, atol=1e-9)
+
+
+def test_write_replaces_an_existing_bundle_whole(tmp_path):
+    write_bundle(make_bundle(seed=1), tmp_path / "b")
+    b2 = make_bundle(seed=2, with_probs=False)
+    write_bundle(b2, tmp_path / "b")
+    assert not (tmp_path / "b" / "seg_probs.npy").exists()
+    assert np.array_equal(read_bundle(tmp_path / "b").image, b2.image)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no temp dirs left
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    b = make_bundle()
+    b.meta["provenance"]["bad"] = object()  # not JSON: fails at the last file
+    with pytest.raises(TypeError):
+        write_bundle(b, tmp_path / "b")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_only_output_dir(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root ignores directory permissions")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(BundleError, match="cannot"):
+            write_bundle(make_bundle(), ro / "b")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_unwritable_output_location(tmp_path):
+    # works as root too: the parent of the bundle directory is a file
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BundleError, match="cannot create the output directory"):
+        write_bundle(make_bundle(), tmp_path / "file" / "b")
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda b: setattr(b, "seg", b.seg[:-1]), "every map must match the photo"),
+    (lambda b: setattr(b, "normal", b.normal * 2), "not unit length"),
+    (lambda b: b.albedo.__setitem__((0, 0, 0), np.nan), "albedo has NaN"),
+    (lambda b: setattr(b, "mask", np.ones((H, W), bool)), "mask and seg disagree"),
+    (lambda b: setattr(b, "keypoints", b.keypoints[:17]), "308 x 3"),
+    (lambda b: b.pointmap.__setitem__((20, 20, 0), np.inf), "infinite"),
+])
+def test_write_refuses_inconsistent_bundles(tmp_path, breakage, message):
+    b = make_bundle()
+    breakage(b)
+    with pytest.raises(BundleError, match=message):
+        write_bundle(b, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_read_reports_missing_and_mismatched_files(tmp_path):
+    out = write_bundle(make_bundle(with_probs=False), tmp_path / "b")
+    (out / "normal.exr").unlink()
+    with pytest.raises(BundleError, match="normal.*missing"):
+        read_bundle(out)
+    out = write_bundle(make_bundle(with_probs=False), tmp_path / "c")
+    Image.fromarray(np.zeros((H, W + 1), np.uint8)).save(out / "seg.png")
+    with pytest.raises(BundleError, match="seg is 48 x 41"):
+        read_bundle(out)
+    meta = json.loads((out / "bundle.json").read_text())
+    meta["version"] = "2.0"
+    (out / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="version 2.0"):
+        read_bundle(out)
+    with pytest.raises(BundleError, match="no such"):
+        read_bundle(tmp_path / "nothing")
+
+
+# --------------------------------------------------------------------------- reference demo outputs
+
+
+def write_reference_outputs(d, b: Bundle, stem="person"):
+    """Files as the reference demo scripts save them for photo `stem.jpg`."""
+    d.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(b.image).save(d / f"{stem}.png")
+    np.save(d / f"{stem}_seg.npy", b.seg.astype(np.int64))
+    normal = np.nan_to_num(b.normal, nan=0.0)
+    np.save(d / f"{stem}_normal.npy", normal / (np.linalg.norm(normal, axis=-1, keepdims=True) + 1e-5))
+    np.save(d / f"{stem}_depth.npy", np.nan_to_num(b.pointmap[..., 2], nan=0).astype(np.float16))
+    frames = [{"image_name": f"{stem}.jpg", "instances": [{
+        "bbox": [10.0, 8.0, 30.0, 40.0],
+        "keypoints": (b.keypoints[:, :2] - 0.5).tolist(),
+        "keypoint_scores": b.keypoints[:, 2].tolist()}]}]
+    (d / "run_predictions.json").write_text(json.dumps(
+        {"video": "run", "image_size": [H, W], "num_keypoints": 308, "frames": frames}))
+
+
+def test_reads_reference_demo_outputs(tmp_path):
+    b = make_bundle()
+    write_reference_outputs(tmp_path / "ref", b)
+    r = read_bundle(tmp_path / "ref")
+    assert np.array_equal(r.image, b.image)
+    assert np.array_equal(r.seg, b.seg) and np.array_equal(r.mask, b.mask)
+    assert np.allclose(r.keypoints, b.keypoints, atol=1e-4)  # integer-centred + 0.5
+    assert np.allclose(r.normal[b.mask], b.normal[b.mask], atol=1e-4)
+    assert np.isnan(r.normal[~b.mask]).all()
+    # depth (float16) comes back as z; x, y follow from the canonical focal
+    z = r.pointmap[..., 2][b.mask]
+    assert np.allclose(z, b.pointmap[..., 2][b.mask], rtol=2e-3)
+    assert r.K[0, 0] == pytest.approx(768 / min(1024 / H, 768 / W))
+    assert any("canonical" in n for n in r.meta["notes"])
+    # and it can be written as our own bundle
+    again = read_bundle(write_bundle(r, tmp_path / "ours"))
+    assert np.array_equal(again.seg, r.seg)
+
+
+def test_reference_visualisation_panel_used_as_photo(tmp_path):
+    b = make_bundle()
+    d = tmp_path / "ref"
+    write_reference_outputs(d, b)
+    (d / "person.png").unlink()
+    Image.fromarray(np.concatenate([b.image, b.image[::-1]], axis=1)).save(d / "person.png")
+    r = read_bundle(d / "person_seg.npy")
+    assert np.array_equal(r.image, b.image)
+    assert any("left panel" in n for n in r.meta["notes"])
+
+
+def test_reference_outputs_errors(tmp_path):
+    b = make_bundle()
+    d = tmp_path / "ref"
+    write_reference_outputs(d, b)
+    bad = b.seg.astype(np.float32)
+    bad[3, 3] = np.nan
+    np.save(d / "person_seg.npy", bad)
+    with pytest.raises(BundleError, match="NaN"):
+        read_bundle(d)
+    np.save(d / "person_seg.npy", b.seg[:, :-2].astype(np.int64))
+    with pytest.raises(BundleError, match="person_seg.npy: map is 38 x 48"):
+        read_bundle(d)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BundleError, match="no bundle.json"):
+        read_bundle(empty)
