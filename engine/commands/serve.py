@@ -1,0 +1,35 @@
+"""`sapiens-engine serve`: the JSON-lines stdio server DCC clients drive (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import argparse
+
+from engine.protocol import DEFAULT_MAX_LINE_BYTES
+
+HELP = "JSON-lines protocol over stdio for DCC clients"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Serve the engine over stdin/stdout: one JSON request per line in, progress, results and "
+        "errors as JSON lines out, logs on stderr. The protocol is documented in docs/protocol.md."
+    )
+    parser.add_argument("--debug", action="store_true",
+                        help="enable the debug.* methods (debug.sleep, debug.echo) for testing clients")
+    parser.add_argument("--jobs", type=_positive_int, default=2, metavar="N",
+                        help="jobs that run at the same time; more wait in a queue (default 2)")
+    parser.add_argument("--max-line-bytes", type=_positive_int, default=DEFAULT_MAX_LINE_BYTES, metavar="BYTES",
+                        help=f"longest request line accepted (default {DEFAULT_MAX_LINE_BYTES})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.serve import serve_stdio
+
+    return serve_stdio(debug=args.debug, job_workers=args.jobs, max_line_bytes=args.max_line_bytes)

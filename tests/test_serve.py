@@ -1,0 +1,463 @@
+"""`sapiens-engine serve` driven as a real subprocess, the way the Blender add-on drives it.
+
+Every stdout line the server writes is checked to be a protocol message (the reader thread
+records anything else as a violation), so each test also checks that stdout stays clean.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.protocol import (
+    OversizedLine,
+    ProtocolError,
+    encode_message,
+    parse_request,
+    read_request_line,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WAIT_S = 60.0  # generous: the CI machine is shared; nothing here is a timing assertion
+FINAL_TYPES = ("result", "error")
+
+
+class ServeClient:
+    """A minimal protocol client: one reader thread, messages kept per request id."""
+
+    def __init__(self, *args: str):
+        self.stderr_file = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", "serve", *args],
+            cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr_file,
+        )
+        self.messages: queue.Queue[dict] = queue.Queue()
+        self.by_id: dict = {}
+        self.order: list[dict] = []
+        self.violations: list[bytes] = []
+        self._next_id = 0
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.ready = self.next_message()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                message = json.loads(line)
+                assert isinstance(message, dict) and "id" in message and message.get("type") in (
+                    "progress", "result", "error", "event")
+            except (ValueError, AssertionError):
+                self.violations.append(line)
+                continue
+            self.messages.put(message)
+
+    def next_message(self, timeout: float = WAIT_S) -> dict:
+        message = self.messages.get(timeout=timeout)
+        self.order.append(message)
+        self.by_id.setdefault(message["id"], []).append(message)
+        return message
+
+    def send_raw(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def send(self, method: str, params: dict | None = None, request_id=None):
+        if request_id is None:
+            self._next_id += 1
+            request_id = f"r{self._next_id}"
+        request = {"id": request_id, "method": method}
+        if params is not None:
+            request["params"] = params
+        self.send_raw(json.dumps(request).encode() + b"\n")
+        return request_id
+
+    def final(self, request_id, timeout: float = WAIT_S) -> dict:
+        """Wait for the request's result or error (collecting everything that arrives meanwhile)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in self.by_id.get(request_id, []):
+                if message["type"] in FINAL_TYPES:
+                    return message
+            self.next_message(timeout=max(0.1, deadline - time.monotonic()))
+
+    def call(self, method: str, params: dict | None = None) -> dict:
+        return self.final(self.send(method, params))
+
+    def wait_progress(self, request_id, count: int = 1) -> list[dict]:
+        while len(self.progress(request_id)) < count:
+            self.next_message()
+        return self.progress(request_id)
+
+    def progress(self, request_id) -> list[dict]:
+        return [m for m in self.by_id.get(request_id, []) if m["type"] == "progress"]
+
+    def stderr_text(self) -> str:
+        self.stderr_file.seek(0)
+        return self.stderr_file.read().decode("utf-8", "replace")
+
+    def assert_alive(self) -> None:
+        reply = self.call("ping", {"check": 1})
+        assert reply == {"id": reply["id"], "type": "result", "result": {"pong": True, "echo": {"check": 1}}}
+
+    def close(self) -> int:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=WAIT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(timeout=WAIT_S)
+        assert not self.violations, f"non-protocol lines on stdout: {self.violations[:3]}"
+        return self.proc.returncode
+
+
+@pytest.fixture
+def serve():
+    clients: list[ServeClient] = []
+
+    def start(*args: str) -> ServeClient:
+        client = ServeClient(*args)
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def debug_server(serve) -> ServeClient:
+    return serve("--debug", "--jobs", "4")
+
+
+def error_code(message: dict) -> str:
+    assert message["type"] == "error", message
+    return message["error"]["code"]
+
+
+# --- startup and handshake -----------------------------------------------------------------------
+
+def test_ready_event_then_handshake_reports_versions(serve):
+    client = serve()
+    assert client.ready["type"] == "event" and client.ready["event"] == "ready"
+    assert client.ready["id"] is None
+    assert client.ready["pid"] == client.proc.pid
+    assert client.ready["protocol"] == "1.0" and client.ready["debug"] is False
+    reply = client.call("handshake", {"client": "pytest", "protocol": "1.0"})
+    result = reply["result"]
+    assert result["protocol"] == "1.0"
+    assert result["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert result["pid"] == client.proc.pid
+    import engine
+
+    assert result["engine_version"] == engine.__version__
+    assert result["torch"] is None or result["torch"].split("+")[0][0].isdigit()
+
+
+def test_handshake_refuses_another_major_and_keeps_serving(serve):
+    client = serve()
+    reply = client.call("handshake", {"client": "future", "protocol": "2.3"})
+    assert error_code(reply) == "incompatible_protocol"
+    assert reply["error"]["data"] == {"server_protocol": "1.0", "client_protocol": "2.3"}
+    assert "2.3" in reply["error"]["message"]
+    assert error_code(client.call("handshake", {"client": "no version"})) == "invalid_params"
+    # another minor of the same major is accepted
+    assert client.call("handshake", {"protocol": "1.7"})["type"] == "result"
+    client.assert_alive()
+
+
+def test_serving_does_not_import_torch(tmp_path):
+    # the start-to-ready target (< 2 s) depends on the serve path never importing torch
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "engine", "serve"],
+        input=b'{"id": 1, "method": "handshake", "params": {"protocol": "1.0"}}\n',
+        cwd=REPO_ROOT, capture_output=True, timeout=WAIT_S,
+    )
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.decode().splitlines() if "|" in line}
+    assert "engine.serve" in imported
+    assert not {name for name in imported if name.split(".")[0] in ("torch", "numpy")}
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+BAD_LINES = [
+    (b"this is not json", "parse_error", None),
+    (b"\xff\xfe{}", "parse_error", None),
+    (b'{"id": 1, "method": "ping", "params": {"x": NaN}}', "parse_error", None),
+    (b"[1, 2, 3]", "invalid_request", None),
+    (b'"just a string"', "invalid_request", None),
+    (b'{"method": "ping"}', "invalid_request", None),
+    (b'{"id": null, "method": "ping"}', "invalid_request", None),
+    (b'{"id": 1.5, "method": "ping"}', "invalid_request", None),
+    (b'{"id": true, "method": "ping"}', "invalid_request", None),
+    (b'{"id": "no-method"}', "invalid_request", "no-method"),
+    (b'{"id": 7, "method": 42}', "invalid_request", 7),
+    (b'{"id": "p", "method": "ping", "params": [1]}', "invalid_params", "p"),
+    (b'{"id": "u", "method": "no.such.method"}', "unknown_method", "u"),
+    (b'{"id": "d", "method": "debug.sleep"}', "unknown_method", "d"),  # debug methods need --debug
+    (b'{"id": "b", "method": "build", "params": {"out_dir": "x"}}', "invalid_params", "b"),
+    (b'{"id": "c", "method": "cancel", "params": {}}', "invalid_params", "c"),
+]
+
+
+def test_malformed_requests_get_errors_and_the_server_keeps_serving(serve):
+    client = serve()
+    for line, code, request_id in BAD_LINES:
+        client.send_raw(line + b"\n")
+        reply = client.next_message()
+        assert reply["id"] == request_id, (line, reply)
+        assert error_code(reply) == code, (line, reply)
+        assert reply["error"]["message"], line
+        assert isinstance(reply["error"]["data"], dict)
+        client.assert_alive()
+    unknown = [m for m in client.order if m["type"] == "error" and m["error"]["code"] == "unknown_method"]
+    assert "ping" in unknown[0]["error"]["data"]["methods"]
+    assert client.close() == 0
+
+
+def test_oversized_line_is_rejected_without_breaking_the_stream(serve):
+    client = serve("--max-line-bytes", "1024")
+    client.send_raw(b'{"id": "big", "method": "ping", "params": {"x": "' + b"y" * (5 << 20) + b'"}}\n')
+    reply = client.next_message()
+    assert reply["id"] is None and error_code(reply) == "request_too_large"
+    assert reply["error"]["data"]["limit_bytes"] == 1024
+    assert reply["error"]["data"]["received_bytes"] >= 5 << 20
+    client.assert_alive()
+    # a line of exactly the limit is still a request
+    head = b'{"id": "edge", "method": "ping", "params": {"x": "'
+    tail = b'"}}'
+    client.send_raw(head + b"z" * (1024 - len(head) - len(tail)) + tail + b"\n")
+    assert client.final("edge")["type"] == "result"
+    client.send_raw(head + b"z" * (1025 - len(head) - len(tail)) + tail + b"\n")
+    assert error_code(client.next_message()) == "request_too_large"
+    client.assert_alive()
+
+
+def test_duplicate_id_of_a_running_job_is_refused(debug_server):
+    client = debug_server
+    client.send("debug.sleep", {"steps": 200, "interval": 0.01}, request_id="same")
+    client.wait_progress("same")
+    client.send("debug.sleep", {"steps": 1}, request_id="same")
+    duplicate = client.final("same")  # the running job needs 2 s: this is the duplicate's answer
+    assert error_code(duplicate) == "duplicate_id"
+    client.by_id["same"].remove(duplicate)
+    assert client.final("same")["result"] == {"steps_done": 200}
+    fractions = [m["fraction"] for m in client.progress("same")]  # the running job was not disturbed
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+# --- jobs ----------------------------------------------------------------------------------------
+
+def test_concurrent_jobs_interleave_and_are_tagged_by_id(debug_server):
+    client = debug_server
+    steps = {"a": 12, "b": 8, "c": 10, 99: 6}
+    for request_id, n in steps.items():
+        client.send("debug.sleep", {"steps": n, "interval": 0.06, "stage": f"stage-{request_id}"},
+                    request_id=request_id)
+    for request_id, n in steps.items():
+        assert client.final(request_id)["result"] == {"steps_done": n}
+    for request_id, n in steps.items():
+        progress = client.progress(request_id)
+        assert {m["stage"] for m in progress} == {f"stage-{request_id}"}
+        fractions = [m["fraction"] for m in progress]
+        assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+        assert len(progress) == n + 1  # steps 60 ms apart: slower than progress coalescing
+        # the final message comes after every progress message of its request
+        positions = [i for i, m in enumerate(client.order) if m["id"] == request_id]
+        assert client.order[positions[-1]]["type"] == "result"
+    first_final = next(i for i, m in enumerate(client.order) if m["type"] == "result")
+    ids_before = {m["id"] for m in client.order[:first_final] if m["type"] == "progress"}
+    assert ids_before == set(steps), "jobs did not run concurrently"
+
+
+def test_queued_job_waits_and_can_be_cancelled_in_the_queue(serve):
+    client = serve("--debug", "--jobs", "1")
+    running = client.send("debug.sleep", {"steps": 200, "interval": 0.01})
+    client.wait_progress(running)
+    queued = client.send("debug.sleep", {"steps": 3})
+    jobs = {job["id"]: job for job in client.call("jobs")["result"]["jobs"]}
+    assert jobs[running]["state"] == "running" and jobs[queued]["state"] == "queued"
+    assert client.call("cancel", {"target": queued})["result"] == {"target": queued, "cancelled": True}
+    assert error_code(client.final(queued)) == "cancelled"
+    assert client.progress(queued) == []
+    assert client.final(running)["result"] == {"steps_done": 200}
+
+
+def test_cancel_stops_a_running_job(debug_server):
+    client = debug_server
+    job = client.send("debug.sleep", {"steps": 5000, "interval": 0.01})
+    client.wait_progress(job, 3)
+    reply = client.call("cancel", {"target": job})
+    assert reply["result"] == {"target": job, "cancelled": True}
+    final = client.final(job)
+    assert error_code(final) == "cancelled"
+    assert len(client.progress(job)) < 5000
+    assert client.call("cancel", {"target": job})["result"]["cancelled"] is False
+    assert client.call("cancel", {"target": "never-sent"})["result"] == {
+        "target": "never-sent", "cancelled": False, "reason": "not running"}
+    assert client.call("jobs")["result"] == {"jobs": []}
+    client.assert_alive()
+
+
+def test_large_response_arrives_intact(debug_server):
+    client = debug_server
+    size = 20 << 20
+    reply = client.call("debug.echo", {"size_bytes": size, "payload": {"tag": "ü-✓", "n": [1, 2]}})
+    result = reply["result"]
+    assert len(result["blob"]) == size
+    assert hashlib.sha256(result["blob"].encode("ascii")).hexdigest() == result["sha256"]
+    assert result["payload"] == {"tag": "ü-✓", "n": [1, 2]}
+    client.assert_alive()
+
+
+@pytest.mark.parametrize("failure", ["bad_image", "bad_bundle", "engine_error"])
+def test_engine_errors_come_back_with_their_code(debug_server, failure):
+    client = debug_server
+    reply = client.call("debug.sleep", {"steps": 4, "interval": 0.06, "fail_at": 2, "fail_with": failure})
+    assert error_code(reply) == failure
+    assert "step 2" in reply["error"]["message"]
+    assert [m["fraction"] for m in client.progress(reply["id"])] == [0.0, 0.25, 0.5]
+    client.assert_alive()
+
+
+def test_unexpected_exception_is_an_internal_error_with_traceback(debug_server):
+    client = debug_server
+    reply = client.call("debug.sleep", {"steps": 2, "interval": 0.0, "fail_at": 1, "fail_with": "internal"})
+    assert error_code(reply) == "internal"
+    data = reply["error"]["data"]
+    assert data["exception"] == "RuntimeError"
+    assert "Traceback" in data["traceback"] and "failed on purpose" in data["traceback"]
+    client.assert_alive()
+    assert "failed on purpose" in client.stderr_text()
+
+
+def test_bad_job_params_are_invalid_params(debug_server):
+    client = debug_server
+    assert error_code(client.call("debug.sleep", {"steps": -1})) == "invalid_params"
+    assert error_code(client.call("debug.sleep", {"bogus": 1})) == "invalid_params"
+    assert error_code(client.call("predict", {"photos": [], "out_dir": "o"})) == "invalid_params"
+    assert error_code(client.call("animate", {"frames": "x.png", "out_dir": "o"})) == "invalid_params"
+    client.assert_alive()
+
+
+def test_capabilities_lists_devices_and_methods(debug_server):
+    client = debug_server
+    reply = client.call("capabilities")
+    result = reply["result"]
+    assert result["devices"][0]["type"] == "cpu"
+    assert result["default_device"] in {d["type"] for d in result["devices"]}
+    for method in ("handshake", "ping", "cancel", "shutdown", "predict", "build", "animate", "debug.sleep"):
+        assert method in result["methods"]
+    assert result["methods"]["ping"] is True
+    assert (result["checkpoints"] is None) == (result["checkpoints_error"] is not None)
+    assert [m["stage"] for m in client.progress(reply["id"])][0] == "devices"
+
+
+def test_stdout_stays_protocol_only_when_a_job_prints(debug_server):
+    client = debug_server
+    reply = client.call("debug.sleep", {"steps": 3, "interval": 0.0, "print": True})
+    assert reply["result"] == {"steps_done": 3}
+    assert client.close() == 0  # close() fails on any non-protocol stdout line
+    stderr = client.stderr_text()
+    assert "stray print at step 3" in stderr and "stray fd-1 write at step 3" in stderr
+
+
+# --- ending --------------------------------------------------------------------------------------
+
+def test_shutdown_cancels_running_jobs_and_exits_zero(debug_server):
+    client = debug_server
+    job = client.send("debug.sleep", {"steps": 5000, "interval": 0.01})
+    client.wait_progress(job)
+    shutdown = client.send("shutdown")
+    reply = client.final(shutdown)
+    assert reply["result"] == {"shutdown": True, "unfinished": []}
+    assert error_code(client.final(job)) == "cancelled"
+    assert client.order.index(client.final(job)) < client.order.index(reply)
+    assert client.proc.wait(timeout=WAIT_S) == 0
+
+
+def test_shutdown_can_let_jobs_finish(debug_server):
+    client = debug_server
+    job = client.send("debug.sleep", {"steps": 5, "interval": 0.02})
+    reply = client.final(client.send("shutdown", {"cancel_jobs": False}))
+    assert reply["result"]["unfinished"] == []
+    assert client.final(job)["result"] == {"steps_done": 5}
+    assert client.proc.wait(timeout=WAIT_S) == 0
+
+
+def test_end_of_input_finishes_jobs_then_exits_zero(debug_server):
+    client = debug_server
+    job = client.send("debug.sleep", {"steps": 5, "interval": 0.02})
+    client.proc.stdin.close()
+    assert client.final(job)["result"] == {"steps_done": 5}
+    assert client.proc.wait(timeout=WAIT_S) == 0
+    assert client.close() == 0
+
+
+def test_client_closing_stdout_cancels_jobs_and_ends_the_engine():
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--debug"], cwd=REPO_ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(b'{"id": 1, "method": "debug.sleep", "params": {"steps": 100000, "interval": 0.001}}\n')
+        proc.stdin.flush()
+        while json.loads(proc.stdout.readline()).get("type") != "progress":
+            pass
+        proc.stdout.close()  # the client went away without closing stdin
+        assert proc.wait(timeout=WAIT_S) != 0
+        assert b"cancelling all jobs" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdin.close()
+        proc.stderr.close()
+
+
+# --- framing, in process -----------------------------------------------------------------------
+
+def test_read_request_line_bounds_memory_and_resynchronises():
+    stream = io.BytesIO(b"short\n" + b"x" * 100 + b"\nnext\r\nlast-without-newline")
+    assert read_request_line(stream, 10) == b"short"
+    assert read_request_line(stream, 10) == OversizedLine(received_bytes=100)
+    assert read_request_line(stream, 10) == b"next"
+    assert read_request_line(stream, 100) == b"last-without-newline"
+    assert read_request_line(stream, 10) is None
+
+
+def test_parse_request_and_encode_message():
+    request = parse_request(b'{"id": 3, "method": "build", "params": {"a": [1]}}')
+    assert (request.id, request.method, request.params) == (3, "build", {"a": [1]})
+    assert parse_request(b'{"id": "x", "method": "ping", "params": null}').params == {}
+    with pytest.raises(ProtocolError) as info:
+        parse_request(b'{"id": "x", "method": ""}')
+    assert info.value.code == "invalid_request" and info.value.request_id == "x"
+    line = encode_message({"id": 1, "value": float("nan"), "path": Path("/a/b"), "nested": [float("inf")]})
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert json.loads(line) == {"id": 1, "value": None, "path": "/a/b", "nested": [None]}
+    assert json.loads(encode_message({"text": "line\nbreak ü"})) == {"text": "line\nbreak ü"}
+
+
+def test_missing_implementation_is_not_available():
+    from engine.serve import _import_entry
+
+    with pytest.raises(ProtocolError) as info:
+        _import_entry("predict", "engine.no_such_module_here", "predict_photos")
+    assert info.value.code == "not_available" and info.value.data["method"] == "predict"
+    with pytest.raises(ProtocolError) as info:
+        _import_entry("build", "engine.errors", "build_avatar")
+    assert info.value.code == "not_available" and "build_avatar" in info.value.message
