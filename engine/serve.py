@@ -172,8 +172,15 @@ def _call_with_params(function: Callable, job: Job, params: dict) -> Any:
     """Call an engine entry point with the request's params as keywords, checked against its signature."""
     if "progress" in params:
         raise _invalid_params("'progress' is reserved: the server passes its own progress callback")
+    signature = inspect.signature(function)
+    takes_progress = "progress" in signature.parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    if takes_progress:
+        params = {**params, "progress": job.progress}
+    else:  # such a job cannot report progress or stop early; it still runs
+        log.warning("%s takes no progress callback: no progress, cancel only before it starts", function.__qualname__)
     try:
-        bound = inspect.signature(function).bind(**params, progress=job.progress)
+        bound = signature.bind(**params)
     except TypeError as exc:
         raise _invalid_params(str(exc)) from None
     return function(*bound.args, **bound.kwargs)

@@ -461,3 +461,28 @@ def test_missing_implementation_is_not_available():
     with pytest.raises(ProtocolError) as info:
         _import_entry("build", "engine.errors", "build_avatar")
     assert info.value.code == "not_available" and "build_avatar" in info.value.message
+
+
+def test_job_params_are_checked_against_the_entry_point_signature():
+    from engine.protocol import Request
+    from engine.serve import Job, _call_with_params
+
+    emitted: list[dict] = []
+    job = Job(request=Request(id=1, method="build", params={}), handler=lambda job: {}, emit=emitted.append)
+
+    def build_like(bundle_dir, out_dir, *, detail="normals", progress=None):
+        progress("mesh", 1.0, "done")
+        return Path(out_dir) / detail
+
+    assert _call_with_params(build_like, job, {"bundle_dir": "b", "out_dir": "o", "detail": "flat"}) == Path("o/flat")
+    assert emitted == [{"id": 1, "type": "progress", "stage": "mesh", "fraction": 1.0, "message": "done"}]
+    for bad in ({"bundle_dir": "b", "out_dir": "o", "detial": "typo"}, {"bundle_dir": "b"},
+                {"bundle_dir": "b", "out_dir": "o", "progress": None}):
+        with pytest.raises(ProtocolError) as info:
+            _call_with_params(build_like, job, bad)
+        assert info.value.code == "invalid_params"
+    job.cancel_requested.set()
+    from engine.errors import Cancelled
+
+    with pytest.raises(Cancelled):
+        _call_with_params(build_like, job, {"bundle_dir": "b", "out_dir": "o"})
