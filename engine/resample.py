@@ -1,0 +1,114 @@
+"""Image resampling that reproduces OpenCV's resize kernels without OpenCV.
+
+The reference pipeline resizes photos with cv2 (INTER_AREA, INTER_CUBIC, INTER_LINEAR) and model
+outputs with torch's bilinear interpolate. Every kernel here is separable, so a resize is two
+sparse matrix products: rows = Wy @ image, then columns with Wx. The weights follow the same
+source-coordinate rules as those libraries (pixel centres at +0.5, borders clamped), so:
+
+- `linear` equals torch `F.interpolate(mode="bilinear", align_corners=False, antialias=False)`
+  to float rounding (tests check this), and cv2 INTER_LINEAR up to cv2's 11-bit fixed-point
+  weights on uint8 images (at most 1 grey level after rounding).
+- `cubic` is Keys' cubic with a = -0.75 and replicated borders, as cv2 INTER_CUBIC and torch
+  bicubic; cv2 again rounds its weights to fixed point on uint8 input (about 1 grey level).
+- `area` is exact pixel-area averaging, which is what cv2 INTER_AREA computes when shrinking
+  (integer and fractional ratios alike). When cv2 is asked for INTER_AREA on an axis that grows,
+  it uses a sharpened bilinear; `linear` is used for such an axis here (the reference only asks
+  for INTER_AREA when shrinking the width, so only a photo much wider than 3:4 that is also short
+  meets this case, and then only along y).
+
+The work is O(pixels x taps), no Python loops over pixels; large maps can be resized in row
+strips (`resize_rows`) so a 29-channel 12-megapixel logit map never exists at once.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import scipy.sparse as sp
+
+CUBIC_A = -0.75
+
+
+def _source_coords(n_in: int, n_out: int) -> np.ndarray:
+    """Centre of each output pixel in input pixel units (integer-centred), as cv2 and torch do."""
+    return (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+
+
+def _cubic_kernel(t: np.ndarray) -> np.ndarray:
+    t = np.abs(t)
+    a = CUBIC_A
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
+
+
+@lru_cache(maxsize=64)
+def axis_weights(n_in: int, n_out: int, kind: str) -> sp.csr_matrix:
+    """n_out x n_in sparse matrix mapping one image axis to its resized version."""
+    rows: np.ndarray
+    if kind == "area" and n_out < n_in:
+        scale = n_in / n_out
+        lo = np.arange(n_out) * scale          # output pixel i covers [lo, hi) of the input
+        hi = lo + scale
+        first = np.floor(lo).astype(np.int64)
+        taps = int(np.ceil(scale)) + 1
+        cols = first[:, None] + np.arange(taps)[None, :]
+        overlap = np.minimum(hi[:, None], cols + 1) - np.maximum(lo[:, None], cols)
+        weights = np.clip(overlap, 0, None) / scale
+    elif kind in ("linear", "area"):
+        src = np.maximum(_source_coords(n_in, n_out), 0.0)  # torch clamps negative sources to 0
+        first = np.floor(src).astype(np.int64)
+        frac = src - first
+        cols = np.stack([first, first + 1], axis=1)
+        weights = np.stack([1 - frac, frac], axis=1)
+    elif kind == "cubic":
+        src = _source_coords(n_in, n_out)
+        first = np.floor(src).astype(np.int64)
+        frac = src - first
+        cols = first[:, None] + np.arange(-1, 3)[None, :]
+        weights = _cubic_kernel(frac[:, None] - np.arange(-1, 3)[None, :])
+    else:
+        raise ValueError(f"unknown resampling kind {kind!r}")
+    cols = np.clip(cols, 0, n_in - 1)             # replicate the border pixels
+    rows = np.repeat(np.arange(n_out), cols.shape[1])
+    matrix = sp.csr_matrix((weights.ravel(), (rows, cols.ravel())), shape=(n_out, n_in))
+    matrix.sum_duplicates()
+    return matrix.astype(np.float32)
+
+
+def resize(image: np.ndarray, size_hw: tuple[int, int], kind_y: str, kind_x: str | None = None) -> np.ndarray:
+    """Resize an H x W (x C) array to `size_hw` with the given kernel per axis; float32 result."""
+    kind_x = kind_x or kind_y
+    h, w = image.shape[:2]
+    out_h, out_w = size_hw
+    squeeze = image.ndim == 2
+    img = image[..., None] if squeeze else image
+    c = img.shape[2]
+    flat = np.ascontiguousarray(img, dtype=np.float32).reshape(h, w * c)
+    tmp = axis_weights(h, out_h, kind_y) @ flat                      # out_h x (w * c)
+    tmp = tmp.reshape(out_h, w, c).transpose(1, 0, 2).reshape(w, out_h * c)
+    out = axis_weights(w, out_w, kind_x) @ tmp                        # out_w x (out_h * c)
+    out = out.reshape(out_w, out_h, c).transpose(1, 0, 2)
+    return np.ascontiguousarray(out[..., 0] if squeeze else out)
+
+
+def resize_rows(chw: np.ndarray, size_hw: tuple[int, int], row_start: int, row_stop: int,
+                kind: str = "linear") -> np.ndarray:
+    """Rows [row_start, row_stop) of a resized C x H x W map, as (stop - start) x W_out x C."""
+    c, h, w = chw.shape
+    out_h, out_w = size_hw
+    wy = axis_weights(h, out_h, kind)[row_start:row_stop]
+    used = np.unique(wy.indices)                 # the few input rows these output rows need
+    lo, hi = int(used.min()), int(used.max()) + 1
+    src = np.ascontiguousarray(chw[:, lo:hi, :].transpose(1, 2, 0), dtype=np.float32)
+    tmp = wy[:, lo:hi] @ src.reshape(hi - lo, w * c)
+    n = row_stop - row_start
+    tmp = tmp.reshape(n, w, c).transpose(1, 0, 2).reshape(w, n * c)
+    out = axis_weights(w, out_w, kind) @ tmp
+    return np.ascontiguousarray(out.reshape(out_w, n, c).transpose(1, 0, 2))
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Round and saturate, as cv2 does when it resizes or warps a uint8 image."""
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
