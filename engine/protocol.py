@@ -6,6 +6,7 @@ contract both sides follow.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -107,9 +108,11 @@ def parse_request(line: bytes) -> Request:
 
 
 def _jsonable(value: Any) -> Any:
-    """json.dumps fallback: paths as strings, numpy values as Python values."""
+    """json.dumps fallback: paths as strings, dataclasses as objects, numpy values as Python values."""
     if isinstance(value, os.PathLike):
         return os.fspath(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
     if hasattr(value, "tolist"):  # numpy arrays and scalars, without importing numpy
         return value.tolist()
     if isinstance(value, (set, frozenset)):

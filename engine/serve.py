@@ -34,6 +34,7 @@ from engine.protocol import (
     ProtocolError,
     Request,
     RequestId,
+    encode_message,
     error_message,
     event_message,
     parse_request,
@@ -560,11 +561,18 @@ class Server:
                 if job.state == "cancelled":
                     continue
                 job.state = "running"
-            final = self._run(job)
+            final = self._encode_final(job, self._run(job))
             with self._jobs_changed:
                 job.state = "done"
                 self._forget(job)
-            job.emit(final)
+            self.out.write_encoded(final)
+
+    def _encode_final(self, job: Job, message: dict) -> bytes:
+        try:
+            return encode_message(message)
+        except (TypeError, ValueError) as exc:  # a result the engine cannot put into JSON is a bug
+            log.exception("%s %r: result is not JSON serializable", job.request.method, job.id)
+            return encode_message(_internal_error(job.id, exc))
 
     def _run(self, job: Job) -> dict:
         started = time.monotonic()

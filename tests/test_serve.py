@@ -6,6 +6,7 @@ records anything else as a violation), so each test also checks that stdout stay
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -450,6 +451,14 @@ def test_parse_request_and_encode_message():
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert json.loads(line) == {"id": 1, "value": None, "path": "/a/b", "nested": [None]}
     assert json.loads(encode_message({"text": "line\nbreak ü"})) == {"text": "line\nbreak ü"}
+
+    @dataclasses.dataclass
+    class Entry:
+        task: str
+        path: Path
+
+    assert json.loads(encode_message({"checkpoints": [Entry("pose", Path("/c/p.safetensors"))]})) == {
+        "checkpoints": [{"task": "pose", "path": "/c/p.safetensors"}]}
 
 
 def test_missing_implementation_is_not_available():
