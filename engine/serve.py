@@ -387,6 +387,7 @@ class Server:
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._workers: list[threading.Thread] = []
         self._closing = False
+        self.abandoned_jobs = False  # set when shutdown timed out with jobs still running
         self._control = {
             "handshake": self._handshake,
             "ping": self._ping,
@@ -504,7 +505,7 @@ class Server:
             raise _invalid_params("'target' is required: the id of the job to cancel")
         target = request.params["target"]
         with self._jobs_changed:
-            job = self._jobs.get(target) if isinstance(target, (str, int)) else None
+            job = self._jobs.get(target) if isinstance(target, (str, int)) and not isinstance(target, bool) else None
             if job is None:
                 return {"target": target, "cancelled": False, "reason": "not running"}
             job.cancel_requested.set()
@@ -633,6 +634,7 @@ class Server:
             self._queue.put(None)
         if unfinished:
             log.warning("abandoning unfinished job(s) %s", unfinished)
+        self.abandoned_jobs = bool(unfinished)
         return unfinished
 
 
@@ -651,4 +653,9 @@ def serve_stdio(*, debug: bool = False, job_workers: int = DEFAULT_JOB_WORKERS,
     code = server.serve()
     protocol_out.flush()
     sys.stderr.flush()
+    if server.abandoned_jobs:
+        # Their daemon threads may hold the stdout writer's lock, which makes a normal interpreter
+        # exit abort ("could not acquire lock"); their outputs are atomic, so leave at once.
+        logging.shutdown()
+        os._exit(code)
     return code

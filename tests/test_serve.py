@@ -495,3 +495,14 @@ def test_job_params_are_checked_against_the_entry_point_signature():
 
     with pytest.raises(Cancelled):
         _call_with_params(build_like, job, {"bundle_dir": "b", "out_dir": "o"})
+
+
+def test_shutdown_timeout_abandons_a_stuck_job_and_still_exits_zero(debug_server):
+    client = debug_server
+    # one 30 s step: cancel cannot reach it before the shutdown timeout
+    job = client.send("debug.sleep", {"steps": 1, "interval": 30})
+    client.wait_progress(job)
+    reply = client.final(client.send("shutdown", {"timeout": 0.2}))
+    assert reply["result"] == {"shutdown": True, "unfinished": [job]}
+    assert client.proc.wait(timeout=WAIT_S) == 0
+    assert "abandoning unfinished job" in client.stderr_text()
