@@ -1,0 +1,126 @@
+"""The avatar's appearance from a bundle: UVs, base-colour texture and tangent-space normal map.
+
+Inputs are the final mesh (after islands were split) in both frames: camera-frame vertices give
+the photo projection (UVs, visibility), avatar-frame vertices and normals give the tangent
+frames the normal map is baked against. See textures.py for the pieces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from engine.avatar import textures as tx
+from engine.avatar.frame import CAMERA_TO_AVATAR_AXES
+from engine.avatar.islands import project
+from engine.bundle import linear_to_srgb, srgb_to_linear
+
+# texels around the rasterised triangles that keep their own colour (bilinear taps at the edges)
+EDGE_TEXELS = 2
+
+
+@dataclass
+class Appearance:
+    uv: np.ndarray  # V x 2 float32, glTF convention
+    tangents: np.ndarray  # V x 4 float32, avatar frame
+    layout: tx.AtlasLayout
+    albedo_linear: np.ndarray  # h x w x 3 float32
+    albedo_srgb8: np.ndarray  # h x w x 3 uint8
+    normal_rgb8: np.ndarray | None  # h x w x 3 uint8 tangent-space map, None without predicted normals
+    albedo_source: str  # "albedo" (predicted, lighting removed) or "photo" (fallback)
+    stats: dict = field(default_factory=dict)
+
+
+def photo_xy_of_vertices(vertices_camera: np.ndarray, K: np.ndarray) -> np.ndarray:
+    return project(vertices_camera, K)
+
+
+def _source_colour(bundle) -> tuple[np.ndarray, np.ndarray, str]:
+    """Linear RGB over the photo, where it is trustworthy, and where it came from."""
+    if bundle.albedo is not None:
+        valid = bundle.mask & np.isfinite(bundle.albedo).all(axis=-1)
+        return np.nan_to_num(bundle.albedo).astype(np.float32), valid, "albedo"
+    # The photo's own colours at the silhouette mix in the background: trust one pixel less.
+    valid = ndimage.binary_erosion(bundle.mask, iterations=1)
+    if not valid.any():
+        valid = bundle.mask
+    return srgb_to_linear(bundle.image.astype(np.float32) / 255.0).astype(np.float32), valid, "photo"
+
+
+def _sample_photo_map(filled, valid, layout: tx.AtlasLayout, island: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a photo-sized map (already filled outside `valid`) onto an island, with its validity."""
+    sampled = tx.resample_crop(filled, layout, island)
+    weight = tx.resample_crop(valid[..., None].astype(np.float32), layout, island)[..., 0]
+    return sampled, weight > 0.5
+
+
+def make_appearance(
+    bundle,
+    *,
+    vertices_camera: np.ndarray,
+    vertices_avatar: np.ndarray,
+    normals_avatar: np.ndarray,
+    faces: np.ndarray,
+    vertex_island: np.ndarray,
+    face_island: np.ndarray,
+    K: np.ndarray,
+    texture_size: int,
+    progress: Callable[[str, float, str], None] | None = None,
+) -> Appearance:
+    def report(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress("textures", fraction, message)
+
+    n_islands = int(vertex_island.max()) + 1 if len(vertex_island) else 1
+    photo_xy = photo_xy_of_vertices(vertices_camera, K)
+    front_vertices = vertex_island == tx.FRONT
+    layout = tx.plan_layout(bundle.mask, photo_xy[front_vertices], texture_size, n_islands)
+    texel_xy = layout.photo_to_texel(photo_xy, vertex_island)
+    uv = layout.texel_to_uv(texel_xy).astype(np.float32)
+    tangents = tx.vertex_tangents(vertices_avatar, normals_avatar, uv, faces)
+    report(0.1, f"{layout.width} x {layout.height} texture, {n_islands} UV island(s)")
+
+    raster = tx.rasterize(texel_xy, faces, vertices_camera[:, 2].astype(np.float64), layout.width, layout.height)
+    covered = raster.covered
+    keep = ndimage.binary_dilation(covered, iterations=EDGE_TEXELS)
+    report(0.35, f"rasterised {len(faces)} triangles over {int(covered.sum())} texels")
+
+    colour, colour_valid, source = _source_colour(bundle)
+    colour = tx.push_pull_fill(colour, colour_valid)
+    albedo = np.zeros((layout.height, layout.width, 3), np.float32)
+    for island in range(n_islands):
+        sampled, _ = _sample_photo_map(colour, colour_valid, layout, island)
+        albedo += sampled
+    albedo = tx.push_pull_fill(albedo, keep)  # padding: the islands' colours run into the gaps
+    albedo = np.clip(albedo, 0.0, 1.0)
+    albedo_srgb8 = np.round(linear_to_srgb(albedo) * 255.0).astype(np.uint8)
+    report(0.6, f"base colour from the {'predicted albedo' if source == 'albedo' else 'photo (no albedo in the bundle)'}")
+
+    normal_rgb8 = None
+    baked_fraction = 0.0
+    if bundle.normal is not None:
+        normal_valid = bundle.mask & np.isfinite(bundle.normal).all(axis=-1)
+        filled_normal = tx.push_pull_fill(np.nan_to_num(bundle.normal), normal_valid)
+        target, target_valid = _sample_photo_map(filled_normal, normal_valid, layout, tx.FRONT)
+        target = target @ CAMERA_TO_AVATAR_AXES.T
+        target[~target_valid] = np.nan
+        tangent_normals, baked = tx.bake_tangent_normals(
+            raster, faces, normals_avatar, tangents, target, bake_faces=face_island == tx.FRONT
+        )
+        tangent_normals = tx.push_pull_fill(tangent_normals, keep)
+        tangent_normals /= np.maximum(np.linalg.norm(tangent_normals, axis=-1, keepdims=True), 1e-12)
+        normal_rgb8 = tx.encode_normal_map(tangent_normals)
+        front_covered = covered & (face_island[np.maximum(raster.face, 0)] == tx.FRONT)
+        baked_fraction = float(baked.sum() / max(front_covered.sum(), 1))
+        report(0.9, f"normal map baked on {baked_fraction:.1%} of the seen texels")
+
+    stats = {
+        "covered_texels": int(covered.sum()),
+        "texture_fill": float(covered.mean()),
+        "normal_baked_fraction": baked_fraction,
+    }
+    report(1.0, "textures ready")
+    return Appearance(uv, tangents, layout, albedo, albedo_srgb8, normal_rgb8, source, stats)

@@ -1,0 +1,299 @@
+"""Predictions bundle -> avatar directory (docs/avatar.md).
+
+Stages: read and check the bundle; build the surface (engine.geometry); split UV islands and move
+the mesh to the avatar frame; bake the textures; rig (when asked); write every file into a
+temporary directory beside the target and rename it into place, so a failure or a cancel leaves
+either the previous avatar or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from engine.avatar import export
+from engine.avatar.appearance import make_appearance
+from engine.avatar.frame import apply_transform, camera_to_avatar, rotate
+from engine.avatar.islands import assign_islands, split_islands
+from engine.avatar.labels import groups_table, labels_table
+from engine.avatar.manifest import FORMAT_NAME, FORMAT_VERSION, avatar_manifest
+from engine.avatar.inputs import camera_matrix, check_buildable
+from engine.errors import EngineError
+
+Progress = Callable[[str, float, str], None]
+
+DETAIL_CHOICES = ("none", "normals")
+RESOLUTION_CHOICES = ("full", "half", "quarter")
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals of the mesh itself (the normal map adds detail relative to these)."""
+    corners = vertices[faces].astype(np.float64)
+    face_normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])  # length = 2 x area
+    summed = np.zeros((len(vertices), 3))
+    for axis in range(3):
+        summed[:, axis] = sum(np.bincount(faces[:, k], face_normal[:, axis], minlength=len(vertices)) for k in range(3))
+    length = np.linalg.norm(summed, axis=1, keepdims=True)
+    fallback = np.array([0.0, 0.0, 1.0])
+    return np.where(length > 1e-20, summed / np.maximum(length, 1e-20), fallback).astype(np.float32)
+
+
+def _check_options(detail, resolution, target_faces, texture_size) -> None:
+    if detail not in DETAIL_CHOICES:
+        raise EngineError(f"detail must be one of {', '.join(DETAIL_CHOICES)}, not {detail!r}")
+    if resolution not in RESOLUTION_CHOICES:
+        raise EngineError(f"resolution must be one of {', '.join(RESOLUTION_CHOICES)}, not {resolution!r}")
+    if target_faces is not None and int(target_faces) < 100:
+        raise EngineError(f"the target face count must be at least 100, not {target_faces}")
+    if not 64 <= int(texture_size) <= 16384:
+        raise EngineError(f"texture size must be between 64 and 16384 texels, not {texture_size}")
+
+
+def _load_rigging():
+    """engine.rig's entry points, or a clear error when this build has none."""
+    try:
+        from engine.rig import rig_avatar
+        from engine.rig.gltf_skin import add_skin
+    except ImportError as exc:
+        raise EngineError(
+            f"a rig was requested but rigging is not available in this engine build ({exc}); build without --rig"
+        ) from exc
+    return rig_avatar, add_skin
+
+
+def _prepare_output(out_dir: Path) -> Path:
+    """A fresh temporary directory beside `out_dir`; refuses to replace something that is not an avatar."""
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise EngineError(f"{out_dir}: exists and is not a directory")
+        if any(out_dir.iterdir()) and not (out_dir / "avatar.json").is_file():
+            raise EngineError(f"{out_dir}: exists and is not an avatar directory; choose an empty or new directory")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    except OSError as exc:
+        raise EngineError(f"{out_dir}: cannot create the output directory ({exc.strerror or exc})") from exc
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished temporary directory to `out_dir`, replacing an older avatar there."""
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build_avatar(
+    bundle_dir,
+    out_dir,
+    *,
+    detail: str = "normals",
+    resolution: str = "full",
+    watertight: bool = False,
+    target_faces: int | None = None,
+    texture_size: int = 2048,
+    rig: str | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Build the avatar directory `out_dir` from the bundle at `bundle_dir`; returns `out_dir`.
+
+    Raises BundleError for a bundle that cannot be built, EngineError for bad options, and
+    Cancelled when `progress` raises it; in every case nothing is left at `out_dir` (an avatar
+    already there stays as it was).
+    """
+    from engine.bundle import read_bundle
+
+    _check_options(detail, resolution, target_faces, texture_size)
+    rigging = _load_rigging() if rig else None
+    out_dir = Path(out_dir)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def report(stage: str, fraction: float, message: str) -> None:
+        if progress is not None:
+            progress(stage, fraction, message)
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = now - clock
+        clock = now
+
+    report("read", 0.0, f"reading {bundle_dir}")
+    bundle = read_bundle(bundle_dir)
+    check_buildable(bundle, bundle_dir, detail=detail)
+    K, K_source = camera_matrix(bundle, bundle_dir)
+    lap("read")
+    report("read", 1.0, f"photo {bundle.size[0]} x {bundle.size[1]}, {int(bundle.mask.sum())} person pixels")
+
+    tmp = _prepare_output(out_dir)
+    try:
+        from engine.geometry import build_surface
+
+        surface = build_surface(
+            bundle, detail=detail, resolution=resolution, watertight=watertight, target_faces=target_faces, progress=progress
+        )
+        if len(surface.faces) == 0:
+            raise EngineError(f"{bundle_dir}: the surface has no triangles (is the pointmap valid over the mask?)")
+        lap("surface")
+
+        report("frame", 0.0, "UV islands and avatar frame")
+        vertices_source = np.asarray(surface.vertices, np.float64)
+        source_labels = surface.vertex_labels
+        if source_labels is None:
+            source_labels = np.zeros(len(vertices_source), np.uint8)
+        face_island = assign_islands(vertices_source, surface.faces, bundle.pointmap, K, closed=watertight)
+        faces, source_vertex, vertex_island = split_islands(surface.faces, face_island)
+        vertices_camera = vertices_source[source_vertex]
+        labels = np.asarray(source_labels, np.uint8)[source_vertex]
+        to_avatar, origin = camera_to_avatar(vertices_camera, labels)
+        vertices_avatar = apply_transform(to_avatar, vertices_camera)
+        normals_avatar = vertex_normals(vertices_avatar, faces)
+        lap("frame")
+
+        appearance = make_appearance(
+            bundle,
+            vertices_camera=vertices_camera,
+            vertices_avatar=vertices_avatar,
+            normals_avatar=normals_avatar,
+            faces=faces,
+            vertex_island=vertex_island,
+            face_island=face_island,
+            K=K,
+            texture_size=int(texture_size),
+            progress=progress,
+        )
+        lap("textures")
+
+        mesh = export.AvatarMesh(
+            vertices=vertices_avatar.astype(np.float32),
+            normals=normals_avatar,
+            faces=faces,
+            uv=appearance.uv,
+            tangents=appearance.tangents,
+            labels=labels,
+        )
+        rig_result = None
+        if rigging is not None:
+            rig_avatar, add_skin = rigging
+            report("rig", 0.0, f"rigging ({rig})")
+            rig_result = rig_avatar(bundle, mesh.vertices, mesh.faces, mesh.labels, to_avatar, convention=rig, progress=progress)
+            if rig_result.rest_vertices is not None:
+                # re-posed to a rest pose: the tangent-space normal map stays valid on the new frames
+                from engine.avatar.textures import vertex_tangents
+
+                mesh.vertices = np.asarray(rig_result.rest_vertices, np.float32)
+                mesh.normals = vertex_normals(mesh.vertices, mesh.faces)
+                mesh.tangents = vertex_tangents(mesh.vertices, mesh.normals, mesh.uv, mesh.faces)
+            lap("rig")
+
+        report("write", 0.0, f"writing {out_dir}")
+        files, albedo_png, normal_png = export.write_textures(tmp, appearance.albedo_srgb8, appearance.albedo_linear, appearance.normal_rgb8)
+        builder, mesh_node = export.build_gltf(
+            mesh, albedo_png, normal_png, extras={"format": FORMAT_NAME, "version": FORMAT_VERSION, "description": "avatar.json"}
+        )
+        if rig_result is not None:
+            add_skin(builder, mesh_node, rig_result)
+            (tmp / "skeleton.json").write_text(json.dumps(rig_result.skeleton, indent=1))
+            files["skeleton"] = "skeleton.json"
+        builder.save(tmp / "avatar.glb")
+        files["glb"] = "avatar.glb"
+        export.write_ply(tmp / "mesh.ply", mesh)
+        files["ply"] = "mesh.ply"
+        files["mtl"] = export.write_obj(tmp / "mesh.obj", mesh, has_normal_map=normal_png is not None)
+        files["obj"] = "mesh.obj"
+        lap("write")
+
+        slots, _ = export.material_slots(mesh)
+        manifest = avatar_manifest(
+            camera_to_avatar=to_avatar,
+            origin=origin,
+            K=K,
+            K_source=K_source,
+            photo_size=bundle.size,
+            mesh={
+                "vertices": int(len(mesh.vertices)),
+                "faces": int(len(mesh.faces)),
+                "closed": bool(watertight),
+                "bounds": [np.round(mesh.vertices.min(axis=0), 5).tolist(), np.round(mesh.vertices.max(axis=0), 5).tolist()],
+                "height": round(float(np.ptp(mesh.vertices[:, 1])), 5),
+                "uv_islands": int(vertex_island.max()) + 1,
+                "hidden_faces": int((face_island != 0).sum()),
+                "surface": getattr(surface, "stats", None) or {},
+            },
+            textures={
+                "size": [appearance.layout.width, appearance.layout.height],
+                "albedo_source": appearance.albedo_source,
+                "albedo_note": None
+                if appearance.albedo_source == "albedo"
+                else "the bundle has no albedo: the base colour is the photo itself, lighting included",
+                "colour_space": {"albedo_png": "sRGB", "albedo_exr": "linear Rec.709, half float"},
+                "normal_map": None
+                if appearance.normal_rgb8 is None
+                else {"space": "tangent", "convention": "glTF / OpenGL (+Y up), MikkTSpace-style tangents", "baked_fraction": round(appearance.stats["normal_baked_fraction"], 4)},
+                "layout": {
+                    "crop_photo_px": [float(c) for c in appearance.layout.crop],
+                    "islands": ["front", "hidden"][: appearance.layout.n_islands],
+                    "island_width": appearance.layout.island_width,
+                    "gutter": appearance.layout.gutter if appearance.layout.n_islands > 1 else 0,
+                },
+                "fill": round(appearance.stats["texture_fill"], 4),
+            },
+            labels=labels_table(mesh.labels),
+            label_groups=groups_table(),
+            material_slots=slots,
+            files=dict(sorted(files.items())),
+            options={
+                "detail": detail,
+                "resolution": resolution,
+                "watertight": bool(watertight),
+                "target_faces": None if target_faces is None else int(target_faces),
+                "texture_size": int(texture_size),
+                "rig": rig,
+            },
+            rig=None
+            if rig_result is None
+            else {"convention": rig, "joints": len(rig_result.joint_names), "rest_pose_applied": rig_result.rest_vertices is not None},
+            provenance={
+                "engine": _engine_version(),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "bundle": {
+                    "path": str(bundle_dir),
+                    "format": bundle.meta.get("format"),
+                    "version": bundle.meta.get("version"),
+                    "provenance": bundle.meta.get("provenance"),
+                    "source": bundle.meta.get("source"),
+                    "notes": bundle.meta.get("notes"),
+                },
+            },
+            timings=timings,
+        )
+        # avatar.json last: its presence marks the directory complete
+        (tmp / "avatar.json").write_text(json.dumps(manifest, indent=1))
+        report("write", 0.9, "publishing")
+        _publish(tmp, out_dir)
+    except OSError as exc:
+        raise EngineError(f"{out_dir}: cannot write the avatar ({exc.strerror or exc})") from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    report("write", 1.0, f"avatar written to {out_dir}")
+    return out_dir
+
+
+def _engine_version() -> str:
+    from engine import __version__
+
+    return f"sapiens-engine {__version__}"

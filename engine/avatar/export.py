@@ -1,0 +1,136 @@
+"""Writers for the files of an avatar directory (glb, ply, obj/mtl, textures).
+
+They write into a directory the caller publishes atomically (build.py); each takes the final
+mesh in the avatar frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.avatar import textures as tx
+from engine.avatar.gltf import GltfBuilder
+from engine.avatar.labels import LABEL_GROUPS, class_names, face_labels, group_of_class
+
+# PBR roughness per material slot: skin has some sheen, fabric and hair are matte
+SLOT_ROUGHNESS = {"skin": 0.55, "hair": 0.7, "clothing": 0.85, "shoes": 0.6}
+
+TEXTURE_FILES = {
+    "albedo_png": "textures/albedo.png",
+    "albedo_exr": "textures/albedo.exr",
+    "normal_png": "textures/normal.png",
+}
+
+
+@dataclass
+class AvatarMesh:
+    """The final mesh, avatar frame."""
+
+    vertices: np.ndarray  # V x 3 float32
+    normals: np.ndarray  # V x 3 float32
+    faces: np.ndarray  # F x 3
+    uv: np.ndarray  # V x 2 glTF convention
+    tangents: np.ndarray  # V x 4
+    labels: np.ndarray  # V uint8 class ids
+
+
+def material_slots(mesh: AvatarMesh) -> tuple[list[str], list[np.ndarray]]:
+    """Label groups with faces, and the faces of each (in LABEL_GROUPS order)."""
+    group = group_of_class()[face_labels(mesh.labels, mesh.faces)]
+    names, face_sets = [], []
+    for g, name in enumerate(LABEL_GROUPS):
+        chosen = mesh.faces[group == g]
+        if len(chosen):
+            names.append(name)
+            face_sets.append(chosen)
+    return names, face_sets
+
+
+def write_textures(out_dir: Path, albedo_srgb8: np.ndarray, albedo_linear: np.ndarray, normal_rgb8: np.ndarray | None):
+    """textures/*.png|exr; returns (files written, the PNG bytes to embed in the glb)."""
+    (out_dir / "textures").mkdir(exist_ok=True)
+    albedo_png = tx.png_bytes(albedo_srgb8)
+    (out_dir / TEXTURE_FILES["albedo_png"]).write_bytes(albedo_png)
+    tx.write_exr_half(out_dir / TEXTURE_FILES["albedo_exr"], albedo_linear)
+    files = {k: v for k, v in TEXTURE_FILES.items() if k != "normal_png"}
+    normal_png = None
+    if normal_rgb8 is not None:
+        normal_png = tx.png_bytes(normal_rgb8)
+        (out_dir / TEXTURE_FILES["normal_png"]).write_bytes(normal_png)
+        files["normal_png"] = TEXTURE_FILES["normal_png"]
+    return files, albedo_png, normal_png
+
+
+def build_gltf(mesh: AvatarMesh, albedo_png: bytes, normal_png: bytes | None, *, extras: dict) -> tuple[GltfBuilder, int]:
+    """The avatar's glTF document (not yet saved) and the index of its mesh node."""
+    builder = GltfBuilder(extras=extras)
+    albedo_texture = builder.add_texture(builder.add_image(albedo_png, "image/png", name="albedo"), name="albedo")
+    normal_texture = None
+    if normal_png is not None:
+        normal_texture = builder.add_texture(builder.add_image(normal_png, "image/png", name="normal"), name="normal")
+    names, face_sets = material_slots(mesh)
+    submeshes = []
+    for name, faces in zip(names, face_sets):
+        material = builder.add_material(
+            name, albedo_texture, normal_texture, roughness=SLOT_ROUGHNESS[name], extras={"label_group": name}
+        )
+        submeshes.append((faces, material))
+    mesh_index = builder.add_mesh(
+        "avatar",
+        mesh.vertices,
+        mesh.normals,
+        mesh.uv,
+        tangents=mesh.tangents,
+        extra_attributes={"_LABEL": mesh.labels.astype(np.float32)},
+        submeshes=submeshes,
+        extras={"label_attribute": "_LABEL", "labels": {str(i): n for i, n in enumerate(class_names())}},
+    )
+    node = builder.add_node("avatar", mesh=mesh_index, root=True)
+    return builder, node
+
+
+def _trimesh(mesh: AvatarMesh):
+    import trimesh
+
+    out = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_normals=mesh.normals, process=False)
+    out.visual = trimesh.visual.TextureVisuals(uv=tx.uv_opengl(mesh.uv))
+    return out
+
+
+def write_ply(path: Path, mesh: AvatarMesh) -> None:
+    """Binary PLY: positions, normals, texture coordinates (s, t: OpenGL, v up), label (uchar)."""
+    from trimesh.exchange.ply import export_ply
+
+    out = _trimesh(mesh)
+    out.vertex_attributes["label"] = mesh.labels.astype(np.uint8)
+    path.write_bytes(export_ply(out, encoding="binary", vertex_normal=True))
+
+
+def write_obj(path: Path, mesh: AvatarMesh, *, has_normal_map: bool) -> str:
+    """mesh.obj + mesh.mtl (one material referencing the textures); returns the .mtl name."""
+    from trimesh.exchange.obj import export_obj
+
+    mtl_name = path.with_suffix(".mtl").name
+    text = export_obj(_trimesh(mesh), include_normals=True, include_texture=True, write_texture=False, mtl_name=mtl_name)
+    if isinstance(text, tuple):
+        text = text[0]
+    text = text.replace("usemtl material_0", "usemtl avatar", 1)
+    path.write_text(text)
+    mtl = [
+        "# sapiens-avatar: base colour and tangent-space normal map (OpenGL, +Y up)",
+        "newmtl avatar",
+        "Ka 1.000 1.000 1.000",
+        "Kd 1.000 1.000 1.000",
+        "Ks 0.000 0.000 0.000",
+        "d 1.0",
+        "illum 1",
+        f"map_Kd {TEXTURE_FILES['albedo_png']}",
+    ]
+    if has_normal_map:
+        mtl.append(f"map_Bump -bm 1.000 {TEXTURE_FILES['normal_png']}")
+        mtl.append(f"norm {TEXTURE_FILES['normal_png']}")
+    (path.parent / mtl_name).write_text("\n".join(mtl) + "\n")
+    return mtl_name

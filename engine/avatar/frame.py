@@ -1,0 +1,56 @@
+"""The avatar frame: glTF's axes (+Y up, the person facing +Z), origin on the ground between the feet.
+
+A camera-frame point p (OpenCV: x right, y down, z forward) maps to (p.x, -p.y, -p.z) and is then
+translated; `camera_to_avatar` returns that 4 x 4 transform (docs/conventions.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.avatar.labels import FOOT_CLASSES_LEFT, FOOT_CLASSES_RIGHT, class_ids
+
+# camera axes -> avatar axes (a rotation by 180 degrees about x: windings and handedness survive)
+CAMERA_TO_AVATAR_AXES = np.diag([1.0, -1.0, -1.0])
+# fewer labelled foot vertices than this and the feet are not trusted to place the origin
+MIN_FOOT_VERTICES = 10
+
+
+def apply_transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def rotate(matrix: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    return directions @ matrix[:3, :3].T
+
+
+def camera_to_avatar(vertices_camera: np.ndarray, vertex_labels: np.ndarray | None) -> tuple[np.ndarray, str]:
+    """The 4 x 4 camera -> avatar transform for this mesh, and how the origin was placed.
+
+    The origin sits at the height of the lowest foot vertex, midway between the centroids of the
+    left and right feet (shoes, socks). Without labelled feet (a portrait, no segmentation) it
+    sits below the lowest vertex, under the centroid of the lowest 2 % of the mesh.
+    """
+    turned = vertices_camera @ CAMERA_TO_AVATAR_AXES.T
+    left = right = np.zeros(len(turned), bool)
+    if vertex_labels is not None:
+        left = np.isin(vertex_labels, class_ids(FOOT_CLASSES_LEFT))
+        right = np.isin(vertex_labels, class_ids(FOOT_CLASSES_RIGHT))
+    if left.sum() >= MIN_FOOT_VERTICES and right.sum() >= MIN_FOOT_VERTICES:
+        centre = 0.5 * (turned[left].mean(axis=0) + turned[right].mean(axis=0))
+        ground = turned[left | right, 1].min()
+        how = "ground at the lowest foot vertex, midway between the feet"
+    elif (left | right).sum() >= MIN_FOOT_VERTICES:
+        feet = left | right
+        centre = turned[feet].mean(axis=0)
+        ground = turned[feet, 1].min()
+        how = "ground at the lowest foot vertex, under the one visible foot"
+    else:
+        lowest = turned[:, 1] <= np.quantile(turned[:, 1], 0.02)
+        centre = turned[lowest].mean(axis=0)
+        ground = turned[:, 1].min()
+        how = "no feet labelled: ground at the lowest vertex"
+    matrix = np.eye(4)
+    matrix[:3, :3] = CAMERA_TO_AVATAR_AXES
+    matrix[:3, 3] = [-centre[0], -ground, -centre[2]]
+    return matrix, how

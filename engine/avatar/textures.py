@@ -1,0 +1,367 @@
+"""The avatar's textures: projection UVs, albedo (base colour) and a tangent-space normal map.
+
+The surface is seen from one camera, so its texture is the photo's (or the predicted albedo's)
+crop around the person, resampled to the chosen texture size: a vertex's UV is where it
+projects in the photo, remapped into that crop. A closed (watertight) mesh also has faces the
+camera never saw; they get a second island beside the first (the same crop, with a flat normal
+map) so that the hidden side neither shares texels with the front nor gets the front's detail.
+
+Everything is vectorised over texels and triangles (a chunked scan-conversion rasteriser finds
+which triangle covers each texel and its barycentric coordinates).
+
+UV convention: glTF's (origin at the image's top-left, v down). `uv_opengl` flips v for
+formats (OBJ, PLY, trimesh) whose origin is the bottom-left.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+
+FRONT, HIDDEN = 0, 1  # UV island ids
+
+# texels between the islands, so mipmaps of one do not reach the other
+ISLAND_GUTTER = 16
+# margin around the person's bounding box in the crop (photo pixels)
+CROP_MARGIN_PX = 6
+# candidate texels the rasteriser tests at once (bounds its memory to a few hundred MB)
+RASTER_CHUNK = 4_000_000
+
+
+# ---- layout -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AtlasLayout:
+    """Where the photo crop lands in the texture.
+
+    crop: (x0, y0, x1, y1) in photo pixel coordinates (pixel edges; may reach past the photo).
+    The texture is `width` x `height`; island k occupies columns
+    [k * (island_width + gutter), ... + island_width) and all rows.
+    """
+
+    crop: tuple[float, float, float, float]
+    width: int
+    height: int
+    island_width: int
+    n_islands: int
+    gutter: int = ISLAND_GUTTER
+
+    def island_x0(self, island: int | np.ndarray) -> np.ndarray:
+        return np.asarray(island) * (self.island_width + self.gutter)
+
+    def photo_to_texel(self, xy: np.ndarray, island: int | np.ndarray = FRONT) -> np.ndarray:
+        """Photo pixel coordinates (N x 2) -> continuous texel coordinates (edges at integers)."""
+        x0, y0, x1, y1 = self.crop
+        tx = (xy[..., 0] - x0) * (self.island_width / (x1 - x0)) + self.island_x0(island)
+        ty = (xy[..., 1] - y0) * (self.height / (y1 - y0))
+        return np.stack([tx, ty], axis=-1)
+
+    def texel_to_photo(self, txy: np.ndarray, island: int = FRONT) -> np.ndarray:
+        x0, y0, x1, y1 = self.crop
+        px = (txy[..., 0] - self.island_x0(island)) * ((x1 - x0) / self.island_width) + x0
+        py = txy[..., 1] * ((y1 - y0) / self.height) + y0
+        return np.stack([px, py], axis=-1)
+
+    def texel_to_uv(self, txy: np.ndarray) -> np.ndarray:
+        return txy / np.array([self.width, self.height], np.float64)
+
+
+def plan_layout(mask: np.ndarray, vertex_photo_xy: np.ndarray, texture_size: int, n_islands: int) -> AtlasLayout:
+    """The crop around the person (mask and every vertex) and its texture size.
+
+    The texture's long side is `texture_size`; the other keeps the crop's aspect ratio
+    (rounded up to a multiple of 4), so texels are square in photo pixels and none are spent
+    outside the person's bounding box.
+    """
+    if texture_size < 64:
+        raise ValueError(f"texture size {texture_size} is too small (at least 64)")
+    rows, cols = np.nonzero(mask)
+    finite = vertex_photo_xy[np.isfinite(vertex_photo_xy).all(axis=1)]
+    xs = np.concatenate([cols.astype(np.float64), cols + 1.0, finite[:, 0]])
+    ys = np.concatenate([rows.astype(np.float64), rows + 1.0, finite[:, 1]])
+    x0, x1 = np.floor(xs.min()) - CROP_MARGIN_PX, np.ceil(xs.max()) + CROP_MARGIN_PX
+    y0, y1 = np.floor(ys.min()) - CROP_MARGIN_PX, np.ceil(ys.max()) + CROP_MARGIN_PX
+    crop_w, crop_h = x1 - x0, y1 - y0
+    gutter = ISLAND_GUTTER if n_islands > 1 else 0
+    if n_islands * crop_w >= crop_h:  # the islands side by side are wider than tall
+        island_w = (texture_size - gutter * (n_islands - 1)) // n_islands
+        height = int(np.ceil(island_w * crop_h / crop_w / 4) * 4)
+    else:
+        height = texture_size
+        island_w = int(np.ceil(height * crop_w / crop_h / 4) * 4)
+    width = n_islands * island_w + gutter * (n_islands - 1)
+    return AtlasLayout((x0, y0, x1, y1), int(width), int(height), int(island_w), n_islands, gutter)
+
+
+def uv_opengl(uv: np.ndarray) -> np.ndarray:
+    """glTF UVs (v down) -> OpenGL / OBJ / PLY UVs (v up)."""
+    out = np.array(uv, np.float32, copy=True)
+    out[:, 1] = 1.0 - out[:, 1]
+    return out
+
+
+# ---- filling and resampling -----------------------------------------------------------------
+def push_pull_fill(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Fill invalid pixels from valid neighbours at ever coarser scales (push-pull).
+
+    values: H x W x C, valid: H x W bool. Valid pixels are kept exactly; the others take the
+    mean of the valid pixels in the smallest surrounding 2^k block, so colours run smoothly
+    out of each island instead of meeting the background.
+    """
+    values = np.asarray(values, np.float32)
+    h, w, c = values.shape
+    if not valid.any():
+        return np.zeros_like(values)
+    weight = valid.astype(np.float32)
+    levels = []  # (mean, has_data) from fine to coarse
+    sums, weights = values * weight[..., None], weight
+    while True:
+        mean = np.where(weights[..., None] > 0, sums / np.maximum(weights[..., None], 1e-12), 0.0)
+        levels.append((mean, weights > 0))
+        if sums.shape[0] == 1 and sums.shape[1] == 1:
+            break
+        ph, pw = sums.shape[0] % 2, sums.shape[1] % 2
+        sums = np.pad(sums, ((0, ph), (0, pw), (0, 0)))
+        weights = np.pad(weights, ((0, ph), (0, pw)))
+        sh, sw = sums.shape[0] // 2, sums.shape[1] // 2
+        sums = sums.reshape(sh, 2, sw, 2, c).sum(axis=(1, 3))
+        weights = weights.reshape(sh, 2, sw, 2).sum(axis=(1, 3))
+    filled = levels[-1][0]
+    for mean, has_data in reversed(levels[:-1]):
+        up = np.repeat(np.repeat(filled, 2, axis=0), 2, axis=1)[: mean.shape[0], : mean.shape[1]]
+        filled = np.where(has_data[..., None], mean, up)
+    return np.where(valid[..., None], values, filled[:h, :w])
+
+
+def resample_crop(source: np.ndarray, layout: AtlasLayout, island: int = FRONT) -> np.ndarray:
+    """Bilinearly resample a photo-sized H x W x C map onto one island (texture-sized array).
+
+    Texel centres map through the layout to photo coordinates; outside the photo the nearest
+    edge pixel is used. Columns outside the island are left 0.
+    """
+    out = np.zeros((layout.height, layout.width, source.shape[2]), np.float32)
+    x_start = int(layout.island_x0(island))
+    tx = np.arange(layout.island_width) + 0.5 + x_start
+    ty = np.arange(layout.height) + 0.5
+    photo = layout.texel_to_photo(np.stack(np.broadcast_arrays(tx[None, :], ty[:, None]), axis=-1), island)
+    coords = [photo[..., 1] - 0.5, photo[..., 0] - 0.5]  # array index space: centres at integers
+    for ch in range(source.shape[2]):
+        out[:, x_start : x_start + layout.island_width, ch] = ndimage.map_coordinates(
+            source[..., ch].astype(np.float32), coords, order=1, mode="nearest"
+        )
+    return out
+
+
+# ---- rasterisation --------------------------------------------------------------------------
+@dataclass
+class Raster:
+    """Which triangle covers each texel centre, and where: face (H x W, -1 for none), bary (H x W x 3)."""
+
+    face: np.ndarray
+    bary: np.ndarray
+
+    @property
+    def covered(self) -> np.ndarray:
+        return self.face >= 0
+
+
+def rasterize(texel_xy: np.ndarray, faces: np.ndarray, depth: np.ndarray, width: int, height: int) -> Raster:
+    """Scan-convert triangles given in texel coordinates; the smallest `depth` wins overlaps.
+
+    texel_xy: V x 2 (edges at integers, texel centres at +0.5), faces: F x 3, depth: V (the
+    camera distance, so overlapping projections resolve to what the camera saw).
+    """
+    face_buf = np.full(height * width, -1, np.int64)
+    depth_buf = np.full(height * width, np.inf)
+    bary_buf = np.zeros((height * width, 3), np.float32)
+
+    corners = texel_xy[faces]  # F x 3 x 2
+    lo = np.ceil(corners.min(axis=1) - 0.5).astype(np.int64)
+    hi = np.floor(corners.max(axis=1) - 0.5).astype(np.int64)
+    lo = np.maximum(lo, 0)
+    hi = np.minimum(hi, [width - 1, height - 1])
+    box = hi - lo + 1
+    box_w = np.maximum(box[:, 0], 0)
+    counts = box_w * np.maximum(box[:, 1], 0)
+    ab = corners[:, 1] - corners[:, 0]
+    ac = corners[:, 2] - corners[:, 0]
+    area = ab[:, 0] * ac[:, 1] - ab[:, 1] * ac[:, 0]
+    counts[np.abs(area) < 1e-12] = 0  # degenerate in UV: covers no texel centre
+
+    todo = np.nonzero(counts)[0]
+    ends = np.cumsum(counts[todo])
+    chunk_starts = np.searchsorted(ends, np.arange(0, ends[-1] if len(ends) else 0, RASTER_CHUNK), side="right")
+    bounds = list(chunk_starts) + [len(todo)]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        if b <= a:
+            b = a + 1
+        ids = todo[a:b]
+        n = counts[ids]
+        face = np.repeat(ids, n)
+        local = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+        bw = box_w[face]
+        x = lo[face, 0] + local % bw
+        y = lo[face, 1] + local // bw
+        px, py = x + 0.5, y + 0.5
+        c0 = corners[face, 0]
+        dx, dy = px - c0[:, 0], py - c0[:, 1]
+        inv = 1.0 / area[face]
+        w1 = (dx * ac[face, 1] - dy * ac[face, 0]) * inv
+        w2 = (ab[face, 0] * dy - ab[face, 1] * dx) * inv
+        w0 = 1.0 - w1 - w2
+        eps = -1e-9
+        inside = (w0 >= eps) & (w1 >= eps) & (w2 >= eps)
+        face, x, y, w0, w1, w2 = face[inside], x[inside], y[inside], w0[inside], w1[inside], w2[inside]
+        z = depth[faces[face, 0]] * w0 + depth[faces[face, 1]] * w1 + depth[faces[face, 2]] * w2
+        texel = y * width + x
+        # nearest candidate per texel within the chunk, then against what earlier chunks found
+        order = np.lexsort((z, texel))
+        texel, z = texel[order], z[order]
+        first = np.ones(len(texel), bool)
+        first[1:] = texel[1:] != texel[:-1]
+        pick = order[first]
+        texel, z = texel[first], z[first]
+        better = z < depth_buf[texel]
+        texel, pick = texel[better], pick[better]
+        depth_buf[texel] = z[better]
+        face_buf[texel] = face[pick]
+        bary_buf[texel] = np.stack([w0[pick], w1[pick], w2[pick]], axis=1)
+    return Raster(face_buf.reshape(height, width), bary_buf.reshape(height, width, 3))
+
+
+# ---- tangents and the normal map --------------------------------------------------------------
+def _normalize(v: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), eps)
+
+
+def _perpendicular(n: np.ndarray) -> np.ndarray:
+    """Any unit vector perpendicular to each row of n."""
+    helper = np.where(np.abs(n[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    return _normalize(np.cross(n, helper))
+
+
+def vertex_tangents(positions: np.ndarray, normals: np.ndarray, uv: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Per-vertex tangents V x 4 (xyz unit, w = handedness) in the MikkTSpace manner.
+
+    uv in glTF convention. The tangent follows +u; the bitangent (cross(normal, tangent) * w)
+    follows the image's up direction (-v in glTF), which is what glTF viewers and Blender
+    expect of an OpenGL-style (+Y up) normal map. Per-face tangents are normalised and
+    accumulated with corner-angle weights, then made orthogonal to the vertex normal, as
+    MikkTSpace does; vertices are not split further (UV seams were split before this).
+    """
+    p = np.asarray(positions, np.float64)
+    n = _normalize(np.asarray(normals, np.float64))
+    st = np.asarray(uv, np.float64) * [1.0, -1.0]  # OpenGL orientation: t grows upward
+    f = np.asarray(faces)
+    e1, e2 = p[f[:, 1]] - p[f[:, 0]], p[f[:, 2]] - p[f[:, 0]]
+    d1, d2 = st[f[:, 1]] - st[f[:, 0]], st[f[:, 2]] - st[f[:, 0]]
+    det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]
+    ok = np.abs(det) > 1e-20
+    r = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)[:, None]
+    face_t = _normalize((e1 * d2[:, 1:2] - e2 * d1[:, 1:2]) * r)
+    face_b = _normalize((e2 * d1[:, 0:1] - e1 * d2[:, 0:1]) * r)
+
+    # corner angles as weights (MikkTSpace weights each face by its angle at the vertex)
+    tangent = np.zeros_like(p)
+    bitangent = np.zeros_like(p)
+    for corner in range(3):
+        a = p[f[:, (corner + 1) % 3]] - p[f[:, corner]]
+        b = p[f[:, (corner + 2) % 3]] - p[f[:, corner]]
+        cos = np.einsum("ij,ij->i", _normalize(a), _normalize(b))
+        angle = np.arccos(np.clip(cos, -1.0, 1.0)) * ok
+        for axis in range(3):
+            tangent[:, axis] += np.bincount(f[:, corner], face_t[:, axis] * angle, minlength=len(p))
+            bitangent[:, axis] += np.bincount(f[:, corner], face_b[:, axis] * angle, minlength=len(p))
+
+    tangent -= n * np.einsum("ij,ij->i", tangent, n)[:, None]  # Gram-Schmidt against the normal
+    length = np.linalg.norm(tangent, axis=1)
+    tangent = np.where((length > 1e-12)[:, None], tangent / np.maximum(length, 1e-12)[:, None], _perpendicular(n))
+    handedness = np.where(np.einsum("ij,ij->i", np.cross(n, tangent), bitangent) < 0.0, -1.0, 1.0)
+    return np.concatenate([tangent, handedness[:, None]], axis=1).astype(np.float32)
+
+
+def interpolated_tbn(raster: Raster, faces: np.ndarray, normals: np.ndarray, tangents: np.ndarray):
+    """The per-texel tangent frame a glTF renderer builds (covered texels only).
+
+    Returns (texel indices into the flattened texture, T, B, N), each frame row-unit: N is the
+    interpolated vertex normal, T the interpolated tangent made orthogonal to N, and
+    B = cross(N, T) * w.
+    """
+    flat_face = raster.face.reshape(-1)
+    texels = np.nonzero(flat_face >= 0)[0]
+    corners = faces[flat_face[texels]]  # n x 3 vertex ids
+    w = raster.bary.reshape(-1, 3)[texels].astype(np.float64)
+    nrm = _normalize(np.einsum("nk,nkd->nd", w, normals[corners].astype(np.float64)))
+    tan4 = tangents[corners].astype(np.float64)
+    tan = np.einsum("nk,nkd->nd", w, tan4[..., :3])
+    tan = _normalize(tan - nrm * np.einsum("nd,nd->n", tan, nrm)[:, None])
+    sign = np.where(np.einsum("nk,nk->n", w, tan4[..., 3]) < 0.0, -1.0, 1.0)
+    bit = np.cross(nrm, tan) * sign[:, None]
+    return texels, tan, bit, nrm
+
+
+def bake_tangent_normals(
+    raster: Raster,
+    faces: np.ndarray,
+    normals: np.ndarray,
+    tangents: np.ndarray,
+    target_normals: np.ndarray,
+    bake_faces: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Express target normals (H x W x 3 per texel, mesh frame, NaN = unknown) in the tangent frame.
+
+    bake_faces: F bool, which faces take the target (others stay flat). Returns the H x W x 3
+    tangent-space unit vectors (flat (0, 0, 1) where nothing was baked) and the H x W mask of
+    baked texels.
+    """
+    h, w = raster.face.shape
+    out = np.zeros((h * w, 3), np.float32)
+    out[:, 2] = 1.0
+    baked = np.zeros(h * w, bool)
+    texels, tan, bit, nrm = interpolated_tbn(raster, faces, normals, tangents)
+    target = target_normals.reshape(-1, 3)[texels].astype(np.float64)
+    use = np.isfinite(target).all(axis=1)
+    if bake_faces is not None:
+        use &= bake_faces[raster.face.reshape(-1)[texels]]
+    target = _normalize(target[use])
+    local = np.stack(
+        [np.einsum("nd,nd->n", tan[use], target), np.einsum("nd,nd->n", bit[use], target), np.einsum("nd,nd->n", nrm[use], target)],
+        axis=1,
+    )
+    # a predicted normal facing away from the surface cannot be shown by a normal map: clamp to the horizon
+    local[:, 2] = np.maximum(local[:, 2], 0.02)
+    out[texels[use]] = _normalize(local)
+    baked[texels[use]] = True
+    return out.reshape(h, w, 3), baked.reshape(h, w)
+
+
+def encode_normal_map(tangent_normals: np.ndarray) -> np.ndarray:
+    """Unit tangent-space vectors -> 8-bit RGB (x, y, z in [-1, 1] -> [0, 255])."""
+    return np.clip(np.round((tangent_normals * 0.5 + 0.5) * 255.0), 0, 255).astype(np.uint8)
+
+
+def decode_normal_map(rgb: np.ndarray) -> np.ndarray:
+    """8-bit RGB -> unit tangent-space vectors (the inverse of encode_normal_map)."""
+    return _normalize(rgb.astype(np.float64) / 255.0 * 2.0 - 1.0)
+
+
+# ---- encoders -----------------------------------------------------------------------------------
+def png_bytes(rgb8: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb8), "RGB").save(buffer, format="PNG", compress_level=4)
+    return buffer.getvalue()
+
+
+def write_exr_half(path, rgb_linear: np.ndarray) -> None:
+    """Linear RGB as a half-float EXR (zip-compressed)."""
+    import OpenEXR
+
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    channels = {"RGB": np.ascontiguousarray(rgb_linear.astype(np.float16))}
+    with OpenEXR.File(header, channels) as exr:
+        exr.write(str(path))
