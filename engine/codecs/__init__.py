@@ -1,0 +1,1 @@
+"""Encoders/decoders between model outputs and geometric quantities."""
