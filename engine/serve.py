@@ -260,29 +260,34 @@ def _devices(job: Job) -> tuple[list[dict], str | None]:
     return devices, torch.__version__
 
 
-def _checkpoints() -> tuple[list | None, str | None]:
-    """The installed checkpoints as engine.checkpoints lists them, or why they cannot be listed."""
+def _checkpoints(root: str | None) -> tuple[str | None, list | None, str | None]:
+    """(root, one row per task and size with `present`, error): as `sapiens-engine models` lists them."""
     try:
         checkpoints = importlib.import_module("engine.checkpoints")
+        directory = checkpoints.checkpoints_root(root)
+        rows = [row.as_dict() for row in checkpoints.list_checkpoints(directory)]
     except ModuleNotFoundError as exc:
-        return None, f"engine.checkpoints is not available ({exc})"
-    lister = getattr(checkpoints, "list_checkpoints", None) or getattr(checkpoints, "installed_checkpoints", None)
-    if lister is None:
-        return None, "engine.checkpoints has no list_checkpoints()"
-    try:
-        return list(lister()), None
-    except EngineError as exc:
-        return None, str(exc)
+        return None, None, f"checkpoint listing is not available in this engine ({exc})"
+    except Exception as exc:  # a broken listing must not hide the devices and methods
+        log.exception("listing checkpoints failed")
+        return None, None, f"cannot list checkpoints: {type(exc).__name__}: {exc}"
+    return str(directory), rows, None
 
 
 def _job_capabilities(job: Job, server: "Server") -> dict:
+    unknown = set(job.params) - {"checkpoints_root"}
+    if unknown:
+        raise _invalid_params(f"unknown parameter(s) {sorted(unknown)}")
+    root = job.params.get("checkpoints_root")
+    if root is not None and not isinstance(root, str):
+        raise _invalid_params("'checkpoints_root' must be a directory path")
     devices, torch_version = _devices(job)
     gpu = next((d["type"] for d in devices if d["type"] != "cpu"), None)
     methods = {name: True for name in server.method_names()}
     for method, module in IMPLEMENTATION_MODULES.items():
         methods[method] = _module_exists(module)
     job.progress("checkpoints", 0.0, "listing installed checkpoints")
-    checkpoints, checkpoints_error = _checkpoints()
+    checkpoints_root, checkpoints, checkpoints_error = _checkpoints(root)
     return {
         "engine_version": __version__,
         "protocol": PROTOCOL_VERSION,
@@ -290,6 +295,7 @@ def _job_capabilities(job: Job, server: "Server") -> dict:
         "devices": devices,
         "default_device": gpu or "cpu",
         "methods": methods,
+        "checkpoints_root": checkpoints_root,
         "checkpoints": checkpoints,
         "checkpoints_error": checkpoints_error,
     }

@@ -357,17 +357,24 @@ def test_bad_job_params_are_invalid_params(debug_server):
     client.assert_alive()
 
 
-def test_capabilities_lists_devices_and_methods(debug_server):
+def test_capabilities_lists_devices_methods_and_checkpoints(debug_server, tmp_path):
     client = debug_server
-    reply = client.call("capabilities")
+    planted = tmp_path / "pose" / "sapiens2_0.4b_pose.safetensors"
+    planted.parent.mkdir()
+    planted.write_bytes(b"x" * 123)
+    reply = client.call("capabilities", {"checkpoints_root": str(tmp_path)})
     result = reply["result"]
     assert result["devices"][0]["type"] == "cpu"
     assert result["default_device"] in {d["type"] for d in result["devices"]}
     for method in ("handshake", "ping", "cancel", "shutdown", "predict", "build", "animate", "debug.sleep"):
         assert method in result["methods"]
     assert result["methods"]["ping"] is True
-    assert (result["checkpoints"] is None) == (result["checkpoints_error"] is not None)
+    assert result["checkpoints_error"] is None and result["checkpoints_root"] == str(tmp_path)
+    present = [row for row in result["checkpoints"] if row["present"]]
+    assert present == [{"task": "pose", "size": "0.4b", "path": str(planted), "present": True, "bytes": 123,
+                        "published": True}]
     assert [m["stage"] for m in client.progress(reply["id"])][0] == "devices"
+    assert error_code(client.call("capabilities", {"checkpoints_root": 5})) == "invalid_params"
 
 
 def test_stdout_stays_protocol_only_when_a_job_prints(debug_server):
