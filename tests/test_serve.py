@@ -513,3 +513,17 @@ def test_shutdown_timeout_abandons_a_stuck_job_and_still_exits_zero(debug_server
     assert reply["result"] == {"shutdown": True, "unfinished": [job]}
     assert client.proc.wait(timeout=WAIT_S) == 0
     assert "abandoning unfinished job" in client.stderr_text()
+
+
+# --- real engine jobs through the server ------------------------------------------------------
+
+def test_build_of_a_missing_bundle_is_a_bad_bundle_error(serve, tmp_path):
+    client = serve()
+    out_dir = tmp_path / "avatar"
+    reply = client.call("build", {"bundle_dir": str(tmp_path / "no_such_bundle"), "out_dir": str(out_dir)})
+    assert error_code(reply) == "bad_bundle"
+    assert "no_such_bundle" in reply["error"]["message"]
+    assert not out_dir.exists()
+    reply = client.call("build", {"bundle_dir": str(tmp_path), "out_dir": str(out_dir), "detial": "typo"})
+    assert error_code(reply) == "invalid_params" and "detial" in reply["error"]["message"]
+    client.assert_alive()
