@@ -1,0 +1,90 @@
+"""The sidebar panel (3D Viewport > Sidebar > Sapiens)."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import operators
+from .engine_session import SESSION
+from .preferences import PACKAGE, get_preferences
+
+
+class SAPIENS_PT_main(bpy.types.Panel):
+    bl_label = "Sapiens Avatar"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Sapiens"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.sapiens
+        status = context.window_manager.sapiens_status
+        prefs = get_preferences(context)
+
+        if prefs is None or not prefs.engine_python:
+            box = layout.box()
+            box.alert = True
+            box.label(text="No engine environment set", icon="ERROR")
+            box.operator("preferences.addon_show", text="Open Preferences", icon="PREFERENCES").module = PACKAGE
+
+        col = layout.column()
+        col.prop(settings, "input_kind", text="")
+        col.prop(settings, "photo", text="")
+
+        box = layout.box()
+        box.label(text="Build", icon="MESH_DATA")
+        row = box.row(align=True)
+        row.prop(settings, "build_texture", toggle=True)
+        row.prop(settings, "build_rig", toggle=True)
+        row.prop(settings, "watertight", toggle=True)
+        box.prop(settings, "detail")
+        box.prop(settings, "resolution")
+        box.prop(settings, "target_faces")
+        if settings.build_texture:
+            box.prop(settings, "texture_size")
+        if settings.build_rig:
+            box.prop(settings, "rig_convention")
+        box.prop(settings, "reuse_predictions")
+
+        running = operators.ACTIVE is not None and not operators.ACTIVE.finished
+        if running:
+            label = f"{status.stage}: {status.message}" if status.message else status.stage
+            if hasattr(layout, "progress"):
+                layout.progress(factor=status.fraction, type="BAR", text=label[:60])
+            else:
+                layout.label(text=f"{label[:50]} ({status.fraction:.0%})")
+            layout.operator("sapiens.cancel", icon="CANCEL")
+        else:
+            row = layout.row(align=True)
+            row.scale_y = 1.4
+            row.operator("sapiens.run", icon="PLAY")
+            row.operator("sapiens.run", text="Rebuild", icon="FILE_REFRESH").rebuild_only = True
+            if status.message:
+                layout.label(text=status.message[:80], icon="INFO")
+        if status.error:
+            box = layout.box()
+            box.alert = True
+            for line in _wrap(status.error, 48)[:6]:
+                box.label(text=line)
+
+        layout.separator()
+        row = layout.row(align=True)
+        row.operator("sapiens.import_avatar", icon="IMPORT")
+        client = SESSION.current
+        row = layout.row(align=True)
+        row.label(text=f"Engine: pid {client.pid}" if client and client.alive else "Engine: not running")
+        row.operator("sapiens.stop_engine", text="", icon="X")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return lines + ([line] if line else [])
+
+
+CLASSES = (SAPIENS_PT_main,)
