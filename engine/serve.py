@@ -103,6 +103,8 @@ class Job:
         """The `progress` callback given to engine functions; raises Cancelled when asked to stop."""
         if self.cancel_requested.is_set():
             raise Cancelled(f"{self.request.method} was cancelled by the client")
+        if self.state == "done":  # a helper thread reporting after the job answered: too late
+            return
         stage = str(stage)
         try:
             fraction = min(1.0, max(0.0, float(fraction))) if fraction is not None else None
