@@ -226,10 +226,13 @@ def build_skeleton(joints_avatar: dict[str, np.ndarray], *, convention: str = "r
         if "rigify_type" in b:
             bone["rigify_type"] = b["rigify_type"]
             bone["rigify_parameters"] = b.get("rigify_parameters", {})
+        if "collection" in b:
+            bone["collection"] = b["collection"]
         bones.append(bone)
     _snap_connected(bones)
     joints = {k: [round(float(x), 6) for x in v] for k, v in joints_avatar.items()}
-    return {
+    extra = {"rigify_collections": table["rigify_collections"]} if "rigify_collections" in table else {}
+    return {**extra,
         "format": SKELETON_FORMAT, "version": SKELETON_VERSION, "convention": convention,
         "units": "metres", "frame": "avatar (glTF: +Y up, person faces +Z)",
         "height": round(float(height), 4),
