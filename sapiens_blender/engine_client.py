@@ -337,7 +337,7 @@ class EngineClient:
         reason = self.death or "the engine is not running"
         tail = [line for line in self.stderr_tail if line.strip()][-3:]
         hint = f" Last engine log lines: {' | '.join(tail)}" if tail else ""
-        return f"The engine stopped unexpectedly: {reason}.{hint} It will be restarted on the next run."
+        return f"The engine stopped unexpectedly ({reason}); it will be restarted on the next run.{hint}"
 
 
 def default_python() -> str:

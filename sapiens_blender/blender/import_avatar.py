@@ -251,10 +251,29 @@ def _build_armature(avatar: Avatar, name: str, collection, scene, created: _Crea
         for bone in bones:
             if bone.get("parent"):
                 made[bone["name"]].parent = made[bone["parent"]]
+                # heads of connected bones were snapped to their parent's tail by the engine
+                made[bone["name"]].use_connect = bool(bone.get("connect", False))
     finally:
         bpy.ops.object.mode_set(mode="OBJECT")
         view_layer.objects.active = previous_active
+    _add_bone_metadata(obj, bones)
     return obj
+
+
+def _add_bone_metadata(obj, bones: list[dict]) -> None:
+    """Bone collections, and Rigify's per-bone types when Rigify is enabled (else kept as custom props)."""
+    armature = obj.data
+    for bone in bones:
+        name = bone.get("collection")
+        if name and hasattr(armature, "collections"):
+            collection = armature.collections.get(name) or armature.collections.new(name)
+            collection.assign(armature.bones[bone["name"]])
+        if "rigify_type" in bone:
+            pose_bone = obj.pose.bones[bone["name"]]
+            if hasattr(pose_bone, "rigify_type"):
+                pose_bone.rigify_type = bone["rigify_type"]
+            else:
+                pose_bone["rigify_type"] = bone["rigify_type"]
 
 
 def _bind_skin(obj: bpy.types.Object, armature_obj: bpy.types.Object, avatar: Avatar) -> None:
