@@ -1,0 +1,349 @@
+"""A sequence of frames -> an animated skeleton: glTF animation, BVH and per-frame JSON.
+
+Per frame: predictions (or an already-predicted bundle), the same joint lifting as a single
+photo. Over the sequence: frames without a person or with too few confident joints are filled
+from their neighbours (and marked), joints are smoothed with a One Euro filter, every frame's
+skeleton is built in the chosen convention, and each bone's rotation relative to its parent is
+kept while its offset (so every bone length) is fixed to the sequence median.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from engine.errors import BundleError, Cancelled, EngineError, InputImageError
+from engine.rig.filters import one_euro
+from engine.rig.gltf_skin import matrix_to_quaternion
+from engine.rig.lift import LIFTED, STATUS_NAMES, Joints3D, lift_joints
+from engine.rig.skeleton import bone_matrices, build_skeleton, skeleton_arrays
+
+ANIMATION_FORMAT = "sapiens-animation"
+ANIMATION_VERSION = "1.0"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
+CORE_JOINTS = ("neck", "shoulder_L", "shoulder_R", "hip_L", "hip_R")
+MIN_CONFIDENT_CORE = 3     # fewer core joints lifted than this and the frame is filled in
+
+Progress = Callable[[str, float, str], None] | None
+
+
+@dataclass
+class Motion:
+    names: list[str]               # bone names
+    parents: np.ndarray            # B
+    rest_local: np.ndarray         # B x 4 x 4, rest bone frames relative to the parent
+    local_rotations: np.ndarray    # T x B x 3 x 3
+    root_positions: np.ndarray     # T x 3 (root bone head, avatar frame)
+    filled: np.ndarray             # T bool: frame filled from its neighbours
+    confidence: np.ndarray         # T mean joint confidence
+    skeleton: dict                 # rest skeleton.json content
+    fps: float
+
+    def world(self) -> np.ndarray:
+        """T x B x 4 x 4 bone frames (avatar frame) from the fixed offsets and the rotations."""
+        T, B = self.local_rotations.shape[:2]
+        out = np.zeros((T, B, 4, 4))
+        for b in range(B):
+            local = np.broadcast_to(self.rest_local[b], (T, 4, 4)).copy()
+            local[:, :3, :3] = self.local_rotations[:, b]
+            if self.parents[b] < 0:
+                local[:, :3, 3] = self.root_positions
+                out[:, b] = local
+            else:
+                out[:, b] = out[:, self.parents[b]] @ local
+        return out
+
+    def bone_lengths(self) -> np.ndarray:
+        _, _, heads, tails, _ = skeleton_arrays(self.skeleton)
+        return np.linalg.norm(tails - heads, axis=1)
+
+
+def _camera_to_avatar_axes(points: np.ndarray) -> np.ndarray:
+    return points * np.array([1.0, -1.0, -1.0])
+
+
+def fill_gaps(tracks: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Linear interpolation over time of each joint's invalid frames (edges hold their value)."""
+    out = tracks.copy()
+    t = np.arange(len(tracks))
+    for j in range(tracks.shape[1]):   # one call per joint, vectorised over frames
+        ok = valid[:, j]
+        if ok.all() or not ok.any():
+            continue
+        for c in range(3):
+            out[~ok, j, c] = np.interp(t[~ok], t[ok], tracks[ok, j, c])
+    return out
+
+
+def motion_from_tracks(names: list[str], tracks_avatar: np.ndarray, valid: np.ndarray, fps: float, *,
+                       convention: str = "rigify", height: float = 1.7, smooth: bool = True,
+                       min_cutoff: float = 1.0, beta: float = 2.0) -> tuple[Motion, np.ndarray]:
+    """Joint tracks (T x J x 3, avatar frame) -> Motion; also returns the smoothed tracks."""
+    T = len(tracks_avatar)
+    frame_ok = valid.any(1)
+    if not frame_ok.any():
+        raise EngineError("no frame of the sequence has a usable person")
+    tracks = fill_gaps(tracks_avatar, valid)
+    if smooth:
+        tracks = one_euro(tracks, fps, min_cutoff=min_cutoff, beta=beta)
+    worlds = []
+    skeleton0 = None
+    for t in range(T):
+        sk = build_skeleton({n: tracks[t, i] for i, n in enumerate(names)}, convention=convention, height=height)
+        bnames, parents, heads, tails, zs = skeleton_arrays(sk)
+        worlds.append(bone_matrices(heads, tails, zs))
+        skeleton0 = skeleton0 or sk
+    worlds = np.stack(worlds)                                        # T x B x 4 x 4
+    has = parents >= 0
+    local = worlds.copy()
+    local[:, has] = np.linalg.inv(worlds[:, parents[has]]) @ worlds[:, has]
+    # fixed offsets (bone lengths) from the sequence median; rotations per frame
+    offsets = np.median(local[:, :, :3, 3], axis=0)
+    first = int(np.flatnonzero(frame_ok)[0])
+    rest_local = local[first].copy()
+    rest_local[:, :3, 3] = offsets
+    sampled = np.unique(np.linspace(0, T - 1, min(T, 15)).astype(int))
+    bone_len = np.median(np.stack([_frame_lengths(tracks[t], names, convention, height) for t in sampled]), axis=0)
+    motion = Motion(bnames, parents, rest_local, local[:, :, :3, :3], worlds[:, 0, :3, 3],
+                    ~frame_ok, np.zeros(T), skeleton0, fps)
+    # rest skeleton: the first usable frame's pose with the fixed offsets and median bone lengths
+    w = motion.world()[first]
+    rest_bones = []
+    for b, bone in enumerate(skeleton0["bones"]):
+        nb = dict(bone)
+        nb["head"] = [round(float(v), 6) for v in w[b, :3, 3]]
+        nb["tail"] = [round(float(v), 6) for v in w[b, :3, 3] + w[b, :3, 1] * bone_len[b]]
+        rest_bones.append(nb)
+    motion.skeleton = {**skeleton0, "bones": rest_bones}
+    return motion, tracks
+
+
+def _frame_lengths(joints: np.ndarray, names: list[str], convention: str, height: float) -> np.ndarray:
+    sk = build_skeleton({n: joints[i] for i, n in enumerate(names)}, convention=convention, height=height)
+    _, _, heads, tails, _ = skeleton_arrays(sk)
+    return np.linalg.norm(tails - heads, axis=1)
+
+
+# --- inputs -------------------------------------------------------------------------------------
+def list_frames(frames: str | Path) -> tuple[str, list[Path]]:
+    """('bundles' | 'images', sorted paths) for a frames directory; a clear error otherwise."""
+    path = Path(frames)
+    if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+        raise InputImageError(
+            f"{path}: video input needs a video decoder and none is installed in this environment "
+            f"(no OpenCV / PyAV / imageio-ffmpeg). Extract the frames first, e.g. "
+            f"`ffmpeg -i {path.name} frames/%05d.png`, and pass the frames directory.")
+    if not path.is_dir():
+        raise InputImageError(f"{path}: not a directory of frames (images or predicted bundles)")
+    from engine.bundle import is_bundle
+    bundles = sorted(p for p in path.iterdir() if p.is_dir() and is_bundle(p))
+    if bundles:
+        return "bundles", bundles
+    images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if images:
+        return "images", images
+    raise InputImageError(f"{path}: no frames in it (expected images or predictions bundles)")
+
+
+def lift_bundle(bundle) -> Joints3D | None:
+    """Joints of one frame, or None when the frame has no usable person."""
+    if bundle.keypoints is None or bundle.pointmap is None or bundle.K is None:
+        return None
+    if bundle.mask is not None and not np.asarray(bundle.mask).any():
+        return None
+    return lift_joints(bundle.keypoints, bundle.pointmap, bundle.seg, bundle.K, mask=bundle.mask)
+
+
+def tracks_from_joints(frames: list[Joints3D | None], min_confidence: float = 0.3
+                       ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, float]:
+    """(joint names, T x J x 3 camera-frame tracks, T x J valid, T confidence, median height)."""
+    first = next((f for f in frames if f is not None), None)
+    if first is None:
+        raise EngineError("no frame of the sequence has a person with keypoints and a pointmap")
+    names = first.names
+    T, J = len(frames), len(names)
+    tracks = np.zeros((T, J, 3))
+    valid = np.zeros((T, J), bool)
+    conf = np.zeros(T)
+    core = [names.index(n) for n in CORE_JOINTS]
+    heights = []
+    for t, f in enumerate(frames):
+        if f is None:
+            continue
+        tracks[t] = f.positions
+        ok = np.isfinite(f.positions).all(1) & (f.status <= 1) & (f.confidence >= min_confidence * 0.5)
+        if (f.status[core] == LIFTED).sum() < MIN_CONFIDENT_CORE:
+            ok[:] = False     # too little of the body seen: the whole frame is filled in
+        valid[t] = ok
+        conf[t] = float(f.confidence.mean())
+        heights.append(f.height)
+    return names, tracks, valid, conf, float(np.median(heights))
+
+
+# --- outputs ------------------------------------------------------------------------------------
+def _euler_zxy_degrees(R: np.ndarray) -> np.ndarray:
+    """... x 3 x 3 -> ... x 3 (z, x, y) degrees with R = Rz @ Rx @ Ry (BVH channel order)."""
+    x = np.arcsin(np.clip(R[..., 2, 1], -1, 1))
+    z = np.arctan2(-R[..., 0, 1], R[..., 1, 1])
+    y = np.arctan2(-R[..., 2, 0], R[..., 2, 2])
+    return np.degrees(np.stack([z, x, y], -1))
+
+
+def write_bvh(path: Path, motion: Motion) -> None:
+    """BVH with world-aligned rest axes (the format's convention), metres, Y up."""
+    _, _, heads, tails, _ = skeleton_arrays(motion.skeleton)
+    names, parents = motion.names, motion.parents
+    W = motion.world()
+    first = int(np.flatnonzero(~motion.filled)[0]) if (~motion.filled).any() else 0
+    rest_rot = W[first, :, :3, :3]
+    delta = W[:, :, :3, :3] @ np.swapaxes(rest_rot, -1, -2)[None]      # world rotation from rest
+    local = delta.copy()
+    has = parents >= 0
+    local[:, has] = np.swapaxes(delta[:, parents[has]], -1, -2) @ delta[:, has]
+    children = {b: [c for c in range(len(names)) if parents[c] == b] for b in range(len(names))}
+    lines = ["HIERARCHY"]
+
+    def emit(b: int, depth: int) -> None:
+        pad = "  " * depth
+        off = heads[b] if parents[b] < 0 else heads[b] - heads[parents[b]]
+        kind = "ROOT" if parents[b] < 0 else "JOINT"
+        lines.append(f"{pad}{kind} {names[b]}")
+        lines.append(f"{pad}{{")
+        lines.append(f"{pad}  OFFSET {off[0]:.6f} {off[1]:.6f} {off[2]:.6f}")
+        if parents[b] < 0:
+            lines.append(f"{pad}  CHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation")
+        else:
+            lines.append(f"{pad}  CHANNELS 3 Zrotation Xrotation Yrotation")
+        for c in children[b]:
+            emit(c, depth + 1)
+        if not children[b]:
+            end = tails[b] - heads[b]
+            lines += [f"{pad}  End Site", f"{pad}  {{", f"{pad}    OFFSET {end[0]:.6f} {end[1]:.6f} {end[2]:.6f}",
+                      f"{pad}  }}"]
+        lines.append(f"{pad}}}")
+
+    roots = [b for b in range(len(names)) if parents[b] < 0]
+    if len(roots) != 1:
+        raise EngineError(f"BVH needs one root bone; the skeleton has {len(roots)}")
+    emit(roots[0], 0)
+    order = []
+
+    def walk(b):
+        order.append(b)
+        for c in children[b]:
+            walk(c)
+    walk(roots[0])
+    eul = _euler_zxy_degrees(local)                                    # T x B x 3
+    root_pos = W[:, roots[0], :3, 3]
+    lines += ["MOTION", f"Frames: {len(W)}", f"Frame Time: {1.0 / motion.fps:.6f}"]
+    rows = np.concatenate([root_pos] + [eul[:, b] for b in order], axis=1)
+    lines += [" ".join(f"{v:.5f}" for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_gltf(path: Path, motion: Motion) -> None:
+    from engine.avatar.gltf import GltfBuilder
+    from engine.rig.gltf_skin import add_animation, add_joint_nodes
+    _, _, heads, tails, zs = skeleton_arrays(motion.skeleton)
+    builder = GltfBuilder(extras={"sapiens": {"format": ANIMATION_FORMAT, "version": ANIMATION_VERSION}})
+    nodes = add_joint_nodes(builder, motion.skeleton)
+    world = bone_matrices(heads, tails, zs)
+    builder.add_skin([nodes[n] for n in motion.names], np.linalg.inv(world), skeleton=nodes[motion.names[0]],
+                     name="skeleton")
+    times = np.arange(len(motion.local_rotations)) / motion.fps
+    quats = matrix_to_quaternion(motion.local_rotations)
+    # keep each track on one hemisphere so interpolation takes the short way
+    flip = np.cumsum(((quats[1:] * quats[:-1]).sum(-1) < 0), axis=0) % 2
+    quats[1:] *= np.where(flip[..., None] == 1, -1.0, 1.0)
+    add_animation(builder, nodes, motion.names, times, quats, motion.root_positions)
+    builder.save(path)
+
+
+def write_frame_json(dir_: Path, motion: Motion, tracks: np.ndarray, joint_names: list[str],
+                     sources: list[str]) -> None:
+    quats = matrix_to_quaternion(motion.local_rotations)
+    for t in range(len(tracks)):
+        doc = {
+            "format": ANIMATION_FORMAT + "-frame", "version": ANIMATION_VERSION, "index": t,
+            "time": t / motion.fps, "source": sources[t], "filled": bool(motion.filled[t]),
+            "confidence": round(float(motion.confidence[t]), 4),
+            "joints": {n: [round(float(v), 5) for v in tracks[t, i]] for i, n in enumerate(joint_names)},
+            "bones": {n: {"rotation": [round(float(v), 6) for v in quats[t, b]]} for b, n in enumerate(motion.names)},
+            "root_position": [round(float(v), 5) for v in motion.root_positions[t]],
+        }
+        (dir_ / f"{t:06d}.json").write_text(json.dumps(doc))
+
+
+def animate_frames(frames: str | Path, out_dir: str | Path, *, convention: str = "rigify", fps: float = 30.0,
+                   smooth: bool = True, min_cutoff: float = 1.0, beta: float = 2.0, size: str = "0.4b",
+                   checkpoints=None, device: str = "auto", progress: Progress = None) -> Path:
+    """Animate a skeleton from a directory of frames (images, or predictions bundles).
+
+    Writes into out_dir: animation.glb, animation.bvh, skeleton.json (rest), animation.json
+    (summary) and frames/NNNNNN.json (per-frame joints, bone rotations, filled flag)."""
+    from engine.bundle import read_bundle
+    out_dir = Path(out_dir)
+    kind, paths = list_frames(frames)
+    if kind == "images":
+        try:
+            from engine.predict import predict_photos
+        except ImportError as exc:
+            raise EngineError(f"predicting frames needs engine.predict ({exc})") from exc
+        work = Path(tempfile.mkdtemp(prefix="animate-predict-"))
+        paths = predict_photos(paths, work, tasks=["pose", "seg", "pointmap"], size=size, checkpoints=checkpoints,
+                               device=device, progress=progress)
+    lifted: list[Joints3D | None] = []
+    for i, p in enumerate(paths):
+        try:
+            lifted.append(lift_bundle(read_bundle(p)))
+        except BundleError:
+            lifted.append(None)        # an unreadable frame is filled from its neighbours
+        if progress:
+            progress("lift", (i + 1) / len(paths), f"frame {i + 1}/{len(paths)}")
+    names, tracks_cam, valid, conf, height = tracks_from_joints(lifted)
+    tracks = _camera_to_avatar_axes(tracks_cam)
+    # origin on the ground under the first usable frame's pelvis
+    ok_frames = valid.any(1)
+    first = int(np.flatnonzero(ok_frames)[0])
+    pelvis = 0.5 * (tracks[first, names.index("hip_L")] + tracks[first, names.index("hip_R")])
+    feet = [names.index(n) for n in names if n.startswith(("ankle_", "heel_", "big_toe_", "small_toe_"))]
+    ground = np.min(tracks[valid[:, feet].any(1)][:, feet, 1]) if valid[:, feet].any() else pelvis[1] - 0.5 * height
+    tracks = tracks - np.array([pelvis[0], ground, pelvis[2]])
+    motion, smoothed = motion_from_tracks(names, tracks, valid, fps, convention=convention, height=height,
+                                          smooth=smooth, min_cutoff=min_cutoff, beta=beta)
+    motion.confidence = conf
+    motion.filled |= ~valid.any(1)
+    if progress:
+        progress("animate", 0.8, "writing outputs")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        (tmp / "frames").mkdir()
+        write_gltf(tmp / "animation.glb", motion)
+        write_bvh(tmp / "animation.bvh", motion)
+        write_frame_json(tmp / "frames", motion, smoothed, names, [str(p) for p in paths])
+        (tmp / "skeleton.json").write_text(json.dumps(motion.skeleton, indent=1))
+        summary = {"format": ANIMATION_FORMAT, "version": ANIMATION_VERSION, "fps": fps, "frames": len(paths),
+                   "filled_frames": [int(t) for t in np.flatnonzero(motion.filled)], "convention": convention,
+                   "units": "metres", "frame": "avatar (glTF: +Y up, person faces +Z)",
+                   "smoothing": {"filter": "one_euro", "min_cutoff_hz": min_cutoff, "beta": beta} if smooth else None,
+                   "files": {"gltf": "animation.glb", "bvh": "animation.bvh", "skeleton": "skeleton.json",
+                             "frames": "frames/"}}
+        (tmp / "animation.json").write_text(json.dumps(summary, indent=1))
+        if progress:
+            progress("animate", 1.0, "done")   # last chance for the client to cancel
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
