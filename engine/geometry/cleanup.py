@@ -1,0 +1,201 @@
+"""Mesh cleanup and decimation over index arrays, carrying per-vertex attributes along.
+
+Every function takes vertices (V x 3) and faces (F x 3 int) plus an optional dict of per-vertex
+attributes (uv, labels, normals, pixel index, ...) and returns the same kinds of arrays, so a
+caller never loses track of which attribute belongs to which vertex. `source_vertex` in the
+results maps each output vertex to the input vertex its attributes came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+
+@dataclass
+class MeshArrays:
+    vertices: np.ndarray
+    faces: np.ndarray
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
+    source_vertex: np.ndarray | None = None  # output vertex -> input vertex
+    removed: dict[str, int] = field(default_factory=dict)
+
+
+def face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    v = np.asarray(vertices, np.float64)
+    return 0.5 * np.linalg.norm(np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]]), axis=1)
+
+
+def degenerate_faces(vertices: np.ndarray, faces: np.ndarray, area_eps: float | None = 1e-12) -> np.ndarray:
+    """Bool per face: a repeated corner or, unless area_eps is None, (near) zero area."""
+    repeated = (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 0] == faces[:, 2])
+    if area_eps is None:
+        return repeated
+    return repeated | (face_areas(vertices, faces) <= area_eps)
+
+
+def _pair_key(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One int64 per unordered vertex pair (1-D unique is much faster than unique rows)."""
+    lo, hi = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
+    return lo * (np.int64(1) << 31) + hi
+
+
+def duplicate_faces(faces: np.ndarray) -> np.ndarray:
+    """Bool per face: same corner set as an earlier face (either winding)."""
+    corners = np.sort(faces, axis=1).astype(np.int64)
+    key = (corners[:, 0] << 42) + (corners[:, 1] << 21) + corners[:, 2]
+    if len(faces) and corners.max() >= (1 << 21):
+        key = np.unique(corners, axis=0, return_inverse=True)[1].ravel()
+    _, first = np.unique(key, return_index=True)
+    duplicate = np.ones(len(faces), bool)
+    duplicate[first] = False
+    return duplicate
+
+
+def _edge_face_table(faces: np.ndarray):
+    """Undirected edges of every face: (edge id per face-edge, face per face-edge, n_edges)."""
+    edges = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    _, edge_id, counts = np.unique(_pair_key(edges[:, 0], edges[:, 1]), return_inverse=True, return_counts=True)
+    return edge_id.ravel(), np.repeat(np.arange(len(faces)), 3), counts
+
+
+def nonmanifold_faces(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Bool per face to drop so that no edge has more than two faces.
+
+    On an edge with more than two faces the two largest stay (they are the surface; the others
+    are folds and slivers), so a manifold neighbourhood is kept rather than punching a hole.
+    """
+    if len(faces) == 0:
+        return np.zeros(0, bool)
+    edge_id, face_of, counts = _edge_face_table(faces)
+    bad_edge = counts > 2
+    if not bad_edge.any():
+        return np.zeros(len(faces), bool)
+    on_bad = bad_edge[edge_id]
+    e, f = edge_id[on_bad], face_of[on_bad]
+    area = face_areas(vertices, faces)[f]
+    order = np.lexsort((-area, e))
+    e, f = e[order], f[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(e)) + 1]
+    rank = np.arange(e.size) - np.repeat(starts, np.diff(np.r_[starts, e.size]))
+    drop = np.zeros(len(faces), bool)
+    drop[f[rank >= 2]] = True
+    return drop
+
+
+def face_components(faces: np.ndarray, n_vertices: int) -> np.ndarray:
+    """Connected component id per face (faces sharing a vertex are connected)."""
+    if len(faces) == 0:
+        return np.zeros(0, np.int64)
+    # Components of the vertex graph (face edges), then each face takes its first corner's.
+    a = faces[:, [0, 1, 2]].ravel()
+    b = faces[:, [1, 2, 0]].ravel()
+    adjacency = sp.coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(n_vertices, n_vertices))
+    _, vertex_component = connected_components(adjacency.tocsr(), directed=False)
+    return vertex_component[faces[:, 0]]
+
+
+def small_islands(faces: np.ndarray, n_vertices: int, *, min_faces: int = 50, min_fraction: float = 0.002) -> np.ndarray:
+    """Bool per face in a component with fewer than max(min_faces, min_fraction * F) faces.
+
+    The largest component always stays.
+    """
+    if len(faces) == 0:
+        return np.zeros(0, bool)
+    component = face_components(faces, n_vertices)
+    sizes = np.bincount(component)
+    limit = max(min_faces, int(min_fraction * len(faces)))
+    small = sizes < limit
+    small[np.argmax(sizes)] = False
+    return small[component]
+
+
+def compact(vertices, faces, attributes=None, source_vertex=None) -> MeshArrays:
+    """Drop vertices no face uses and renumber the faces; attributes follow their vertex."""
+    used = np.zeros(len(vertices), bool)
+    used[faces.ravel()] = True
+    new_index = np.cumsum(used) - 1
+    kept = np.flatnonzero(used)
+    attributes = {k: np.asarray(v)[kept] for k, v in (attributes or {}).items()}
+    base = np.arange(len(vertices)) if source_vertex is None else source_vertex
+    return MeshArrays(
+        vertices=np.asarray(vertices)[kept],
+        faces=new_index[faces].astype(np.int32),
+        attributes=attributes,
+        source_vertex=base[kept],
+    )
+
+
+def clean_mesh(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    attributes: dict[str, np.ndarray] | None = None,
+    *,
+    min_island_faces: int = 50,
+    min_island_fraction: float = 0.002,
+    area_eps: float | None = 1e-12,
+) -> MeshArrays:
+    """Degenerate and duplicate faces, non-manifold edges and small islands removed.
+
+    area_eps=None keeps zero-area faces (only faces with a repeated corner go), for closed
+    meshes where dropping a sliver would open a hole.
+    """
+    faces = np.asarray(faces, np.int64).reshape(-1, 3)
+    removed = {}
+    drop = degenerate_faces(vertices, faces, area_eps)
+    removed["degenerate"] = int(drop.sum())
+    faces = faces[~drop]
+    drop = duplicate_faces(faces)
+    removed["duplicate"] = int(drop.sum())
+    faces = faces[~drop]
+    drop = nonmanifold_faces(vertices, faces)
+    removed["nonmanifold"] = int(drop.sum())
+    faces = faces[~drop]
+    drop = small_islands(faces, len(vertices), min_faces=min_island_faces, min_fraction=min_island_fraction)
+    removed["islands"] = int(drop.sum())
+    faces = faces[~drop]
+    result = compact(vertices, faces, attributes)
+    result.removed = removed
+    return result
+
+
+def decimate(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    target_faces: int,
+    attributes: dict[str, np.ndarray] | None = None,
+    *,
+    aggressiveness: float = 7.0,
+) -> MeshArrays:
+    """Quadric decimation (fast-simplification) to about `target_faces` faces.
+
+    The collapse history is replayed to know which input vertices merged into each output
+    vertex; each output vertex takes the attributes (UV, label, ...) of the nearest of its merged
+    input vertices, so discrete attributes stay valid and UVs stay on the texture they index.
+    """
+    import fast_simplification
+
+    faces = np.asarray(faces, np.int64)
+    if target_faces >= len(faces):
+        return compact(np.asarray(vertices), faces, attributes)
+    points = np.asarray(vertices, np.float64)
+    _, _, collapses = fast_simplification.simplify(
+        points, faces, target_count=int(target_faces), agg=aggressiveness, return_collapses=True
+    )
+    new_points, new_faces, mapping = fast_simplification.replay_simplification(points, faces, collapses)
+    mapping = np.asarray(mapping, np.int64)
+    new_faces = np.asarray(new_faces, np.int64)
+    distance = np.linalg.norm(points - new_points[mapping], axis=1)
+    order = np.lexsort((distance, mapping))
+    group_first = np.r_[True, np.diff(mapping[order]) != 0]
+    representative = np.empty(len(new_points), np.int64)
+    representative[mapping[order][group_first]] = order[group_first]
+    attributes = {k: np.asarray(v)[representative] for k, v in (attributes or {}).items()}
+    out = compact(new_points.astype(np.asarray(vertices).dtype), new_faces, attributes, representative)
+    drop = degenerate_faces(out.vertices, out.faces, area_eps=None)
+    if drop.any():
+        out = compact(out.vertices, out.faces[~drop], out.attributes, out.source_vertex)
+    return out
