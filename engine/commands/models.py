@@ -1,0 +1,33 @@
+"""`sapiens-engine models`: which checkpoints are installed and which are missing."""
+
+from __future__ import annotations
+
+import json
+
+HELP = "list installed and missing checkpoints"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--checkpoints", default=None, metavar="DIR",
+                        help="checkpoint directory (default: $SAPIENS_CHECKPOINTS)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args) -> int:
+    from engine.checkpoints import checkpoints_root, download_command, list_checkpoints
+
+    root = checkpoints_root(args.checkpoints)
+    rows = list_checkpoints(root)
+    if args.json:
+        print(json.dumps({"root": str(root), "checkpoints": [r.as_dict() for r in rows]}, indent=1))
+        return 0
+    print(f"checkpoints in {root}")
+    for r in rows:
+        if r.present:
+            state = f"installed  {r.bytes / 1e9:6.2f} GB"
+        elif r.task == "albedo":
+            state = "missing    (not published yet)"
+        else:
+            state = f"missing    {download_command(r.task, r.size)}"
+        print(f"  {r.size:>5} {r.task:<9} {state}")
+    return 0
