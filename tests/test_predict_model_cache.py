@@ -1,0 +1,63 @@
+"""Model cache: lazy loading, LRU eviction under a memory budget, memory-mapped weights."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import CheckpointError
+from engine.model_cache import ModelCache, model_bytes, parse_memory
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    from engine.models.testing import write_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("ckpt")
+    return {t: write_tiny_checkpoint(root / t / f"sapiens2_0.4b_{t}.safetensors", t, img_size=(256, 192))
+            for t in ("seg", "normal", "albedo")}
+
+
+def test_lazy_lru_under_budget(paths):
+    free = ModelCache(paths)
+    assert free.loaded() == [] and free.loads == 0
+    one = model_bytes(free.get("normal"))
+    assert free.get("normal") is free.get("normal") and free.loads == 1
+    budget = int(one * 2.5)  # room for two models of this size
+    cache = ModelCache(paths, max_memory=budget)
+    cache.get("normal")
+    cache.get("seg")
+    cache.get("normal")            # normal is now the most recently used
+    cache.get("albedo")            # over budget: seg goes, not normal
+    assert cache.loaded() == ["normal", "albedo"] and cache.evictions == 1
+    assert cache.used_bytes <= budget
+    tight = ModelCache(paths, max_memory=1)
+    tight.get("seg")
+    assert tight.loaded() == ["seg"]  # the model asked for always stays
+    with pytest.raises(CheckpointError, match="pose"):
+        cache.get("pose")
+
+
+def test_weights_are_memory_mapped(paths):
+    from pathlib import Path
+
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        pytest.skip("needs /proc/self/maps (Linux) to see the mapping")
+    model = ModelCache(paths).get("seg")
+    pointer = model.backbone.patch_embed.projection.weight.data_ptr()
+    regions = []
+    for line in maps.read_text().splitlines():
+        if line.endswith(str(paths["seg"])):
+            start, end = (int(v, 16) for v in line.split()[0].split("-"))
+            regions.append((start, end))
+    # the weight lives inside the file's mapping: loading did not copy it
+    assert any(start <= pointer < end for start, end in regions)
+
+
+def test_parse_memory():
+    assert parse_memory("6G") == 6 << 30
+    assert parse_memory("512M") == 512 << 20
+    assert parse_memory("2.5GB") == int(2.5 * (1 << 30))
+    assert parse_memory("1000") == 1000 and parse_memory(None) is None
+    with pytest.raises(ValueError, match="--max-memory"):
+        parse_memory("lots")
