@@ -19,10 +19,10 @@ from typing import Callable
 
 import numpy as np
 
-from engine.errors import BundleError, Cancelled, EngineError, InputImageError
+from engine.errors import BundleError, EngineError, InputImageError
 from engine.rig.filters import one_euro
 from engine.rig.gltf_skin import matrix_to_quaternion
-from engine.rig.lift import LIFTED, STATUS_NAMES, Joints3D, lift_joints
+from engine.rig.lift import LIFTED, Joints3D, lift_joints
 from engine.rig.skeleton import bone_matrices, build_skeleton, skeleton_arrays
 
 ANIMATION_FORMAT = "sapiens-animation"
@@ -93,7 +93,11 @@ def motion_from_tracks(names: list[str], tracks_avatar: np.ndarray, valid: np.nd
         raise EngineError("no frame of the sequence has a usable person")
     tracks = fill_gaps(tracks_avatar, valid)
     if smooth:
-        tracks = one_euro(tracks, fps, min_cutoff=min_cutoff, beta=beta)
+        # body-relative motion and the root's travel are filtered apart: a steady walk must not
+        # slow the filter down on the limbs, nor limb jitter leak into the root
+        pelvis = 0.5 * (tracks[:, names.index("hip_L")] + tracks[:, names.index("hip_R")])
+        root = one_euro(pelvis[:, None], fps, min_cutoff=min_cutoff, beta=4 * beta)[:, 0]
+        tracks = one_euro(tracks - pelvis[:, None], fps, min_cutoff=min_cutoff, beta=beta) + root[:, None]
     worlds = []
     skeleton0 = None
     for t in range(T):
@@ -226,8 +230,8 @@ def write_bvh(path: Path, motion: Motion) -> None:
             emit(c, depth + 1)
         if not children[b]:
             end = tails[b] - heads[b]
-            lines += [f"{pad}  End Site", f"{pad}  {{", f"{pad}    OFFSET {end[0]:.6f} {end[1]:.6f} {end[2]:.6f}",
-                      f"{pad}  }}"]
+            lines.extend([f"{pad}  End Site", f"{pad}  {{",
+                          f"{pad}    OFFSET {end[0]:.6f} {end[1]:.6f} {end[2]:.6f}", f"{pad}  }}"])
         lines.append(f"{pad}}}")
 
     roots = [b for b in range(len(names)) if parents[b] < 0]
