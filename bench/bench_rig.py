@@ -1,0 +1,61 @@
+"""Rig timings: lifting + skeleton + skin weights on a ~300k-vertex mesh, and seconds per frame
+for animation without the model passes. Prints figures (no assertions).
+
+Uses ../shared/samples/person_101 (subdivided to ~300k vertices) when present."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def main() -> None:
+    import trimesh
+    from engine.rig import rig_from_joints
+    from engine.rig.animate import motion_from_tracks
+    from engine.rig.lift import lift_joints
+
+    d = REPO.parent / "shared" / "samples" / "person_101"
+    maps = np.load(d / "gt_maps.npz")
+    kp = np.array(json.loads((d / "keypoints.json").read_text())["keypoints"], np.float64)
+    mesh = trimesh.load(d / "gt_mesh.ply", process=False)
+    v, f = np.asarray(mesh.vertices), np.asarray(mesh.faces)
+    while len(v) < 300_000:
+        v, f = trimesh.remesh.subdivide(v, f)
+    uv = v @ maps["K"].T
+    col = np.clip((uv[:, 0] / uv[:, 2]).astype(int), 0, maps["seg"].shape[1] - 1)
+    row = np.clip((uv[:, 1] / uv[:, 2]).astype(int), 0, maps["seg"].shape[0] - 1)
+    labels = maps["seg"][row, col]
+    M = np.diag([1.0, -1.0, -1.0, 1.0])
+    va = v * [1, -1, -1]
+    print(f"mesh: {len(v)} vertices, {len(f)} faces")
+    for rest in ("photo", "tpose"):
+        t0 = time.perf_counter()
+        joints = lift_joints(kp, maps["pointmap"], maps["seg"], maps["K"], mask=maps["mask"])
+        t1 = time.perf_counter()
+        rig_from_joints(joints, va, f, labels, M, rest_pose=rest)
+        t2 = time.perf_counter()
+        print(f"rest={rest}: lifting {t1 - t0:.3f} s, skeleton + weights {t2 - t1:.3f} s, total {t2 - t0:.3f} s")
+
+    T = 120
+    t0 = time.perf_counter()
+    frames = [lift_joints(kp, maps["pointmap"], maps["seg"], maps["K"], mask=maps["mask"]) for _ in range(10)]
+    t_lift = (time.perf_counter() - t0) / 10
+    base = frames[0].positions * [1, -1, -1]
+    tracks = base[None] + np.random.default_rng(0).normal(0, 0.01, (T,) + base.shape)
+    t0 = time.perf_counter()
+    motion_from_tracks(frames[0].names, tracks, np.ones(tracks.shape[:2], bool), 30.0, height=frames[0].height)
+    t_motion = (time.perf_counter() - t0) / T
+    print(f"animation per frame (no model passes): lifting {t_lift * 1000:.1f} ms + smoothing/skeleton/"
+          f"rotations {t_motion * 1000:.1f} ms = {(t_lift + t_motion) * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
