@@ -232,7 +232,39 @@ class SAPIENS_OT_stop_engine(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (SAPIENS_OT_run, SAPIENS_OT_cancel, SAPIENS_OT_import_avatar, SAPIENS_OT_stop_engine)
+class SAPIENS_OT_batch(bpy.types.Operator, ImportHelper):
+    """Rebuild many photos from a YAML/JSON list into .blend files, in a background Blender process"""
+
+    bl_idname = "sapiens.batch"
+    bl_label = "Batch Build from List"
+
+    filename_ext = ".yaml"
+    filter_glob: StringProperty(default="*.yaml;*.yml;*.json", options={"HIDDEN"})
+
+    def execute(self, context):
+        import os
+        import subprocess
+        import sys
+
+        prefs = get_preferences(context)
+        script = Path(__file__).with_name("batch.py")
+        args = ["--", self.filepath]
+        if prefs is not None and prefs.engine_python:
+            args += ["--engine-python", bpy.path.abspath(prefs.engine_python)]
+        if prefs is not None and prefs.engine_source:
+            args += ["--engine-source", bpy.path.abspath(prefs.engine_source)]
+        if bpy.app.binary_path:  # a Blender executable: run the list in a background instance
+            command = [bpy.app.binary_path, "--background", "--factory-startup", "--python", str(script), *args]
+        else:  # bpy as a Python module
+            command = [sys.executable, str(script), *args]
+        log = user_data.user_dir("logs") / "batch.log"
+        with open(log, "w", encoding="utf-8") as fh:
+            process = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ))
+        self.report({"INFO"}, f"Batch started (pid {process.pid}); progress in {log}")
+        return {"FINISHED"}
+
+
+CLASSES = (SAPIENS_OT_run, SAPIENS_OT_cancel, SAPIENS_OT_import_avatar, SAPIENS_OT_stop_engine, SAPIENS_OT_batch)
 
 
 def cancel_active() -> None:

@@ -70,6 +70,7 @@ class SAPIENS_PT_main(bpy.types.Panel):
         layout.separator()
         row = layout.row(align=True)
         row.operator("sapiens.import_avatar", icon="IMPORT")
+        row.operator("sapiens.batch", text="Batch", icon="FILE_TEXT")
         client = SESSION.current
         row = layout.row(align=True)
         row.label(text=f"Engine: pid {client.pid}" if client and client.alive else "Engine: not running")

@@ -183,7 +183,8 @@ def test_end_to_end_build_and_import(addon, shared_samples, tmp_path):
     assert any(g.name == "Torso" or g.name == "Upper_Clothing" for g in mesh_obj.vertex_groups)
     bones = arm_obj.data.bones
     skeleton = json.loads(next(cache_dir.glob("avatar-*/skeleton.json")).read_text())
-    assert [b.name for b in bones] == [b["name"] for b in skeleton["bones"]]
+    assert sorted(b.name for b in bones) == sorted(b["name"] for b in skeleton["bones"])
+    assert {"spine", "upper_arm.L", "forearm.R", "thigh.L", "shin.R"} <= set(bones.keys())  # Rigify names
     for b in skeleton["bones"]:
         assert (bones[b["name"]].parent.name if bones[b["name"]].parent else None) == (b["parent"] or None)
     deform = {b.name for b in bones if b.use_deform}
@@ -191,3 +192,46 @@ def test_end_to_end_build_and_import(addon, shared_samples, tmp_path):
     for v in mesh.vertices:
         totals[v.index] = sum(g.weight for g in v.groups if mesh_obj.vertex_groups[g.group].name in deform)
     assert (totals > 0).mean() > 0.99 and np.allclose(totals[totals > 0], 1.0, atol=1e-3)
+
+
+class _CheckingLayout:
+    """A stand-in UILayout that checks every drawn property and operator exists."""
+
+    def __init__(self):
+        self.drawn: list[str] = []
+
+    def prop(self, data, name, **_):
+        assert name in data.bl_rna.properties, f"{type(data).__name__} has no property {name}"
+        self.drawn.append(name)
+
+    def operator(self, idname, **_):
+        group, name = idname.split(".")
+        assert hasattr(getattr(bpy.ops, group), name), idname
+        self.drawn.append(idname)
+        return type("Props", (), {"__setattr__": lambda *a: None})()
+
+    def __getattr__(self, name):  # row(), column(), box(), label(), separator(), progress()...
+        return lambda *a, **k: self
+
+    def __setattr__(self, name, value):
+        if name == "drawn":
+            object.__setattr__(self, name, value)
+
+
+def test_panel_and_preferences_draw(addon):
+    from types import SimpleNamespace
+
+    from sapiens_blender.panel import SAPIENS_PT_main
+    from sapiens_blender.preferences import SapiensPreferences
+
+    layout = _CheckingLayout()
+    SAPIENS_PT_main.draw(SimpleNamespace(layout=layout), bpy.context)
+    assert {"photo", "build_rig", "watertight", "detail", "sapiens.run", "sapiens.import_avatar"} <= set(layout.drawn)
+    layout = _CheckingLayout()
+
+    class PrefsView:
+        def __getattr__(self, name):
+            return layout if name == "layout" else getattr(addon, name)
+
+    SapiensPreferences.draw(PrefsView(), bpy.context)
+    assert {"engine_python", "checkpoint_dir", "device", "size_pose", "sapiens.create_engine_env"} <= set(layout.drawn)
