@@ -39,7 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import cg
 
-from engine.geometry.grid_mesh import downsample_maps, valid_pixels
+from engine.geometry.grid_mesh import RTOL_HARD, downsample_maps, valid_pixels
 
 # Measured on the shared synthetic people with degraded pointmaps (smooth error + 1 cm noise +
 # blur): the depth error is flat within 3 % between 2e-5 and 1e-4 and rises outside.
@@ -192,6 +192,21 @@ def _solve(energy: GridEnergy, t, *, irls, cg_rtol, cg_maxiter, energy_tol=1e-4)
     return t, steps, cg_iterations
 
 
+def _prior_jumps(points: np.ndarray, rtol: float):
+    """Edges (right, down) across which the prior itself jumps by more than rtol relative.
+
+    Integration must not connect them: the bilateral weights would find most such jumps, but
+    only after many reweighting steps, and a jump smoothed over drags both sides.
+    """
+    if rtol is None:
+        return None
+    z = points[..., 2]
+    with np.errstate(invalid="ignore"):
+        right = np.abs(z[:, 1:] - z[:, :-1]) > rtol * np.minimum(z[:, 1:], z[:, :-1])
+        down = np.abs(z[1:] - z[:-1]) > rtol * np.minimum(z[1:], z[:-1])
+    return right, down
+
+
 def _upsample_log_depth(coarse_t, coarse_valid, fine_valid, factor, fallback):
     """Nearest-parent upsampling of a coarse log-depth onto the fine grid's valid pixels."""
     H, W = fine_valid.shape
@@ -217,11 +232,13 @@ def refine_depth(
     cg_rtol: float = 1e-3,
     fine_cg_maxiter: int = 150,
     coarsest_pixels: int = COARSEST_PIXELS,
+    jump_rtol: float | None = RTOL_HARD,
     progress: Progress = None,
 ) -> tuple[np.ndarray, IntegrationInfo]:
     """Refined pointmap (H x W x 3 float32, NaN off the valid pixels) and timing info.
 
-    Valid pixels: mask with a finite point of positive depth and a finite normal. The refined
+    Valid pixels: mask with a finite point of positive depth and a finite normal; neighbours
+    whose prior depths differ by more than `jump_rtol` (relative) are not linked. The refined
     points lie on the same pixel rays as the input (through the pixel centres), at the depth that
     minimises the energy in the module doc.
     """
@@ -241,7 +258,7 @@ def refine_depth(
         if not valid_l.any():
             continue
         prior = np.log(points_l[..., 2][valid_l].astype(np.float64))
-        energy = GridEnergy(normal_l, valid_l, K_l, prior, prior_weight, sharpness)
+        energy = GridEnergy(normal_l, valid_l, K_l, prior, prior_weight, sharpness, cut=_prior_jumps(points_l, jump_rtol))
         coarsest = t is None
         if coarsest:
             t = prior.copy()
