@@ -220,10 +220,16 @@ def _run_task(task: str, chunk: list[PhotoWork], cache, batch_size, bbox, all_pe
         work.timings[f"forward_{task}"] += (total - outside) / len(chunk)
 
 
+def _share(chunk: list[PhotoWork], key: str, seconds: float) -> None:
+    for work in chunk:
+        work.timings[key] += seconds / len(chunk)
+
+
 def _run_seg(task, model, chunk, cache, batch_size, bbox, all_people, seg_probs) -> float:
     outside = time.perf_counter()
     inputs = [recipe.seg_input(w.photo.rgb) for w in chunk]
     outside = time.perf_counter() - outside
+    _share(chunk, "prep_seg", outside)
     for work, logits in zip(chunk, _forward(model, inputs, batch_size, cache.device, cache.dtype)):
         t0 = time.perf_counter()
         work.seg, work.seg_probs = recipe.seg_labels(logits.numpy(), work.photo.rgb.shape[:2],
@@ -274,6 +280,7 @@ def _run_pose(task, model, chunk, cache, batch_size, bbox, all_people, seg_probs
             crops.append(np.ascontiguousarray(image[:, ::-1]))   # the mirrored crop for the flip test
             owners.append((work, crop))
     outside = time.perf_counter() - outside
+    _share(chunk, "prep_pose", outside)
     heatmaps = _forward(model, crops, batch_size * 2, cache.device, cache.dtype)
     post = 0.0
     # crops and their mirrors alternate, so each person's pair comes out of the iterator together
@@ -294,6 +301,7 @@ def _run_dense(task, model, chunk, cache, batch_size, bbox, all_people, seg_prob
     outside = time.perf_counter()
     prepared = [recipe.dense_input(w.photo.rgb) for w in chunk]
     outside = time.perf_counter() - outside
+    _share(chunk, f"prep_{task}", outside)
     inputs = [p[0] for p in prepared]
     for (work, (_, box)), raw in zip(zip(chunk, prepared),
                                      _forward(model, inputs, batch_size, cache.device, cache.dtype)):

@@ -1,0 +1,139 @@
+"""Predict benchmark: CPU seconds per photo per task, peak memory, time outside the forward passes.
+
+Runs the real pipeline (engine.predict.predict_photos) on synthetic photos, once with the tiny test
+models and once with a generated 0.1b-size model set, each in its own process so peak memory
+(ru_maxrss) belongs to that configuration alone. The 0.1b set is the sapiens2_0.1b backbone
+(768 dims, 12 layers, 12 heads) with the released 0.4b-style heads built for 768 input channels
+and random weights: the released checkpoints have no 0.1b task models, so this measures the
+smallest real backbone with real-size heads. Prints figures; asserts nothing.
+
+    .venv/bin/python bench/bench_predict.py [--models tiny,0.1b] [--photos 3] [--size 1536x1152]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+TASKS = ("seg", "pose", "normal", "pointmap", "albedo")
+
+
+def write_models(kind: str, root: Path) -> None:
+    """Checkpoints in the released layout; the 0.1b set goes in the 0.4b slot (the engine reads
+    the architecture from the file; only the file name says 0.4b)."""
+    from engine.models.loading import save_checkpoint
+    from engine.models.sapiens2 import build_model
+    from engine.models.testing import randomize_, write_tiny_checkpoint
+
+    for task in TASKS:
+        path = root / task / f"sapiens2_0.4b_{task}.safetensors"
+        if kind == "tiny":
+            write_tiny_checkpoint(path, task)
+        else:
+            save_checkpoint(randomize_(build_model("sapiens2_0.1b", task)), path)
+
+
+def make_photos(n: int, size_hw: tuple[int, int], folder: Path) -> list[Path]:
+    import numpy as np
+    from PIL import Image
+
+    h, w = size_hw
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        yy, xx = np.mgrid[0:h, 0:w]
+        rgb = np.stack([xx * 255 // w, yy * 255 // h, np.full_like(xx, 90)], -1).astype(np.uint8)
+        rgb[h // 6: h - h // 8, w // 3: 2 * w // 3] = rng.integers(60, 200, 3)
+        path = folder / f"photo{i}.jpg"
+        Image.fromarray(rgb).save(path, quality=92)
+        paths.append(path)
+    return paths
+
+
+def run_one(kind: str, n_photos: int, size_hw, threads: int | None) -> dict:
+    import torch
+
+    from engine.bundle import read_bundle
+    from engine.predict import predict_photos
+
+    if threads:
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        write_models(kind, tmp / "ckpt")
+        setup = time.perf_counter() - t0
+        photos = make_photos(n_photos, size_hw, tmp)
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        dirs = predict_photos(photos, tmp / "out", checkpoints=tmp / "ckpt", device="cpu", dtype="fp32",
+                              batch_size=2)
+        wall = time.perf_counter() - wall0
+        cpu = time.process_time() - cpu0
+        timings = [read_bundle(d).meta["provenance"]["timings_s"] for d in dirs]
+    per_photo = {k: sum(t.get(k, 0.0) for t in timings) / len(timings) for k in timings[0]}
+    forward = {t: per_photo.get(f"forward_{t}", 0.0) for t in TASKS}
+    recorded = sum(per_photo.values())
+    outside = {
+        "decode": per_photo.get("decode", 0.0),
+        "resize_in (prep)": sum(per_photo.get(f"prep_{t}", 0.0) for t in TASKS),
+        "map_back (post)": sum(per_photo.get(f"post_{t}", 0.0) for t in TASKS),
+        "write+rest": wall / len(dirs) - recorded,
+    }
+    return {"models": kind, "photos": len(dirs), "photo_hw": list(size_hw), "setup_s": setup,
+            "wall_s_per_photo": wall / len(dirs), "cpu_s_per_photo": cpu / len(dirs),
+            "forward_s_per_photo": forward, "outside_s_per_photo": outside,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "torch_threads": torch.get_num_threads()}
+
+
+def report(r: dict) -> None:
+    print(f"\n== {r['models']} models: {r['photos']} photo(s) of {r['photo_hw'][1]} x {r['photo_hw'][0]}, "
+          f"{r['torch_threads']} torch threads ==")
+    print(f"  wall per photo {r['wall_s_per_photo']:.2f} s, CPU per photo {r['cpu_s_per_photo']:.2f} s "
+          f"(model setup {r['setup_s']:.1f} s, not counted)")
+    for task, s in r["forward_s_per_photo"].items():
+        print(f"  forward {task:<9} {s:7.2f} s/photo" + ("  (x2: flip test)" if task == "pose" else ""))
+    total_out = sum(r["outside_s_per_photo"].values())
+    print(f"  outside forward   {total_out:7.2f} s/photo: " +
+          ", ".join(f"{k} {v:.2f}" for k, v in r["outside_s_per_photo"].items()))
+    print(f"  peak RSS          {r['peak_rss_mb']:7.0f} MB")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="tiny,0.1b")
+    ap.add_argument("--photos", type=int, default=3)
+    ap.add_argument("--photos-0.1b", dest="photos_big", type=int, default=1)
+    ap.add_argument("--size", default="1536x1152", help="photo W x H... given as HxW")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    size_hw = tuple(int(v) for v in args.size.split("x"))
+    if args.one:
+        n = args.photos if args.one == "tiny" else args.photos_big
+        print(json.dumps(run_one(args.one, n, size_hw, args.threads)))
+        return 0
+    for kind in args.models.split(","):
+        cmd = [sys.executable, __file__, "--one", kind, "--photos", str(args.photos),
+               "--photos-0.1b", str(args.photos_big), "--size", args.size]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode:
+            print(out.stderr[-3000:], file=sys.stderr)
+            return out.returncode
+        report(json.loads(out.stdout.strip().splitlines()[-1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
