@@ -49,9 +49,12 @@ class EnvSetup:
 
     def commands(self) -> list[list[str]]:
         python = str(venv_python(self.env_dir))
+        # A source checkout is installed editable: the engine reads its tables and the bundled
+        # sample from the checkout's assets/ folder.
+        target = ["-e", self.package] if Path(self.package).is_dir() else [self.package]
         return [
             [self.python, "-m", "venv", str(self.env_dir)],
-            [python, "-m", "pip", "install", "--upgrade", self.package],
+            [python, "-m", "pip", "install", "--upgrade", *target],
             [python, "-c", "import engine, sys; print('engine', engine.__version__, 'on Python', sys.version.split()[0])"],
         ]
 
