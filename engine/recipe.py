@@ -60,16 +60,18 @@ def seg_labels(logits_chw: np.ndarray, size_hw: tuple[int, int], *, with_probs: 
     Bilinear (align_corners=False) to the photo, in row strips so a big photo's full-resolution
     logits never sit in memory at once.
     """
+    import torch
+
     h, w = size_hw
+    logits = torch.as_tensor(logits_chw, dtype=torch.float32)
     labels = np.empty((h, w), dtype=np.uint8)
-    probs = np.empty((h, w, logits_chw.shape[0]), dtype=np.float16) if with_probs else None
+    probs = np.empty((h, w, logits.shape[0]), dtype=np.float16) if with_probs else None
     for start in range(0, h, rows_per_strip):
         stop = min(h, start + rows_per_strip)
-        strip = resample.resize_rows(logits_chw, size_hw, start, stop)   # rows x W x C
-        labels[start:stop] = strip.argmax(axis=-1)
+        strip = resample.linear_rows(logits, size_hw, start, stop)       # C x rows x W
+        labels[start:stop] = strip.argmax(dim=0).numpy()
         if probs is not None:
-            e = np.exp(strip - strip.max(axis=-1, keepdims=True))
-            probs[start:stop] = e / e.sum(axis=-1, keepdims=True)
+            probs[start:stop] = strip.softmax(dim=0).permute(1, 2, 0).numpy()
     return labels, probs
 
 
@@ -149,7 +151,7 @@ def to_photo(maps_chw, box: Letterbox, *, smooth_when_upsampling: bool = False) 
     h, w = box.photo_hw
     if smooth_when_upsampling and (h > ch or w > cw):
         cropped = gaussian_smooth(cropped[None].float(), **POINTMAP_BLUR)[0]
-    return resample.resize(cropped.float().permute(1, 2, 0).numpy(), (h, w), "linear")
+    return resample.linear_rows(cropped.float(), (h, w)).permute(1, 2, 0).numpy()
 
 
 def unit_vectors(v: np.ndarray, eps: float = NORMAL_EPS) -> np.ndarray:

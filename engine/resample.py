@@ -109,6 +109,24 @@ def resize_rows(chw: np.ndarray, size_hw: tuple[int, int], row_start: int, row_s
     return np.ascontiguousarray(out.reshape(out_w, n, c).transpose(1, 0, 2))
 
 
+def linear_rows(chw, size_hw: tuple[int, int], row_start: int = 0, row_stop: int | None = None):
+    """Bilinear resize of a C x H x W torch tensor (rows [start, stop) of the result only).
+
+    grid_sample with clamped borders samples exactly where F.interpolate(mode="bilinear",
+    align_corners=False) does (output pixel i reads input (i + 0.5) * in / out - 0.5, clamped),
+    torch-threaded, and a strip of rows never needs the full-size result in memory.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    out_h, out_w = size_hw
+    row_stop = out_h if row_stop is None else row_stop
+    gy = (2 * (torch.arange(row_start, row_stop, dtype=torch.float64) + 0.5) / out_h - 1).float()
+    gx = (2 * (torch.arange(out_w, dtype=torch.float64) + 0.5) / out_w - 1).float()
+    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None].to(chw.dtype)
+    return F.grid_sample(chw[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Round and saturate, as cv2 does when it resizes or warps a uint8 image."""
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)

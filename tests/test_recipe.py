@@ -24,6 +24,9 @@ def test_linear_matches_torch_bilinear(src, dst):
     assert np.abs(got - want).max() < 2e-3
     strip = resample.resize_rows(x[0].numpy(), dst, 3, 17)
     assert np.abs(strip - got[3:17]).max() < 1e-5
+    lerped = resample.linear_rows(x[0], dst).permute(1, 2, 0).numpy()
+    assert np.abs(lerped - want).max() < 2e-3 and np.abs(lerped - got).max() < 2e-3
+    assert torch.equal(resample.linear_rows(x[0], dst, 5, 9), torch.from_numpy(lerped[5:9]).permute(2, 0, 1))
 
 
 def test_cubic_matches_torch_bicubic_when_enlarging():
