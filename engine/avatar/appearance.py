@@ -50,11 +50,10 @@ def _source_colour(bundle) -> tuple[np.ndarray, np.ndarray, str]:
     return srgb_to_linear(bundle.image.astype(np.float32) / 255.0).astype(np.float32), valid, "photo"
 
 
-def _sample_photo_map(filled, valid, layout: tx.AtlasLayout, island: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resample a photo-sized map (already filled outside `valid`) onto an island, with its validity."""
-    sampled = tx.resample_crop(filled, layout, island)
-    weight = tx.resample_crop(valid[..., None].astype(np.float32), layout, island)[..., 0]
-    return sampled, weight > 0.5
+def _window_filled(values, valid, layout: tx.AtlasLayout):
+    """The photo window the texture reads, filled outside `valid`; and its origin (row, col)."""
+    rows, cols = tx.crop_window(layout, valid.shape)
+    return tx.push_pull_fill(values[rows, cols], valid[rows, cols]), valid[rows, cols], (rows.start, cols.start)
 
 
 def make_appearance(
@@ -89,11 +88,10 @@ def make_appearance(
     report(0.35, f"rasterised {len(faces)} triangles over {int(covered.sum())} texels")
 
     colour, colour_valid, source = _source_colour(bundle)
-    colour = tx.push_pull_fill(colour, colour_valid)
-    albedo = np.zeros((layout.height, layout.width, 3), np.float32)
-    for island in range(n_islands):
-        sampled, _ = _sample_photo_map(colour, colour_valid, layout, island)
-        albedo += sampled
+    colour, _, origin = _window_filled(colour, colour_valid, layout)
+    albedo = tx.resample_crop(colour, layout, tx.FRONT, origin)
+    if n_islands > 1:  # the hidden island repeats the crop: the photo is all we know of the far side
+        albedo += tx.resample_crop(colour, layout, tx.HIDDEN, origin)
     albedo = tx.push_pull_fill(albedo, keep)  # padding: the islands' colours run into the gaps
     albedo = np.clip(albedo, 0.0, 1.0)
     albedo_srgb8 = np.round(linear_to_srgb(albedo) * 255.0).astype(np.uint8)
@@ -103,8 +101,9 @@ def make_appearance(
     baked_fraction = 0.0
     if bundle.normal is not None:
         normal_valid = bundle.mask & np.isfinite(bundle.normal).all(axis=-1)
-        filled_normal = tx.push_pull_fill(np.nan_to_num(bundle.normal), normal_valid)
-        target, target_valid = _sample_photo_map(filled_normal, normal_valid, layout, tx.FRONT)
+        filled_normal, window_valid, origin = _window_filled(np.nan_to_num(bundle.normal), normal_valid, layout)
+        target = tx.resample_crop(filled_normal, layout, tx.FRONT, origin)
+        target_valid = tx.resample_crop(window_valid[..., None].astype(np.float32), layout, tx.FRONT, origin)[..., 0] > 0.5
         target = target @ CAMERA_TO_AVATAR_AXES.T
         target[~target_valid] = np.nan
         tangent_normals, baked = tx.bake_tangent_normals(

@@ -109,16 +109,30 @@ def write_ply(path: Path, mesh: AvatarMesh) -> None:
     path.write_bytes(export_ply(out, encoding="binary", vertex_normal=True))
 
 
-def write_obj(path: Path, mesh: AvatarMesh, *, has_normal_map: bool) -> str:
-    """mesh.obj + mesh.mtl (one material referencing the textures); returns the .mtl name."""
-    from trimesh.exchange.obj import export_obj
+def _obj_lines(template: str, columns: np.ndarray) -> str:
+    return "\n".join(map(template.format, *columns.T.tolist()))
 
+
+def write_obj(path: Path, mesh: AvatarMesh, *, has_normal_map: bool) -> str:
+    """mesh.obj + mesh.mtl (one material referencing the textures); returns the .mtl name.
+
+    Positions, texture coordinates (OBJ's v is up: 1 - glTF v) and normals share one index per
+    vertex, so each corner is written `i/i/i`. Written with one str.format per line (about 3x
+    faster than trimesh's exporter on a 300k-vertex mesh, which dominated the build's output time).
+    """
     mtl_name = path.with_suffix(".mtl").name
-    text = export_obj(_trimesh(mesh), include_normals=True, include_texture=True, write_texture=False, mtl_name=mtl_name)
-    if isinstance(text, tuple):
-        text = text[0]
-    text = text.replace("usemtl material_0", "usemtl avatar", 1)
-    path.write_text(text)
+    parts = [
+        "# sapiens-avatar mesh (metres, avatar frame: +Y up, the person faces +Z)",
+        f"mtllib {mtl_name}",
+        "o avatar",
+        _obj_lines("v {:.6f} {:.6f} {:.6f}", mesh.vertices.astype(np.float64)),
+        _obj_lines("vt {:.6f} {:.6f}", tx.uv_opengl(mesh.uv).astype(np.float64)),
+        _obj_lines("vn {:.5f} {:.5f} {:.5f}", mesh.normals.astype(np.float64)),
+        "usemtl avatar",
+        "s 1",
+        _obj_lines("f {0}/{0}/{0} {1}/{1}/{1} {2}/{2}/{2}", np.asarray(mesh.faces, np.int64) + 1),
+    ]
+    path.write_text("\n".join(parts) + "\n")
     mtl = [
         "# sapiens-avatar: base colour and tangent-space normal map (OpenGL, +Y up)",
         "newmtl avatar",

@@ -19,7 +19,6 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 
 FRONT, HIDDEN = 0, 1  # UV island ids
@@ -104,6 +103,17 @@ def uv_opengl(uv: np.ndarray) -> np.ndarray:
 
 
 # ---- filling and resampling -----------------------------------------------------------------
+def _halve(sums: np.ndarray, weights: np.ndarray):
+    """Sum 2 x 2 blocks (odd sizes padded with empty pixels)."""
+    ph, pw = sums.shape[0] % 2, sums.shape[1] % 2
+    if ph or pw:
+        sums = np.pad(sums, ((0, ph), (0, pw), (0, 0)))
+        weights = np.pad(weights, ((0, ph), (0, pw)))
+    sums = sums[0::2, 0::2] + sums[1::2, 0::2] + sums[0::2, 1::2] + sums[1::2, 1::2]
+    weights = weights[0::2, 0::2] + weights[1::2, 0::2] + weights[0::2, 1::2] + weights[1::2, 1::2]
+    return sums, weights
+
+
 def push_pull_fill(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Fill invalid pixels from valid neighbours at ever coarser scales (push-pull).
 
@@ -115,44 +125,69 @@ def push_pull_fill(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     h, w, c = values.shape
     if not valid.any():
         return np.zeros_like(values)
-    weight = valid.astype(np.float32)
-    levels = []  # (mean, has_data) from fine to coarse
-    sums, weights = values * weight[..., None], weight
+    # push: block sums of the valid pixels, level 1 (half size) up to 1 x 1
+    sums, weights = _halve(values * valid[..., None], valid.astype(np.float32))
+    levels = []
     while True:
-        mean = np.where(weights[..., None] > 0, sums / np.maximum(weights[..., None], 1e-12), 0.0)
-        levels.append((mean, weights > 0))
+        has_data = weights > 0
+        levels.append((sums / np.maximum(weights, 1e-12)[..., None], has_data))
         if sums.shape[0] == 1 and sums.shape[1] == 1:
             break
-        ph, pw = sums.shape[0] % 2, sums.shape[1] % 2
-        sums = np.pad(sums, ((0, ph), (0, pw), (0, 0)))
-        weights = np.pad(weights, ((0, ph), (0, pw)))
-        sh, sw = sums.shape[0] // 2, sums.shape[1] // 2
-        sums = sums.reshape(sh, 2, sw, 2, c).sum(axis=(1, 3))
-        weights = weights.reshape(sh, 2, sw, 2).sum(axis=(1, 3))
+        sums, weights = _halve(sums, weights)
+    # pull: each level's holes take the next coarser level's value
     filled = levels[-1][0]
     for mean, has_data in reversed(levels[:-1]):
         up = np.repeat(np.repeat(filled, 2, axis=0), 2, axis=1)[: mean.shape[0], : mean.shape[1]]
         filled = np.where(has_data[..., None], mean, up)
-    return np.where(valid[..., None], values, filled[:h, :w])
+    up = np.repeat(np.repeat(filled, 2, axis=0), 2, axis=1)[:h, :w]
+    return np.where(valid[..., None], values, up)
 
 
-def resample_crop(source: np.ndarray, layout: AtlasLayout, island: int = FRONT) -> np.ndarray:
-    """Bilinearly resample a photo-sized H x W x C map onto one island (texture-sized array).
+def _linear_weights(n_out: int, scale: float, offset: float, n_in: int):
+    """Sparse n_out x n_in matrix of 1-D linear interpolation at source positions offset + (i + 0.5) * scale.
 
-    Texel centres map through the layout to photo coordinates; outside the photo the nearest
-    edge pixel is used. Columns outside the island are left 0.
+    Positions are in pixel-edge coordinates (centres at +0.5); outside the source the edge
+    sample repeats.
     """
-    out = np.zeros((layout.height, layout.width, source.shape[2]), np.float32)
+    from scipy import sparse
+
+    position = offset + (np.arange(n_out) + 0.5) * scale - 0.5  # index space: centres at integers
+    position = np.clip(position, 0.0, n_in - 1)
+    left = np.minimum(np.floor(position).astype(np.int64), max(n_in - 2, 0))
+    frac = position - left
+    right = np.minimum(left + 1, n_in - 1)
+    rows = np.repeat(np.arange(n_out), 2)
+    cols = np.stack([left, right], 1).reshape(-1)
+    data = np.stack([1.0 - frac, frac], 1).reshape(-1).astype(np.float32)
+    return sparse.csr_matrix((data, (rows, cols)), shape=(n_out, n_in))
+
+
+def resample_crop(source: np.ndarray, layout: AtlasLayout, island: int = FRONT, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Bilinearly resample a photo map (H x W x C) onto one island of a texture-sized array.
+
+    `source` may be a window of the photo whose top-left pixel is `origin` = (row, col).
+    Texel centres map through the layout to photo coordinates; outside the source the nearest
+    edge pixel is used. Columns outside the island are left 0. Separable: two sparse products.
+    """
+    x0, y0, x1, y1 = layout.crop
+    h, w, c = source.shape
+    along_y = _linear_weights(layout.height, (y1 - y0) / layout.height, y0 - origin[0], h)
+    along_x = _linear_weights(layout.island_width, (x1 - x0) / layout.island_width, x0 - origin[1], w)
+    rows = along_y @ source.reshape(h, w * c).astype(np.float32)  # height x (w c)
+    rows = rows.reshape(layout.height, w, c).transpose(1, 0, 2).reshape(w, layout.height * c)
+    island_texels = (along_x @ rows).reshape(layout.island_width, layout.height, c).transpose(1, 0, 2)
+    out = np.zeros((layout.height, layout.width, c), np.float32)
     x_start = int(layout.island_x0(island))
-    tx = np.arange(layout.island_width) + 0.5 + x_start
-    ty = np.arange(layout.height) + 0.5
-    photo = layout.texel_to_photo(np.stack(np.broadcast_arrays(tx[None, :], ty[:, None]), axis=-1), island)
-    coords = [photo[..., 1] - 0.5, photo[..., 0] - 0.5]  # array index space: centres at integers
-    for ch in range(source.shape[2]):
-        out[:, x_start : x_start + layout.island_width, ch] = ndimage.map_coordinates(
-            source[..., ch].astype(np.float32), coords, order=1, mode="nearest"
-        )
+    out[:, x_start : x_start + layout.island_width] = island_texels
     return out
+
+
+def crop_window(layout: AtlasLayout, shape: tuple[int, int], margin: int = 4) -> tuple[slice, slice]:
+    """The photo pixels a layout's crop reads (plus a margin), clipped to the photo."""
+    x0, y0, x1, y1 = layout.crop
+    rows = slice(max(int(np.floor(y0)) - margin, 0), min(int(np.ceil(y1)) + margin, shape[0]))
+    cols = slice(max(int(np.floor(x0)) - margin, 0), min(int(np.ceil(x1)) + margin, shape[1]))
+    return rows, cols
 
 
 # ---- rasterisation --------------------------------------------------------------------------
@@ -173,62 +208,63 @@ def rasterize(texel_xy: np.ndarray, faces: np.ndarray, depth: np.ndarray, width:
 
     texel_xy: V x 2 (edges at integers, texel centres at +0.5), faces: F x 3, depth: V (the
     camera distance, so overlapping projections resolve to what the camera saw).
+
+    Each triangle's barycentrics and depth are planes over the texture, so every candidate
+    texel in a triangle's bounding box costs a few multiply-adds of per-triangle coefficients.
     """
     face_buf = np.full(height * width, -1, np.int64)
-    depth_buf = np.full(height * width, np.inf)
+    depth_buf = np.full(height * width, np.inf, np.float32)
     bary_buf = np.zeros((height * width, 3), np.float32)
 
-    corners = texel_xy[faces]  # F x 3 x 2
-    lo = np.ceil(corners.min(axis=1) - 0.5).astype(np.int64)
-    hi = np.floor(corners.max(axis=1) - 0.5).astype(np.int64)
-    lo = np.maximum(lo, 0)
-    hi = np.minimum(hi, [width - 1, height - 1])
-    box = hi - lo + 1
-    box_w = np.maximum(box[:, 0], 0)
-    counts = box_w * np.maximum(box[:, 1], 0)
+    corners = np.asarray(texel_xy, np.float64)[faces]  # F x 3 x 2
+    lo = np.maximum(np.ceil(corners.min(axis=1) - 0.5), 0).astype(np.int64)
+    hi = np.minimum(np.floor(corners.max(axis=1) - 0.5), [width - 1, height - 1]).astype(np.int64)
+    box_w = np.maximum(hi[:, 0] - lo[:, 0] + 1, 0)
+    counts = box_w * np.maximum(hi[:, 1] - lo[:, 1] + 1, 0)
     ab = corners[:, 1] - corners[:, 0]
     ac = corners[:, 2] - corners[:, 0]
     area = ab[:, 0] * ac[:, 1] - ab[:, 1] * ac[:, 0]
     counts[np.abs(area) < 1e-12] = 0  # degenerate in UV: covers no texel centre
+    inv = np.where(counts > 0, 1.0 / np.where(area == 0, 1.0, area), 0.0)
+    # w1 = a1 x + b1 y + c1, w2 = a2 x + b2 y + c2 at texel-centre offsets (x, y) from the box corner
+    ox, oy = lo[:, 0] + 0.5 - corners[:, 0, 0], lo[:, 1] + 0.5 - corners[:, 0, 1]
+    a1, b1 = ac[:, 1] * inv, -ac[:, 0] * inv
+    a2, b2 = -ab[:, 1] * inv, ab[:, 0] * inv
+    c1, c2 = a1 * ox + b1 * oy, a2 * ox + b2 * oy
+    zf = np.asarray(depth, np.float64)[faces]
+    coefficients = np.stack([a1, b1, c1, a2, b2, c2, zf[:, 0], zf[:, 1] - zf[:, 0], zf[:, 2] - zf[:, 0]], 1)
 
+    box_h = np.where(counts > 0, hi[:, 1] - lo[:, 1] + 1, 0)
     todo = np.nonzero(counts)[0]
     ends = np.cumsum(counts[todo])
-    chunk_starts = np.searchsorted(ends, np.arange(0, ends[-1] if len(ends) else 0, RASTER_CHUNK), side="right")
-    bounds = list(chunk_starts) + [len(todo)]
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        if b <= a:
-            b = a + 1
-        ids = todo[a:b]
-        n = counts[ids]
-        face = np.repeat(ids, n)
-        local = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
-        bw = box_w[face]
-        x = lo[face, 0] + local % bw
-        y = lo[face, 1] + local // bw
-        px, py = x + 0.5, y + 0.5
-        c0 = corners[face, 0]
-        dx, dy = px - c0[:, 0], py - c0[:, 1]
-        inv = 1.0 / area[face]
-        w1 = (dx * ac[face, 1] - dy * ac[face, 0]) * inv
-        w2 = (ab[face, 0] * dy - ab[face, 1] * dx) * inv
+    starts = np.searchsorted(ends, np.arange(0, ends[-1] if len(ends) else 0, RASTER_CHUNK), side="right")
+    bounds = list(starts) + [len(todo)]
+    eps = -1e-6
+    for first, last in zip(bounds[:-1], bounds[1:]):
+        ids = todo[first : max(last, first + 1)]
+        # one entry per (triangle, box row), then one per texel of that row: repeats, no division
+        row_face = np.repeat(ids, box_h[ids])
+        row_dy = np.arange(len(row_face)) - np.repeat(np.cumsum(box_h[ids]) - box_h[ids], box_h[ids])
+        row_w = box_w[row_face]
+        k = coefficients[row_face]
+        row_w1 = (k[:, 1] * row_dy + k[:, 2]).astype(np.float32)
+        row_w2 = (k[:, 4] * row_dy + k[:, 5]).astype(np.float32)
+        row_of = np.repeat(np.arange(len(row_face), dtype=np.int32), row_w)
+        dx = (np.arange(len(row_of), dtype=np.int32) - np.repeat((np.cumsum(row_w) - row_w).astype(np.int32), row_w)).astype(np.float32)
+        w1 = np.repeat(k[:, 0].astype(np.float32), row_w) * dx + np.repeat(row_w1, row_w)
+        w2 = np.repeat(k[:, 3].astype(np.float32), row_w) * dx + np.repeat(row_w2, row_w)
         w0 = 1.0 - w1 - w2
-        eps = -1e-9
-        inside = (w0 >= eps) & (w1 >= eps) & (w2 >= eps)
-        face, x, y, w0, w1, w2 = face[inside], x[inside], y[inside], w0[inside], w1[inside], w2[inside]
-        z = depth[faces[face, 0]] * w0 + depth[faces[face, 1]] * w1 + depth[faces[face, 2]] * w2
-        texel = y * width + x
-        # nearest candidate per texel within the chunk, then against what earlier chunks found
-        order = np.lexsort((z, texel))
-        texel, z = texel[order], z[order]
-        first = np.ones(len(texel), bool)
-        first[1:] = texel[1:] != texel[:-1]
-        pick = order[first]
-        texel, z = texel[first], z[first]
-        better = z < depth_buf[texel]
-        texel, pick = texel[better], pick[better]
-        depth_buf[texel] = z[better]
-        face_buf[texel] = face[pick]
-        bary_buf[texel] = np.stack([w0[pick], w1[pick], w2[pick]], axis=1)
+        inside = np.nonzero((w0 >= eps) & (w1 >= eps) & (w2 >= eps))[0]
+        w0, w1, w2, row = w0[inside], w1[inside], w2[inside], row_of[inside]
+        face = row_face[row]
+        texel = (lo[face, 1] + row_dy[row]) * width + lo[face, 0] + dx[inside].astype(np.int64)
+        kz = k[row]
+        z = (kz[:, 6] + kz[:, 7] * w1 + kz[:, 8] * w2).astype(np.float32)
+        # nearest candidate per texel, against this chunk and what earlier chunks found
+        np.minimum.at(depth_buf, texel, z)
+        win = z <= depth_buf[texel]
+        face_buf[texel[win]] = face[win]
+        bary_buf[texel[win]] = np.stack([w0[win], w1[win], w2[win]], axis=1)
     return Raster(face_buf.reshape(height, width), bary_buf.reshape(height, width, 3))
 
 
