@@ -171,10 +171,18 @@ def _require_path_list(params: dict, name: str) -> list[str]:
     return values
 
 
-def _call_with_params(function: Callable, job: Job, params: dict) -> Any:
-    """Call an engine entry point with the request's params as keywords, checked against its signature."""
-    if "progress" in params:
-        raise _invalid_params("'progress' is reserved: the server passes its own progress callback")
+# keyword arguments of engine entry points that take Python callables: never set from a request
+CALLBACK_PARAMS = ("progress", "on_error")
+
+
+def _call_with_params(function: Callable, job: Job, params: dict, **callbacks: Callable) -> Any:
+    """Call an engine entry point with the request's params as keywords, checked against its signature.
+
+    `callbacks` (other than progress) are passed only when the entry point takes them.
+    """
+    reserved = sorted(set(params) & set(CALLBACK_PARAMS))
+    if reserved:
+        raise _invalid_params(f"{reserved} cannot be set by a client: the server passes its own callbacks")
     signature = inspect.signature(function)
     takes_progress = "progress" in signature.parameters or any(
         p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
@@ -182,6 +190,7 @@ def _call_with_params(function: Callable, job: Job, params: dict) -> Any:
         params = {**params, "progress": job.progress}
     else:  # such a job cannot report progress or stop early; it still runs
         log.warning("%s takes no progress callback: no progress, cancel only before it starts", function.__qualname__)
+    params = {**params, **{name: cb for name, cb in callbacks.items() if name in signature.parameters}}
     try:
         bound = signature.bind(**params)
     except TypeError as exc:
@@ -199,8 +208,18 @@ def _job_predict(job: Job) -> dict:
     _require_path_list(job.params, "photos")
     _require(job.params, "out_dir", str, "a directory path")
     predict_photos = _import_entry("predict", "engine.predict", "predict_photos")
-    bundles = _call_with_params(predict_photos, job, job.params)
-    return {"bundles": [os.fspath(b) for b in bundles]}
+    skipped: list[tuple[str, BaseException]] = []
+    bundles = _call_with_params(predict_photos, job, job.params,
+                                on_error=lambda photo, exc: skipped.append((os.fspath(photo), exc)))
+    skipped_rows = [{"photo": photo, "code": getattr(exc, "code", "internal"), "message": str(exc)}
+                    for photo, exc in skipped]
+    if skipped and not bundles:
+        # nothing came out: the request failed, with the first photo's reason as the error
+        first = skipped[0][1]
+        error = first if isinstance(first, EngineError) else EngineError(str(first))
+        error.data = {"skipped": skipped_rows}
+        raise error
+    return {"bundles": [os.fspath(b) for b in bundles], "skipped": skipped_rows}
 
 
 def _job_build(job: Job) -> dict:

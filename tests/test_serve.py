@@ -92,8 +92,8 @@ class ServeClient:
                     return message
             self.next_message(timeout=max(0.1, deadline - time.monotonic()))
 
-    def call(self, method: str, params: dict | None = None) -> dict:
-        return self.final(self.send(method, params))
+    def call(self, method: str, params: dict | None = None, timeout: float = WAIT_S) -> dict:
+        return self.final(self.send(method, params), timeout=timeout)
 
     def wait_progress(self, request_id, count: int = 1) -> list[dict]:
         while len(self.progress(request_id)) < count:
@@ -527,3 +527,32 @@ def test_build_of_a_missing_bundle_is_a_bad_bundle_error(serve, tmp_path):
     reply = client.call("build", {"bundle_dir": str(tmp_path), "out_dir": str(out_dir), "detial": "typo"})
     assert error_code(reply) == "invalid_params" and "detial" in reply["error"]["message"]
     client.assert_alive()
+
+
+def test_predict_through_the_server_reports_skipped_photos(serve, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from engine.models.testing import write_tiny_checkpoint
+
+    root = tmp_path / "checkpoints"
+    (root / "seg").mkdir(parents=True)
+    write_tiny_checkpoint(root / "seg" / "sapiens2_0.4b_seg.safetensors", "seg", img_size=(256, 192))
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 192, 3), dtype=np.uint8)).save(photo)
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    client = serve()
+    common = {"out_dir": str(tmp_path / "bundles"), "tasks": ["seg"], "checkpoints": str(root), "device": "cpu"}
+    reply = client.call("predict", {"photos": [str(photo), str(broken)], **common}, timeout=300)
+    result = reply["result"]
+    assert result["bundles"] == [str(tmp_path / "bundles" / "photo")]
+    assert (tmp_path / "bundles" / "photo" / "bundle.json").is_file()
+    assert result["skipped"] == [{"photo": str(broken), "code": "bad_image", "message": result["skipped"][0]["message"]}]
+    assert "broken.png" in result["skipped"][0]["message"]
+    assert "predict" in {m["stage"] for m in client.progress(reply["id"])}
+    # nothing usable at all: the request itself fails with the photo's error
+    reply = client.call("predict", {"photos": [str(broken)], **common}, timeout=300)
+    assert error_code(reply) == "bad_image"
+    assert [row["photo"] for row in reply["error"]["data"]["skipped"]] == [str(broken)]
+    assert error_code(client.call("predict", {"photos": [str(photo)], **common, "on_error": "x"})) == "invalid_params"
