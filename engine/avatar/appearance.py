@@ -16,8 +16,11 @@ from scipy import ndimage
 from engine.avatar import textures as tx
 from engine.avatar.frame import CAMERA_TO_AVATAR_AXES
 from engine.avatar.islands import project
+from engine.avatar.labels import class_ids
 from engine.bundle import linear_to_srgb, srgb_to_linear
 
+# classes that only the front of a person shows (refilled on the hidden side)
+FRONT_ONLY_CLASSES = ("Face_Neck", "Eyeglass", "Lower_Lip", "Upper_Lip", "Lower_Teeth", "Upper_Teeth", "Tongue")
 # texels around the rasterised triangles that keep their own colour (bilinear taps at the edges)
 EDGE_TEXELS = 2
 
@@ -56,6 +59,22 @@ def _window_filled(values, valid, layout: tx.AtlasLayout):
     return tx.push_pull_fill(values[rows, cols], valid[rows, cols]), valid[rows, cols], (rows.start, cols.start)
 
 
+def _hidden_side_colour(bundle, window_colour, colour_valid, layout):
+    """Colours for the far side: the crop again (all we know), without the face.
+
+    The back of a head seen through the face would show the face; face, lips, teeth and
+    glasses pixels are refilled from the surrounding ones (hair, neck, clothing) instead.
+    """
+    if bundle.seg is None:
+        return window_colour
+    rows, cols = tx.crop_window(layout, colour_valid.shape)
+    front_only = np.isin(bundle.seg[rows, cols], class_ids(FRONT_ONLY_CLASSES))
+    keep = colour_valid[rows, cols] & ~front_only
+    if not keep.any():
+        return window_colour
+    return tx.push_pull_fill(window_colour, keep)
+
+
 def make_appearance(
     bundle,
     *,
@@ -90,8 +109,8 @@ def make_appearance(
     colour, colour_valid, source = _source_colour(bundle)
     colour, _, origin = _window_filled(colour, colour_valid, layout)
     albedo = tx.resample_crop(colour, layout, tx.FRONT, origin)
-    if n_islands > 1:  # the hidden island repeats the crop: the photo is all we know of the far side
-        albedo += tx.resample_crop(colour, layout, tx.HIDDEN, origin)
+    if n_islands > 1:
+        albedo += tx.resample_crop(_hidden_side_colour(bundle, colour, colour_valid, layout), layout, tx.HIDDEN, origin)
     albedo = tx.push_pull_fill(albedo, keep)  # padding: the islands' colours run into the gaps
     albedo = np.clip(albedo, 0.0, 1.0)
     albedo_srgb8 = np.round(linear_to_srgb(albedo) * 255.0).astype(np.uint8)

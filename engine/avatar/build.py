@@ -218,6 +218,7 @@ def build_avatar(
 
         slots, _ = export.material_slots(mesh)
         manifest = avatar_manifest(
+            name=_avatar_name(bundle, bundle_dir),
             camera_to_avatar=to_avatar,
             origin=origin,
             K=K,
@@ -291,6 +292,12 @@ def build_avatar(
             shutil.rmtree(tmp, ignore_errors=True)
     report("write", 1.0, f"avatar written to {out_dir}")
     return out_dir
+
+
+def _avatar_name(bundle, bundle_dir) -> str:
+    """The photo's name when the bundle knows it, else the bundle directory's."""
+    photo = (bundle.meta.get("photo") or {}).get("path") or (bundle.meta.get("photo") or {}).get("name")
+    return Path(photo).stem if photo else Path(bundle_dir).name
 
 
 def _engine_version() -> str:

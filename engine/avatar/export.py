@@ -13,10 +13,11 @@ import numpy as np
 
 from engine.avatar import textures as tx
 from engine.avatar.gltf import GltfBuilder
-from engine.avatar.labels import LABEL_GROUPS, class_names, face_labels, group_of_class
+from engine.avatar.labels import class_names, face_labels, group_names, group_of_class
 
 # PBR roughness per material slot: skin has some sheen, fabric and hair are matte
 SLOT_ROUGHNESS = {"skin": 0.55, "hair": 0.7, "clothing": 0.85, "shoes": 0.6}
+DEFAULT_ROUGHNESS = 0.7
 
 TEXTURE_FILES = {
     "albedo_png": "textures/albedo.png",
@@ -38,10 +39,10 @@ class AvatarMesh:
 
 
 def material_slots(mesh: AvatarMesh) -> tuple[list[str], list[np.ndarray]]:
-    """Label groups with faces, and the faces of each (in LABEL_GROUPS order)."""
+    """Label groups with faces, and the faces of each (in assets/label_groups.json order)."""
     group = group_of_class()[face_labels(mesh.labels, mesh.faces)]
     names, face_sets = [], []
-    for g, name in enumerate(LABEL_GROUPS):
+    for g, name in enumerate(group_names()):
         chosen = mesh.faces[group == g]
         if len(chosen):
             names.append(name)
@@ -75,7 +76,7 @@ def build_gltf(mesh: AvatarMesh, albedo_png: bytes, normal_png: bytes | None, *,
     submeshes = []
     for name, faces in zip(names, face_sets):
         material = builder.add_material(
-            name, albedo_texture, normal_texture, roughness=SLOT_ROUGHNESS[name], extras={"label_group": name}
+            name, albedo_texture, normal_texture, roughness=SLOT_ROUGHNESS.get(name, DEFAULT_ROUGHNESS), extras={"label_group": name}
         )
         submeshes.append((faces, material))
     mesh_index = builder.add_mesh(

@@ -19,8 +19,8 @@ FORMAT_VERSION = "1.0"
 AXES = {
     "convention": "glTF",
     "up": "+Y",
-    "forward": "+Z",
-    "right": "-X",
+    "person_faces": "+Z",
+    "person_left": "+X",
     "handedness": "right",
     "description": "the person faces +Z (toward where the camera was), +Y is up, +X is the person's left; "
     "a camera-frame point p maps to camera_to_avatar @ [p, 1]",
@@ -37,6 +37,7 @@ def _matrix(m) -> list[list[float]]:
 
 def avatar_manifest(
     *,
+    name: str,
     camera_to_avatar: np.ndarray,
     origin: str,
     K: np.ndarray,
@@ -56,6 +57,7 @@ def avatar_manifest(
     return {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
+        "name": name,
         "units": "metres",
         "axes": AXES,
         "camera_to_avatar": _matrix(camera_to_avatar),
