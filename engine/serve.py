@@ -231,7 +231,7 @@ def _job_build(job: Job) -> dict:
 
 
 def _job_animate(job: Job) -> dict:
-    _require_path_list(job.params, "frames")
+    _require(job.params, "frames", str, "a directory of frames (images or predictions bundles)")
     _require(job.params, "out_dir", str, "a directory path")
     animate_frames = _import_entry("animate", "engine.rig.animate", "animate_frames")
     output = Path(_call_with_params(animate_frames, job, job.params))

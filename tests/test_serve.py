@@ -353,7 +353,7 @@ def test_bad_job_params_are_invalid_params(debug_server):
     assert error_code(client.call("debug.sleep", {"steps": -1})) == "invalid_params"
     assert error_code(client.call("debug.sleep", {"bogus": 1})) == "invalid_params"
     assert error_code(client.call("predict", {"photos": [], "out_dir": "o"})) == "invalid_params"
-    assert error_code(client.call("animate", {"frames": "x.png", "out_dir": "o"})) == "invalid_params"
+    assert error_code(client.call("animate", {"frames": ["a.png"], "out_dir": "o"})) == "invalid_params"
     client.assert_alive()
 
 
@@ -556,3 +556,11 @@ def test_predict_through_the_server_reports_skipped_photos(serve, tmp_path):
     assert error_code(reply) == "bad_image"
     assert [row["photo"] for row in reply["error"]["data"]["skipped"]] == [str(broken)]
     assert error_code(client.call("predict", {"photos": [str(photo)], **common, "on_error": "x"})) == "invalid_params"
+
+
+def test_animate_an_empty_frames_directory_is_a_clear_error(serve, tmp_path):
+    client = serve()
+    (tmp_path / "frames").mkdir()
+    reply = client.call("animate", {"frames": str(tmp_path / "frames"), "out_dir": str(tmp_path / "anim")})
+    assert error_code(reply) == "bad_image" and "frames" in reply["error"]["message"]
+    assert not (tmp_path / "anim").exists()
