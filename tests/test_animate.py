@@ -139,10 +139,58 @@ def test_animate_command_on_bundles(shared_samples, tmp_path):
     assert len(doc["animations"]) == 1 and len(doc["skins"]) == 1
 
 
-def test_video_input_explains_missing_decoder(tmp_path):
-    from engine.errors import InputImageError
+def encode_video(path, frames, fps):
+    """Frames (T x H x W x 3 uint8) -> a near-lossless H.264 file with the static ffmpeg."""
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    h, w = frames.shape[1:3]
+    writer = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, codec="libx264", macro_block_size=1,
+                                         output_params=["-crf", "0", "-preset", "ultrafast"],
+                                         pix_fmt_out="yuv444p")
+    writer.send(None)
+    for f in frames:
+        writer.send(np.ascontiguousarray(f))
+    writer.close()
+
+
+def test_video_frames_decode_in_order_with_their_rate(tmp_path):
     from engine.rig.animate import list_frames
+    from engine.rig.video import decode_video
+    T, h, w = 7, 48, 64
+    y, x = np.mgrid[0:h, 0:w]
+    frames = np.stack([np.stack([(x * 4 + 20 * t) % 256, (y * 5) % 256, np.full_like(x, 30 * t)], -1)
+                       for t in range(T)]).astype(np.uint8)
     video = tmp_path / "clip.mp4"
-    video.write_bytes(b"\x00" * 16)
-    with pytest.raises(InputImageError, match="video decoder"):
-        list_frames(video)
+    encode_video(video, frames, fps=12)
+    assert list_frames(video) == ("video", [video])
+    paths, fps = decode_video(video, tmp_path / "frames")
+    assert len(paths) == T and fps == pytest.approx(12.0)
+    from PIL import Image
+    decoded = np.stack([np.asarray(Image.open(p)) for p in paths])
+    assert decoded.shape == frames.shape
+    # colour conversion rounding only; a frame out of order would be off by 20+ levels
+    assert np.abs(decoded.astype(int) - frames).mean() < 3.0
+    assert decode_video(video, tmp_path / "two", max_frames=2)[0][-1].name == "000001.png"
+
+
+def test_video_errors_are_clear(tmp_path, monkeypatch):
+    import sys
+    from engine.errors import InputImageError
+    from engine.rig.video import decode_video
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 64)
+    if _has_ffmpeg():
+        with pytest.raises(InputImageError, match="broken.mp4"):
+            decode_video(broken, tmp_path / "out")
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)     # as if not installed
+    with pytest.raises(InputImageError, match="imageio-ffmpeg"):
+        decode_video(broken, tmp_path / "out")
+    with pytest.raises(InputImageError, match="no such video"):
+        decode_video(tmp_path / "missing.mp4", tmp_path / "out")
+
+
+def _has_ffmpeg() -> bool:
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -9,12 +9,13 @@ HELP = "turn a sequence of frames into an animated skeleton"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from engine.rig.skeleton import available_conventions
-    parser.add_argument("frames", help="directory of frames (images, or predictions bundles); "
-                                       "video files need a decoder this environment lacks: extract frames first")
+    parser.add_argument("frames", help="directory of frames (images, or predictions bundles), or a video file "
+                                       "(.mp4 .mov .avi .mkv .webm .m4v; decoded with imageio-ffmpeg)")
     parser.add_argument("--out", required=True, help="output directory (written atomically)")
     parser.add_argument("--rig", default="rigify", choices=available_conventions(),
                         help="skeleton naming convention (a table in assets/rigs/)")
-    parser.add_argument("--fps", type=float, default=30.0, help="frame rate of the sequence")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="frame rate of the sequence (default: the video's own, else 30)")
     parser.add_argument("--no-smooth", action="store_true", help="keep raw per-frame joints")
     parser.add_argument("--min-cutoff", type=float, default=1.0, help="One Euro filter: cutoff at rest, Hz")
     parser.add_argument("--beta", type=float, default=2.0, help="One Euro filter: cutoff gain per m/s of speed")

@@ -24,11 +24,11 @@ from engine.rig.filters import one_euro
 from engine.rig.gltf_skin import matrix_to_quaternion
 from engine.rig.lift import LIFTED, Joints3D, lift_joints
 from engine.rig.skeleton import bone_matrices, build_skeleton, skeleton_arrays
+from engine.rig.video import VIDEO_SUFFIXES
 
 ANIMATION_FORMAT = "sapiens-animation"
 ANIMATION_VERSION = "1.0"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 CORE_JOINTS = ("neck", "shoulder_L", "shoulder_R", "hip_L", "hip_R")
 MIN_CONFIDENT_CORE = 3     # fewer core joints lifted than this and the frame is filled in
 
@@ -138,15 +138,14 @@ def _frame_lengths(joints: np.ndarray, names: list[str], convention: str, height
 
 # --- inputs -------------------------------------------------------------------------------------
 def list_frames(frames: str | Path) -> tuple[str, list[Path]]:
-    """('bundles' | 'images', sorted paths) for a frames directory; a clear error otherwise."""
+    """('bundles' | 'images' | 'video', sorted paths) for a frames directory or a video file;
+    a clear error otherwise."""
     path = Path(frames)
     if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
-        raise InputImageError(
-            f"{path}: video input needs a video decoder and none is installed in this environment "
-            f"(no OpenCV / PyAV / imageio-ffmpeg). Extract the frames first, e.g. "
-            f"`ffmpeg -i {path.name} frames/%05d.png`, and pass the frames directory.")
+        return "video", [path]
     if not path.is_dir():
-        raise InputImageError(f"{path}: not a directory of frames (images or predicted bundles)")
+        raise InputImageError(f"{path}: not a directory of frames (images or predicted bundles) "
+                              f"nor a video ({', '.join(sorted(VIDEO_SUFFIXES))})")
     from engine.bundle import is_bundle
     bundles = sorted(p for p in path.iterdir() if p.is_dir() and is_bundle(p))
     if bundles:
@@ -286,24 +285,40 @@ def write_frame_json(dir_: Path, motion: Motion, tracks: np.ndarray, joint_names
         (dir_ / f"{t:06d}.json").write_text(json.dumps(doc))
 
 
-def animate_frames(frames: str | Path, out_dir: str | Path, *, convention: str = "rigify", fps: float = 30.0,
+def animate_frames(frames: str | Path, out_dir: str | Path, *, convention: str = "rigify", fps: float | None = None,
                    smooth: bool = True, min_cutoff: float = 1.0, beta: float = 2.0, size: str = "0.4b",
                    checkpoints=None, device: str = "auto", progress: Progress = None) -> Path:
-    """Animate a skeleton from a directory of frames (images, or predictions bundles).
+    """Animate a skeleton from a directory of frames (images, or predictions bundles) or a video.
 
-    Writes into out_dir: animation.glb, animation.bvh, skeleton.json (rest), animation.json
-    (summary) and frames/NNNNNN.json (per-frame joints, bone rotations, filled flag)."""
-    from engine.bundle import read_bundle
+    fps: frame rate of the sequence (default: the video's own, else 30). Writes into out_dir:
+    animation.glb, animation.bvh, skeleton.json (rest), animation.json (summary) and
+    frames/NNNNNN.json (per-frame joints, bone rotations, filled flag). Decoded video frames and
+    their predictions live in a temporary directory that is removed afterwards."""
     out_dir = Path(out_dir)
     kind, paths = list_frames(frames)
-    if kind == "images":
-        try:
-            from engine.predict import predict_photos
-        except ImportError as exc:
-            raise EngineError(f"predicting frames needs engine.predict ({exc})") from exc
-        work = Path(tempfile.mkdtemp(prefix="animate-predict-"))
-        paths = predict_photos(paths, work, tasks=["pose", "seg", "pointmap"], size=size, checkpoints=checkpoints,
-                               device=device, progress=progress)
+    work = Path(tempfile.mkdtemp(prefix="animate-")) if kind != "bundles" else None
+    try:
+        if kind == "video":
+            from engine.rig.video import decode_video
+            paths, video_fps = decode_video(paths[0], work / "frames", progress=progress)
+            fps = fps or video_fps
+        if kind in ("images", "video"):
+            try:
+                from engine.predict import predict_photos
+            except ImportError as exc:
+                raise EngineError(f"predicting frames needs engine.predict ({exc})") from exc
+            paths = predict_photos(paths, work / "bundles", tasks=["pose", "seg", "pointmap"], size=size,
+                                   checkpoints=checkpoints, device=device, progress=progress)
+        return _animate_bundles(paths, out_dir, convention=convention, fps=fps or 30.0, smooth=smooth,
+                                min_cutoff=min_cutoff, beta=beta, progress=progress)
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _animate_bundles(paths: list[Path], out_dir: Path, *, convention: str, fps: float, smooth: bool,
+                     min_cutoff: float, beta: float, progress: Progress) -> Path:
+    from engine.bundle import read_bundle
     lifted: list[Joints3D | None] = []
     for i, p in enumerate(paths):
         try:
