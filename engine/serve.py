@@ -8,6 +8,7 @@ so the server starts without importing torch. docs/protocol.md is the contract w
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import importlib
 import importlib.util
@@ -676,6 +677,8 @@ def serve_stdio(*, debug: bool = False, job_workers: int = DEFAULT_JOB_WORKERS,
                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> int:
     """Serve the protocol on this process's stdin/stdout until shutdown or end of input."""
     protocol_in, protocol_out = claim_stdio()
+    # a crash in native code (torch, open3d) then leaves its Python stack in the client's stderr tail
+    faulthandler.enable(file=sys.stderr)
     server = Server(protocol_in, protocol_out, debug=debug, job_workers=job_workers, max_line_bytes=max_line_bytes)
     code = server.serve()
     protocol_out.flush()
