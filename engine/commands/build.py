@@ -47,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class StagePrinter:
     """Prints each stage's progress messages as they come, with the time since the start."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
         self.start = time.perf_counter()
         self.last = None
 
@@ -75,8 +75,9 @@ def build_from_args(bundle, args: argparse.Namespace, progress) -> Path:
     )
 
 
-def summarize(out_dir: Path, stream=sys.stdout) -> None:
+def summarize(out_dir: Path, stream=None) -> None:
     """What was written: stage timings, mesh size, texture source, files."""
+    stream = stream or sys.stdout
     manifest = json.loads((out_dir / "avatar.json").read_text())
     timings = manifest["timings_s"]
     print("stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()) + f" (total {sum(timings.values()):.2f} s)", file=stream)
