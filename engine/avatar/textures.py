@@ -329,12 +329,13 @@ def interpolated_tbn(raster: Raster, faces: np.ndarray, normals: np.ndarray, tan
     flat_face = raster.face.reshape(-1)
     texels = np.nonzero(flat_face >= 0)[0]
     corners = faces[flat_face[texels]]  # n x 3 vertex ids
-    w = raster.bary.reshape(-1, 3)[texels].astype(np.float64)
-    nrm = _normalize(np.einsum("nk,nkd->nd", w, normals[corners].astype(np.float64)))
-    tan4 = tangents[corners].astype(np.float64)
+    # float32 is ample: the frames feed an 8-bit map
+    w = raster.bary.reshape(-1, 3)[texels].astype(np.float32)
+    nrm = _normalize(np.einsum("nk,nkd->nd", w, normals[corners].astype(np.float32)))
+    tan4 = tangents[corners].astype(np.float32)
     tan = np.einsum("nk,nkd->nd", w, tan4[..., :3])
     tan = _normalize(tan - nrm * np.einsum("nd,nd->n", tan, nrm)[:, None])
-    sign = np.where(np.einsum("nk,nk->n", w, tan4[..., 3]) < 0.0, -1.0, 1.0)
+    sign = np.where(np.einsum("nk,nk->n", w, tan4[..., 3]) < 0.0, np.float32(-1.0), np.float32(1.0))
     bit = np.cross(nrm, tan) * sign[:, None]
     return texels, tan, bit, nrm
 
@@ -358,7 +359,7 @@ def bake_tangent_normals(
     out[:, 2] = 1.0
     baked = np.zeros(h * w, bool)
     texels, tan, bit, nrm = interpolated_tbn(raster, faces, normals, tangents)
-    target = target_normals.reshape(-1, 3)[texels].astype(np.float64)
+    target = target_normals.reshape(-1, 3)[texels].astype(np.float32)
     use = np.isfinite(target).all(axis=1)
     if bake_faces is not None:
         use &= bake_faces[raster.face.reshape(-1)[texels]]
