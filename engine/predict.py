@@ -210,7 +210,9 @@ def _forward(model, inputs: list[np.ndarray], batch_size: int, device: str, dtyp
 
 
 def _run_task(task: str, chunk: list[PhotoWork], cache, batch_size, bbox, all_people, seg_probs) -> None:
-    model = cache.get(task)
+    t_load = time.perf_counter()
+    model = cache.get(task)   # lazy: loads (memory-maps) on first use, or after an eviction
+    _share(chunk, f"load_{task}", time.perf_counter() - t_load)
     run = {"seg": _run_seg, "pose": _run_pose}.get(task, _run_dense)
     t0 = time.perf_counter()
     outside = run(task, model, chunk, cache, batch_size, bbox, all_people, seg_probs)
