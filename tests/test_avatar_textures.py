@@ -23,7 +23,7 @@ def _grid(n: int, height_fn):
 
 
 def _vertex_normals(positions, faces):
-    from engine.avatar.build import vertex_normals
+    from engine.geometry.surface import vertex_normals
 
     return vertex_normals(positions, faces)
 

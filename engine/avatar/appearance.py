@@ -37,10 +37,6 @@ class Appearance:
     stats: dict = field(default_factory=dict)
 
 
-def photo_xy_of_vertices(vertices_camera: np.ndarray, K: np.ndarray) -> np.ndarray:
-    return project(vertices_camera, K)
-
-
 def _source_colour(bundle) -> tuple[np.ndarray, np.ndarray, str]:
     """Linear RGB over the photo, where it is trustworthy, and where it came from."""
     if bundle.albedo is not None:
@@ -93,7 +89,7 @@ def make_appearance(
             progress("textures", fraction, message)
 
     n_islands = int(vertex_island.max()) + 1 if len(vertex_island) else 1
-    photo_xy = photo_xy_of_vertices(vertices_camera, K)
+    photo_xy = project(vertices_camera, K)
     front_vertices = vertex_island == tx.FRONT
     layout = tx.plan_layout(bundle.mask, photo_xy[front_vertices], texture_size, n_islands)
     texel_xy = layout.photo_to_texel(photo_xy, vertex_island)

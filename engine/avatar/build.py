@@ -21,29 +21,18 @@ import numpy as np
 
 from engine.avatar import export
 from engine.avatar.appearance import make_appearance
-from engine.avatar.frame import apply_transform, camera_to_avatar, rotate
+from engine.avatar.frame import apply_transform, camera_to_avatar
 from engine.avatar.islands import assign_islands, split_islands
+from engine.avatar.inputs import camera_matrix, check_buildable
 from engine.avatar.labels import groups_table, labels_table
 from engine.avatar.manifest import FORMAT_NAME, FORMAT_VERSION, avatar_manifest
-from engine.avatar.inputs import camera_matrix, check_buildable
 from engine.errors import EngineError
+from engine.geometry.surface import vertex_normals  # area-weighted: the normal map adds detail on top
 
 Progress = Callable[[str, float, str], None]
 
 DETAIL_CHOICES = ("none", "normals")
 RESOLUTION_CHOICES = ("full", "half", "quarter")
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals of the mesh itself (the normal map adds detail relative to these)."""
-    corners = vertices[faces].astype(np.float64)
-    face_normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])  # length = 2 x area
-    summed = np.zeros((len(vertices), 3))
-    for axis in range(3):
-        summed[:, axis] = sum(np.bincount(faces[:, k], face_normal[:, axis], minlength=len(vertices)) for k in range(3))
-    length = np.linalg.norm(summed, axis=1, keepdims=True)
-    fallback = np.array([0.0, 0.0, 1.0])
-    return np.where(length > 1e-20, summed / np.maximum(length, 1e-20), fallback).astype(np.float32)
 
 
 def _check_options(detail, resolution, target_faces, texture_size) -> None:

@@ -20,10 +20,6 @@ def apply_transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ matrix[:3, :3].T + matrix[:3, 3]
 
 
-def rotate(matrix: np.ndarray, directions: np.ndarray) -> np.ndarray:
-    return directions @ matrix[:3, :3].T
-
-
 def camera_to_avatar(vertices_camera: np.ndarray, vertex_labels: np.ndarray | None) -> tuple[np.ndarray, str]:
     """The 4 x 4 camera -> avatar transform for this mesh, and how the origin was placed.
 
