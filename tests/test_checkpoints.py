@@ -202,3 +202,23 @@ def test_list_checkpoints(tmp_path):
     assert len(rows) == len(ck.TASKS) * len(ck.TASK_SIZES)
     present = [r for r in rows if r.present]
     assert [(r.task, r.size, r.bytes) for r in present] == [("pose", "0.8b", 5)]
+
+
+def test_cli_download_and_models(tmp_path, hub, payload, capsys):
+    import json
+
+    from engine.cli import main
+
+    assert main(["download", "--size", "0.4b", "--tasks", "pose", "--checkpoints", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == str(tmp_path / "pose" / "sapiens2_0.4b_pose.safetensors")
+    assert "100.0%" in out.err
+    assert main(["models", "--checkpoints", str(tmp_path), "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    present = [(r["task"], r["size"], r["bytes"]) for r in listing["checkpoints"] if r["present"]]
+    assert present == [("pose", "0.4b", len(payload))]
+    assert main(["models", "--checkpoints", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "installed" in text and "sapiens-engine download --size 0.4b --tasks seg" in text
+    assert main(["download", "--tasks", "seg", "--checkpoints", str(tmp_path)]) == 1
+    assert "404" in capsys.readouterr().err
