@@ -415,3 +415,48 @@ def test_demo_builds_the_bundled_sample_and_says_what_it_did(bundle_dir, tmp_pat
         assert expected in printed
     manifest = read_avatar_manifest(out)
     assert manifest["mesh"]["faces"] > 1000 and max(manifest["textures"]["size"]) == 256
+
+
+@pytest.fixture(scope="module")
+def watertight_dir(bundle_dir, tmp_path_factory) -> Path:
+    return build_avatar(bundle_dir, tmp_path_factory.mktemp("closed") / "avatar", detail="none", resolution="quarter",
+                        watertight=True, texture_size=512)
+
+
+@pytest.mark.parametrize("which", ["avatar_dir", "watertight_dir"])
+def test_glb_follows_the_gltf_rules_for_its_attributes(which, request):
+    """What the Khronos validator checks on vertex data: unit normals and tangents, w = +-1,
+    UVs inside the texture, POSITION min/max exact, indices in range, aligned buffer views."""
+    glb = glb_arrays(request.getfixturevalue(which) / "avatar.glb")
+    gltf = glb["gltf"]
+    assert np.abs(np.linalg.norm(glb["normals"], axis=1) - 1).max() < 1e-3
+    assert np.abs(np.linalg.norm(glb["tangents"][:, :3], axis=1) - 1).max() < 1e-3
+    assert set(np.unique(glb["tangents"][:, 3])) <= {-1.0, 1.0}
+    assert glb["uv"].min() >= 0.0 and glb["uv"].max() <= 1.0
+    position = gltf.accessors[gltf.meshes[0].primitives[0].attributes.POSITION]
+    assert position.min == glb["positions"].min(axis=0).tolist() and position.max == glb["positions"].max(axis=0).tolist()
+    assert glb["faces"].min() >= 0 and glb["faces"].max() < len(glb["positions"])
+    assert all(view.byteOffset % 4 == 0 for view in gltf.bufferViews)
+    assert np.isfinite(glb["positions"]).all()
+
+
+def test_closed_mesh_has_a_hidden_island_with_a_flat_normal_map(watertight_dir):
+    manifest = read_avatar_manifest(watertight_dir)
+    assert manifest["mesh"]["closed"] and manifest["mesh"]["uv_islands"] == 2
+    assert 0.3 < manifest["mesh"]["hidden_faces"] / manifest["mesh"]["faces"] < 0.7
+    layout = manifest["textures"]["layout"]
+    width, height = manifest["textures"]["size"]
+    hidden_x0 = (layout["island_width"] + layout["gutter"]) / width
+    glb = glb_arrays(watertight_dir / "avatar.glb")
+    # a face lies wholly in one island, and hidden faces face away from where the camera was (-Z)
+    corner_u = glb["uv"][glb["faces"], 0]
+    in_hidden = corner_u.min(axis=1) >= hidden_x0
+    assert (in_hidden | (corner_u.max(axis=1) <= layout["island_width"] / width)).all()
+    corners = glb["positions"][glb["faces"]]
+    facing = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])[:, 2]
+    assert np.mean(facing[in_hidden] < 0) > 0.8 and np.mean(facing[~in_hidden] > 0) > 0.95
+    rgb = np.asarray(Image.open(watertight_dir / manifest["files"]["normal_png"]).convert("RGB")).astype(int)
+    raster = tx.rasterize(glb["uv"].astype(np.float64) * [width, height], glb["faces"], np.zeros(len(glb["uv"])), width, height)
+    covered_hidden = raster.covered & in_hidden[np.maximum(raster.face, 0)]
+    assert covered_hidden.sum() > 1000
+    assert (rgb[covered_hidden] == [128, 128, 255]).all()  # (0, 0, 1): no detail where nothing was seen

@@ -90,8 +90,9 @@ def make_appearance(
 
     n_islands = int(vertex_island.max()) + 1 if len(vertex_island) else 1
     photo_xy = project(vertices_camera, K)
-    front_vertices = vertex_island == tx.FRONT
-    layout = tx.plan_layout(bundle.mask, photo_xy[front_vertices], texture_size, n_islands)
+    # every vertex, hidden ones included (a closed surface may bulge past the silhouette), must
+    # land inside its island
+    layout = tx.plan_layout(bundle.mask, photo_xy, texture_size, n_islands)
     texel_xy = layout.photo_to_texel(photo_xy, vertex_island)
     uv = layout.texel_to_uv(texel_xy).astype(np.float32)
     tangents = tx.vertex_tangents(vertices_avatar, normals_avatar, uv, faces)

@@ -35,6 +35,12 @@ DETAIL_CHOICES = ("none", "normals")
 RESOLUTION_CHOICES = ("full", "half", "quarter")
 
 
+def _unit_normals(normals: np.ndarray) -> np.ndarray:
+    """glTF requires unit normals: a vertex whose faces are all degenerate gets +Z (facing the camera)."""
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return np.where(length > 0.5, normals / np.maximum(length, 1e-12), np.float32([0.0, 0.0, 1.0])).astype(np.float32)
+
+
 def _check_options(detail, resolution, target_faces, texture_size) -> None:
     if detail not in DETAIL_CHOICES:
         raise EngineError(f"detail must be one of {', '.join(DETAIL_CHOICES)}, not {detail!r}")
@@ -149,7 +155,7 @@ def build_avatar(
         labels = np.asarray(source_labels, np.uint8)[source_vertex]
         to_avatar, origin = camera_to_avatar(vertices_camera, labels)
         vertices_avatar = apply_transform(to_avatar, vertices_camera)
-        normals_avatar = vertex_normals(vertices_avatar, faces)
+        normals_avatar = _unit_normals(vertex_normals(vertices_avatar, faces))
         lap("frame")
 
         appearance = make_appearance(
@@ -184,7 +190,7 @@ def build_avatar(
                 from engine.avatar.textures import vertex_tangents
 
                 mesh.vertices = np.asarray(rig_result.rest_vertices, np.float32)
-                mesh.normals = vertex_normals(mesh.vertices, mesh.faces)
+                mesh.normals = _unit_normals(vertex_normals(mesh.vertices, mesh.faces))
                 mesh.tangents = vertex_tangents(mesh.vertices, mesh.normals, mesh.uv, mesh.faces)
             lap("rig")
 
