@@ -190,6 +190,14 @@ def crop_window(layout: AtlasLayout, shape: tuple[int, int], margin: int = 4) ->
     return rows, cols
 
 
+def gather_rows(array: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """array[index] for an N x k array, rows copied as opaque records (several times faster
+    than numpy's fancy indexing on 2-D arrays, which moves one element at a time)."""
+    a = np.ascontiguousarray(array)
+    record = np.dtype((np.void, a.dtype.itemsize * a.shape[1]))
+    return a.view(record).reshape(-1)[index].view(a.dtype).reshape(*np.shape(index), a.shape[1])
+
+
 # ---- rasterisation --------------------------------------------------------------------------
 @dataclass
 class Raster:
@@ -216,9 +224,10 @@ def rasterize(texel_xy: np.ndarray, faces: np.ndarray, depth: np.ndarray, width:
     depth_buf = np.full(height * width, np.inf, np.float32)
     bary_buf = np.zeros((height * width, 3), np.float32)
 
-    corners = np.asarray(texel_xy, np.float64)[faces]  # F x 3 x 2
-    lo = np.maximum(np.ceil(corners.min(axis=1) - 0.5), 0).astype(np.int64)
-    hi = np.minimum(np.floor(corners.max(axis=1) - 0.5), [width - 1, height - 1]).astype(np.int64)
+    corners = gather_rows(np.asarray(texel_xy, np.float64), faces)  # F x 3 x 2
+    lo = np.maximum(np.ceil(np.minimum(np.minimum(corners[:, 0], corners[:, 1]), corners[:, 2]) - 0.5), 0).astype(np.int64)
+    hi = np.floor(np.maximum(np.maximum(corners[:, 0], corners[:, 1]), corners[:, 2]) - 0.5)
+    hi = np.minimum(hi, [width - 1, height - 1]).astype(np.int64)
     box_w = np.maximum(hi[:, 0] - lo[:, 0] + 1, 0)
     counts = box_w * np.maximum(hi[:, 1] - lo[:, 1] + 1, 0)
     ab = corners[:, 1] - corners[:, 0]
@@ -226,13 +235,15 @@ def rasterize(texel_xy: np.ndarray, faces: np.ndarray, depth: np.ndarray, width:
     area = ab[:, 0] * ac[:, 1] - ab[:, 1] * ac[:, 0]
     counts[np.abs(area) < 1e-12] = 0  # degenerate in UV: covers no texel centre
     inv = np.where(counts > 0, 1.0 / np.where(area == 0, 1.0, area), 0.0)
-    # w1 = a1 x + b1 y + c1, w2 = a2 x + b2 y + c2 at texel-centre offsets (x, y) from the box corner
+    # w1 = a1 x + b1 y + c1, w2 = a2 x + b2 y + c2 at texel-centre offsets (x, y) from the box
+    # corner; z = z0 + dz1 w1 + dz2 w2. Kept as separate 1-D arrays: 1-D gathers are fast.
     ox, oy = lo[:, 0] + 0.5 - corners[:, 0, 0], lo[:, 1] + 0.5 - corners[:, 0, 1]
     a1, b1 = ac[:, 1] * inv, -ac[:, 0] * inv
     a2, b2 = -ab[:, 1] * inv, ab[:, 0] * inv
     c1, c2 = a1 * ox + b1 * oy, a2 * ox + b2 * oy
-    zf = np.asarray(depth, np.float64)[faces]
-    coefficients = np.stack([a1, b1, c1, a2, b2, c2, zf[:, 0], zf[:, 1] - zf[:, 0], zf[:, 2] - zf[:, 0]], 1)
+    a1, a2 = a1.astype(np.float32), a2.astype(np.float32)
+    zf = np.asarray(depth, np.float32)[faces]
+    z0, dz1, dz2 = zf[:, 0], zf[:, 1] - zf[:, 0], zf[:, 2] - zf[:, 0]
 
     box_h = np.where(counts > 0, hi[:, 1] - lo[:, 1] + 1, 0)
     todo = np.nonzero(counts)[0]
@@ -246,25 +257,26 @@ def rasterize(texel_xy: np.ndarray, faces: np.ndarray, depth: np.ndarray, width:
         row_face = np.repeat(ids, box_h[ids])
         row_dy = np.arange(len(row_face)) - np.repeat(np.cumsum(box_h[ids]) - box_h[ids], box_h[ids])
         row_w = box_w[row_face]
-        k = coefficients[row_face]
-        row_w1 = (k[:, 1] * row_dy + k[:, 2]).astype(np.float32)
-        row_w2 = (k[:, 4] * row_dy + k[:, 5]).astype(np.float32)
+        row_w1 = (b1[row_face] * row_dy + c1[row_face]).astype(np.float32)
+        row_w2 = (b2[row_face] * row_dy + c2[row_face]).astype(np.float32)
         row_of = np.repeat(np.arange(len(row_face), dtype=np.int32), row_w)
         dx = (np.arange(len(row_of), dtype=np.int32) - np.repeat((np.cumsum(row_w) - row_w).astype(np.int32), row_w)).astype(np.float32)
-        w1 = np.repeat(k[:, 0].astype(np.float32), row_w) * dx + np.repeat(row_w1, row_w)
-        w2 = np.repeat(k[:, 3].astype(np.float32), row_w) * dx + np.repeat(row_w2, row_w)
+        w1 = np.repeat(a1[row_face], row_w) * dx + np.repeat(row_w1, row_w)
+        w2 = np.repeat(a2[row_face], row_w) * dx + np.repeat(row_w2, row_w)
         w0 = 1.0 - w1 - w2
         inside = np.nonzero((w0 >= eps) & (w1 >= eps) & (w2 >= eps))[0]
         w0, w1, w2, row = w0[inside], w1[inside], w2[inside], row_of[inside]
         face = row_face[row]
         texel = (lo[face, 1] + row_dy[row]) * width + lo[face, 0] + dx[inside].astype(np.int64)
-        kz = k[row]
-        z = (kz[:, 6] + kz[:, 7] * w1 + kz[:, 8] * w2).astype(np.float32)
+        z = z0[face] + dz1[face] * w1 + dz2[face] * w2
         # nearest candidate per texel, against this chunk and what earlier chunks found
         np.minimum.at(depth_buf, texel, z)
-        win = z <= depth_buf[texel]
-        face_buf[texel[win]] = face[win]
-        bary_buf[texel[win]] = np.stack([w0[win], w1[win], w2[win]], axis=1)
+        win = np.nonzero(z <= depth_buf[texel])[0]
+        texel, face = texel[win], face[win]
+        face_buf[texel] = face
+        bary = np.empty((len(win), 3), np.float32)
+        bary[:, 0], bary[:, 1], bary[:, 2] = w0[win], w1[win], w2[win]
+        bary_buf[texel] = bary
     return Raster(face_buf.reshape(height, width), bary_buf.reshape(height, width, 3))
 
 
@@ -292,8 +304,10 @@ def vertex_tangents(positions: np.ndarray, normals: np.ndarray, uv: np.ndarray, 
     n = _normalize(np.asarray(normals, np.float64))
     st = np.asarray(uv, np.float64) * [1.0, -1.0]  # OpenGL orientation: t grows upward
     f = np.asarray(faces)
-    e1, e2 = p[f[:, 1]] - p[f[:, 0]], p[f[:, 2]] - p[f[:, 0]]
-    d1, d2 = st[f[:, 1]] - st[f[:, 0]], st[f[:, 2]] - st[f[:, 0]]
+    corner_p = [gather_rows(p, f[:, k]) for k in range(3)]
+    corner_st = gather_rows(st, f)
+    e1, e2 = corner_p[1] - corner_p[0], corner_p[2] - corner_p[0]
+    d1, d2 = corner_st[:, 1] - corner_st[:, 0], corner_st[:, 2] - corner_st[:, 0]
     det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]
     ok = np.abs(det) > 1e-20
     r = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)[:, None]
@@ -304,8 +318,8 @@ def vertex_tangents(positions: np.ndarray, normals: np.ndarray, uv: np.ndarray, 
     tangent = np.zeros_like(p)
     bitangent = np.zeros_like(p)
     for corner in range(3):
-        a = p[f[:, (corner + 1) % 3]] - p[f[:, corner]]
-        b = p[f[:, (corner + 2) % 3]] - p[f[:, corner]]
+        a = corner_p[(corner + 1) % 3] - corner_p[corner]
+        b = corner_p[(corner + 2) % 3] - corner_p[corner]
         cos = np.einsum("ij,ij->i", _normalize(a), _normalize(b))
         angle = np.arccos(np.clip(cos, -1.0, 1.0)) * ok
         for axis in range(3):
@@ -331,8 +345,8 @@ def interpolated_tbn(raster: Raster, faces: np.ndarray, normals: np.ndarray, tan
     corners = faces[flat_face[texels]]  # n x 3 vertex ids
     # float32 is ample: the frames feed an 8-bit map
     w = raster.bary.reshape(-1, 3)[texels].astype(np.float32)
-    nrm = _normalize(np.einsum("nk,nkd->nd", w, normals[corners].astype(np.float32)))
-    tan4 = tangents[corners].astype(np.float32)
+    nrm = _normalize(np.einsum("nk,nkd->nd", w, gather_rows(normals.astype(np.float32), corners)))
+    tan4 = gather_rows(tangents.astype(np.float32), corners)
     tan = np.einsum("nk,nkd->nd", w, tan4[..., :3])
     tan = _normalize(tan - nrm * np.einsum("nd,nd->n", tan, nrm)[:, None])
     sign = np.where(np.einsum("nk,nk->n", w, tan4[..., 3]) < 0.0, np.float32(-1.0), np.float32(1.0))
