@@ -177,11 +177,13 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 def export_model(model: nn.Module, path: str | os.PathLike, *, dtype: str = "fp32",
                  input_hw: tuple[int, int] | None = None, dynamic_batch: bool = True,
-                 source: str | None = None, progress=None) -> Path:
+                 source: str | None = None, optimize: bool = True, progress=None) -> Path:
     """Write `model` (an engine Sapiens2, fp32 weights) as ONNX at `path`, atomically.
 
     input_hw defaults to the size the model was trained at (1024 x 768 for released files); the
     exported graph accepts exactly that size. dtype "fp16" casts weights and the input to half.
+    optimize: run onnxscript's graph optimizer (constant folding, dead code); ONNX Runtime
+    optimizes again when it loads the file, so it only makes the file leaner.
     """
     _require_onnxscript()
     if dtype not in EXPORT_DTYPES:
@@ -201,7 +203,7 @@ def export_model(model: nn.Module, path: str | os.PathLike, *, dtype: str = "fp3
             program = torch.onnx.export(
                 export_copy, (example,), dynamo=True, opset_version=OPSET, input_names=["input"],
                 output_names=names, dynamic_shapes=({0: batch},) if dynamic else None,
-                optimize=True, verbose=False,
+                optimize=optimize, verbose=False,
             )
         except Exception as exc:  # the exporter raises many types; say which model failed
             raise OnnxExportError(f"exporting the {model.task} model from {source or 'memory'} to ONNX "
@@ -245,15 +247,18 @@ def _save_atomically(program, path: Path, external: bool) -> None:
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, dtype: str = "fp32",
-                      progress=None) -> Path:
-    """Export a released-format checkpoint as `<out_dir>/<checkpoint stem>.<dtype>.onnx`."""
+                      input_hw: tuple[int, int] | None = None, progress=None) -> Path:
+    """Export a released-format checkpoint as `<out_dir>/<checkpoint stem>.<dtype>.onnx`.
+
+    input_hw defaults to the training size the checkpoint implies (1024 x 768 for released files).
+    """
     from engine.models.loading import load_model
 
     checkpoint = Path(checkpoint)
     model = load_model(checkpoint, device="cpu", dtype=torch.float32)
     if model.task is None:
         raise OnnxExportError(f"{checkpoint}: a pretrain backbone; export-onnx exports task models")
-    return export_model(model, Path(out_dir) / onnx_name(checkpoint, dtype), dtype=dtype,
+    return export_model(model, Path(out_dir) / onnx_name(checkpoint, dtype), dtype=dtype, input_hw=input_hw,
                         source=checkpoint.name, progress=progress)
 
 

@@ -1,0 +1,73 @@
+"""`sapiens-engine export-onnx CHECKPOINT... --out DIR`: task models as ONNX files for ONNX Runtime."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "export task models to ONNX"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Export each task checkpoint (released .safetensors layout) to <out>/<name>.<dtype>.onnx: "
+        "a static 1024 x 768 input (the size the model was trained at) with a dynamic batch axis, "
+        "opset 18, task and configuration in the file's metadata. Run them with "
+        "`sapiens-engine predict --backend onnxruntime`."
+    )
+    parser.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the .onnx files")
+    parser.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
+                        help="weights and input of the exported graph (fp16 is for GPUs; default fp32)")
+    parser.add_argument("--input-size", type=_size, default=None, metavar="HxW",
+                        help="input size of the graph (default: the training size, 1024x768; "
+                             "pointmap models accept only that)")
+    parser.add_argument("--verify", action="store_true",
+                        help="run each export in onnxruntime on a random input and print its "
+                             "largest difference from PyTorch")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HxW such as 1024x768") from None
+    if h < 16 or w < 16 or h % 16 or w % 16:
+        raise argparse.ArgumentTypeError(f"{text!r}: both sides must be multiples of 16 (the patch size)")
+    return h, w
+
+
+def _print_progress(stage: str, fraction: float, message: str) -> None:
+    print(f"  {stage} {fraction:4.0%} {message}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.runtime.onnx_export import export_checkpoint
+
+    for checkpoint in args.checkpoints:
+        print(f"exporting {checkpoint}", file=sys.stderr)
+        path = export_checkpoint(checkpoint, args.out, dtype=args.dtype, input_hw=args.input_size,
+                                 progress=_print_progress)
+        line = f"{path}"
+        if args.verify:
+            line += f"  max relative difference {verify(checkpoint, path):.2e}"
+        print(line)
+    return 0
+
+
+def verify(checkpoint: Path, onnx_path: Path) -> float:
+    """Largest |onnx - torch| / max|torch| over the outputs, on one random normalized image."""
+    import torch
+
+    from engine.models.loading import load_model
+    from engine.runtime.onnx_backend import OnnxRunner
+
+    runner = OnnxRunner(onnx_path, device="cpu")
+    model = load_model(checkpoint)
+    x = torch.randn(1, 3, *runner.input_hw, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = model(x)
+    got = runner(x)
+    pairs = zip(got, want) if isinstance(want, tuple) else [(got, want)]
+    return max(float((a - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12)) for a, b in pairs)
