@@ -14,10 +14,9 @@ import numpy as np
 from scipy import ndimage
 
 from engine.avatar import textures as tx
-from engine.avatar.frame import CAMERA_TO_AVATAR_AXES
 from engine.avatar.islands import project
 from engine.avatar.labels import class_ids
-from engine.bundle import linear_to_srgb, srgb_to_linear
+from engine.bundle import srgb_to_linear
 
 # classes that only the front of a person shows (refilled on the hidden side)
 FRONT_ONLY_CLASSES = ("Face_Neck", "Eyeglass", "Lower_Lip", "Upper_Lip", "Lower_Teeth", "Upper_Teeth", "Tongue")
@@ -110,7 +109,7 @@ def make_appearance(
         albedo += tx.resample_crop(_hidden_side_colour(bundle, colour, colour_valid, layout), layout, tx.HIDDEN, origin)
     albedo = tx.push_pull_fill(albedo, keep)  # padding: the islands' colours run into the gaps
     albedo = np.clip(albedo, 0.0, 1.0)
-    albedo_srgb8 = np.round(linear_to_srgb(albedo) * 255.0).astype(np.uint8)
+    albedo_srgb8 = tx.linear_to_srgb8(albedo)
     report(0.6, f"base colour from the {'predicted albedo' if source == 'albedo' else 'photo (no albedo in the bundle)'}")
 
     normal_rgb8 = None
@@ -120,7 +119,7 @@ def make_appearance(
         filled_normal, window_valid, origin = _window_filled(np.nan_to_num(bundle.normal), normal_valid, layout)
         target = tx.resample_crop(filled_normal, layout, tx.FRONT, origin)
         target_valid = tx.resample_crop(window_valid[..., None].astype(np.float32), layout, tx.FRONT, origin)[..., 0] > 0.5
-        target = target @ CAMERA_TO_AVATAR_AXES.T
+        target[..., 1:] *= -1.0  # camera -> avatar axes: (x, -y, -z)
         target[~target_valid] = np.nan
         tangent_normals, baked = tx.bake_tangent_normals(
             raster, faces, normals_avatar, tangents, target, bake_faces=face_island == tx.FRONT
