@@ -100,10 +100,13 @@ def build_avatar(
     target_faces: int | None = None,
     texture_size: int = 2048,
     rig: str | None = None,
+    rest_pose: str = "photo",
     progress: Progress | None = None,
 ) -> Path:
     """Build the avatar directory `out_dir` from the bundle at `bundle_dir`; returns `out_dir`.
 
+    rig: a skeleton convention (assets/rigs/NAME.json, e.g. "rigify"); rest_pose: "photo" (the
+    pose in the photo) or a canonical pose the rig straightens the mesh to (docs/rig.md).
     Raises BundleError for a bundle that cannot be built, EngineError for bad options, and
     Cancelled when `progress` raises it; in every case nothing is left at `out_dir` (an avatar
     already there stays as it was).
@@ -111,6 +114,8 @@ def build_avatar(
     from engine.bundle import read_bundle
 
     _check_options(detail, resolution, target_faces, texture_size)
+    if rest_pose != "photo" and not rig:
+        raise EngineError(f"a rest pose ({rest_pose}) applies to a rig: ask for one with rig=NAME (--rig)")
     rigging = _load_rigging() if rig else None
     out_dir = Path(out_dir)
     timings: dict[str, float] = {}
@@ -184,7 +189,9 @@ def build_avatar(
         if rigging is not None:
             rig_avatar, add_skin = rigging
             report("rig", 0.0, f"rigging ({rig})")
-            rig_result = rig_avatar(bundle, mesh.vertices, mesh.faces, mesh.labels, to_avatar, convention=rig, progress=progress)
+            rig_result = rig_avatar(
+                bundle, mesh.vertices, mesh.faces, mesh.labels, to_avatar, convention=rig, rest_pose=rest_pose, progress=progress
+            )
             if rig_result.rest_vertices is not None:
                 # re-posed to a rest pose: the tangent-space normal map stays valid on the new frames
                 from engine.avatar.textures import vertex_tangents
@@ -258,10 +265,16 @@ def build_avatar(
                 "target_faces": None if target_faces is None else int(target_faces),
                 "texture_size": int(texture_size),
                 "rig": rig,
+                "rest_pose": rest_pose if rig else None,
             },
             rig=None
             if rig_result is None
-            else {"convention": rig, "joints": len(rig_result.joint_names), "rest_pose_applied": rig_result.rest_vertices is not None},
+            else {
+                "convention": rig,
+                "bones": len(rig_result.skeleton.get("bones", [])),
+                "deform_bones": len(rig_result.joint_names),
+                "rest_pose_applied": rig_result.rest_vertices is not None,
+            },
             provenance={
                 "engine": _engine_version(),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -31,7 +31,9 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--texture-size", type=_positive_int, default=2048, metavar="N",
                         help="long side of the textures in texels (default 2048)")
     parser.add_argument("--rig", default=None, metavar="NAME",
-                        help="add a skeleton and skin weights in this convention (e.g. rigify)")
+                        help="add a skeleton and skin weights in this convention (rigify, mixamo, game)")
+    parser.add_argument("--rest-pose", default="photo", metavar="POSE",
+                        help="with --rig: the rig's rest pose, photo (default) or a canonical one (apose, tpose)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +73,7 @@ def build_from_args(bundle, args: argparse.Namespace, progress) -> Path:
         target_faces=args.faces,
         texture_size=args.texture_size,
         rig=args.rig,
+        rest_pose=args.rest_pose,
         progress=progress,
     )
 
