@@ -564,3 +564,86 @@ def test_animate_an_empty_frames_directory_is_a_clear_error(serve, tmp_path):
     reply = client.call("animate", {"frames": str(tmp_path / "frames"), "out_dir": str(tmp_path / "anim")})
     assert error_code(reply) == "bad_image" and "frames" in reply["error"]["message"]
     assert not (tmp_path / "anim").exists()
+
+
+# --- end to end: the bundled sample through the server ------------------------------------------
+
+def _bundle_from_shared_sample(person: Path, out_dir: Path) -> Path:
+    """A predictions bundle holding a shared synthetic person's exact maps (a perfect prediction)."""
+    import numpy as np
+    from PIL import Image
+
+    from engine.bundle import Bundle, write_bundle
+
+    maps = np.load(person / "gt_maps.npz")
+    keypoints = np.asarray(json.loads((person / "keypoints.json").read_text())["keypoints"], np.float32)
+    bundle = Bundle(
+        image=np.asarray(Image.open(person / "image.png").convert("RGB")), mask=maps["mask"], keypoints=keypoints,
+        seg=maps["seg"], normal=maps["normal"].astype(np.float32), pointmap=maps["pointmap"].astype(np.float32),
+        albedo=maps["albedo"].astype(np.float32), K=maps["K"],
+    )
+    return write_bundle(bundle, out_dir)
+
+
+@pytest.fixture(scope="module")
+def sample_bundle(request, tmp_path_factory) -> Path:
+    """assets/sample (the bundled sample); until it is in the repo, the same kind of bundle made
+    from ../shared/samples/person_101."""
+    bundled = REPO_ROOT / "assets" / "sample"
+    if (bundled / "bundle.json").is_file():
+        return bundled
+    shared = request.getfixturevalue("shared_samples")
+    return _bundle_from_shared_sample(shared / "person_101", tmp_path_factory.mktemp("sample") / "bundle")
+
+
+def test_build_the_sample_through_the_server_with_progress(serve, sample_bundle, tmp_path):
+    client = serve()
+    out_dir = tmp_path / "avatar"
+    reply = client.call("build", {"bundle_dir": str(sample_bundle), "out_dir": str(out_dir), "rig": "rigify",
+                                  "resolution": "quarter", "texture_size": 256}, timeout=300)
+    assert reply["type"] == "result", reply
+    result = reply["result"]
+    assert result["avatar_dir"] == str(out_dir)
+    assert {"avatar.glb", "avatar.json", "skeleton.json", "textures/albedo.png"} <= set(result["files"])
+    assert sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()) == result["files"]
+    manifest = json.loads((out_dir / "avatar.json").read_text())
+    assert manifest["format"] == "sapiens-avatar" and manifest["version"].split(".")[0] == "1"
+    assert (out_dir / "avatar.glb").read_bytes()[:4] == b"glTF"
+    progress = client.progress(reply["id"])
+    stages = list(dict.fromkeys(m["stage"] for m in progress))
+    assert stages[0] == "read" and {"surface", "textures", "rig", "write"} <= set(stages), stages
+    assert progress[-1] == {"id": reply["id"], "type": "progress", "stage": "write", "fraction": 1.0,
+                            "message": progress[-1]["message"]}
+    assert all(0.0 <= m["fraction"] <= 1.0 for m in progress if m["fraction"] is not None)
+    assert [p.name for p in tmp_path.iterdir()] == ["avatar"]  # no temporary directories left
+
+
+def test_cancel_a_build_leaves_nothing_behind(serve, sample_bundle, tmp_path):
+    client = serve()
+    out_dir = tmp_path / "avatar"
+    job = client.send("build", {"bundle_dir": str(sample_bundle), "out_dir": str(out_dir),
+                                "resolution": "quarter", "texture_size": 256})
+    surface_started = False
+    while not surface_started:
+        message = client.next_message(timeout=300)
+        assert message["type"] == "progress", message  # the build must not end before the cancel
+        surface_started = message["stage"] == "surface"
+    assert client.call("cancel", {"target": job})["result"]["cancelled"] is True
+    assert error_code(client.final(job, timeout=300)) == "cancelled"
+    assert list(tmp_path.iterdir()) == []
+    client.assert_alive()
+
+
+def test_animate_frames_through_the_server(serve, sample_bundle, tmp_path):
+    import shutil
+
+    frames = tmp_path / "frames"
+    for index in range(3):
+        shutil.copytree(sample_bundle, frames / f"frame_{index:03d}")
+    client = serve()
+    reply = client.call("animate", {"frames": str(frames), "out_dir": str(tmp_path / "anim"), "fps": 24},
+                        timeout=300)
+    result = reply["result"]
+    assert result["output"] == str(tmp_path / "anim")
+    assert {"animation.glb", "skeleton.json", "frames/000002.json"} <= set(result["files"])
+    assert client.progress(reply["id"])[-1]["fraction"] == 1.0
