@@ -113,15 +113,46 @@ def bench_round_trips(pings: int) -> None:
     engine.stop()
 
 
+def bench_build(bundle: Path) -> None:
+    """A real job: build through the server vs in this process (the difference is the server's cost)."""
+    import tempfile
+
+    sys.path.insert(0, str(REPO_ROOT))  # the bench runs as a script from any directory
+    from engine.avatar.build import build_avatar
+
+    options = {"resolution": "quarter", "texture_size": 512}
+    with tempfile.TemporaryDirectory() as tmp:
+        build_avatar(bundle, Path(tmp) / "warm", **options)  # page cache and imports, both sides
+        t0 = time.perf_counter()
+        build_avatar(bundle, Path(tmp) / "direct", **options)
+        direct = time.perf_counter() - t0
+        engine = Engine()
+        engine.read()
+        engine.request("build", {"bundle_dir": str(bundle), "out_dir": str(Path(tmp) / "warm2"), **options})
+        t0 = time.perf_counter()
+        reply, received = engine.request("build", {"bundle_dir": str(bundle), "out_dir": str(Path(tmp) / "served"), **options})
+        served = time.perf_counter() - t0
+        engine.stop()
+    assert reply["type"] == "result", reply
+    print(f"build {bundle.name} (quarter, 512 px): in process {direct * 1e3:.0f} ms, through serve "
+          f"{served * 1e3:.0f} ms ({received} bytes of progress + result)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=9)
     parser.add_argument("--pings", type=int, default=500)
+    parser.add_argument("--bundle", type=Path, default=REPO_ROOT / "assets" / "sample",
+                        help="predictions bundle for the build round trip (default: the bundled sample)")
     args = parser.parse_args()
     print(f"sapiens-engine serve on {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), "
           f"Python {platform.python_version()}")
     bench_start(args.starts)
     bench_round_trips(args.pings)
+    if (args.bundle / "bundle.json").is_file():
+        bench_build(args.bundle)
+    else:
+        print(f"build round trip skipped: {args.bundle} is not a predictions bundle (pass --bundle)")
 
 
 if __name__ == "__main__":
