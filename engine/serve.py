@@ -488,7 +488,8 @@ class Server:
             elif request.method in self._job_handlers:
                 self._submit(request)
             else:
-                raise ProtocolError("unknown_method", f"unknown method '{request.method}'",
+                hint = " (debug methods need `serve --debug`)" if request.method.startswith("debug.") else ""
+                raise ProtocolError("unknown_method", f"unknown method '{request.method}'{hint}",
                                     {"method": request.method, "methods": self.method_names()})
         except ProtocolError as exc:
             self.out.write(error_message(request.id, exc.code, exc.message, exc.data))

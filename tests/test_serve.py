@@ -229,6 +229,7 @@ def test_malformed_requests_get_errors_and_the_server_keeps_serving(serve):
         client.assert_alive()
     unknown = [m for m in client.order if m["type"] == "error" and m["error"]["code"] == "unknown_method"]
     assert "ping" in unknown[0]["error"]["data"]["methods"]
+    assert "--debug" in unknown[1]["error"]["message"] and "debug.sleep" not in unknown[1]["error"]["data"]["methods"]
     assert client.close() == 0
 
 
