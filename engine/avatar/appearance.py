@@ -20,6 +20,8 @@ from engine.bundle import srgb_to_linear
 
 # classes that only the front of a person shows (refilled on the hidden side)
 FRONT_ONLY_CLASSES = ("Face_Neck", "Eyeglass", "Lower_Lip", "Upper_Lip", "Lower_Teeth", "Upper_Teeth", "Tongue")
+# fewer hair pixels than this and the face is refilled from its surroundings instead
+MIN_HAIR_PIXELS = 50
 # texels around the rasterised triangles that keep their own colour (bilinear taps at the edges)
 EDGE_TEXELS = 2
 
@@ -58,16 +60,22 @@ def _hidden_side_colour(bundle, window_colour, colour_valid, layout):
     """Colours for the far side: the crop again (all we know), without the face.
 
     The back of a head seen through the face would show the face; face, lips, teeth and
-    glasses pixels are refilled from the surrounding ones (hair, neck, clothing) instead.
+    glasses pixels are refilled from the hair when the person has some (the back of most heads),
+    else from the pixels around them.
     """
     if bundle.seg is None:
         return window_colour
     rows, cols = tx.crop_window(layout, colour_valid.shape)
-    front_only = np.isin(bundle.seg[rows, cols], class_ids(FRONT_ONLY_CLASSES))
-    keep = colour_valid[rows, cols] & ~front_only
-    if not keep.any():
+    seg, valid = bundle.seg[rows, cols], colour_valid[rows, cols]
+    front_only = np.isin(seg, class_ids(FRONT_ONLY_CLASSES))
+    if not front_only.any():
         return window_colour
-    return tx.push_pull_fill(window_colour, keep)
+    hair = valid & np.isin(seg, class_ids(["Hair"]))
+    source = hair if hair.sum() >= MIN_HAIR_PIXELS else valid & ~front_only
+    if not source.any():
+        return window_colour
+    refill = tx.push_pull_fill(window_colour, source)
+    return np.where(front_only[..., None], refill, window_colour)
 
 
 def make_appearance(

@@ -124,12 +124,28 @@ def _halve(sums: np.ndarray, weights: np.ndarray):
     return sums, weights
 
 
+def _upsample2(a: np.ndarray, axis: int) -> np.ndarray:
+    """Double one axis with linear interpolation (samples at 1/4 and 3/4 between coarse centres)."""
+    before = np.concatenate([np.take(a, [0], axis=axis), np.take(a, np.arange(a.shape[axis] - 1), axis=axis)], axis=axis)
+    after = np.concatenate([np.take(a, np.arange(1, a.shape[axis]), axis=axis), np.take(a, [-1], axis=axis)], axis=axis)
+    even, odd = 0.75 * a + 0.25 * before, 0.75 * a + 0.25 * after
+    out = np.stack([even, odd], axis=axis + 1)
+    shape = list(a.shape)
+    shape[axis] *= 2
+    return out.reshape(shape)
+
+
+def _upsample(a: np.ndarray, height: int, width: int) -> np.ndarray:
+    return _upsample2(_upsample2(a, 0), 1)[:height, :width]
+
+
 def push_pull_fill(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Fill invalid pixels from valid neighbours at ever coarser scales (push-pull).
 
     values: H x W x C, valid: H x W bool. Valid pixels are kept exactly; the others take the
-    mean of the valid pixels in the smallest surrounding 2^k block, so colours run smoothly
-    out of each island instead of meeting the background.
+    mean of the valid pixels around them at the finest scale that has any, interpolated
+    linearly from the coarser scales, so colours run smoothly out of each island instead of
+    meeting the background.
     """
     values = np.asarray(values, np.float32)
     h, w, c = values.shape
@@ -147,10 +163,8 @@ def push_pull_fill(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     # pull: each level's holes take the next coarser level's value
     filled = levels[-1][0]
     for mean, has_data in reversed(levels[:-1]):
-        up = np.repeat(np.repeat(filled, 2, axis=0), 2, axis=1)[: mean.shape[0], : mean.shape[1]]
-        filled = np.where(has_data[..., None], mean, up)
-    up = np.repeat(np.repeat(filled, 2, axis=0), 2, axis=1)[:h, :w]
-    return np.where(valid[..., None], values, up)
+        filled = np.where(has_data[..., None], mean, _upsample(filled, *mean.shape[:2]))
+    return np.where(valid[..., None], values, _upsample(filled, h, w))
 
 
 def _linear_weights(n_out: int, scale: float, offset: float, n_in: int):
