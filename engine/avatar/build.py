@@ -33,6 +33,9 @@ Progress = Callable[[str, float, str], None]
 
 DETAIL_CHOICES = ("none", "normals")
 RESOLUTION_CHOICES = ("full", "half", "quarter")
+# the baking arrays grow with the texture: at 8192 texels on the long side a 300k-pixel person
+# peaks at 4.8 GB (bench/bench_avatar.py), at 4096 at 1.4 GB
+MAX_TEXTURE_SIZE = 8192
 
 
 def _unit_normals(normals: np.ndarray) -> np.ndarray:
@@ -48,8 +51,8 @@ def _check_options(detail, resolution, target_faces, texture_size) -> None:
         raise EngineError(f"resolution must be one of {', '.join(RESOLUTION_CHOICES)}, not {resolution!r}")
     if target_faces is not None and int(target_faces) < 100:
         raise EngineError(f"the target face count must be at least 100, not {target_faces}")
-    if not 64 <= int(texture_size) <= 16384:
-        raise EngineError(f"texture size must be between 64 and 16384 texels, not {texture_size}")
+    if not 64 <= int(texture_size) <= MAX_TEXTURE_SIZE:
+        raise EngineError(f"texture size must be between 64 and {MAX_TEXTURE_SIZE} texels, not {texture_size}")
 
 
 def _load_rigging():
