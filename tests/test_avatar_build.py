@@ -367,6 +367,18 @@ def test_rig_request_is_never_silently_skipped(bundle_dir, tmp_path):
     assert np.abs(np.einsum("ij,ij->i", moved["normals"], moved["tangents"][:, :3])).max() < 1e-3
 
 
+def test_rig_without_keypoints_is_refused_before_any_work(shared_samples, tmp_path):
+    bundle = sample_bundle(shared_samples)
+    bundle.keypoints = None
+    stages = []
+    out = tmp_path / "avatar"
+    with pytest.raises(BundleError, match="keypoints"):
+        build_avatar(write_bundle(bundle, tmp_path / "bundle"), out, rig="rigify",
+                     progress=lambda stage, fraction, message: stages.append(stage), **FAST)
+    assert set(stages) == {"read"}
+    _no_output(out)
+
+
 def test_rest_pose_without_rig_is_refused(bundle_dir, tmp_path):
     with pytest.raises(EngineError, match="rig"):
         build_avatar(bundle_dir, tmp_path / "avatar", rest_pose="tpose", **FAST)

@@ -136,7 +136,7 @@ def build_avatar(
 
     report("read", 0.0, f"reading {bundle_dir}")
     bundle = read_bundle(bundle_dir)
-    check_buildable(bundle, bundle_dir, detail=detail)
+    check_buildable(bundle, bundle_dir, detail=detail, rig=rig)
     K, K_source = camera_matrix(bundle, bundle_dir)
     lap("read")
     report("read", 1.0, f"photo {bundle.size[0]} x {bundle.size[1]}, {int(bundle.mask.sum())} person pixels")

@@ -18,7 +18,7 @@ MIN_POINTMAP_COVERAGE = 0.5
 MIN_PERSON_PIXELS = 64
 
 
-def check_buildable(bundle, source, *, detail: str) -> None:
+def check_buildable(bundle, source, *, detail: str, rig: str | None = None) -> None:
     h, w = bundle.image.shape[:2]
     for name in ("mask", "pointmap", "normal", "albedo", "seg"):
         arr = getattr(bundle, name)
@@ -34,6 +34,9 @@ def check_buildable(bundle, source, *, detail: str) -> None:
     if detail == "normals" and bundle.normal is None:
         raise BundleError(f"{source}: --detail normals needs the normal map, which the bundle lacks "
                           "(run predict with the normal task, or build with --detail none)")
+    if rig and bundle.keypoints is None:
+        raise BundleError(f"{source}: a rig needs the pose keypoints, which the bundle lacks "
+                          "(run predict with the pose task, or build without --rig)")
     if np.isinf(bundle.pointmap).any():
         raise BundleError(f"{source}: the pointmap holds infinite values")
     with np.errstate(invalid="ignore"):
