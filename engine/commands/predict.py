@@ -36,9 +36,10 @@ def add_arguments(parser) -> None:
 class ProgressBar:
     """One line on stderr, redrawn in place on a terminal, one line per update otherwise."""
 
-    def __init__(self, stream=sys.stderr, width: int = 30):
-        self.stream, self.width = stream, width
-        self.tty = stream.isatty()
+    def __init__(self, stream=None, width: int = 30):
+        # resolved at call time: sys.stderr may have been replaced since import
+        self.stream, self.width = stream or sys.stderr, width
+        self.tty = self.stream.isatty()
         self.start = time.monotonic()
 
     def __call__(self, stage: str, fraction: float, message: str) -> None:
