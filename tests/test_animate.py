@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,3 +195,37 @@ def _has_ffmpeg() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_animate_command_on_a_video(shared_samples, tmp_path, monkeypatch):
+    """Video -> decoded frames -> (model passes replaced by the sample's exact predictions, after
+    checking each decoded frame is the photo that was encoded) -> animation at the video's rate."""
+    pytest.importorskip("imageio_ffmpeg")
+    from PIL import Image
+    import engine.predict
+    from engine.bundle import Bundle, write_bundle
+    from engine.cli import main
+    d = shared_samples / "person_101"
+    maps = np.load(d / "gt_maps.npz")
+    kp = np.array(json.loads((d / "keypoints.json").read_text())["keypoints"], np.float32)
+    photo = np.asarray(Image.open(d / "image.png").convert("RGB"))
+    video = tmp_path / "clip.mp4"
+    encode_video(video, np.stack([photo] * 4), fps=24)
+    seen = []
+
+    def exact_predictions(photos, out_dir, **kwargs):
+        out = []
+        for i, p in enumerate(photos):
+            frame = np.asarray(Image.open(p).convert("RGB"))
+            assert frame.shape == photo.shape and np.abs(frame.astype(int) - photo).mean() < 3.0
+            seen.append(Path(p))
+            b = Bundle(image=frame, mask=maps["mask"], keypoints=kp, seg=maps["seg"], normal=None,
+                       pointmap=maps["pointmap"], albedo=None, K=maps["K"])
+            out.append(write_bundle(b, Path(out_dir) / f"{i:06d}"))
+        return out
+
+    monkeypatch.setattr(engine.predict, "predict_photos", exact_predictions)
+    assert main(["animate", str(video), "--out", str(tmp_path / "anim")]) == 0
+    summary = json.loads((tmp_path / "anim" / "animation.json").read_text())
+    assert summary["frames"] == 4 and summary["fps"] == pytest.approx(24.0) and summary["filled_frames"] == []
+    assert len(seen) == 4 and not seen[0].exists()          # decoded frames were temporary
