@@ -52,7 +52,7 @@ def exported(shared_reference, tmp_path_factory):
     for task in TASKS:
         model = engine.load_model(folder / f"{task}.safetensors")
         files[task] = export_model(model, out / f"{task}.onnx", input_hw=(256, 192), dynamic_batch=False,
-                                   optimize=task == "pose", source=f"{task}.safetensors")
+                                   static_batch=2, optimize=task == "pose", source=f"{task}.safetensors")
     return folder, load_file(folder / "io.safetensors"), files
 
 
@@ -101,7 +101,11 @@ def test_export_leaves_the_model_as_it_was(tmp_path):
     x = torch.randn(1, 3, 64, 48, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         before = model(x)
-    export_model(model, tmp_path / "p.onnx", dynamic_batch=False)
+    path = export_model(model, tmp_path / "p.onnx", dynamic_batch=False)
+    runner = OnnxRunner(path, device="cpu")
+    assert runner.batch_axis_static and runner.batch_size == 1     # static_batch defaults to 1
+    with torch.no_grad():
+        assert _worst_relative(runner(torch.cat([x, x])), model(torch.cat([x, x]))) < RELATIVE_TOLERANCE
     assert type(model.backbone.rope_embed).__name__ == "RopePositionEmbedding"
     assert all("forward" not in blk.attn.__dict__ for blk in model.backbone.blocks)
     with torch.no_grad():

@@ -53,12 +53,11 @@ class OnnxRunner(Runner):
         import onnxruntime as ort
 
         from engine.models.sapiens2 import ModelConfig
-        from engine.runtime.onnx_export import read_metadata
+        from engine.runtime.onnx_export import decode_metadata
 
         path = Path(onnx_path)
         if not path.is_file():
             raise EngineError(f"{path}: ONNX model not found")
-        meta = read_metadata(path)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or usable_cores()
@@ -70,6 +69,7 @@ class OnnxRunner(Runner):
                                                 provider_options=provider_options)
         except Exception as exc:   # ORT raises its own exception types for unreadable graphs
             raise EngineError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:300]})") from exc
+        meta = decode_metadata(self.session.get_modelmeta().custom_metadata_map, path)
         used = self.session.get_providers()
         on_cuda = used[0] == "CUDAExecutionProvider"
         if providers[0] == "CUDAExecutionProvider" and not on_cuda:

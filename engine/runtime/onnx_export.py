@@ -165,8 +165,12 @@ def read_metadata(path: str | os.PathLike) -> dict:
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
-    props = {p.key[len(METADATA_PREFIX):]: p.value for p in proto.metadata_props
-             if p.key.startswith(METADATA_PREFIX)}
+    return decode_metadata({p.key: p.value for p in proto.metadata_props}, path)
+
+
+def decode_metadata(raw: dict[str, str], path) -> dict:
+    """metadata_props key -> value strings (onnx, or an onnxruntime session's) -> decoded sapiens.* entries."""
+    props = {k[len(METADATA_PREFIX):]: v for k, v in raw.items() if k.startswith(METADATA_PREFIX)}
     if "config" not in props:
         raise EngineError(f"{path}: not exported by sapiens-engine (no sapiens.config metadata)")
     props["config"] = json.loads(props["config"])
@@ -176,12 +180,14 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 
 def export_model(model: nn.Module, path: str | os.PathLike, *, dtype: str = "fp32",
-                 input_hw: tuple[int, int] | None = None, dynamic_batch: bool = True,
+                 input_hw: tuple[int, int] | None = None, dynamic_batch: bool = True, static_batch: int = 1,
                  source: str | None = None, optimize: bool = True, progress=None) -> Path:
     """Write `model` (an engine Sapiens2, fp32 weights) as ONNX at `path`, atomically.
 
     input_hw defaults to the size the model was trained at (1024 x 768 for released files); the
     exported graph accepts exactly that size. dtype "fp16" casts weights and the input to half.
+    The batch axis is dynamic unless dynamic_batch is False (or the model has the 4K tokenizer):
+    then the graph takes batches of exactly `static_batch` (the runner pads the last chunk).
     optimize: run onnxscript's graph optimizer (constant folding, dead code); ONNX Runtime
     optimizes again when it loads the file, so it only makes the file leaner.
     """
@@ -194,9 +200,10 @@ def export_model(model: nn.Module, path: str | os.PathLike, *, dtype: str = "fp3
     if progress:
         progress("export", 0.0, f"tracing {model.task or 'backbone'} model at {input_hw[0]}x{input_hw[1]}")
     export_copy = _copy_for_export(model, torch_dtype)
-    example = torch.zeros(2, 3, *input_hw, dtype=torch_dtype)
-    names = output_names(model.task) if model.task else ["featmap"]
     dynamic = dynamic_batch and not model.config.backbone.use_tokenizer
+    # a dynamic axis is traced at 2 so that torch.export does not specialise it to 1
+    example = torch.zeros(2 if dynamic else static_batch, 3, *input_hw, dtype=torch_dtype)
+    names = output_names(model.task) if model.task else ["featmap"]
     batch = torch.export.Dim("batch", min=1, max=4096)
     with export_friendly(export_copy, input_hw), torch.inference_mode(False), torch.no_grad():
         try:
