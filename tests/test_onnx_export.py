@@ -168,3 +168,16 @@ def test_missing_onnx_file_and_unknown_backend(tmp_path):
         get_runner("pose", tmp_path / "nope.onnx", backend="onnxruntime", device="cpu")
     with pytest.raises(EngineError, match="unknown backend 'tensorrt'"):
         get_runner("pose", tmp_path / "x.safetensors", backend="tensorrt")
+
+
+def test_export_onnx_refuses_a_backbone_and_a_bad_size(tmp_path, capsys):
+    from engine.cli import main
+
+    backbone = write_tiny_checkpoint(tmp_path / "pretrain.safetensors", None, img_size=(64, 48),
+                                     num_layers=2, num_kv_heads=(4, 2))
+    assert main(["export-onnx", str(backbone), "--out", str(tmp_path / "onnx")]) == 1
+    assert "pretrain.safetensors: a pretrain backbone" in capsys.readouterr().err
+    assert not (tmp_path / "onnx").exists()
+    with pytest.raises(SystemExit):
+        main(["export-onnx", str(backbone), "--out", str(tmp_path), "--input-size", "100x75"])
+    assert "multiples of 16" in capsys.readouterr().err
