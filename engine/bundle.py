@@ -9,14 +9,12 @@ outputs the reference demo scripts save (`*_seg.npy`, normal `.npy`, `*_depth.np
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from engine import fileio
 from engine.errors import BundleError
 
 FORMAT_NAME = "sapiens-bundle"
@@ -158,26 +156,9 @@ def validate_bundle(bundle: Bundle, source: str | Path | None = None) -> None:
 # --------------------------------------------------------------------------- EXR / PNG helpers
 
 
-def _write_exr(path: Path, rgb: np.ndarray, half: bool = False) -> None:
-    import OpenEXR
-
-    pixels = np.ascontiguousarray(rgb, dtype=np.float16 if half else np.float32)
-    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-    OpenEXR.File(header, {"RGB": pixels}).write(str(path))
-
-
 def read_exr(path: Path) -> np.ndarray:
     """H x W x 3 float32 from an RGB EXR (half or float channels)."""
-    import OpenEXR
-
-    try:
-        channels = OpenEXR.File(str(path), separate_channels=True).channels()
-    except Exception as exc:  # OpenEXR raises plain RuntimeError on a damaged file
-        raise BundleError(f"{path}: not a readable EXR file ({exc})") from exc
-    missing = [c for c in "RGB" if c not in channels]
-    if missing:
-        raise BundleError(f"{path}: EXR lacks channel(s) {', '.join(missing)} (has {sorted(channels)})")
-    return np.stack([channels[c].pixels for c in "RGB"], axis=-1).astype(np.float32)
+    return fileio.read_exr(path, BundleError)
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
@@ -259,11 +240,11 @@ def _write_files(bundle: Bundle, tmp: Path) -> None:
     if bundle.seg_probs is not None:
         np.save(tmp / FILES["seg_probs"], bundle.seg_probs)
     if bundle.normal is not None:
-        _write_exr(tmp / FILES["normal"], bundle.normal)
+        fileio.write_exr(tmp / FILES["normal"], bundle.normal)
     if bundle.pointmap is not None:
-        _write_exr(tmp / FILES["pointmap"], bundle.pointmap)
+        fileio.write_exr(tmp / FILES["pointmap"], bundle.pointmap)
     if bundle.albedo is not None:
-        _write_exr(tmp / FILES["albedo"], bundle.albedo, half=True)
+        fileio.write_exr(tmp / FILES["albedo"], bundle.albedo, half=True)
         preview = np.round(linear_to_srgb(bundle.albedo) * 255).astype(np.uint8)
         _write_png(tmp / FILES["albedo_preview"], preview)
     # bundle.json last: its presence is what marks a bundle complete
@@ -274,29 +255,8 @@ def write_bundle(bundle: Bundle, out_dir: str | Path) -> Path:
     """Write `bundle` to `out_dir` atomically; an existing bundle there is replaced whole."""
     out_dir = Path(out_dir)
     validate_bundle(bundle)
-    parent = out_dir.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=parent))
-    except OSError as exc:
-        raise BundleError(f"{out_dir}: cannot create the output directory ({exc.strerror})") from exc
-    try:
+    with fileio.atomic_directory(out_dir, BundleError) as tmp:
         _write_files(bundle, tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        old = None
-        if out_dir.exists():
-            # the old bundle moves aside first so a failed rename never leaves neither
-            old = parent / f".{out_dir.name}.old-{os.getpid()}"
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise BundleError(f"{out_dir}: cannot write the bundle ({exc.strerror or exc})") from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

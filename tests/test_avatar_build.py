@@ -266,9 +266,9 @@ def test_bad_bundles_give_clear_errors_and_no_output(shared_samples, tmp_path, d
     if damage == "missing_map":
         (path / "pointmap.exr").unlink()
     if damage == "mismatched_size":
-        from engine.bundle import _write_exr
+        from engine.fileio import write_exr
 
-        _write_exr(path / "normal.exr", bundle.normal[:-8, :-4])
+        write_exr(path / "normal.exr", bundle.normal[:-8, :-4])
     out = tmp_path / "out" / "avatar"
     with pytest.raises(BundleError, match=message):
         build_avatar(path, out, **FAST)

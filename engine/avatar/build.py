@@ -9,9 +9,6 @@ either the previous avatar or nothing.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -26,6 +23,7 @@ from engine.avatar.islands import assign_islands, split_islands
 from engine.avatar.inputs import camera_matrix, check_buildable
 from engine.avatar.labels import groups_table, labels_table
 from engine.avatar.manifest import FORMAT_NAME, FORMAT_VERSION, avatar_manifest
+from engine import fileio
 from engine.errors import EngineError
 from engine.geometry.surface import vertex_normals  # area-weighted: the normal map adds detail on top
 
@@ -67,30 +65,13 @@ def _load_rigging():
     return rig_avatar, add_skin
 
 
-def _prepare_output(out_dir: Path) -> Path:
-    """A fresh temporary directory beside `out_dir`; refuses to replace something that is not an avatar."""
+def _check_output(out_dir: Path) -> None:
+    """Refuse to replace something that is not an avatar."""
     if out_dir.exists():
         if not out_dir.is_dir():
             raise EngineError(f"{out_dir}: exists and is not a directory")
         if any(out_dir.iterdir()) and not (out_dir / "avatar.json").is_file():
             raise EngineError(f"{out_dir}: exists and is not an avatar directory; choose an empty or new directory")
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    except OSError as exc:
-        raise EngineError(f"{out_dir}: cannot create the output directory ({exc.strerror or exc})") from exc
-
-
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished temporary directory to `out_dir`, replacing an older avatar there."""
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def build_avatar(
@@ -141,8 +122,8 @@ def build_avatar(
     lap("read")
     report("read", 1.0, f"photo {bundle.size[0]} x {bundle.size[1]}, {int(bundle.mask.sum())} person pixels")
 
-    tmp = _prepare_output(out_dir)
-    try:
+    _check_output(out_dir)
+    with fileio.atomic_directory(out_dir) as tmp:
         from engine.geometry import build_surface
 
         surface = build_surface(
@@ -295,12 +276,6 @@ def build_avatar(
         # avatar.json last: its presence marks the directory complete
         (tmp / "avatar.json").write_text(json.dumps(manifest, indent=1))
         report("write", 0.9, "publishing")
-        _publish(tmp, out_dir)
-    except OSError as exc:
-        raise EngineError(f"{out_dir}: cannot write the avatar ({exc.strerror or exc})") from exc
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     report("write", 1.0, f"avatar written to {out_dir}")
     return out_dir
 

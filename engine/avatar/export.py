@@ -14,6 +14,7 @@ import numpy as np
 from engine.avatar import textures as tx
 from engine.avatar.gltf import GltfBuilder
 from engine.avatar.labels import class_names, face_labels, group_names, group_of_class
+from engine.fileio import write_exr
 
 # PBR roughness per material slot: skin has some sheen, fabric and hair are matte
 SLOT_ROUGHNESS = {"skin": 0.55, "hair": 0.7, "clothing": 0.85, "shoes": 0.6}
@@ -55,7 +56,7 @@ def write_textures(out_dir: Path, albedo_srgb8: np.ndarray, albedo_linear: np.nd
     (out_dir / "textures").mkdir(exist_ok=True)
     albedo_png = tx.png_bytes(albedo_srgb8)
     (out_dir / TEXTURE_FILES["albedo_png"]).write_bytes(albedo_png)
-    tx.write_exr_half(out_dir / TEXTURE_FILES["albedo_exr"], albedo_linear)
+    write_exr(out_dir / TEXTURE_FILES["albedo_exr"], albedo_linear, half=True)
     files = {k: v for k, v in TEXTURE_FILES.items() if k != "normal_png"}
     normal_png = None
     if normal_rgb8 is not None:

@@ -433,11 +433,3 @@ def png_bytes(rgb8: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def write_exr_half(path, rgb_linear: np.ndarray) -> None:
-    """Linear RGB as a half-float EXR (zip-compressed)."""
-    import OpenEXR
-
-    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-    channels = {"RGB": np.ascontiguousarray(rgb_linear.astype(np.float16))}
-    with OpenEXR.File(header, channels) as exr:
-        exr.write(str(path))
