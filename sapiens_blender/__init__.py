@@ -15,6 +15,15 @@ def _modules():
     return (preferences, properties, operators, panel)
 
 
+def _menu_hooks():
+    """(menu or header type, draw function) pairs the add-on appends to Blender's own UI."""
+    import bpy
+
+    from .panel import draw_status_bar
+
+    return ((bpy.types.TOPBAR_MT_file_import, _menu_import), (bpy.types.STATUSBAR_HT_header, draw_status_bar))
+
+
 def register():
     import bpy
 
@@ -24,18 +33,21 @@ def register():
         for cls in module.CLASSES:
             bpy.utils.register_class(cls)
     properties.register_properties()
-    bpy.types.TOPBAR_MT_file_import.append(_menu_import)
+    for owner, draw in _menu_hooks():
+        owner.append(draw)
 
 
 def unregister():
     import bpy
 
-    from . import operators, properties
+    from . import operators, preferences, properties
     from .engine_session import SESSION
 
     operators.cancel_active()
+    preferences.stop_background_work()
     SESSION.stop()
-    bpy.types.TOPBAR_MT_file_import.remove(_menu_import)
+    for owner, draw in _menu_hooks():
+        owner.remove(draw)
     properties.unregister_properties()
     for module in reversed(_modules()):
         for cls in reversed(module.CLASSES):

@@ -25,9 +25,10 @@ ACTIVE: Pipeline | None = None
 
 
 def _redraw_ui(context) -> None:
+    """The sidebar panel and the status bar show the run's progress: redraw them."""
     for window in context.window_manager.windows:
         for area in window.screen.areas:
-            if area.type == "VIEW_3D":
+            if area.type in ("VIEW_3D", "STATUSBAR"):
                 area.tag_redraw()
 
 
@@ -43,8 +44,145 @@ def import_avatar_dir(avatar_dir: Path, name: str, context, *, texture: bool = T
     return import_avatar(avatar, name=name, scene=context.scene)
 
 
+def import_motion_dir(motion_dir: Path, name: str, context):
+    """Import an animate output folder (armature + action); AvatarError says what is wrong with it."""
+    from .blender.import_avatar import import_motion
+
+    return import_motion(motion_dir, name=name, scene=context.scene)
+
+
+def sequence_problem(kind: str, path: str) -> str | None:
+    """Why the chosen sequence input cannot be animated, in words; None when it can."""
+    from .properties import VIDEO_SUFFIXES
+
+    if kind == "SEQUENCE":
+        if not path or not Path(path).is_dir():
+            return f"Choose a folder of frames first (not a folder: {path or 'nothing chosen'})"
+        return None
+    if not path or not Path(path).is_file():
+        return f"Choose a video file first (not found: {path or 'nothing chosen'})"
+    if Path(path).suffix.lower() not in VIDEO_SUFFIXES:
+        return f"{Path(path).name} is not a video the engine reads ({', '.join(VIDEO_SUFFIXES)})"
+    return None
+
+
+# --- one run: start it, then poll it until it is over (the timer's job; tests drive it by hand) ---
+
+
+def start_run(context, report, *, rebuild_only: bool = False, debug_sleep_steps: int = 0) -> bool:
+    """Start the engine run for the scene's input on a worker thread; False (reported) if it cannot.
+
+    report(types, message) is an operator's `report` (or any callable with its signature).
+    """
+    global ACTIVE
+    prefs = get_preferences(context)
+    status = context.window_manager.sapiens_status
+    status.error = ""
+
+    def fail(message: str) -> bool:
+        status.error = message
+        report({"ERROR"}, message)
+        return False
+
+    if ACTIVE is not None and not ACTIVE.finished:
+        return fail("A Sapiens run is already in progress: cancel it or wait for it")
+    if prefs is None:
+        return fail("The Sapiens add-on is not enabled in the preferences")
+    try:
+        check_python(bpy.path.abspath(prefs.engine_python))
+    except EngineClientError as exc:
+        return fail(str(exc))
+    request = _request(context.scene.sapiens, prefs, rebuild_only, debug_sleep_steps)
+    if isinstance(request, str):
+        return fail(request)
+    engine_settings = prefs.engine_settings()
+    if debug_sleep_steps:
+        from dataclasses import replace
+
+        engine_settings = replace(engine_settings, debug=True)
+    ACTIVE = Pipeline(request, lambda: SESSION.client(engine_settings)).start()
+    status.running, status.stage, status.fraction, status.message = True, "engine", 0.0, "starting the engine"
+    context.window_manager.progress_begin(0.0, 1.0)
+    return True
+
+
+def _request(settings, prefs, rebuild_only: bool, debug_sleep_steps: int) -> RunRequest | str:
+    """What to run for the chosen input, or why the input is not usable (in words)."""
+    cache_root = user_data.cache_root()
+    common = dict(cache_root=cache_root, predict_options=prefs.predict_options(), debug_sleep_steps=debug_sleep_steps)
+    if settings.input_kind != "PHOTO":
+        source = settings.sequence_path()
+        problem = sequence_problem(settings.input_kind, source)
+        if problem:
+            return problem
+        if rebuild_only:
+            return "Rebuild reuses a photo's predictions; for a sequence press Animate"
+        return RunRequest(photos=[source], animate_options=settings.animate_options(), **common)
+    photo = bpy.path.abspath(settings.photo)
+    if not photo or not Path(photo).is_file():
+        return f"Choose a photo first (not found: {photo or 'nothing chosen'})"
+    if rebuild_only and cached_bundle(photo_cache_dir(cache_root, photo)) is None:
+        return "No cached predictions for this photo yet: run Build Avatar once first"
+    return RunRequest(
+        photos=[photo],
+        build_options=settings.build_options(),
+        reuse_predictions=settings.reuse_predictions or rebuild_only,
+        **common,
+    )
+
+
+def poll_run(context, report) -> set[str] | None:
+    """One timer tick: copy the run's progress to the panel and status bar; once it is over,
+    import the result (on this, the main thread) and report. None while it runs, else the
+    operator's outcome ({"FINISHED"} or {"CANCELLED"})."""
+    pipeline = ACTIVE
+    if pipeline is None:
+        return {"CANCELLED"}
+    wm = context.window_manager
+    status = wm.sapiens_status
+    _state, status.stage, status.fraction, status.message = pipeline.poll()
+    wm.progress_update(status.fraction)
+    _redraw_ui(context)
+    if not pipeline.finished:
+        return None
+    return _finish_run(context, pipeline, report)
+
+
+def _finish_run(context, pipeline: Pipeline, report) -> set[str]:
+    global ACTIVE
+    ACTIVE = None
+    wm = context.window_manager
+    status = wm.sapiens_status
+    status.running = False
+    wm.progress_end()
+    _redraw_ui(context)
+    if pipeline.state == "cancelled":
+        status.message = "cancelled"
+        report({"WARNING"}, f"Sapiens: {pipeline.message}; the scene is unchanged")
+        return {"CANCELLED"}
+    if pipeline.state == "error":
+        status.error = pipeline.error or "the engine failed"
+        report({"ERROR"}, status.error)
+        return {"CANCELLED"}
+    try:
+        if pipeline.request.animate_options is not None:
+            result = import_motion_dir(pipeline.avatar_dir, pipeline.request.name, context)
+        else:
+            texture = context.scene.sapiens.build_texture
+            result = import_avatar_dir(pipeline.avatar_dir, pipeline.request.name, context, texture=texture)
+    except Exception as exc:  # the importer removed what it made; say why it failed
+        status.error = f"Import of {pipeline.avatar_dir} failed: {exc}"
+        report({"ERROR"}, status.error)
+        return {"CANCELLED"}
+    status.last_collection = result.collection.name
+    cached = " (cached predictions)" if pipeline.used_cache else ""
+    status.message = f"imported {result.collection.name}{cached}"
+    report({"INFO"}, f"Sapiens: imported {result.collection.name}{cached}")
+    return {"FINISHED"}
+
+
 class SAPIENS_OT_run(bpy.types.Operator):
-    """Run the Sapiens engine on the photo and import the avatar into a new collection"""
+    """Run the Sapiens engine on the photo (or animate the sequence) and import the result into a new collection"""
 
     bl_idname = "sapiens.run"
     bl_label = "Build Avatar"
@@ -62,103 +200,21 @@ class SAPIENS_OT_run(bpy.types.Operator):
     def poll(cls, context):
         return ACTIVE is None or ACTIVE.finished
 
-    # --- starting ---------------------------------------------------------------------------
     def _start(self, context) -> bool:
-        global ACTIVE
-        settings = context.scene.sapiens
-        prefs = get_preferences(context)
-        status = context.window_manager.sapiens_status
-        status.error = ""
-        if prefs is None:
-            return self._fail(context, "The Sapiens add-on is not enabled in the preferences")
-        try:
-            check_python(bpy.path.abspath(prefs.engine_python))
-        except EngineClientError as exc:
-            return self._fail(context, str(exc))
-        photo = bpy.path.abspath(settings.photo)
-        if settings.input_kind != "PHOTO":
-            return self._fail(context, "Image sequences and videos are not supported by this version yet")
-        if not photo or not Path(photo).is_file():
-            return self._fail(context, f"Choose a photo first (not found: {photo or 'nothing chosen'})")
-        cache_root = user_data.cache_root()
-        if self.rebuild_only and cached_bundle(photo_cache_dir(cache_root, photo)) is None:
-            return self._fail(context, "No cached predictions for this photo yet: run Build Avatar once first")
-        engine_settings = prefs.engine_settings()
-        if self.debug_sleep_steps:
-            from dataclasses import replace
+        return start_run(context, self.report, rebuild_only=self.rebuild_only, debug_sleep_steps=self.debug_sleep_steps)
 
-            engine_settings = replace(engine_settings, debug=True)
-        request = RunRequest(
-            photos=[photo],
-            cache_root=cache_root,
-            predict_options=prefs.predict_options(),
-            build_options=settings.build_options(),
-            reuse_predictions=settings.reuse_predictions or self.rebuild_only,
-            debug_sleep_steps=self.debug_sleep_steps,
-        )
-        ACTIVE = Pipeline(request, lambda: SESSION.client(engine_settings)).start()
-        status.running, status.stage, status.fraction, status.message = True, "engine", 0.0, "starting the engine"
-        context.window_manager.progress_begin(0.0, 1.0)
-        return True
-
-    def _fail(self, context, message: str) -> bool:
-        context.window_manager.sapiens_status.error = message
-        self.report({"ERROR"}, message)
-        return False
-
-    # --- polling ----------------------------------------------------------------------------
-    def _tick(self, context) -> set[str] | None:
-        """Copy the pipeline's progress to the UI; once it is over, import and report."""
-        pipeline = ACTIVE
-        status = context.window_manager.sapiens_status
-        state, stage, fraction, message = pipeline.poll()
-        status.stage, status.fraction, status.message = stage, fraction, message
-        context.window_manager.progress_update(fraction)
-        _redraw_ui(context)
-        if not pipeline.finished:
-            return None
-        return self._finish(context, pipeline)
-
-    def _finish(self, context, pipeline: Pipeline) -> set[str]:
-        global ACTIVE
-        ACTIVE = None
-        status = context.window_manager.sapiens_status
-        status.running = False
-        context.window_manager.progress_end()
-        if pipeline.state == "cancelled":
-            status.message = "cancelled"
-            self.report({"WARNING"}, f"Sapiens: {pipeline.message}; the scene is unchanged")
-            return {"CANCELLED"}
-        if pipeline.state == "error":
-            status.error = pipeline.error or "the engine failed"
-            self.report({"ERROR"}, status.error)
-            return {"CANCELLED"}
-        settings = context.scene.sapiens
-        try:
-            result = import_avatar_dir(
-                pipeline.avatar_dir, pipeline.request.name, context, texture=settings.build_texture
-            )
-        except Exception as exc:  # the importer removed what it made; say why it failed
-            status.error = f"Import of {pipeline.avatar_dir} failed: {exc}"
-            self.report({"ERROR"}, status.error)
-            return {"CANCELLED"}
-        status.last_collection = result.collection.name
-        cached = " (cached predictions)" if pipeline.used_cache else ""
-        status.message = f"imported {result.collection.name}{cached}"
-        self.report({"INFO"}, f"Sapiens: imported {result.collection.name}{cached}")
-        return {"FINISHED"}
-
-    # --- entry points -------------------------------------------------------------------------
-    def execute(self, context):
+    def execute(self, context):  # scripts, batch, tests: the same steps, waiting here
         if not self._start(context):
             return {"CANCELLED"}
         while True:
             ACTIVE.wait(0.1)
-            done = self._tick(context)
+            done = poll_run(context, self.report)
             if done is not None:
                 return done
 
     def invoke(self, context, event):
+        if context.window is None:  # no window to own a timer (background Blender)
+            return self.execute(context)
         if not self._start(context):
             return {"CANCELLED"}
         wm = context.window_manager
@@ -171,11 +227,19 @@ class SAPIENS_OT_run(bpy.types.Operator):
             ACTIVE.cancel()
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
-        done = self._tick(context)
+        done = poll_run(context, self.report)
         if done is None:
             return {"PASS_THROUGH"}
         context.window_manager.event_timer_remove(self._timer)
+        self._timer = None
         return done
+
+    def cancel(self, context):  # Blender ends the modal operator (file load, quit)
+        if ACTIVE is not None:
+            ACTIVE.cancel()
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
 
 
 class SAPIENS_OT_cancel(bpy.types.Operator):

@@ -29,22 +29,17 @@ class SAPIENS_PT_main(bpy.types.Panel):
 
         col = layout.column()
         col.prop(settings, "input_kind", text="")
-        col.prop(settings, "photo", text="")
-
-        box = layout.box()
-        box.label(text="Build", icon="MESH_DATA")
-        row = box.row(align=True)
-        row.prop(settings, "build_texture", toggle=True)
-        row.prop(settings, "build_rig", toggle=True)
-        row.prop(settings, "watertight", toggle=True)
-        box.prop(settings, "detail")
-        box.prop(settings, "resolution")
-        box.prop(settings, "target_faces")
-        if settings.build_texture:
-            box.prop(settings, "texture_size")
-        if settings.build_rig:
+        if settings.input_kind == "PHOTO":
+            col.prop(settings, "photo", text="")
+            _draw_build_options(layout, settings)
+        else:
+            col.prop(settings, "frames_dir" if settings.input_kind == "SEQUENCE" else "video", text="")
+            box = layout.box()
+            box.label(text="Animate", icon="ARMATURE_DATA")
             box.prop(settings, "rig_convention")
-        box.prop(settings, "reuse_predictions")
+            row = box.row(align=True)
+            row.prop(settings, "animation_fps")
+            row.prop(settings, "smooth_motion", toggle=True)
 
         running = operators.ACTIVE is not None and not operators.ACTIVE.finished
         if running:
@@ -57,8 +52,11 @@ class SAPIENS_PT_main(bpy.types.Panel):
         else:
             row = layout.row(align=True)
             row.scale_y = 1.4
-            row.operator("sapiens.run", icon="PLAY")
-            row.operator("sapiens.run", text="Rebuild", icon="FILE_REFRESH").rebuild_only = True
+            if settings.input_kind == "PHOTO":
+                row.operator("sapiens.run", icon="PLAY")
+                row.operator("sapiens.run", text="Rebuild", icon="FILE_REFRESH").rebuild_only = True
+            else:
+                row.operator("sapiens.run", text="Animate", icon="PLAY")
             if status.message:
                 layout.label(text=status.message[:80], icon="INFO")
         if status.error:
@@ -75,6 +73,39 @@ class SAPIENS_PT_main(bpy.types.Panel):
         row = layout.row(align=True)
         row.label(text=f"Engine: pid {client.pid}" if client and client.alive else "Engine: not running")
         row.operator("sapiens.stop_engine", text="", icon="X")
+
+
+def draw_status_bar(self, context) -> None:
+    """Appended to the status bar (STATUSBAR_HT_header) while the add-on is enabled: the running
+    job's stage and progress, with a cancel button; nothing when no job runs."""
+    pipeline = operators.ACTIVE
+    if pipeline is None or pipeline.finished:
+        return
+    status = context.window_manager.sapiens_status
+    row = self.layout.row(align=True)
+    text = f"Sapiens {status.stage}: {status.fraction:.0%}"
+    if hasattr(row, "progress"):  # Blender 4.0+
+        row.progress(factor=status.fraction, type="RING", text=text)
+    else:
+        row.label(text=text)
+    row.operator("sapiens.cancel", text="", icon="CANCEL", emboss=False)
+
+
+def _draw_build_options(layout, settings) -> None:
+    box = layout.box()
+    box.label(text="Build", icon="MESH_DATA")
+    row = box.row(align=True)
+    row.prop(settings, "build_texture", toggle=True)
+    row.prop(settings, "build_rig", toggle=True)
+    row.prop(settings, "watertight", toggle=True)
+    box.prop(settings, "detail")
+    box.prop(settings, "resolution")
+    box.prop(settings, "target_faces")
+    if settings.build_texture:
+        box.prop(settings, "texture_size")
+    if settings.build_rig:
+        box.prop(settings, "rig_convention")
+    box.prop(settings, "reuse_predictions")
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -1,4 +1,5 @@
-"""One run of the engine for the add-on: predict (or reuse cached predictions), then build. No bpy.
+"""One run of the engine for the add-on: predict (or reuse cached predictions), then build; or
+animate a sequence (a folder of frames or predicted bundles, or a video). No bpy.
 
 A Pipeline runs on its own thread so Blender's UI never waits on the engine; Blender's side
 (a modal operator, the batch runner, a test) calls `poll()` from the main thread to read the
@@ -6,7 +7,9 @@ progress and, once `state` is "ready", imports `avatar_dir` itself (bpy is main-
 
 Cached predictions: every photo gets a cache folder keyed by its path, size and modification
 time; its predictions bundle stays there, so changing mesh options rebuilds without running the
-models again. Each set of build options gets its own avatar folder next to it.
+models again. Each set of build options gets its own avatar folder next to it. A sequence gets a
+cache folder keyed the same way (by the folder or video file) with one animation folder per set
+of animate options.
 """
 
 from __future__ import annotations
@@ -29,14 +32,15 @@ POLL_INTERVAL_S = 0.05
 
 @dataclass
 class RunRequest:
-    """What to run: photos (one photo, or the frames of a sequence) and the engine's options."""
+    """What to run: one photo (predict + build), or a sequence (animate) and the engine's options."""
 
-    photos: list[str]
+    photos: list[str]  # the photo; for a sequence, its frames folder or video file
     cache_root: Path
     predict_options: dict = field(default_factory=dict)  # keywords of the `predict` method
     build_options: dict = field(default_factory=dict)  # keywords of the `build` method
     reuse_predictions: bool = True
     debug_sleep_steps: int = 0  # > 0: run debug.sleep first (client tests; needs serve --debug)
+    animate_options: dict | None = None  # set: run `animate` on photos[0] with these keywords
 
     @property
     def name(self) -> str:
@@ -139,6 +143,8 @@ class Pipeline:
                 if not self._step("debug.sleep", {"steps": request.debug_sleep_steps, "interval": 0.05}):
                     return
             cache_dir = photo_cache_dir(request.cache_root, request.photos[0])
+            if request.animate_options is not None:
+                return self._animate(cache_dir)
             bundle = cached_bundle(cache_dir) if request.reuse_predictions else None
             if bundle is None:
                 self.state = "predicting"
@@ -166,6 +172,17 @@ class Pipeline:
             self._finish("error", str(exc), ENGINE_DIED if "stopped unexpectedly" in str(exc) else "engine_error")
         except Exception as exc:  # a bug here must still end the run, not hang the UI
             self._finish("error", f"{type(exc).__name__}: {exc}", "internal")
+
+    def _animate(self, cache_dir: Path) -> None:
+        """A sequence -> an animated skeleton folder (animation.glb, skeleton.json, animation.json)."""
+        options = self.request.animate_options
+        self.state = "animating"
+        out = cache_dir / f"animation-{options_key(options)}"
+        result = self._step("animate", {"frames": str(self.request.photos[0]), "out_dir": str(out), **options})
+        if result is None:
+            return
+        self.avatar_dir = Path(result.get("output") or out)
+        self._finish("ready", f"animation written to {self.avatar_dir}")
 
     def _step(self, method: str, params: dict) -> dict | None:
         """Run one engine job to its end; None (and a final state) when it did not succeed."""

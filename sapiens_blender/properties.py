@@ -17,11 +17,23 @@ DETAIL = [
 RESOLUTION = [("full", "Full", ""), ("half", "Half", ""), ("quarter", "Quarter", "")]
 TEXTURE_SIZES = [(str(s), str(s), f"{s} x {s} pixels") for s in (512, 1024, 2048, 4096)]
 RIGS = [("rigify", "Rigify", "Blender's Rigify human metarig names and hierarchy")]
+# what the engine's video decoder reads (engine/rig/video.py VIDEO_SUFFIXES)
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 
 
 class SapiensSceneSettings(bpy.types.PropertyGroup):
     input_kind: EnumProperty(name="Input", items=INPUT_KINDS, default="PHOTO")
-    photo: StringProperty(name="Photo", subtype="FILE_PATH", description="Photo, first frame, folder or video")
+    photo: StringProperty(name="Photo", subtype="FILE_PATH", description="Photo of a person")
+    frames_dir: StringProperty(
+        name="Frames", subtype="DIR_PATH",
+        description="Folder of frames: images, or predictions bundles from an earlier predict",
+    )
+    video: StringProperty(name="Video", subtype="FILE_PATH", description="Video file (" + " ".join(VIDEO_SUFFIXES) + ")")
+    animation_fps: IntProperty(
+        name="Frame Rate", default=0, min=0, max=240,
+        description="Frames per second of the sequence (0: the video's own, else 30)",
+    )
+    smooth_motion: BoolProperty(name="Smooth", default=True, description="Remove jitter (One Euro filter)")
     build_texture: BoolProperty(name="Texture", default=True, description="Albedo and normal map textures")
     build_rig: BoolProperty(name="Rig", default=True, description="Armature and skin weights")
     rig_convention: EnumProperty(name="Convention", items=RIGS, default="rigify")
@@ -48,6 +60,18 @@ class SapiensSceneSettings(bpy.types.PropertyGroup):
         if self.build_rig:
             options["rig"] = self.rig_convention
         return options
+
+
+    def animate_options(self) -> dict:
+        """Keywords of the engine's `animate` method (docs/protocol.md), without the frames."""
+        options = {"convention": self.rig_convention, "smooth": self.smooth_motion}
+        if self.animation_fps:
+            options["fps"] = self.animation_fps
+        return options
+
+    def sequence_path(self) -> str:
+        """The chosen frames folder or video file (absolute), for the Image Sequence / Video inputs."""
+        return bpy.path.abspath(self.frames_dir if self.input_kind == "SEQUENCE" else self.video)
 
 
 class SapiensRunStatus(bpy.types.PropertyGroup):

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..io import animation as anim_io
 from ..io.avatar import Avatar, read_avatar
+from ..io.motion import MotionFolder, read_motion
 from ..io.skin import weight_batches
 
 LABEL_ATTRIBUTE = "sapiens_label"
@@ -25,7 +26,7 @@ LABEL_ATTRIBUTE = "sapiens_label"
 @dataclass
 class ImportResult:
     collection: bpy.types.Collection
-    mesh_object: bpy.types.Object
+    mesh_object: bpy.types.Object | None  # None for an animation (skeleton only)
     armature_object: bpy.types.Object | None
     action: bpy.types.Action | None
 
@@ -83,6 +84,33 @@ def import_avatar(
         return ImportResult(collection, obj, armature_obj, action)
     except BaseException:
         created.remove_all()
+        raise
+
+
+def import_motion(
+    source: MotionFolder | str | Path, *, name: str | None = None, scene: bpy.types.Scene | None = None
+) -> ImportResult:
+    """Import an `animate` output folder: an armature with its action, in a new collection.
+
+    The scene takes the sequence's frame rate (a whole number of frames per second) so every
+    frame of the sequence lands on a whole scene frame; on failure the scene keeps its own.
+    """
+    motion = source if isinstance(source, MotionFolder) else read_motion(source)
+    scene = scene or bpy.context.scene
+    name = name or motion.name
+    created = _Created()
+    fps_before = (scene.render.fps, scene.render.fps_base, scene.frame_end)
+    try:
+        collection = created.add("collections", bpy.data.collections.new(name))
+        scene.collection.children.link(collection)
+        if motion.fps and abs(motion.fps - round(motion.fps)) < 1e-6:
+            scene.render.fps, scene.render.fps_base = int(round(motion.fps)), 1.0
+        armature_obj = _build_armature(motion, f"{name}_rig", collection, scene, created)
+        action = _build_action(motion, armature_obj, scene, created)
+        return ImportResult(collection, None, armature_obj, action)
+    except BaseException:
+        created.remove_all()
+        scene.render.fps, scene.render.fps_base, scene.frame_end = fps_before
         raise
 
 
@@ -238,7 +266,7 @@ def _add_label_groups(obj: bpy.types.Object, avatar: Avatar) -> None:
 # --- armature ------------------------------------------------------------------------------
 
 
-def _build_armature(avatar: Avatar, name: str, collection, scene, created: _Created) -> bpy.types.Object:
+def _build_armature(avatar: Avatar | MotionFolder, name: str, collection, scene, created: _Created) -> bpy.types.Object:
     bones = avatar.skeleton["bones"]
     armature = created.add("armatures", bpy.data.armatures.new(name))
     obj = created.add("objects", bpy.data.objects.new(name, armature))
@@ -305,7 +333,7 @@ def _bind_skin(obj: bpy.types.Object, armature_obj: bpy.types.Object, avatar: Av
 # --- animation -----------------------------------------------------------------------------
 
 
-def _build_action(avatar: Avatar, armature_obj, scene, created: _Created):
+def _build_action(avatar: Avatar | MotionFolder, armature_obj, scene, created: _Created):
     animation = avatar.animations[0]
     bones = armature_obj.data.bones
     names = [b.name for b in bones]
