@@ -51,6 +51,7 @@ class PhotoWork:
     dense_box: dict | None = None
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    on_device: object = None   # the photo as a tensor on the processing device (GPU path)
 
 
 def parse_sizes(size: str | dict, tasks) -> dict[str, str]:
@@ -123,19 +124,27 @@ def predict_photos(photos, out_dir, *, tasks=None, size="0.4b", checkpoints=None
                    dtype="auto", bbox=None, all_people=False, skip_existing=False,
                    progress: Progress | None = None, max_memory: int | str | None = None,
                    batch_size: int | None = None, allow_pickle: bool = False, seg_probs: bool = False,
+                   backend: str = "torch", compile: str | None = None, onnx_dir=None,
                    on_error: Callable[[Path, Exception], None] | None = None) -> list[Path]:
-    """Run the Sapiens2 models on photos; returns the bundle directories written (or skipped)."""
-    from engine.model_cache import ModelCache, parse_memory, resolve_device, resolve_dtype
+    """Run the Sapiens2 models on photos; returns the bundle directories written (or skipped).
+
+    backend: "torch" or "onnxruntime" (checkpoints exported to ONNX on first use, into `onnx_dir`,
+    by default onnx/ beside them). compile: a torch.compile mode for the torch backend.
+    """
+    from engine.model_cache import ModelCache, parse_memory
 
     out_dir = Path(out_dir)
     photos = [Path(p) for p in photos]
     root = checkpoints_root(checkpoints)
     task_list, sizes, paths = resolve_tasks(tasks, size, root, allow_pickle)
-    device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, device)
-    cache = ModelCache(paths, device=device, dtype=torch_dtype, max_memory=parse_memory(max_memory))
+    device, dtype_name = _resolve_runtime(backend, device, dtype, compile)
     batch_size = batch_size or DEFAULT_BATCH
-    provenance = _provenance(task_list, sizes, paths, device, torch_dtype, progress)
+    cache = ModelCache(paths, device=device, dtype=dtype_name, max_memory=parse_memory(max_memory),
+                       backend=backend, compile=compile, batch_size=batch_size, onnx_dir=onnx_dir,
+                       progress=progress)
+    run = TaskRun(cache=cache, processing=_processing_device(device), bbox=bbox, all_people=all_people,
+                  seg_probs=seg_probs)
+    provenance = _provenance(task_list, sizes, paths, device, dtype_name, backend, progress)
     names = _bundle_names(photos)
     report = progress or (lambda *a: None)
 
@@ -149,26 +158,61 @@ def predict_photos(photos, out_dir, *, tasks=None, size="0.4b", checkpoints=None
             continue
         todo.append(PhotoWork(path=path, out_name=name))
     done = len(written)
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
-        chunk = _load_chunk(chunk, on_error, report)
-        for task in task_list:
-            if task != "seg":
-                for work in chunk:
-                    if not work.people:  # after seg (or without it): boxes and masks
-                        work.people = _find_people(work, bbox, all_people)
-            if chunk:
-                report("predict", done / max(len(photos), 1), f"{task} on {len(chunk)} photo(s)")
-                _run_task(task, chunk, cache, batch_size, bbox, all_people, seg_probs)
-        for work in chunk:
-            try:
-                written += _write_bundles(work, out_dir, task_list, all_people, provenance)
-            except EngineError as exc:
-                _fail(work.path, exc, on_error)
-            done += 1
-            report("predict", done / max(len(photos), 1), f"{work.path.name}: written")
-        done += (len(todo[start:start + batch_size]) - len(chunk))  # failed loads count as done
+    try:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            chunk = _load_chunk(chunk, on_error, report)
+            for task in task_list:
+                if task != "seg":
+                    for work in chunk:
+                        if not work.people:  # after seg (or without it): boxes and masks
+                            work.people = _find_people(work, bbox, all_people)
+                if chunk:
+                    report("predict", done / max(len(photos), 1), f"{task} on {len(chunk)} photo(s)")
+                    run(task, chunk)
+            for work in chunk:
+                work.on_device = None
+                try:
+                    written += _write_bundles(work, out_dir, task_list, all_people,
+                                              {**provenance, "runtime": dict(cache.described)})
+                except EngineError as exc:
+                    _fail(work.path, exc, on_error)
+                done += 1
+                report("predict", done / max(len(photos), 1), f"{work.path.name}: written")
+            done += (len(todo[start:start + batch_size]) - len(chunk))  # failed loads count as done
+    finally:
+        cache.clear()   # release the models (and their GPU memory) now, not when collected
     return written
+
+
+def _resolve_runtime(backend: str, device: str, dtype: str, compile: str | None) -> tuple[str, str]:
+    """The device ("cpu" / "cuda[:N]") and number format ("fp32" / "bf16" / "fp16") a run uses,
+    checked before any photo is touched."""
+    from engine.runtime.device import DTYPE_NAMES, resolve_device, resolve_dtype
+    from engine.runtime.factory import BACKENDS, onnx_dtype
+
+    if backend == "torch":
+        resolved = resolve_device(device)
+        return str(resolved), DTYPE_NAMES[resolve_dtype(dtype, resolved)]
+    if backend == "onnxruntime":
+        from engine.runtime.onnx_backend import choose_providers
+
+        if compile:
+            raise EngineError("--compile applies to the torch backend only")
+        on_cuda = choose_providers(str(device))[0] == "CUDAExecutionProvider"
+        resolved = (device if str(device).startswith("cuda") else "cuda") if on_cuda else "cpu"
+        return resolved, onnx_dtype(dtype, resolved)
+    raise EngineError(f"unknown backend {backend!r}; use {' or '.join(BACKENDS)}")
+
+
+def _processing_device(device: str):
+    """Where pre- and post-processing run: None for the exact numpy recipe (always on the CPU), or
+    the CUDA device for engine.runtime.gpu_ops (resize, pad, warp, decode on the GPU)."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return torch.device(device) if torch.cuda.is_available() else None
 
 
 def _fail(path: Path, exc: Exception, on_error) -> None:
@@ -191,57 +235,165 @@ def _load_chunk(chunk: list[PhotoWork], on_error, report) -> list[PhotoWork]:
     return ok
 
 
-def _forward(model, inputs: list[np.ndarray], batch_size: int, device: str, dtype):
-    """Normalized batched forward passes; yields the raw outputs one input at a time (on CPU, fp32)."""
-    import torch
-
-    with torch.inference_mode():
-        for i in range(0, len(inputs), batch_size):
-            x = recipe.normalize(np.stack(inputs[i:i + batch_size])).to(device=device, dtype=dtype)
-            out = model(x)
-            if isinstance(out, tuple):
-                parts = [o.float().cpu() for o in out]
-                for j in range(x.shape[0]):
-                    yield tuple(p[j] for p in parts)
-            else:
-                out = out.float().cpu()
-                for j in range(x.shape[0]):
-                    yield out[j]
-
-
-def _run_task(task: str, chunk: list[PhotoWork], cache, batch_size, bbox, all_people, seg_probs) -> None:
-    t_load = time.perf_counter()
-    model = cache.get(task)   # lazy: loads (memory-maps) on first use, or after an eviction
-    _share(chunk, f"load_{task}", time.perf_counter() - t_load)
-    run = {"seg": _run_seg, "pose": _run_pose}.get(task, _run_dense)
-    t0 = time.perf_counter()
-    outside = run(task, model, chunk, cache, batch_size, bbox, all_people, seg_probs)
-    total = time.perf_counter() - t0
-    # the forward share is what the run function did not spend on preparation and mapping back
-    for work in chunk:
-        work.timings[f"forward_{task}"] += (total - outside) / len(chunk)
-
-
 def _share(chunk: list[PhotoWork], key: str, seconds: float) -> None:
     for work in chunk:
         work.timings[key] += seconds / len(chunk)
 
 
-def _run_seg(task, model, chunk, cache, batch_size, bbox, all_people, seg_probs) -> float:
-    outside = time.perf_counter()
-    inputs = [recipe.seg_input(w.photo.rgb) for w in chunk]
-    outside = time.perf_counter() - outside
-    _share(chunk, "prep_seg", outside)
-    for work, logits in zip(chunk, _forward(model, inputs, batch_size, cache.device, cache.dtype)):
-        t0 = time.perf_counter()
-        work.seg, work.seg_probs = recipe.seg_labels(logits.numpy(), work.photo.rgb.shape[:2],
-                                                     with_probs=seg_probs)
-        dt = time.perf_counter() - t0
-        work.timings["post_seg"] += dt
-        outside += dt
-    for work in chunk:
-        work.people = _find_people(work, bbox, all_people)
-    return outside
+class _Timer:
+    """Adds the seconds of a `with` block to each photo's timings (waiting for the GPU first,
+    so asynchronous work is charged to the step that queued it)."""
+
+    def __init__(self, chunk: list[PhotoWork], key: str, processing=None):
+        self.chunk, self.key, self.processing = chunk, key, processing
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.processing is not None:
+            import torch
+
+            torch.cuda.synchronize(self.processing)
+        _share(self.chunk, self.key, time.perf_counter() - self.t0)
+
+
+@dataclass
+class TaskRun:
+    """Runs one task on a chunk of photos: prepare inputs, one runner call, map outputs back.
+
+    processing None: the numpy recipe on the CPU (exact). A torch device: engine.runtime.gpu_ops
+    on that device (within the tolerances docs/performance.md states), outputs kept there.
+    """
+
+    cache: object
+    processing: object
+    bbox: object
+    all_people: bool
+    seg_probs: bool
+
+    def __call__(self, task: str, chunk: list[PhotoWork]) -> None:
+        with _Timer(chunk, f"load_{task}"):
+            runner = self.cache.get(task)   # lazy: made on first use, or again after an eviction
+        {"seg": self._seg, "pose": self._pose}.get(task, self._dense)(task, runner, chunk)
+
+    def _timer(self, chunk, key):
+        return _Timer(chunk, key, self.processing)
+
+    def _on_device(self, work: PhotoWork):
+        """The photo as a 3 x H x W uint8 tensor on the processing device (uploaded once per chunk)."""
+        from engine.runtime import gpu_ops
+
+        if work.on_device is None:
+            work.on_device = gpu_ops.images_to_tensor([work.photo.rgb], self.processing, pin=True)[0]
+        return work.on_device
+
+    def _batch(self, images):
+        """Prepared uint8 inputs -> the normalized batch the runner takes."""
+        if self.processing is None:
+            return recipe.normalize(np.stack(images))
+        import torch
+
+        from engine.runtime import gpu_ops
+
+        return gpu_ops.normalize(torch.stack(images))
+
+    def _outputs(self, runner, x):
+        return runner(x, keep_on_device=self.processing is not None)
+
+    def _seg(self, task, runner, chunk) -> None:
+        with self._timer(chunk, "prep_seg"):
+            if self.processing is None:
+                inputs = [recipe.seg_input(w.photo.rgb) for w in chunk]
+            else:
+                from engine.runtime import gpu_ops
+
+                inputs = [gpu_ops.seg_input(self._on_device(w)[None])[0] for w in chunk]
+            x = self._batch(inputs)
+        with self._timer(chunk, "forward_seg"):
+            logits = self._outputs(runner, x)
+        for work, one in zip(chunk, logits):
+            with self._timer([work], "post_seg"):
+                hw = work.photo.rgb.shape[:2]
+                if self.processing is None:
+                    work.seg, work.seg_probs = recipe.seg_labels(one.numpy(), hw, with_probs=self.seg_probs)
+                else:
+                    from engine.runtime import gpu_ops
+
+                    labels, probs = gpu_ops.seg_labels(one.to(self.processing), hw, with_probs=self.seg_probs)
+                    work.seg = labels.cpu().numpy()
+                    work.seg_probs = probs.cpu().numpy() if probs is not None else None
+        for work in chunk:
+            work.people = _find_people(work, self.bbox, self.all_people)
+
+    def _pose(self, task, runner, chunk) -> None:
+        import json
+
+        from engine.paths import asset
+
+        flip = json.loads(asset("keypoints308.json").read_text())["flip_indices"]
+        owners = [(work, recipe.pose_crop(person.bbox)) for work in chunk for person in work.people]
+        with self._timer(chunk, "prep_pose"):
+            if self.processing is None:
+                crops = [recipe.warp_affine(w.photo.rgb, c.matrix, recipe.INPUT_WH, c.interpolation)
+                         for w, c in owners]
+            else:
+                from engine.runtime import gpu_ops
+
+                crops = list(gpu_ops.pose_inputs([self._on_device(w) for w, _ in owners], [c for _, c in owners]))
+            x = self._batch(crops)
+        with self._timer(chunk, "forward_pose"):
+            # the mirrored crops ride in the same batch (runner.pose_flip_test)
+            heatmaps = runner.pose_flip_test(x, flip, keep_on_device=self.processing is not None)
+        with self._timer(chunk, "post_pose"):
+            if self.processing is None:
+                from engine.codecs.udp_heatmap import decode_heatmaps
+
+                keypoints, scores = decode_heatmaps(heatmaps, recipe.INPUT_WH)
+            else:
+                from engine.runtime import gpu_ops
+
+                keypoints, scores = gpu_ops.decode_heatmaps(heatmaps.to(self.processing), recipe.INPUT_WH)
+                keypoints, scores = keypoints.cpu().numpy(), scores.cpu().numpy()
+            for (work, crop), xy, score in zip(owners, keypoints, scores):
+                xy = recipe.keypoints_to_photo(xy, crop)
+                work.keypoints.append(np.concatenate([xy, score[:, None]], axis=1).astype(np.float32))
+                work.pose_crops.append(crop.as_dict())
+
+    def _dense(self, task, runner, chunk) -> None:
+        with self._timer(chunk, f"prep_{task}"):
+            if self.processing is None:
+                prepared = [recipe.dense_input(w.photo.rgb) for w in chunk]
+            else:
+                from engine.runtime import gpu_ops
+
+                prepared = [gpu_ops.dense_input(self._on_device(w)[None]) for w in chunk]
+                prepared = [(image[0], box) for image, box in prepared]
+            x = self._batch([image for image, _ in prepared])
+        with self._timer(chunk, f"forward_{task}"):
+            raw = self._outputs(runner, x)
+        for i, (work, (_, box)) in enumerate(zip(chunk, prepared)):
+            with self._timer([work], f"post_{task}"):
+                work.maps[task] = self._dense_output(task, raw, i, box)
+                work.dense_box = box.as_dict()
+
+    def _dense_output(self, task: str, raw, i: int, box) -> np.ndarray:
+        if self.processing is None:
+            ops = recipe
+        else:
+            from engine.runtime import gpu_ops as ops
+        if task == "pointmap":
+            points, scale = raw
+            out = ops.pointmap_output(self._here(points[i]), self._here(scale[i]), box)
+        else:
+            out = getattr(ops, f"{task}_output")(self._here(raw[i]), box)
+        if self.processing is None:
+            return out
+        return out.permute(1, 2, 0).cpu().numpy().astype(np.float32)
+
+    def _here(self, tensor):
+        return tensor if self.processing is None else tensor.to(self.processing)
 
 
 def _find_people(work: PhotoWork, bbox, all_people: bool) -> list[Person]:
@@ -264,62 +416,6 @@ def _find_people(work: PhotoWork, bbox, all_people: bool) -> list[Person]:
         work.notes.append(f"{len(people)} people found; the largest was kept (--all-people for every one)")
         return people[:1]
     return people
-
-
-def _run_pose(task, model, chunk, cache, batch_size, bbox, all_people, seg_probs) -> float:
-    import json
-
-    from engine.codecs.udp_heatmap import decode_heatmaps
-    from engine.paths import asset
-
-    flip = json.loads(asset("keypoints308.json").read_text())["flip_indices"]
-    outside = time.perf_counter()
-    crops, owners = [], []
-    for work in chunk:
-        for person in work.people:
-            image, crop = recipe.pose_input(work.photo.rgb, person.bbox)
-            crops.append(image)
-            crops.append(np.ascontiguousarray(image[:, ::-1]))   # the mirrored crop for the flip test
-            owners.append((work, crop))
-    outside = time.perf_counter() - outside
-    _share(chunk, "prep_pose", outside)
-    heatmaps = _forward(model, crops, batch_size * 2, cache.device, cache.dtype)
-    post = 0.0
-    # crops and their mirrors alternate, so each person's pair comes out of the iterator together
-    for (work, crop), direct, mirrored in zip(owners, heatmaps, heatmaps):
-        t0 = time.perf_counter()
-        averaged = recipe.flip_test_average(direct[None], mirrored[None], flip)
-        keypoints, scores = decode_heatmaps(averaged, recipe.INPUT_WH)
-        xy = recipe.keypoints_to_photo(keypoints[0], crop)
-        work.keypoints.append(np.concatenate([xy, scores[0][:, None]], axis=1).astype(np.float32))
-        work.pose_crops.append(crop.as_dict())
-        dt = time.perf_counter() - t0
-        work.timings["post_pose"] += dt
-        post += dt
-    return outside + post
-
-
-def _run_dense(task, model, chunk, cache, batch_size, bbox, all_people, seg_probs) -> float:
-    outside = time.perf_counter()
-    prepared = [recipe.dense_input(w.photo.rgb) for w in chunk]
-    outside = time.perf_counter() - outside
-    _share(chunk, f"prep_{task}", outside)
-    inputs = [p[0] for p in prepared]
-    for (work, (_, box)), raw in zip(zip(chunk, prepared),
-                                     _forward(model, inputs, batch_size, cache.device, cache.dtype)):
-        t0 = time.perf_counter()
-        if task == "normal":
-            work.maps["normal"] = recipe.normal_output(raw, box)
-        elif task == "albedo":
-            work.maps["albedo"] = recipe.albedo_output(raw, box)
-        else:
-            points, scale = raw
-            work.maps["pointmap"] = recipe.pointmap_output(points, scale, box)
-        work.dense_box = box.as_dict()
-        dt = time.perf_counter() - t0
-        work.timings[f"post_{task}"] += dt
-        outside += dt
-    return outside
 
 
 def _write_bundles(work: PhotoWork, out_dir: Path, tasks, all_people: bool, provenance: dict) -> list[Path]:
@@ -361,16 +457,17 @@ def _write_bundles(work: PhotoWork, out_dir: Path, tasks, all_people: bool, prov
     return written
 
 
-def _provenance(tasks, sizes, paths, device, dtype, progress) -> dict:
+def _provenance(tasks, sizes, paths, device: str, dtype_name: str, backend: str, progress) -> dict:
     import torch
 
     from engine import __version__
+    from engine.runtime.device import DTYPES
 
     models = {}
     for task in tasks:
         path = paths[task]
         models[task] = {"file": str(path), "name": path.name, "bytes": path.stat().st_size,
                         "sha256": sha256_file(path, progress), "size": sizes[task]}
-    return {"engine": "sapiens-engine", "engine_version": __version__, "device": device,
-            "dtype": str(dtype).replace("torch.", ""), "torch_version": torch.__version__,
+    return {"engine": "sapiens-engine", "engine_version": __version__, "backend": backend, "device": device,
+            "dtype": str(DTYPES[dtype_name]).replace("torch.", ""), "torch_version": torch.__version__,
             "models": models}

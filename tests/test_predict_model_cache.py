@@ -1,4 +1,4 @@
-"""Model cache: lazy loading, LRU eviction under a memory budget, memory-mapped weights."""
+"""Model cache: lazy runners, LRU eviction (and release) under a memory budget, memory-mapped weights."""
 
 from __future__ import annotations
 
@@ -20,15 +20,17 @@ def paths(tmp_path_factory):
 def test_lazy_lru_under_budget(paths):
     free = ModelCache(paths)
     assert free.loaded() == [] and free.loads == 0
-    one = model_bytes(free.get("normal"))
+    one = model_bytes(free.get("normal").model)
     assert free.get("normal") is free.get("normal") and free.loads == 1
     budget = int(one * 2.5)  # room for two models of this size
     cache = ModelCache(paths, max_memory=budget)
     cache.get("normal")
-    cache.get("seg")
+    seg = cache.get("seg")
     cache.get("normal")            # normal is now the most recently used
     cache.get("albedo")            # over budget: seg goes, not normal
     assert cache.loaded() == ["normal", "albedo"] and cache.evictions == 1
+    assert seg.model is None       # the evicted runner was released, not just forgotten
+    assert cache.get("normal").model is not None
     assert cache.used_bytes <= budget
     tight = ModelCache(paths, max_memory=1)
     tight.get("seg")
@@ -43,7 +45,9 @@ def test_weights_are_memory_mapped(paths):
     maps = Path("/proc/self/maps")
     if not maps.exists():
         pytest.skip("needs /proc/self/maps (Linux) to see the mapping")
-    model = ModelCache(paths).get("seg")
+    runner = ModelCache(paths).get("seg")
+    assert runner.backend == "torch"
+    model = runner.model
     pointer = model.backbone.patch_embed.projection.weight.data_ptr()
     regions = []
     for line in maps.read_text().splitlines():
@@ -52,6 +56,14 @@ def test_weights_are_memory_mapped(paths):
             regions.append((start, end))
     # the weight lives inside the file's mapping: loading did not copy it
     assert any(start <= pointer < end for start, end in regions)
+
+
+def test_clear_releases_every_runner(paths):
+    cache = ModelCache(paths)
+    runners = [cache.get(t) for t in ("seg", "normal")]
+    assert cache.described["seg"]["backend"] == "torch" and cache.described["seg"]["dtype"] == "float32"
+    cache.clear()
+    assert cache.loaded() == [] and all(r.model is None for r in runners)
 
 
 def test_parse_memory():

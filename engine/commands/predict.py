@@ -16,9 +16,17 @@ def add_arguments(parser) -> None:
                              "whose checkpoint is installed)")
     parser.add_argument("--size", default="0.4b",
                         help="model size, or per task: pose=1b,seg=0.4b (default 0.4b)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
-                        help="auto: bf16 on a CUDA GPU that supports it, fp32 otherwise")
+                        help="auto: bf16 on a CUDA GPU that supports it (fp16 where it does not), "
+                             "fp32 on the CPU; onnxruntime runs fp32 or fp16")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+                        help="torch (default) or onnxruntime (checkpoints exported to ONNX on first use)")
+    parser.add_argument("--compile", default=None, metavar="MODE",
+                        help="torch.compile the models (torch backend), e.g. max-autotune-no-cudagraphs "
+                             "or reduce-overhead (CUDA graphs)")
+    parser.add_argument("--onnx-dir", default=None, metavar="DIR",
+                        help="where ONNX exports are kept (default: onnx/ beside each checkpoint)")
     parser.add_argument("--all-people", action="store_true", help="one bundle per person found")
     parser.add_argument("--bbox", default=None, metavar="X1,Y1,X2,Y2",
                         help="the person's box in photo pixels, instead of finding it")
@@ -85,7 +93,7 @@ def run(args) -> int:
             device=args.device, dtype=args.dtype, bbox=parse_bbox(args.bbox), all_people=args.all_people,
             skip_existing=args.skip_existing, progress=bar, max_memory=args.max_memory,
             batch_size=args.batch_size, allow_pickle=args.allow_pickle, seg_probs=args.seg_probs,
-            on_error=on_error)
+            backend=args.backend, compile=args.compile, onnx_dir=args.onnx_dir, on_error=on_error)
     finally:
         bar.close()
     for path in written:
