@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,40 +18,14 @@ import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
-import addon_utils  # noqa: E402  (only importable once bpy is)
 
+from blender_support import addon, scene_snapshot  # noqa: E402,F401  (addon: a fixture)
 from sapiens_blender import operators  # noqa: E402
 from sapiens_blender.engine_session import SESSION  # noqa: E402
 from sapiens_blender.pipeline import photo_cache_dir  # noqa: E402
 
 pytestmark = pytest.mark.blender
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def scene_snapshot() -> dict:
-    return {
-        kind: sorted(d.name for d in getattr(bpy.data, kind))
-        for kind in ("objects", "meshes", "armatures", "materials", "images", "actions", "collections")
-    }
-
-
-@pytest.fixture
-def addon(tmp_path, monkeypatch):
-    """The add-on enabled in a fresh scene, its engine set to this interpreter + this checkout."""
-    monkeypatch.setenv("SAPIENS_BLENDER_USER_DIR", str(tmp_path / "user"))
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    addon_utils.enable("sapiens_blender", default_set=True, handle_error=None)
-    prefs = bpy.context.preferences.addons["sapiens_blender"].preferences
-    prefs.engine_python = sys.executable
-    prefs.engine_source = str(REPO_ROOT)
-    photo = tmp_path / "IMG_7.png"
-    from PIL import Image
-
-    Image.new("RGB", (32, 48), (90, 90, 90)).save(photo)
-    bpy.context.scene.sapiens.photo = str(photo)
-    yield prefs
-    addon_utils.disable("sapiens_blender", default_set=True, handle_error=None)
-    assert SESSION.current is None, "unregister stops the engine"
 
 
 def _when_job_progresses(method: str, action, timeout: float = 60.0) -> threading.Thread:

@@ -1,0 +1,66 @@
+"""Helpers of the add-on's bpy tests: the add-on enabled with a real engine, scene snapshots, fcurves.
+
+Import with `from blender_support import addon, scene_snapshot` (pytest finds the fixture through
+the import). Needs bpy; the test modules importorskip it before importing this.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import addon_utils
+import bpy
+import numpy as np
+import pytest
+
+from sapiens_blender.engine_session import SESSION
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def scene_snapshot() -> dict:
+    return {
+        kind: sorted(d.name for d in getattr(bpy.data, kind))
+        for kind in ("objects", "meshes", "armatures", "materials", "images", "actions", "collections")
+    }
+
+
+@pytest.fixture
+def addon(tmp_path, monkeypatch):
+    """The add-on enabled in a fresh scene, its engine set to this interpreter + this checkout."""
+    monkeypatch.setenv("SAPIENS_BLENDER_USER_DIR", str(tmp_path / "user"))
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    addon_utils.enable("sapiens_blender", default_set=True, handle_error=None)
+    prefs = bpy.context.preferences.addons["sapiens_blender"].preferences
+    prefs.engine_python = sys.executable
+    prefs.engine_source = str(REPO_ROOT)
+    photo = tmp_path / "IMG_7.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 48), (90, 90, 90)).save(photo)
+    bpy.context.scene.sapiens.photo = str(photo)
+    yield prefs
+    addon_utils.disable("sapiens_blender", default_set=True, handle_error=None)
+    assert SESSION.current is None, "unregister stops the engine"
+
+
+def action_fcurves(obj) -> list:
+    """The fcurves of the action assigned to `obj` (layered actions of 4.4+, or legacy ones)."""
+    data = obj.animation_data
+    if data is None or data.action is None:
+        return []
+    action = data.action
+    if hasattr(action, "fcurves") and not hasattr(action, "slots"):
+        return list(action.fcurves)
+    from bpy_extras import anim_utils
+
+    channelbag = anim_utils.action_get_channelbag_for_slot(action, data.action_slot)
+    return list(channelbag.fcurves) if channelbag else []
+
+
+def keyframes(fcurve) -> np.ndarray:
+    """K x 2 (frame, value) of an fcurve."""
+    co = np.empty(2 * len(fcurve.keyframe_points), np.float32)
+    fcurve.keyframe_points.foreach_get("co", co)
+    return co.reshape(-1, 2)
