@@ -7,20 +7,22 @@ import os
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
-from . import env_setup, user_data
+from . import checkpoint_download, env_setup, user_data
 from .engine_session import EngineSettings
 
 PACKAGE = __package__
 TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
-SIZES = [(s, s, f"Sapiens2 {s}") for s in ("0.1b", "0.4b", "0.8b", "1b", "5b")]
+# the sizes with task checkpoints (engine.checkpoints.TASK_SIZES; 0.1b exists only as a backbone)
+SIZES = [(s, s, f"Sapiens2 {s}") for s in ("0.4b", "0.8b", "1b", "5b")]
 DEVICES = [
     ("auto", "Auto", "The GPU when the engine sees one, else the CPU"),
     ("cpu", "CPU", "Always the CPU"),
     ("cuda", "CUDA GPU", "An NVIDIA GPU (fails when there is none)"),
 ]
 
-# the environment being created, if any (one at a time)
+# the environment being created and the download running, if any (one of each at a time)
 _ENV_SETUP: env_setup.EnvSetup | None = None
+_DOWNLOAD: checkpoint_download.CheckpointDownload | None = None
 
 
 def _size_property(task: str):
@@ -55,6 +57,7 @@ class SapiensPreferences(bpy.types.AddonPreferences):
     size_pointmap: _size_property("pointmap")
     size_albedo: _size_property("albedo")
     env_status: StringProperty(name="Status", default="")
+    download_status: StringProperty(name="Download", default="")
     engine_debug: BoolProperty(
         name="Debug Methods", description="Start the engine with --debug (for testing clients)", default=False,
         options={"HIDDEN"},
@@ -79,6 +82,8 @@ class SapiensPreferences(bpy.types.AddonPreferences):
         if not bpy.app.online_access:
             row.enabled = False
             box.label(text="Downloads need online access (Preferences > System > Network)", icon="ERROR")
+        if self.download_status:
+            box.label(text=self.download_status, icon="INFO")
         box.prop(self, "device")
         col = box.column(align=True)
         for task in TASKS:
@@ -96,12 +101,27 @@ class SapiensPreferences(bpy.types.AddonPreferences):
             checkpoint_dir=bpy.path.abspath(self.checkpoint_dir) if self.checkpoint_dir else "",
         )
 
+    def task_sizes(self) -> dict[str, str]:
+        return {task: getattr(self, f"size_{task}") for task in TASKS}
+
     def predict_options(self) -> dict:
-        sizes = {task: getattr(self, f"size_{task}") for task in TASKS}
+        """Keywords of the engine's `predict` (and `animate`) methods from these preferences.
+
+        engine.predict.predict_photos takes `size` as one size for every task, or a task -> size
+        mapping (engine.predict.parse_sizes): one size goes as a string, mixed sizes as a mapping.
+        """
+        sizes = self.task_sizes()
         options: dict = {"device": self.device}
-        # one size for all tasks is the common case; per-task sizes go as a task -> size mapping
         options["size"] = sizes["pose"] if len(set(sizes.values())) == 1 else sizes
         return options
+
+    def download_commands(self) -> list[list[str]]:
+        """The engine download calls that fetch every published checkpoint these preferences use."""
+        from .engine_client import check_python
+
+        python = check_python(bpy.path.abspath(self.engine_python))
+        folder = bpy.path.abspath(self.checkpoint_dir) if self.checkpoint_dir else ""
+        return checkpoint_download.download_commands(python, self.task_sizes(), folder)
 
 
 def get_preferences(context=None) -> SapiensPreferences | None:
@@ -167,28 +187,49 @@ class SAPIENS_OT_download_checkpoints(bpy.types.Operator):
         return bool(bpy.app.online_access)
 
     def execute(self, context):
-        import subprocess
-
-        from .engine_client import EngineClientError, check_python
+        global _DOWNLOAD
+        from .engine_client import EngineClientError
 
         prefs = get_preferences(context)
         if not bpy.app.online_access:
             self.report({"ERROR"}, "Online access is disabled (Preferences > System > Network)")
             return {"CANCELLED"}
+        if prefs is None:
+            self.report({"ERROR"}, "Enable the Sapiens add-on first")
+            return {"CANCELLED"}
+        if _DOWNLOAD is not None and _DOWNLOAD.state == "running":
+            self.report({"WARNING"}, "A checkpoint download is already running")
+            return {"CANCELLED"}
         try:
-            python = check_python(prefs.engine_python if prefs else None)
+            commands = prefs.download_commands()
         except EngineClientError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        command = [str(python), "-m", "engine", "download"]
-        env = dict(os.environ)
-        if prefs.checkpoint_dir:
-            env["SAPIENS_CHECKPOINTS"] = bpy.path.abspath(prefs.checkpoint_dir)
+        source = bpy.path.abspath(prefs.engine_source) if prefs.engine_source else ""
         log = user_data.user_dir("logs") / "download.log"
-        with open(log, "w", encoding="utf-8") as fh:  # the child keeps its own handle
-            subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        _DOWNLOAD = checkpoint_download.CheckpointDownload(commands, log, checkpoint_download.engine_env(source)).start()
+        prefs.download_status = f"Downloading... (log: {log})"
+        if not bpy.app.timers.is_registered(poll_download):
+            bpy.app.timers.register(poll_download, first_interval=1.0)
         self.report({"INFO"}, f"Downloading checkpoints in the background (log: {log})")
         return {"FINISHED"}
+
+
+def poll_download():
+    """Timer: copy the download's progress into the preferences; stops once it is over."""
+    download = _DOWNLOAD
+    prefs = get_preferences()
+    if download is None or prefs is None:
+        return None
+    prefs.download_status = download.summary[-100:]
+    return 1.0 if download.state == "running" else None
+
+
+def stop_background_work() -> None:
+    """On unregister: no timer of this module may outlive the add-on (its work threads are daemons)."""
+    for timer in (poll_download, _poll_env_setup):
+        if bpy.app.timers.is_registered(timer):
+            bpy.app.timers.unregister(timer)
 
 
 CLASSES = (SAPIENS_OT_create_engine_env, SAPIENS_OT_download_checkpoints, SapiensPreferences)
