@@ -88,3 +88,50 @@ def test_zip_installs_enables_and_disables_cleanly(built_zip, tmp_path):
     )
     assert "INSTALL_OK" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "blender_user" / "extensions" / "user_default" / "sapiens_blender" / "__init__.py").exists()
+
+
+def _addon_leftovers() -> dict:
+    """Everything the add-on hooks into Blender, as names: classes, properties, draw hooks, timers, handlers."""
+    from sapiens_blender import operators, panel, preferences, properties
+
+    classes = [c for m in (operators, panel, preferences, properties) for c in m.CLASSES]
+    hooks = {
+        owner: [f.__module__ for f in getattr(bpy.types, owner)._dyn_ui_initialize() if "sapiens" in f.__module__]
+        for owner in ("TOPBAR_MT_file_import", "STATUSBAR_HT_header")
+    }
+    handlers = [
+        name for name in dir(bpy.app.handlers) if not name.startswith("_")
+        and isinstance(getattr(bpy.app.handlers, name), list)
+        and any("sapiens" in getattr(f, "__module__", "") for f in getattr(bpy.app.handlers, name))
+    ]
+    return {
+        "classes": sorted(c.__name__ for c in classes if c.is_registered),
+        "type_names": sorted(n for n in dir(bpy.types) if n.startswith(("SAPIENS_", "Sapiens"))),
+        "properties": [p for p in ("Scene.sapiens", "WindowManager.sapiens_status")
+                       if hasattr(getattr(bpy.types, p.split(".")[0]), p.split(".")[1])],
+        "hooks": hooks,
+        "timers": [t.__name__ for t in (preferences.poll_download, preferences._poll_env_setup)
+                   if bpy.app.timers.is_registered(t)],
+        "handlers": handlers,
+    }
+
+
+def test_register_unregister_twice_leaves_nothing_behind(tmp_path, monkeypatch):
+    import addon_utils
+
+    from sapiens_blender import preferences
+
+    monkeypatch.setenv("SAPIENS_BLENDER_USER_DIR", str(tmp_path / "user"))
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    clean = _addon_leftovers()
+    assert clean["classes"] == clean["type_names"] == clean["properties"] == clean["timers"] == []
+    for _ in range(2):
+        addon_utils.enable("sapiens_blender", default_set=True, handle_error=None)
+        enabled = _addon_leftovers()
+        assert {"SAPIENS_PT_main", "SAPIENS_OT_run", "SapiensPreferences"} <= set(enabled["classes"])
+        assert len(enabled["properties"]) == 2
+        # one hook each, however often the add-on was enabled before
+        assert {k: len(v) for k, v in enabled["hooks"].items()} == {"TOPBAR_MT_file_import": 1, "STATUSBAR_HT_header": 1}
+        bpy.app.timers.register(preferences.poll_download, first_interval=3600)  # as a download would
+        addon_utils.disable("sapiens_blender", default_set=True, handle_error=None)
+        assert _addon_leftovers() == clean
