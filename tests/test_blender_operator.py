@@ -98,18 +98,29 @@ def test_rebuild_without_cached_predictions_says_so(addon):
         bpy.ops.sapiens.run(rebuild_only=True)
 
 
-# --- end to end: engine build -> import -------------------------------------------------------
+# --- end to end: the bundled sample, engine build -> import ------------------------------------
 
 
 def _surface_builder_available() -> bool:
     try:
-        from engine.geometry import build_surface  # noqa: F401
+        from engine.avatar.build import build_avatar  # noqa: F401
     except ImportError:
         return False
     return True
 
 
-def _write_sample_bundle(sample: Path, out: Path) -> Path:
+@pytest.fixture(scope="module")
+def sample_bundle(request, tmp_path_factory) -> Path:
+    """assets/sample, the predictions bundle that ships with the engine (no ../shared needed);
+    until it is in the checkout, the same kind of bundle made from ../shared/samples/person_101."""
+    bundled = REPO_ROOT / "assets" / "sample"
+    if (bundled / "bundle.json").is_file():
+        return bundled
+    shared = request.getfixturevalue("shared_samples") / "person_101"
+    return _bundle_from_shared_sample(shared, tmp_path_factory.mktemp("sample") / "sample")
+
+
+def _bundle_from_shared_sample(sample: Path, out: Path) -> Path:
     """A predictions bundle holding a shared synthetic person's exact maps (what a perfect model gives)."""
     from PIL import Image
 
@@ -126,45 +137,77 @@ def _write_sample_bundle(sample: Path, out: Path) -> Path:
     return out
 
 
-@pytest.mark.skipif(not _surface_builder_available(), reason="the engine's surface builder (issue 4) has not landed")
-def test_end_to_end_build_and_import(addon, shared_samples, tmp_path):
-    sample = shared_samples / "person_101"
-    scene = bpy.context.scene
-    scene.sapiens.photo = str(sample / "image.png")
-    scene.sapiens.detail = "none"
-    scene.sapiens.resolution = "quarter"
-    scene.sapiens.texture_size = "512"
-    scene.sapiens.build_rig = True
-    # cached predictions for this photo: the run skips the models and builds with the real engine
+@pytest.mark.skipif(not _surface_builder_available(), reason="the engine's avatar builder has not landed")
+def test_end_to_end_sample_rebuild_and_import(addon, sample_bundle):
+    """The artist's path: the sample's photo chosen, its predictions cached (what a Build leaves),
+    Rebuild with the rig on; the real engine builds, the add-on imports."""
     from sapiens_blender import user_data
     from sapiens_blender.pipeline import _record_bundle
 
-    cache_dir = photo_cache_dir(user_data.cache_root(), sample / "image.png")
-    bundle = _write_sample_bundle(sample, cache_dir / "predictions" / "image")
-    _record_bundle(cache_dir, bundle, str(sample / "image.png"))
+    photo = sample_bundle / "image.png"
+    scene = bpy.context.scene
+    settings = scene.sapiens
+    settings.photo = str(photo)
+    settings.detail, settings.resolution, settings.texture_size = "none", "quarter", "512"
+    settings.build_texture = settings.build_rig = True
+    cache_dir = photo_cache_dir(user_data.cache_root(), photo)
+    _record_bundle(cache_dir, sample_bundle, str(photo))
+    sample_files = sorted(p.name for p in sample_bundle.iterdir())
 
     assert bpy.ops.sapiens.run(rebuild_only=True) == {"FINISHED"}
+
+    assert sorted(p.name for p in sample_bundle.iterdir()) == sample_files, "the sample is only read"
     status = bpy.context.window_manager.sapiens_status
-    coll = bpy.data.collections[status.last_collection]
-    assert coll.name == "image" and "cached" in status.message
-    mesh_obj = next(o for o in coll.objects if o.type == "MESH")
-    arm_obj = next(o for o in coll.objects if o.type == "ARMATURE")
+    collection = bpy.data.collections[status.last_collection]
+    assert collection.name == "image" and status.message == "imported image (cached predictions)"
+    assert collection.name in scene.collection.children
+    assert sorted(o.type for o in collection.objects) == ["ARMATURE", "MESH"]
+    mesh_obj = next(o for o in collection.objects if o.type == "MESH")
+    arm_obj = next(o for o in collection.objects if o.type == "ARMATURE")
+    avatar_dir = next(cache_dir.glob("avatar-*"))
+    manifest = json.loads((avatar_dir / "avatar.json").read_text())
+
+    # mesh and UVs
     mesh = mesh_obj.data
-    assert len(mesh.vertices) > 1000 and mesh.uv_layers.active is not None
-    images = {n.image.name for m in mesh.materials for n in m.node_tree.nodes if n.type == "TEX_IMAGE" and n.image}
-    assert images, "textures attached"
-    assert any(g.name == "Torso" or g.name == "Upper_Clothing" for g in mesh_obj.vertex_groups)
+    assert len(mesh.vertices) > 1000 and len(mesh.polygons) > 1000
+    uv = mesh.uv_layers.active
+    assert uv is not None
+    uvs = np.empty(2 * len(uv.uv), np.float32)
+    uv.uv.foreach_get("vector", uvs)
+    assert np.isfinite(uvs).all() and uvs.min() >= 0.0 and uvs.max() <= 1.0 and np.ptp(uvs) > 0.5
+
+    # materials: Principled BSDF fed by the albedo texture and a tangent-space normal map
+    assert len(mesh.materials) >= 1
+    for material in mesh.materials:
+        nodes = material.node_tree.nodes
+        bsdf = next(n for n in nodes if n.type == "BSDF_PRINCIPLED")
+        color_from = bsdf.inputs["Base Color"].links[0].from_node
+        assert color_from.type == "TEX_IMAGE" and color_from.image.size[0] > 0
+        normal_from = bsdf.inputs["Normal"].links[0].from_node
+        assert normal_from.type == "NORMAL_MAP"
+        normal_image = normal_from.inputs["Color"].links[0].from_node.image
+        assert normal_image.colorspace_settings.name == "Non-Color" and normal_image.packed_file is not None
+
+    # body-part labels as vertex groups
+    group_names = {g.name for g in mesh_obj.vertex_groups}
+    assert {"Torso", "Face_Neck"} & group_names, group_names
+
+    # the armature: the engine's bones and parents (Rigify names)
     bones = arm_obj.data.bones
-    skeleton = json.loads(next(cache_dir.glob("avatar-*/skeleton.json")).read_text())
+    skeleton = json.loads((avatar_dir / "skeleton.json").read_text())
     assert sorted(b.name for b in bones) == sorted(b["name"] for b in skeleton["bones"])
-    assert {"spine", "upper_arm.L", "forearm.R", "thigh.L", "shin.R"} <= set(bones.keys())  # Rigify names
-    for b in skeleton["bones"]:
-        assert (bones[b["name"]].parent.name if bones[b["name"]].parent else None) == (b["parent"] or None)
-    deform = {b.name for b in bones if b.use_deform}
-    totals = np.zeros(len(mesh.vertices))
-    for v in mesh.vertices:
-        totals[v.index] = sum(g.weight for g in v.groups if mesh_obj.vertex_groups[g.group].name in deform)
-    assert (totals > 0).mean() > 0.99 and np.allclose(totals[totals > 0], 1.0, atol=1e-3)
+    assert {"spine", "upper_arm.L", "forearm.R", "thigh.L", "shin.R"} <= set(bones.keys())
+    for bone in skeleton["bones"]:
+        parent = bones[bone["name"]].parent
+        assert (parent.name if parent else None) == (bone["parent"] or None)
+    assert mesh_obj.parent == arm_obj and mesh_obj.modifiers["Armature"].object == arm_obj
+
+    # skin weights: every vertex weighted by deforming bones, each vertex's weights summing to 1
+    deform = {mesh_obj.vertex_groups[b.name].index for b in bones if b.use_deform and b.name in mesh_obj.vertex_groups}
+    assert deform, "deforming bones have vertex groups"
+    totals = np.array([sum(g.weight for g in v.groups if g.group in deform) for v in mesh.vertices])
+    assert (totals > 0).all() and np.allclose(totals, 1.0, atol=2e-3)
+    assert manifest["format"] == "sapiens-avatar"
 
 
 class _CheckingLayout:
