@@ -6,6 +6,7 @@ the import). Needs bpy; the test modules importorskip it before importing this.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -64,3 +65,20 @@ def keyframes(fcurve) -> np.ndarray:
     co = np.empty(2 * len(fcurve.keyframe_points), np.float32)
     fcurve.keyframe_points.foreach_get("co", co)
     return co.reshape(-1, 2)
+
+
+def bundle_from_shared_sample(sample: Path, out: Path) -> Path:
+    """A predictions bundle holding a shared synthetic person's exact maps (what a perfect model gives)."""
+    from PIL import Image
+
+    from engine.bundle import Bundle, write_bundle
+
+    maps = np.load(sample / "gt_maps.npz")
+    keypoints = np.array(json.loads((sample / "keypoints.json").read_text())["keypoints"], np.float32)
+    bundle = Bundle(
+        image=np.array(Image.open(sample / "image.png").convert("RGB")),
+        mask=maps["mask"], keypoints=keypoints, seg=maps["seg"], normal=maps["normal"],
+        pointmap=maps["pointmap"], albedo=maps["albedo"], K=maps["K"].astype(np.float64),
+    )
+    write_bundle(bundle, out)
+    return out

@@ -86,13 +86,14 @@ def test_sequence_of_bundles_is_animated_and_imported_as_an_action(addon, bundle
     # the imported pose follows the engine's frames: the root bone's head is the engine's root
     # position (avatar frame, +Y up) in Blender's axes, every frame; the person walks right and away
     root = next(b["name"] for b in skeleton["bones"] if not b["parent"])
+    previous = None
     for index, frame in enumerate(expected_frames):
         engine_frame = json.loads((out_dir / "frames" / f"{index:06d}.json").read_text())
         x, y, z = engine_frame["root_position"]
         scene.frame_set(int(frame))
         head = np.array(armature.matrix_world @ armature.pose.bones[root].head)
         np.testing.assert_allclose(head, [x, -z, y], atol=2e-3, err_msg=f"frame {index}")
-        if index:
+        if previous is not None:
             assert head[0] - previous[0] > 0.01 and head[1] - previous[1] > 0.01, (previous, head)
         previous = head
 

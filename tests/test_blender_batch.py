@@ -68,7 +68,7 @@ def _surface_builder_available() -> bool:
 def test_headless_batch_writes_blend_files(tmp_path, shared_samples):
     pytest.importorskip("bpy")
     from sapiens_blender.pipeline import _record_bundle, photo_cache_dir
-    from test_blender_operator import _write_sample_bundle
+    from blender_support import bundle_from_shared_sample
 
     sample = shared_samples / "person_102"
     photo = tmp_path / "shoot" / "person_102.png"
@@ -76,7 +76,7 @@ def test_headless_batch_writes_blend_files(tmp_path, shared_samples):
     photo.write_bytes((sample / "image.png").read_bytes())
     cache = tmp_path / "cache"
     cache_dir = photo_cache_dir(cache, photo)
-    _record_bundle(cache_dir, _write_sample_bundle(sample, cache_dir / "predictions" / "p"), str(photo))
+    _record_bundle(cache_dir, bundle_from_shared_sample(sample, cache_dir / "predictions" / "p"), str(photo))
     (tmp_path / "list.yaml").write_text(textwrap.dedent(
         f"""
         cache_dir: cache

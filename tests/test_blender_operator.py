@@ -19,7 +19,7 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from blender_support import addon, scene_snapshot  # noqa: E402,F401  (addon: a fixture)
+from blender_support import addon, bundle_from_shared_sample, scene_snapshot  # noqa: E402,F401  (addon: a fixture)
 from sapiens_blender import operators  # noqa: E402
 from sapiens_blender.engine_session import SESSION  # noqa: E402
 from sapiens_blender.pipeline import photo_cache_dir  # noqa: E402
@@ -117,24 +117,7 @@ def sample_bundle(request, tmp_path_factory) -> Path:
     if (bundled / "bundle.json").is_file():
         return bundled
     shared = request.getfixturevalue("shared_samples") / "person_101"
-    return _bundle_from_shared_sample(shared, tmp_path_factory.mktemp("sample") / "sample")
-
-
-def _bundle_from_shared_sample(sample: Path, out: Path) -> Path:
-    """A predictions bundle holding a shared synthetic person's exact maps (what a perfect model gives)."""
-    from PIL import Image
-
-    from engine.bundle import Bundle, write_bundle
-
-    maps = np.load(sample / "gt_maps.npz")
-    keypoints = np.array(json.loads((sample / "keypoints.json").read_text())["keypoints"], np.float32)
-    bundle = Bundle(
-        image=np.array(Image.open(sample / "image.png").convert("RGB")),
-        mask=maps["mask"], keypoints=keypoints, seg=maps["seg"], normal=maps["normal"],
-        pointmap=maps["pointmap"], albedo=maps["albedo"], K=maps["K"].astype(np.float64),
-    )
-    write_bundle(bundle, out)
-    return out
+    return bundle_from_shared_sample(shared, tmp_path_factory.mktemp("sample") / "sample")
 
 
 @pytest.mark.skipif(not _surface_builder_available(), reason="the engine's avatar builder has not landed")
