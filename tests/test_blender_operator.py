@@ -226,6 +226,13 @@ def test_panel_and_preferences_draw(addon):
     layout = _CheckingLayout()
     SAPIENS_PT_main.draw(SimpleNamespace(layout=layout), bpy.context)
     assert {"photo", "build_rig", "watertight", "detail", "sapiens.run", "sapiens.import_avatar"} <= set(layout.drawn)
+    for kind, field in (("SEQUENCE", "frames_dir"), ("VIDEO", "video")):
+        bpy.context.scene.sapiens.input_kind = kind
+        layout = _CheckingLayout()
+        SAPIENS_PT_main.draw(SimpleNamespace(layout=layout), bpy.context)
+        assert {field, "rig_convention", "animation_fps", "smooth_motion", "sapiens.run"} <= set(layout.drawn)
+        assert "photo" not in layout.drawn and "watertight" not in layout.drawn
+    bpy.context.scene.sapiens.input_kind = "PHOTO"
     layout = _CheckingLayout()
 
     class PrefsView:
