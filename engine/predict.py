@@ -1,11 +1,12 @@
 """The predict pipeline: photos -> Sapiens2 task models -> one predictions bundle per photo (and person).
 
-Photos are taken in chunks of `batch_size`; within a chunk every task runs as batched forward
-passes (seg first, since it finds the people; pose on one crop per person plus its mirror for the
-flip test; normal, pointmap and albedo on the letterboxed photo). Pre- and post-processing follow
-engine.recipe. A photo that cannot be read or written is reported through `on_error` and skipped;
-the rest are finished. Bundles are written atomically, so a cancelled run leaves only complete ones.
-"""
+Photos are taken in chunks of `batch_size`; within a chunk every task is one call of its runner
+(engine.runtime: PyTorch or ONNX Runtime, batched, with out-of-memory fallback), seg first since
+it finds the people; pose on one crop per person, its flip pass in the same batch; normal,
+pointmap and albedo on the letterboxed photo. On the CPU, pre- and post-processing follow the
+numpy recipe (engine.recipe) exactly; on a CUDA GPU they run in engine.runtime.gpu_ops, on the
+device. A photo that cannot be read or written is reported through `on_error` and skipped; the
+rest are finished. Bundles are written atomically, so a cancelled run leaves only complete ones."""
 
 from __future__ import annotations
 
@@ -252,7 +253,7 @@ class _Timer:
         return self
 
     def __exit__(self, *exc):
-        if self.processing is not None:
+        if self.processing is not None and self.processing.type == "cuda":
             import torch
 
             torch.cuda.synchronize(self.processing)
