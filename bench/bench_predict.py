@@ -5,9 +5,12 @@ models and once with a generated 0.1b-size model set, each in its own process so
 (ru_maxrss) belongs to that configuration alone. The 0.1b set is the sapiens2_0.1b backbone
 (768 dims, 12 layers, 12 heads) with the released 0.4b-style heads built for 768 input channels
 and random weights: the released checkpoints have no 0.1b task models, so this measures the
-smallest real backbone with real-size heads. Prints figures; asserts nothing.
+smallest real backbone with real-size heads. Each model set runs on every backend asked for
+(--backend torch,onnxruntime); ONNX exports are made before the clock starts (reported, not
+counted), as a second run would find them. Prints figures; asserts nothing.
 
-    .venv/bin/python bench/bench_predict.py [--models tiny,0.1b] [--photos 3] [--size 1536x1152]
+    .venv/bin/python bench/bench_predict.py [--models tiny,0.1b] [--backend torch,onnxruntime]
+                                            [--photos 3] [--size 1536x1152]
 """
 
 from __future__ import annotations
@@ -59,7 +62,17 @@ def make_photos(n: int, size_hw: tuple[int, int], folder: Path) -> list[Path]:
     return paths
 
 
-def run_one(kind: str, n_photos: int, size_hw, threads: int | None) -> dict:
+def export_onnx(root: Path) -> float:
+    """Export every checkpoint once (what the first onnxruntime run does); seconds taken. In a
+    child process, so the exporter's peak memory is not counted as the run's."""
+    code = ("import sys, pathlib; sys.path.insert(0, sys.argv[1]); from engine.runtime.factory import ensure_onnx; "
+            "[ensure_onnx(p, 'fp32') for p in sorted(pathlib.Path(sys.argv[2]).rglob('*.safetensors'))]")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code, str(REPO), str(root)], check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def run_one(kind: str, backend: str, n_photos: int, size_hw, threads: int | None) -> dict:
     import torch
 
     from engine.bundle import read_bundle
@@ -79,9 +92,10 @@ def run_one(kind: str, n_photos: int, size_hw, threads: int | None) -> dict:
         for path in sorted((tmp / "ckpt").rglob("*.safetensors")):
             sha256_file(path)   # once per checkpoint (cached beside it), not per photo
         hashing = time.perf_counter() - t0
+        export = export_onnx(tmp / "ckpt") if backend == "onnxruntime" else 0.0
         cpu0, wall0 = time.process_time(), time.perf_counter()
         dirs = predict_photos(photos, tmp / "out", checkpoints=tmp / "ckpt", device="cpu", dtype="fp32",
-                              batch_size=2)
+                              batch_size=2, backend=backend)
         wall = time.perf_counter() - wall0
         cpu = time.process_time() - cpu0
         timings = [read_bundle(d).meta["provenance"]["timings_s"] for d in dirs]
@@ -97,7 +111,7 @@ def run_one(kind: str, n_photos: int, size_hw, threads: int | None) -> dict:
     }
     outside["write+rest"] -= loading    # loading is reported on its own line
     per_photo_load = loading
-    return {"models": kind, "photos": len(dirs), "photo_hw": list(size_hw), "setup_s": setup,
+    return {"models": kind, "backend": backend, "export_s": export, "photos": len(dirs), "photo_hw": list(size_hw), "setup_s": setup,
             "hash_s": hashing, "model_load_s_per_photo": per_photo_load,
             "wall_s_per_photo": wall / len(dirs), "cpu_s_per_photo": cpu / len(dirs),
             "forward_s_per_photo": forward, "outside_s_per_photo": outside,
@@ -106,14 +120,16 @@ def run_one(kind: str, n_photos: int, size_hw, threads: int | None) -> dict:
 
 
 def report(r: dict) -> None:
-    print(f"\n== {r['models']} models: {r['photos']} photo(s) of {r['photo_hw'][1]} x {r['photo_hw'][0]}, "
+    print(f"\n== {r['models']} models, {r['backend']} backend: {r['photos']} photo(s) of {r['photo_hw'][1]} x {r['photo_hw'][0]}, "
           f"{r['torch_threads']} torch threads ==")
     print(f"  wall per photo {r['wall_s_per_photo']:.2f} s, CPU per photo {r['cpu_s_per_photo']:.2f} s "
           f"(model setup {r['setup_s']:.1f} s, not counted)")
     for task, s in r["forward_s_per_photo"].items():
         print(f"  forward {task:<9} {s:7.2f} s/photo" + ("  (x2: flip test)" if task == "pose" else ""))
-    print(f"  model loading     {r['model_load_s_per_photo']:7.2f} s/photo (memory-mapped, once per run; "
+    print(f"  model loading     {r['model_load_s_per_photo']:7.2f} s/photo (once per run; "
           f"hashing the checkpoints once: {r['hash_s']:.1f} s, not counted)")
+    if r["backend"] == "onnxruntime":
+        print(f"  ONNX export       {r['export_s']:7.1f} s for all tasks, once (first use), not counted")
     total_out = sum(r["outside_s_per_photo"].values())
     print(f"  outside forward   {total_out:7.2f} s/photo: " +
           ", ".join(f"{k} {v:.2f}" for k, v in r["outside_s_per_photo"].items()))
@@ -123,6 +139,7 @@ def report(r: dict) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="tiny,0.1b")
+    ap.add_argument("--backend", default="torch,onnxruntime", help="comma list of torch, onnxruntime")
     ap.add_argument("--photos", type=int, default=3)
     ap.add_argument("--photos-0.1b", dest="photos_big", type=int, default=1)
     ap.add_argument("--size", default="1536x1152", help="photo W x H... given as HxW")
@@ -132,19 +149,32 @@ def main() -> int:
     size_hw = tuple(int(v) for v in args.size.split("x"))
     if args.one:
         n = args.photos if args.one == "tiny" else args.photos_big
-        print(json.dumps(run_one(args.one, n, size_hw, args.threads)))
+        print(json.dumps(run_one(args.one, args.backend, n, size_hw, args.threads)))
         return 0
+    results = []
     for kind in args.models.split(","):
-        cmd = [sys.executable, __file__, "--one", kind, "--photos", str(args.photos),
-               "--photos-0.1b", str(args.photos_big), "--size", args.size]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode:
-            print(out.stderr[-3000:], file=sys.stderr)
-            return out.returncode
-        report(json.loads(out.stdout.strip().splitlines()[-1]))
+        for backend in args.backend.split(","):
+            cmd = [sys.executable, __file__, "--one", kind, "--backend", backend, "--photos", str(args.photos),
+                   "--photos-0.1b", str(args.photos_big), "--size", args.size]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode:
+                print(out.stderr[-3000:], file=sys.stderr)
+                return out.returncode
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            report(results[-1])
+    summary(results)
     return 0
+
+
+def summary(results: list[dict]) -> None:
+    """One table: forward seconds per photo per task, and the whole photo, for each run."""
+    print("\n== forward s/photo per task (CPU), and wall / CPU s per photo ==")
+    print(f"  {'models':<6} {'backend':<12}" + "".join(f"{t:>9}" for t in TASKS) + f"{'wall':>9}{'cpu':>9}")
+    for r in results:
+        print(f"  {r['models']:<6} {r['backend']:<12}" + "".join(f"{r['forward_s_per_photo'][t]:9.3f}" for t in TASKS)
+              + f"{r['wall_s_per_photo']:9.3f}{r['cpu_s_per_photo']:9.3f}")
 
 
 if __name__ == "__main__":
