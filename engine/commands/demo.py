@@ -35,9 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
                         help=f"avatar directory to write (default ./{DEFAULT_OUT})")
     add_build_options(parser)
+    # the product is a rigged avatar: the demo shows all of it unless told otherwise (--rig none)
+    parser.set_defaults(rig="rigify")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.rig in ("none", ""):
+        args.rig = None
     bundle = sample_bundle()
     meta = json.loads((bundle / "bundle.json").read_text())
     photo = meta.get("photo", {})
