@@ -1,0 +1,146 @@
+"""The synthetic people are exact: every map agrees with the true mesh and camera."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import open3d as o3d
+import pytest
+
+from engine.bundle import read_bundle, write_bundle
+from engine.synthetic import (
+    POSES, degrade, make_person, make_sequence, to_bundle, write_ground_truth,
+)
+from engine.synthetic.body import seg_class_ids
+
+
+@pytest.fixture(scope="module")
+def person():
+    return make_person(3, pose="bent", width=384, height=512)
+
+
+def _scene(mesh):
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, np.float32)),
+                        o3d.core.Tensor(np.asarray(mesh.faces, np.uint32)))
+    return scene
+
+
+def test_pointmap_lies_on_the_true_surface_and_projects_to_pixel_centres(person):
+    points = person.pointmap[person.mask]
+    distance = _scene(person.mesh).compute_distance(o3d.core.Tensor(points)).numpy()
+    assert distance.max() < 1e-5
+    rows, cols = np.nonzero(person.mask)
+    uv = (points / points[:, 2:3]) @ person.K.T
+    assert np.abs(uv[:, 0] - (cols + 0.5)).max() < 1e-3
+    assert np.abs(uv[:, 1] - (rows + 0.5)).max() < 1e-3
+    assert np.isnan(person.pointmap[~person.mask]).all()
+    assert 0.05 < person.mask.mean() < 0.6
+
+
+def test_normals_are_unit_face_the_camera_and_agree_with_the_mesh(person):
+    n = person.normal[person.mask]
+    assert np.allclose(np.linalg.norm(n, axis=1), 1.0, atol=1e-5)
+    p = person.pointmap[person.mask]
+    assert (np.einsum("ij,ij->i", n, p) <= 1e-6).all()  # toward the camera
+    # against the hit triangle's flat normal: smooth normals stay within the mesh's facet angle
+    scene = _scene(person.mesh)
+    rays = np.concatenate([np.zeros_like(p), p / p[:, 2:3]], axis=1).astype(np.float32)
+    face_n = scene.cast_rays(o3d.core.Tensor(rays))["primitive_normals"].numpy()
+    face_n *= -np.sign(np.einsum("ij,ij->i", face_n, p))[:, None]
+    cos = np.einsum("ij,ij->i", n, face_n)
+    # 28 facets around a limb: an interpolated normal is within ~6.5 degrees of its facet
+    assert np.median(cos) > 0.995 and np.percentile(cos, 99) > 0.95
+
+
+def test_segmentation_and_albedo(person):
+    ids = seg_class_ids()
+    present = set(np.unique(person.seg[person.mask]).tolist())
+    for name in ("Face_Neck", "Hair", "Upper_Clothing", "Lower_Clothing", "Left_Hand", "Right_Lower_Arm",
+                 "Left_Shoe", "Apparel"):
+        assert ids[name] in present, name
+    assert (person.seg[~person.mask] == 0).all() and (person.seg[person.mask] > 0).all()
+    shirt = person.albedo[person.seg == ids["Upper_Clothing"]]
+    assert len(np.unique(shirt.round(3), axis=0)) >= 2  # the stripes
+    assert (person.albedo >= 0).all() and (person.albedo <= 1).all()
+
+
+def test_keypoints_project_the_joints_and_flag_visibility(person):
+    names = [k["name"] for k in json.loads(open("assets/keypoints308.json").read())["keypoints"]]
+    kp = person.keypoints
+    assert kp.shape == (308, 3)
+    K = person.K
+    for kp_name, joint in (("left_elbow", "elbow_L"), ("right_knee", "knee_R"), ("left_wrist", "wrist_L"),
+                           ("right_forefinger_third_joint", "forefinger0_R")):
+        x, y, score = kp[names.index(kp_name)]
+        p = person.joints3d_camera[joint]
+        assert score > 0
+        assert np.allclose([x, y], (K @ p)[:2] / p[2], atol=1e-3)
+    scores = set(np.unique(kp[:, 2]).astype(float).round(6).tolist())
+    assert scores <= {0.0, 0.3, 1.0} and 1.0 in scores
+    assert (kp[names.index("left_shoulder"), 2], kp[names.index("right_hip"), 2]) == (1.0, 1.0)
+    # the face's dense landmarks are not defined for a mannequin
+    assert (kp[names.index("nose") + 1:, 2] == 0).sum() > 200
+
+
+def test_joints_lie_inside_the_body(person):
+    scene = _scene(person.mesh)
+    joints = np.array([person.joints3d_camera[n] for n in ("elbow_L", "knee_R", "hip_L", "shoulder_R", "neck",
+                                                           "wrist_R", "ankle_L")], np.float32)
+    # inside: off the surface by a few millimetres at least, and enclosed
+    d = scene.compute_distance(o3d.core.Tensor(joints)).numpy()
+    assert (d > 0.003).all() and (d < 0.08).all()
+    # parts overlap at the joints, so test each closed part on its own: some part encloses each joint
+    inside = np.zeros(len(joints), bool)
+    for part in person.mesh.split(only_watertight=True):
+        inside |= _scene(part).compute_occupancy(o3d.core.Tensor(joints)).numpy() > 0.5
+    assert inside.all()
+
+
+def test_same_seed_same_person_and_poses_differ():
+    a = make_person(11, width=192, height=256)
+    b = make_person(11, width=192, height=256)
+    c = make_person(12, width=192, height=256)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)
+    assert not np.array_equal(a.mask, c.mask)
+    masks = {pose: make_person(0, pose=pose, width=96, height=128).mask.sum() for pose in POSES}
+    assert len(set(masks.values())) == len(POSES)
+
+
+def test_bundle_round_trip_and_ground_truth(person, tmp_path):
+    out = write_bundle(to_bundle(person), tmp_path / "bundle")
+    back = read_bundle(out)
+    assert np.array_equal(back.mask, person.mask) and np.array_equal(back.seg, person.seg)
+    assert np.allclose(back.pointmap[person.mask], person.pointmap[person.mask])
+    assert np.allclose(back.keypoints, person.keypoints, atol=1e-3)
+    gt_dir = write_ground_truth(person, tmp_path / "gt")
+    gt = json.loads((gt_dir / "gt.json").read_text())
+    assert gt["image_size_wh"] == [384, 512] and abs(gt["height_m"] - person.height_m) < 1e-9
+    assert np.allclose(gt["joints3d_camera"]["elbow_L"], person.joints3d_camera["elbow_L"])
+    assert (gt_dir / "gt_mesh.ply").stat().st_size > 10_000
+
+
+def test_degrade_is_realistic_and_leaves_the_truth(person):
+    noisy = degrade(person, seed=1)
+    m = person.mask & np.isfinite(noisy.pointmap).all(-1)
+    depth_err = np.abs(noisy.pointmap[m][:, 2] - person.pointmap[m][:, 2])
+    assert 0.003 < depth_err.mean() < 0.03
+    moved = noisy.keypoints[:, :2] - person.keypoints[:, :2]
+    defined = person.keypoints[:, 2] > 0
+    assert 1.5 < np.linalg.norm(moved[defined], axis=1).mean() < 6.0
+    assert noisy.mesh is person.mesh and np.array_equal(noisy.seg, person.seg)
+    assert np.array_equal(person.pointmap[person.mask], person.pointmap[person.mask])  # original untouched
+
+
+def test_sequence_has_known_fast_motion_and_a_fixed_camera():
+    frames = make_sequence(60, "wave", fps=30, width=128, height=160)
+    assert len(frames) == 60 and all(np.array_equal(f.K, frames[0].K) for f in frames)
+    wrist = np.array([f.joints3d_camera["wrist_R"] for f in frames])
+    speed = np.linalg.norm(np.diff(wrist, axis=0), axis=1) * 30  # m/s
+    # waving at 1 Hz from 0.5 s, at 2.5 Hz from 1 s on
+    assert speed[31:].max() > 2 * speed[16:29].max() > 0
+    assert all(f.mask.sum() > 100 for f in frames)
+    walk = make_sequence(10, "walk", fps=10, width=128, height=160)
+    pelvis = np.array([f.joints3d_camera["pelvis"] for f in walk])
+    assert pelvis[-1, 0] - pelvis[0, 0] > 0.3  # walks toward image right
