@@ -1,10 +1,13 @@
 """Avatar build: seconds and peak memory of the whole build, and of the texture baking alone.
 
-Usage: .venv/bin/python bench/bench_avatar.py [--samples ../shared/samples] [--texture-size 2048]
+Usage: .venv/bin/python bench/bench_avatar.py [--source shared|generated] [--samples ../shared/samples]
+                                             [--texture-size 2048]
 
 Input: a 1024 x 768 bundle with ~300k person pixels, made as bench/bench_surface.py makes its
 own (a shared synthetic person ray-cast from a closer camera, exact maps then degraded), plus
-the person's albedo and photo carried along the same rays. Cases (each in its own process, so
+the person's albedo and photo carried along the same rays; with --source generated, the
+project's own generator's person (bench_surface.generated_person, ~300k person pixels) with its
+rendered photo and albedo. Cases (each in its own process, so
 its peak resident memory, ru_maxrss, is its own):
   mesh        detail none (no refinement)
   refined     detail normals
@@ -67,6 +70,23 @@ def make_bundle(samples: Path, out_dir: Path, name: str = "person_101") -> Path:
     return write_bundle(bundle, out_dir / "bundle")
 
 
+def make_generated_avatar_bundle(out_dir: Path) -> Path:
+    """The generated ~300k-pixel person, degraded as the surface bench does, as a bundle directory."""
+    sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_surface import generated_person, make_generated_bundle
+
+    from engine.bundle import write_bundle
+    from engine.synthetic import to_bundle
+
+    person = generated_person()
+    make_generated_bundle(out_dir / "maps.npz", person)
+    maps = np.load(out_dir / "maps.npz")
+    bundle = to_bundle(person, name="bench")
+    bundle.pointmap, bundle.normal = maps["pointmap"], maps["normal"]
+    return write_bundle(bundle, out_dir / "bundle")
+
+
 def run_case(case: str, bundle: str, texture_size: int) -> dict:
     """Runs in a child process: one build, its timings and peak memory."""
     import resource
@@ -95,6 +115,7 @@ def run_case(case: str, bundle: str, texture_size: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=Path, default=REPO.parent / "shared" / "samples")
+    parser.add_argument("--source", choices=("shared", "generated"), default="shared")
     parser.add_argument("--texture-size", type=int, default=2048)
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--case", help=argparse.SUPPRESS)
@@ -107,9 +128,9 @@ def main() -> None:
     import os
 
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = make_bundle(args.samples, Path(tmp))
+        bundle = make_bundle(args.samples, Path(tmp)) if args.source == "shared" else make_generated_avatar_bundle(Path(tmp))
         person = int(np.count_nonzero(np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(bundle / "mask.png"))))
-        print(f"bundle: 1024 x 768, {person} person pixels, texture {args.texture_size}; machine: {os.cpu_count()} CPU cores")
+        print(f"bundle ({args.source}): 1024 x 768, {person} person pixels, texture {args.texture_size}; machine: {os.cpu_count()} CPU cores")
         for case in args.cases:
             child = subprocess.run(
                 [sys.executable, __file__, "--case", case, "--bundle", str(bundle), "--texture-size", str(args.texture_size)],

@@ -1,9 +1,12 @@
 """Surface build: seconds and peak memory at 1024 x 768 with ~300k person pixels.
 
-Usage: .venv/bin/python bench/bench_surface.py [--samples ../shared/samples] [--no-reference]
+Usage: .venv/bin/python bench/bench_surface.py [--source shared|generated] [--samples ../shared/samples]
+                                              [--no-reference]
 
-The bundle is made by ray casting the true mesh of a shared synthetic person from a closer
-camera (so ~300k of the 786k pixels are person), giving exact maps; the pointmap and normals
+The bundle is made by ray casting the true mesh of a person from a closer camera (so ~300k of
+the 786k pixels are person), giving exact maps: with --source shared (default) a shared
+synthetic person, with --source generated the project's own generator (engine.synthetic, pose
+"bent", zoomed until ~300k person pixels; needs no ../shared). The pointmap and normals
 are then degraded (2 cm smooth error, 1 cm noise, 2 px blur; 3 deg normal noise) so that the
 refinement and the reference BiNI have something to fix. Every case runs in its own process and
 reports its peak resident memory (ru_maxrss), which counts numpy/scipy/Open3D allocations.
@@ -71,6 +74,49 @@ def make_bundle(samples: Path, out: Path, name: str = "person_101", zoom: float 
     return {"person_pixels": int(mask.sum()), "size": [H, W]}
 
 
+def generated_person(target_pixels: int = 300_000, pose: str = "bent", seed: int = 0):
+    """An engine.synthetic Render at H x W whose camera is zoomed (three-quarter shot, head near
+    the top edge, legs out of the frame) until about `target_pixels` pixels are person."""
+    sys.path.insert(0, str(REPO))
+    from engine.synthetic import render
+    from engine.synthetic.render import Camera, frame_camera
+    from engine.synthetic.skeleton import Skeleton, named_pose
+
+    posed = Skeleton.for_height(1.75).pose(named_pose(pose))
+    framed = frame_camera(posed, W, H)
+    full = render(posed, W, H, camera=framed)
+    top = np.nonzero(full.mask)[0].min()
+    zoom, person = 1.0, full
+    for _ in range(4):  # the cropped legs make the count sub-quadratic in the zoom: iterate
+        zoom *= np.sqrt(target_pixels / person.mask.sum())
+        K = framed.K.copy()
+        K[0, 0] *= zoom
+        K[1, 1] *= zoom
+        K[1, 2] = 30 - (top - framed.K[1, 2]) * zoom
+        person = render(posed, W, H, camera=Camera(K, W, H, framed.body_to_camera))
+        if abs(person.mask.sum() / target_pixels - 1) < 0.02:
+            break
+    person.meta.update(pose=pose, seed=seed, zoom=round(float(zoom), 3))
+    return person
+
+
+def make_generated_bundle(out: Path, person=None) -> dict:
+    """As make_bundle, from the project's generator instead of a shared sample."""
+    from engine.geometry.degrade import degrade_normals, degrade_pointmap
+
+    person = person if person is not None else generated_person()
+    np.savez(
+        out,
+        true_pointmap=person.pointmap,
+        pointmap=degrade_pointmap(person.pointmap, person.mask, seed=5),
+        normal=degrade_normals(person.normal, person.mask, seed=5),
+        mask=person.mask,
+        seg=person.seg,
+        K=person.K,
+    )
+    return {"person_pixels": int(person.mask.sum()), "size": [H, W], "zoom": person.meta.get("zoom")}
+
+
 def run_case(case: str, bundle: str) -> dict:
     """Runs in a child process: one case, its seconds, peak memory and depth error."""
     import resource
@@ -119,6 +165,8 @@ def run_case(case: str, bundle: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=Path, default=Path(os.environ.get("SAPIENS_SHARED", REPO.parent / "shared")) / "samples")
+    parser.add_argument("--source", choices=("shared", "generated"), default="shared",
+                        help="a shared sample re-rendered, or the project's generator (engine.synthetic)")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference BiNI (~100 s)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--bundle", help=argparse.SUPPRESS)
@@ -131,8 +179,9 @@ def main() -> None:
         cases.append("reference_bini")
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp) / "bundle.npz"
-        info = make_bundle(args.samples, bundle)
-        print(f"bundle: {info['size'][0]} x {info['size'][1]}, {info['person_pixels']} person pixels, {os.cpu_count()} CPUs")
+        info = make_bundle(args.samples, bundle) if args.source == "shared" else make_generated_bundle(bundle)
+        print(f"bundle ({args.source}): {info['size'][0]} x {info['size'][1]}, {info['person_pixels']} person pixels, "
+              f"{os.cpu_count()} CPUs")
         results = []
         for case in cases:
             out = subprocess.run(
