@@ -61,6 +61,10 @@ class OnnxRunner(Runner):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or usable_cores()
+        # The CPU arena keeps every activation size it has seen: with 1024 x 768 maps at batch 4
+        # it doubled peak memory (3.3 GB against 1.7 GB, measured on a tiny normal model) and
+        # was not faster.
+        options.enable_cpu_mem_arena = False
         providers = choose_providers(str(device))
         device_id = int(str(device).split(":")[1]) if str(device).startswith("cuda:") else 0
         provider_options = [{"device_id": device_id} if p == "CUDAExecutionProvider" else {} for p in providers]
