@@ -10,7 +10,8 @@ import pytest
 
 from engine.bundle import read_bundle, write_bundle
 from engine.synthetic import (
-    POSES, degrade, make_person, make_sequence, to_bundle, write_ground_truth,
+    POSES, degrade, make_motion, make_person, make_sequence, relative_rotation_deg, to_bundle,
+    write_ground_truth, write_sample,
 )
 from engine.synthetic.body import seg_class_ids
 
@@ -144,3 +145,90 @@ def test_sequence_has_known_fast_motion_and_a_fixed_camera():
     walk = make_sequence(10, "walk", fps=10, width=128, height=160)
     pelvis = np.array([f.joints3d_camera["pelvis"] for f in walk])
     assert pelvis[-1, 0] - pelvis[0, 0] > 0.3  # walks toward image right
+
+
+def test_side_view_scores_the_far_side_as_hidden():
+    names = [k["name"] for k in json.loads(open("assets/keypoints308.json").read())["keypoints"]]
+    person = make_person(2, pose="bent", yaw_deg=90, width=192, height=256)
+    score = {n: float(person.keypoints[names.index(n), 2]) for n in names[:17]}
+    # yaw 90 turns the right side to the camera: the left shoulder, hip, eye and ear are behind
+    assert person.joints3d_camera["shoulder_R"][2] < person.joints3d_camera["shoulder_L"][2] - 0.2
+    for hidden in ("left_shoulder", "left_hip", "left_eye", "left_ear"):
+        assert score[hidden] == pytest.approx(0.3), hidden
+    for seen in ("right_shoulder", "right_hip", "right_eye", "right_ear", "nose"):
+        assert score[seen] == 1.0, seen
+
+
+def _bone_check(positions, rest, rotations, parents):
+    """child - parent == R[parent] @ (rest child - rest parent) for every bone."""
+    child = np.array([i for i, p in enumerate(parents) if p >= 0])
+    par = np.array([parents[i] for i in child])
+    moved = positions[..., child, :] - positions[..., par, :]
+    predicted = np.einsum("...jab,jb->...ja", rotations[..., par, :, :], rest[child] - rest[par])
+    return np.abs(moved - predicted).max()
+
+
+def test_motion_track_rotations_explain_the_joints_and_frames_match_it():
+    track = make_motion(45, "kick", fps=30)
+    assert track.positions.shape == (45, len(track.names), 3) and track.rotations.shape[-2:] == (3, 3)
+    assert _bone_check(track.positions, track.rest_positions, track.rotations, track.parents) < 1e-9
+    # rotations are proper and bone lengths never change
+    assert np.allclose(np.linalg.det(track.rotations), 1.0)
+    lengths = np.linalg.norm(track.positions[:, 1:] - track.positions[:, [track.parents[i] for i in
+                                                                            range(1, len(track.names))]], axis=2)
+    assert np.ptp(lengths, axis=0).max() < 1e-9
+    # still for half a second, then a fast kick of the left foot
+    speed = np.linalg.norm(np.diff(track.joint("ankle_L"), axis=0), axis=1) * track.fps
+    assert speed[:14].max() < 1e-9 and speed.max() > 3.0
+    assert relative_rotation_deg(track.rotations[0], track.rotations[22]).max() > 60
+    frames = make_sequence(3, "walk", fps=10, width=96, height=128)
+    walk = make_motion(3, "walk", fps=10, width=96, height=128)
+    for i, frame in enumerate(frames):
+        assert np.allclose(frame.joints3d_camera["knee_L"], walk.joint("knee_L")[i])
+        assert np.allclose(frame.joint_rotations_camera["hip_R"], walk.rotations[i, walk.names.index("hip_R")])
+        assert np.array_equal(frame.K, walk.camera.K)
+
+
+def test_render_carries_the_pose_behind_it(person):
+    names = person.posed.skeleton.names
+    positions = np.array([person.joints3d_camera[n] for n in names])
+    rotations = np.array([person.joint_rotations_camera[n] for n in names])
+    rest = person.camera.to_camera(person.posed.skeleton.pose({}).positions)
+    assert _bone_check(positions, rest, rotations, person.posed.skeleton.parents) < 1e-9
+    assert relative_rotation_deg(rotations[names.index("elbow_R")], np.eye(3)) > 30  # "bent"
+
+
+def test_shorts_bare_the_legs_and_stay_exact():
+    person = make_person(4, pose="step", outfit="shorts", width=192, height=256)
+    ids = seg_class_ids()
+    present = set(np.unique(person.seg).tolist())
+    for name in ("Left_Upper_Leg", "Right_Lower_Leg", "Left_Sock", "Right_Sock", "Lower_Clothing", "Right_Shoe"):
+        assert ids[name] in present, name
+    distance = _scene(person.mesh).compute_distance(o3d.core.Tensor(person.pointmap[person.mask])).numpy()
+    assert distance.max() < 1e-5
+    with pytest.raises(ValueError, match="outfit"):
+        make_person(4, outfit="kilt", width=32, height=32)
+
+
+def test_write_sample_has_the_shared_samples_layout_and_conventions(person, shared_samples, tmp_path):
+    ours = write_sample(person, tmp_path / "person")
+    theirs = sorted(p for p in shared_samples.iterdir() if p.is_dir())[0]
+    assert {p.name for p in theirs.iterdir()} <= {p.name for p in ours.iterdir()}
+    a, b = np.load(ours / "gt_maps.npz"), np.load(theirs / "gt_maps.npz")
+    assert set(a.files) == set(b.files)
+    for key in b.files:
+        assert a[key].dtype == b[key].dtype and a[key].ndim == b[key].ndim, key
+    gt_a, gt_b = (json.loads((d / "gt.json").read_text()) for d in (ours, theirs))
+    assert set(gt_b) <= set(gt_a) and set(gt_b["joints3d_camera"]) <= set(gt_a["joints3d_camera"])
+    kp_a, kp_b = (json.loads((d / "keypoints.json").read_text()) for d in (ours, theirs))
+    assert kp_a["names"] == kp_b["names"]
+    # the same keypoints are defined (body, feet, hands, neck and the five face points)
+    defined = lambda kp: set(np.nonzero(np.array(kp["keypoints"])[:, 2] > 0)[0].tolist())  # noqa: E731
+    assert defined(kp_a) == defined(kp_b)
+    # the person's left is on the image's right in both; K maps joints to their keypoints
+    for gt, kp in ((gt_a, kp_a), (gt_b, kp_b)):
+        joints, K = gt["joints3d_camera"], np.array(gt["K"])
+        assert joints["shoulder_L"][0] > joints["shoulder_R"][0]
+        p = np.array(joints["elbow_L"])
+        assert np.allclose(kp["keypoints"][kp["names"].index("left_elbow")][:2], (K @ p)[:2] / p[2], atol=0.01)
+    assert np.isnan(a["pointmap"][~a["mask"]]).all() and (a["seg"][~a["mask"]] == 0).all()

@@ -14,28 +14,35 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
-from engine.synthetic.body import BodyMesh, build_body
+from engine.synthetic.body import OUTFITS, BodyMesh, build_body
+from engine.synthetic.motion import MOTIONS, MotionTrack, make_motion, relative_rotation_deg, sequence_pose
 from engine.synthetic.render import Camera, Render, frame_camera, render
 from engine.synthetic.skeleton import POSES, Skeleton, named_pose, random_pose
 
-__all__ = ["Render", "Camera", "Skeleton", "BodyMesh", "make_person", "make_sequence", "to_bundle",
-           "degrade", "write_ground_truth", "render", "build_body", "named_pose", "random_pose", "POSES"]
+__all__ = ["Render", "Camera", "Skeleton", "BodyMesh", "MotionTrack", "make_person", "make_sequence",
+           "make_motion", "sequence_pose", "relative_rotation_deg", "to_bundle", "degrade",
+           "write_ground_truth", "write_sample", "render", "build_body", "frame_camera", "named_pose",
+           "random_pose", "POSES", "MOTIONS", "OUTFITS"]
 
 
 def make_person(seed: int = 0, *, pose: str | dict | None = None, height_m: float | None = None,
-                width: int = 768, height: int = 1024, yaw_deg: float = 0.0) -> Render:
-    """One synthetic person. pose: a name from POSES, a rotation dict, or None for a random pose."""
+                width: int = 768, height: int = 1024, yaw_deg: float = 0.0, outfit: str = "trousers") -> Render:
+    """One synthetic person. pose: a name from POSES, a rotation dict (joint -> rotation vector),
+    or None for a random pose seeded by `seed`; height_m: None draws 1.6-1.9 m from the seed;
+    yaw_deg turns the person about the vertical (90: their right side toward the camera);
+    outfit: one of OUTFITS ("trousers", or "shorts" with bare legs and socks)."""
     rng = np.random.default_rng(seed)
     height_m = float(height_m if height_m is not None else rng.uniform(1.6, 1.9))
     rotations = random_pose(seed) if pose is None else named_pose(pose) if isinstance(pose, str) else pose
     posed = Skeleton.for_height(height_m).pose(rotations)
-    person = render(posed, width, height, yaw_deg=yaw_deg)
+    person = render(posed, width, height, yaw_deg=yaw_deg, outfit=outfit)
     person.meta.update(seed=seed, pose=pose if isinstance(pose, str) else ("random" if pose is None else "custom"),
-                       yaw_deg=yaw_deg)
+                       yaw_deg=yaw_deg, outfit=outfit)
     return person
 
 
@@ -77,11 +84,19 @@ def degrade(person: Render, seed: int = 0, *, pointmap_noise_m: float = 0.01, ke
     return out
 
 
-def write_ground_truth(person: Render, out_dir: str | Path) -> Path:
-    """gt.json (joints3d_camera, K, image_size_wh, height_m) and gt_mesh.ply, as in ../shared/samples."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    gt = {
+def _write_atomically(path: Path, write) -> None:
+    """write(tmp_path) then rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def ground_truth_json(person: Render) -> dict:
+    """gt.json's content: the layout of ../shared/samples/*/gt.json."""
+    return {
         "joints3d_camera": {k: [float(x) for x in v] for k, v in person.joints3d_camera.items()},
         "K": person.K.tolist(),
         "image_size_wh": [int(person.image.shape[1]), int(person.image.shape[0])],
@@ -89,54 +104,54 @@ def write_ground_truth(person: Render, out_dir: str | Path) -> Path:
         "conventions": "OpenCV camera frame, metres; pixel centres at (col + 0.5, row + 0.5); "
                        "_L is the person's left",
     }
-    (out_dir / "gt.json").write_text(json.dumps(gt, indent=1))
-    person.mesh.export(out_dir / "gt_mesh.ply")
+
+
+def write_ground_truth(person: Render, out_dir: str | Path) -> Path:
+    """gt.json (joints3d_camera, K, image_size_wh, height_m) and gt_mesh.ply, as in ../shared/samples.
+    Other files in out_dir are left alone; each file appears whole or not at all."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(ground_truth_json(person), indent=1)
+    _write_atomically(out_dir / "gt.json", lambda p: p.write_text(text))
+    _write_atomically(out_dir / "gt_mesh.ply", lambda p: person.mesh.export(p, file_type="ply"))
     return out_dir
+
+
+def write_sample(person: Render, out_dir: str | Path) -> Path:
+    """The person in the layout of ../shared/samples/person_*/ (image.png, gt_maps.npz,
+    keypoints.json, gt.json, gt_mesh.ply), so one test helper reads both. Atomic."""
+    from PIL import Image
+
+    from engine.errors import BundleError
+    from engine.fileio import atomic_directory
+    from engine.synthetic.render import _keypoint_table
+
+    names, _ = _keypoint_table()
+    with atomic_directory(Path(out_dir), BundleError) as tmp:
+        Image.fromarray(person.image).save(tmp / "image.png")
+        np.savez_compressed(tmp / "gt_maps.npz", pointmap=person.pointmap, normal=person.normal,
+                            albedo=person.albedo, seg=person.seg, mask=person.mask, K=person.K)
+        (tmp / "keypoints.json").write_text(json.dumps(
+            {"keypoints": person.keypoints.astype(float).round(4).tolist(), "names": names}))
+        write_ground_truth(person, tmp)
+    return Path(out_dir)
 
 
 # ---- sequences --------------------------------------------------------------------------------
 
-MOTIONS = ("wave", "walk")
-
-
-def sequence_pose(motion: str, time_s: float) -> tuple[dict, np.ndarray]:
-    """(joint rotations, root translation in the body frame) of a motion at a time."""
-    from engine.synthetic.skeleton import X, Z, _rv
-
-    if motion == "wave":
-        # the right arm rises, then the forearm waves; from 1 s on it waves fast (2.5 Hz)
-        raise_deg = 120 * min(time_s / 0.5, 1.0)
-        freq = 1.0 if time_s < 1.0 else 2.5
-        wave = 35 * np.sin(2 * np.pi * freq * time_s) * min(time_s / 0.5, 1.0)
-        pose = {"shoulder_R": _rv(Z, -raise_deg), "elbow_R": _rv(Z, -wave - 20),
-                "shoulder_L": _rv(Z, 20), "spine1": _rv((0, 1, 0), 5 * np.sin(2 * np.pi * 0.5 * time_s))}
-        return pose, np.zeros(3)
-    if motion == "walk":
-        phase = 2 * np.pi * 1.0 * time_s
-        swing = 25 * np.sin(phase)
-        pose = {"hip_L": _rv(X, -swing), "hip_R": _rv(X, swing),
-                "knee_L": _rv(X, max(0.0, 35 * np.sin(phase + 1.2))),
-                "knee_R": _rv(X, max(0.0, 35 * np.sin(phase + 1.2 + np.pi))),
-                "shoulder_L": _rv(X, swing) + _rv(Z, 8), "shoulder_R": _rv(X, -swing) + _rv(Z, -8),
-                "elbow_L": _rv(X, -15), "elbow_R": _rv(X, -15)}
-        return pose, np.array([0.4 * time_s, 0.0, 0.0])  # walks sideways across the frame
-    raise ValueError(f"unknown motion {motion!r}; known: {', '.join(MOTIONS)}")
-
 
 def make_sequence(n_frames: int, motion: str = "wave", *, fps: float = 30.0, seed: int = 0,
-                  height_m: float = 1.75, width: int = 384, height: int = 512) -> list[Render]:
-    """Frames of one person moving with a known motion, seen by one fixed camera."""
-    skeleton = Skeleton.for_height(height_m)
-    poses = [sequence_pose(motion, i / fps) for i in range(n_frames)]
-    # frame the camera on the whole motion so nobody leaves the picture
-    all_joints = np.concatenate([skeleton.pose(p, root_translation=t).positions for p, t in poses])
-    bbox_pose = skeleton.pose({})
-    bbox_pose.positions = all_joints
-    camera = frame_camera(bbox_pose, width, height, fill=0.8)
+                  height_m: float = 1.75, width: int = 384, height: int = 512, yaw_deg: float = 0.0,
+                  outfit: str = "trousers") -> list[Render]:
+    """Frames of one person moving with a known motion (MOTIONS), seen by one fixed camera.
+
+    Each frame's truth: joints3d_camera, joint_rotations_camera, and meta (motion, frame, fps);
+    make_motion() gives the same truth as arrays without rendering."""
+    track = make_motion(n_frames, motion, fps=fps, height_m=height_m, width=width, height=height,
+                        yaw_deg=yaw_deg)
     frames = []
-    for i, (rotations, translation) in enumerate(poses):
-        posed = skeleton.pose(rotations, root_translation=translation)
-        frame = render(posed, width, height, camera=camera)
-        frame.meta.update(motion=motion, frame=i, fps=fps, seed=seed)
+    for i in range(n_frames):
+        frame = render(track.posed(i), width, height, camera=track.camera, outfit=outfit)
+        frame.meta.update(motion=motion, frame=i, fps=fps, seed=seed, time_s=i / fps)
         frames.append(frame)
     return frames

@@ -26,7 +26,7 @@ def seg_class_ids() -> dict[str, int]:
 
 
 # linear-RGB base colours; "shirt" is striped by the renderer
-MATERIALS = {"skin": 0, "shirt": 1, "trousers": 2, "shoes": 3, "belt": 4, "hair": 5}
+MATERIALS = {"skin": 0, "shirt": 1, "trousers": 2, "shoes": 3, "belt": 4, "hair": 5, "socks": 6}
 MATERIAL_COLOURS = np.array([
     (0.62, 0.42, 0.31),   # skin
     (0.08, 0.20, 0.50),   # shirt (dark stripe; the light stripe is computed)
@@ -34,7 +34,12 @@ MATERIAL_COLOURS = np.array([
     (0.04, 0.04, 0.04),   # shoes
     (0.30, 0.14, 0.05),   # belt
     (0.07, 0.045, 0.03),  # hair
+    (0.70, 0.70, 0.66),   # socks
 ], dtype=np.float32)
+
+# "trousers": long trousers (the legs are Lower_Clothing); "shorts": bare thighs and shins
+# (Left_Upper_Leg, Left_Lower_Leg ...) under shorts, with socks (Left_Sock ...)
+OUTFITS = ("trousers", "shorts")
 
 
 @dataclass
@@ -162,14 +167,21 @@ class _Builder:
         self.materials.append(np.broadcast_to(materials, len(faces)).astype(np.uint8))
         self.parts.append(np.full(len(faces), len(self.part_names) - 1, np.uint16))
 
+    def tube(self, name, points, rx, rz, hint, labels, materials, radius):
+        """A lofted part along `points` (see loft), added with one class and material."""
+        v, f, _ = loft(points, rx, rz, hint)
+        self.add(name, v, f, labels, materials, radius)
+
     def mesh(self) -> BodyMesh:
         return BodyMesh(np.concatenate(self.verts).astype(np.float64), np.concatenate(self.faces),
                         np.concatenate(self.labels), np.concatenate(self.materials),
                         np.concatenate(self.parts), self.part_names, self.part_radius)
 
 
-def build_body(posed: PosedSkeleton) -> BodyMesh:
-    """The mannequin around a posed skeleton (body frame, metres)."""
+def build_body(posed: PosedSkeleton, outfit: str = "trousers") -> BodyMesh:
+    """The mannequin around a posed skeleton (body frame, metres), dressed in `outfit` (OUTFITS)."""
+    if outfit not in OUTFITS:
+        raise ValueError(f"unknown outfit {outfit!r}; known: {', '.join(OUTFITS)}")
     h = posed.skeleton.height
     J, R = posed.__getitem__, lambda n: posed.rotations[posed.skeleton.index(n)]
     b = _Builder()
@@ -214,14 +226,14 @@ def build_body(posed: PosedSkeleton) -> BodyMesh:
         out = R(f"shoulder_{side}") @ np.array([1.0, 0, 0])
         # upper arm with a short sleeve over its top half
         start = J(f"shoulder_{side}") - 0.02 * h * (J(f"elbow_{side}") - J(f"shoulder_{side}")) / 0.186 / h
-        v, f, t = loft([start, J(f"elbow_{side}")], [0.029 * h, 0.024 * h], [0.030 * h, 0.024 * h], out)
-        b.add(f"upper_arm_{side}", v, f, c[f"{side_name}_Upper_Arm"], M["skin"], 0.027 * h)
+        b.tube(f"upper_arm_{side}", [start, J(f"elbow_{side}")], [0.029 * h, 0.024 * h], [0.030 * h, 0.024 * h],
+               out, c[f"{side_name}_Upper_Arm"], M["skin"], 0.027 * h)
         sleeve_end = start + 0.5 * (J(f"elbow_{side}") - start)
-        v, f, _ = loft([start, sleeve_end], [0.034 * h, 0.031 * h], [0.035 * h, 0.031 * h], out)
-        b.add(f"sleeve_{side}", v, f, c["Upper_Clothing"], M["shirt"], 0.033 * h)
-        v, f, _ = loft([J(f"elbow_{side}"), J(f"wrist_{side}")], [0.023 * h, 0.016 * h], [0.024 * h, 0.018 * h],
-                       R(f"elbow_{side}") @ np.array([1.0, 0, 0]))
-        b.add(f"forearm_{side}", v, f, c[f"{side_name}_Lower_Arm"], M["skin"], 0.02 * h)
+        b.tube(f"sleeve_{side}", [start, sleeve_end], [0.034 * h, 0.031 * h], [0.035 * h, 0.031 * h], out,
+               c["Upper_Clothing"], M["shirt"], 0.033 * h)
+        b.tube(f"forearm_{side}", [J(f"elbow_{side}"), J(f"wrist_{side}")], [0.023 * h, 0.016 * h],
+               [0.024 * h, 0.018 * h], R(f"elbow_{side}") @ np.array([1.0, 0, 0]), c[f"{side_name}_Lower_Arm"],
+               M["skin"], 0.02 * h)
         # palm and fingers
         knuckle_mid = 0.5 * (J(f"forefinger0_{side}") + J(f"pinky_finger0_{side}"))
         palm_c = 0.5 * (J(f"wrist_{side}") + knuckle_mid)
@@ -235,13 +247,26 @@ def build_body(posed: PosedSkeleton) -> BodyMesh:
             v, f, _ = loft(pts, [r0, r0 * 0.95, r0 * 0.9, r0 * 0.75], [r0, r0 * 0.95, r0 * 0.9, r0 * 0.75],
                            Rw @ np.array([1.0, 0, 0]), rings_per_segment=3, cap_rings=4)
             b.add(f"{finger}_{side}", v, f, c[f"{side_name}_Hand"], M["skin"], r0)
-        # legs in trousers, shoes
-        v, f, _ = loft([J(f"hip_{side}") + np.array([0, 0.02 * h, 0]), J(f"knee_{side}")], [0.05 * h, 0.034 * h],
-                       [0.05 * h, 0.035 * h], R(f"hip_{side}") @ np.array([1.0, 0, 0]))
-        b.add(f"thigh_{side}", v, f, c["Lower_Clothing"], M["trousers"], 0.042 * h)
-        v, f, _ = loft([J(f"knee_{side}"), J(f"ankle_{side}")], [0.034 * h, 0.022 * h], [0.035 * h, 0.024 * h],
-                       R(f"knee_{side}") @ np.array([1.0, 0, 0]))
-        b.add(f"shin_{side}", v, f, c["Lower_Clothing"], M["trousers"], 0.028 * h)
+        # legs in trousers (or bare under shorts, with socks), shoes
+        thigh_top = J(f"hip_{side}") + np.array([0, 0.02 * h, 0])
+        thigh_hint, shin_hint = R(f"hip_{side}") @ np.array([1.0, 0, 0]), R(f"knee_{side}") @ np.array([1.0, 0, 0])
+        hip, knee, ankle = J(f"hip_{side}"), J(f"knee_{side}"), J(f"ankle_{side}")
+        # bare legs are a little slimmer than trouser legs
+        leg_scale, leg_classes, leg_material = (
+            (1.0, (c["Lower_Clothing"],) * 2, M["trousers"]) if outfit == "trousers"
+            else (0.93, (c[f"{side_name}_Upper_Leg"], c[f"{side_name}_Lower_Leg"]), M["skin"]))
+        g = leg_scale * h
+        b.tube(f"thigh_{side}", [thigh_top, knee], [0.05 * g, 0.034 * g], [0.05 * g, 0.035 * g], thigh_hint,
+               leg_classes[0], leg_material, 0.042 * g)
+        b.tube(f"shin_{side}", [knee, ankle], [0.034 * g, 0.022 * g], [0.035 * g, 0.024 * g], shin_hint,
+               leg_classes[1], leg_material, 0.028 * g)
+        if outfit == "shorts":
+            shin = ankle - knee
+            b.tube(f"shorts_{side}", [thigh_top, thigh_top + 0.45 * (knee - thigh_top)], [0.053 * h, 0.047 * h],
+                   [0.053 * h, 0.047 * h], thigh_hint, c["Lower_Clothing"], M["trousers"], 0.05 * h)
+            b.tube(f"sock_{side}", [knee + 0.72 * shin, ankle + 0.01 * shin / np.linalg.norm(shin)],
+                   [0.025 * h, 0.0235 * h], [0.027 * h, 0.0255 * h], shin_hint, c[f"{side_name}_Sock"],
+                   M["socks"], 0.025 * h)
         heel, toe = J(f"heel_{side}"), J(f"toe_{side}")
         up = R(f"ankle_{side}") @ np.array([0, 1.0, 0])
         mid = 0.5 * (heel + toe) + 0.012 * h * up

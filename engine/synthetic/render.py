@@ -57,6 +57,10 @@ class Render:
     height_m: float
     camera: Camera
     meta: dict = field(default_factory=dict)
+    # the pose behind the picture: each joint's rotation from the rest pose in camera axes
+    # (child - parent = R[parent] @ (rest child - rest parent)), and the posed skeleton itself
+    joint_rotations_camera: dict[str, np.ndarray] = field(default_factory=dict)
+    posed: PosedSkeleton | None = None
 
 
 def frame_camera(posed: PosedSkeleton, width: int, height: int, *, fill: float = 0.86,
@@ -125,11 +129,11 @@ def keypoint_sources(posed: PosedSkeleton) -> dict[str, tuple[np.ndarray, str]]:
 
 
 def render(posed: PosedSkeleton, width: int = 768, height: int = 1024, *, yaw_deg: float = 0.0,
-           camera: Camera | None = None, body: BodyMesh | None = None) -> Render:
+           camera: Camera | None = None, body: BodyMesh | None = None, outfit: str = "trousers") -> Render:
     """Ray-cast the mannequin; every output is exact for the returned mesh."""
     import open3d as o3d
 
-    body = body or build_body(posed)
+    body = body or build_body(posed, outfit)
     camera = camera or frame_camera(posed, width, height, yaw_deg=yaw_deg)
     verts_cam = camera.to_camera(body.vertices)
     mesh = trimesh.Trimesh(verts_cam, body.faces, process=False)
@@ -177,13 +181,21 @@ def render(posed: PosedSkeleton, width: int = 768, height: int = 1024, *, yaw_de
     image[hit] = np.round(linear_to_srgb(colour * shading[:, None]) * 255).astype(np.uint8)
 
     joints_cam = {name: camera.to_camera(p[None])[0] for name, p in posed.as_dict().items()}
+    Rc = camera.body_to_camera[:3, :3]
+    rotations_cam = dict(zip(posed.skeleton.names, np.einsum("ab,jbc,dc->jad", Rc, posed.rotations, Rc)))
     keypoints = _keypoints(posed, body, camera, scene)
     return Render(
         image=image.reshape(H, W, 3), pointmap=pointmap.reshape(H, W, 3), normal=normal.reshape(H, W, 3),
         albedo=albedo.reshape(H, W, 3), seg=seg.reshape(H, W), mask=hit.reshape(H, W),
         keypoints=keypoints, K=camera.K.copy(), joints3d_camera=joints_cam, mesh=mesh,
         face_labels=body.face_labels.copy(), height_m=posed.skeleton.height, camera=camera,
+        joint_rotations_camera=rotations_cam, posed=posed,
     )
+
+
+# face landmarks sit on the surface (ears under the hair cap), so the surface in front of them
+# may only be this close; joints sit inside their part and get its radius as slack
+_SURFACE_SLACK_M = {"nose": 0.02, "left_eye": 0.02, "right_eye": 0.02, "left_ear": 0.05, "right_ear": 0.05}
 
 
 def _keypoints(posed: PosedSkeleton, body: BodyMesh, camera: Camera, scene) -> np.ndarray:
@@ -196,12 +208,14 @@ def _keypoints(posed: PosedSkeleton, body: BodyMesh, camera: Camera, scene) -> n
     todo = [(index[name], point, part) for name, (point, part) in sources.items() if name in index]
     ids = np.array([i for i, _, _ in todo])
     pts = camera.to_camera(np.array([p for _, p, _ in todo]))
+    kp_names = [names[i] for i in ids]
     xy = camera.project(pts)
     # visible when the first surface on the way to the point is no further than the part's own
     # radius in front of it (joints sit inside limbs, landmarks on the surface)
     rays = np.concatenate([np.zeros_like(pts), pts / pts[:, 2:3]], axis=1).astype(np.float32)
     first = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()
-    slack = np.array([1.6 * body.part_radius.get(part, 0.02) + 0.01 for _, _, part in todo])
+    slack = np.array([_SURFACE_SLACK_M.get(name, 1.6 * body.part_radius.get(part, 0.02) + 0.01)
+                      for name, (_, _, part) in zip(kp_names, todo)])
     visible = first >= pts[:, 2] - slack
     inside = (xy[:, 0] >= 0) & (xy[:, 0] < camera.width) & (xy[:, 1] >= 0) & (xy[:, 1] < camera.height)
     kp[ids, :2] = xy
