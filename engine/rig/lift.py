@@ -106,11 +106,14 @@ def _window_depth(z: np.ndarray, seg: np.ndarray, allowed: np.ndarray, kp: np.nd
 
 
 def _half_widths(z: np.ndarray, seg: np.ndarray, allowed: np.ndarray, centre: np.ndarray,
-                 axis_dir: np.ndarray, z0: np.ndarray, f: float) -> np.ndarray:
+                 axis_dir: np.ndarray, z0: np.ndarray, f: float,
+                 mirror_kp: np.ndarray | None = None, own_kp: np.ndarray | None = None) -> np.ndarray:
     """Half-width in pixels of each limb across its axis, walking from centre both ways.
 
     A walk stops off the joint's labels, off the person, or where the depth steps back further
-    than the limb's own surface can (behind a limb lies another body part, not the limb)."""
+    than the limb's own surface can (behind a limb lies another body part, not the limb).
+    Mirror limbs under one label (trousers, a dress) touch without a depth step, so a walk also
+    stops at the bisector between the joint's keypoint and its mirror's (mirror_kp NaN: none)."""
     normal = np.stack([-axis_dir[:, 1], axis_dir[:, 0]], 1)
     steps = np.arange(1, MAX_WALK_PX + 1, dtype=np.float64)
     halves = []
@@ -122,6 +125,11 @@ def _half_widths(z: np.ndarray, seg: np.ndarray, allowed: np.ndarray, centre: np
         # the limb's surface recedes at most by its radius (~ s z / f at s pixels out)
         limit = 1.5 * steps[None, :] * z0[:, None] / f + 0.02
         ok &= np.abs(zs - z0[:, None]) < limit
+        if mirror_kp is not None:
+            towards = mirror_kp - own_kp                                           # J x 2
+            mid = 0.5 * (mirror_kp + own_kp)
+            beyond = np.einsum("jsk,jk->js", xy - mid[:, None, :], towards) > 0
+            ok &= ~np.where(np.isfinite(towards).all(1)[:, None], beyond, False)
         first_bad = np.where(ok.all(1), MAX_WALK_PX, np.argmin(ok, axis=1))
         halves.append(first_bad.astype(np.float64) + 0.5)
     return 0.5 * (halves[0] + halves[1])
@@ -181,9 +189,14 @@ def lift_joints(keypoints: np.ndarray, pointmap: np.ndarray, seg: np.ndarray | N
     z0, _, _ = _window_depth(z, seg, allowed, kp, np.full(J, 2.0))
     zm0, _, _ = _window_depth(z, seg, allowed, measure_at, np.full(J, 2.0))
     zm0 = np.where(np.isfinite(zm0), zm0, z0)
-    half_px = _half_widths(z, seg, allowed, measure_at, axis_dir, np.nan_to_num(zm0, nan=1.0), f)
-    win = np.clip(0.35 * _half_widths(z, seg, allowed, kp, axis_dir, np.nan_to_num(z0, nan=1.0), f),
-                  1.0, 8.0)
+    mirror = np.array([idx.get(mirror_name(n), -1) for n in names])
+    paired = (mirror >= 0) & (mirror != np.arange(J))
+    paired[paired] &= has_2d[mirror[paired]] & has_2d[paired]
+    mirror_kp = np.where(paired[:, None], kp[np.maximum(mirror, 0)], np.nan)
+    half_px = _half_widths(z, seg, allowed, measure_at, axis_dir, np.nan_to_num(zm0, nan=1.0), f,
+                           mirror_kp, kp)
+    win = np.clip(0.35 * _half_widths(z, seg, allowed, kp, axis_dir, np.nan_to_num(z0, nan=1.0), f,
+                                      mirror_kp, kp), 1.0, 8.0)
     zs, share, majority = _window_depth(z, seg, allowed, kp, win)
     visible = has_2d & (score >= min_score) & np.isfinite(zs) & (share >= 0.3) \
         & allowed[np.arange(J), majority]
