@@ -206,6 +206,9 @@ def test_shorts_bare_the_legs_and_stay_exact():
         assert ids[name] in present, name
     distance = _scene(person.mesh).compute_distance(o3d.core.Tensor(person.pointmap[person.mask])).numpy()
     assert distance.max() < 1e-5
+    shorts = person.albedo[person.seg == ids["Lower_Clothing"]]
+    colours, counts = np.unique(shorts.round(3), axis=0, return_counts=True)
+    assert len(colours) == 2 and counts.min() > 0.2 * counts.sum()  # the checker
     with pytest.raises(ValueError, match="outfit"):
         make_person(4, outfit="kilt", width=32, height=32)
 

@@ -26,7 +26,7 @@ def seg_class_ids() -> dict[str, int]:
 
 
 # linear-RGB base colours; "shirt" is striped by the renderer
-MATERIALS = {"skin": 0, "shirt": 1, "trousers": 2, "shoes": 3, "belt": 4, "hair": 5, "socks": 6}
+MATERIALS = {"skin": 0, "shirt": 1, "trousers": 2, "shoes": 3, "belt": 4, "hair": 5, "socks": 6, "shorts": 7}
 MATERIAL_COLOURS = np.array([
     (0.62, 0.42, 0.31),   # skin
     (0.08, 0.20, 0.50),   # shirt (dark stripe; the light stripe is computed)
@@ -35,6 +35,7 @@ MATERIAL_COLOURS = np.array([
     (0.30, 0.14, 0.05),   # belt
     (0.07, 0.045, 0.03),  # hair
     (0.70, 0.70, 0.66),   # socks
+    (0.45, 0.08, 0.06),   # shorts (red squares; the checker's other squares are computed)
 ], dtype=np.float32)
 
 # "trousers": long trousers (the legs are Lower_Clothing); "shorts": bare thighs and shins
@@ -204,7 +205,8 @@ def build_body(posed: PosedSkeleton, outfit: str = "trousers") -> BodyMesh:
                    radial=torso_detail)
     labels = np.where(t < waist_t - 0.03, c["Lower_Clothing"],
                       np.where(t < waist_t + 0.03, c["Apparel"], c["Upper_Clothing"]))
-    mats = np.where(t < waist_t - 0.03, M["trousers"], np.where(t < waist_t + 0.03, M["belt"], M["shirt"]))
+    lower_material = M["trousers"] if outfit == "trousers" else M["shorts"]
+    mats = np.where(t < waist_t - 0.03, lower_material, np.where(t < waist_t + 0.03, M["belt"], M["shirt"]))
     b.add("torso", v, f, labels, mats, 0.06 * h)
 
     # neck and head (+ nose, hair cap)
@@ -263,7 +265,7 @@ def build_body(posed: PosedSkeleton, outfit: str = "trousers") -> BodyMesh:
         if outfit == "shorts":
             shin = ankle - knee
             b.tube(f"shorts_{side}", [thigh_top, thigh_top + 0.45 * (knee - thigh_top)], [0.053 * h, 0.047 * h],
-                   [0.053 * h, 0.047 * h], thigh_hint, c["Lower_Clothing"], M["trousers"], 0.05 * h)
+                   [0.053 * h, 0.047 * h], thigh_hint, c["Lower_Clothing"], M["shorts"], 0.05 * h)
             b.tube(f"sock_{side}", [knee + 0.72 * shin, ankle + 0.01 * shin / np.linalg.norm(shin)],
                    [0.025 * h, 0.0235 * h], [0.027 * h, 0.0255 * h], shin_hint, c[f"{side_name}_Sock"],
                    M["socks"], 0.025 * h)
@@ -274,6 +276,13 @@ def build_body(posed: PosedSkeleton, outfit: str = "trousers") -> BodyMesh:
                        [0.026 * h, 0.03 * h, 0.016 * h], R(f"ankle_{side}") @ np.array([1.0, 0, 0]))
         b.add(f"shoe_{side}", v, f, c[f"{side_name}_Shoe"], M["shoes"], 0.025 * h)
     return b.mesh()
+
+
+def shorts_checker(points_body: np.ndarray, height: float) -> np.ndarray:
+    """1 on the light squares of the shorts' checker (3-D cells 2.5 % of the height wide, so the
+    pattern runs across the legs' seams and shows any texture misregistration in two directions)."""
+    cells = np.floor(points_body / (0.025 * height)).astype(np.int64)
+    return (cells.sum(axis=1) % 2 == 0).astype(np.float32)
 
 
 def shirt_stripes(points_body: np.ndarray, height: float) -> np.ndarray:

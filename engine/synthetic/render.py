@@ -14,7 +14,7 @@ import numpy as np
 import trimesh
 
 from engine.paths import asset
-from engine.synthetic.body import MATERIAL_COLOURS, MATERIALS, BodyMesh, build_body, shirt_stripes
+from engine.synthetic.body import MATERIAL_COLOURS, MATERIALS, BodyMesh, build_body, shirt_stripes, shorts_checker
 from engine.synthetic.skeleton import PosedSkeleton
 
 # body frame (x left, y up, z front) -> camera frame (x right, y down, z forward) for a person
@@ -172,6 +172,9 @@ def render(posed: PosedSkeleton, width: int = 768, height: int = 1024, *, yaw_de
     points_body = (points - camera.body_to_camera[:3, 3]) @ camera.body_to_camera[:3, :3]
     light = shirt_stripes(points_body[shirt], posed.skeleton.height)
     colour[shirt] = np.where(light[:, None] > 0, np.float32([0.78, 0.76, 0.70]), colour[shirt])
+    shorts = body.face_materials[f] == MATERIALS["shorts"]
+    light = shorts_checker(points_body[shorts], posed.skeleton.height)
+    colour[shorts] = np.where(light[:, None] > 0, np.float32([0.75, 0.72, 0.62]), colour[shorts])
     albedo[hit] = colour
 
     shading = 0.35 + 0.65 * np.clip(n @ -LIGHT_DIR_CAMERA, 0.0, None)
