@@ -129,11 +129,12 @@ def keypoint_sources(posed: PosedSkeleton) -> dict[str, tuple[np.ndarray, str]]:
 
 
 def render(posed: PosedSkeleton, width: int = 768, height: int = 1024, *, yaw_deg: float = 0.0,
-           camera: Camera | None = None, body: BodyMesh | None = None, outfit: str = "trousers") -> Render:
+           camera: Camera | None = None, body: BodyMesh | None = None, outfit: str = "trousers",
+           detail: bool = True) -> Render:
     """Ray-cast the mannequin; every output is exact for the returned mesh."""
     import open3d as o3d
 
-    body = body or build_body(posed, outfit)
+    body = body or build_body(posed, outfit, detail)
     camera = camera or frame_camera(posed, width, height, yaw_deg=yaw_deg)
     verts_cam = camera.to_camera(body.vertices)
     mesh = trimesh.Trimesh(verts_cam, body.faces, process=False)
@@ -201,6 +202,21 @@ def render(posed: PosedSkeleton, width: int = 768, height: int = 1024, *, yaw_de
 _SURFACE_SLACK_M = {"nose": 0.02, "left_eye": 0.02, "right_eye": 0.02, "left_ear": 0.05, "right_ear": 0.05}
 
 
+_ARM_PARTS = ("upper_arm", "sleeve", "forearm", "palm", "thumb", "forefinger", "middle_finger", "ring_finger",
+              "pinky_finger")
+_LEG_PARTS = ("thigh", "shin", "shorts", "sock", "shoe")
+
+
+def _limb(part: str) -> str | None:
+    """'arm_L' / 'leg_R' for the parts of a limb, None for the trunk and head."""
+    base, _, side = part.rpartition("_")
+    if base in _ARM_PARTS:
+        return f"arm_{side}"
+    if base in _LEG_PARTS:
+        return f"leg_{side}"
+    return None
+
+
 def _keypoints(posed: PosedSkeleton, body: BodyMesh, camera: Camera, scene) -> np.ndarray:
     """308 x (x, y, score): 1 visible, 0.3 inside the image but hidden, 0 undefined or outside."""
     import open3d as o3d
@@ -214,12 +230,19 @@ def _keypoints(posed: PosedSkeleton, body: BodyMesh, camera: Camera, scene) -> n
     kp_names = [names[i] for i in ids]
     xy = camera.project(pts)
     # visible when the first surface on the way to the point is no further than the part's own
-    # radius in front of it (joints sit inside limbs, landmarks on the surface)
+    # radius in front of it (joints sit inside limbs, landmarks on the surface), or when that
+    # surface is the joint's own limb: an elbow seen through its forearm pointing at the camera
+    # is visible, as annotators (and Sapiens) would have it
     rays = np.concatenate([np.zeros_like(pts), pts / pts[:, 2:3]], axis=1).astype(np.float32)
-    first = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()
+    cast = scene.cast_rays(o3d.core.Tensor(rays))
+    first = cast["t_hit"].numpy()
+    hit_face = cast["primitive_ids"].numpy().astype(np.int64)
+    hit_limb = np.array([_limb(body.part_names[body.face_parts[f]]) if np.isfinite(t) else None
+                         for f, t in zip(hit_face, first)], dtype=object)
+    own_limb = np.array([_limb(part) for _, _, part in todo], dtype=object)
     slack = np.array([_SURFACE_SLACK_M.get(name, 1.6 * body.part_radius.get(part, 0.02) + 0.01)
                       for name, (_, _, part) in zip(kp_names, todo)])
-    visible = first >= pts[:, 2] - slack
+    visible = (first >= pts[:, 2] - slack) | ((own_limb != None) & (hit_limb == own_limb))  # noqa: E711
     inside = (xy[:, 0] >= 0) & (xy[:, 0] < camera.width) & (xy[:, 1] >= 0) & (xy[:, 1] < camera.height)
     kp[ids, :2] = xy
     kp[ids, 2] = np.where(inside, np.where(visible, 1.0, 0.3), 0.0)
