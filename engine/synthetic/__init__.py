@@ -31,18 +31,20 @@ __all__ = ["Render", "Camera", "Skeleton", "BodyMesh", "MotionTrack", "make_pers
 
 
 def make_person(seed: int = 0, *, pose: str | dict | None = None, height_m: float | None = None,
-                width: int = 768, height: int = 1024, yaw_deg: float = 0.0, outfit: str = "trousers") -> Render:
+                width: int = 768, height: int = 1024, yaw_deg: float = 0.0, outfit: str = "trousers",
+                detail: bool = True) -> Render:
     """One synthetic person. pose: a name from POSES, a rotation dict (joint -> rotation vector),
     or None for a random pose seeded by `seed`; height_m: None draws 1.6-1.9 m from the seed;
     yaw_deg turns the person about the vertical (90: their right side toward the camera);
-    outfit: one of OUTFITS ("trousers", or "shorts" with bare legs and socks)."""
+    outfit: one of OUTFITS ("trousers", or "shorts" with bare legs and socks); detail=False: no
+    shirt folds or belt ridge (a smooth body)."""
     rng = np.random.default_rng(seed)
     height_m = float(height_m if height_m is not None else rng.uniform(1.6, 1.9))
     rotations = random_pose(seed) if pose is None else named_pose(pose) if isinstance(pose, str) else pose
     posed = Skeleton.for_height(height_m).pose(rotations)
-    person = render(posed, width, height, yaw_deg=yaw_deg, outfit=outfit)
+    person = render(posed, width, height, yaw_deg=yaw_deg, outfit=outfit, detail=detail)
     person.meta.update(seed=seed, pose=pose if isinstance(pose, str) else ("random" if pose is None else "custom"),
-                       yaw_deg=yaw_deg, outfit=outfit)
+                       yaw_deg=yaw_deg, outfit=outfit, detail=detail)
     return person
 
 

@@ -179,8 +179,10 @@ class _Builder:
                         np.concatenate(self.parts), self.part_names, self.part_radius)
 
 
-def build_body(posed: PosedSkeleton, outfit: str = "trousers") -> BodyMesh:
-    """The mannequin around a posed skeleton (body frame, metres), dressed in `outfit` (OUTFITS)."""
+def build_body(posed: PosedSkeleton, outfit: str = "trousers", detail: bool = True) -> BodyMesh:
+    """The mannequin around a posed skeleton (body frame, metres), dressed in `outfit` (OUTFITS).
+    detail=False leaves out the shirt folds and the belt ridge: a smooth body whose normals a
+    pointmap fully explains."""
     if outfit not in OUTFITS:
         raise ValueError(f"unknown outfit {outfit!r}; known: {', '.join(OUTFITS)}")
     h = posed.skeleton.height
@@ -202,7 +204,7 @@ def build_body(posed: PosedSkeleton, outfit: str = "trousers") -> BodyMesh:
         return folds * belt
 
     v, f, t = loft(torso_pts, rx, rz, R("chest") @ np.array([1.0, 0, 0]), rings_per_segment=10,
-                   radial=torso_detail)
+                   radial=torso_detail if detail else None)
     labels = np.where(t < waist_t - 0.03, c["Lower_Clothing"],
                       np.where(t < waist_t + 0.03, c["Apparel"], c["Upper_Clothing"]))
     lower_material = M["trousers"] if outfit == "trousers" else M["shorts"]
