@@ -25,6 +25,12 @@ STATUS_NAMES = {LIFTED: "lifted", FILLED_RAY: "filled_from_ray", FILLED_GUESS: "
 
 MIN_SCORE = 0.5          # keypoints below this are treated as hidden (Sapiens scores hidden ones low)
 MAX_WALK_PX = 160        # longest half-width searched across a limb, pixels
+# limb joints checked against their parent, parents' level first (shoulders and hips come from the torso)
+LIMB_LEVELS = (("elbow", "knee"), ("wrist", "ankle"))
+BONE_TOLERANCE = 0.15    # relative bone-length error beyond which a lifted depth is not believed
+TYPICAL_TOLERANCE = 0.2  # relative difference from the typical bone length still believed
+SURFACE_MARGIN = 0.01    # metres a corrected centre may lie in front of the surface (pointmap noise)
+CORRECTED_CONFIDENCE = 0.6
 TYPICAL_RADIUS = {       # limb radius at the joint as a fraction of height, for missing widths
     "shoulder": 0.028, "elbow": 0.022, "wrist": 0.017, "hip": 0.045, "knee": 0.03, "ankle": 0.02,
     "big_toe": 0.012, "small_toe": 0.01, "heel": 0.02, "neck": 0.033, "finger": 0.005,
@@ -229,9 +235,61 @@ def lift_joints(keypoints: np.ndarray, pointmap: np.ndarray, seg: np.ndarray | N
 
     status = np.full(J, LIFTED, np.int8)
     confidence = np.where(visible, np.clip(score, 0, 1) * np.clip(share / 0.6, 0, 1), 0.0)
+    _correct_limb_depths(positions, status, confidence, visible, surface, ray_unit, parent, typical,
+                         height, idx)
     _fill_hidden(positions, status, confidence, visible, has_2d, ray_unit, surface, parent, typical,
                  height, names, idx, score)
     return Joints3D(names, positions, confidence.astype(np.float32), status, height, radius)
+
+
+def _correct_limb_depths(positions, status, confidence, visible, surface, ray_unit, parent, typical,
+                         height, idx) -> None:
+    """Put limb joints whose lifted depth breaks their bone length back on the bone-length sphere.
+
+    A limb pointing toward the camera hides its own joint: the elbow's pixel shows the forearm
+    (the wrist's the hand, the ankle's the foot), which lies in front of the joint, so the lifted
+    centre comes out too close and the bone to the parent too long or too short. Going down each
+    limb (elbows and knees from the shoulders and hips, then wrists and ankles), a bone whose
+    length is off the expected one by more than BONE_TOLERANCE moves its child along the
+    keypoint ray to where the parent's sphere meets it, on the root nearest the lifted depth and
+    never in front of the surface seen there (the centre is inside the body). The expected length
+    is the mirror bone's when both sides agree or the other side is the plausible one, else the
+    typical share of the body height. In place; corrected joints get FILLED_RAY and less confidence."""
+    for level in LIMB_LEVELS:
+        js = np.array([idx[f"{base}_{side}"] for base in level for side in "LR"])
+        ps = parent[js]
+        mirror = np.arange(len(js)) ^ 1                   # L, R alternate within a level
+        ok = visible[js] & visible[ps]
+        length = np.linalg.norm(positions[js] - positions[ps], axis=1)
+        length = np.where(ok, length, np.nan)
+        typical_len = typical[js] * height
+        other = length[mirror]
+        # the expected length: both sides when they agree, else the side nearer the typical length,
+        # unless that too is far from typical (people differ from the table by ~10%, not 20%)
+        agree = np.abs(length - other) <= BONE_TOLERANCE * typical_len
+        own_closer = np.abs(np.log(length / typical_len)) <= np.abs(np.log(other / typical_len))
+        expected = np.where(agree, 0.5 * (length + other), np.where(own_closer, length, other))
+        plausible = np.abs(expected / typical_len - 1.0) <= TYPICAL_TOLERANCE
+        expected = np.where(np.isfinite(expected) & plausible, expected, typical_len)
+        wrong = ok & (np.abs(length / expected - 1.0) > BONE_TOLERANCE)
+        for k in np.flatnonzero(wrong):   # at most four joints: tiny scalar work
+            j, p = js[k], ps[k]
+            d, P = ray_unit[j], positions[p]
+            t_surface = float(np.linalg.norm(surface[j]))
+            t_lift = float(d @ positions[j])
+            dp = float(d @ P)
+            disc = dp * dp - (float(P @ P) - expected[k] ** 2)
+            if disc < 0:             # the bone cannot reach the ray: the ray's point nearest the parent
+                t = max(dp, t_surface)
+            else:
+                roots = np.array([dp - np.sqrt(disc), dp + np.sqrt(disc)])
+                roots = roots[roots >= t_surface - SURFACE_MARGIN]
+                if len(roots) == 0:
+                    continue
+                t = float(roots[np.argmin(np.abs(roots - t_lift))])
+            positions[j] = d * t
+            status[j] = FILLED_RAY
+            confidence[j] *= CORRECTED_CONFIDENCE
 
 
 def _fill_hidden(positions, status, confidence, visible, has_2d, ray_unit, surface, parent, typical,
