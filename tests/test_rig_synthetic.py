@@ -11,10 +11,11 @@ from engine.synthetic import degrade, make_person
 
 METRIC_JOINTS = [f"{j}_{s}" for j in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle") for s in "LR"] + ["neck"]
 CASES = [(0, "apose"), (1, "bent"), (2, "step"), (3, "arms_forward"), (4, None), (5, None), (6, None), (7, None)]
-# bounds from measurement (384 x 512 renders): mean over the cases 2.1 cm exact, 3.2 cm degraded
-# (3.2 / 3.8 before lift.py stopped width walks at the mirror limb's bisector: hips were ~10 cm
-# deep). arms_forward and random seed 4 carry most of what is left: forearm-covered joints the
-# generator scores as hidden are filled from bone lengths, sometimes on the wrong depth root
+# bounds from measurement (384 x 512 renders): mean over the cases 1.29 cm exact, 2.62 cm degraded
+# since lift.py checks limb joints against their bone length (1.64 / 2.75 before: a forearm toward
+# the camera covers the elbow, lifted 10 cm too close in "bent"; 3.2 / 3.8 before width walks
+# stopped at the mirror limb's bisector). Left: wrists behind their own hand and ankles behind an
+# oblique shin lift 4-6 cm too close with bone lengths still plausible (seeds 2, 3, 6)
 EXACT_MEAN_BOUND_CM = 3.0
 DEGRADED_MEAN_BOUND_CM = 4.5
 # poses without self-occlusion (measured 0.4-1.1 cm)
