@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+from scipy import ndimage
 from scipy.sparse.linalg import cg
 
 from engine.geometry.grid_mesh import RTOL_HARD, downsample_maps, valid_pixels
@@ -46,6 +47,24 @@ from engine.geometry.grid_mesh import RTOL_HARD, downsample_maps, valid_pixels
 PRIOR_WEIGHT = 10.0
 SHARPNESS = 2.0  # BiNI's k
 COARSEST_PIXELS = 4_000
+# Normal trust (see trust_weights): |n . ray| below GRAZING[0] (~81 deg from the view ray) is
+# not integrated, full trust above GRAZING[1] (~66 deg); the silhouette / cut ring of EDGE_RING
+# pixels ramps in. Untrusted pixels may get an extra prior weight (PIN_WEIGHT for grazing
+# normals, EDGE_PIN_WEIGHT for the ring), in the units of one normal row facing the camera
+# (a = 1), ~1e5 x BiNI's lambda per pixel at 1152 px focal for 1.0. Measured on 5
+# engine.synthetic people and the 3 shared ones (exact and degraded maps): pinning (1.0 down to
+# 0.001) removes more of the fins on exact maps but loses the gain on degraded maps, where the
+# silhouette's prior is itself blurred centimetres off and the normals must move whole limbs off
+# the smooth prior error (shared person_103: 28.6 -> 33.2 mm with 0.001, -> 26.4 without). So
+# the untrusted rows are only switched off: the trusted interior's rows carry those pixels.
+GRAZING = (0.15, 0.4)
+EDGE_RING = 2.0
+PIN_WEIGHT = 0.0
+EDGE_PIN_WEIGHT = 0.0
+# Departure limit (see limit_departure): floor and multiple of the local typical departure.
+DEPARTURE_FLOOR_M = 0.003
+DEPARTURE_FACTOR = 3.0
+DEPARTURE_SPREAD_PX = 3.0
 
 Progress = Callable[[str, float, str], None] | None
 
@@ -70,9 +89,16 @@ def pixel_rays(K: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 class GridEnergy:
-    """The energy above on one pixel grid, with its Hessian in a fixed CSR pattern."""
+    """The energy above on one pixel grid, with its Hessian in a fixed CSR pattern.
 
-    def __init__(self, normal, valid, K, prior_log_depth, prior_weight, sharpness, cut=None):
+    `confidence` (per valid pixel, 0..1, default 1) scales the normal rows built from that
+    pixel's normal, and the prior weight grows to `prior_weight + pin_weight * (1 - confidence)`
+    (pin_weight in the rows' own units, see `trust_weights`): a pixel whose normal cannot be
+    integrated reliably keeps its prior depth instead of being dragged along a grazing tangent.
+    """
+
+    def __init__(self, normal, valid, K, prior_log_depth, prior_weight, sharpness, cut=None,
+                 confidence=None, pin=0.0):
         H, W = valid.shape
         self.valid = valid
         self.sharpness = sharpness
@@ -99,7 +125,9 @@ class GridEnergy:
         self.a = a
         self.b = (normals[:, 0] / K[0, 0], normals[:, 1] / K[1, 1])
         self.prior = prior_log_depth
-        self.prior_weight = prior_weight / (K[0, 0] * K[1, 1])
+        self.confidence = np.ones(self.n) if confidence is None else np.asarray(confidence, np.float64)
+        # Per-pixel prior weight: BiNI's lambda everywhere, plus the pin where confidence is low.
+        self.prior_weight = prior_weight / (K[0, 0] * K[1, 1]) + pin
 
         # CSR pattern: diagonal, then (i, j) and (j, i) for every edge of both axes.
         ei = np.concatenate([edges[0][0], edges[1][0]])
@@ -121,12 +149,13 @@ class GridEnergy:
         for axis in (0, 1):
             i, j = self.edges[axis]
             wf = self.w_forward[axis]
-            yield i, j, self.a[i], self.b[axis][i], wf[i]
-            yield i, j, self.a[j], self.b[axis][j], 1.0 - wf[j]
+            c = self.confidence
+            yield i, j, self.a[i], self.b[axis][i], wf[i] * c[i]
+            yield i, j, self.a[j], self.b[axis][j], (1.0 - wf[j]) * c[j]
 
     def system(self):
         n = self.n
-        diag = np.full(n, self.prior_weight)
+        diag = np.broadcast_to(self.prior_weight, (n,)).copy()
         rhs = self.prior_weight * self.prior
         off = np.zeros(self.n_edges)
         offset = 0
@@ -134,8 +163,8 @@ class GridEnergy:
             i, j = self.edges[axis]
             wf = self.w_forward[axis]
             # Row of pixel i toward j (forward) and row of pixel j toward i (backward).
-            c_f, r_f, w_f = self.a[i], self.b[axis][i], wf[i]
-            c_b, r_b, w_b = self.a[j], self.b[axis][j], 1.0 - wf[j]
+            c_f, r_f, w_f = self.a[i], self.b[axis][i], wf[i] * self.confidence[i]
+            c_b, r_b, w_b = self.a[j], self.b[axis][j], (1.0 - wf[j]) * self.confidence[j]
             h = w_f * c_f * c_f + w_b * c_b * c_b
             g = w_f * c_f * r_f + w_b * c_b * r_b
             diag += np.bincount(i, h, n) + np.bincount(j, h, n)
@@ -161,7 +190,7 @@ class GridEnergy:
                 self.w_forward[axis] = 1.0 / (1.0 + np.exp(-self.sharpness * (backward - forward)))
 
     def energy(self, t):
-        total = self.prior_weight * np.sum((t - self.prior) ** 2)
+        total = float(np.sum(self.prior_weight * (t - self.prior) ** 2))
         for i, j, c, r, w in self._terms():
             total += np.sum(w * (c * (t[j] - t[i]) + r) ** 2)
         return float(total)
@@ -207,6 +236,64 @@ def _prior_jumps(points: np.ndarray, rtol: float):
     return right, down
 
 
+def trust_weights(normal, valid, K, cut=None, *, grazing=GRAZING, ring=EDGE_RING):
+    """Per valid pixel, how far its normal can be trusted for integration: (facing, edge), each
+    0..1 in flat valid order; the rows use their product.
+
+    Two things make a normal row ill-conditioned: a grazing normal (the row's coefficient
+    a = n . ray is small, so the step it implies, -b / a, blows up: one degree of error moves the
+    neighbour centimetres), and the last pixels at the silhouette or along a cut edge, whose
+    normals face sideways and whose finite steps are far from the tangent-plane linearisation.
+    Trust ramps from 0 to 1 as |n . ray| / |ray| goes from grazing[0] to grazing[1], and as the
+    distance to the nearest invalid pixel or cut edge goes from 1 to 1 + ring pixels.
+    """
+    H, W = valid.shape
+    rays = pixel_rays(K, (H, W))[valid]
+    normals = normal[valid].astype(np.float64)
+    facing = np.abs((normals * rays).sum(-1)) / np.linalg.norm(rays, axis=-1)
+    low, high = grazing
+    trust = np.clip((facing - low) / (high - low), 0.0, 1.0)
+    # Distance (pixels) to the boundary: invalid pixels and both ends of every cut edge are seeds.
+    seeds = ~valid
+    if cut is not None:
+        right, down = cut
+        seeds = seeds.copy()
+        seeds[:, :-1] |= right
+        seeds[:, 1:] |= right
+        seeds[:-1] |= down
+        seeds[1:] |= down
+        # A cut pixel is as untrusted as a silhouette pixel: distance 1, like a pixel next to the mask edge.
+        distance = ndimage.distance_transform_edt(~seeds) + seeds
+    else:
+        distance = ndimage.distance_transform_edt(~seeds)
+    if ring <= 0:
+        return trust, np.ones_like(trust)
+    edge = np.clip((distance[valid] - 1.0) / ring, 0.0, 1.0)
+    return trust, edge
+
+
+def limit_departure(depth, prior_depth, valid, trust, *, floor_m, factor, spread_px):
+    """Depth clipped to within `floor_m + factor * local typical departure` of the prior.
+
+    The refinement's honest departures from the prior (noise removed, folds added) are similar
+    over a neighbourhood; a fin, where a ring of badly conditioned pixels ran away along grazing
+    normals, departs far more than the trusted pixels around it. The local typical departure is
+    a Gaussian-weighted mean (spread_px) of |depth - prior| over trusted pixels, so a clean
+    prior (nothing to fix) allows only about floor_m, a noisy one proportionally more.
+    """
+    H, W = valid.shape
+    departure = depth - prior_depth
+    weight = np.zeros((H, W))
+    weight[valid] = trust
+    amount = np.zeros((H, W))
+    amount[valid] = trust * np.abs(departure)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        typical = ndimage.gaussian_filter(amount, spread_px) / ndimage.gaussian_filter(weight, spread_px)
+    typical = np.nan_to_num(typical[valid], nan=0.0, posinf=0.0)
+    limit = floor_m + factor * typical
+    return prior_depth + np.clip(departure, -limit, limit)
+
+
 def _upsample_log_depth(coarse_t, coarse_valid, fine_valid, factor, fallback):
     """Nearest-parent upsampling of a coarse log-depth onto the fine grid's valid pixels."""
     H, W = fine_valid.shape
@@ -233,6 +320,13 @@ def refine_depth(
     fine_cg_maxiter: int = 150,
     coarsest_pixels: int = COARSEST_PIXELS,
     jump_rtol: float | None = RTOL_HARD,
+    grazing: tuple[float, float] = GRAZING,
+    edge_ring: float = EDGE_RING,
+    pin_weight: float = PIN_WEIGHT,
+    edge_pin_weight: float = EDGE_PIN_WEIGHT,
+    departure_floor_m: float | None = DEPARTURE_FLOOR_M,
+    departure_factor: float = DEPARTURE_FACTOR,
+    departure_spread_px: float = DEPARTURE_SPREAD_PX,
     progress: Progress = None,
 ) -> tuple[np.ndarray, IntegrationInfo]:
     """Refined pointmap (H x W x 3 float32, NaN off the valid pixels) and timing info.
@@ -258,7 +352,12 @@ def refine_depth(
         if not valid_l.any():
             continue
         prior = np.log(points_l[..., 2][valid_l].astype(np.float64))
-        energy = GridEnergy(normal_l, valid_l, K_l, prior, prior_weight, sharpness, cut=_prior_jumps(points_l, jump_rtol))
+        cut = _prior_jumps(points_l, jump_rtol)
+        # The ring is in pixels of this level, so on coarse levels it is wider in the photo.
+        facing, edge = trust_weights(normal_l, valid_l, K_l, cut, grazing=grazing, ring=edge_ring)
+        trust = facing * edge
+        energy = GridEnergy(normal_l, valid_l, K_l, prior, prior_weight, sharpness, cut=cut,
+                            confidence=trust, pin=pin_weight * (1.0 - facing) + edge_pin_weight * (1.0 - edge))
         coarsest = t is None
         if coarsest:
             t = prior.copy()
@@ -274,6 +373,7 @@ def refine_depth(
             cg_maxiter=None if coarsest else fine_cg_maxiter,
         )
         previous = (t, valid_l, factor)
+        trust_fine = trust
         info.levels.append(
             {"factor": factor, "pixels": int(valid_l.sum()), "irls": steps, "cg": cg_iterations}
         )
@@ -283,6 +383,10 @@ def refine_depth(
     refined = np.full(pointmap.shape, np.nan, np.float32)
     if t is not None:
         depth = np.exp(t)
+        if departure_floor_m is not None:
+            depth = limit_departure(depth, pointmap[..., 2][valid].astype(np.float64), valid, trust_fine,
+                                    floor_m=departure_floor_m, factor=departure_factor,
+                                    spread_px=departure_spread_px)
         refined[valid] = (pixel_rays(K, mask.shape)[valid] * depth[:, None]).astype(np.float32)
     info.seconds = time.perf_counter() - start
     return refined, info
