@@ -54,11 +54,13 @@ def test_refined_front_surface_is_on_the_truth(person):
     render, scene = person
     surface = _build(render, detail="normals", resolution="full")
     # Exact maps refined with their own normals. Measured (arms_forward-1 / bent-2 / random-3):
-    # mean 1.51 / 1.61 / 0.76 mm, 95th percentile 4.3 / 5.1 / 2.0 mm. The generator's normals are
+    # mean 1.41 / 1.16 / 1.22 mm, max 15.1 / 14.3 / 20.0 mm. The generator's normals are
     # interpolated vertex normals of a 25k-face mannequin, not the faceted surface the pointmap
-    # lies on, and the silhouette pixels (grazing normals) move most.
+    # lies on. Before grazing and silhouette normals were switched off, silhouette fins reached
+    # 35.0 / 33.1 / 29.8 mm (mean 1.51 / 1.61 / 0.76 mm): the max bound catches them.
     d = distances(scene, surface.vertices)
     assert d.mean() < 0.0025 and np.percentile(d, 95) < 0.007
+    assert d.max() < 0.025
     rows, cols = _pixel_of(surface, 1)
     true_normal = render.normal[rows, cols]
     ok = np.isfinite(true_normal).all(1)
@@ -109,8 +111,8 @@ def test_refinement_brings_a_degraded_pointmap_closer(person):
     raw = _build(noisy, detail="none", resolution="half")
     refined = _build(noisy, detail="normals", resolution="half")
     raw_d, refined_d = distances(scene, raw.vertices).mean(), distances(scene, refined.vertices).mean()
-    # Measured mean distance raw -> refined: 7.33 -> 5.17, 7.16 -> 4.65, 8.83 -> 7.39 mm
-    # (ratios 0.71, 0.65, 0.84).
+    # Measured mean distance raw -> refined: 7.33 -> 5.36, 7.16 -> 5.56, 8.83 -> 7.58 mm
+    # (ratios 0.73, 0.78, 0.86).
     assert refined_d < 0.9 * raw_d
     assert refined_d < 0.009
     assert refined.stats["covered_fraction"] > 0.99
