@@ -47,6 +47,22 @@ def heatmap_argmax(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return locs, scores
 
 
+def dark_newton_step(at, xp, eye):
+    """The Newton step -H^-1 g at each peak, from central differences of the log heatmap.
+
+    at(dx, dy) returns the log heatmap at every peak shifted by (dx, dy); xp is numpy or torch
+    (the GPU path shares this arithmetic), eye a 2 x 2 identity of the right dtype and device.
+    """
+    c = at(0, 0)
+    gx = 0.5 * (at(1, 0) - at(-1, 0))
+    gy = 0.5 * (at(0, 1) - at(0, -1))
+    hxx = at(1, 0) - 2 * c + at(-1, 0)
+    hyy = at(0, 1) - 2 * c + at(0, -1)
+    hxy = 0.5 * (at(1, 1) - at(1, 0) - at(0, 1) + 2 * c - at(-1, 0) - at(0, -1) + at(-1, -1))
+    hessian = xp.stack([xp.stack([hxx, hxy], -1), xp.stack([hxy, hyy], -1)], -2) + HESSIAN_EPS * eye
+    return xp.linalg.solve(hessian, xp.stack([gx, gy], -1)[..., None])[..., 0]
+
+
 def dark_udp_refine(locs: np.ndarray, heatmaps: np.ndarray, kernel_size: int = 11) -> np.ndarray:
     """One Newton step of each argmax on the log of the blurred heatmap (vectorised over N x K)."""
     N, K, H, W = heatmaps.shape
@@ -60,15 +76,7 @@ def dark_udp_refine(locs: np.ndarray, heatmaps: np.ndarray, kernel_size: int = 1
     def at(dx: int, dy: int) -> np.ndarray:
         return padded[n, k, np.clip(y + dy, 0, H + 1), np.clip(x + dx, 0, W + 1)]
 
-    c = at(0, 0)
-    gx = 0.5 * (at(1, 0) - at(-1, 0))
-    gy = 0.5 * (at(0, 1) - at(0, -1))
-    hxx = at(1, 0) - 2 * c + at(-1, 0)
-    hyy = at(0, 1) - 2 * c + at(0, -1)
-    hxy = 0.5 * (at(1, 1) - at(1, 0) - at(0, 1) + 2 * c - at(-1, 0) - at(0, -1) + at(-1, -1))
-    hessian = np.stack([np.stack([hxx, hxy], -1), np.stack([hxy, hyy], -1)], -2)
-    hessian = hessian + HESSIAN_EPS * np.eye(2, dtype=hessian.dtype)
-    step = np.linalg.solve(hessian, np.stack([gx, gy], -1)[..., None])[..., 0]
+    step = dark_newton_step(at, np, np.eye(2, dtype=padded.dtype))
     return locs - step
 
 

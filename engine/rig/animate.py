@@ -10,7 +10,6 @@ kept while its offset (so every bone length) is fixed to the sequence median.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from engine import fileio
 from engine.errors import BundleError, EngineError, InputImageError
 from engine.rig.filters import one_euro
 from engine.rig.gltf_skin import matrix_to_quaternion
@@ -342,9 +342,7 @@ def _animate_bundles(paths: list[Path], out_dir: Path, *, convention: str, fps: 
     motion.filled |= ~valid.any(1)
     if progress:
         progress("animate", 0.8, "writing outputs")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    with fileio.atomic_directory(out_dir) as tmp:
         (tmp / "frames").mkdir()
         write_gltf(tmp / "animation.glb", motion)
         write_bvh(tmp / "animation.bvh", motion)
@@ -359,10 +357,4 @@ def _animate_bundles(paths: list[Path], out_dir: Path, *, convention: str, fps: 
         (tmp / "animation.json").write_text(json.dumps(summary, indent=1))
         if progress:
             progress("animate", 1.0, "done")   # last chance for the client to cancel
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

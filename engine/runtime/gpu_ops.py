@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine import recipe, resample
-from engine.codecs.udp_heatmap import HESSIAN_EPS, gaussian_kernel
+from engine.codecs.udp_heatmap import dark_newton_step, gaussian_kernel
 
 SEG_ROWS_PER_STRIP = 1024
 
@@ -212,15 +212,7 @@ def decode_heatmaps(heatmaps: Tensor, input_size: tuple[int, int], blur_kernel_s
         xx = (x + dx).clamp(0, w + 1)
         return flat.gather(-1, (yy * (w + 2) + xx)[..., None])[..., 0]
 
-    c = at(0, 0)
-    gx = 0.5 * (at(1, 0) - at(-1, 0))
-    gy = 0.5 * (at(0, 1) - at(0, -1))
-    hxx = at(1, 0) - 2 * c + at(-1, 0)
-    hyy = at(0, 1) - 2 * c + at(0, -1)
-    hxy = 0.5 * (at(1, 1) - at(1, 0) - at(0, 1) + 2 * c - at(-1, 0) - at(0, -1) + at(-1, -1))
-    hessian = torch.stack([torch.stack([hxx, hxy], -1), torch.stack([hxy, hyy], -1)], -2)
-    hessian = hessian + HESSIAN_EPS * torch.eye(2, device=hm.device)
-    step = torch.linalg.solve(hessian, torch.stack([gx, gy], -1)[..., None])[..., 0]
+    step = dark_newton_step(at, torch, torch.eye(2, device=hm.device))
     refined = locs - step
     scale = torch.tensor([input_size[0] / (w - 1), input_size[1] / (h - 1)], device=hm.device)
     return refined * scale, scores
