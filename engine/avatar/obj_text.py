@@ -16,13 +16,31 @@ NOTHING = 0  # byte marking an unused position (never part of OBJ text)
 _SAFE_SCALED = 2.0**52  # beyond this, float64 products are no longer exact enough to decide
 
 
+def _digit_columns(n: np.ndarray, width: int) -> np.ndarray:
+    """n (non-negative int64) -> (len, width) ASCII digits, zero-padded on the left.
+
+    One column per decimal position, each divided by a scalar (numpy's fast path for a scalar
+    divisor), in int32 when the values allow: several times faster than broadcasting a powers
+    vector."""
+    out = np.empty((len(n), width), np.uint8)
+    if width == 0:
+        return out
+    work = n.astype(np.int32) if (n.size == 0 or int(n.max()) < 2**31) else n
+    for column in range(width - 1, -1, -1):  # a dozen positions at most, not a loop over values
+        rest = work // 10
+        np.add(work - rest * 10, ord("0"), out=out[:, column], casting="unsafe")
+        work = rest
+    return out
+
+
 def _digits(n: np.ndarray) -> np.ndarray:
     """n (non-negative int64) -> (len, width) ASCII digits without leading zeros (at least one)."""
     width = len(str(int(n.max()))) if n.size else 1
-    power = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
-    digits = (n[:, None] // power) % 10
-    keep = (n[:, None] >= power) | (power == 1)
-    return np.where(keep, digits + ord("0"), NOTHING).astype(np.uint8)
+    digits = _digit_columns(n, width)
+    if width > 1:
+        power = 10 ** np.arange(width - 1, 0, -1, dtype=np.int64)
+        digits[:, :-1][n[:, None] < power] = NOTHING
+    return digits
 
 
 def integer_field(values: np.ndarray) -> np.ndarray:
@@ -50,8 +68,7 @@ def fixed_field(values: np.ndarray, decimals: int) -> np.ndarray | None:
     sign = np.where(np.signbit(x), ord("-"), NOTHING).astype(np.uint8)[:, None]
     whole = _digits(n // power)
     point = np.full((len(x), 1), ord("."), np.uint8)
-    fraction_digits = ((n % power)[:, None] // 10 ** np.arange(decimals - 1, -1, -1, dtype=np.int64)) % 10
-    return np.concatenate([sign, whole, point, (fraction_digits + ord("0")).astype(np.uint8)], axis=1)
+    return np.concatenate([sign, whole, point, _digit_columns(n % power, decimals)], axis=1)
 
 
 def lines(pieces: list, n_lines: int) -> bytes:
