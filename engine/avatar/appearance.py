@@ -78,31 +78,57 @@ def _hidden_side_colour(bundle, window_colour, colour_valid, layout):
     return np.where(front_only[..., None], refill, window_colour)
 
 
-def make_appearance(
-    bundle,
+@dataclass
+class UvPlan:
+    """The texture layout and where every vertex lands in it: all the mesh files need of the
+    textures (UVs, tangents), known before any texel is baked."""
+
+    layout: tx.AtlasLayout
+    texel_xy: np.ndarray  # V x 2 continuous texel coordinates
+    uv: np.ndarray  # V x 2 float32, glTF convention
+    tangents: np.ndarray  # V x 4 float32, avatar frame
+
+
+def plan_uvs(
+    mask: np.ndarray,
     *,
     vertices_camera: np.ndarray,
     vertices_avatar: np.ndarray,
     normals_avatar: np.ndarray,
     faces: np.ndarray,
     vertex_island: np.ndarray,
-    face_island: np.ndarray,
     K: np.ndarray,
     texture_size: int,
-    progress: Callable[[str, float, str], None] | None = None,
-) -> Appearance:
-    def report(fraction: float, message: str) -> None:
-        if progress is not None:
-            progress("textures", fraction, message)
-
+) -> UvPlan:
     n_islands = int(vertex_island.max()) + 1 if len(vertex_island) else 1
     photo_xy = project(vertices_camera, K)
     # every vertex, hidden ones included (a closed surface may bulge past the silhouette), must
     # land inside its island
-    layout = tx.plan_layout(bundle.mask, photo_xy, texture_size, n_islands)
+    layout = tx.plan_layout(mask, photo_xy, texture_size, n_islands)
     texel_xy = layout.photo_to_texel(photo_xy, vertex_island)
     uv = layout.texel_to_uv(texel_xy).astype(np.float32)
     tangents = tx.vertex_tangents(vertices_avatar, normals_avatar, uv, faces)
+    return UvPlan(layout, texel_xy, uv, tangents)
+
+
+def make_appearance(
+    bundle,
+    uv_plan: UvPlan,
+    *,
+    vertices_camera: np.ndarray,
+    normals_avatar: np.ndarray,
+    faces: np.ndarray,
+    face_island: np.ndarray,
+    progress: Callable[[str, float, str], None] | None = None,
+) -> Appearance:
+    """Bake the textures of the mesh `uv_plan` (plan_uvs) was made for."""
+
+    def report(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress("textures", fraction, message)
+
+    layout, texel_xy, uv, tangents = uv_plan.layout, uv_plan.texel_xy, uv_plan.uv, uv_plan.tangents
+    n_islands = layout.n_islands
     report(0.1, f"{layout.width} x {layout.height} texture, {n_islands} UV island(s)")
 
     raster = tx.rasterize(texel_xy, faces, vertices_camera[:, 2].astype(np.float64), layout.width, layout.height)
@@ -115,7 +141,7 @@ def make_appearance(
     albedo = tx.resample_crop(colour, layout, tx.FRONT, origin)
     if n_islands > 1:
         albedo += tx.resample_crop(_hidden_side_colour(bundle, colour, colour_valid, layout), layout, tx.HIDDEN, origin)
-    albedo = tx.push_pull_fill(albedo, keep)  # padding: the islands' colours run into the gaps
+    albedo = tx.push_pull_fill(albedo, keep, smooth_finest=False)  # padding: the islands' colours run into the gaps
     albedo = np.clip(albedo, 0.0, 1.0)
     albedo_srgb8 = tx.linear_to_srgb8(albedo)
     report(0.6, f"base colour from the {'predicted albedo' if source == 'albedo' else 'photo (no albedo in the bundle)'}")
@@ -132,7 +158,7 @@ def make_appearance(
         tangent_normals, baked = tx.bake_tangent_normals(
             raster, faces, normals_avatar, tangents, target, bake_faces=face_island == tx.FRONT
         )
-        tangent_normals = tx.push_pull_fill(tangent_normals, keep)
+        tangent_normals = tx.push_pull_fill(tangent_normals, keep, smooth_finest=False)
         tangent_normals /= np.maximum(np.linalg.norm(tangent_normals, axis=-1, keepdims=True), 1e-12)
         normal_rgb8 = tx.encode_normal_map(tangent_normals)
         front_covered = covered & (face_island[np.maximum(raster.face, 0)] == tx.FRONT)

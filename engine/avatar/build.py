@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from engine.avatar import export
-from engine.avatar.appearance import make_appearance
+from engine.avatar.appearance import make_appearance, plan_uvs
 from engine.avatar.frame import apply_transform, camera_to_avatar
 from engine.avatar.islands import assign_islands, split_islands
 from engine.avatar.inputs import camera_matrix, check_buildable
@@ -63,6 +65,17 @@ def _load_rigging():
             f"a rig was requested but rigging is not available in this engine build ({exc}); build without --rig"
         ) from exc
     return rig_avatar, add_skin
+
+
+@contextmanager
+def _writer_pool():
+    """Two writer threads (this machine class has 2+ cores; zlib, OpenEXR, numpy and file
+    writes release the GIL). On the way out it waits for the running jobs and drops queued ones."""
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="avatar-writer")
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _check_output(out_dir: Path) -> None:
@@ -123,7 +136,9 @@ def build_avatar(
     report("read", 1.0, f"photo {bundle.size[0]} x {bundle.size[1]}, {int(bundle.mask.sum())} person pixels")
 
     _check_output(out_dir)
-    with fileio.atomic_directory(out_dir) as tmp:
+    # Writers run beside the texture baking; leaving the block waits for them (a failure or a
+    # cancel drops the ones not started) before the staging directory is published or removed.
+    with fileio.atomic_directory(out_dir) as tmp, _writer_pool() as writers:
         from engine.geometry import build_surface
 
         surface = build_surface(
@@ -147,28 +162,38 @@ def build_avatar(
         normals_avatar = _unit_normals(vertex_normals(vertices_avatar, faces))
         lap("frame")
 
-        appearance = make_appearance(
-            bundle,
+        uv_plan = plan_uvs(
+            bundle.mask,
             vertices_camera=vertices_camera,
             vertices_avatar=vertices_avatar,
             normals_avatar=normals_avatar,
             faces=faces,
             vertex_island=vertex_island,
-            face_island=face_island,
             K=K,
             texture_size=int(texture_size),
-            progress=progress,
         )
-        lap("textures")
-
         mesh = export.AvatarMesh(
             vertices=vertices_avatar.astype(np.float32),
             normals=normals_avatar,
             faces=faces,
-            uv=appearance.uv,
-            tangents=appearance.tangents,
+            uv=uv_plan.uv,
+            tangents=uv_plan.tangents,
             labels=labels,
         )
+        has_normal_map = bundle.normal is not None
+        # without a rig the mesh is final now: its files are written while the textures bake
+        mesh_files = None if rigging else export.start_mesh_files(writers, tmp, mesh, has_normal_map=has_normal_map)
+        appearance = make_appearance(
+            bundle,
+            uv_plan,
+            vertices_camera=vertices_camera,
+            normals_avatar=normals_avatar,
+            faces=faces,
+            face_island=face_island,
+            progress=progress,
+        )
+        lap("textures")
+
         rig_result = None
         if rigging is not None:
             rig_avatar, add_skin = rigging
@@ -186,7 +211,11 @@ def build_avatar(
             lap("rig")
 
         report("write", 0.0, f"writing {out_dir}")
-        files, albedo_png, normal_png = export.write_textures(tmp, appearance.albedo_srgb8, appearance.albedo_linear, appearance.normal_rgb8)
+        if mesh_files is None:
+            mesh_files = export.start_mesh_files(writers, tmp, mesh, has_normal_map=has_normal_map)
+        files, albedo_png, normal_png = export.write_textures(
+            tmp, appearance.albedo_srgb8, appearance.albedo_linear, appearance.normal_rgb8, pool=writers
+        )
         builder, mesh_node = export.build_gltf(
             mesh, albedo_png, normal_png, extras={"format": FORMAT_NAME, "version": FORMAT_VERSION, "description": "avatar.json"}
         )
@@ -196,9 +225,8 @@ def build_avatar(
             files["skeleton"] = "skeleton.json"
         builder.save(tmp / "avatar.glb")
         files["glb"] = "avatar.glb"
-        export.write_ply(tmp / "mesh.ply", mesh)
-        files["ply"] = "mesh.ply"
-        files["mtl"] = export.write_obj(tmp / "mesh.obj", mesh, has_normal_map=normal_png is not None)
+        files["ply"] = mesh_files["ply"].result()
+        files["mtl"] = mesh_files["obj_mtl"].result()
         files["obj"] = "mesh.obj"
         lap("write")
 

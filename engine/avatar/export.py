@@ -6,6 +6,7 @@ mesh in the avatar frame.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,19 +53,54 @@ def material_slots(mesh: AvatarMesh) -> tuple[list[str], list[np.ndarray]]:
     return names, face_sets
 
 
-def write_textures(out_dir: Path, albedo_srgb8: np.ndarray, albedo_linear: np.ndarray, normal_rgb8: np.ndarray | None):
-    """textures/*.png|exr; returns (files written, the PNG bytes to embed in the glb)."""
+def _write_png(path: Path, rgb8: np.ndarray) -> bytes:
+    data = tx.png_bytes(rgb8)
+    path.write_bytes(data)
+    return data
+
+
+def write_textures(
+    out_dir: Path, albedo_srgb8: np.ndarray, albedo_linear: np.ndarray, normal_rgb8: np.ndarray | None, *, pool: Executor | None = None
+):
+    """textures/*.png|exr; returns (files written, the PNG bytes to embed in the glb).
+
+    Each PNG is encoded once (the same bytes go into the file and the glb). With `pool`, the
+    encodes run side by side (zlib and OpenEXR's compression release the GIL): the EXR and the
+    normal map in the pool, the albedo here.
+    """
     (out_dir / "textures").mkdir(exist_ok=True)
-    albedo_png = tx.png_bytes(albedo_srgb8)
-    (out_dir / TEXTURE_FILES["albedo_png"]).write_bytes(albedo_png)
-    write_exr(out_dir / TEXTURE_FILES["albedo_exr"], albedo_linear, half=True)
-    files = {k: v for k, v in TEXTURE_FILES.items() if k != "normal_png"}
-    normal_png = None
-    if normal_rgb8 is not None:
-        normal_png = tx.png_bytes(normal_rgb8)
-        (out_dir / TEXTURE_FILES["normal_png"]).write_bytes(normal_png)
-        files["normal_png"] = TEXTURE_FILES["normal_png"]
+    pending = []
+    if pool is not None:
+        pending.append(pool.submit(write_exr, out_dir / TEXTURE_FILES["albedo_exr"], albedo_linear, half=True))
+        if normal_rgb8 is not None:
+            pending.append(pool.submit(_write_png, out_dir / TEXTURE_FILES["normal_png"], normal_rgb8))
+    albedo_png = _write_png(out_dir / TEXTURE_FILES["albedo_png"], albedo_srgb8)
+    if pool is None:
+        write_exr(out_dir / TEXTURE_FILES["albedo_exr"], albedo_linear, half=True)
+        normal_png = None if normal_rgb8 is None else _write_png(out_dir / TEXTURE_FILES["normal_png"], normal_rgb8)
+    else:
+        results = [job.result() for job in pending]
+        normal_png = results[1] if normal_rgb8 is not None else None
+    files = {k: v for k, v in TEXTURE_FILES.items() if k != "normal_png" or normal_rgb8 is not None}
     return files, albedo_png, normal_png
+
+
+def start_mesh_files(pool: Executor, out_dir: Path, mesh: AvatarMesh, *, has_normal_map: bool) -> dict[str, Future]:
+    """mesh.ply and mesh.obj/.mtl written in the pool; {files key: future of the file name}.
+
+    They need only the final mesh and its UVs, so they can be written while the textures bake
+    (numpy's text building and the file writes release the GIL). The caller waits for them
+    (and stops them with the pool) before publishing the directory.
+    """
+
+    def ply() -> str:
+        write_ply(out_dir / "mesh.ply", mesh)
+        return "mesh.ply"
+
+    def obj() -> str:
+        return write_obj(out_dir / "mesh.obj", mesh, has_normal_map=has_normal_map)
+
+    return {"obj_mtl": pool.submit(obj), "ply": pool.submit(ply)}
 
 
 def build_gltf(mesh: AvatarMesh, albedo_png: bytes, normal_png: bytes | None, *, extras: dict) -> tuple[GltfBuilder, int]:
