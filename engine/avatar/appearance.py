@@ -8,6 +8,8 @@ frames the normal map is baked against. See textures.py for the pieces.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,6 +113,34 @@ def plan_uvs(
     return UvPlan(layout, texel_xy, uv, tangents)
 
 
+@contextmanager
+def _colour_thread():
+    """One worker thread; on the way out it waits for the running job and drops a queued one."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="avatar-albedo")
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _albedo_islands(bundle, layout: tx.AtlasLayout):
+    """The base colour resampled onto its island(s), before padding; and its source."""
+    colour, colour_valid, source = _source_colour(bundle)
+    colour, _, origin = _window_filled(colour, colour_valid, layout)
+    albedo = tx.resample_crop(colour, layout, tx.FRONT, origin)
+    if layout.n_islands > 1:
+        albedo += tx.resample_crop(_hidden_side_colour(bundle, colour, colour_valid, layout), layout, tx.HIDDEN, origin)
+    return albedo, source
+
+
+def _albedo_padded(islands_job, keep: np.ndarray):
+    """The base colour padded past the texels `keep` marks: linear float and 8-bit sRGB."""
+    albedo, source = islands_job.result()
+    albedo = tx.push_pull_fill(albedo, keep, smooth_finest=False)  # padding: the islands' colours run into the gaps
+    np.clip(albedo, 0.0, 1.0, out=albedo)
+    return albedo, tx.linear_to_srgb8(albedo), source
+
+
 def make_appearance(
     bundle,
     uv_plan: UvPlan,
@@ -131,39 +161,39 @@ def make_appearance(
     n_islands = layout.n_islands
     report(0.1, f"{layout.width} x {layout.height} texture, {n_islands} UV island(s)")
 
-    raster = tx.rasterize(texel_xy, faces, vertices_camera[:, 2].astype(np.float64), layout.width, layout.height)
-    covered = raster.covered
-    keep = ndimage.binary_dilation(covered, iterations=EDGE_TEXELS)
-    report(0.35, f"rasterised {len(faces)} triangles over {int(covered.sum())} texels")
+    # The base colour needs the raster only for its padding: its photo resampling runs in a
+    # second thread while this one rasterises and bakes the normal map (numpy, scipy's sparse
+    # products and ndimage release the GIL in their loops). Progress is reported from this
+    # thread only, so a cancel raised by the callback stops here; leaving the pool waits for
+    # the colour thread, which writes nothing.
+    with _colour_thread() as pool:
+        colour_job = pool.submit(_albedo_islands, bundle, layout)
+        raster = tx.rasterize(texel_xy, faces, vertices_camera[:, 2].astype(np.float64), layout.width, layout.height)
+        covered = raster.covered
+        keep = ndimage.binary_dilation(covered, iterations=EDGE_TEXELS)
+        report(0.35, f"rasterised {len(faces)} triangles over {int(covered.sum())} texels")
+        albedo_job = pool.submit(_albedo_padded, colour_job, keep)
 
-    colour, colour_valid, source = _source_colour(bundle)
-    colour, _, origin = _window_filled(colour, colour_valid, layout)
-    albedo = tx.resample_crop(colour, layout, tx.FRONT, origin)
-    if n_islands > 1:
-        albedo += tx.resample_crop(_hidden_side_colour(bundle, colour, colour_valid, layout), layout, tx.HIDDEN, origin)
-    albedo = tx.push_pull_fill(albedo, keep, smooth_finest=False)  # padding: the islands' colours run into the gaps
-    albedo = np.clip(albedo, 0.0, 1.0)
-    albedo_srgb8 = tx.linear_to_srgb8(albedo)
-    report(0.6, f"base colour from the {'predicted albedo' if source == 'albedo' else 'photo (no albedo in the bundle)'}")
-
-    normal_rgb8 = None
-    baked_fraction = 0.0
-    if bundle.normal is not None:
-        normal_valid = bundle.mask & np.isfinite(bundle.normal).all(axis=-1)
-        filled_normal, window_valid, origin = _window_filled(np.nan_to_num(bundle.normal), normal_valid, layout)
-        target = tx.resample_crop(filled_normal, layout, tx.FRONT, origin)
-        target_valid = tx.resample_crop(window_valid[..., None].astype(np.float32), layout, tx.FRONT, origin)[..., 0] > 0.5
-        target[..., 1:] *= -1.0  # camera -> avatar axes: (x, -y, -z)
-        target[~target_valid] = np.nan
-        tangent_normals, baked = tx.bake_tangent_normals(
-            raster, faces, normals_avatar, tangents, target, bake_faces=face_island == tx.FRONT
-        )
-        tangent_normals = tx.push_pull_fill(tangent_normals, keep, smooth_finest=False)
-        tangent_normals /= np.maximum(np.linalg.norm(tangent_normals, axis=-1, keepdims=True), 1e-12)
-        normal_rgb8 = tx.encode_normal_map(tangent_normals)
-        front_covered = covered & (face_island[np.maximum(raster.face, 0)] == tx.FRONT)
-        baked_fraction = float(baked.sum() / max(front_covered.sum(), 1))
-        report(0.9, f"normal map baked on {baked_fraction:.1%} of the seen texels")
+        normal_rgb8 = None
+        baked_fraction = 0.0
+        if bundle.normal is not None:
+            normal_valid = bundle.mask & np.isfinite(bundle.normal).all(axis=-1)
+            filled_normal, window_valid, origin = _window_filled(np.nan_to_num(bundle.normal), normal_valid, layout)
+            target = tx.resample_crop(filled_normal, layout, tx.FRONT, origin)
+            target_valid = tx.resample_crop(window_valid[..., None].astype(np.float32), layout, tx.FRONT, origin)[..., 0] > 0.5
+            target[..., 1:] *= -1.0  # camera -> avatar axes: (x, -y, -z)
+            target[~target_valid] = np.nan
+            tangent_normals, baked = tx.bake_tangent_normals(
+                raster, faces, normals_avatar, tangents, target, bake_faces=face_island == tx.FRONT
+            )
+            tangent_normals = tx.push_pull_fill(tangent_normals, keep, smooth_finest=False)
+            tangent_normals /= np.maximum(np.linalg.norm(tangent_normals, axis=-1, keepdims=True), 1e-12)
+            normal_rgb8 = tx.encode_normal_map(tangent_normals)
+            front_covered = covered & (face_island[np.maximum(raster.face, 0)] == tx.FRONT)
+            baked_fraction = float(baked.sum() / max(front_covered.sum(), 1))
+            report(0.9, f"normal map baked on {baked_fraction:.1%} of the seen texels")
+        albedo, albedo_srgb8, source = albedo_job.result()
+    report(0.95, f"base colour from the {'predicted albedo' if source == 'albedo' else 'photo (no albedo in the bundle)'}")
 
     stats = {
         "covered_texels": int(covered.sum()),

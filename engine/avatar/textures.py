@@ -338,9 +338,10 @@ def vertex_tangents(positions: np.ndarray, normals: np.ndarray, uv: np.ndarray, 
     accumulated with corner-angle weights, then made orthogonal to the vertex normal, as
     MikkTSpace does; vertices are not split further (UV seams were split before this).
     """
-    p = np.asarray(positions, np.float64)
-    n = _normalize(np.asarray(normals, np.float64))
-    st = np.asarray(uv, np.float64) * [1.0, -1.0]  # OpenGL orientation: t grows upward
+    # float32 throughout: the tangents are stored as float32 and feed an 8-bit normal map
+    p = np.asarray(positions, np.float32)
+    n = _normalize(np.asarray(normals, np.float32))
+    st = np.asarray(uv, np.float32) * np.float32([1.0, -1.0])  # OpenGL orientation: t grows upward
     f = np.asarray(faces)
     corner_p = [gather_rows(p, f[:, k]) for k in range(3)]
     corner_st = gather_rows(st, f)
@@ -348,7 +349,7 @@ def vertex_tangents(positions: np.ndarray, normals: np.ndarray, uv: np.ndarray, 
     d1, d2 = corner_st[:, 1] - corner_st[:, 0], corner_st[:, 2] - corner_st[:, 0]
     det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]
     ok = np.abs(det) > 1e-20
-    r = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)[:, None]
+    r = np.where(ok, np.float32(1.0) / np.where(ok, det, np.float32(1.0)), np.float32(0.0))[:, None]
     face_t = _normalize((e1 * d2[:, 1:2] - e2 * d1[:, 1:2]) * r)
     face_b = _normalize((e2 * d1[:, 0:1] - e1 * d2[:, 0:1]) * r)
 
