@@ -123,6 +123,17 @@ def _colour_thread():
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _normal_target(bundle, layout: tx.AtlasLayout) -> np.ndarray:
+    """The predicted normals per texel of the front island, avatar axes; NaN where unknown."""
+    normal_valid = bundle.mask & np.isfinite(bundle.normal).all(axis=-1)
+    filled_normal, window_valid, origin = _window_filled(np.nan_to_num(bundle.normal), normal_valid, layout)
+    target = tx.resample_crop(filled_normal, layout, tx.FRONT, origin)
+    target_valid = tx.resample_crop(window_valid[..., None].astype(np.float32), layout, tx.FRONT, origin)[..., 0] > 0.5
+    target[..., 1:] *= -1.0  # camera -> avatar axes: (x, -y, -z)
+    target[~target_valid] = np.nan
+    return target
+
+
 def _albedo_islands(bundle, layout: tx.AtlasLayout):
     """The base colour resampled onto its island(s), before padding; and its source."""
     colour, colour_valid, source = _source_colour(bundle)
@@ -161,12 +172,15 @@ def make_appearance(
     n_islands = layout.n_islands
     report(0.1, f"{layout.width} x {layout.height} texture, {n_islands} UV island(s)")
 
-    # The base colour needs the raster only for its padding: its photo resampling runs in a
-    # second thread while this one rasterises and bakes the normal map (numpy, scipy's sparse
+    # The photo maps need no raster: the predicted normals and the base colour are resampled
+    # onto the texture in a second thread (the colour padded there too, once the raster is
+    # known) while this one rasterises and bakes the normal map (numpy, scipy's sparse
     # products and ndimage release the GIL in their loops). Progress is reported from this
     # thread only, so a cancel raised by the callback stops here; leaving the pool waits for
     # the colour thread, which writes nothing.
     with _colour_thread() as pool:
+        # queued first: the normal target is wanted as soon as the raster is done
+        normal_job = None if bundle.normal is None else pool.submit(_normal_target, bundle, layout)
         colour_job = pool.submit(_albedo_islands, bundle, layout)
         raster = tx.rasterize(texel_xy, faces, vertices_camera[:, 2].astype(np.float64), layout.width, layout.height)
         covered = raster.covered
@@ -177,12 +191,7 @@ def make_appearance(
         normal_rgb8 = None
         baked_fraction = 0.0
         if bundle.normal is not None:
-            normal_valid = bundle.mask & np.isfinite(bundle.normal).all(axis=-1)
-            filled_normal, window_valid, origin = _window_filled(np.nan_to_num(bundle.normal), normal_valid, layout)
-            target = tx.resample_crop(filled_normal, layout, tx.FRONT, origin)
-            target_valid = tx.resample_crop(window_valid[..., None].astype(np.float32), layout, tx.FRONT, origin)[..., 0] > 0.5
-            target[..., 1:] *= -1.0  # camera -> avatar axes: (x, -y, -z)
-            target[~target_valid] = np.nan
+            target = normal_job.result()
             tangent_normals, baked = tx.bake_tangent_normals(
                 raster, faces, normals_avatar, tangents, target, bake_faces=face_island == tx.FRONT
             )

@@ -131,21 +131,47 @@ def build_gltf(mesh: AvatarMesh, albedo_png: bytes, normal_png: bytes | None, *,
     return builder, node
 
 
-def _trimesh(mesh: AvatarMesh):
-    import trimesh
-
-    out = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_normals=mesh.normals, process=False)
-    out.visual = trimesh.visual.TextureVisuals(uv=tx.uv_opengl(mesh.uv))
-    return out
+# binary PLY records, packed little-endian: the layout trimesh writes and reads back
+_PLY_VERTEX = np.dtype(
+    [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4"), ("label", "u1"), ("s", "<f8"), ("t", "<f8")]
+)
+_PLY_FACE = np.dtype([("count", "u1"), ("vertex_indices", "<i4", (3,))])
 
 
 def write_ply(path: Path, mesh: AvatarMesh) -> None:
-    """Binary PLY: positions, normals, texture coordinates (s, t: OpenGL, v up), label (uchar)."""
-    from trimesh.exchange.ply import export_ply
+    """Binary PLY: positions, normals, label (uchar), texture coordinates (s, t: OpenGL, v up).
 
-    out = _trimesh(mesh)
-    out.vertex_attributes["label"] = mesh.labels.astype(np.uint8)
-    path.write_bytes(export_ply(out, encoding="binary", vertex_normal=True))
+    Written with numpy records (importing trimesh alone costs about half a second)."""
+    header = "\n".join(
+        [
+            "ply",
+            "format binary_little_endian 1.0",
+            "comment sapiens-avatar mesh (metres, avatar frame: +Y up)",
+            f"element vertex {len(mesh.vertices)}",
+            *(f"property float {name}" for name in ("x", "y", "z", "nx", "ny", "nz")),
+            "property uchar label",
+            "property double s",
+            "property double t",
+            f"element face {len(mesh.faces)}",
+            "property list uchar int vertex_indices",
+            "end_header",
+        ]
+    )
+    vertex = np.empty(len(mesh.vertices), _PLY_VERTEX)
+    for k, name in enumerate(("x", "y", "z")):
+        vertex[name] = mesh.vertices[:, k]
+    for k, name in enumerate(("nx", "ny", "nz")):
+        vertex[name] = mesh.normals[:, k]
+    vertex["label"] = mesh.labels
+    uv = tx.uv_opengl(mesh.uv)
+    vertex["s"], vertex["t"] = uv[:, 0], uv[:, 1]
+    face = np.empty(len(mesh.faces), _PLY_FACE)
+    face["count"] = 3
+    face["vertex_indices"] = mesh.faces
+    with open(path, "wb") as out:
+        out.write(header.encode() + b"\n")
+        out.write(vertex.tobytes())
+        out.write(face.tobytes())
 
 
 def _obj_lines(template: str, columns: np.ndarray) -> str:

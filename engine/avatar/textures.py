@@ -180,23 +180,19 @@ def push_pull_fill(values: np.ndarray, valid: np.ndarray, *, smooth_finest: bool
     return out
 
 
-def _linear_weights(n_out: int, scale: float, offset: float, n_in: int):
-    """Sparse n_out x n_in matrix of 1-D linear interpolation at source positions offset + (i + 0.5) * scale.
+def _linear_taps(n_out: int, scale: float, offset: float, n_in: int):
+    """1-D linear interpolation at source positions offset + (i + 0.5) * scale: for each output
+    sample its two source indices and their weights (float32).
 
     Positions are in pixel-edge coordinates (centres at +0.5); outside the source the edge
     sample repeats.
     """
-    from scipy import sparse
-
     position = offset + (np.arange(n_out) + 0.5) * scale - 0.5  # index space: centres at integers
     position = np.clip(position, 0.0, n_in - 1)
     left = np.minimum(np.floor(position).astype(np.int64), max(n_in - 2, 0))
     frac = position - left
     right = np.minimum(left + 1, n_in - 1)
-    rows = np.repeat(np.arange(n_out), 2)
-    cols = np.stack([left, right], 1).reshape(-1)
-    data = np.stack([1.0 - frac, frac], 1).reshape(-1).astype(np.float32)
-    return sparse.csr_matrix((data, (rows, cols)), shape=(n_out, n_in))
+    return left, right, (1.0 - frac).astype(np.float32), frac.astype(np.float32)
 
 
 def resample_crop(source: np.ndarray, layout: AtlasLayout, island: int = FRONT, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
@@ -204,18 +200,23 @@ def resample_crop(source: np.ndarray, layout: AtlasLayout, island: int = FRONT, 
 
     `source` may be a window of the photo whose top-left pixel is `origin` = (row, col).
     Texel centres map through the layout to photo coordinates; outside the source the nearest
-    edge pixel is used. Columns outside the island are left 0. Separable: two sparse products.
+    edge pixel is used. Columns outside the island are left 0. Separable: two taps along the
+    rows, then two along the columns written straight into the island.
     """
     x0, y0, x1, y1 = layout.crop
     h, w, c = source.shape
-    along_y = _linear_weights(layout.height, (y1 - y0) / layout.height, y0 - origin[0], h)
-    along_x = _linear_weights(layout.island_width, (x1 - x0) / layout.island_width, x0 - origin[1], w)
-    rows = along_y @ source.reshape(h, w * c).astype(np.float32)  # height x (w c)
-    rows = rows.reshape(layout.height, w, c).transpose(1, 0, 2).reshape(w, layout.height * c)
-    island_texels = (along_x @ rows).reshape(layout.island_width, layout.height, c).transpose(1, 0, 2)
+    source = np.asarray(source, np.float32)
+    top, bottom, w_top, w_bottom = _linear_taps(layout.height, (y1 - y0) / layout.height, y0 - origin[0], h)
+    left, right, w_left, w_right = _linear_taps(layout.island_width, (x1 - x0) / layout.island_width, x0 - origin[1], w)
+    rows = np.take(source, top, axis=0)  # height x w x c
+    rows *= w_top[:, None, None]
+    rows += np.take(source, bottom, axis=0) * w_bottom[:, None, None]
     out = np.zeros((layout.height, layout.width, c), np.float32)
     x_start = int(layout.island_x0(island))
-    out[:, x_start : x_start + layout.island_width] = island_texels
+    island_texels = out[:, x_start : x_start + layout.island_width]
+    # np.take along an axis copies whole records (fancy indexing moves one element at a time)
+    np.multiply(np.take(rows, left, axis=1), w_left[None, :, None], out=island_texels)
+    island_texels += np.take(rows, right, axis=1) * w_right[None, :, None]
     return out
 
 
