@@ -396,9 +396,9 @@ def interpolated_tbn(raster: Raster, faces: np.ndarray, normals: np.ndarray, tan
     flat_face = raster.face.reshape(-1)
     if texels is None:
         texels = np.nonzero(flat_face >= 0)[0]
-    corners = faces[flat_face[texels]]  # n x 3 vertex ids
+    corners = gather_rows(faces, flat_face[texels])  # n x 3 vertex ids
     # float32 is ample: the frames feed an 8-bit map
-    w = raster.bary.reshape(-1, 3)[texels].astype(np.float32)
+    w = gather_rows(raster.bary.reshape(-1, 3), texels).astype(np.float32, copy=False)
     nrm = _normalize(_blend(w, gather_rows(np.asarray(normals, np.float32), corners)))
     tan4 = _blend(w, gather_rows(np.asarray(tangents, np.float32), corners))
     tan = tan4[:, :3]
@@ -428,12 +428,13 @@ def bake_tangent_normals(
     flat_face = raster.face.reshape(-1)
     target_all = target_normals.reshape(-1, 3)
     texels = np.nonzero(flat_face >= 0)[0]
-    use = np.isfinite(target_all[texels]).all(axis=1)
+    target = gather_rows(target_all, texels)
+    use = np.isfinite(target).all(axis=1)
     if bake_faces is not None:
         use &= bake_faces[flat_face[texels]]
-    texels = texels[use]
+    texels, target = texels[use], target[use]
     texels, tan, bit, nrm = interpolated_tbn(raster, faces, normals, tangents, texels)
-    target = _normalize(target_all[texels].astype(np.float32))
+    target = _normalize(target.astype(np.float32, copy=False))
     local = np.stack([_dot(tan, target), _dot(bit, target), _dot(nrm, target)], axis=1)
     # a predicted normal facing away from the surface cannot be shown by a normal map: clamp to the horizon
     local[:, 2] = np.maximum(local[:, 2], 0.02)
@@ -447,7 +448,12 @@ def bake_tangent_normals(
 
 def encode_normal_map(tangent_normals: np.ndarray) -> np.ndarray:
     """Unit tangent-space vectors -> 8-bit RGB (x, y, z in [-1, 1] -> [0, 255])."""
-    return np.clip(np.round((tangent_normals * 0.5 + 0.5) * 255.0), 0, 255).astype(np.uint8)
+    scaled = tangent_normals * 0.5  # in the input's precision; in place from here (fewer temporaries)
+    scaled += 0.5
+    scaled *= 255.0
+    np.round(scaled, out=scaled)
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def decode_normal_map(rgb: np.ndarray) -> np.ndarray:
