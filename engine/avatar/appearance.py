@@ -8,7 +8,7 @@ frames the normal map is baked against. See textures.py for the pieces.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -81,14 +81,31 @@ def _hidden_side_colour(bundle, window_colour, colour_valid, layout):
 
 
 @dataclass
+class PhotoMaps:
+    """The photo's maps resampled onto the texture (they need the layout, not the raster)."""
+
+    normal: Future | None  # texture-sized predicted normals (_normal_target); None without normals
+    colour: Future  # (base colour on its island(s), unpadded; its source) (_albedo_islands)
+
+
+def start_photo_maps(pool: Executor, bundle, layout: tx.AtlasLayout) -> PhotoMaps:
+    """Resample the predicted normals and the base colour in `pool` (normals first: the bake
+    wants them as soon as the raster is done)."""
+    normal = None if bundle.normal is None else pool.submit(_normal_target, bundle, layout)
+    return PhotoMaps(normal, pool.submit(_albedo_islands, bundle, layout))
+
+
+@dataclass
 class UvPlan:
     """The texture layout and where every vertex lands in it: all the mesh files need of the
-    textures (UVs, tangents), known before any texel is baked."""
+    textures (UVs, tangents), known before any texel is baked; and, when planned with a pool,
+    the photo maps already being resampled there."""
 
     layout: tx.AtlasLayout
     texel_xy: np.ndarray  # V x 2 continuous texel coordinates
     uv: np.ndarray  # V x 2 float32, glTF convention
     tangents: np.ndarray  # V x 4 float32, avatar frame
+    photo_maps: PhotoMaps | None = None
 
 
 def plan_uvs(
@@ -101,16 +118,21 @@ def plan_uvs(
     vertex_island: np.ndarray,
     K: np.ndarray,
     texture_size: int,
+    bundle=None,
+    pool: Executor | None = None,
 ) -> UvPlan:
+    """With `bundle` and `pool`, the photo maps start resampling in `pool` as soon as the
+    layout is known (while the tangents are computed here)."""
     n_islands = int(vertex_island.max()) + 1 if len(vertex_island) else 1
     photo_xy = project(vertices_camera, K)
     # every vertex, hidden ones included (a closed surface may bulge past the silhouette), must
     # land inside its island
     layout = tx.plan_layout(mask, photo_xy, texture_size, n_islands)
+    photo_maps = None if pool is None or bundle is None else start_photo_maps(pool, bundle, layout)
     texel_xy = layout.photo_to_texel(photo_xy, vertex_island)
     uv = layout.texel_to_uv(texel_xy).astype(np.float32)
     tangents = tx.vertex_tangents(vertices_avatar, normals_avatar, uv, faces)
-    return UvPlan(layout, texel_xy, uv, tangents)
+    return UvPlan(layout, texel_xy, uv, tangents, photo_maps)
 
 
 @contextmanager
@@ -173,25 +195,24 @@ def make_appearance(
     report(0.1, f"{layout.width} x {layout.height} texture, {n_islands} UV island(s)")
 
     # The photo maps need no raster: the predicted normals and the base colour are resampled
-    # onto the texture in a second thread (the colour padded there too, once the raster is
-    # known) while this one rasterises and bakes the normal map (numpy, scipy's sparse
+    # onto the texture in other threads (started by plan_uvs when it had a pool; the colour
+    # is padded in a second thread once the raster is known) while this one rasterises and
+    # bakes the normal map (numpy, scipy's sparse
     # products and ndimage release the GIL in their loops). Progress is reported from this
     # thread only, so a cancel raised by the callback stops here; leaving the pool waits for
     # the colour thread, which writes nothing.
     with _colour_thread() as pool:
-        # queued first: the normal target is wanted as soon as the raster is done
-        normal_job = None if bundle.normal is None else pool.submit(_normal_target, bundle, layout)
-        colour_job = pool.submit(_albedo_islands, bundle, layout)
+        photo_maps = uv_plan.photo_maps or start_photo_maps(pool, bundle, layout)
         raster = tx.rasterize(texel_xy, faces, vertices_camera[:, 2].astype(np.float64), layout.width, layout.height)
         covered = raster.covered
         keep = ndimage.binary_dilation(covered, iterations=EDGE_TEXELS)
         report(0.35, f"rasterised {len(faces)} triangles over {int(covered.sum())} texels")
-        albedo_job = pool.submit(_albedo_padded, colour_job, keep)
+        albedo_job = pool.submit(_albedo_padded, photo_maps.colour, keep)
 
         normal_rgb8 = None
         baked_fraction = 0.0
         if bundle.normal is not None:
-            target = normal_job.result()
+            target = photo_maps.normal.result()
             tangent_normals, baked = tx.bake_tangent_normals(
                 raster, faces, normals_avatar, tangents, target, bake_faces=face_island == tx.FRONT
             )

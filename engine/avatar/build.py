@@ -171,6 +171,8 @@ def build_avatar(
             vertex_island=vertex_island,
             K=K,
             texture_size=int(texture_size),
+            bundle=bundle,
+            pool=writers,  # the photo maps resample there while the tangents are computed
         )
         mesh = export.AvatarMesh(
             vertices=vertices_avatar.astype(np.float32),
