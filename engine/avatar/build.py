@@ -21,6 +21,7 @@ import numpy as np
 from engine.avatar import export
 from engine.avatar.appearance import make_appearance, plan_uvs
 from engine.avatar.frame import apply_transform, camera_to_avatar
+from engine.avatar.heap import reuse_freed_arrays
 from engine.avatar.islands import assign_islands, split_islands
 from engine.avatar.inputs import camera_matrix, check_buildable
 from engine.avatar.labels import groups_table, labels_table
@@ -108,6 +109,14 @@ def build_avatar(
     Cancelled when `progress` raises it; in every case nothing is left at `out_dir` (an avatar
     already there stays as it was).
     """
+    with reuse_freed_arrays():
+        return _build_avatar(
+            bundle_dir, out_dir, detail=detail, resolution=resolution, watertight=watertight, target_faces=target_faces,
+            texture_size=texture_size, rig=rig, rest_pose=rest_pose, progress=progress,
+        )
+
+
+def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target_faces, texture_size, rig, rest_pose, progress) -> Path:
     from engine.bundle import read_bundle
 
     _check_options(detail, resolution, target_faces, texture_size)
