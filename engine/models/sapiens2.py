@@ -266,6 +266,11 @@ class GroupedQueryAttention(nn.Module):
             self.q_norm = self.k_norm = None
         self.proj = nn.Linear(dims, dims)
         self.gamma = LayerScale(dims) if layer_scale else nn.Identity()
+        # Exporters swap these (engine/runtime/onnx_export.py): a RoPE that emulates bf16 in fp32
+        # for runtimes without bf16 arithmetic, and explicit k/v repeats instead of SDPA's
+        # grouped-query flag.
+        self.rotate = apply_rope
+        self.native_gqa = True
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
         B, N, C = x.shape
@@ -276,9 +281,9 @@ class GroupedQueryAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             sin, cos = rope
-            q, k = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
+            q, k = self.rotate(q, sin, cos), self.rotate(k, sin, cos)
         grouped = self.num_kv_heads != self.num_heads
-        if grouped and q.dtype == torch.float32:
+        if grouped and (q.dtype == torch.float32 or not self.native_gqa):
             # fp32 SDPA kernels take no grouped heads; repeating k/v is faster than the fallback.
             k = k.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
             v = v.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)

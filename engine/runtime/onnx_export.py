@@ -22,16 +22,15 @@ in external data (`<name>.onnx.data` beside the model).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.errors import EngineError
@@ -87,28 +86,6 @@ class FrozenRope(nn.Module):
         return self.sin, self.cos
 
 
-def _attention_forward(attn: nn.Module, compute_dtype: torch.dtype) -> Callable:
-    """A forward for one GroupedQueryAttention that exports: same weights, same arithmetic."""
-
-    def forward(x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        B, N, C = x.shape
-        q = attn.wq(x).view(B, N, attn.num_heads, attn.head_dim).transpose(1, 2)
-        k = attn.wk(x).view(B, N, attn.num_kv_heads, attn.head_dim).transpose(1, 2)
-        v = attn.wv(x).view(B, N, attn.num_kv_heads, attn.head_dim).transpose(1, 2)
-        if attn.q_norm is not None:
-            q, k = attn.q_norm(q), attn.k_norm(k)
-        if rope is not None:
-            sin, cos = rope
-            q, k = rotate_emulated(q, sin, cos, compute_dtype), rotate_emulated(k, sin, cos, compute_dtype)
-        if attn.num_kv_heads != attn.num_heads:
-            repeats = attn.num_heads // attn.num_kv_heads
-            k, v = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return attn.gamma(attn.proj(out.transpose(1, 2).reshape(B, N, C)))
-
-    return forward
-
-
 def token_grid(config, input_hw: tuple[int, int]) -> tuple[int, int]:
     b = config.backbone
     h, w = input_hw[0] // b.patch_size, input_hw[1] // b.patch_size
@@ -120,7 +97,7 @@ def token_grid(config, input_hw: tuple[int, int]) -> tuple[int, int]:
 @contextlib.contextmanager
 def export_friendly(model: nn.Module, input_hw: tuple[int, int]):
     """Temporarily give `model` the export-ready RoPE and attention forwards (restored after)."""
-    from engine.models.sapiens2 import GroupedQueryAttention
+    from engine.models.sapiens2 import GroupedQueryAttention, apply_rope
 
     backbone = model.backbone if hasattr(model, "backbone") else model
     original_rope = backbone.rope_embed
@@ -129,12 +106,13 @@ def export_friendly(model: nn.Module, input_hw: tuple[int, int]):
     try:
         backbone.rope_embed = frozen
         for attn in patched:
-            attn.forward = _attention_forward(attn, frozen.compute_dtype)
+            attn.rotate = functools.partial(rotate_emulated, compute_dtype=frozen.compute_dtype)
+            attn.native_gqa = False
         yield model
     finally:
         backbone.rope_embed = original_rope
         for attn in patched:
-            attn.__dict__.pop("forward", None)
+            attn.rotate, attn.native_gqa = apply_rope, True
 
 
 def _require_onnxscript() -> None:
