@@ -107,7 +107,9 @@ def test_export_leaves_the_model_as_it_was(tmp_path):
     with torch.no_grad():
         assert _worst_relative(runner(torch.cat([x, x])), model(torch.cat([x, x]))) < RELATIVE_TOLERANCE
     assert type(model.backbone.rope_embed).__name__ == "RopePositionEmbedding"
-    assert all("forward" not in blk.attn.__dict__ for blk in model.backbone.blocks)
+    from engine.models.sapiens2 import apply_rope
+
+    assert all(blk.attn.rotate is apply_rope and blk.attn.native_gqa for blk in model.backbone.blocks)
     with torch.no_grad():
         assert torch.equal(model(x), before)
 
