@@ -8,14 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+from engine.commands import positive_int
+
 HELP = "turn a predictions bundle into an avatar (mesh, textures, rig)"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def add_build_options(parser: argparse.ArgumentParser) -> None:
@@ -26,9 +21,9 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
                         help="mesh resolution relative to the photo (default full)")
     parser.add_argument("--watertight", action="store_true",
                         help="close the surface into a solid (back side, Poisson) instead of the front only")
-    parser.add_argument("--faces", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--faces", type=positive_int, default=None, metavar="N",
                         help="decimate to about N triangles (UVs kept); default: no decimation")
-    parser.add_argument("--texture-size", type=_positive_int, default=2048, metavar="N",
+    parser.add_argument("--texture-size", type=positive_int, default=2048, metavar="N",
                         help="long side of the textures in texels (default 2048)")
     parser.add_argument("--rig", default=None, metavar="NAME",
                         help="add a skeleton and skin weights in this convention (rigify, mixamo, game)")

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from engine.commands import positive_int
 from engine.protocol import DEFAULT_MAX_LINE_BYTES
 
 HELP = "JSON-lines protocol over stdio for DCC clients"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,9 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--debug", action="store_true",
                         help="enable the debug.* methods (debug.sleep, debug.echo) for testing clients")
-    parser.add_argument("--jobs", type=_positive_int, default=2, metavar="N",
+    parser.add_argument("--jobs", type=positive_int, default=2, metavar="N",
                         help="jobs that run at the same time; more wait in a queue (default 2)")
-    parser.add_argument("--max-line-bytes", type=_positive_int, default=DEFAULT_MAX_LINE_BYTES, metavar="BYTES",
+    parser.add_argument("--max-line-bytes", type=positive_int, default=DEFAULT_MAX_LINE_BYTES, metavar="BYTES",
                         help=f"longest request line accepted (default {DEFAULT_MAX_LINE_BYTES})")
 
 

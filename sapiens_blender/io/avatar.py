@@ -94,13 +94,19 @@ class Avatar:
     nodes: NodeRest | None = None
 
 
-def read_avatar(directory: str | Path) -> Avatar:
-    """Read the avatar in `directory`; raises AvatarError naming the file on any problem."""
+def read_manifest(directory: str | Path, manifest: str, what: str) -> tuple[Path, dict]:
+    """(directory, its manifest JSON) for an output folder; the manifest's version is checked."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise AvatarError(f"{directory}: not an avatar directory")
-    meta = _read_json(directory / "avatar.json", required=False) or {}
-    _check_version(meta, directory / "avatar.json")
+        raise AvatarError(f"{directory}: not an {what} directory")
+    meta = _read_json(directory / manifest, required=False) or {}
+    _check_version(meta, directory / manifest)
+    return directory, meta
+
+
+def read_avatar(directory: str | Path) -> Avatar:
+    """Read the avatar in `directory`; raises AvatarError naming the file on any problem."""
+    directory, meta = read_manifest(directory, "avatar.json", "avatar")
     glb_path = directory / (meta.get("files", {}).get("glb") or "avatar.glb")
     try:
         glb = Glb(glb_path)

@@ -20,6 +20,7 @@ from .avatar import (
     _read_animations,
     _read_json,
     _read_node_rest,
+    read_manifest,
 )
 from .glb import Glb, GlbError
 
@@ -41,11 +42,7 @@ class MotionFolder:
 
 def read_motion(directory: str | Path) -> MotionFolder:
     """Read an animate output folder; raises AvatarError naming the file on any problem."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise AvatarError(f"{directory}: not an animation directory")
-    meta = _read_json(directory / "animation.json", required=False) or {}
-    _check_version(meta, directory / "animation.json")
+    directory, meta = read_manifest(directory, "animation.json", "animation")
     files = meta.get("files") or {}
     skeleton_path = directory / (files.get("skeleton") or "skeleton.json")
     skeleton = _read_json(skeleton_path, required=True)
