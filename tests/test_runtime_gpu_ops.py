@@ -114,7 +114,9 @@ def test_heatmap_decoding_matches_the_numpy_decoder(shared_reference):
 
 
 def test_heatmap_decoding_marks_maps_without_a_positive_peak():
-    heatmaps = -torch.rand(1, 3, 16, 12)
+    # seeded: a lone spike among negative values makes DARK's Hessian nearly singular, where
+    # float32 numpy and torch solves can differ by a few thousandths of a pixel
+    heatmaps = -torch.rand(1, 3, 16, 12, generator=torch.Generator().manual_seed(0))
     heatmaps[0, 1, 5, 7] = 1.0
     kp, scores = gpu_ops.decode_heatmaps(heatmaps, (48, 64))
     want_kp, want_scores = decode_heatmaps(heatmaps, (48, 64))
