@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     import bpy
     import numpy as np
 
-    from sapiens_blender.blender import import_avatar as importer
+    from sapiens_blender.blender import action, armature, import_avatar as importer, mesh
+    from sapiens_blender.io.skin import weight_batches
     from sapiens_blender.io.avatar import read_avatar
     from test_blender_io import write_test_avatar
 
@@ -56,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
                     timings.setdefault(name, []).append(time.perf_counter() - t)
             return wrapper
 
-        for phase in ("_build_mesh", "_add_label_groups", "_build_armature", "_bind_skin", "_build_action"):
-            setattr(importer, phase, timed(phase.strip("_"), getattr(importer, phase)))
+        phases = ((mesh, "build_mesh"), (mesh, "add_label_groups"), (armature, "build_armature"),
+                  (armature, "bind_skin"), (action, "build_action"))
+        for module, phase in phases:
+            setattr(module, phase, timed(phase, getattr(module, phase)))
         read = timed("read files", read_avatar)
         for _ in range(args.repeat):
             bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(result.mesh_object.vertex_groups)} vertex groups, "
               f"{len(result.armature_object.data.bones)} bones, action {result.action.name if result.action else None}")
         n_faces = len(avatar.mesh.faces)
-        n_calls = sum(1 for _ in importer.weight_batches(avatar.mesh.joints, avatar.mesh.weights))
+        n_calls = sum(1 for _ in weight_batches(avatar.mesh.joints, avatar.mesh.weights))
         print(f"skin: {len(avatar.mesh.joints)} x 4 influences -> {n_calls} VertexGroup.add calls")
         print(f"{'phase':24s} {'best s':>8s} {'median s':>9s}   ({args.repeat} runs)")
         for name, values in timings.items():

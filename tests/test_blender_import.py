@@ -140,14 +140,14 @@ def test_animation_becomes_an_action_that_poses_the_rig(tmp_path, empty_scene):
 def test_failed_import_leaves_the_scene_as_it_was(tmp_path, empty_scene, monkeypatch):
     avatar_dir = write_test_avatar(tmp_path / "avatar")
     before = scene_snapshot()
-    from sapiens_blender.blender import import_avatar as module
+    from sapiens_blender.blender import armature
 
     def broken(*args, **kwargs):
         raise RuntimeError("binding failed")
 
-    monkeypatch.setattr(module, "_bind_skin", broken)
+    monkeypatch.setattr(armature, "bind_skin", broken)
     with pytest.raises(RuntimeError, match="binding failed"):
-        module.import_avatar(avatar_dir, name="half")
+        import_avatar(avatar_dir, name="half")
     assert scene_snapshot() == before
     assert bpy.context.object is None or bpy.context.object.mode == "OBJECT"
 

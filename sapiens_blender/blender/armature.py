@@ -1,0 +1,76 @@
+"""Armatures from the engine's skeleton (skeleton.json bones) and the mesh's skin binding."""
+
+from __future__ import annotations
+
+import bpy
+import numpy as np
+
+from ..io.skin import weight_batches
+from .axes import to_blender_axes
+from .created import CreatedData
+
+
+def build_armature(bones: list[dict], name: str, collection, created: CreatedData) -> bpy.types.Object:
+    """A new armature object in `collection` with the skeleton's bones (heads, tails, roll or
+    local Z, parents, connect and deform flags) and their collections and Rigify types."""
+    armature = created.add("armatures", bpy.data.armatures.new(name))
+    obj = created.add("objects", bpy.data.objects.new(name, armature))
+    collection.objects.link(obj)
+    heads = to_blender_axes(np.array([b["head"] for b in bones], np.float64))
+    tails = to_blender_axes(np.array([b["tail"] for b in bones], np.float64))
+    z_axes = [b.get("z_axis") for b in bones]
+    view_layer = bpy.context.view_layer
+    previous_active = view_layer.objects.active
+    view_layer.objects.active = obj
+    bpy.ops.object.mode_set(mode="EDIT")
+    try:
+        edit_bones = armature.edit_bones
+        made = {}
+        for bone, head, tail, z_axis in zip(bones, heads, tails, z_axes):
+            eb = edit_bones.new(bone["name"])
+            eb.head, eb.tail = head.tolist(), tail.tolist()
+            if z_axis is not None:  # an explicit local Z beats a roll angle: no convention to agree on
+                eb.align_roll(to_blender_axes(np.array([z_axis], np.float64))[0].tolist())
+            else:
+                eb.roll = float(bone.get("roll", 0.0))
+            eb.use_deform = bool(bone.get("deform", True))
+            made[bone["name"]] = eb
+        for bone in bones:
+            if bone.get("parent"):
+                made[bone["name"]].parent = made[bone["parent"]]
+                # heads of connected bones were snapped to their parent's tail by the engine
+                made[bone["name"]].use_connect = bool(bone.get("connect", False))
+    finally:
+        bpy.ops.object.mode_set(mode="OBJECT")
+        view_layer.objects.active = previous_active
+    add_bone_metadata(obj, bones)
+    return obj
+
+
+def add_bone_metadata(obj, bones: list[dict]) -> None:
+    """Bone collections, and Rigify's per-bone types when Rigify is enabled (else kept as custom props)."""
+    armature = obj.data
+    for bone in bones:
+        name = bone.get("collection")
+        if name and hasattr(armature, "collections"):
+            collection = armature.collections.get(name) or armature.collections.new(name)
+            collection.assign(armature.bones[bone["name"]])
+        if "rigify_type" in bone:
+            pose_bone = obj.pose.bones[bone["name"]]
+            if hasattr(pose_bone, "rigify_type"):
+                pose_bone.rigify_type = bone["rigify_type"]
+            else:
+                pose_bone["rigify_type"] = bone["rigify_type"]
+
+
+def bind_skin(obj: bpy.types.Object, armature_obj: bpy.types.Object, mesh) -> None:
+    """Parent `obj` to the armature with an Armature modifier; `mesh` (io.avatar's MeshData)
+    gives the skin weights, one vertex group per joint."""
+    obj.parent = armature_obj
+    modifier = obj.modifiers.new("Armature", "ARMATURE")
+    modifier.object = armature_obj
+    if mesh.joints is None or mesh.weights is None:
+        return
+    groups = [obj.vertex_groups.get(n) or obj.vertex_groups.new(name=n) for n in mesh.joint_names]
+    for joint, weight, vertices in weight_batches(mesh.joints, mesh.weights):
+        groups[joint].add(vertices.tolist(), weight, "REPLACE")
