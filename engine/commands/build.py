@@ -8,27 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-from engine.commands import positive_int
+from engine.options import add_arguments as add_options
 
 HELP = "turn a predictions bundle into an avatar (mesh, textures, rig)"
 
 
-def add_build_options(parser: argparse.ArgumentParser) -> None:
-    """The surface and texture options `build` and `demo` share."""
-    parser.add_argument("--detail", choices=("none", "normals"), default="normals",
-                        help="refine the pointmap's depth with the predicted normals (default) or not")
-    parser.add_argument("--resolution", choices=("full", "half", "quarter"), default="full",
-                        help="mesh resolution relative to the photo (default full)")
-    parser.add_argument("--watertight", action="store_true",
-                        help="close the surface into a solid (back side, Poisson) instead of the front only")
-    parser.add_argument("--faces", type=positive_int, default=None, metavar="N",
-                        help="decimate to about N triangles (UVs kept); default: no decimation")
-    parser.add_argument("--texture-size", type=positive_int, default=2048, metavar="N",
-                        help="long side of the textures in texels (default 2048)")
-    parser.add_argument("--rig", default=None, metavar="NAME",
-                        help="add a skeleton and skin weights in this convention (rigify, mixamo, game)")
-    parser.add_argument("--rest-pose", default="photo", metavar="POSE",
-                        help="with --rig: the rig's rest pose, photo (default) or a canonical one (apose, tpose)")
+def add_build_options(parser: argparse.ArgumentParser, **kw) -> None:
+    """The surface, texture, rig and format options `build` and `demo` share (engine/options.py)."""
+    add_options(parser, "build", skip=("bundle_dir", "out_dir"), **kw)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,9 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Build an avatar directory from a predictions bundle (or the reference demo scripts' "
         "outputs): avatar.glb, mesh.ply, mesh.obj, textures/ and avatar.json."
     )
-    parser.add_argument("bundle", type=Path, help="bundle directory (or reference demo output files/folder)")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="avatar directory to write")
-    add_build_options(parser)
+    add_options(parser, "build")
 
 
 class StagePrinter:
@@ -57,19 +42,29 @@ class StagePrinter:
 
 
 def build_from_args(bundle, args: argparse.Namespace, progress) -> Path:
-    from engine.avatar.build import build_avatar
+    import inspect
 
+    from engine.avatar.build import build_avatar
+    from engine.errors import EngineError
+    from engine.options import BY_NAME
+
+    extra = {}
+    if "formats" in inspect.signature(build_avatar).parameters:
+        extra["formats"] = args.formats
+    elif list(args.formats) != list(BY_NAME["formats"].default):
+        raise EngineError(f"--formats {','.join(args.formats)}: this engine writes only glb,obj,ply so far")
     return build_avatar(
         bundle,
-        args.out,
+        args.out_dir,
         detail=args.detail,
         resolution=args.resolution,
         watertight=args.watertight,
-        target_faces=args.faces,
+        target_faces=args.max_faces,
         texture_size=args.texture_size,
         rig=args.rig,
         rest_pose=args.rest_pose,
         progress=progress,
+        **extra,
     )
 
 
@@ -90,6 +85,6 @@ def summarize(out_dir: Path, stream=None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out_dir = build_from_args(args.bundle, args, StagePrinter())
+    out_dir = build_from_args(args.bundle_dir, args, StagePrinter())
     summarize(out_dir)
     return 0

@@ -32,23 +32,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Build an avatar from the synthetic person bundled with the engine (assets/sample/): no "
         "photo and no model weights are needed. Prints each stage and the files written."
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
+    parser.add_argument("--out", dest="out_dir", type=Path, default=DEFAULT_OUT, metavar="DIR",
                         help=f"avatar directory to write (default ./{DEFAULT_OUT})")
-    add_build_options(parser)
     # the product is a rigged avatar: the demo shows all of it unless told otherwise (--rig none)
-    parser.set_defaults(rig="rigify")
+    add_build_options(parser, defaults={"rig": "rigify"})
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.rig in ("none", ""):
-        args.rig = None
     bundle = sample_bundle()
     meta = json.loads((bundle / "bundle.json").read_text())
     photo = meta.get("photo", {})
     maps = ", ".join(k for k in meta.get("files", {}) if k not in ("image", "albedo_preview"))
     print(f"input: {bundle} (photo {photo.get('width')} x {photo.get('height')}; {maps})")
     print(f"options: detail {args.detail}, resolution {args.resolution}, watertight {args.watertight}, "
-          f"faces {args.faces or 'all'}, texture {args.texture_size}, rig {args.rig or 'none'}")
+          f"faces {args.max_faces or 'all'}, texture {args.texture_size}, rig {args.rig or 'none'}")
     print("stages:", flush=True)
     out_dir = build_from_args(bundle, args, StagePrinter(sys.stdout))
     summarize(out_dir)
