@@ -135,7 +135,7 @@ def test_animate_command_on_bundles(shared_samples, tmp_path):
     assert frame["filled"] is True and "mixamorig:LeftForeArm" in frame["bones"]
     bvh = (out / "animation.bvh").read_text()
     assert bvh.startswith("HIERARCHY") and "Frames: 3" in bvh
-    from engine.avatar.gltf import read_glb_json
+    from engine.formats.gltf import read_glb_json
     doc = read_glb_json(out / "animation.glb")
     assert len(doc["animations"]) == 1 and len(doc["skins"]) == 1
 

@@ -341,7 +341,7 @@ def test_bad_options_are_refused(bundle_dir, tmp_path):
 def test_rig_request_is_never_silently_skipped(bundle_dir, tmp_path):
     try:
         from engine.rig import rig_avatar  # noqa: F401
-        from engine.rig.gltf_skin import add_skin  # noqa: F401
+        from engine.rig.describe import skin_description  # noqa: F401
     except ImportError:
         with pytest.raises(EngineError, match="rig"):
             build_avatar(bundle_dir, tmp_path / "avatar", rig="rigify", **FAST)

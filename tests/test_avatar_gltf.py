@@ -9,7 +9,7 @@ import pygltflib
 import pytest
 from PIL import Image
 
-from engine.avatar.gltf import ARRAY_BUFFER, GltfBuilder, read_glb_json
+from engine.formats.gltf import ARRAY_BUFFER, GltfBuilder, read_glb_json
 
 
 def _png(color=(200, 100, 50), size=(8, 8)) -> bytes:

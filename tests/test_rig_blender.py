@@ -169,15 +169,15 @@ def test_weights_respect_body_parts_and_mesh_deforms_sensibly(rig102):
 
 
 def test_glb_skin_imports_as_one_armature(rig102, tmp_path):
-    from engine.avatar.gltf import GltfBuilder
-    from engine.rig.gltf_skin import add_skin
+    from engine.formats.gltf import GltfBuilder, add_skin
+    from engine.rig.describe import skeleton_description, skin_description
     import trimesh  # noqa: F401
     rig, verts, _ = rig102
     builder = GltfBuilder()
     faces = np.arange(len(verts) - len(verts) % 3).reshape(-1, 3)[:1000]
     mesh = builder.add_mesh("body", verts, indices=faces)
     node = builder.add_node("body", mesh=mesh, root=True)
-    add_skin(builder, node, rig)
+    add_skin(builder, node, skeleton_description(rig.skeleton), skin_description(rig))
     path = builder.save(tmp_path / "rig.glb")
     bpy.ops.wm.read_factory_settings(use_empty=True)
     bpy.ops.import_scene.gltf(filepath=str(path))

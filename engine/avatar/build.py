@@ -18,15 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.avatar import export
 from engine.avatar.appearance import make_appearance, plan_uvs
 from engine.avatar.frame import apply_transform, camera_to_avatar
 from engine.avatar.heap import reuse_freed_arrays
 from engine.avatar.islands import assign_islands, split_islands
 from engine.avatar.inputs import camera_matrix, check_buildable
 from engine.avatar.labels import groups_table, labels_table
+from engine.avatar.describe import avatar_mesh, avatar_scene
 from engine.avatar.manifest import FORMAT_NAME, FORMAT_VERSION, avatar_manifest
 from engine import fileio
+from engine.formats import writers_for
+from engine.formats.textures import avatar_textures, write_textures
 from engine.errors import EngineError
 from engine.geometry.surface import vertex_normals  # area-weighted: the normal map adds detail on top
 
@@ -60,12 +62,12 @@ def _load_rigging():
     """engine.rig's entry points, or a clear error when this build has none."""
     try:
         from engine.rig import rig_avatar
-        from engine.rig.gltf_skin import add_skin
+        from engine.rig.describe import skeleton_description, skin_description
     except ImportError as exc:
         raise EngineError(
             f"a rig was requested but rigging is not available in this engine build ({exc}); build without --rig"
         ) from exc
-    return rig_avatar, add_skin
+    return rig_avatar, skeleton_description, skin_description
 
 
 @contextmanager
@@ -99,12 +101,15 @@ def build_avatar(
     texture_size: int = 2048,
     rig: str | None = None,
     rest_pose: str = "photo",
+    formats=None,
     progress: Progress | None = None,
 ) -> Path:
     """Build the avatar directory `out_dir` from the bundle at `bundle_dir`; returns `out_dir`.
 
     rig: a skeleton convention (assets/rigs/NAME.json, e.g. "rigify"); rest_pose: "photo" (the
     pose in the photo) or a canonical pose the rig straightens the mesh to (docs/rig.md).
+    formats: the file formats to write (names in engine.formats.WRITERS, a list or "glb,obj";
+    None: engine.formats.AVATAR_DEFAULT); the textures and avatar.json are always written.
     Raises BundleError for a bundle that cannot be built, EngineError for bad options, and
     Cancelled when `progress` raises it; in every case nothing is left at `out_dir` (an avatar
     already there stays as it was).
@@ -112,16 +117,17 @@ def build_avatar(
     with reuse_freed_arrays():
         return _build_avatar(
             bundle_dir, out_dir, detail=detail, resolution=resolution, watertight=watertight, target_faces=target_faces,
-            texture_size=texture_size, rig=rig, rest_pose=rest_pose, progress=progress,
+            texture_size=texture_size, rig=rig, rest_pose=rest_pose, formats=formats, progress=progress,
         )
 
 
-def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target_faces, texture_size, rig, rest_pose, progress) -> Path:
+def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target_faces, texture_size, rig, rest_pose, formats, progress) -> Path:
     from engine.bundle import read_bundle
 
     _check_options(detail, resolution, target_faces, texture_size)
     if rest_pose != "photo" and not rig:
         raise EngineError(f"a rest pose ({rest_pose}) applies to a rig: ask for one with rig=NAME (--rig)")
+    selected = writers_for(formats, "avatar")
     rigging = _load_rigging() if rig else None
     out_dir = Path(out_dir)
     timings: dict[str, float] = {}
@@ -183,17 +189,17 @@ def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target
             bundle=bundle,
             pool=writers,  # the photo maps resample there while the tangents are computed
         )
-        mesh = export.AvatarMesh(
-            vertices=vertices_avatar.astype(np.float32),
-            normals=normals_avatar,
-            faces=faces,
-            uv=uv_plan.uv,
-            tangents=uv_plan.tangents,
-            labels=labels,
+        mesh = avatar_mesh(
+            vertices_avatar.astype(np.float32), normals_avatar, faces, uv_plan.uv, uv_plan.tangents, labels
         )
-        has_normal_map = bundle.normal is not None
-        # without a rig the mesh is final now: its files are written while the textures bake
-        mesh_files = None if rigging else export.start_mesh_files(writers, tmp, mesh, has_normal_map=has_normal_map)
+        textures = avatar_textures(normal_map=bundle.normal is not None)
+        metadata = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "description": "avatar.json"}
+        # Writers that need neither the textures nor the rig run now, beside the texture baking:
+        # without a rig the mesh is final already.
+        early: dict = {}
+        if rigging is None:
+            scene = avatar_scene(mesh, textures, metadata=metadata)
+            early = {w.name: writers.submit(w.avatar, scene, tmp) for w in selected if not w.needs_textures}
         appearance = make_appearance(
             bundle,
             uv_plan,
@@ -205,9 +211,9 @@ def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target
         )
         lap("textures")
 
-        rig_result = None
+        rig_result = skeleton = skin = None
         if rigging is not None:
-            rig_avatar, add_skin = rigging
+            rig_avatar, skeleton_description, skin_description = rigging
             report("rig", 0.0, f"rigging ({rig})")
             rig_result = rig_avatar(
                 bundle, mesh.vertices, mesh.faces, mesh.labels, to_avatar, convention=rig, rest_pose=rest_pose, progress=progress
@@ -219,29 +225,27 @@ def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target
                 mesh.vertices = np.asarray(rig_result.rest_vertices, np.float32)
                 mesh.normals = _unit_normals(vertex_normals(mesh.vertices, mesh.faces))
                 mesh.tangents = vertex_tangents(mesh.vertices, mesh.normals, mesh.uv, mesh.faces)
+            skeleton, skin = skeleton_description(rig_result.skeleton), skin_description(rig_result)
             lap("rig")
 
         report("write", 0.0, f"writing {out_dir}")
-        if mesh_files is None:
-            mesh_files = export.start_mesh_files(writers, tmp, mesh, has_normal_map=has_normal_map)
-        files, albedo_png, normal_png = export.write_textures(
-            tmp, appearance.albedo_srgb8, appearance.albedo_linear, appearance.normal_rgb8, pool=writers
-        )
-        builder, mesh_node = export.build_gltf(
-            mesh, albedo_png, normal_png, extras={"format": FORMAT_NAME, "version": FORMAT_VERSION, "description": "avatar.json"}
-        )
+        scene = avatar_scene(mesh, textures, metadata=metadata, skeleton=skeleton, skin=skin)
+        if rigging is not None:
+            early = {w.name: writers.submit(w.avatar, scene, tmp) for w in selected if not w.needs_textures}
+        scene.texture("albedo").pixels = appearance.albedo_srgb8
+        if scene.texture("normal") is not None:
+            scene.texture("normal").pixels = appearance.normal_rgb8
+        files = write_textures(scene, tmp, appearance.albedo_linear, pool=writers)
+        for writer in selected:
+            if writer.name not in early:
+                files.update(writer.avatar(scene, tmp))
         if rig_result is not None:
-            add_skin(builder, mesh_node, rig_result)
             (tmp / "skeleton.json").write_text(json.dumps(rig_result.skeleton, indent=1))
             files["skeleton"] = "skeleton.json"
-        builder.save(tmp / "avatar.glb")
-        files["glb"] = "avatar.glb"
-        files["ply"] = mesh_files["ply"].result()
-        files["mtl"] = mesh_files["obj_mtl"].result()
-        files["obj"] = "mesh.obj"
+        for job in early.values():
+            files.update(job.result())
         lap("write")
 
-        slots, _ = export.material_slots(mesh)
         manifest = avatar_manifest(
             name=_avatar_name(bundle, bundle_dir),
             camera_to_avatar=to_avatar,
@@ -279,7 +283,7 @@ def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target
             },
             labels=labels_table(mesh.labels),
             label_groups=groups_table(),
-            material_slots=slots,
+            material_slots=[m.name for m in scene.materials],
             files=dict(sorted(files.items())),
             options={
                 "detail": detail,

@@ -1,7 +1,8 @@
 """Rigging: 3-D joints from keypoints, a skeleton in a named convention, skin weights, glTF skin,
 and animation from frame sequences. docs/rig.md describes skeleton.json and the conventions.
 
-The avatar builder calls `rig_avatar` (this module) and `engine.rig.gltf_skin.add_skin`.
+The avatar builder calls `rig_avatar` (this module) and describes the result with
+`engine.rig.describe` (scene.Skeleton, scene.Skin) for the writers in engine.formats.
 """
 
 from __future__ import annotations

@@ -21,7 +21,9 @@ import numpy as np
 from engine import fileio
 from engine.errors import BundleError, EngineError, InputImageError
 from engine.rig.filters import one_euro
-from engine.rig.gltf_skin import matrix_to_quaternion
+from engine.formats import writers_for
+from engine.formats.scene import Animation, Scene, matrix_to_quaternion
+from engine.rig.describe import skeleton_description
 from engine.rig.lift import LIFTED, Joints3D, lift_joints
 from engine.rig.skeleton import bone_matrices, build_skeleton, skeleton_arrays
 from engine.rig.video import VIDEO_SUFFIXES
@@ -192,82 +194,19 @@ def tracks_from_joints(frames: list[Joints3D | None], min_confidence: float = 0.
 
 
 # --- outputs ------------------------------------------------------------------------------------
-def _euler_zxy_degrees(R: np.ndarray) -> np.ndarray:
-    """... x 3 x 3 -> ... x 3 (z, x, y) degrees with R = Rz @ Rx @ Ry (BVH channel order)."""
-    x = np.arcsin(np.clip(R[..., 2, 1], -1, 1))
-    z = np.arctan2(-R[..., 0, 1], R[..., 1, 1])
-    y = np.arctan2(-R[..., 2, 0], R[..., 2, 2])
-    return np.degrees(np.stack([z, x, y], -1))
-
-
-def write_bvh(path: Path, motion: Motion) -> None:
-    """BVH with world-aligned rest axes (the format's convention), metres, Y up."""
-    _, _, heads, tails, _ = skeleton_arrays(motion.skeleton)
-    names, parents = motion.names, motion.parents
-    W = motion.world()
-    first = int(np.flatnonzero(~motion.filled)[0]) if (~motion.filled).any() else 0
-    rest_rot = W[first, :, :3, :3]
-    delta = W[:, :, :3, :3] @ np.swapaxes(rest_rot, -1, -2)[None]      # world rotation from rest
-    local = delta.copy()
-    has = parents >= 0
-    local[:, has] = np.swapaxes(delta[:, parents[has]], -1, -2) @ delta[:, has]
-    children = {b: [c for c in range(len(names)) if parents[c] == b] for b in range(len(names))}
-    lines = ["HIERARCHY"]
-
-    def emit(b: int, depth: int) -> None:
-        pad = "  " * depth
-        off = heads[b] if parents[b] < 0 else heads[b] - heads[parents[b]]
-        kind = "ROOT" if parents[b] < 0 else "JOINT"
-        lines.append(f"{pad}{kind} {names[b]}")
-        lines.append(f"{pad}{{")
-        lines.append(f"{pad}  OFFSET {off[0]:.6f} {off[1]:.6f} {off[2]:.6f}")
-        if parents[b] < 0:
-            lines.append(f"{pad}  CHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation")
-        else:
-            lines.append(f"{pad}  CHANNELS 3 Zrotation Xrotation Yrotation")
-        for c in children[b]:
-            emit(c, depth + 1)
-        if not children[b]:
-            end = tails[b] - heads[b]
-            lines.extend([f"{pad}  End Site", f"{pad}  {{",
-                          f"{pad}    OFFSET {end[0]:.6f} {end[1]:.6f} {end[2]:.6f}", f"{pad}  }}"])
-        lines.append(f"{pad}}}")
-
-    roots = [b for b in range(len(names)) if parents[b] < 0]
-    if len(roots) != 1:
-        raise EngineError(f"BVH needs one root bone; the skeleton has {len(roots)}")
-    emit(roots[0], 0)
-    order = []
-
-    def walk(b):
-        order.append(b)
-        for c in children[b]:
-            walk(c)
-    walk(roots[0])
-    eul = _euler_zxy_degrees(local)                                    # T x B x 3
-    root_pos = W[:, roots[0], :3, 3]
-    lines += ["MOTION", f"Frames: {len(W)}", f"Frame Time: {1.0 / motion.fps:.6f}"]
-    rows = np.concatenate([root_pos] + [eul[:, b] for b in order], axis=1)
-    lines += [" ".join(f"{v:.5f}" for v in row) for row in rows]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def write_gltf(path: Path, motion: Motion) -> None:
-    from engine.avatar.gltf import GltfBuilder
-    from engine.rig.gltf_skin import add_animation, add_joint_nodes
-    _, _, heads, tails, zs = skeleton_arrays(motion.skeleton)
-    builder = GltfBuilder(extras={"sapiens": {"format": ANIMATION_FORMAT, "version": ANIMATION_VERSION}})
-    nodes = add_joint_nodes(builder, motion.skeleton)
-    world = bone_matrices(heads, tails, zs)
-    builder.add_skin([nodes[n] for n in motion.names], np.linalg.inv(world), skeleton=nodes[motion.names[0]],
-                     name="skeleton")
-    times = np.arange(len(motion.local_rotations)) / motion.fps
-    quats = matrix_to_quaternion(motion.local_rotations)
-    # keep each track on one hemisphere so interpolation takes the short way
-    flip = np.cumsum(((quats[1:] * quats[:-1]).sum(-1) < 0), axis=0) % 2
-    quats[1:] *= np.where(flip[..., None] == 1, -1.0, 1.0)
-    add_animation(builder, nodes, motion.names, times, quats, motion.root_positions)
-    builder.save(path)
+def motion_scene(motion: Motion) -> Scene:
+    """The motion as the description the file formats write (engine.formats.WRITERS): the rest
+    skeleton, and per frame each bone's rotation relative to its parent with its fixed offset
+    (the root's travelling position)."""
+    T, B = motion.local_rotations.shape[:2]
+    translations = np.broadcast_to(motion.rest_local[:, :3, 3], (T, B, 3)).copy()
+    roots = motion.parents < 0
+    translations[:, roots] = motion.root_positions[:, None]
+    animation = Animation(motion.fps, motion.local_rotations, translations,
+                          frame_data={"filled": np.asarray(motion.filled, bool),
+                                      "confidence": np.asarray(motion.confidence, np.float64)})
+    return Scene("motion", skeleton=skeleton_description(motion.skeleton), animation=animation,
+                 metadata={"sapiens": {"format": ANIMATION_FORMAT, "version": ANIMATION_VERSION}})
 
 
 def write_frame_json(dir_: Path, motion: Motion, tracks: np.ndarray, joint_names: list[str],
@@ -344,16 +283,17 @@ def _animate_bundles(paths: list[Path], out_dir: Path, *, convention: str, fps: 
         progress("animate", 0.8, "writing outputs")
     with fileio.atomic_directory(out_dir) as tmp:
         (tmp / "frames").mkdir()
-        write_gltf(tmp / "animation.glb", motion)
-        write_bvh(tmp / "animation.bvh", motion)
+        scene = motion_scene(motion)
+        written = {}
+        for writer in writers_for(None, "motion"):
+            written.update(writer.motion(scene, tmp))
         write_frame_json(tmp / "frames", motion, smoothed, names, [str(p) for p in paths])
         (tmp / "skeleton.json").write_text(json.dumps(motion.skeleton, indent=1))
         summary = {"format": ANIMATION_FORMAT, "version": ANIMATION_VERSION, "fps": fps, "frames": len(paths),
                    "filled_frames": [int(t) for t in np.flatnonzero(motion.filled)], "convention": convention,
                    "units": "metres", "frame": "avatar (glTF: +Y up, person faces +Z)",
                    "smoothing": {"filter": "one_euro", "min_cutoff_hz": min_cutoff, "beta": beta} if smooth else None,
-                   "files": {"gltf": "animation.glb", "bvh": "animation.bvh", "skeleton": "skeleton.json",
-                             "frames": "frames/"}}
+                   "files": {**written, "skeleton": "skeleton.json", "frames": "frames/"}}
         (tmp / "animation.json").write_text(json.dumps(summary, indent=1))
         if progress:
             progress("animate", 1.0, "done")   # last chance for the client to cancel

@@ -2,9 +2,10 @@
 
 `GltfBuilder` owns one binary buffer and appends to it: every `add_*` method returns the index
 of what it created (accessor, image, texture, material, mesh, node, skin, animation), so pieces
-can refer to each other the way glTF does. The avatar writer uses it for the mesh, its
-material slots and textures; the rig code uses the same builder to add a skin (JOINTS_0 /
-WEIGHTS_0 on the existing primitives, joint nodes, inverse bind matrices) and animations.
+can refer to each other the way glTF does. `write_avatar` and `write_motion` (the bottom of
+this module) turn an engine.formats.scene.Scene into avatar.glb / animation.glb with it: the
+mesh, its material slots and textures, joint nodes, a skin (JOINTS_0 / WEIGHTS_0 on the
+primitives, inverse bind matrices) and animations.
 
 Array conventions:
 - Vertex data is one row per vertex (N x k); matrices are N x 4 x 4 (or 3 x 3, 2 x 2) in the
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pygltflib as gl
+
+from engine.formats.scene import Scene, Skeleton, Skin, continuous_quaternions, matrix_to_quaternion
 
 # numpy dtype -> glTF componentType
 _COMPONENT_TYPES = {
@@ -432,3 +435,105 @@ def read_glb_json(path: str | Path) -> dict:
         raise ValueError(f"{path} is not a binary glTF file")
     length = int.from_bytes(data[12:16], "little")
     return json.loads(data[20 : 20 + length])
+
+
+# ---- scene -> glb ----------------------------------------------------------------------------
+AVATAR_FILE = "avatar.glb"
+MOTION_FILE = "animation.glb"
+
+
+def add_joint_nodes(builder: GltfBuilder, skeleton: Skeleton) -> list[int]:
+    """One node per joint, parented like the joints; roots go into the scene. Node indices.
+
+    Each node's transform is the joint's rest frame (for the engine's rigs: x, y = head->tail,
+    z = skeleton.json's z_axis, origin at the head), so the glTF joints carry skeleton.json's
+    orientations."""
+    rotations = matrix_to_quaternion(skeleton.rest_local[:, :3, :3])
+    nodes: list[int] = []
+    for i, name in enumerate(skeleton.names):
+        parent = int(skeleton.parents[i])
+        nodes.append(builder.add_node(name, translation=skeleton.rest_local[i, :3, 3].tolist(),
+                                      rotation=rotations[i].tolist(), root=parent < 0))
+        if parent >= 0:
+            builder.add_child(nodes[parent], nodes[i])
+    return nodes
+
+
+def add_skeleton_skin(builder: GltfBuilder, skeleton: Skeleton, joint_nodes: list[int], name: str) -> int:
+    """A skin listing every joint (importers then make one armature, with no stray empties for
+    marker bones such as heels or eyes); the mesh's JOINTS_0 names only deforming joints."""
+    return builder.add_skin(joint_nodes, np.linalg.inv(skeleton.bind_world), skeleton=joint_nodes[0], name=name)
+
+
+def avatar_builder(scene: Scene) -> GltfBuilder:
+    """The avatar's glTF document: textures, one material per slot, the mesh (one primitive per
+    slot, shared vertices), and the skeleton with its skin when the scene has one."""
+    mesh = scene.mesh
+    builder = GltfBuilder(extras=scene.metadata)
+    texture_index: dict[str, int] = {}
+    for texture in scene.textures:
+        if texture.encoded is None:
+            raise ValueError(f"texture {texture.name!r} is not encoded yet (write the textures first)")
+        texture_index[texture.name] = builder.add_texture(
+            builder.add_image(texture.encoded, "image/png", name=texture.name), name=texture.name
+        )
+    submeshes = []
+    for slot in scene.materials:
+        material = builder.add_material(
+            slot.name, texture_index.get(slot.base_color), texture_index.get(slot.normal),
+            roughness=slot.roughness, metallic=slot.metallic, extras=slot.extras,
+        )
+        submeshes.append((slot.faces, material))
+    mesh_index = builder.add_mesh(
+        mesh.name,
+        mesh.vertices,
+        mesh.normals,
+        mesh.uv,
+        tangents=mesh.tangents,
+        extra_attributes={"_LABEL": mesh.labels.astype(np.float32)},
+        submeshes=submeshes,
+        extras={"label_attribute": "_LABEL", "labels": {str(i): n for i, n in enumerate(mesh.label_names)}},
+    )
+    mesh_node = builder.add_node(mesh.name, mesh=mesh_index, root=True)
+    if scene.skeleton is not None and scene.skin is not None:
+        add_skin(builder, mesh_node, scene.skeleton, scene.skin)
+    return builder
+
+
+def add_skin(builder: GltfBuilder, mesh_node: int, skeleton: Skeleton, skin: Skin) -> int:
+    """Skin the mesh of `mesh_node` (at the avatar origin): joint nodes, the skin, and JOINTS_0 /
+    WEIGHTS_0 on every primitive; returns the skin index."""
+    joint_nodes = add_joint_nodes(builder, skeleton)
+    index = add_skeleton_skin(builder, skeleton, joint_nodes, f"{skeleton.name} skin")
+    mesh = builder.gltf.nodes[mesh_node].mesh
+    builder.add_primitive_attribute(mesh, "JOINTS_0", np.asarray(skin.joints, np.uint16))
+    builder.add_primitive_attribute(mesh, "WEIGHTS_0", np.asarray(skin.weights, np.float32))
+    builder.set_node_skin(mesh_node, index)
+    return index
+
+
+def motion_builder(scene: Scene) -> GltfBuilder:
+    """The motion's glTF document: the skeleton's joint nodes and skin, and one animation with a
+    rotation channel per joint and a translation channel for the root."""
+    skeleton, animation = scene.skeleton, scene.animation
+    builder = GltfBuilder(extras=scene.metadata)
+    nodes = add_joint_nodes(builder, skeleton)
+    add_skeleton_skin(builder, skeleton, nodes, "skeleton")
+    anim = builder.add_animation(animation.name)
+    times = builder.add_times(np.arange(animation.frames) / animation.fps)
+    rotations = continuous_quaternions(matrix_to_quaternion(animation.rotations))
+    for b in range(len(skeleton.names)):
+        builder.add_animation_channel(anim, nodes[b], "rotation", times, rotations[:, b])
+    root = int(np.flatnonzero(skeleton.parents < 0)[0])
+    builder.add_animation_channel(anim, nodes[root], "translation", times, animation.translations[:, root])
+    return builder
+
+
+def write_avatar(scene: Scene, out_dir: Path) -> dict[str, str]:
+    avatar_builder(scene).save(Path(out_dir) / AVATAR_FILE)
+    return {"glb": AVATAR_FILE}
+
+
+def write_motion(scene: Scene, out_dir: Path) -> dict[str, str]:
+    motion_builder(scene).save(Path(out_dir) / MOTION_FILE)
+    return {"gltf": MOTION_FILE}
