@@ -31,6 +31,13 @@ BONE_TOLERANCE = 0.15    # relative bone-length error beyond which a lifted dept
 TYPICAL_TOLERANCE = 0.2  # relative difference from the typical bone length still believed
 SURFACE_MARGIN = 0.01    # metres a corrected centre may lie in front of the surface (pointmap noise)
 CORRECTED_CONFIDENCE = 0.6
+# front-to-back thickness of each segmentation class as a fraction of height (a hidden joint lies
+# behind all of it): trunk and head ~0.12, a thigh 0.07, trousers (thigh or shin) 0.06, a shin
+# 0.05, an arm 0.04, hands and feet 0.025; background nothing
+OCCLUDER_THICKNESS = np.zeros(N_CLASSES + 1)
+for _labels, _share in (((1, 3, 4, 22, 23, 24, 25, 26, 27, 28), 0.12), ((12, 21), 0.07), ((13,), 0.06),
+                        ((8, 17), 0.05), ((7, 11, 16, 20), 0.04), ((5, 6, 9, 10, 14, 15, 18, 19), 0.025)):
+    OCCLUDER_THICKNESS[list(_labels)] = _share
 TYPICAL_RADIUS = {       # limb radius at the joint as a fraction of height, for missing widths
     "shoulder": 0.028, "elbow": 0.022, "wrist": 0.017, "hip": 0.045, "knee": 0.03, "ankle": 0.02,
     "big_toe": 0.012, "small_toe": 0.01, "heel": 0.02, "neck": 0.033, "finger": 0.005,
@@ -237,8 +244,14 @@ def lift_joints(keypoints: np.ndarray, pointmap: np.ndarray, seg: np.ndarray | N
     confidence = np.where(visible, np.clip(score, 0, 1) * np.clip(share / 0.6, 0, 1), 0.0)
     _correct_limb_depths(positions, status, confidence, visible, surface, ray_unit, parent, typical,
                          height, idx)
+    # what each keypoint's pixel shows first, whatever body part it is (a hidden joint lies behind it)
+    first = _sample(np.asarray(pointmap, np.float64) if mask is None else
+                    np.where(mask[..., None], pointmap, np.nan), kp, np.nan)
+    first_t = np.where(has_2d, np.linalg.norm(first, axis=1), np.nan)
+    first_label = np.where(has_2d, _sample(seg, kp, 0).astype(np.int64), 0)
     _fill_hidden(positions, status, confidence, visible, has_2d, ray_unit, surface, parent, typical,
-                 height, names, idx, score)
+                 height, names, idx, score, first_t, first_label, np.where(visible, radius, typical_r),
+                 allowed, min_score)
     return Joints3D(names, positions, confidence.astype(np.float32), status, height, radius)
 
 
@@ -292,11 +305,32 @@ def _correct_limb_depths(positions, status, confidence, visible, surface, ray_un
             confidence[j] *= CORRECTED_CONFIDENCE
 
 
+def _occluder_thickness(labels: np.ndarray, height: float) -> np.ndarray:
+    """Front-to-back thickness (metres) of the body part with each label: what a hidden joint
+    must lie behind when its pixel shows that part."""
+    return OCCLUDER_THICKNESS[np.clip(labels, 0, N_CLASSES)] * height
+
+
 def _fill_hidden(positions, status, confidence, visible, has_2d, ray_unit, surface, parent, typical,
-                 height, names, idx, score) -> None:
-    """Fill every joint that was not lifted, parents before children (in place)."""
+                 height, names, idx, score, first_t, first_label, radius, allowed, min_score) -> None:
+    """Fill every joint that was not lifted, parents before children (in place).
+
+    A joint whose keypoint scores as hidden lies behind the surface its pixel shows, inside its own
+    limb (its radius deeper); when that surface is another body part, behind all of that part
+    (its thickness from its label) too.
+    Of the two points where the bone-length sphere around the parent meets the keypoint ray, the
+    one that satisfies this is taken; when neither does, the deeper one (the bone keeps its
+    length). Both hips hidden: each hip on its ray at the depth the shoulders and knees imply."""
     known = visible.copy()
     J = len(names)
+    hidden = has_2d & ~visible & (score < min_score)
+    # a limb joint seen through its own limb counts as seen, so a hidden one's pixel shows another
+    # part; shoulders and hips sit inside the trunk, which may hide them itself (a turned pelvis)
+    trunk = np.array([n.startswith(("hip_", "shoulder_")) for n in names])
+    own_part = trunk & allowed[np.arange(J), first_label]
+    occluder = np.where(own_part, 0.0, _occluder_thickness(first_label, height))
+    t_min = np.where(hidden & np.isfinite(first_t), first_t + occluder + radius, -np.inf)
+    _fill_hip_pair(positions, status, confidence, known, has_2d, ray_unit, t_min, height, idx, score)
     for _ in range(J):
         todo = np.flatnonzero(~known & ((parent < 0) | known[np.maximum(parent, 0)]))
         if len(todo) == 0:
@@ -322,7 +356,11 @@ def _fill_hidden(positions, status, confidence, visible, has_2d, ray_unit, surfa
                 if disc >= 0:
                     roots = np.array([dp - np.sqrt(disc), dp + np.sqrt(disc)])
                     surf_t = float(np.linalg.norm(surface[j])) if np.isfinite(surface[j]).all() else np.nan
-                    if np.isfinite(surf_t) and roots[0] < surf_t - 0.01:
+                    if hidden[j] and np.isfinite(t_min[j]):
+                        behind = roots >= t_min[j]
+                        # behind the occluder: the root nearest it; neither: the deeper one
+                        t = roots[int(np.argmax(behind))] if behind.any() else t_min[j]
+                    elif np.isfinite(surf_t) and roots[0] < surf_t - 0.01:
                         t = roots[1]          # hidden behind the surface seen along the ray
                     else:
                         t = roots[0] if abs(roots[0] - dp) <= abs(roots[1] - dp) else roots[1]
@@ -342,6 +380,47 @@ def _fill_hidden(positions, status, confidence, visible, has_2d, ray_unit, surfa
                 status[j] = FILLED_GUESS
                 confidence[j] = 0.05
             known[j] = True
+    # nothing leaves the lifter non-finite: whatever could not be placed sits on its parent
+    for j in np.flatnonzero(~known | ~np.isfinite(positions).all(1)):
+        p = parent[j]
+        anchor = positions[p] if p >= 0 and np.isfinite(positions[p]).all() else positions[idx["neck"]]
+        positions[j] = anchor if np.isfinite(anchor).all() else np.array([0.0, 0.0, 3.0])
+        status[j], confidence[j] = FILLED_GUESS, 0.0
+
+
+def _fill_hip_pair(positions, status, confidence, known, has_2d, ray_unit, t_min, height, idx, score) -> None:
+    """Both hips unseen: each is the other's parent, so the bone-length fill cannot start. Put each
+    hip on its keypoint ray at the depth between its shoulder's and knee's (the hip is ~55% of
+    the way down from shoulder to knee), never in front of the occluder; without a ray or any
+    depth, below the shoulders (an upright person). In place; marks them known."""
+    hips = [idx["hip_L"], idx["hip_R"]]
+    if known[hips].any():
+        return
+    for side, j in zip("LR", hips):
+        depths = []
+        for name, share in ((f"shoulder_{side}", 0.45), (f"knee_{side}", 0.55)):
+            k = idx[name]
+            if known[k] and np.isfinite(positions[k]).all():
+                depths.append((positions[k, 2], share))
+        if not depths:   # the other side's joints stand in for this side's
+            for name, share in ((f"shoulder_{'R' if side == 'L' else 'L'}", 0.45),
+                                (f"knee_{'R' if side == 'L' else 'L'}", 0.55)):
+                k = idx[name]
+                if known[k] and np.isfinite(positions[k]).all():
+                    depths.append((positions[k, 2], share))
+        if has_2d[j] and depths:
+            z = sum(d * w for d, w in depths) / sum(w for _, w in depths)
+            t = max(z / max(ray_unit[j, 2], 1e-6), t_min[j])
+            positions[j] = ray_unit[j] * t
+            status[j], confidence[j] = FILLED_RAY, 0.5 * float(np.clip(score[j], 0, 1))
+        else:
+            sh = idx[f"shoulder_{side}"]
+            top = positions[sh] if known[sh] else positions[idx["neck"]] if known[idx["neck"]] else None
+            if top is None or not np.isfinite(top).all():
+                continue     # nothing to hang the hip from: the final sweep places it
+            positions[j] = top + np.array([0.0, 0.3 * height, 0.0])   # camera y points down
+            status[j], confidence[j] = FILLED_GUESS, 0.05
+        known[j] = True
 
 
 def _bone_length(j, p, positions, visible, typical, height, names, idx) -> float:
