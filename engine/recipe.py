@@ -1,6 +1,8 @@
 """Per-task input preparation and output handling, exactly as the released checkpoints expect.
 
-Follows ../shared/reference/inference_recipe.md (facts read off the reference implementation):
+Follows ../shared/reference/inference_recipe.md (facts read off the reference implementation).
+The photo's resizes and warps are OpenCV's own (the reference's library), so the model inputs are
+bit-identical to the reference's; the model outputs are resampled with torch as the reference does.
 
 - seg: stretch the whole photo to 768 x 1024 (area when the width shrinks, else cubic); logits
   back to the photo bilinearly, argmax (softmax for probabilities).
@@ -10,7 +12,7 @@ Follows ../shared/reference/inference_recipe.md (facts read off the reference im
   pointmaps divided by the predicted scale and, when upsampled, smoothed first (3 x 3 Gaussian,
   sigma 0.8, 4 passes, reflect border).
 - pose: box x1.25, widened or heightened to 3:4, UDP affine warp to 768 x 1024 (bilinear when
-  shrinking, as cv2.warpAffine does for INTER_AREA, else cubic; black outside the photo), flip test
+  shrinking, which is what cv2.warpAffine does for INTER_AREA, else cubic; black outside), flip test
   averaged with `flip_indices`, keypoints mapped back through the box.
 
 Arrays are numpy H x W x C (photos) or torch B x C x H x W (model tensors). Coordinates here are
@@ -47,10 +49,12 @@ def normalize(batch_hwc: np.ndarray):
 
 
 def seg_input(image: np.ndarray) -> np.ndarray:
-    """Stretch the whole photo to the model input, cv2-style kernel choice by the width."""
-    h, w = image.shape[:2]
-    kind = "area" if INPUT_HW[1] < w else "cubic"
-    return resample.to_uint8(resample.resize(image, INPUT_HW, kind))
+    """Stretch the whole photo to the model input: cv2 INTER_AREA when the width shrinks, else cubic."""
+    import cv2
+
+    w = image.shape[1]
+    flag = cv2.INTER_AREA if INPUT_WH[0] < w else cv2.INTER_CUBIC
+    return cv2.resize(np.ascontiguousarray(image), INPUT_WH, interpolation=flag)
 
 
 def seg_labels(logits_chw: np.ndarray, size_hw: tuple[int, int], *, with_probs: bool = False,
@@ -122,8 +126,10 @@ class Letterbox:
 
 
 def dense_input(image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+    import cv2
+
     box = Letterbox.fit(image.shape[:2])
-    resized = resample.to_uint8(resample.resize(image, box.resized_hw, "linear"))
+    resized = cv2.resize(np.ascontiguousarray(image), box.resized_hw[::-1], interpolation=cv2.INTER_LINEAR)
     return box.pad(resized), box
 
 
@@ -221,24 +227,17 @@ def pose_crop(bbox_xyxy) -> PoseCrop:
 
 def warp_affine(image: np.ndarray, matrix: np.ndarray, output_wh=INPUT_WH,
                 interpolation: str = "linear") -> np.ndarray:
-    """cv2.warpAffine semantics: dst(x, y) = src(M^-1 (x, y)), integer-centred, black outside."""
-    import torch
-    import torch.nn.functional as F
+    """cv2.warpAffine: dst(x, y) = src(M^-1 (x, y)), integer-centred, black outside.
 
-    h, w = image.shape[:2]
-    out_w, out_h = output_wh
-    full = np.vstack([matrix, [0, 0, 1]])
-    inv = np.linalg.inv(full)[:2]
-    xs, ys = np.meshgrid(np.arange(out_w, dtype=np.float64), np.arange(out_h, dtype=np.float64))
-    src_x = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
-    src_y = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
-    # align_corners=True: -1 and 1 are the centres of the first and last pixels
-    grid = np.stack([src_x * 2 / max(w - 1, 1) - 1, src_y * 2 / max(h - 1, 1) - 1], axis=-1)
-    src = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))[None]
-    mode = "bicubic" if interpolation == "cubic" else "bilinear"
-    out = F.grid_sample(src, torch.from_numpy(grid.astype(np.float32))[None], mode=mode,
-                        padding_mode="zeros", align_corners=True)
-    return resample.to_uint8(out[0].permute(1, 2, 0).numpy())
+    The reference asks for INTER_AREA when shrinking, which cv2.warpAffine runs as INTER_LINEAR
+    (hence "linear" here); "cubic" is INTER_CUBIC.
+    """
+    import cv2
+
+    flag = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}[interpolation]
+    return cv2.warpAffine(np.ascontiguousarray(image), np.asarray(matrix, dtype=np.float64),
+                          tuple(int(v) for v in output_wh), flags=flag,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def pose_input(image: np.ndarray, bbox_xyxy) -> tuple[np.ndarray, PoseCrop]:

@@ -1,9 +1,10 @@
-"""Image resampling that reproduces OpenCV's resize kernels without OpenCV.
+"""Separable resampling kernels as matrices: OpenCV's resize rules for the GPU path, torch's bilinear.
 
-The reference pipeline resizes photos with cv2 (INTER_AREA, INTER_CUBIC, INTER_LINEAR) and model
-outputs with torch's bilinear interpolate. Every kernel here is separable, so a resize is two
-sparse matrix products: rows = Wy @ image, then columns with Wx. The weights follow the same
-source-coordinate rules as those libraries (pixel centres at +0.5, borders clamped), so:
+The CPU recipe resizes and warps photos with OpenCV itself (bit-identical model inputs). The GPU
+path (engine.runtime.gpu_ops) cannot call OpenCV on device tensors, so it resizes with these
+weights as two matrix products per image: rows = Wy @ image, then columns with Wx. The weights
+follow the same source-coordinate rules as those libraries (pixel centres at +0.5, borders
+clamped), so:
 
 - `linear` equals torch `F.interpolate(mode="bilinear", align_corners=False, antialias=False)`
   to float rounding (tests check this), and cv2 INTER_LINEAR up to cv2's 11-bit fixed-point
@@ -16,8 +17,8 @@ source-coordinate rules as those libraries (pixel centres at +0.5, borders clamp
   for INTER_AREA when shrinking the width, so only a photo much wider than 3:4 that is also short
   meets this case, and then only along y).
 
-The work is O(pixels x taps), no Python loops over pixels; large maps can be resized in row
-strips (`resize_rows`) so a 29-channel 12-megapixel logit map never exists at once.
+`linear_rows` resizes model outputs (torch tensors) in row strips, so a 29-channel 12-megapixel
+logit map never exists at once.
 """
 
 from __future__ import annotations
@@ -93,22 +94,6 @@ def resize(image: np.ndarray, size_hw: tuple[int, int], kind_y: str, kind_x: str
     return np.ascontiguousarray(out[..., 0] if squeeze else out)
 
 
-def resize_rows(chw: np.ndarray, size_hw: tuple[int, int], row_start: int, row_stop: int,
-                kind: str = "linear") -> np.ndarray:
-    """Rows [row_start, row_stop) of a resized C x H x W map, as (stop - start) x W_out x C."""
-    c, h, w = chw.shape
-    out_h, out_w = size_hw
-    wy = axis_weights(h, out_h, kind)[row_start:row_stop]
-    used = np.unique(wy.indices)                 # the few input rows these output rows need
-    lo, hi = int(used.min()), int(used.max()) + 1
-    src = np.ascontiguousarray(chw[:, lo:hi, :].transpose(1, 2, 0), dtype=np.float32)
-    tmp = wy[:, lo:hi] @ src.reshape(hi - lo, w * c)
-    n = row_stop - row_start
-    tmp = tmp.reshape(n, w, c).transpose(1, 0, 2).reshape(w, n * c)
-    out = axis_weights(w, out_w, kind) @ tmp
-    return np.ascontiguousarray(out.reshape(out_w, n, c).transpose(1, 0, 2))
-
-
 def linear_rows(chw, size_hw: tuple[int, int], row_start: int = 0, row_stop: int | None = None):
     """Bilinear resize of a C x H x W torch tensor (rows [start, stop) of the result only).
 
@@ -125,8 +110,3 @@ def linear_rows(chw, size_hw: tuple[int, int], row_start: int = 0, row_stop: int
     gx = (2 * (torch.arange(out_w, dtype=torch.float64) + 0.5) / out_w - 1).float()
     grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None].to(chw.dtype)
     return F.grid_sample(chw[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Round and saturate, as cv2 does when it resizes or warps a uint8 image."""
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
