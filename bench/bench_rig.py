@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 def main() -> None:
     import trimesh
     from engine.rig import rig_from_joints
-    from engine.rig.animate import motion_from_tracks
+    from engine.motion.animate import motion_from_tracks
     from engine.rig.lift import lift_joints
 
     d = REPO.parent / "shared" / "samples" / "person_101"
@@ -60,7 +60,7 @@ def main() -> None:
     # a frame as animate sees it: read the predictions bundle from disk, then lift
     import tempfile
     from engine.bundle import Bundle, read_bundle, write_bundle
-    from engine.rig.animate import lift_bundle
+    from engine.motion.animate import lift_bundle
     with tempfile.TemporaryDirectory() as tmp:
         h, w = maps["mask"].shape
         write_bundle(Bundle(image=np.zeros((h, w, 3), np.uint8), mask=maps["mask"], keypoints=kp.astype(np.float32),

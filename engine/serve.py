@@ -234,7 +234,7 @@ def _job_build(job: Job) -> dict:
 def _job_animate(job: Job) -> dict:
     _require(job.params, "frames", str, "a directory of frames (images or predictions bundles)")
     _require(job.params, "out_dir", str, "a directory path")
-    animate_frames = _import_entry("animate", "engine.rig.animate", "animate_frames")
+    animate_frames = _import_entry("animate", "engine.motion.animate", "animate_frames")
     output = Path(_call_with_params(animate_frames, job, job.params))
     return {"output": os.fspath(output), "files": _relative_files(output)}
 
@@ -243,7 +243,7 @@ def _job_animate(job: Job) -> dict:
 IMPLEMENTATION_MODULES = {
     "predict": "engine.predict",
     "build": "engine.avatar.build",
-    "animate": "engine.rig.animate",
+    "animate": "engine.motion.animate",
 }
 
 

@@ -17,7 +17,7 @@ DETAIL = [
 RESOLUTION = [("full", "Full", ""), ("half", "Half", ""), ("quarter", "Quarter", "")]
 TEXTURE_SIZES = [(str(s), str(s), f"{s} x {s} pixels") for s in (512, 1024, 2048, 4096)]
 RIGS = [("rigify", "Rigify", "Blender's Rigify human metarig names and hierarchy")]
-# what the engine's video decoder reads (engine/rig/video.py VIDEO_SUFFIXES)
+# what the engine's video decoder reads (engine/motion/video.py VIDEO_SUFFIXES)
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.rig.animate import motion_from_tracks
-from engine.rig.filters import one_euro
+from engine.motion.animate import motion_from_tracks
+from engine.motion.filters import one_euro
 from engine.rig.lift import lift_joints
 
 FPS = 30.0
@@ -154,8 +154,8 @@ def encode_video(path, frames, fps):
 
 
 def test_video_frames_decode_in_order_with_their_rate(tmp_path):
-    from engine.rig.animate import list_frames
-    from engine.rig.video import decode_video
+    from engine.motion.animate import list_frames
+    from engine.motion.video import decode_video
     T, h, w = 7, 48, 64
     y, x = np.mgrid[0:h, 0:w]
     frames = np.stack([np.stack([(x * 4 + 20 * t) % 256, (y * 5) % 256, np.full_like(x, 30 * t)], -1)
@@ -176,7 +176,7 @@ def test_video_frames_decode_in_order_with_their_rate(tmp_path):
 def test_video_errors_are_clear(tmp_path, monkeypatch):
     import sys
     from engine.errors import InputImageError
-    from engine.rig.video import decode_video
+    from engine.motion.video import decode_video
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00" * 64)
     if _has_ffmpeg():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engine.bundle import write_bundle
-from engine.rig.animate import animate_frames
+from engine.motion.animate import animate_frames
 from engine.synthetic import degrade, make_sequence, to_bundle
 
 FPS = 30.0

@@ -20,13 +20,13 @@ import numpy as np
 
 from engine import fileio
 from engine.errors import BundleError, EngineError, InputImageError
-from engine.rig.filters import one_euro
+from engine.motion.filters import one_euro
 from engine.formats import writers_for
 from engine.formats.scene import Animation, Scene, matrix_to_quaternion
 from engine.rig.describe import skeleton_description
 from engine.rig.lift import LIFTED, Joints3D, lift_joints
 from engine.rig.skeleton import bone_matrices, build_skeleton, skeleton_arrays
-from engine.rig.video import VIDEO_SUFFIXES
+from engine.motion.video import VIDEO_SUFFIXES
 
 ANIMATION_FORMAT = "sapiens-animation"
 ANIMATION_VERSION = "1.0"
@@ -238,7 +238,7 @@ def animate_frames(frames: str | Path, out_dir: str | Path, *, convention: str =
     work = Path(tempfile.mkdtemp(prefix="animate-")) if kind != "bundles" else None
     try:
         if kind == "video":
-            from engine.rig.video import decode_video
+            from engine.motion.video import decode_video
             paths, video_fps = decode_video(paths[0], work / "frames", progress=progress)
             fps = fps or video_fps
         if kind in ("images", "video"):
