@@ -18,7 +18,7 @@ from engine import fileio
 from engine.errors import BundleError
 
 FORMAT_NAME = "sapiens-bundle"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 NUM_KEYPOINTS = 308
 NUM_SEG_CLASSES = 29
 # a normal whose length is further than this from 1 is not a unit vector

@@ -105,9 +105,9 @@ def test_onnxruntime_backend_matches_torch(onnx_bundles, torch_bundles, ckpt_roo
 
 def test_gpu_path_processing_matches_the_recipe(torch_bundles, ckpt_root, photos, tmp_path, monkeypatch):
     """The CUDA path's pre/post-processing (gpu_ops: resize, pad, warp, decode), run on the CPU."""
-    import engine.predict
+    import engine.predict.selection
 
-    monkeypatch.setattr(engine.predict, "_processing_device", lambda device: torch.device("cpu"))
+    monkeypatch.setattr(engine.predict.selection, "processing_device", lambda device: torch.device("cpu"))
     for got, want in zip(_predict(photos, tmp_path, ckpt_root), torch_bundles):
         assert_bundles_close(got, want)
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from engine.bundle import read_bundle
 from engine.checkpoints import sha256_file
-from engine.errors import BundleError, CheckpointError, InputImageError
+from engine.errors import CheckpointError, EngineError, InputImageError
 from engine.predict import predict_photos
 
 TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
@@ -159,13 +159,14 @@ def test_missing_and_wrong_checkpoints(ckpt_root, photo, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_unwritable_output_is_reported(ckpt_root, photo, tmp_path):
+def test_output_that_is_a_file_is_refused_before_the_models_run(ckpt_root, photo, tmp_path, monkeypatch):
+    from engine.model_cache import ModelCache
+
     (tmp_path / "taken").write_text("a file where the output directory should be")
-    errors = []
-    dirs = predict_photos([photo], tmp_path / "taken", checkpoints=ckpt_root, tasks="normal",
-                          on_error=lambda p, e: errors.append(e))
-    assert dirs == [] and len(errors) == 1 and isinstance(errors[0], BundleError)
-    assert "cannot create the output directory" in str(errors[0])
+    monkeypatch.setattr(ModelCache, "get", lambda *a: pytest.fail("a model ran before --out was checked"))
+    with pytest.raises(EngineError, match="is a file, not a folder"):
+        predict_photos([photo], tmp_path / "taken", checkpoints=ckpt_root, tasks="normal")
+    assert (tmp_path / "taken").read_text() == "a file where the output directory should be"
 
 
 def test_cli_predict(ckpt_root, photo, tmp_path, capsys):

@@ -84,3 +84,8 @@ def device_name(device: torch.device) -> str:
     import platform
 
     return platform.processor() or platform.machine() or "cpu"
+
+
+def resolve_dtype_name(dtype: str | torch.dtype = "auto", device: torch.device | str = "cpu") -> str:
+    """The number format's name a run records and the model cache takes ("fp32", "bf16", ...)."""
+    return DTYPE_NAMES[resolve_dtype(dtype, device)]

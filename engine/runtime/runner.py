@@ -147,5 +147,6 @@ class Runner:
         else:
             direct = self(x, keep_on_device=keep_on_device)
             of_mirrored = self(mirrored, keep_on_device=keep_on_device)
-        index = torch.as_tensor(list(flip_indices), device=of_mirrored.device)
-        return (direct + of_mirrored.flip(-1).index_select(1, index)) / 2.0
+        from engine.recipe import flip_test_average   # the one definition of the average
+
+        return flip_test_average(direct, of_mirrored, flip_indices)
