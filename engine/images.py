@@ -8,6 +8,7 @@ or a 1 x 1 icon is refused at once with a message that says why.
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,11 +55,13 @@ def check_size(path: Path, width: int, height: int) -> None:
     if min(width, height) < MIN_SIDE:
         raise InputImageError(f"{path}: image is only {width} x {height} pixels; photos must be at "
                               f"least {MIN_SIDE} pixels on each side")
-    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+    if max(width, height) > MAX_SIDE:
+        raise InputImageError(f"{path}: image is {width} x {height} pixels; the limit is {MAX_SIDE} "
+                              "pixels a side. Downscale it first")
+    if width * height > MAX_PIXELS:
         raise InputImageError(f"{path}: image is {width} x {height} pixels "
                               f"({width * height / 1e6:.0f} megapixels); the limit is "
-                              f"{MAX_PIXELS / 1e6:.0f} megapixels and {MAX_SIDE} pixels a side. "
-                              "Downscale it first")
+                              f"{MAX_PIXELS / 1e6:.0f} megapixels. Downscale it first")
 
 
 def load_photo(path: str | Path) -> Photo:
@@ -92,7 +95,10 @@ def _load_pillow(path: Path) -> Photo:
         raise InputImageError(f"{path}: not an image file Pillow or OpenEXR can read "
                               "(JPEG, PNG, WebP, TIFF, EXR)") from exc
     except Image.DecompressionBombError as exc:
-        raise InputImageError(f"{path}: image is far too large to decode ({exc}); the limit is "
+        # Pillow's message names its own, higher limit: say only ours (one limit, one number)
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f" ({int(found.group(1)) / 1e6:.0f} megapixels)" if found else ""
+        raise InputImageError(f"{path}: image is far too large to decode{size}; the limit is "
                               f"{MAX_PIXELS / 1e6:.0f} megapixels. Downscale it first") from exc
     except OSError as exc:
         raise InputImageError(f"{path}: cannot open as an image ({exc})") from exc

@@ -106,8 +106,15 @@ def png_header_only(width: int, height: int) -> bytes:
 
 def test_huge_image_refused_before_decoding(tmp_path):
     (tmp_path / "huge.png").write_bytes(png_header_only(30000, 30000))
-    with pytest.raises(InputImageError, match="huge.png: image is (far )?too large|30000 x 30000"):
+    with pytest.raises(InputImageError, match="huge.png: image is (far )?too large|30000 x 30000") as huge:
         load_photo(tmp_path / "huge.png")
+    # one limit, ours, stated once (not Pillow's bomb limit beside it)
+    assert "900 megapixels" in str(huge.value) and "120 megapixels" in str(huge.value)
+    assert "178956970" not in str(huge.value) and str(huge.value).count("limit") == 1
+    (tmp_path / "long.png").write_bytes(png_header_only(40000, 100))
+    with pytest.raises(InputImageError, match="the limit is 32768 pixels a side") as long:
+        load_photo(tmp_path / "long.png")
+    assert "megapixels" not in str(long.value)
     # below Pillow's own bomb limit, our limit still refuses it from the header
     (tmp_path / "big.png").write_bytes(png_header_only(12000, 12000))
     with pytest.raises(InputImageError, match="12000 x 12000 pixels"):
