@@ -489,3 +489,34 @@ def test_closed_mesh_has_a_hidden_island_with_a_flat_normal_map(watertight_dir):
     covered_hidden = raster.covered & in_hidden[np.maximum(raster.face, 0)]
     assert covered_hidden.sum() > 1000
     assert (rgb[covered_hidden] == [128, 128, 255]).all()  # (0, 0, 1): no detail where nothing was seen
+
+
+def test_formats_choose_the_files_written(bundle_dir, tmp_path):
+    out = build_avatar(bundle_dir, tmp_path / "avatar", formats="obj", **FAST)
+    manifest = read_avatar_manifest(out)
+    assert set(manifest["files"]) == {"obj", "mtl", "albedo_png", "albedo_exr", "normal_png"}
+    assert not (out / "avatar.glb").exists() and not (out / "mesh.ply").exists()
+    stages = []
+    with pytest.raises(EngineError, match="none of the formats bvh holds avatars"):
+        build_avatar(bundle_dir, tmp_path / "motion_only", formats=["bvh"],
+                     progress=lambda stage, fraction, message: stages.append(stage), **FAST)
+    assert stages == []
+    _no_output(tmp_path / "motion_only")
+
+
+def test_rig_uses_the_camera_matrix_resolved_at_read(shared_samples, tmp_path):
+    """A bundle without K: the matrix fitted to its pointmap at read serves the surface, the
+    textures and the rig alike (the rig no longer looks for the bundle's own K)."""
+    with_k = sample_bundle(shared_samples)
+    without_k = sample_bundle(shared_samples)
+    without_k.K = None
+    built = {}
+    for name, bundle in (("with", with_k), ("without", without_k)):
+        path = write_bundle(bundle, tmp_path / f"bundle_{name}")
+        built[name] = build_avatar(path, tmp_path / f"avatar_{name}", rig="rigify", **FAST)
+    manifest = read_avatar_manifest(built["without"])
+    assert manifest["camera"]["K_source"].startswith("fitted") and manifest["rig"]["convention"] == "rigify"
+    np.testing.assert_allclose(manifest["camera"]["K"], with_k.K, rtol=2e-3)
+    heads = {name: np.array([b["head"] for b in json.loads((d / "skeleton.json").read_text())["bones"]])
+             for name, d in built.items()}
+    assert np.abs(heads["with"] - heads["without"]).max() < 0.01

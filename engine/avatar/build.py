@@ -1,9 +1,10 @@
 """Predictions bundle -> avatar directory (docs/avatar.md).
 
-Stages: read and check the bundle; build the surface (engine.geometry); split UV islands and move
-the mesh to the avatar frame; bake the textures; rig (when asked); write every file into a
-temporary directory beside the target and rename it into place, so a failure or a cancel leaves
-either the previous avatar or nothing.
+The stages (engine.avatar.stages): read and check the bundle (camera matrix resolved once);
+build the surface (engine.geometry); split UV islands and move the mesh to the avatar frame;
+plan the UVs; bake the textures; rig (when asked); write the chosen formats (engine.formats
+.WRITERS) and avatar.json, all into a temporary directory beside the target that is renamed
+into place, so a failure or a cancel leaves either the previous avatar or nothing.
 """
 
 from __future__ import annotations
@@ -13,24 +14,18 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
-from engine.avatar.appearance import make_appearance, plan_uvs
-from engine.avatar.frame import apply_transform, camera_to_avatar
-from engine.avatar.heap import reuse_freed_arrays
-from engine.avatar.islands import assign_islands, split_islands
-from engine.avatar.inputs import camera_matrix, check_buildable
-from engine.avatar.labels import groups_table, labels_table
-from engine.avatar.describe import avatar_mesh, avatar_scene
-from engine.avatar.manifest import FORMAT_NAME, FORMAT_VERSION, avatar_manifest
 from engine import fileio
-from engine.formats import writers_for
-from engine.formats.textures import avatar_textures, write_textures
+from engine.avatar import stages
+from engine.avatar.heap import reuse_freed_arrays
+from engine.avatar.labels import groups_table, labels_table
+from engine.avatar.manifest import (
+    FORMAT_NAME, FORMAT_VERSION, avatar_manifest, mesh_summary, provenance, rig_summary, textures_summary,
+)
 from engine.errors import EngineError
-from engine.geometry.surface import vertex_normals  # area-weighted: the normal map adds detail on top
+from engine.formats import writers_for
+from engine.formats.textures import avatar_textures
 
 Progress = Callable[[str, float, str], None]
 
@@ -39,12 +34,6 @@ RESOLUTION_CHOICES = ("full", "half", "quarter")
 # the baking arrays grow with the texture: at 8192 texels on the long side a 300k-pixel person
 # peaks at 4.8 GB (bench/bench_avatar.py), at 4096 at 1.4 GB
 MAX_TEXTURE_SIZE = 8192
-
-
-def _unit_normals(normals: np.ndarray) -> np.ndarray:
-    """glTF requires unit normals: a vertex whose faces are all degenerate gets +Z (facing the camera)."""
-    length = np.linalg.norm(normals, axis=1, keepdims=True)
-    return np.where(length > 0.5, normals / np.maximum(length, 1e-12), np.float32([0.0, 0.0, 1.0])).astype(np.float32)
 
 
 def _check_options(detail, resolution, target_faces, texture_size) -> None:
@@ -56,18 +45,6 @@ def _check_options(detail, resolution, target_faces, texture_size) -> None:
         raise EngineError(f"the target face count must be at least 100, not {target_faces}")
     if not 64 <= int(texture_size) <= MAX_TEXTURE_SIZE:
         raise EngineError(f"texture size must be between 64 and {MAX_TEXTURE_SIZE} texels, not {texture_size}")
-
-
-def _load_rigging():
-    """engine.rig's entry points, or a clear error when this build has none."""
-    try:
-        from engine.rig import rig_avatar
-        from engine.rig.describe import skeleton_description, skin_description
-    except ImportError as exc:
-        raise EngineError(
-            f"a rig was requested but rigging is not available in this engine build ({exc}); build without --rig"
-        ) from exc
-    return rig_avatar, skeleton_description, skin_description
 
 
 @contextmanager
@@ -122,13 +99,11 @@ def build_avatar(
 
 
 def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target_faces, texture_size, rig, rest_pose, formats, progress) -> Path:
-    from engine.bundle import read_bundle
-
     _check_options(detail, resolution, target_faces, texture_size)
     if rest_pose != "photo" and not rig:
         raise EngineError(f"a rest pose ({rest_pose}) applies to a rig: ask for one with rig=NAME (--rig)")
     selected = writers_for(formats, "avatar")
-    rigging = _load_rigging() if rig else None
+    rigging = stages.load_rigging() if rig else None
     out_dir = Path(out_dir)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -144,9 +119,8 @@ def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target
         clock = now
 
     report("read", 0.0, f"reading {bundle_dir}")
-    bundle = read_bundle(bundle_dir)
-    check_buildable(bundle, bundle_dir, detail=detail, rig=rig)
-    K, K_source = camera_matrix(bundle, bundle_dir)
+    inputs = stages.read(bundle_dir, detail=detail, rig=rig)
+    bundle = inputs.bundle
     lap("read")
     report("read", 1.0, f"photo {bundle.size[0]} x {bundle.size[1]}, {int(bundle.mask.sum())} person pixels")
 
@@ -154,133 +128,55 @@ def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target
     # Writers run beside the texture baking; leaving the block waits for them (a failure or a
     # cancel drops the ones not started) before the staging directory is published or removed.
     with fileio.atomic_directory(out_dir) as tmp, _writer_pool() as writers:
-        from engine.geometry import build_surface
-
-        surface = build_surface(
-            bundle, detail=detail, resolution=resolution, watertight=watertight, target_faces=target_faces, progress=progress
+        built = stages.surface(
+            inputs, detail=detail, resolution=resolution, watertight=watertight, target_faces=target_faces, progress=progress
         )
-        if len(surface.faces) == 0:
-            raise EngineError(f"{bundle_dir}: the surface has no triangles (is the pointmap valid over the mask?)")
         lap("surface")
 
         report("frame", 0.0, "UV islands and avatar frame")
-        vertices_source = np.asarray(surface.vertices, np.float64)
-        source_labels = surface.vertex_labels
-        if source_labels is None:
-            source_labels = np.zeros(len(vertices_source), np.uint8)
-        face_island = assign_islands(vertices_source, surface.faces, bundle.pointmap, K, closed=watertight)
-        faces, source_vertex, vertex_island = split_islands(surface.faces, face_island)
-        vertices_camera = vertices_source[source_vertex]
-        labels = np.asarray(source_labels, np.uint8)[source_vertex]
-        to_avatar, origin = camera_to_avatar(vertices_camera, labels)
-        vertices_avatar = apply_transform(to_avatar, vertices_camera)
-        normals_avatar = _unit_normals(vertex_normals(vertices_avatar, faces))
+        framed = stages.frame(inputs, built, watertight=watertight)
         lap("frame")
 
-        uv_plan = plan_uvs(
-            bundle.mask,
-            vertices_camera=vertices_camera,
-            vertices_avatar=vertices_avatar,
-            normals_avatar=normals_avatar,
-            faces=faces,
-            vertex_island=vertex_island,
-            K=K,
-            texture_size=int(texture_size),
-            bundle=bundle,
-            pool=writers,  # the photo maps resample there while the tangents are computed
-        )
-        mesh = avatar_mesh(
-            vertices_avatar.astype(np.float32), normals_avatar, faces, uv_plan.uv, uv_plan.tangents, labels
-        )
+        plan = stages.uv_plan(inputs, framed, texture_size=texture_size, pool=writers)
+        mesh = stages.final_mesh(framed, plan)
         textures = avatar_textures(normal_map=bundle.normal is not None)
         metadata = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "description": "avatar.json"}
-        # Writers that need neither the textures nor the rig run now, beside the texture baking:
-        # without a rig the mesh is final already.
-        early: dict = {}
-        if rigging is None:
-            scene = avatar_scene(mesh, textures, metadata=metadata)
-            early = {w.name: writers.submit(w.avatar, scene, tmp) for w in selected if not w.needs_textures}
-        appearance = make_appearance(
-            bundle,
-            uv_plan,
-            vertices_camera=vertices_camera,
-            normals_avatar=normals_avatar,
-            faces=faces,
-            face_island=face_island,
-            progress=progress,
-        )
+        # without a rig the mesh is final now: the formats that need no texture are written while
+        # the textures bake
+        started = {} if rigging else stages.start_untextured(selected, stages.avatar_scene(mesh, textures, metadata=metadata), tmp, writers)
+        appearance = stages.appearance(inputs, framed, plan, progress=progress)
         lap("textures")
 
-        rig_result = skeleton = skin = None
+        rigged = None
         if rigging is not None:
-            rig_avatar, skeleton_description, skin_description = rigging
             report("rig", 0.0, f"rigging ({rig})")
-            rig_result = rig_avatar(
-                bundle, mesh.vertices, mesh.faces, mesh.labels, to_avatar, convention=rig, rest_pose=rest_pose, progress=progress
-            )
-            if rig_result.rest_vertices is not None:
-                # re-posed to a rest pose: the tangent-space normal map stays valid on the new frames
-                from engine.avatar.textures import vertex_tangents
-
-                mesh.vertices = np.asarray(rig_result.rest_vertices, np.float32)
-                mesh.normals = _unit_normals(vertex_normals(mesh.vertices, mesh.faces))
-                mesh.tangents = vertex_tangents(mesh.vertices, mesh.normals, mesh.uv, mesh.faces)
-            skeleton, skin = skeleton_description(rig_result.skeleton), skin_description(rig_result)
+            rigged = stages.rig(inputs, framed, mesh, rigging, convention=rig, rest_pose=rest_pose, progress=progress)
             lap("rig")
 
         report("write", 0.0, f"writing {out_dir}")
-        scene = avatar_scene(mesh, textures, metadata=metadata, skeleton=skeleton, skin=skin)
+        scene = stages.avatar_scene(
+            mesh, textures, metadata=metadata, skeleton=rigged and rigged.skeleton, skin=rigged and rigged.skin
+        )
         if rigging is not None:
-            early = {w.name: writers.submit(w.avatar, scene, tmp) for w in selected if not w.needs_textures}
+            started = stages.start_untextured(selected, scene, tmp, writers)
         scene.texture("albedo").pixels = appearance.albedo_srgb8
         if scene.texture("normal") is not None:
             scene.texture("normal").pixels = appearance.normal_rgb8
-        files = write_textures(scene, tmp, appearance.albedo_linear, pool=writers)
-        for writer in selected:
-            if writer.name not in early:
-                files.update(writer.avatar(scene, tmp))
-        if rig_result is not None:
-            (tmp / "skeleton.json").write_text(json.dumps(rig_result.skeleton, indent=1))
+        files = stages.write(selected, scene, tmp, appearance.albedo_linear, started=started, pool=writers)
+        if rigged is not None:
+            (tmp / "skeleton.json").write_text(json.dumps(rigged.rig.skeleton, indent=1))
             files["skeleton"] = "skeleton.json"
-        for job in early.values():
-            files.update(job.result())
         lap("write")
 
         manifest = avatar_manifest(
             name=_avatar_name(bundle, bundle_dir),
-            camera_to_avatar=to_avatar,
-            origin=origin,
-            K=K,
-            K_source=K_source,
+            camera_to_avatar=framed.camera_to_avatar,
+            origin=framed.origin,
+            K=inputs.K,
+            K_source=inputs.K_source,
             photo_size=bundle.size,
-            mesh={
-                "vertices": int(len(mesh.vertices)),
-                "faces": int(len(mesh.faces)),
-                "closed": bool(watertight),
-                "bounds": [np.round(mesh.vertices.min(axis=0), 5).tolist(), np.round(mesh.vertices.max(axis=0), 5).tolist()],
-                "height": round(float(np.ptp(mesh.vertices[:, 1])), 5),
-                "uv_islands": int(vertex_island.max()) + 1,
-                "hidden_faces": int((face_island != 0).sum()),
-                "surface": getattr(surface, "stats", None) or {},
-            },
-            textures={
-                "size": [appearance.layout.width, appearance.layout.height],
-                "albedo_source": appearance.albedo_source,
-                "albedo_note": None
-                if appearance.albedo_source == "albedo"
-                else "the bundle has no albedo: the base colour is the photo itself, lighting included",
-                "colour_space": {"albedo_png": "sRGB", "albedo_exr": "linear Rec.709, half float"},
-                "normal_map": None
-                if appearance.normal_rgb8 is None
-                else {"space": "tangent", "convention": "glTF / OpenGL (+Y up), MikkTSpace-style tangents", "baked_fraction": round(appearance.stats["normal_baked_fraction"], 4)},
-                "layout": {
-                    "crop_photo_px": [float(c) for c in appearance.layout.crop],
-                    "islands": ["front", "hidden"][: appearance.layout.n_islands],
-                    "island_width": appearance.layout.island_width,
-                    "gutter": appearance.layout.gutter if appearance.layout.n_islands > 1 else 0,
-                },
-                "fill": round(appearance.stats["texture_fill"], 4),
-            },
+            mesh=mesh_summary(mesh, framed, built, closed=watertight),
+            textures=textures_summary(appearance),
             labels=labels_table(mesh.labels),
             label_groups=groups_table(),
             material_slots=[m.name for m in scene.materials],
@@ -294,26 +190,8 @@ def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target
                 "rig": rig,
                 "rest_pose": rest_pose if rig else None,
             },
-            rig=None
-            if rig_result is None
-            else {
-                "convention": rig,
-                "bones": len(rig_result.skeleton.get("bones", [])),
-                "deform_bones": len(rig_result.joint_names),
-                "rest_pose_applied": rig_result.rest_vertices is not None,
-            },
-            provenance={
-                "engine": _engine_version(),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "bundle": {
-                    "path": str(bundle_dir),
-                    "format": bundle.meta.get("format"),
-                    "version": bundle.meta.get("version"),
-                    "provenance": bundle.meta.get("provenance"),
-                    "source": bundle.meta.get("source"),
-                    "notes": bundle.meta.get("notes"),
-                },
-            },
+            rig=None if rigged is None else rig_summary(rigged.rig, rig),
+            provenance=provenance(bundle, bundle_dir, _engine_version()),
             timings=timings,
         )
         # avatar.json last: its presence marks the directory complete

@@ -77,6 +77,69 @@ def avatar_manifest(
     }
 
 
+def mesh_summary(mesh, framed, built, *, closed: bool) -> dict:
+    """avatar.json's "mesh": sizes, bounds, UV islands, the surface's own statistics."""
+    return {
+        "vertices": int(len(mesh.vertices)),
+        "faces": int(len(mesh.faces)),
+        "closed": bool(closed),
+        "bounds": [np.round(mesh.vertices.min(axis=0), 5).tolist(), np.round(mesh.vertices.max(axis=0), 5).tolist()],
+        "height": round(float(np.ptp(mesh.vertices[:, 1])), 5),
+        "uv_islands": int(framed.vertex_island.max()) + 1,
+        "hidden_faces": int((framed.face_island != 0).sum()),
+        "surface": getattr(built, "stats", None) or {},
+    }
+
+
+def textures_summary(appearance) -> dict:
+    """avatar.json's "textures": size, colour source and spaces, the normal map, the atlas layout."""
+    layout = appearance.layout
+    return {
+        "size": [layout.width, layout.height],
+        "albedo_source": appearance.albedo_source,
+        "albedo_note": None
+        if appearance.albedo_source == "albedo"
+        else "the bundle has no albedo: the base colour is the photo itself, lighting included",
+        "colour_space": {"albedo_png": "sRGB", "albedo_exr": "linear Rec.709, half float"},
+        "normal_map": None
+        if appearance.normal_rgb8 is None
+        else {"space": "tangent", "convention": "glTF / OpenGL (+Y up), MikkTSpace-style tangents", "baked_fraction": round(appearance.stats["normal_baked_fraction"], 4)},
+        "layout": {
+            "crop_photo_px": [float(c) for c in layout.crop],
+            "islands": ["front", "hidden"][: layout.n_islands],
+            "island_width": layout.island_width,
+            "gutter": layout.gutter if layout.n_islands > 1 else 0,
+        },
+        "fill": round(appearance.stats["texture_fill"], 4),
+    }
+
+
+def rig_summary(rig, convention: str) -> dict:
+    return {
+        "convention": convention,
+        "bones": len(rig.skeleton.get("bones", [])),
+        "deform_bones": len(rig.joint_names),
+        "rest_pose_applied": rig.rest_vertices is not None,
+    }
+
+
+def provenance(bundle, bundle_dir, engine: str) -> dict:
+    from datetime import datetime, timezone
+
+    return {
+        "engine": engine,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "bundle": {
+            "path": str(bundle_dir),
+            "format": bundle.meta.get("format"),
+            "version": bundle.meta.get("version"),
+            "provenance": bundle.meta.get("provenance"),
+            "source": bundle.meta.get("source"),
+            "notes": bundle.meta.get("notes"),
+        },
+    }
+
+
 def read_avatar_manifest(avatar_dir: str | Path) -> dict:
     """avatar.json of an avatar directory, after checking its version and listed files."""
     path = Path(avatar_dir) / "avatar.json"

@@ -1,0 +1,197 @@
+"""The named stages of an avatar build (engine.avatar.build runs them in this order):
+
+read (bundle read and checked, camera matrix resolved once) -> surface (engine.geometry) ->
+frame (UV islands split, mesh moved to the avatar frame) -> uv plan (texture layout, UVs,
+tangents) -> appearance (textures baked) -> rig (skeleton and skin, when asked) -> write (the
+formats table) -> manifest (engine.avatar.manifest).
+
+Each stage takes what the earlier ones made and returns a named result; none reads the bundle
+again for something an earlier stage already resolved (the camera matrix above all).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.avatar.describe import avatar_mesh, avatar_scene
+from engine.avatar.frame import apply_transform, camera_to_avatar
+from engine.avatar.inputs import camera_matrix, check_buildable
+from engine.avatar.islands import assign_islands, split_islands
+from engine.errors import EngineError
+from engine.formats.scene import Mesh, Scene
+from engine.formats.textures import write_textures
+from engine.geometry.surface import vertex_normals  # area-weighted: the normal map adds detail on top
+
+
+@dataclass
+class Inputs:
+    """The bundle, checked, and its camera matrix resolved once for every later stage."""
+
+    bundle: object
+    source: str
+    K: np.ndarray
+    K_source: str
+
+
+@dataclass
+class Framed:
+    """The surface split into UV islands and moved to the avatar frame."""
+
+    vertices_camera: np.ndarray  # V x 3 float64
+    vertices_avatar: np.ndarray  # V x 3 float64
+    normals_avatar: np.ndarray  # V x 3 float32, unit
+    faces: np.ndarray
+    labels: np.ndarray  # V uint8
+    face_island: np.ndarray  # F island of each face (0: front)
+    vertex_island: np.ndarray
+    camera_to_avatar: np.ndarray  # 4 x 4
+    origin: str  # how the origin was placed
+
+
+@dataclass
+class Rigged:
+    rig: object  # engine.rig.Rig
+    skeleton: object  # engine.formats.scene.Skeleton
+    skin: object  # engine.formats.scene.Skin
+
+
+def unit_normals(normals: np.ndarray) -> np.ndarray:
+    """glTF requires unit normals: a vertex whose faces are all degenerate gets +Z (facing the camera)."""
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return np.where(length > 0.5, normals / np.maximum(length, 1e-12), np.float32([0.0, 0.0, 1.0])).astype(np.float32)
+
+
+def read(bundle_dir, *, detail: str, rig: str | None) -> Inputs:
+    """Read and check the bundle for these options; a bundle without a usable camera matrix (none
+    stored, none fittable to its pointmap) fails here, before any surface is built."""
+    from engine.bundle import read_bundle
+
+    bundle = read_bundle(bundle_dir)
+    check_buildable(bundle, bundle_dir, detail=detail, rig=rig)
+    K, K_source = camera_matrix(bundle, bundle_dir)
+    return Inputs(bundle, str(bundle_dir), K, K_source)
+
+
+def surface(inputs: Inputs, *, detail, resolution, watertight, target_faces, progress):
+    from engine.geometry import build_surface
+
+    built = build_surface(
+        inputs.bundle, detail=detail, resolution=resolution, watertight=watertight, target_faces=target_faces, progress=progress
+    )
+    if len(built.faces) == 0:
+        raise EngineError(f"{inputs.source}: the surface has no triangles (is the pointmap valid over the mask?)")
+    return built
+
+
+def frame(inputs: Inputs, built, *, watertight: bool) -> Framed:
+    vertices_source = np.asarray(built.vertices, np.float64)
+    source_labels = built.vertex_labels
+    if source_labels is None:
+        source_labels = np.zeros(len(vertices_source), np.uint8)
+    face_island = assign_islands(vertices_source, built.faces, inputs.bundle.pointmap, inputs.K, closed=watertight)
+    faces, source_vertex, vertex_island = split_islands(built.faces, face_island)
+    vertices_camera = vertices_source[source_vertex]
+    labels = np.asarray(source_labels, np.uint8)[source_vertex]
+    to_avatar, origin = camera_to_avatar(vertices_camera, labels)
+    vertices_avatar = apply_transform(to_avatar, vertices_camera)
+    normals_avatar = unit_normals(vertex_normals(vertices_avatar, faces))
+    return Framed(vertices_camera, vertices_avatar, normals_avatar, faces, labels, face_island, vertex_island, to_avatar, origin)
+
+
+def uv_plan(inputs: Inputs, framed: Framed, *, texture_size: int, pool: Executor):
+    """The texture layout, UVs and tangents; the photo maps start resampling in `pool` meanwhile."""
+    from engine.avatar.appearance import plan_uvs
+
+    return plan_uvs(
+        inputs.bundle.mask,
+        vertices_camera=framed.vertices_camera,
+        vertices_avatar=framed.vertices_avatar,
+        normals_avatar=framed.normals_avatar,
+        faces=framed.faces,
+        vertex_island=framed.vertex_island,
+        K=inputs.K,
+        texture_size=int(texture_size),
+        bundle=inputs.bundle,
+        pool=pool,
+    )
+
+
+def final_mesh(framed: Framed, plan) -> Mesh:
+    return avatar_mesh(framed.vertices_avatar.astype(np.float32), framed.normals_avatar, framed.faces, plan.uv, plan.tangents, framed.labels)
+
+
+def appearance(inputs: Inputs, framed: Framed, plan, *, progress):
+    from engine.avatar.appearance import make_appearance
+
+    return make_appearance(
+        inputs.bundle,
+        plan,
+        vertices_camera=framed.vertices_camera,
+        normals_avatar=framed.normals_avatar,
+        faces=framed.faces,
+        face_island=framed.face_island,
+        progress=progress,
+    )
+
+
+def load_rigging():
+    """engine.rig's entry points, or a clear error when this build has none."""
+    try:
+        from engine.rig import rig_from_joints
+        from engine.rig.describe import skeleton_description, skin_description
+        from engine.rig.lift import lift_joints
+    except ImportError as exc:
+        raise EngineError(
+            f"a rig was requested but rigging is not available in this engine build ({exc}); build without --rig"
+        ) from exc
+    return lift_joints, rig_from_joints, skeleton_description, skin_description
+
+
+def rig(inputs: Inputs, framed: Framed, mesh: Mesh, rigging, *, convention: str, rest_pose: str, progress) -> Rigged:
+    """Joints lifted with the camera matrix resolved at read; the mesh re-posed in place when a
+    rest pose is asked for (its normals and tangents follow: the tangent-space normal map stays
+    valid on the new frames)."""
+    lift_joints, rig_from_joints, skeleton_description, skin_description = rigging
+    bundle = inputs.bundle
+    if progress is not None:
+        progress("rig", 0.0, "lifting joints")
+    joints = lift_joints(bundle.keypoints, bundle.pointmap, bundle.seg, inputs.K, mask=bundle.mask)
+    result = rig_from_joints(
+        joints, mesh.vertices, mesh.faces, mesh.labels, framed.camera_to_avatar, convention=convention, rest_pose=rest_pose,
+        progress=progress,
+    )
+    if result.rest_vertices is not None:
+        from engine.avatar.textures import vertex_tangents
+
+        mesh.vertices = np.asarray(result.rest_vertices, np.float32)
+        mesh.normals = unit_normals(vertex_normals(mesh.vertices, mesh.faces))
+        mesh.tangents = vertex_tangents(mesh.vertices, mesh.normals, mesh.uv, mesh.faces)
+    return Rigged(result, skeleton_description(result.skeleton), skin_description(result))
+
+
+def start_untextured(selected, scene: Scene, out_dir: Path, pool: Executor) -> dict:
+    """Start, in `pool`, the writers that need no texture pixels (OBJ, PLY): they can run while
+    the textures bake. {format name: future of its files}."""
+    return {w.name: pool.submit(w.avatar, scene, out_dir) for w in selected if not w.needs_textures}
+
+
+def write(selected, scene: Scene, out_dir: Path, albedo_linear: np.ndarray, *, started: dict, pool: Executor) -> dict[str, str]:
+    """The texture files, then every chosen format not started yet; waits for the started ones.
+    Returns avatar.json's files table (without avatar.json)."""
+    files = write_textures(scene, out_dir, albedo_linear, pool=pool)
+    for writer in selected:
+        if writer.name not in started:
+            files.update(writer.avatar(scene, out_dir))
+    for job in started.values():
+        files.update(job.result())
+    return files
+
+
+__all__ = [
+    "Inputs", "Framed", "Rigged", "read", "surface", "frame", "uv_plan", "final_mesh", "appearance", "load_rigging", "rig",
+    "start_untextured", "write", "avatar_scene", "unit_normals",
+]
