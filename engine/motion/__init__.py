@@ -1,0 +1,1 @@
+"""Motion: image sequences become animated skeletons, and animations move onto other characters."""
