@@ -65,6 +65,9 @@ class Job:
     result: dict | None = None
     error: dict | None = None  # {"code", "message", "data"}
     started: float = field(default_factory=time.monotonic)
+    # every progress message in order, (stage, fraction, message): a poller that looks only now
+    # and then still sees each stage, task and batch the engine reported
+    progress_log: list = field(default_factory=list, repr=False)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
@@ -319,6 +322,7 @@ class EngineClient:
             job.stage = str(message.get("stage", ""))
             job.fraction = float(message.get("fraction") or 0.0)
             job.message = str(message.get("message", ""))
+            job.progress_log.append((job.stage, job.fraction, job.message))
         elif kind == "result":
             job._finish("done", result=message.get("result") or {})
         elif kind == "error":

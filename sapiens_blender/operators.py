@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
 from . import user_data
 from .engine_client import EngineClientError, check_python
 from .engine_session import SESSION
-from .pipeline import Pipeline, RunRequest, photo_cache_dir, cached_bundle
+from .pipeline import Pipeline, ProgressPrinter, RunRequest, cached_bundle, photo_cache_dir
 from .preferences import get_preferences
 
 # the run in progress (one at a time)
@@ -41,7 +41,20 @@ def import_avatar_dir(avatar_dir: Path, name: str, context, *, texture: bool = T
     if not texture:
         for material in avatar.materials:
             material.albedo_image = material.normal_image = None
+    if avatar.skeleton is not None and any(b.get("rigify_type") for b in avatar.skeleton["bones"]):
+        enable_rigify()
     return import_avatar(avatar, name=name, scene=context.scene)
+
+
+def enable_rigify() -> None:
+    """A Rigify rig is imported ready for Generate: that needs Rigify (bundled with Blender)
+    enabled while its types and parameters are set."""
+    import addon_utils
+
+    from .blender.armature import rigify_enabled
+
+    if not rigify_enabled():
+        addon_utils.enable("rigify", default_set=True, handle_error=None)
 
 
 def import_motion_dir(motion_dir: Path, name: str, context):
@@ -49,6 +62,15 @@ def import_motion_dir(motion_dir: Path, name: str, context):
     from .blender.import_avatar import import_motion
 
     return import_motion(motion_dir, name=name, scene=context.scene)
+
+
+def avatar_folder(directory: str, filepath: str) -> Path:
+    """The avatar folder a file-browser choice names: the browsed directory, else `filepath`
+    itself when it is a folder, else the folder holding the chosen file (avatar.json ...)."""
+    if directory:
+        return Path(bpy.path.abspath(directory))
+    path = Path(bpy.path.abspath(str(filepath)))
+    return path if path.is_dir() else path.parent
 
 
 def sequence_problem(kind: str, path: str) -> str | None:
@@ -181,18 +203,34 @@ def _finish_run(context, pipeline: Pipeline, report) -> set[str]:
     return {"FINISHED"}
 
 
+def run_blocking(context, report, *, rebuild_only: bool = False) -> set[str]:
+    """A whole run for scripts and the batch: start, wait, import; every progress step the engine
+    reports (stages, tasks, batches) is printed as the CLI prints it."""
+    if not start_run(context, report, rebuild_only=rebuild_only):
+        return {"CANCELLED"}
+    printer = ProgressPrinter(prefix="sapiens: ")
+    pipeline = ACTIVE
+    while True:
+        pipeline.wait(0.1)
+        printer(pipeline)
+        done = poll_run(context, report)
+        if done is not None:
+            printer(pipeline)
+            return done
+
+
 class SAPIENS_OT_run(bpy.types.Operator):
     """Run the Sapiens engine on the photo (or animate the sequence) and import the result into a new collection"""
 
     bl_idname = "sapiens.run"
     bl_label = "Build Avatar"
-    bl_options = {"REGISTER"}
+    # an undo step once the avatar is imported; a cancelled or failed run adds none and changes nothing
+    bl_options = {"REGISTER", "UNDO"}
 
     rebuild_only: BoolProperty(
         name="Rebuild Only", default=False, options={"SKIP_SAVE"},
         description="Only rebuild the mesh from the cached predictions (no model pass)",
     )
-    debug_sleep_steps: IntProperty(default=0, min=0, options={"HIDDEN", "SKIP_SAVE"})
 
     _timer = None
 
@@ -200,22 +238,13 @@ class SAPIENS_OT_run(bpy.types.Operator):
     def poll(cls, context):
         return ACTIVE is None or ACTIVE.finished
 
-    def _start(self, context) -> bool:
-        return start_run(context, self.report, rebuild_only=self.rebuild_only, debug_sleep_steps=self.debug_sleep_steps)
-
     def execute(self, context):  # scripts, batch, tests: the same steps, waiting here
-        if not self._start(context):
-            return {"CANCELLED"}
-        while True:
-            ACTIVE.wait(0.1)
-            done = poll_run(context, self.report)
-            if done is not None:
-                return done
+        return run_blocking(context, self.report, rebuild_only=self.rebuild_only)
 
     def invoke(self, context, event):
         if context.window is None:  # no window to own a timer (background Blender)
             return self.execute(context)
-        if not self._start(context):
+        if not start_run(context, self.report, rebuild_only=self.rebuild_only):
             return {"CANCELLED"}
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
@@ -271,13 +300,38 @@ class SAPIENS_OT_import_avatar(bpy.types.Operator, ImportHelper):
     filter_glob: StringProperty(default="avatar.json;avatar.glb", options={"HIDDEN"})
 
     def execute(self, context):
-        folder = Path(bpy.path.abspath(self.directory or Path(self.filepath).parent))
+        folder = avatar_folder(self.directory, self.filepath)
         try:
             result = import_avatar_dir(folder, folder.name, context)
         except Exception as exc:
             self.report({"ERROR"}, f"Import of {folder} failed: {exc}")
             return {"CANCELLED"}
         self.report({"INFO"}, f"Imported {result.collection.name}")
+        return {"FINISHED"}
+
+
+class SAPIENS_OT_bind_generated_rig(bpy.types.Operator):
+    """Bind the avatar's mesh to the rig Rigify generated from its armature (the DEF- deform bones)"""
+
+    bl_idname = "sapiens.bind_generated_rig"
+    bl_label = "Bind Mesh to Generated Rig"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        from .blender.rigify_bind import metarig_of
+
+        return metarig_of(context.active_object) is not None
+
+    def execute(self, context):
+        from .blender.rigify_bind import RigifyBindError, bind_to_generated_rig, metarig_of
+
+        try:
+            rig, meshes = bind_to_generated_rig(metarig_of(context.active_object))
+        except RigifyBindError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Bound {', '.join(m.name for m in meshes)} to {rig.name}")
         return {"FINISHED"}
 
 
@@ -328,7 +382,10 @@ class SAPIENS_OT_batch(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
-CLASSES = (SAPIENS_OT_run, SAPIENS_OT_cancel, SAPIENS_OT_import_avatar, SAPIENS_OT_stop_engine, SAPIENS_OT_batch)
+CLASSES = (
+    SAPIENS_OT_run, SAPIENS_OT_cancel, SAPIENS_OT_import_avatar, SAPIENS_OT_bind_generated_rig,
+    SAPIENS_OT_stop_engine, SAPIENS_OT_batch,
+)
 
 
 def cancel_active() -> None:

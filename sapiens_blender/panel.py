@@ -65,6 +65,8 @@ class SAPIENS_PT_main(bpy.types.Panel):
             for line in _wrap(status.error, 48)[:6]:
                 box.label(text=line)
 
+        _draw_rigify(layout, context)
+
         layout.separator()
         row = layout.row(align=True)
         row.operator("sapiens.import_avatar", icon="IMPORT")
@@ -106,6 +108,14 @@ def _draw_build_options(layout, settings) -> None:
     if settings.build_rig:
         box.prop(settings, "rig_convention")
     box.prop(settings, "reuse_predictions")
+
+
+def _draw_rigify(layout, context) -> None:
+    """Rigify: after Generate, one click binds the avatar's mesh to the generated rig."""
+    from .blender.rigify_bind import metarig_of
+
+    if metarig_of(context.active_object) is not None:
+        layout.operator("sapiens.bind_generated_rig", icon="ARMATURE_DATA")
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -101,6 +101,9 @@ class Pipeline:
         self.avatar_dir: Path | None = None
         self.bundle_dir: Path | None = None
         self.used_cache = False
+        # every progress step in order, (stage, fraction, message): the engine's messages per
+        # stage, task and batch, and the pipeline's own; blocking callers print them as they come
+        self.events: list[tuple[str, float, str]] = []
         self._cancel = threading.Event()
         self._job = None
         self._client: EngineClient | None = None
@@ -160,6 +163,7 @@ class Pipeline:
                 _record_bundle(cache_dir, bundle, request.photos[0])
             else:
                 self.used_cache = True
+                self._note("predict", 1.0, f"cached predictions: {bundle}")
             self.bundle_dir = bundle
             self.state = "building"
             out = cache_dir / f"avatar-{options_key(request.build_options)}"
@@ -189,12 +193,14 @@ class Pipeline:
         if self._cancel.is_set():
             self._finish("cancelled", f"cancelled before {method}")
             return None
-        self.stage, self.fraction, self.message = method, 0.0, f"{method} started"
+        self._note(method, 0.0, f"{method} started")
         job = self._job = self._client.submit(method, params)
         if self._cancel.is_set():  # cancel() may have run before the job existed
             self._client.cancel(job)
+        seen = 0
         while not job.wait(POLL_INTERVAL_S):
-            pass
+            seen = self._copy_progress(job, seen)
+        self._copy_progress(job, seen)
         if job.state == "done":
             return job.result or {}
         code = (job.error or {}).get("code", "engine_error")
@@ -204,9 +210,40 @@ class Pipeline:
             self._finish("error", job.error_message or f"{method} failed", code)
         return None
 
+    def _note(self, stage: str, fraction: float, message: str) -> None:
+        self.stage, self.fraction, self.message = stage, fraction, message
+        self.events.append((stage, fraction, message))
+
+    def _copy_progress(self, job, seen: int) -> int:
+        log = job.progress_log
+        end = len(log)
+        self.events.extend(log[seen:end])
+        return end
+
     def _finish(self, state: str, message: str, code: str | None = None) -> None:
+        self.events.append((state, self.fraction if state != "ready" else 1.0, message))
         self.message = message
         if state == "error":
             self.error, self.error_code = message, code
         self.state = state
 
+
+
+def format_progress(stage: str, fraction: float, message: str) -> str:
+    """One progress line as the engine's CLI prints it: `stage  42.0% message`."""
+    return f"{stage} {fraction * 100:5.1f}% {message}"
+
+
+class ProgressPrinter:
+    """For blocking runs (scripts, the batch): print a pipeline's new progress steps on each call."""
+
+    def __init__(self, write=None, prefix: str = ""):
+        self.write = write or (lambda line: print(line, flush=True))
+        self.prefix, self.cursor = prefix, 0
+
+    def __call__(self, pipeline: Pipeline) -> None:
+        events = pipeline.events
+        end = len(events)
+        for event in events[self.cursor:end]:
+            self.write(f"{self.prefix}{format_progress(*event)}")
+        self.cursor = end

@@ -46,6 +46,50 @@ def addon(tmp_path, monkeypatch):
     assert SESSION.current is None, "unregister stops the engine"
 
 
+def with_debug_job(monkeypatch, steps: int) -> None:
+    """Runs start with the engine's debug.sleep job (progress without models) for `steps` steps:
+    the add-on's start_run takes it as an argument; the operators carry no test hook."""
+    from sapiens_blender import operators
+
+    start_run = getattr(operators.start_run, "real", operators.start_run)
+
+    def with_debug(context, report, **kw):
+        return start_run(context, report, debug_sleep_steps=steps, **kw)
+
+    with_debug.real = start_run
+    monkeypatch.setattr(operators, "start_run", with_debug)
+
+
+@pytest.fixture(scope="session")
+def rigify_avatar(tmp_path_factory) -> Path:
+    """The bundled sample built by the real engine with the Rigify rig (small: no detail, quarter
+    resolution, 512 px textures)."""
+    import subprocess
+
+    from engine.paths import asset
+
+    out = tmp_path_factory.mktemp("rigify") / "sample"
+    command = [sys.executable, "-m", "engine", "build", str(asset("sample")), "--out", str(out), "--rig", "rigify",
+               "--detail", "none", "--resolution", "quarter", "--texture-size", "512"]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out
+
+
+def evaluated_positions(obj) -> np.ndarray:
+    """World-space vertex positions of `obj` after its modifiers (the deformed mesh)."""
+    evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    mesh = evaluated.to_mesh()
+    try:
+        co = np.empty(3 * len(mesh.vertices), np.float32)
+        mesh.vertices.foreach_get("co", co)
+    finally:
+        evaluated.to_mesh_clear()
+    co = co.reshape(-1, 3).astype(np.float64)
+    matrix = np.array(obj.matrix_world)
+    return co @ matrix[:3, :3].T + matrix[:3, 3]
+
+
 def action_fcurves(obj) -> list:
     """The fcurves of the action assigned to `obj` (layered actions of 4.4+, or legacy ones)."""
     data = obj.animation_data

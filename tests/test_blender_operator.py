@@ -19,7 +19,7 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from blender_support import addon, bundle_from_shared_sample, scene_snapshot  # noqa: E402,F401  (addon: a fixture)
+from blender_support import addon, bundle_from_shared_sample, scene_snapshot, with_debug_job  # noqa: E402,F401  (addon: a fixture)
 from sapiens_blender import operators  # noqa: E402
 from sapiens_blender.engine_session import SESSION  # noqa: E402
 from sapiens_blender.pipeline import photo_cache_dir  # noqa: E402
@@ -58,11 +58,12 @@ def test_missing_engine_environment_points_at_preferences(addon):
     assert scene_snapshot() == before and SESSION.current is None
 
 
-def test_killed_engine_is_reported_and_restarted(addon):
+def test_killed_engine_is_reported_and_restarted(addon, monkeypatch):
     before = scene_snapshot()
     watcher = _when_job_progresses("debug.sleep", lambda c: os.kill(c.pid, signal.SIGKILL))
+    with_debug_job(monkeypatch, 400)
     with pytest.raises(RuntimeError, match="engine stopped unexpectedly.*restarted on the next run"):
-        bpy.ops.sapiens.run(debug_sleep_steps=400)
+        bpy.ops.sapiens.run()
     watcher.join(5)
     killed = SESSION.current
     assert killed is not None and not killed.alive
@@ -71,18 +72,20 @@ def test_killed_engine_is_reported_and_restarted(addon):
     assert scene_snapshot() == before
     # the next run starts a new engine: its debug job completes, and the run goes on to predict
     # (which needs checkpoints this test does not have: the error is the engine's, not a dead pipe)
+    with_debug_job(monkeypatch, 2)
     with pytest.raises(RuntimeError) as info:
-        bpy.ops.sapiens.run(debug_sleep_steps=2)
+        bpy.ops.sapiens.run()
     assert "stopped unexpectedly" not in str(info.value)
     assert SESSION.current is not killed and SESSION.current.alive
     assert SESSION.restarts >= 1
     assert scene_snapshot() == before
 
 
-def test_cancel_mid_job_leaves_scene_unchanged(addon):
+def test_cancel_mid_job_leaves_scene_unchanged(addon, monkeypatch):
     before = scene_snapshot()
     watcher = _when_job_progresses("debug.sleep", lambda c: operators.ACTIVE.cancel())
-    assert bpy.ops.sapiens.run(debug_sleep_steps=400) == {"CANCELLED"}
+    with_debug_job(monkeypatch, 400)
+    assert bpy.ops.sapiens.run() == {"CANCELLED"}
     watcher.join(5)
     status = bpy.context.window_manager.sapiens_status
     assert status.message == "cancelled" and not status.running and not status.error
@@ -91,6 +94,38 @@ def test_cancel_mid_job_leaves_scene_unchanged(addon):
     assert engine.alive, "cancel keeps the engine running"
     # and the same engine serves the next job
     assert engine.call("ping", timeout=10)["pong"] is True
+
+
+def test_blocking_run_prints_every_progress_step(addon, monkeypatch, capfd):
+    """Scripts and the batch see the stages as the CLI prints them, each step the engine reported
+    (here each of the debug job's steps), then the next stage and how it ended."""
+    with_debug_job(monkeypatch, 5)
+    with pytest.raises(RuntimeError):  # predict has no checkpoints here: the run ends in an error
+        bpy.ops.sapiens.run()
+    lines = [line for line in capfd.readouterr().out.splitlines() if line.startswith("sapiens: ")]
+    sleep_steps = [line for line in lines if line.startswith("sapiens: sleep ")]
+    assert [line.split("% ")[1] for line in sleep_steps] == [f"step {i} of 5" for i in range(6)], lines
+    assert "100.0%" in sleep_steps[-1]
+    assert any(line.startswith("sapiens: predict   0.0% predict started") for line in lines), lines
+    assert lines[-1].startswith("sapiens: error "), lines
+
+
+def test_failed_or_cancelled_run_keeps_the_undo_history(addon, monkeypatch):
+    bpy.ops.ed.undo_push(message="start")
+    marker = bpy.data.objects.new("marker", None)
+    bpy.context.scene.collection.objects.link(marker)
+    bpy.ops.ed.undo_push(message="marker")
+    with_debug_job(monkeypatch, 400)
+    watcher = _when_job_progresses("debug.sleep", lambda c: operators.ACTIVE.cancel())
+    assert bpy.ops.sapiens.run("EXEC_DEFAULT", True) == {"CANCELLED"}
+    watcher.join(5)
+    with_debug_job(monkeypatch, 1)
+    with pytest.raises(RuntimeError):
+        bpy.ops.sapiens.run("EXEC_DEFAULT", True)
+    assert bpy.ops.ed.undo() == {"FINISHED"}  # the step before is the marker's: neither run left one
+    assert "marker" not in bpy.data.objects
+    assert bpy.ops.ed.redo() == {"FINISHED"}
+    assert "marker" in bpy.data.objects
 
 
 def test_rebuild_without_cached_predictions_says_so(addon):
@@ -137,7 +172,9 @@ def test_end_to_end_sample_rebuild_and_import(addon, sample_bundle):
     _record_bundle(cache_dir, sample_bundle, str(photo))
     sample_files = sorted(p.name for p in sample_bundle.iterdir())
 
-    assert bpy.ops.sapiens.run(rebuild_only=True) == {"FINISHED"}
+    bpy.ops.ed.undo_push(message="before the build")
+    # as a button press runs it: with an undo push (scripts' calls push none unless asked)
+    assert bpy.ops.sapiens.run("EXEC_DEFAULT", True, rebuild_only=True) == {"FINISHED"}
 
     assert sorted(p.name for p in sample_bundle.iterdir()) == sample_files, "the sample is only read"
     status = bpy.context.window_manager.sapiens_status
@@ -191,6 +228,12 @@ def test_end_to_end_sample_rebuild_and_import(addon, sample_bundle):
     totals = np.array([sum(g.weight for g in v.groups if g.group in deform) for v in mesh.vertices])
     assert (totals > 0).all() and np.allclose(totals, 1.0, atol=2e-3)
     assert manifest["format"] == "sapiens-avatar"
+
+    # Build Avatar is one undo step: undo removes the avatar, redo brings it back
+    assert bpy.ops.ed.undo() == {"FINISHED"}
+    assert "image" not in bpy.data.collections and not bpy.data.meshes
+    assert bpy.ops.ed.redo() == {"FINISHED"}
+    assert "image" in bpy.data.collections and len(bpy.data.meshes) == 1
 
 
 class _CheckingLayout:

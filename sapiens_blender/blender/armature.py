@@ -10,9 +10,12 @@ from .axes import to_blender_axes
 from .created import CreatedData
 
 
-def build_armature(bones: list[dict], name: str, collection, created: CreatedData) -> bpy.types.Object:
-    """A new armature object in `collection` with the skeleton's bones (heads, tails, roll or
-    local Z, parents, connect and deform flags) and their collections and Rigify types."""
+def build_armature(
+    bones: list[dict], name: str, collection, created: CreatedData, *, rigify_collections: list[dict] = ()
+) -> bpy.types.Object:
+    """A new armature object in `collection` with skeleton.json's bones (heads, tails, roll or
+    local Z, parents, connect and deform flags), bone collections and Rigify data
+    (`rigify_collections`: skeleton.json's top-level list)."""
     armature = created.add("armatures", bpy.data.armatures.new(name))
     obj = created.add("objects", bpy.data.objects.new(name, armature))
     collection.objects.link(obj)
@@ -43,24 +46,60 @@ def build_armature(bones: list[dict], name: str, collection, created: CreatedDat
     finally:
         bpy.ops.object.mode_set(mode="OBJECT")
         view_layer.objects.active = previous_active
-    add_bone_metadata(obj, bones)
+    add_bone_metadata(obj, bones, rigify_collections)
     return obj
 
 
-def add_bone_metadata(obj, bones: list[dict]) -> None:
-    """Bone collections, and Rigify's per-bone types when Rigify is enabled (else kept as custom props)."""
+def add_bone_metadata(obj, bones: list[dict], rigify_collections: list[dict] = ()) -> None:
+    """Bone collections and Rigify's data from skeleton.json, so Rigify can Generate the rig:
+    each collection's UI row and colour set, each bone's `rigify_type` and `rigify_parameters`.
+
+    With Rigify enabled its properties are set (and its standard colour sets added); without it
+    the plain values are kept as custom properties under Rigify's names, which Rigify reads once
+    it is enabled (enum parameters need Rigify at import time)."""
     armature = obj.data
+    if not hasattr(armature, "collections"):  # Blender < 4.0: no bone collections
+        return
+    for spec in rigify_collections:
+        collection = armature.collections.get(spec["name"]) or armature.collections.new(spec["name"])
+        _set_property(collection, "rigify_ui_row", int(spec.get("ui_row", 0)))
+        _set_property(collection, "rigify_color_set_id", int(spec.get("color_set_id", 0)))
     for bone in bones:
         name = bone.get("collection")
-        if name and hasattr(armature, "collections"):
+        if name:
             collection = armature.collections.get(name) or armature.collections.new(name)
             collection.assign(armature.bones[bone["name"]])
         if "rigify_type" in bone:
             pose_bone = obj.pose.bones[bone["name"]]
-            if hasattr(pose_bone, "rigify_type"):
-                pose_bone.rigify_type = bone["rigify_type"]
-            else:
-                pose_bone["rigify_type"] = bone["rigify_type"]
+            _set_property(pose_bone, "rigify_type", bone["rigify_type"])
+            _set_rigify_parameters(pose_bone, bone.get("rigify_parameters") or {})
+    if rigify_collections and rigify_enabled() and not len(armature.rigify_colors):
+        with bpy.context.temp_override(object=obj, active_object=obj):
+            bpy.ops.armature.rigify_add_color_sets()  # Root, IK, Special, Tweak, FK, Extra: the ids the table uses
+
+
+def rigify_enabled() -> bool:
+    """Rigify's properties are registered (the add-on is enabled)."""
+    return hasattr(bpy.types.PoseBone, "bl_rna") and "rigify_type" in bpy.types.PoseBone.bl_rna.properties
+
+
+def _set_property(owner, name: str, value) -> None:
+    if hasattr(owner, name):
+        setattr(owner, name, value)
+    else:  # Rigify not enabled: an ID property of the same name is what its property reads later
+        owner[name] = value
+
+
+def _set_rigify_parameters(pose_bone, parameters: dict) -> None:
+    if not parameters:
+        return
+    if hasattr(pose_bone, "rigify_parameters"):
+        for key, value in parameters.items():
+            setattr(pose_bone.rigify_parameters, key, value)
+    else:
+        plain = {k: v for k, v in parameters.items() if isinstance(v, (bool, int, float))}
+        if plain:
+            pose_bone["rigify_parameters"] = plain
 
 
 def bind_skin(obj: bpy.types.Object, armature_obj: bpy.types.Object, mesh) -> None:

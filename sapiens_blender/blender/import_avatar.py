@@ -50,7 +50,10 @@ def import_avatar(
         mesh_build.add_label_groups(obj, avatar)
         armature_obj = action = None
         if with_rig and avatar.skeleton is not None:
-            armature_obj = armature_build.build_armature(avatar.skeleton["bones"], f"{name}_rig", collection, created)
+            armature_obj = armature_build.build_armature(
+                avatar.skeleton["bones"], f"{name}_rig", collection, created,
+                rigify_collections=avatar.skeleton.get("rigify_collections") or [],
+            )
             armature_build.bind_skin(obj, armature_obj, avatar.mesh)
             if with_animation and avatar.animations and avatar.nodes is not None:
                 action = action_build.build_action(avatar, armature_obj, scene, created)
@@ -78,7 +81,10 @@ def import_motion(
         scene.collection.children.link(collection)
         if motion.fps and abs(motion.fps - round(motion.fps)) < 1e-6:
             scene.render.fps, scene.render.fps_base = int(round(motion.fps)), 1.0
-        armature_obj = armature_build.build_armature(motion.skeleton["bones"], f"{name}_rig", collection, created)
+        armature_obj = armature_build.build_armature(
+            motion.skeleton["bones"], f"{name}_rig", collection, created,
+            rigify_collections=motion.skeleton.get("rigify_collections") or [],
+        )
         action = action_build.build_action(motion, armature_obj, scene, created)
         return ImportResult(collection, None, armature_obj, action)
     except BaseException:

@@ -1,0 +1,90 @@
+"""Imported Rigify rigs in real Blender: Generate works on them, and one click binds the mesh to
+the generated rig's deform bones; the folder import operator takes a path from scripts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+from blender_support import addon, evaluated_positions, rigify_avatar  # noqa: E402,F401  (fixtures)
+from test_blender_io import write_test_avatar  # noqa: E402
+
+pytestmark = pytest.mark.blender
+
+
+def test_import_operator_takes_a_file_or_folder_path(addon, tmp_path):
+    avatar_dir = write_test_avatar(tmp_path / "person")
+    assert bpy.ops.sapiens.import_avatar(filepath=str(avatar_dir / "avatar.json")) == {"FINISHED"}
+    assert bpy.ops.sapiens.import_avatar(filepath=str(avatar_dir)) == {"FINISHED"}
+    assert bpy.ops.sapiens.import_avatar(directory=str(avatar_dir)) == {"FINISHED"}
+    assert {"person", "person.001", "person.002"} <= set(bpy.data.collections.keys())
+    with pytest.raises(RuntimeError, match="nowhere: not an avatar directory"):
+        bpy.ops.sapiens.import_avatar(filepath=str(tmp_path / "nowhere" / "avatar.json"))
+
+
+def _label_vertices(obj, avatar_dir, name: str) -> np.ndarray:
+    labels = {entry["name"]: entry["id"] for entry in json.loads((avatar_dir / "avatar.json").read_text())["labels"]}
+    values = np.empty(len(obj.data.vertices), np.int32)
+    obj.data.attributes["sapiens_label"].data.foreach_get("value", values)
+    return np.flatnonzero(values == labels[name])
+
+
+def test_imported_rig_generates_with_rigify_and_binds_to_its_deform_bones(addon, rigify_avatar):
+    assert bpy.ops.sapiens.import_avatar(directory=str(rigify_avatar)) == {"FINISHED"}
+    metarig, mesh = bpy.data.objects["sample_rig"], bpy.data.objects["sample"]
+    skeleton = json.loads((rigify_avatar / "skeleton.json").read_text())
+
+    # skeleton.json's Rigify data is on the armature
+    collections = metarig.data.collections
+    for spec in skeleton["rigify_collections"]:
+        assert collections[spec["name"]].rigify_ui_row == spec["ui_row"]
+        assert collections[spec["name"]].rigify_color_set_id == spec["color_set_id"]
+    assert metarig.pose.bones["upper_arm.L"].rigify_type == "limbs.arm"
+    assert metarig.pose.bones["thigh.L"].rigify_parameters.extra_ik_toe is True
+    assert metarig.pose.bones["face"].rigify_parameters.make_deform is False
+    assert len(metarig.data.rigify_colors) >= 6
+
+    rest = evaluated_positions(mesh)
+    bpy.context.view_layer.objects.active = metarig
+    assert bpy.ops.pose.rigify_generate() == {"FINISHED"}
+    rig = metarig.data.rigify_target_rig
+    assert rig is not None and "DEF-upper_arm.L" in rig.data.bones
+
+    bpy.context.view_layer.objects.active = mesh
+    assert bpy.ops.sapiens.bind_generated_rig() == {"FINISHED"}
+    assert mesh.modifiers["Armature"].object == rig and mesh.parent == rig
+    deform = {b.name for b in rig.data.bones if b.use_deform}
+    skin_bones = {b["name"] for b in skeleton["bones"] if b["deform"]}
+    bound = {g.name for g in mesh.vertex_groups} & deform
+    assert {f"DEF-{name}" for name in skin_bones if f"DEF-{name}" in deform} == bound
+    assert {"DEF-spine", "DEF-upper_arm.L", "DEF-thigh.R", "DEF-hand.L"} <= bound
+    np.testing.assert_allclose(evaluated_positions(mesh), rest, atol=1e-4)  # binding moves nothing
+
+    # the whole rig moved by its root control: every vertex follows through the DEF bones
+    root = rig.pose.bones["root"]
+    root.location = (0.0, 0.0, 0.5)
+    bpy.context.view_layer.update()
+    shift = np.array(rig.data.bones["root"].matrix_local)[:3, :3] @ [0.0, 0.0, 0.5]
+    np.testing.assert_allclose(evaluated_positions(mesh) - rest, np.broadcast_to(shift, rest.shape), atol=1e-3)
+    root.location = (0.0, 0.0, 0.0)
+
+    # the left hand's IK control moved: the left hand follows, the right hand stays
+    hand_ik = rig.pose.bones["hand_ik.L"]
+    hand_ik.location = (0.0, 0.1, 0.0)
+    bpy.context.view_layer.update()
+    moved = np.linalg.norm(evaluated_positions(mesh) - rest, axis=1)
+    left, right = (_label_vertices(mesh, rigify_avatar, n) for n in ("Left_Hand", "Right_Hand"))
+    assert np.median(moved[left]) > 0.05, np.median(moved[left])
+    assert moved[right].max() < 1e-3
+
+
+def test_bind_without_a_generated_rig_says_so(addon, tmp_path):
+    from sapiens_blender.blender.rigify_bind import RigifyBindError, bind_to_generated_rig
+
+    bpy.ops.sapiens.import_avatar(directory=str(write_test_avatar(tmp_path / "p")))
+    with pytest.raises(RigifyBindError, match="Generate"):
+        bind_to_generated_rig(bpy.data.objects["p_rig"])
