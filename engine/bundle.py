@@ -16,6 +16,7 @@ import numpy as np
 
 from engine import fileio
 from engine.errors import BundleError
+from engine.versions import check_format_version
 
 FORMAT_NAME = "sapiens-bundle"
 FORMAT_VERSION = "1.1"
@@ -287,14 +288,7 @@ def read_bundle(path: str | Path | list, *, image: str | Path | None = None) -> 
 
 
 def _check_version(meta: dict, path: Path) -> None:
-    if meta.get("format") != FORMAT_NAME:
-        raise BundleError(f"{path}: not a {FORMAT_NAME} (format is {meta.get('format')!r})")
-    version = str(meta.get("version", ""))
-    major = version.split(".")[0]
-    if major != FORMAT_VERSION.split(".")[0]:
-        raise BundleError(f"{path}: bundle version {version} is not readable by this engine "
-                          f"(reads {FORMAT_VERSION.split('.')[0]}.x); use the sapiens-engine release "
-                          "that wrote it or a newer one")
+    check_format_version(meta, name=FORMAT_NAME, version=FORMAT_VERSION, source=path, what="bundle")
 
 
 def _read_engine_bundle(path: Path) -> Bundle:

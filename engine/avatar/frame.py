@@ -9,9 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.avatar.labels import FOOT_CLASSES_LEFT, FOOT_CLASSES_RIGHT, class_ids
-
-# camera axes -> avatar axes (a rotation by 180 degrees about x: windings and handedness survive)
-CAMERA_TO_AVATAR_AXES = np.diag([1.0, -1.0, -1.0])
+from engine.formats.scene import CAMERA_TO_AVATAR_AXES, camera_to_avatar_axes
 # fewer labelled foot vertices than this and the feet are not trusted to place the origin
 MIN_FOOT_VERTICES = 10
 
@@ -27,7 +25,7 @@ def camera_to_avatar(vertices_camera: np.ndarray, vertex_labels: np.ndarray | No
     left and right feet (shoes, socks). Without labelled feet (a portrait, no segmentation) it
     sits below the lowest vertex, under the centroid of the lowest 2 % of the mesh.
     """
-    turned = vertices_camera @ CAMERA_TO_AVATAR_AXES.T
+    turned = camera_to_avatar_axes(vertices_camera)
     left = right = np.zeros(len(turned), bool)
     if vertex_labels is not None:
         left = np.isin(vertex_labels, class_ids(FOOT_CLASSES_LEFT))

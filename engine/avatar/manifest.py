@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import BundleError
+from engine.versions import check_format_version
 
 FORMAT_NAME = "sapiens-avatar"
 FORMAT_VERSION = "1.0"
@@ -147,14 +148,7 @@ def read_avatar_manifest(avatar_dir: str | Path) -> dict:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path}: not a readable avatar description ({exc})") from exc
-    if data.get("format") != FORMAT_NAME:
-        raise BundleError(f"{path}: not a {FORMAT_NAME} (format is {data.get('format')!r})")
-    major = str(data.get("version", "")).split(".")[0]
-    if major != FORMAT_VERSION.split(".")[0]:
-        raise BundleError(
-            f"{path}: avatar version {data.get('version')} is not readable by this engine (reads "
-            f"{FORMAT_VERSION.split('.')[0]}.x); use the sapiens-engine release that wrote it or a newer one"
-        )
+    check_format_version(data, name=FORMAT_NAME, version=FORMAT_VERSION, source=path, what="avatar")
     missing = [rel for rel in data.get("files", {}).values() if not (path.parent / rel).is_file()]
     if missing:
         raise BundleError(f"{path}: lists files that are missing: {', '.join(missing)}")

@@ -23,6 +23,17 @@ import numpy as np
 from engine.errors import EngineError
 
 
+# camera axes (OpenCV: x right, y down, z forward) -> avatar axes (+Y up, the person facing +Z,
+# toward where the camera was): a rotation by 180 degrees about x, so windings and handedness survive
+CAMERA_TO_AVATAR_AXES = np.diag([1.0, -1.0, -1.0])
+
+
+def camera_to_avatar_axes(points: np.ndarray) -> np.ndarray:
+    """... x 3 camera-frame points or directions with the avatar frame's axes (no translation);
+    the same turn maps avatar axes back to camera axes (it is its own inverse)."""
+    return np.asarray(points) * np.diag(CAMERA_TO_AVATAR_AXES)
+
+
 def matrix_to_quaternion(m: np.ndarray) -> np.ndarray:
     """... x 3 x 3 rotation matrices -> ... x 4 quaternions (x, y, z, w), w >= 0."""
     m = np.asarray(m, np.float64)
