@@ -60,7 +60,7 @@ def main() -> None:
     # a frame as animate sees it: read the predictions bundle from disk, then lift
     import tempfile
     from engine.bundle import Bundle, read_bundle, write_bundle
-    from engine.motion.animate import lift_bundle
+    from engine.motion.frames import read_frame
     with tempfile.TemporaryDirectory() as tmp:
         h, w = maps["mask"].shape
         write_bundle(Bundle(image=np.zeros((h, w, 3), np.uint8), mask=maps["mask"], keypoints=kp.astype(np.float32),
@@ -68,7 +68,7 @@ def main() -> None:
                      Path(tmp) / "frame")
         t0 = time.perf_counter()
         for _ in range(10):
-            lift_bundle(read_bundle(Path(tmp) / "frame"))
+            read_frame(Path(tmp) / "frame")
         t_read_lift = (time.perf_counter() - t0) / 10
     base = frames[0].positions * [1, -1, -1]
     tracks = base[None] + np.random.default_rng(0).normal(0, 0.01, (T,) + base.shape)

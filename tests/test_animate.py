@@ -202,7 +202,7 @@ def test_animate_command_on_a_video(shared_samples, tmp_path, monkeypatch):
     checking each decoded frame is the photo that was encoded) -> animation at the video's rate."""
     pytest.importorskip("imageio_ffmpeg")
     from PIL import Image
-    import engine.predict
+    import engine.motion.frames
     from engine.bundle import Bundle, write_bundle
     from engine.cli import main
     d = shared_samples / "person_101"
@@ -213,7 +213,7 @@ def test_animate_command_on_a_video(shared_samples, tmp_path, monkeypatch):
     encode_video(video, np.stack([photo] * 4), fps=24)
     seen = []
 
-    def exact_predictions(photos, out_dir, **kwargs):
+    def exact_predictions(photos, out_dir, **kwargs):   # per photo: its bundle (or why none)
         out = []
         for i, p in enumerate(photos):
             frame = np.asarray(Image.open(p).convert("RGB"))
@@ -224,7 +224,7 @@ def test_animate_command_on_a_video(shared_samples, tmp_path, monkeypatch):
             out.append(write_bundle(b, Path(out_dir) / f"{i:06d}"))
         return out
 
-    monkeypatch.setattr(engine.predict, "predict_photos", exact_predictions)
+    monkeypatch.setattr(engine.motion.frames, "predict_frames", exact_predictions)
     assert main(["animate", str(video), "--out", str(tmp_path / "anim")]) == 0
     summary = json.loads((tmp_path / "anim" / "animation.json").read_text())
     assert summary["frames"] == 4 and summary["fps"] == pytest.approx(24.0) and summary["filled_frames"] == []

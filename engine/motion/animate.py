@@ -19,20 +19,25 @@ from typing import Callable
 import numpy as np
 
 from engine import fileio
-from engine.errors import BundleError, EngineError, InputImageError
+from engine.errors import EngineError
 from engine.motion.filters import one_euro
 from engine.formats import writers_for
 from engine.formats.scene import Animation, Scene, matrix_to_quaternion
 from engine.rig.describe import skeleton_description
-from engine.rig.lift import LIFTED, Joints3D, lift_joints
+from engine.motion import frames as frame_io
+from engine.motion.frames import Frame, list_frames, read_frames
+from engine.rig.lift import LIFTED
 from engine.rig.skeleton import bone_matrices, build_skeleton, skeleton_arrays
-from engine.motion.video import VIDEO_SUFFIXES
 
 ANIMATION_FORMAT = "sapiens-animation"
-ANIMATION_VERSION = "1.0"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+ANIMATION_VERSION = "1.1"   # 1.1: animation.json says why frames were unusable (unusable_frames)
 CORE_JOINTS = ("neck", "shoulder_L", "shoulder_R", "hip_L", "hip_R")
 MIN_CONFIDENT_CORE = 3     # fewer core joints lifted than this and the frame is filled in
+MIN_USABLE_FRAMES = 2      # fewer frames with a followable person and there is no motion to speak of
+
+
+class TooFewFrames(EngineError):
+    """The sequence has too few frames with a usable person to animate."""
 
 Progress = Callable[[str, float, str], None] | None
 
@@ -72,12 +77,16 @@ def _camera_to_avatar_axes(points: np.ndarray) -> np.ndarray:
     return points * np.array([1.0, -1.0, -1.0])
 
 
-def fill_gaps(tracks: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Linear interpolation over time of each joint's invalid frames (edges hold their value)."""
+def fill_gaps(tracks: np.ndarray, valid: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
+    """Linear interpolation over time of each joint's invalid frames (edges hold their value).
+    A joint never valid is interpolated between the frames where it is present (its filled
+    positions), so a frame without any joints never keeps placeholder values."""
     out = tracks.copy()
     t = np.arange(len(tracks))
     for j in range(tracks.shape[1]):   # one call per joint, vectorised over frames
         ok = valid[:, j]
+        if not ok.any() and present is not None:
+            ok = present[:, j]
         if ok.all() or not ok.any():
             continue
         for c in range(3):
@@ -87,13 +96,15 @@ def fill_gaps(tracks: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 def motion_from_tracks(names: list[str], tracks_avatar: np.ndarray, valid: np.ndarray, fps: float, *,
                        convention: str = "rigify", height: float = 1.7, smooth: bool = True,
-                       min_cutoff: float = 1.0, beta: float = 2.0) -> tuple[Motion, np.ndarray]:
-    """Joint tracks (T x J x 3, avatar frame) -> Motion; also returns the smoothed tracks."""
+                       min_cutoff: float = 1.0, beta: float = 2.0,
+                       present: np.ndarray | None = None) -> tuple[Motion, np.ndarray]:
+    """Joint tracks (T x J x 3, avatar frame) -> Motion; also returns the smoothed tracks.
+    valid: T x J trusted values; present: T x J values there at all (see fill_gaps)."""
     T = len(tracks_avatar)
     frame_ok = valid.any(1)
     if not frame_ok.any():
-        raise EngineError("no frame of the sequence has a usable person")
-    tracks = fill_gaps(tracks_avatar, valid)
+        raise TooFewFrames("too few usable frames: no frame of the sequence has a usable person")
+    tracks = fill_gaps(tracks_avatar, valid, present)
     if smooth:
         # body-relative motion and the root's travel are filtered apart: a steady walk must not
         # slow the filter down on the limbs, nor limb jitter leak into the root
@@ -139,58 +150,51 @@ def _frame_lengths(joints: np.ndarray, names: list[str], convention: str, height
 
 
 # --- inputs -------------------------------------------------------------------------------------
-def list_frames(frames: str | Path) -> tuple[str, list[Path]]:
-    """('bundles' | 'images' | 'video', sorted paths) for a frames directory or a video file;
-    a clear error otherwise."""
-    path = Path(frames)
-    if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
-        return "video", [path]
-    if not path.is_dir():
-        raise InputImageError(f"{path}: not a directory of frames (images or predicted bundles) "
-                              f"nor a video ({', '.join(sorted(VIDEO_SUFFIXES))})")
-    from engine.bundle import is_bundle
-    bundles = sorted(p for p in path.iterdir() if p.is_dir() and is_bundle(p))
-    if bundles:
-        return "bundles", bundles
-    images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if images:
-        return "images", images
-    raise InputImageError(f"{path}: no frames in it (expected images or predictions bundles)")
-
-
-def lift_bundle(bundle) -> Joints3D | None:
-    """Joints of one frame, or None when the frame has no usable person."""
-    if bundle.keypoints is None or bundle.pointmap is None or bundle.K is None:
-        return None
-    if bundle.mask is not None and not np.asarray(bundle.mask).any():
-        return None
-    return lift_joints(bundle.keypoints, bundle.pointmap, bundle.seg, bundle.K, mask=bundle.mask)
-
-
-def tracks_from_joints(frames: list[Joints3D | None], min_confidence: float = 0.3
-                       ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, float]:
-    """(joint names, T x J x 3 camera-frame tracks, T x J valid, T confidence, median height)."""
-    first = next((f for f in frames if f is not None), None)
-    if first is None:
-        raise EngineError("no frame of the sequence has a person with keypoints and a pointmap")
-    names = first.names
+def tracks_from_frames(frames: list[Frame], min_confidence: float = 0.3
+                       ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """(joint names, T x J x 3 camera-frame tracks, T x J trusted, T x J present, T confidence,
+    median height). `present`: the frame has the joint at all (filled ones included); `trusted`:
+    lifted or corrected with enough confidence in a frame that shows enough of the body. A frame
+    with too few trusted frames around it is refused in words (TooFewFrames)."""
+    usable = [f for f in frames if f.joints is not None]
+    if not usable:
+        raise TooFewFrames(_refusal(frames, 0))
+    names = usable[0].joints.names
     T, J = len(frames), len(names)
     tracks = np.zeros((T, J, 3))
     valid = np.zeros((T, J), bool)
+    present = np.zeros((T, J), bool)
     conf = np.zeros(T)
     core = [names.index(n) for n in CORE_JOINTS]
     heights = []
-    for t, f in enumerate(frames):
+    for t, frame in enumerate(frames):
+        f = frame.joints
         if f is None:
             continue
         tracks[t] = f.positions
-        ok = np.isfinite(f.positions).all(1) & (f.status <= 1) & (f.confidence >= min_confidence * 0.5)
+        present[t] = np.isfinite(f.positions).all(1)
+        ok = present[t] & (f.status <= 1) & (f.confidence >= min_confidence * 0.5)
         if (f.status[core] == LIFTED).sum() < MIN_CONFIDENT_CORE:
             ok[:] = False     # too little of the body seen: the whole frame is filled in
+            frame.reason = frame.reason or f"fewer than {MIN_CONFIDENT_CORE} of the neck, shoulders and hips seen"
         valid[t] = ok
         conf[t] = float(f.confidence.mean())
         heights.append(f.height)
-    return names, tracks, valid, conf, float(np.median(heights))
+    good = int(valid.any(1).sum())
+    if good < MIN_USABLE_FRAMES:
+        raise TooFewFrames(_refusal(frames, good))
+    return names, tracks, valid, present, conf, float(np.median(heights))
+
+
+def _refusal(frames: list[Frame], good: int) -> str:
+    reasons: dict[str, list[int]] = {}
+    for t, f in enumerate(frames):
+        if f.reason:
+            reasons.setdefault(f.reason, []).append(t)
+    listed = "; ".join(f"frame{'s' if len(ts) > 1 else ''} {', '.join(map(str, ts[:5]))}"
+                       f"{' ...' if len(ts) > 5 else ''}: {r}" for r, ts in list(reasons.items())[:4])
+    return (f"too few usable frames: {good} of {len(frames)} show a person the animation can follow "
+            f"(at least {MIN_USABLE_FRAMES} needed)" + (f". {listed}" if listed else ""))
 
 
 # --- outputs ------------------------------------------------------------------------------------
@@ -226,47 +230,39 @@ def write_frame_json(dir_: Path, motion: Motion, tracks: np.ndarray, joint_names
 
 def animate_frames(frames: str | Path, out_dir: str | Path, *, convention: str = "rigify", fps: float | None = None,
                    smooth: bool = True, min_cutoff: float = 1.0, beta: float = 2.0, size: str = "0.4b",
-                   checkpoints=None, device: str = "auto", progress: Progress = None) -> Path:
+                   checkpoints=None, device: str = "auto", backend: str = "torch",
+                   progress: Progress = None) -> Path:
     """Animate a skeleton from a directory of frames (images, or predictions bundles) or a video.
 
     fps: frame rate of the sequence (default: the video's own, else 30). Writes into out_dir:
     animation.glb, animation.bvh, skeleton.json (rest), animation.json (summary) and
-    frames/NNNNNN.json (per-frame joints, bone rotations, filled flag). Decoded video frames and
-    their predictions live in a temporary directory that is removed afterwards."""
+    frames/NNNNNN.json (per-frame joints, bone rotations, filled flag). Every input frame keeps
+    its place: one that cannot be used is filled from its neighbours and marked. Decoded video
+    frames and their predictions live in a temporary directory that is removed afterwards."""
     out_dir = Path(out_dir)
     kind, paths = list_frames(frames)
+    sources = [str(p) for p in paths]
     work = Path(tempfile.mkdtemp(prefix="animate-")) if kind != "bundles" else None
     try:
+        entries: list[Path | str] = list(paths)
         if kind == "video":
             from engine.motion.video import decode_video
             paths, video_fps = decode_video(paths[0], work / "frames", progress=progress)
             fps = fps or video_fps
+            sources = [f"{frames}#{i}" for i in range(len(paths))]
         if kind in ("images", "video"):
-            try:
-                from engine.predict import predict_photos
-            except ImportError as exc:
-                raise EngineError(f"predicting frames needs engine.predict ({exc})") from exc
-            paths = predict_photos(paths, work / "bundles", tasks=["pose", "seg", "pointmap"], size=size,
-                                   checkpoints=checkpoints, device=device, progress=progress)
-        return _animate_bundles(paths, out_dir, convention=convention, fps=fps or 30.0, smooth=smooth,
-                                min_cutoff=min_cutoff, beta=beta, progress=progress)
+            entries = frame_io.predict_frames(paths, work / "bundles", size=size, checkpoints=checkpoints, device=device,
+                                     backend=backend, progress=progress)
+        return _animate(read_frames(entries, sources, progress), out_dir, convention=convention, fps=fps or 30.0,
+                        smooth=smooth, min_cutoff=min_cutoff, beta=beta, progress=progress)
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _animate_bundles(paths: list[Path], out_dir: Path, *, convention: str, fps: float, smooth: bool,
-                     min_cutoff: float, beta: float, progress: Progress) -> Path:
-    from engine.bundle import read_bundle
-    lifted: list[Joints3D | None] = []
-    for i, p in enumerate(paths):
-        try:
-            lifted.append(lift_bundle(read_bundle(p)))
-        except BundleError:
-            lifted.append(None)        # an unreadable frame is filled from its neighbours
-        if progress:
-            progress("lift", (i + 1) / len(paths), f"frame {i + 1}/{len(paths)}")
-    names, tracks_cam, valid, conf, height = tracks_from_joints(lifted)
+def _animate(frames: list[Frame], out_dir: Path, *, convention: str, fps: float, smooth: bool,
+             min_cutoff: float, beta: float, progress: Progress) -> Path:
+    names, tracks_cam, valid, present, conf, height = tracks_from_frames(frames)
     tracks = _camera_to_avatar_axes(tracks_cam)
     # origin on the ground under the first usable frame's pelvis
     ok_frames = valid.any(1)
@@ -276,7 +272,7 @@ def _animate_bundles(paths: list[Path], out_dir: Path, *, convention: str, fps: 
     ground = np.min(tracks[valid[:, feet].any(1)][:, feet, 1]) if valid[:, feet].any() else pelvis[1] - 0.5 * height
     tracks = tracks - np.array([pelvis[0], ground, pelvis[2]])
     motion, smoothed = motion_from_tracks(names, tracks, valid, fps, convention=convention, height=height,
-                                          smooth=smooth, min_cutoff=min_cutoff, beta=beta)
+                                          smooth=smooth, min_cutoff=min_cutoff, beta=beta, present=present)
     motion.confidence = conf
     motion.filled |= ~valid.any(1)
     if progress:
@@ -287,10 +283,12 @@ def _animate_bundles(paths: list[Path], out_dir: Path, *, convention: str, fps: 
         written = {}
         for writer in writers_for(None, "motion"):
             written.update(writer.motion(scene, tmp))
-        write_frame_json(tmp / "frames", motion, smoothed, names, [str(p) for p in paths])
+        write_frame_json(tmp / "frames", motion, smoothed, names, [f.source for f in frames])
         (tmp / "skeleton.json").write_text(json.dumps(motion.skeleton, indent=1))
-        summary = {"format": ANIMATION_FORMAT, "version": ANIMATION_VERSION, "fps": fps, "frames": len(paths),
+        summary = {"format": ANIMATION_FORMAT, "version": ANIMATION_VERSION, "fps": fps, "frames": len(frames),
                    "filled_frames": [int(t) for t in np.flatnonzero(motion.filled)], "convention": convention,
+                   "unusable_frames": {str(t): f.reason for t, f in enumerate(frames)
+                                       if motion.filled[t] and f.reason},
                    "units": "metres", "frame": "avatar (glTF: +Y up, person faces +Z)",
                    "smoothing": {"filter": "one_euro", "min_cutoff_hz": min_cutoff, "beta": beta} if smooth else None,
                    "files": {**written, "skeleton": "skeleton.json", "frames": "frames/"}}

@@ -26,6 +26,16 @@ def _ffmpeg():
     return imageio_ffmpeg
 
 
+def _ffmpeg_reason(exc: Exception) -> str:
+    """ffmpeg's last word on a failure (its message starts with a banner of library versions):
+    ' (reason)', or '' when it said nothing useful."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    last = lines[-1] if lines else ""
+    if ":" in last and not last.startswith(("lib", "[")):
+        last = last.split(":", 1)[1].strip()
+    return f" ({last[:120]})" if last and "libav" not in last else ""
+
+
 def decode_video(path: str | Path, out_dir: str | Path, *, max_frames: int | None = None,
                  progress: Progress = None) -> tuple[list[Path], float]:
     """Write every frame of the video as out_dir/NNNNNN.png (sRGB); returns (paths, frames per second).
@@ -43,7 +53,7 @@ def decode_video(path: str | Path, out_dir: str | Path, *, max_frames: int | Non
         reader = ffmpeg.read_frames(str(path), pix_fmt="rgb24")
         meta = next(reader)
     except (OSError, RuntimeError, StopIteration) as exc:
-        raise InputImageError(f"{path}: cannot be decoded as a video ({exc})") from exc
+        raise InputImageError(f"{path}: not a readable video{_ffmpeg_reason(exc)}") from None
     width, height = (int(v) for v in meta["size"])
     fps = float(meta.get("fps") or 0.0)
     expected = int(meta.get("nframes") or 0) if np.isfinite(meta.get("nframes") or np.inf) else 0
@@ -61,7 +71,7 @@ def decode_video(path: str | Path, out_dir: str | Path, *, max_frames: int | Non
     except Cancelled:
         raise
     except RuntimeError as exc:
-        raise InputImageError(f"{path}: decoding stopped at frame {len(paths)} ({exc})") from exc
+        raise InputImageError(f"{path}: decoding stopped at frame {len(paths)}{_ffmpeg_reason(exc)}") from None
     finally:
         reader.close()
     if not paths:
