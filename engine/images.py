@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.colour import linear_to_srgb
 from engine.errors import InputImageError
 
 # Smaller than this and there is no person to see: the model looks at 1024 x 768.
@@ -177,8 +178,6 @@ def _load_exr(path: Path) -> Photo:
     if "A" in names:
         # EXR colour is premultiplied by alpha, so it already is the image composited on black
         notes.append("alpha ignored: premultiplied EXR colour is the image over black")
-    from engine.bundle import linear_to_srgb
-
     srgb = linear_to_srgb(np.nan_to_num(linear, nan=0.0, posinf=1.0, neginf=0.0))
     rgb = np.round(srgb * 255).astype(np.uint8)
     return Photo(rgb=rgb, path=path, format="EXR", stored_size=(width, height), notes=notes)

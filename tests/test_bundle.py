@@ -223,3 +223,33 @@ def test_reference_outputs_errors(tmp_path):
     empty.mkdir()
     with pytest.raises(BundleError, match="no bundle.json"):
         read_bundle(empty)
+
+
+def test_bundle_reader_modules_import_no_cycle():
+    """The photo loader, the bundle format and the reference reader import one way only (issue 10
+    found images -> bundle -> bundle_reference -> bundle, images), function-level imports included."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    modules = {"engine.colour": "engine/colour.py", "engine.images": "engine/images.py",
+               "engine.bundle.format": "engine/bundle/format.py", "engine.bundle.reference": "engine/bundle/reference.py",
+               "engine.bundle": "engine/bundle/__init__.py"}
+    imports = {}
+    for name, path in modules.items():
+        tree = ast.parse((root / path).read_text())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        imports[name] = {m for m in found if m in modules and m != name}
+    assert imports["engine.colour"] == set()
+    assert imports["engine.images"] == {"engine.colour"}
+    assert imports["engine.bundle.format"] == {"engine.colour"}
+    assert imports["engine.bundle.reference"] == {"engine.bundle.format", "engine.images"}
+    # a cycle would show as a path back to the start
+    def reaches(start, goal, seen=()):
+        return any(m == goal or (m not in seen and reaches(m, goal, (*seen, m))) for m in imports[start])
+    assert not any(reaches(name, name) for name in modules)

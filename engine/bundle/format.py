@@ -1,9 +1,7 @@
-"""The predictions bundle: one directory per photo (and person) holding everything Sapiens2 saw.
+"""The predictions bundle format: one directory per photo (and person) holding what Sapiens2 saw.
 
 The format is public and versioned (docs/bundle.md). `write_bundle` writes it atomically (a temp
-directory beside the target, then a rename), `read_bundle` reads it back, and also reads the
-outputs the reference demo scripts save (`*_seg.npy`, normal `.npy`, `*_depth.npy`, pose
-`*_predictions.json`) so their users can come straight to the engine.
+directory beside the target, then a rename), `read_engine_bundle` reads it back.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import fileio
+from engine.colour import linear_to_srgb
 from engine.errors import BundleError
 from engine.versions import check_format_version
 
@@ -69,20 +68,6 @@ def keypoints_inside(keypoints: np.ndarray, size: tuple[int, int]) -> np.ndarray
     width, height = size
     x, y = keypoints[:, 0], keypoints[:, 1]
     return (x >= 0) & (x < width) & (y >= 0) & (y < height)
-
-
-# --------------------------------------------------------------------------- colour
-
-
-def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
-    """IEC 61966-2-1 transfer function, values clipped to [0, 1]."""
-    c = np.clip(linear, 0.0, 1.0)
-    return np.where(c <= 0.0031308, 12.92 * c, 1.055 * np.power(c, 1 / 2.4) - 0.055)
-
-
-def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
-    c = np.clip(srgb, 0.0, 1.0)
-    return np.where(c <= 0.04045, c / 12.92, np.power((c + 0.055) / 1.055, 2.4))
 
 
 # --------------------------------------------------------------------------- validation
@@ -268,30 +253,12 @@ def is_bundle(path: str | Path) -> bool:
     return (Path(path) / "bundle.json").is_file()
 
 
-def read_bundle(path: str | Path | list, *, image: str | Path | None = None) -> Bundle:
-    """Read a bundle directory, or the outputs of the reference demo scripts.
-
-    `path` is a bundle directory (it holds bundle.json), or reference output files / directories
-    (one path or a list: seg, normal, pointmap and pose outputs may sit in different folders);
-    then `image` names the photo, else it is looked for beside the outputs.
-    """
-    from engine.bundle_reference import read_reference_outputs
-
-    if isinstance(path, (list, tuple)):
-        return read_reference_outputs(list(path), image=image)
-    path = Path(path)
-    if not path.exists():
-        raise BundleError(f"{path}: no such bundle or file")
-    if path.is_dir() and is_bundle(path):
-        return _read_engine_bundle(path)
-    return read_reference_outputs(path, image=image)
-
-
 def _check_version(meta: dict, path: Path) -> None:
     check_format_version(meta, name=FORMAT_NAME, version=FORMAT_VERSION, source=path, what="bundle")
 
 
-def _read_engine_bundle(path: Path) -> Bundle:
+def read_engine_bundle(path: Path) -> Bundle:
+    """A bundle directory written by write_bundle (any version this reader knows)."""
     json_path = path / "bundle.json"
     try:
         meta = json.loads(json_path.read_text())

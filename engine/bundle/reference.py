@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.bundle import NUM_KEYPOINTS, NUM_SEG_CLASSES, Bundle, BundleError, validate_bundle
+from engine.bundle.format import NUM_KEYPOINTS, NUM_SEG_CLASSES, Bundle, validate_bundle
+from engine.errors import BundleError, InputImageError
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".exr")
 MODEL_INPUT = (1024, 768)  # H, W
@@ -229,7 +230,6 @@ def _read_pose_json(path: Path, stem: str, person: int) -> tuple[np.ndarray, lis
 
 
 def _load_photo(image, stem: str, dirs: list[Path], map_hw) -> tuple[np.ndarray, list[str]]:
-    from engine.errors import InputImageError
     from engine.images import load_photo
 
     if image is not None:
