@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from engine.options import add_arguments as add_options
+from engine.options import from_args
 
 HELP = "turn a predictions bundle into an avatar (mesh, textures, rig)"
 
@@ -41,31 +42,11 @@ class StagePrinter:
         print(f"  {time.perf_counter() - self.start:6.2f} s  {stage:<9} {message}", file=self.stream, flush=True)
 
 
-def build_from_args(bundle, args: argparse.Namespace, progress) -> Path:
-    import inspect
+def build_with_options(options: dict, progress) -> Path:
+    """Run the build job (engine/jobs/build.py) on the command's options; returns the avatar directory."""
+    from engine.jobs import run_job
 
-    from engine.avatar.build import build_avatar
-    from engine.errors import EngineError
-    from engine.options import BY_NAME
-
-    extra = {}
-    if "formats" in inspect.signature(build_avatar).parameters:
-        extra["formats"] = args.formats
-    elif list(args.formats) != list(BY_NAME["formats"].default):
-        raise EngineError(f"--formats {','.join(args.formats)}: this engine writes only glb,obj,ply so far")
-    return build_avatar(
-        bundle,
-        args.out_dir,
-        detail=args.detail,
-        resolution=args.resolution,
-        watertight=args.watertight,
-        target_faces=args.max_faces,
-        texture_size=args.texture_size,
-        rig=args.rig,
-        rest_pose=args.rest_pose,
-        progress=progress,
-        **extra,
-    )
+    return Path(run_job("build", options, progress=progress)["avatar_dir"])
 
 
 def summarize(out_dir: Path, stream=None) -> None:
@@ -85,6 +66,6 @@ def summarize(out_dir: Path, stream=None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out_dir = build_from_args(args.bundle_dir, args, StagePrinter())
+    out_dir = build_with_options(from_args(args, "build"), StagePrinter())
     summarize(out_dir)
     return 0

@@ -11,8 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from engine.commands.build import StagePrinter, add_build_options, build_from_args, summarize
+from engine.commands.build import StagePrinter, add_build_options, build_with_options, summarize
 from engine.errors import BundleError
+from engine.options import from_args
 
 HELP = "build an avatar from the bundled sample (no weights needed)"
 DEFAULT_OUT = Path("sapiens_demo_avatar")
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"options: detail {args.detail}, resolution {args.resolution}, watertight {args.watertight}, "
           f"faces {args.max_faces or 'all'}, texture {args.texture_size}, rig {args.rig or 'none'}")
     print("stages:", flush=True)
-    out_dir = build_from_args(bundle, args, StagePrinter(sys.stdout))
+    options = {**from_args(args, "build"), "bundle_dir": str(bundle), "out_dir": str(args.out_dir)}
+    out_dir = build_with_options(options, StagePrinter(sys.stdout))
     summarize(out_dir)
     return 0

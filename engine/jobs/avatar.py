@@ -1,0 +1,98 @@
+"""The `avatar` job: photos -> avatars (predict, then build), predictions cached for reuse.
+
+For each photo: its predictions come from the cache (engine.jobs.prediction_cache) when the same
+photo was predicted with the same models and options, else the photos not cached are predicted
+together with the process's Predictor (engine.jobs.predictors: models load once per process);
+then each bundle is checked for what the build needs and built into OUT_DIR/NAME (NAME as the
+predict job names bundles, docs/bundle.md "Names"). Every output folder is checked before any
+model runs. A photo that fails is reported and the others go on; when all fail, the job fails
+with the first one's reason.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from engine.errors import Cancelled, EngineError
+from engine.jobs import checked_progress
+from engine.jobs.build import build_one
+from engine.jobs.outputs import check_output_dir, check_parent_dir, relative_files
+from engine.jobs.prediction_cache import PredictionCache, cache_key, model_identity
+from engine.jobs.predict import error_from, raise_if_nothing_came_out
+from engine.jobs.predictors import predictor_for
+
+
+def run(options: dict, progress=None, cancel=None) -> dict:
+    from engine.predict import bundle_names
+
+    report = checked_progress(progress, cancel)
+    photos = [Path(p) for p in options["photos"]]
+    out_dir = check_parent_dir(options["out_dir"])
+    names = bundle_names(photos)
+    for name in dict.fromkeys(names):
+        check_output_dir(out_dir / name, "avatar")
+    cache = PredictionCache(options["cache_dir"])
+    rows = {name: {"photo": str(photo), "name": name} for photo, name in zip(photos, names)}
+    failed: list[dict] = []
+
+    def fail(name: str, exc: EngineError) -> None:
+        rows.pop(name, None)
+        failed.append({"photo": str(photos[names.index(name)]), "code": exc.code, "message": str(exc)})
+
+    with predictor_for(options) as predictor:
+        identity = model_identity(predictor, options)
+        keys, todo = {}, []
+        for photo, name in zip(photos, names):
+            if name in keys or name not in rows:
+                continue
+            report("cache", len(keys) / len(photos), f"{photo.name}: looking for its predictions")
+            try:
+                keys[name] = cache_key(photo, identity)
+            except EngineError as exc:
+                fail(name, exc)
+                continue
+            bundle = cache.lookup(keys[name])
+            if bundle is not None:
+                rows[name].update(bundle_dir=str(bundle), predictions="cached")
+            else:
+                todo.append((photo, name))
+        if todo:
+            _predict(predictor, todo, keys, cache, options, rows, fail, report, cancel)
+        loads = predictor.loads
+
+    for name, row in list(rows.items()):
+        photo_report = _prefixed(report, name if len(rows) > 1 else None)
+        try:
+            avatar_dir = build_one(row["bundle_dir"], out_dir / name, options, photo_report)
+        except Cancelled:
+            raise
+        except EngineError as exc:
+            fail(name, exc)
+            continue
+        row.update(avatar_dir=str(avatar_dir), files=relative_files(avatar_dir))
+    raise_if_nothing_came_out(failed, list(rows))
+    return {"avatars": list(rows.values()), "failed": failed, "model_loads": loads}
+
+
+def _predict(predictor, todo, keys, cache, options, rows, fail, report, cancel) -> None:
+    """Predict the photos not in the cache, in one run, and store their bundles under their keys."""
+    staging = cache.staging()
+    try:
+        results = predictor.predict([photo for photo, _ in todo], staging, bbox=options["bbox"],
+                                    progress=report, cancel=cancel)
+        for (photo, name), result in zip(todo, results):
+            if result.status == "failed":
+                fail(name, error_from(result.error or {}))
+                continue
+            bundle = cache.store(Path(result.bundles[0]), keys[name])
+            rows[name].update(bundle_dir=str(bundle), predictions="predicted",
+                              people_found=result.people_found, notes=list(result.notes))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _prefixed(report, name: str | None):
+    if name is None:
+        return report
+    return lambda stage, fraction, message="": report(stage, fraction, f"{name}: {message}")

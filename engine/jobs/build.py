@@ -1,0 +1,73 @@
+"""The `build` job: a predictions bundle -> an avatar directory (docs/avatar.md).
+
+Before the build starts, the bundle is checked for what the chosen options need (a rig needs
+keypoints, a pointmap and a valid camera matrix K), so a bundle that cannot be rigged fails in
+words before the surface and textures are made.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import BundleError, EngineError
+from engine.jobs.outputs import check_output_dir, relative_files
+from engine.options import BY_NAME
+
+# option name -> engine.avatar.build.build_avatar keyword, where they differ
+BUILD_KEYWORDS = {"max_faces": "target_faces"}
+BUILD_OPTIONS = ("detail", "resolution", "watertight", "max_faces", "texture_size", "rig", "rest_pose", "formats")
+
+
+def check_bundle_for_build(bundle_dir: Path, options: dict) -> None:
+    """What the build will need from an engine bundle, read from its bundle.json (cheap)."""
+    meta_path = Path(bundle_dir) / "bundle.json"
+    if not meta_path.is_file():
+        return  # the reference demo's outputs: the build reads and checks them itself
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{meta_path}: unreadable ({exc})") from exc
+    files = meta.get("files") or {}
+    if options.get("rig"):
+        missing = [name for name in ("keypoints", "pointmap") if name not in files]
+        if missing:
+            raise BundleError(f"{bundle_dir}: rigging needs the bundle's {' and '.join(missing)}; this bundle has "
+                              "none (run predict with the pose and pointmap tasks, or build without a rig)")
+        K = meta.get("K")
+        if K is None:
+            raise BundleError(f"{bundle_dir}: rigging needs the camera matrix K, which bundle.json lacks "
+                              "(predict with the pointmap task writes it)")
+        matrix = np.asarray(K, dtype=np.float64) if isinstance(K, list) else np.zeros(0)
+        if matrix.shape != (3, 3) or not np.isfinite(matrix).all() or matrix[0, 0] <= 0 or matrix[1, 1] <= 0:
+            raise BundleError(f"{bundle_dir}: K is not a valid pinhole intrinsics matrix: {K!r:.120}")
+
+
+def build_keywords(options: dict, build_avatar) -> dict:
+    """build_avatar's keywords from the job's options."""
+    takes = inspect.signature(build_avatar).parameters
+    keywords = {BUILD_KEYWORDS.get(name, name): options[name] for name in BUILD_OPTIONS if name in options}
+    if "formats" not in takes:
+        formats = keywords.pop("formats", None)
+        if formats is not None and list(formats) != list(BY_NAME["formats"].default):
+            raise EngineError(f"formats {','.join(formats)}: this engine writes only "
+                              f"{','.join(BY_NAME['formats'].default)} so far")
+    return keywords
+
+
+def build_one(bundle_dir, out_dir, options: dict, progress=None) -> Path:
+    """Check, then build one avatar; returns its directory."""
+    from engine.avatar.build import build_avatar
+
+    keywords = build_keywords(options, build_avatar)
+    check_bundle_for_build(Path(bundle_dir), options)
+    return Path(build_avatar(bundle_dir, out_dir, progress=progress, **keywords))
+
+
+def run(options: dict, progress=None, cancel=None) -> dict:
+    out_dir = check_output_dir(options["out_dir"], "avatar")
+    avatar_dir = build_one(options["bundle_dir"], out_dir, options, progress)
+    return {"avatar_dir": str(avatar_dir), "files": relative_files(avatar_dir)}

@@ -1,0 +1,200 @@
+"""The avatar job (engine/jobs/avatar.py): models loaded once per process, predictions cached,
+outputs and bundles checked before any work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.errors import BundleError, EngineError
+from engine.jobs import predictors, run_job
+
+TASKS = ("pose", "seg", "normal", "pointmap")
+
+
+@pytest.fixture(scope="module")
+def ckpt_root(tmp_path_factory):
+    from engine.models.testing import write_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    for task in TASKS:
+        write_tiny_checkpoint(root / task / f"sapiens2_0.4b_{task}.safetensors", task, seed=1)
+    return root
+
+
+def _photo(path: Path, shade: int) -> Path:
+    yy, xx = np.mgrid[0:320, 0:240]
+    rgb = np.stack([xx, yy * 0.7, 255 - xx], axis=-1).astype(np.uint8)
+    rgb[60:280, 80:160] = [200, shade, 120]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path):
+    # two photos with the same file name in different folders: two avatars, not one
+    return [_photo(tmp_path / "in" / "a" / "someone.png", 150), _photo(tmp_path / "in" / "b" / "someone.png", 90),
+            _photo(tmp_path / "in" / "third.png", 60)]
+
+
+@pytest.fixture(autouse=True)
+def fresh_predictors():
+    predictors.clear()
+    yield
+    predictors.clear()
+
+
+@pytest.fixture
+def counted_loads(monkeypatch):
+    """Every model load in this process goes through engine.models.loading.load_model: count them."""
+    import engine.models.loading as loading
+
+    calls = []
+    real = loading.load_model
+
+    def load_model(path, *args, **kwargs):
+        calls.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(loading, "load_model", load_model)
+    return calls
+
+
+@pytest.fixture
+def stub_build(monkeypatch):
+    """The build step as a marker file: these tests are about predicting and caching."""
+    import engine.jobs.avatar as avatar_job
+
+    built = []
+
+    def build_one(bundle_dir, out_dir, options, progress=None):
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "avatar.json").write_text(json.dumps({"bundle": str(bundle_dir), "texture_size": options["texture_size"]}))
+        built.append((Path(bundle_dir), out_dir))
+        return out_dir
+
+    monkeypatch.setattr(avatar_job, "build_one", build_one)
+    return built
+
+
+def test_models_load_once_for_many_photos_and_two_calls(ckpt_root, photos, tmp_path, counted_loads, stub_build):
+    params = {"out_dir": str(tmp_path / "avatars"), "cache_dir": str(tmp_path / "cache"),
+              "checkpoints": str(ckpt_root), "device": "cpu", "dtype": "fp32", "batch_size": 2}
+    first = run_job("avatar", {**params, "photos": [str(p) for p in photos[:2]]})
+    assert sorted(counted_loads) == sorted(f"sapiens2_0.4b_{t}.safetensors" for t in TASKS)
+    assert [row["predictions"] for row in first["avatars"]] == ["predicted", "predicted"]
+    names = [row["name"] for row in first["avatars"]]
+    assert len(set(names)) == 2 and len({row["bundle_dir"] for row in first["avatars"]}) == 2
+
+    # a second call in the same process: the same models, cached predictions for the first two
+    second = run_job("avatar", {**params, "photos": [str(p) for p in photos]})
+    assert len(counted_loads) == len(TASKS), "a model was loaded again"
+    assert [row["predictions"] for row in second["avatars"]] == ["cached", "cached", "predicted"]
+    assert second["model_loads"] == len(TASKS)
+    assert [row["bundle_dir"] for row in second["avatars"][:2]] == [row["bundle_dir"] for row in first["avatars"]]
+    assert len(stub_build) == 5
+
+
+def test_changed_build_options_rebuild_without_predicting(ckpt_root, photos, tmp_path, stub_build,
+                                                         sample_predictions):
+    _, calls = sample_predictions
+    params = {"photos": [str(photos[0])], "out_dir": str(tmp_path / "avatars"), "cache_dir": str(tmp_path / "cache"),
+              "checkpoints": str(ckpt_root), "device": "cpu", "dtype": "fp32"}
+    run_job("avatar", params)
+    again = run_job("avatar", {**params, "texture_size": 512, "max_faces": 5000})
+    assert again["avatars"][0]["predictions"] == "cached" and len(calls) == 1
+    assert json.loads((Path(again["avatars"][0]["avatar_dir"]) / "avatar.json").read_text())["texture_size"] == 512
+    # a changed photo (same name, new content) and a changed model option are predicted again
+    _photo(photos[0], 30)
+    assert run_job("avatar", params)["avatars"][0]["predictions"] == "predicted" and len(calls) == 2
+    assert run_job("avatar", {**params, "bbox": [10, 10, 200, 300]})["avatars"][0]["predictions"] == "predicted"
+    assert run_job("avatar", params)["avatars"][0]["predictions"] == "cached" and len(calls) == 3
+
+
+def test_an_output_that_is_not_an_avatar_is_refused_before_any_model_loads(ckpt_root, photos, tmp_path, counted_loads):
+    out = tmp_path / "avatars"
+    (out / "third").mkdir(parents=True)
+    (out / "third" / "thesis.txt").write_text("the user's own file")
+    with pytest.raises(EngineError, match="not an avatar"):
+        run_job("avatar", {"photos": [str(photos[2])], "out_dir": str(out), "cache_dir": str(tmp_path / "cache"),
+                           "checkpoints": str(ckpt_root), "device": "cpu"})
+    assert counted_loads == []
+    assert (out / "third" / "thesis.txt").read_text() == "the user's own file"
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_bad_options_are_refused_before_anything(tmp_path, counted_loads):
+    from engine.options import OptionError
+
+    for bad in ({"rig": "../keypoints308"}, {"watertight": "false"}, {"batch_size": -3}, {"bbox": [0, 0, -1, -1]}):
+        with pytest.raises(OptionError):
+            run_job("avatar", {"photos": ["x.png"], "out_dir": str(tmp_path / "o"), **bad})
+    assert counted_loads == [] and not (tmp_path / "o").exists()
+
+
+@pytest.fixture
+def sample_predictions(monkeypatch):
+    """Predictor.predict writes the bundled sample person as every photo's predictions (no models)."""
+    from engine.paths import asset
+    from engine.predict import PhotoResult, Predictor, bundle_names
+
+    sample = asset("sample")
+    if not (sample / "bundle.json").is_file():
+        pytest.skip("the bundled sample is not in this checkout")
+    calls = []
+
+    def predict(self, photos, out_dir, **kwargs):
+        calls.append(list(photos))
+        results = []
+        for photo, name in zip(photos, bundle_names([Path(p) for p in photos])):
+            shutil.copytree(sample, Path(out_dir) / name)
+            results.append(PhotoResult(str(photo), name, "written", bundles=[str(Path(out_dir) / name)],
+                                       people_found=1, people_kept=1))
+        return results
+
+    monkeypatch.setattr(Predictor, "predict", predict)
+    return sample, calls
+
+
+def test_avatar_job_builds_from_cached_predictions(ckpt_root, photos, tmp_path, sample_predictions):
+    _, calls = sample_predictions
+    params = {"photos": [str(photos[2])], "out_dir": str(tmp_path / "avatars"), "cache_dir": str(tmp_path / "cache"),
+              "checkpoints": str(ckpt_root), "device": "cpu", "resolution": "quarter", "texture_size": 256,
+              "detail": "none", "rig": "rigify"}
+    seen = []
+    result = run_job("avatar", params, progress=lambda *a: seen.append(a))
+    row = result["avatars"][0]
+    avatar = Path(row["avatar_dir"])
+    assert avatar == tmp_path / "avatars" / "third"
+    manifest = json.loads((avatar / "avatar.json").read_text())
+    assert manifest["options"]["texture_size"] == 256
+    assert {"avatar.glb", "avatar.json"} <= set(row["files"])
+    assert {"cache", "read", "write"} <= {stage for stage, *_ in seen}
+    again = run_job("avatar", {**params, "texture_size": 128})
+    assert again["avatars"][0]["predictions"] == "cached" and len(calls) == 1
+    assert json.loads((avatar / "avatar.json").read_text())["options"]["texture_size"] == 128
+
+
+def test_a_bundle_without_K_fails_before_the_surface_is_built(tmp_path, monkeypatch):
+    import engine.avatar.build as build_module
+    from engine.paths import asset
+
+    sample = asset("sample")
+    if not (sample / "bundle.json").is_file():
+        pytest.skip("the bundled sample is not in this checkout")
+    bundle = tmp_path / "bundle"
+    shutil.copytree(sample, bundle)
+    meta = json.loads((bundle / "bundle.json").read_text())
+    meta["K"] = None
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+    monkeypatch.setattr(build_module, "build_avatar", lambda *a, **k: pytest.fail("the build started"))
+    with pytest.raises(BundleError, match="camera matrix K"):
+        run_job("build", {"bundle_dir": str(bundle), "out_dir": str(tmp_path / "avatar"), "rig": "rigify"})
+    assert not (tmp_path / "avatar").exists()
