@@ -250,3 +250,26 @@ def test_surface_detail_is_in_the_normals_and_optional():
     legs = (folded.seg == ids["Lower_Clothing"]) & (smooth.seg == ids["Lower_Clothing"]) & (
         np.arange(256)[:, None] > 160)
     assert np.allclose(folded.normal[legs], smooth.normal[legs], atol=1e-6)  # detail only where said
+
+
+@pytest.mark.parametrize("motion", ["walk_line", "turn", "squat", "jump", "side_step"])
+def test_grounded_motions_plant_their_feet(motion):
+    """Issue 12: stance feet stay put (make_motion("walk") slides every foot 13+ mm per frame),
+    and the ground truth labels each foot's contacts."""
+    from engine.synthetic import make_motion
+    track = make_motion(60, motion, fps=30.0, yaw_deg=30.0)
+    assert track.contacts is not None and track.contacts.shape == (60, 2)
+    assert track.contacts.any(0).all()                    # each foot stands at some point
+    up, _ = track.ground_camera()
+    for k, side in enumerate("LR"):
+        for joint in (f"ankle_{side}", f"toe_{side}", f"heel_{side}"):
+            x = track.joint(joint)
+            step = np.diff(x, axis=0)
+            slide = np.linalg.norm(step - (step @ up)[:, None] * up, axis=1)
+            both = track.contacts[1:, k] & track.contacts[:-1, k]
+            assert slide[both].max() < 1e-6, (joint, slide[both].max())
+    if motion == "jump":
+        assert not track.contacts[15:22].any()            # in the air
+    if motion == "walk_line":
+        pelvis = track.joint("pelvis")
+        assert np.linalg.norm(pelvis[-1] - pelvis[0]) > 1.5   # it walks: ~1 m/s

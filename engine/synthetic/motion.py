@@ -16,7 +16,11 @@ from scipy.spatial.transform import Rotation
 from engine.synthetic.render import Camera, frame_camera
 from engine.synthetic.skeleton import X, Y, Z, PosedSkeleton, Skeleton, _rv
 
-MOTIONS = ("wave", "walk", "kick")
+from engine.synthetic.grounded import GROUNDED_MOTIONS, sample_grounded
+
+# "walk" slides sideways with legs swinging toward the camera (no foot is ever planted); the
+# grounded motions (grounded.py) carry the body on their feet and label every foot contact
+MOTIONS = ("wave", "walk", "kick") + GROUNDED_MOTIONS
 
 
 def sequence_pose(motion: str, time_s: float) -> tuple[dict, np.ndarray]:
@@ -66,6 +70,12 @@ class MotionTrack:
     camera: Camera
     height_m: float
     skeleton: Skeleton
+    contacts: np.ndarray | None = None   # N x 2 bool [left, right] foot on the ground (grounded motions)
+
+    def ground_camera(self) -> tuple[np.ndarray, np.ndarray]:
+        """(unit normal pointing up, a point) of the ground plane (body y = 0) in the camera frame."""
+        Rc = self.camera.body_to_camera[:3, :3]
+        return Rc @ np.array([0.0, 1.0, 0.0]), self.camera.to_camera(np.zeros((1, 3)))[0]
 
     @property
     def times(self) -> np.ndarray:
@@ -88,7 +98,12 @@ def make_motion(n_frames: int, motion: str = "wave", *, fps: float = 30.0, heigh
     if n_frames < 1:
         raise ValueError("n_frames must be at least 1")
     skeleton = Skeleton.for_height(height_m)
-    samples = [sequence_pose(motion, i / fps) for i in range(n_frames)]
+    contacts = None
+    if motion in GROUNDED_MOTIONS:
+        rotations, translations, contacts = sample_grounded(skeleton, motion, np.arange(n_frames) / fps)
+        samples = list(zip(rotations, translations))
+    else:
+        samples = [sequence_pose(motion, i / fps) for i in range(n_frames)]
     posed = [skeleton.pose(p, root_translation=t) for p, t in samples]
     # frame the camera on the whole motion so nobody leaves the picture
     everything = skeleton.pose({})
@@ -107,7 +122,7 @@ def make_motion(n_frames: int, motion: str = "wave", *, fps: float = 30.0, heigh
         rotations=np.einsum("ab,njbc,dc->njad", Rc, world, Rc),       # Rc R Rc^T: same turn, camera axes
         local_rotvecs=local, root_translation=np.stack([t for _, t in samples]),
         rest_positions=camera.to_camera(skeleton.pose({}).positions), camera=camera, height_m=height_m,
-        skeleton=skeleton,
+        skeleton=skeleton, contacts=contacts,
     )
 
 
