@@ -305,7 +305,7 @@ OPTIONS: tuple[Option, ...] = (
            "directory of frames (images, or predictions bundles), or a video file (.mp4 .mov .avi .mkv .webm .m4v)",
            ("animate",), required=True, optional=False, cli="", metavar="FRAMES", group="input"),
     Option("out_dir", "path", "Output", "output directory (written atomically; an existing output of another kind is refused)",
-           ("predict", "build", "avatar", "animate"), required=True, optional=False, cli="--out", metavar="DIR",
+           ("predict", "build", "avatar", "animate", "retarget"), required=True, optional=False, cli="--out", metavar="DIR",
            group="output"),
     Option("cache_dir", "path", "Prediction Cache",
            "where the avatar job keeps predictions bundles for reuse (default: ~/.cache/sapiens-blender/predictions)",
@@ -378,8 +378,17 @@ OPTIONS: tuple[Option, ...] = (
            ("animate",), default=2.0, optional=False, min=0.0, max=1000.0, group="motion"),
     # -- output files --
     Option("formats", "choices", "Formats", "files to write: glb, usd, usdz, obj, ply, bvh",
-           (*_BUILD_JOBS, "animate"), default=("glb", "obj", "ply"), optional=False, choices=FORMATS,
-           default_by_job={"animate": ("glb", "bvh")}, group="output"),
+           (*_BUILD_JOBS, "animate", "retarget"), default=("glb", "obj", "ply"), optional=False, choices=FORMATS,
+           default_by_job={"animate": ("glb", "bvh"), "retarget": ("glb", "bvh")}, group="output"),
+    # -- retargeting (docs/retarget.md) --
+    Option("motion", "path", "Motion", "an animation directory written by animate (skeleton.json, frames/)",
+           ("retarget",), required=True, optional=False, cli="", metavar="MOTION_DIR", group="input"),
+    Option("target", "path", "Target Character", "the character to move: a skinned .glb/.gltf/.vrm or a skeleton.json",
+           ("retarget",), required=True, optional=False, metavar="CHARACTER", group="input"),
+    Option("bone_map", "path", "Bone Map", "JSON bone map, target bone -> humanoid part (default: detected from the names)",
+           ("retarget",), metavar="JSON", group="rig"),
+    Option("curves", "bool", "Curves", "also return per-bone curves (rotation, location per frame) for a client's armature",
+           ("retarget",), default=False, optional=False, group="output"),
 )
 
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}

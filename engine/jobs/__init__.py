@@ -28,6 +28,7 @@ JOBS = {
     "build": "build",
     "avatar": "avatar",
     "animate": "animate",
+    "retarget": "retarget",
 }
 
 # the module that implements each job's work (capabilities reports whether this build has it)
@@ -36,6 +37,7 @@ IMPLEMENTATIONS = {
     "build": "engine.avatar.build",
     "avatar": "engine.avatar.build",
     "animate": "engine.motion.animate",
+    "retarget": "engine.motion.retarget",
 }
 
 

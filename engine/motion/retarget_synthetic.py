@@ -30,10 +30,7 @@ def joint_tracks(track) -> tuple[list[str], np.ndarray]:
     return names, tracks
 
 
-def synthetic_motion(kind: str = "walk", n_frames: int = 60, *, fps: float = 30.0, height_m: float = 1.75,
-                     convention: str = "rigify") -> SourceMotion:
-    """An exact source motion: engine.synthetic's `kind` through the animate pipeline's skeleton
-    building (body frame = avatar frame: +Y up, the person faces +Z, origin on the ground)."""
+def _animate_motion(kind: str, n_frames: int, fps: float, height_m: float, convention: str):
     from engine.motion.animate import motion_from_tracks
     from engine.synthetic import make_motion
 
@@ -41,7 +38,33 @@ def synthetic_motion(kind: str = "walk", n_frames: int = 60, *, fps: float = 30.
     names, tracks = joint_tracks(track)
     motion, _ = motion_from_tracks(names, tracks, np.ones(tracks.shape[:2], bool), fps,
                                    convention=convention, height=height_m, smooth=False)
+    return motion, names, tracks
+
+
+def synthetic_motion(kind: str = "walk", n_frames: int = 60, *, fps: float = 30.0, height_m: float = 1.75,
+                     convention: str = "rigify") -> SourceMotion:
+    """An exact source motion: engine.synthetic's `kind` through the animate pipeline's skeleton
+    building (body frame = avatar frame: +Y up, the person faces +Z, origin on the ground)."""
+    motion, _, _ = _animate_motion(kind, n_frames, fps, height_m, convention)
     return SourceMotion(skeleton_from_json(motion.skeleton), motion.world(), fps, np.zeros(n_frames, bool))
+
+
+def write_motion_dir(out_dir, kind: str = "walk", n_frames: int = 30, *, fps: float = 30.0,
+                     height_m: float = 1.75, convention: str = "rigify"):
+    """The same exact motion written as `animate` writes it (skeleton.json, frames/, animation.json)."""
+    import json
+    from pathlib import Path
+
+    from engine.motion.animate import write_frame_json
+
+    motion, names, tracks = _animate_motion(kind, n_frames, fps, height_m, convention)
+    out = Path(out_dir)
+    (out / "frames").mkdir(parents=True, exist_ok=True)
+    write_frame_json(out / "frames", motion, tracks, names, [f"synthetic {kind} {t}" for t in range(n_frames)])
+    (out / "skeleton.json").write_text(json.dumps(motion.skeleton, indent=1))
+    (out / "animation.json").write_text(json.dumps({"format": "sapiens-animation", "version": "1.0", "fps": fps,
+                                                    "frames": n_frames, "convention": convention}))
+    return out
 
 
 def _rename(skeleton: RestSkeleton, convention: str) -> list[str]:

@@ -1,0 +1,198 @@
+"""Retargeting end to end through files: an `animate`-style motion directory onto a skinned GLB
+character (Mixamo names, T-pose, centimetres under a scaled armature node, other proportions)
+and onto skeleton.json; the CLI; bad inputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pygltflib
+import pytest
+from scipy.spatial.transform import Rotation
+
+from engine.errors import EngineError
+from engine.motion.retarget import RestSkeleton
+from engine.motion.retarget_gltf import _append, skeleton_document
+from engine.motion.retarget_output import retarget_to_dir
+from engine.motion.retarget_sources import load_gltf, read_motion
+from engine.motion.retarget_synthetic import character, humanoid_parts, write_motion_dir
+
+FRAMES = 16
+
+
+@pytest.fixture(scope="module")
+def walk_dir(tmp_path_factory):
+    return write_motion_dir(tmp_path_factory.mktemp("walk") / "walk", "walk", FRAMES)
+
+
+def make_mixamo_glb(path, source: RestSkeleton, *, scale=1.1, arm_scale=1.1) -> RestSkeleton:
+    """A Mixamo-named skinned character as Blender exports one from an FBX: bones in centimetres
+    under an 'Armature' node scaled 0.01, T-pose, other proportions, one triangle per bone."""
+    target = character(source, rest_pose="tpose", roll_seed=11, scale=scale, arm_scale=arm_scale, names="mixamo")
+    cm = RestSkeleton(target.names, target.parents, target.rest.copy(), target.tails * 100)
+    cm.rest[:, :3, 3] *= 100
+    gltf, _ = skeleton_document(cm)
+    B = len(cm.names)
+    # one small triangle at each bone head, skinned fully to that bone (metres, mesh at the origin)
+    heads = target.heads
+    verts = np.concatenate([heads, heads + [0.01, 0, 0], heads + [0, 0, 0.01]]).astype(np.float32)
+    faces = np.stack([np.arange(B), np.arange(B) + B, np.arange(B) + 2 * B], 1).astype(np.uint32)
+    pos = _append(gltf, verts, "VEC3", minmax=True)
+    blob = gltf.binary_blob()
+    pad = (-len(blob)) % 4
+    gltf.bufferViews.append(pygltflib.BufferView(buffer=0, byteOffset=len(blob) + pad, byteLength=faces.nbytes))
+    gltf.set_binary_blob(blob + b"\0" * pad + faces.tobytes())
+    gltf.buffers[0].byteLength = len(gltf.binary_blob())
+    gltf.accessors.append(pygltflib.Accessor(bufferView=len(gltf.bufferViews) - 1, componentType=5125,
+                                             count=faces.size, type="SCALAR"))
+    idx = len(gltf.accessors) - 1
+    joints = np.tile(np.arange(B), 3)[:, None] * np.array([[1, 0, 0, 0]])
+    weights = np.tile([1.0, 0, 0, 0], (3 * B, 1))
+    blob = gltf.binary_blob()
+    j = joints.astype(np.uint16)
+    gltf.bufferViews.append(pygltflib.BufferView(buffer=0, byteOffset=len(blob), byteLength=j.nbytes))
+    gltf.set_binary_blob(blob + j.tobytes())
+    gltf.buffers[0].byteLength = len(gltf.binary_blob())
+    gltf.accessors.append(pygltflib.Accessor(bufferView=len(gltf.bufferViews) - 1, componentType=5123,
+                                             count=len(j), type="VEC4"))
+    jacc = len(gltf.accessors) - 1
+    wacc = _append(gltf, weights, "VEC4")
+    gltf.meshes = [pygltflib.Mesh(name="body", primitives=[pygltflib.Primitive(
+        attributes=pygltflib.Attributes(POSITION=pos, JOINTS_0=jacc, WEIGHTS_0=wacc), indices=idx)])]
+    # the skin's bind matrices: the joints' world at rest (with the armature's 0.01)
+    armature = pygltflib.Node(name="Armature", scale=[0.01, 0.01, 0.01], children=list(gltf.scenes[0].nodes))
+    gltf.nodes.append(armature)
+    gltf.nodes.append(pygltflib.Node(name="body", mesh=0, skin=0))
+    gltf.scenes[0].nodes = [len(gltf.nodes) - 2, len(gltf.nodes) - 1]
+    ibm = np.linalg.inv(np.diag([0.01, 0.01, 0.01, 1.0]) @ cm.rest)
+    gltf.skins[0].inverseBindMatrices = _append(gltf, np.swapaxes(ibm, 1, 2), "MAT4")
+    gltf.save_binary(str(path))
+    return target
+
+
+def read_accessor(gltf, index: int) -> np.ndarray:
+    acc = gltf.accessors[index]
+    view = gltf.bufferViews[acc.bufferView]
+    width = {"SCALAR": 1, "VEC3": 3, "VEC4": 4, "MAT4": 16}[acc.type]
+    data = np.frombuffer(gltf.binary_blob(), np.float32, acc.count * width, view.byteOffset + (acc.byteOffset or 0))
+    return data.reshape(acc.count, width)
+
+
+def animated_world(path) -> tuple[list[str], np.ndarray]:
+    """Evaluate the GLB's animation at every key: (node names, T x N x 4 x 4 node world matrices)."""
+    gltf = pygltflib.GLTF2().load(str(path))
+    anim = gltf.animations[0]
+    T = gltf.accessors[anim.samplers[0].input].count
+    N = len(gltf.nodes)
+    local = np.zeros((T, N, 4, 4))
+    for i, node in enumerate(gltf.nodes):
+        m = np.eye(4)
+        if node.rotation:
+            m[:3, :3] = Rotation.from_quat(node.rotation).as_matrix()
+        if node.scale:
+            m[:3, :3] *= np.array(node.scale)[None]
+        if node.translation:
+            m[:3, 3] = node.translation
+        local[:, i] = m
+    for ch in anim.channels:
+        values = read_accessor(gltf, anim.samplers[ch.sampler].output)
+        node = ch.target.node
+        s = np.cbrt(np.linalg.det(local[0, node, :3, :3]))
+        if ch.target.path == "rotation":
+            local[:, node, :3, :3] = Rotation.from_quat(values).as_matrix() * s
+        elif ch.target.path == "translation":
+            local[:, node, :3, 3] = values
+    parent = {c: i for i, n in enumerate(gltf.nodes) for c in (n.children or [])}
+    world = np.zeros_like(local)
+    order = []
+
+    def visit(i):
+        order.append(i)
+        for c in gltf.nodes[i].children or []:
+            visit(c)
+    for r in gltf.scenes[0].nodes:
+        visit(r)
+    for i in order:
+        world[:, i] = local[:, i] if i not in parent else world[:, parent[i]] @ local[:, i]
+    return [n.name for n in gltf.nodes], world
+
+
+def test_glb_character_keeps_its_mesh_and_follows_the_motion(walk_dir, tmp_path):
+    source = read_motion(walk_dir)
+    target = make_mixamo_glb(tmp_path / "mixamo.glb", source.skeleton, scale=1.0, arm_scale=1.0)
+    loaded = load_gltf(tmp_path / "mixamo.glb")
+    assert loaded.skeleton.names == target.names
+    np.testing.assert_allclose(loaded.skeleton.heads, target.heads, atol=1e-5)
+    result = retarget_to_dir(walk_dir, tmp_path / "mixamo.glb", tmp_path / "out", with_curves=True)
+    assert result["convention"] == "mixamo" and result["scale"] == pytest.approx(1.0, abs=1e-5)
+    assert result["travelling_bone"] == "mixamorig:Hips"
+    out = pygltflib.GLTF2().load(str(tmp_path / "out" / "animation.glb"))
+    assert out.meshes[0].primitives[0].attributes.JOINTS_0 is not None and len(out.skins) == 1
+    names, world = animated_world(tmp_path / "out" / "animation.glb")
+    sp, tp = humanoid_parts(source.skeleton), humanoid_parts(target)
+    for part in ("leftHand", "rightHand", "leftFoot", "rightFoot", "head", "leftLowerArm"):
+        got = world[:, names.index(target.names[tp[part]]), :3, 3]
+        want = source.world[:, sp[part], :3, 3]
+        assert np.linalg.norm(got - want, axis=-1).mean() < 0.01, part     # 1 cm, same proportions
+    assert set(result["curves"]["bones"]) >= {"mixamorig:Hips", "mixamorig:LeftArm"}
+    assert "location" in result["curves"]["bones"]["mixamorig:Hips"]
+    bvh = (tmp_path / "out" / "animation.bvh").read_text()
+    assert bvh.startswith("HIERARCHY") and f"Frames: {FRAMES}" in bvh and "mixamorig:LeftForeArm" in bvh
+    manifest = json.loads((tmp_path / "out" / "animation.json").read_text())
+    assert manifest["retarget"]["bone_map"]["mixamorig:LeftArm"] == "upper_arm.L"
+    saved = json.loads((tmp_path / "out" / "bone_map.json").read_text())
+    assert saved["format"] == "sapiens-bone-map" and saved["bones"]["mixamorig:LeftArm"] == "leftUpperArm"
+
+
+def test_taller_longer_armed_character_keeps_directions(walk_dir, tmp_path):
+    source = read_motion(walk_dir)
+    target = make_mixamo_glb(tmp_path / "tall.glb", source.skeleton, scale=1.2, arm_scale=1.15)
+    result = retarget_to_dir(walk_dir, tmp_path / "tall.glb", tmp_path / "out", formats=["glb"])
+    assert result["scale"] == pytest.approx(1.2, rel=1e-4)
+    names, world = animated_world(tmp_path / "out" / "animation.glb")
+    sp, tp = humanoid_parts(source.skeleton), humanoid_parts(target)
+    for a, b in (("leftUpperArm", "leftLowerArm"), ("leftLowerArm", "leftHand"), ("rightUpperLeg", "rightLowerLeg"),
+                 ("leftLowerLeg", "leftFoot"), ("spine", "chest")):
+        ds = source.world[:, sp[b], :3, 3] - source.world[:, sp[a], :3, 3]
+        dt = (world[:, names.index(target.names[tp[b]]), :3, 3] - world[:, names.index(target.names[tp[a]]), :3, 3])
+        cos = (ds * dt).sum(-1) / np.linalg.norm(ds, axis=-1) / np.linalg.norm(dt, axis=-1)
+        assert np.degrees(np.arccos(np.clip(cos, -1, 1))).mean() < 2.0, (a, b)
+    assert not (tmp_path / "out" / "animation.bvh").exists()
+
+
+def test_skeleton_json_target_and_the_cli(walk_dir, tmp_path):
+    game = character(read_motion(walk_dir).skeleton, rest_pose="apose", names="unreal")
+    from engine.motion.retarget_gltf import skeleton_document as doc
+    gltf, _ = doc(game)
+    gltf.save_binary(str(tmp_path / "game.glb"))
+    proc = subprocess.run([sys.executable, "-m", "engine", "retarget", str(walk_dir), "--target",
+                           str(tmp_path / "game.glb"), "--out", str(tmp_path / "cli")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "cli" / "animation.glb").is_file() and (tmp_path / "cli" / "animation.bvh").is_file()
+    proc = subprocess.run([sys.executable, "-m", "engine", "retarget", str(walk_dir), "--target",
+                           str(walk_dir / "skeleton.json"), "--out", str(tmp_path / "cli2")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    names, world = animated_world(tmp_path / "cli2" / "animation.glb")
+    source = read_motion(walk_dir)
+    np.testing.assert_allclose(world[:, [names.index(n) for n in source.skeleton.names]][..., :3, 3],
+                               source.world[..., :3, 3], atol=1e-4)
+
+
+def test_bad_inputs_are_named(walk_dir, tmp_path):
+    with pytest.raises(EngineError, match="not a motion directory"):
+        retarget_to_dir(tmp_path / "nothing", walk_dir / "skeleton.json", tmp_path / "o")
+    (tmp_path / "x.glb").write_bytes(b"not a glb")
+    with pytest.raises(EngineError, match="not a readable glTF"):
+        retarget_to_dir(walk_dir, tmp_path / "x.glb", tmp_path / "o")
+    gltf = pygltflib.GLTF2(nodes=[pygltflib.Node(name="a")], scenes=[pygltflib.Scene(nodes=[0])])
+    gltf.save_binary(str(tmp_path / "noskin.glb"))
+    with pytest.raises(EngineError, match="has no skin"):
+        retarget_to_dir(walk_dir, tmp_path / "noskin.glb", tmp_path / "o")
+    with pytest.raises(EngineError, match="a target character is"):
+        retarget_to_dir(walk_dir, tmp_path / "char.fbx", tmp_path / "o")
+    with pytest.raises(EngineError, match="formats obj"):
+        retarget_to_dir(walk_dir, walk_dir / "skeleton.json", tmp_path / "o", formats=["obj"])
+    assert not (tmp_path / "o").exists()
