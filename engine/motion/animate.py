@@ -230,16 +230,18 @@ def write_frame_json(dir_: Path, motion: Motion, tracks: np.ndarray, joint_names
 
 def animate_frames(frames: str | Path, out_dir: str | Path, *, convention: str = "rigify", fps: float | None = None,
                    smooth: bool = True, min_cutoff: float = 1.0, beta: float = 2.0, size: str = "0.4b",
-                   checkpoints=None, device: str = "auto", backend: str = "torch",
+                   checkpoints=None, device: str = "auto", backend: str = "torch", formats=None,
                    progress: Progress = None) -> Path:
     """Animate a skeleton from a directory of frames (images, or predictions bundles) or a video.
 
-    fps: frame rate of the sequence (default: the video's own, else 30). Writes into out_dir:
-    animation.glb, animation.bvh, skeleton.json (rest), animation.json (summary) and
+    fps: frame rate of the sequence (default: the video's own, else 30). formats: the motion
+    formats to write (engine.formats.WRITERS; default glb and bvh). Writes into out_dir:
+    animation.glb, animation.bvh (animation.usdc with "usd"), skeleton.json (rest), animation.json (summary) and
     frames/NNNNNN.json (per-frame joints, bone rotations, filled flag). Every input frame keeps
     its place: one that cannot be used is filled from its neighbours and marked. Decoded video
     frames and their predictions live in a temporary directory that is removed afterwards."""
     out_dir = Path(out_dir)
+    writers = writers_for(formats, "motion")  # a bad choice fails before any frame is read
     kind, paths = list_frames(frames)
     sources = [str(p) for p in paths]
     work = Path(tempfile.mkdtemp(prefix="animate-")) if kind != "bundles" else None
@@ -254,14 +256,14 @@ def animate_frames(frames: str | Path, out_dir: str | Path, *, convention: str =
             entries = frame_io.predict_frames(paths, work / "bundles", size=size, checkpoints=checkpoints, device=device,
                                      backend=backend, progress=progress)
         return _animate(read_frames(entries, sources, progress), out_dir, convention=convention, fps=fps or 30.0,
-                        smooth=smooth, min_cutoff=min_cutoff, beta=beta, progress=progress)
+                        smooth=smooth, min_cutoff=min_cutoff, beta=beta, writers=writers, progress=progress)
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
 
 
 def _animate(frames: list[Frame], out_dir: Path, *, convention: str, fps: float, smooth: bool,
-             min_cutoff: float, beta: float, progress: Progress) -> Path:
+             min_cutoff: float, beta: float, progress: Progress, writers=None) -> Path:
     names, tracks_cam, valid, present, conf, height = tracks_from_frames(frames)
     tracks = _camera_to_avatar_axes(tracks_cam)
     # origin on the ground under the first usable frame's pelvis
@@ -281,7 +283,7 @@ def _animate(frames: list[Frame], out_dir: Path, *, convention: str, fps: float,
         (tmp / "frames").mkdir()
         scene = motion_scene(motion)
         written = {}
-        for writer in writers_for(None, "motion"):
+        for writer in writers or writers_for(None, "motion"):
             written.update(writer.motion(scene, tmp))
         write_frame_json(tmp / "frames", motion, smoothed, names, [f.source for f in frames])
         (tmp / "skeleton.json").write_text(json.dumps(motion.skeleton, indent=1))
