@@ -1,6 +1,6 @@
 """The stdio protocol's framing: reading bounded request lines, validating them, writing messages.
 
-Nothing here knows what the methods do (that is engine/serve.py); docs/protocol.md is the
+Nothing here knows what the methods do (that is engine/serve/); docs/protocol.md is the
 contract both sides follow.
 """
 
@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable
 
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"
 DEFAULT_MAX_LINE_BYTES = 1 << 20
 
 # Reading the rest of an oversized line in pieces this big keeps memory bounded.

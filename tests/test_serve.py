@@ -158,10 +158,11 @@ def test_ready_event_then_handshake_reports_versions(serve):
     assert client.ready["type"] == "event" and client.ready["event"] == "ready"
     assert client.ready["id"] is None
     assert client.ready["pid"] == client.proc.pid
-    assert client.ready["protocol"] == "1.0" and client.ready["debug"] is False
+    assert client.ready["protocol"] == "1.1" and client.ready["debug"] is False
+    # a client of protocol 1.0 (the first release) is still served
     reply = client.call("handshake", {"client": "pytest", "protocol": "1.0"})
     result = reply["result"]
-    assert result["protocol"] == "1.0"
+    assert result["protocol"] == "1.1"
     assert result["python"] == ".".join(map(str, sys.version_info[:3]))
     assert result["pid"] == client.proc.pid
     import engine
@@ -174,7 +175,7 @@ def test_handshake_refuses_another_major_and_keeps_serving(serve):
     client = serve()
     reply = client.call("handshake", {"client": "future", "protocol": "2.3"})
     assert error_code(reply) == "incompatible_protocol"
-    assert reply["error"]["data"] == {"server_protocol": "1.0", "client_protocol": "2.3"}
+    assert reply["error"]["data"] == {"server_protocol": "1.1", "client_protocol": "2.3"}
     assert "2.3" in reply["error"]["message"]
     assert error_code(client.call("handshake", {"client": "no version"})) == "invalid_params"
     # another minor of the same major is accepted
@@ -367,8 +368,14 @@ def test_capabilities_lists_devices_methods_and_checkpoints(debug_server, tmp_pa
     result = reply["result"]
     assert result["devices"][0]["type"] == "cpu"
     assert result["default_device"] in {d["type"] for d in result["devices"]}
-    for method in ("handshake", "ping", "cancel", "shutdown", "predict", "build", "animate", "debug.sleep"):
+    for method in ("handshake", "ping", "cancel", "shutdown", "predict", "build", "avatar", "animate", "debug.sleep"):
         assert method in result["methods"]
+    # the options come from the declaration (engine/options.py), as the add-on's engine_options.json
+    from engine.options import export
+
+    assert result["options"] == json.loads(json.dumps(export()))
+    rows = {row["name"]: row for row in result["options"]["options"]}
+    assert rows["max_faces"]["label"] == "Max Faces" and "avatar" in rows["max_faces"]["jobs"]
     assert result["methods"]["ping"] is True
     assert result["checkpoints_error"] is None and result["checkpoints_root"] == str(tmp_path)
     present = [row for row in result["checkpoints"] if row["present"]]
@@ -470,39 +477,61 @@ def test_parse_request_and_encode_message():
 
 
 def test_missing_implementation_is_not_available():
-    from engine.serve import _import_entry
+    from engine.serve.methods import import_module_for
 
     with pytest.raises(ProtocolError) as info:
-        _import_entry("predict", "engine.no_such_module_here", "predict_photos")
+        import_module_for("predict", "engine.no_such_module_here")
     assert info.value.code == "not_available" and info.value.data["method"] == "predict"
-    with pytest.raises(ProtocolError) as info:
-        _import_entry("build", "engine.errors", "build_avatar")
-    assert info.value.code == "not_available" and "build_avatar" in info.value.message
 
 
-def test_job_params_are_checked_against_the_entry_point_signature():
-    from engine.protocol import Request
-    from engine.serve import Job, _call_with_params
+# issue 11: each of these was answered `internal`, or accepted; each is `invalid_params` naming it
+BAD_PARAMS = [
+    ("predict", "batch_size", "four"),
+    ("predict", "bbox", "a,b"),
+    ("predict", "bbox", [1, 2]),
+    ("predict", "bbox", [0, 0, -1, -1]),
+    ("predict", "max_memory", "lots"),
+    ("predict", "checkpoints", 12),
+    ("avatar", "rig", "../keypoints308"),
+    ("build", "rig", "../keypoints308"),
+    ("predict", "all_people", "yes"),
+    ("predict", "tasks", "seg"),
+    ("build", "watertight", "false"),
+    ("predict", "batch_size", -3),
+    ("avatar", "batch_size", -3),
+    ("animate", "rig", "/etc/hostname"),
+    ("predict", "progress", None),
+    ("predict", "on_error", "x"),
+]
+REQUIRED = {"predict": {"photos": ["p.png"]}, "avatar": {"photos": ["p.png"]}, "build": {"bundle_dir": "b"},
+            "animate": {"frames": "f"}, "retarget": {"motion": "m", "target": "t.glb"}}
 
-    emitted: list[dict] = []
-    job = Job(request=Request(id=1, method="build", params={}), handler=lambda job: {}, emit=emitted.append)
 
-    def build_like(bundle_dir, out_dir, *, detail="normals", progress=None):
-        progress("mesh", 1.0, "done")
-        return Path(out_dir) / detail
+def test_ill_typed_parameters_are_invalid_params_naming_them_before_any_work(serve, tmp_path):
+    client = serve()
+    out = tmp_path / "out"
+    for method, name, value in BAD_PARAMS:
+        reply = client.call(method, {**REQUIRED[method], "out_dir": str(out), name: value})
+        assert error_code(reply) == "invalid_params", (method, name, reply)
+        assert reply["error"]["data"]["param"] == name, reply
+        assert f"'{name}'" in reply["error"]["message"]
+        # answered at once, from the reading thread: no job ran, so no progress was sent
+        assert client.progress(reply["id"]) == []
+    assert not out.exists()
+    client.assert_alive()
 
-    assert _call_with_params(build_like, job, {"bundle_dir": "b", "out_dir": "o", "detail": "flat"}) == Path("o/flat")
-    assert emitted == [{"id": 1, "type": "progress", "stage": "mesh", "fraction": 1.0, "message": "done"}]
-    for bad in ({"bundle_dir": "b", "out_dir": "o", "detial": "typo"}, {"bundle_dir": "b"},
-                {"bundle_dir": "b", "out_dir": "o", "progress": None}):
-        with pytest.raises(ProtocolError) as info:
-            _call_with_params(build_like, job, bad)
-        assert info.value.code == "invalid_params"
-    job.cancel_requested.set()
-    from engine.errors import Cancelled
 
-    with pytest.raises(Cancelled):
-        _call_with_params(build_like, job, {"bundle_dir": "b", "out_dir": "o"})
+def test_job_methods_take_the_option_names_and_the_old_ones(serve, tmp_path):
+    from engine.jobs import JOBS
+    from engine.options import options_for
+    from engine.serve.methods import checked_options
+
+    for job in JOBS:
+        names = {o.name for o in options_for(job)}
+        assert set(checked_options(job, {**REQUIRED[job], "out_dir": "o"})) == names
+    # protocol 1.0 spellings keep working
+    assert checked_options("build", {"bundle_dir": "b", "out_dir": "o", "target_faces": 5000})["max_faces"] == 5000
+    assert checked_options("animate", {"frames": "f", "out_dir": "o", "convention": "mixamo"})["rig"] == "mixamo"
 
 
 def test_shutdown_timeout_abandons_a_stuck_job_and_still_exits_zero(debug_server):
@@ -527,6 +556,7 @@ def test_build_of_a_missing_bundle_is_a_bad_bundle_error(serve, tmp_path):
     assert not out_dir.exists()
     reply = client.call("build", {"bundle_dir": str(tmp_path), "out_dir": str(out_dir), "detial": "typo"})
     assert error_code(reply) == "invalid_params" and "detial" in reply["error"]["message"]
+    assert reply["error"]["data"]["param"] == "detial"
     client.assert_alive()
 
 
