@@ -20,11 +20,12 @@ def avatar_mesh(vertices, normals, faces, uv, tangents, labels) -> Mesh:
 
 
 def material_slots(mesh: Mesh) -> tuple[list[str], list[np.ndarray]]:
-    """Label groups with faces, and the faces of each (in assets/label_groups.json order)."""
+    """Label groups with faces, and the indices of their faces in mesh.faces (in
+    assets/label_groups.json order)."""
     group = group_of_class()[face_labels(mesh.labels, mesh.faces)]
     names, face_sets = [], []
     for g, name in enumerate(group_names()):
-        chosen = mesh.faces[group == g]
+        chosen = np.flatnonzero(group == g)
         if len(chosen):
             names.append(name)
             face_sets.append(chosen)
@@ -35,8 +36,8 @@ def avatar_scene(mesh: Mesh, textures: list[Texture], *, metadata: dict, skeleto
     """Every slot reads the albedo and (when there is one) the normal map."""
     has_normal = any(t.name == "normal" for t in textures)
     materials = [
-        Material(name, faces, base_color="albedo", normal="normal" if has_normal else None,
+        Material(name, mesh.faces[indices], face_indices=indices, base_color="albedo", normal="normal" if has_normal else None,
                  roughness=SLOT_ROUGHNESS.get(name, DEFAULT_ROUGHNESS), extras={"label_group": name})
-        for name, faces in zip(*material_slots(mesh))
+        for name, indices in zip(*material_slots(mesh))
     ]
     return Scene("avatar", mesh=mesh, materials=materials, textures=textures, skeleton=skeleton, skin=skin, metadata=metadata)

@@ -31,12 +31,13 @@ class Writer:
     module: str  # engine.formats.<module>
     kinds: tuple[str, ...]  # "avatar", "motion": the scenes it writes
     label: str
-    needs_textures: bool = False  # reads Texture.encoded (so runs after the texture writer)
+    needs_textures: bool = False  # reads the texture files or bytes (so runs after the texture writer)
+    variant: str = ""  # the module's functions are write_<kind><variant> (usdz: write_avatar_package)
 
     def write(self, kind: str, scene, out_dir: Path) -> dict[str, str]:
         if kind not in self.kinds:
             raise EngineError(f"the {self.name} format does not hold {kind}s (it holds: {', '.join(self.kinds)})")
-        function = getattr(importlib.import_module(f"engine.formats.{self.module}"), f"write_{kind}")
+        function = getattr(importlib.import_module(f"engine.formats.{self.module}"), f"write_{kind}{self.variant}")
         return function(scene, Path(out_dir))
 
     def avatar(self, scene, out_dir: Path) -> dict[str, str]:
@@ -53,6 +54,9 @@ WRITERS: dict[str, Writer] = {
         Writer("obj", "obj", ("avatar",), "Wavefront OBJ + MTL"),
         Writer("ply", "ply", ("avatar",), "binary PLY"),
         Writer("bvh", "bvh", ("motion",), "BioVision BVH"),
+        Writer("usd", "usd", ("avatar", "motion"), "USD binary crate (.usdc, UsdSkel)"),
+        Writer("usdz", "usd", ("avatar",), "USDZ package (.usdz: the .usdc and its textures)", needs_textures=True,
+               variant="_package"),
     )
 }
 

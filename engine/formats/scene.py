@@ -95,6 +95,7 @@ class Material:
 
     name: str
     faces: np.ndarray  # F_i x 3 triangles of Mesh.faces
+    face_indices: np.ndarray | None = None  # F_i: which rows of Mesh.faces they are (USD face subsets)
     base_color: str | None = None
     normal: str | None = None
     roughness: float = 0.7
