@@ -17,30 +17,42 @@ import numpy as np
 
 from engine.errors import EngineError
 from engine.formats.scene import continuous_quaternions, matrix_to_quaternion
-from engine.motion.retarget import RestSkeleton, RetargetResult, orthonormal
+from engine.motion.retarget import RestSkeleton, RetargetResult
 from engine.motion.retarget_sources import GltfCharacter
 
 FLOAT, SCALAR, VEC3, VEC4, MAT4 = 5126, "SCALAR", "VEC3", "VEC4", "MAT4"
 
 
-def _append(gltf, data: np.ndarray, kind: str, *, minmax: bool = False) -> int:
-    """Append a float32 array to the GLB's binary chunk as a new accessor; its index."""
+def _append_many(gltf, arrays: list[tuple[np.ndarray, str, bool]]) -> list[int]:
+    """Append float32 arrays (data, accessor type, with min/max) to the GLB's binary chunk in one
+    copy, one buffer view and accessor each; their accessor indices."""
     import pygltflib
 
     blob = gltf.binary_blob() or b""
-    pad = (-len(blob)) % 4
-    payload = np.ascontiguousarray(data, np.float32).tobytes()
     if not gltf.buffers:
         gltf.buffers.append(pygltflib.Buffer(byteLength=0))
-    gltf.bufferViews.append(pygltflib.BufferView(buffer=0, byteOffset=len(blob) + pad, byteLength=len(payload)))
-    gltf.set_binary_blob(blob + b"\0" * pad + payload)
-    gltf.buffers[0].byteLength = len(blob) + pad + len(payload)
-    flat = np.asarray(data, np.float32).reshape(len(data), -1)
-    acc = pygltflib.Accessor(bufferView=len(gltf.bufferViews) - 1, componentType=FLOAT, count=len(data), type=kind)
-    if minmax:
-        acc.min, acc.max = flat.min(0).tolist(), flat.max(0).tolist()
-    gltf.accessors.append(acc)
-    return len(gltf.accessors) - 1
+    chunks, offset, out = [blob], len(blob), []
+    for data, kind, minmax in arrays:
+        pad = (-offset) % 4
+        payload = np.ascontiguousarray(data, np.float32).tobytes()
+        chunks += [b"\0" * pad, payload]
+        offset += pad
+        gltf.bufferViews.append(pygltflib.BufferView(buffer=0, byteOffset=offset, byteLength=len(payload)))
+        offset += len(payload)
+        acc = pygltflib.Accessor(bufferView=len(gltf.bufferViews) - 1, componentType=FLOAT, count=len(data), type=kind)
+        if minmax:
+            flat = np.asarray(data, np.float32).reshape(len(data), -1)
+            acc.min, acc.max = flat.min(0).tolist(), flat.max(0).tolist()
+        gltf.accessors.append(acc)
+        out.append(len(gltf.accessors) - 1)
+    gltf.set_binary_blob(b"".join(chunks))
+    gltf.buffers[0].byteLength = offset
+    return out
+
+
+def _append(gltf, data: np.ndarray, kind: str, *, minmax: bool = False) -> int:
+    """Append one float32 array as a new accessor; its index."""
+    return _append_many(gltf, [(data, kind, minmax)])[0]
 
 
 def skeleton_document(skeleton: RestSkeleton) -> tuple[object, GltfCharacter]:
@@ -69,6 +81,17 @@ def skeleton_document(skeleton: RestSkeleton) -> tuple[object, GltfCharacter]:
     return gltf, character
 
 
+def _inverse_similarity(m: np.ndarray) -> np.ndarray:
+    """Inverse of ... x 4 x 4 rotation x uniform scale + translation matrices (closed form)."""
+    a = m[..., :3, :3]
+    at = np.swapaxes(a, -1, -2) / (a[..., :, 0] ** 2).sum(-1)[..., None, None]
+    out = np.zeros_like(m)
+    out[..., :3, :3] = at
+    out[..., :3, 3] = -(at @ m[..., :3, 3, None])[..., 0]
+    out[..., 3, 3] = 1.0
+    return out
+
+
 def add_animation(character: GltfCharacter, result: RetargetResult, name: str = "retargeted") -> int:
     """One animation on the character's joint nodes: every joint's rotation, and the translation
     of the bones that travel (the hips, and any root). Node transforms are relative to the node's
@@ -81,26 +104,28 @@ def add_animation(character: GltfCharacter, result: RetargetResult, name: str = 
     bone_of_node = {n: b for b, n in enumerate(character.nodes)}
     full = result.world.copy()                                   # T x B x 4 x 4 with each node's scale
     full[..., :3, :3] *= character.scales[None, :, None, None]
-    anim = pygltflib.Animation(name=name, samplers=[], channels=[])
-    times = _append(gltf, np.arange(T) / result.fps, SCALAR, minmax=True)
+    times = np.arange(T) / result.fps
     travelling = {plan.hips} | {b for b in range(len(skeleton.names)) if skeleton.parents[b] < 0}
+    tracks = []                                                   # (node, path, values, type)
     for b, node in enumerate(character.nodes):
         parent_node = int(character.node_parent[node])
         if parent_node < 0:
             local = full[:, b]
         elif parent_node in bone_of_node:
-            local = np.linalg.inv(full[:, bone_of_node[parent_node]]) @ full[:, b]
+            local = _inverse_similarity(full[:, bone_of_node[parent_node]]) @ full[:, b]
         else:                                                     # a non-joint parent stays put
             local = np.linalg.inv(character.node_world[parent_node])[None] @ full[:, b]
-        rotation = continuous_quaternions(matrix_to_quaternion(orthonormal(local[:, :3, :3])))
-        channels = [("rotation", rotation, VEC4)]
+        a = local[:, :3, :3]                                       # rotation x (uniform) scale
+        rotation = continuous_quaternions(matrix_to_quaternion(a / np.linalg.norm(a[:, :, :1], axis=1, keepdims=True)))
+        tracks.append((node, "rotation", rotation, VEC4))
         if b in travelling:
-            channels.append(("translation", local[:, :3, 3], VEC3))
-        for path, values, kind in channels:
-            anim.samplers.append(pygltflib.AnimationSampler(input=times, output=_append(gltf, values, kind),
-                                                            interpolation="LINEAR"))
-            anim.channels.append(pygltflib.AnimationChannel(
-                sampler=len(anim.samplers) - 1, target=pygltflib.AnimationChannelTarget(node=node, path=path)))
+            tracks.append((node, "translation", local[:, :3, 3], VEC3))
+    accessors = _append_many(gltf, [(times, SCALAR, True)] + [(v, kind, False) for _, _, v, kind in tracks])
+    anim = pygltflib.Animation(name=name, samplers=[], channels=[])
+    for (node, path, _, _), output in zip(tracks, accessors[1:]):
+        anim.samplers.append(pygltflib.AnimationSampler(input=accessors[0], output=output, interpolation="LINEAR"))
+        anim.channels.append(pygltflib.AnimationChannel(
+            sampler=len(anim.samplers) - 1, target=pygltflib.AnimationChannelTarget(node=node, path=path)))
     gltf.animations = [anim]          # the character's own clips would fight this one
     return 0
 
