@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.errors import EngineError
 from engine.formats.scene import Scene, Skeleton, matrix_to_quaternion, uv_opengl
 
 AVATAR_FILE = "avatar.usdc"
@@ -184,8 +185,17 @@ def _define_body(stage, path: str, scene: Scene, skeleton_prim):
     return body
 
 
+def _require_usd() -> None:
+    try:
+        import pxr.UsdSkel  # noqa: F401
+    except ImportError as exc:
+        raise EngineError(f"writing USD needs Pixar's usd-core package ({exc}); pip install usd-core, "
+                          "or choose other formats") from exc
+
+
 def write_stage(scene: Scene, path: Path) -> None:
     """The scene as one USD layer at `path` (.usdc binary crate, .usda text)."""
+    _require_usd()
     from pxr import Vt
 
     root = "Avatar" if scene.kind == "avatar" else "Motion"
