@@ -198,3 +198,63 @@ def test_a_bundle_without_K_fails_before_the_surface_is_built(tmp_path, monkeypa
     with pytest.raises(BundleError, match="camera matrix K"):
         run_job("build", {"bundle_dir": str(bundle), "out_dir": str(tmp_path / "avatar"), "rig": "rigify"})
     assert not (tmp_path / "avatar").exists()
+
+
+class InProcessServer:
+    """engine.serve.Server on pipes in this process (so the Predictor can be observed)."""
+
+    def __init__(self):
+        import os
+        import threading
+
+        from engine.serve import Server
+
+        r_in, self._w_in = os.pipe()
+        self._r_out, w_out = os.pipe()
+        self.server = Server(os.fdopen(r_in, "rb"), os.fdopen(w_out, "wb"))
+        self.thread = threading.Thread(target=self.server.serve, daemon=True)
+        self.thread.start()
+        self.lines = os.fdopen(self._r_out, "rb")
+        self.input = os.fdopen(self._w_in, "wb")
+        assert json.loads(self.lines.readline())["event"] == "ready"
+
+    def call(self, request_id, method, params) -> tuple[dict, list[dict]]:
+        self.input.write(json.dumps({"id": request_id, "method": method, "params": params}).encode() + b"\n")
+        self.input.flush()
+        progress = []
+        while True:
+            message = json.loads(self.lines.readline())
+            assert message["id"] == request_id, message
+            if message["type"] in ("result", "error"):
+                return message, progress
+            progress.append(message)
+
+    def close(self) -> None:
+        self.input.close()
+        self.thread.join(timeout=60)
+
+
+def test_avatar_method_keeps_one_predictor_across_calls(ckpt_root, photos, tmp_path, sample_predictions, monkeypatch):
+    made = []
+    real_make = predictors._make
+    monkeypatch.setattr(predictors, "_make", lambda model: made.append(model) or real_make(model))
+    server = InProcessServer()
+    try:
+        common = {"out_dir": str(tmp_path / "avatars"), "cache_dir": str(tmp_path / "cache"),
+                  "checkpoints": str(ckpt_root), "device": "cpu", "resolution": "quarter", "texture_size": 128,
+                  "detail": "none"}
+        first, progress = server.call(1, "avatar", {**common, "photos": [str(photos[2])], "rig": "rigify"})
+        assert first["type"] == "result", first
+        assert first["result"]["avatars"][0]["predictions"] == "predicted"
+        assert "avatar.glb" in first["result"]["avatars"][0]["files"]
+        assert {"cache", "read", "write"} <= {m["stage"] for m in progress}
+        second, _ = server.call(2, "avatar", {**common, "photos": [str(photos[2]), str(photos[0])],
+                                              "max_faces": 2000})
+        assert second["type"] == "result", second
+        assert [row["predictions"] for row in second["result"]["avatars"]] == ["cached", "predicted"]
+        assert len(made) == 1, "the server made a second Predictor for the same models"
+        bad, progress = server.call(3, "avatar", {**common, "photos": [str(photos[0])], "watertight": "false"})
+        assert bad["error"]["code"] == "invalid_params" and bad["error"]["data"]["param"] == "watertight"
+        assert progress == []
+    finally:
+        server.close()
