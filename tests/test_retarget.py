@@ -166,3 +166,11 @@ def test_bad_maps_name_the_problem(walk, tmp_path):
         plan_retarget(walk.skeleton, target, {"nope": "hips"})
     with pytest.raises(EngineError, match="neither a humanoid part"):
         plan_retarget(walk.skeleton, target, {"spine": "wing"})
+
+
+def test_a_named_convention_replaces_detection(walk):
+    target = character(walk.skeleton, rest_pose="tpose", names="unreal")
+    plan = plan_retarget(walk.skeleton, target, target_convention="game")     # the engine's rig table name
+    assert plan.convention == "unreal" and plan.part_of["upperarm_l"] == "leftUpperArm"
+    with pytest.raises(EngineError, match="unknown bone-map convention"):
+        plan_retarget(walk.skeleton, target, target_convention="blender")

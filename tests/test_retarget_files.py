@@ -196,3 +196,59 @@ def test_bad_inputs_are_named(walk_dir, tmp_path):
     with pytest.raises(EngineError, match="formats obj"):
         retarget_to_dir(walk_dir, walk_dir / "skeleton.json", tmp_path / "o", formats=["obj"])
     assert not (tmp_path / "o").exists()
+
+
+def test_protocol_method_returns_curves_for_a_client_armature(walk_dir, tmp_path):
+    """A client sends its armature as bones (head, tail, z axis, armature space: Z up) and gets
+    rest-relative curves back; keyed on its rest they put the hands where the source's are."""
+    source = read_motion(walk_dir)
+    target = character(source.skeleton, rest_pose="tpose", roll_seed=4, names="mixamo")
+    to_blender = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
+    rest = target.rest.copy()
+    rest[:, :3, :] = to_blender @ rest[:, :3, :]
+    bones = [{"name": n, "parent": target.names[p] if p >= 0 else None, "head": rest[b, :3, 3].tolist(),
+              "tail": (to_blender @ target.tails[b]).tolist(), "z_axis": rest[b, :3, 2].tolist()}
+             for b, (n, p) in enumerate(zip(target.names, target.parents))]
+    (tmp_path / "armature.json").write_text(json.dumps({"bones": bones}))
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        ready = json.loads(proc.stdout.readline())
+        assert ready["event"] == "ready"
+        for rid, params in ((1, {"motion": str(walk_dir), "target": 7}),
+                            (2, {"motion": str(walk_dir), "target": str(tmp_path / "armature.json"),
+                                 "out_dir": str(tmp_path / "proto"), "curves": True})):
+            proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": rid, "method": "retarget", "params": params}) + "\n")
+            proc.stdin.flush()
+            while True:
+                msg = json.loads(proc.stdout.readline())
+                if msg.get("id") == rid and msg.get("type") in ("result", "error"):
+                    break
+            if rid == 1:
+                assert msg["error"]["code"] == "invalid_params" and msg["error"]["data"]["param"] == "target"
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    curves = msg["result"]["curves"]
+    assert curves["frames"] == FRAMES and curves["quaternion_order"] == "xyzw"
+    # rebuild the pose the way Blender does: pose = parent pose x rest_local x basis
+    idx = {n: i for i, n in enumerate(target.names)}
+    basis = np.tile(np.eye(4), (FRAMES, len(bones), 1, 1))
+    for name, c in curves["bones"].items():
+        if "rotation" in c:
+            basis[:, idx[name], :3, :3] = Rotation.from_quat(c["rotation"]).as_matrix()
+        if "location" in c:
+            basis[:, idx[name], :3, 3] = c["location"]
+    world_rest = np.tile(np.eye(4), (len(bones), 1, 1))
+    world_rest[:, :3, :] = rest[:, :3, :]
+    rest_local = world_rest.copy()
+    has = target.parents >= 0
+    rest_local[has] = np.linalg.inv(world_rest[target.parents[has]]) @ world_rest[has]
+    pose = np.zeros_like(basis)
+    for b, p in enumerate(target.parents):
+        local = rest_local[b] @ basis[:, b]
+        pose[:, b] = local if p < 0 else pose[:, p] @ local
+    sp, tp = humanoid_parts(source.skeleton), humanoid_parts(target)
+    for part in ("leftHand", "rightFoot"):
+        want = source.world[:, sp[part], :3, 3] @ to_blender.T
+        assert np.abs(pose[:, tp[part], :3, 3] - want).max() < 1e-3, part

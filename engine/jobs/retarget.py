@@ -21,6 +21,7 @@ def run(options: dict, progress=None, cancel=None) -> dict:
     from engine.motion.retarget_output import retarget_to_dir
 
     result = retarget_to_dir(options["motion"], options["target"], out_dir, bone_map=options.get("bone_map"),
+                             convention=options.get("rig"),
                              formats=options["formats"], with_curves=bool(options.get("curves")),
                              progress=checked_progress(progress, cancel))
     result["files"] = relative_files(out_dir)

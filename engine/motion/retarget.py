@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.errors import EngineError
-from engine.motion.bone_maps import HUMANOID_SET, detect, direction_children
+from engine.motion.bone_maps import HUMANOID_SET, convention_map, detect, direction_children
 
 AXIS_SNAP_DEG = 25.0   # a rest facing this close to a world axis is taken as that axis
 
@@ -158,17 +158,26 @@ class RetargetPlan:
         return {self.target.names[b]: self.source.names[s] for b, s in enumerate(self.source_of) if s >= 0}
 
 
-def _parts(sk: RestSkeleton) -> tuple[str, dict[str, str]]:
-    """(convention, humanoid part -> bone) of a skeleton: its own part labels when it carries them."""
+# the engine's rig tables (engine.options' `rig`) -> bone-map conventions
+RIG_CONVENTIONS = {"rigify": "rigify", "mixamo": "mixamo", "game": "unreal"}
+
+
+def _parts(sk: RestSkeleton, convention: str | None = None) -> tuple[str, dict[str, str]]:
+    """(convention, humanoid part -> bone) of a skeleton: the convention asked for, else its own
+    part labels when it carries them, else the convention detected from its names."""
+    if convention:
+        name = RIG_CONVENTIONS.get(convention, convention)
+        return name, convention_map(name, sk.names)
     if sk.parts:
         return "file", {p: b for b, p in sk.parts.items() if p in HUMANOID_SET}
     return detect(sk.names)
 
 
-def pair_bones(source: RestSkeleton, target: RestSkeleton, bone_map: dict[str, str] | None = None
-               ) -> tuple[dict[str, str], dict[str, str], str, str, list[str]]:
+def pair_bones(source: RestSkeleton, target: RestSkeleton, bone_map: dict[str, str] | None = None,
+               target_convention: str | None = None) -> tuple[dict[str, str], dict[str, str], str, str, list[str]]:
     """(target bone -> source bone, target bone -> humanoid part, target convention, source
-    convention, notes). bone_map: target bone -> humanoid part or source bone name."""
+    convention, notes). bone_map: target bone -> humanoid part or source bone name;
+    target_convention: read the target's names in this convention instead of detecting it."""
     source_convention, source_parts = _parts(source)
     source_bone_part = {b: p for p, b in source_parts.items()}
     notes: list[str] = []
@@ -195,7 +204,7 @@ def pair_bones(source: RestSkeleton, target: RestSkeleton, bone_map: dict[str, s
                 raise EngineError(f"bone map: '{value}' (for {t}) is neither a humanoid part (hips, leftUpperArm, ...) "
                                   f"nor a bone of the motion")
     else:
-        target_convention, target_parts = _parts(target)
+        target_convention, target_parts = _parts(target, target_convention)
         for part, t in target_parts.items():
             if part in source_parts:
                 pairs[t], part_of[t] = source_parts[part], part
@@ -255,12 +264,13 @@ def _leg_length(sk: RestSkeleton, parts: dict[str, int]) -> float | None:
 
 
 def plan_retarget(source: RestSkeleton, target: RestSkeleton, bone_map: dict[str, str] | None = None, *,
-                  source_axes: np.ndarray | None = None) -> RetargetPlan:
+                  target_convention: str | None = None, source_axes: np.ndarray | None = None) -> RetargetPlan:
     """Pair the bones and compute the constant corrections (steps 1 and 2 of the module doc).
 
+    target_convention: a bone-map convention (or an engine rig table name) for the target's names;
     source_axes: 3 x 3 columns (left, up, forward) of the source's world; default the avatar
     frame's (+X left, +Y up, +Z forward)."""
-    pairs, part_of, convention, source_convention, notes = pair_bones(source, target, bone_map)
+    pairs, part_of, convention, source_convention, notes = pair_bones(source, target, bone_map, target_convention)
     if not pairs:
         raise EngineError("no bone of the target pairs with a bone of the motion: give a bone map")
     t_index, s_index = target.index(), source.index()

@@ -77,10 +77,12 @@ def summary(plan: RetargetPlan, result: RetargetResult) -> dict:
 
 
 def retarget_to_dir(motion_dir: str | Path, target: str | Path, out_dir: str | Path, *,
-                    bone_map: str | Path | dict | None = None, formats=None, with_curves: bool = False,
-                    progress: Progress = None) -> dict:
+                    bone_map: str | Path | dict | None = None, convention: str | None = None, formats=None,
+                    with_curves: bool = False, progress: Progress = None) -> dict:
     """Retarget an `animate` output onto a character file and write the result into out_dir
-    (atomically). Returns the summary (and the curves when asked)."""
+    (atomically). convention: read the character's bone names in this convention (a bone-map
+    convention or a rig table name) instead of detecting it. Returns the summary (and the
+    curves when asked)."""
     from engine.formats import WRITERS
 
     formats = tuple(formats or DEFAULT_FORMATS)
@@ -94,7 +96,7 @@ def retarget_to_dir(motion_dir: str | Path, target: str | Path, out_dir: str | P
     skeleton, character = load_target(target)
     mapping = read_bone_map(bone_map) if isinstance(bone_map, (str, Path)) else bone_map
     report("retarget", 0.3, f"{len(source.world)} frames onto {len(skeleton.names)} bones")
-    plan = plan_retarget(source.skeleton, skeleton, mapping)
+    plan = plan_retarget(source.skeleton, skeleton, mapping, target_convention=convention)
     result = retarget(plan, source.world, source.fps)
     out = summary(plan, result)
     report("write", 0.6, "writing outputs")
