@@ -151,12 +151,6 @@ def _capabilities(method_names: Callable[[], list[str]]) -> Method:
     return Method("capabilities", check=_check_capabilities, run=run)
 
 
-def job_methods(method_names: Callable[[], list[str]], *, debug: bool = False) -> dict[str, Method]:
-    """Every job method of a server (`method_names` lists all of its methods, for capabilities)."""
-    methods = {"capabilities": _capabilities(method_names)}
-    methods.update({name: _engine_job(name) for name in JOBS})
-    if debug:
-        from engine.serve.debug import DEBUG_METHODS
-
-        methods.update(DEBUG_METHODS)
-    return methods
+def job_methods(method_names: Callable[[], list[str]]) -> dict[str, Method]:
+    """The job methods of a server (`method_names` lists all of its methods, for capabilities)."""
+    return {"capabilities": _capabilities(method_names), **{name: _engine_job(name) for name in JOBS}}

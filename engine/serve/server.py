@@ -28,6 +28,7 @@ from engine.protocol import (
     read_request_line,
     result_message,
 )
+from engine.serve.debug import DEBUG_METHODS
 from engine.serve.methods import invalid_params, job_methods
 from engine.serve.scheduler import DEFAULT_JOB_WORKERS, Job, Scheduler, internal_error
 
@@ -70,7 +71,9 @@ class Server:
             "cancel": self._cancel,
             "jobs": self._list_jobs,
         }
-        self._methods = job_methods(self.method_names, debug=debug)
+        self._methods = job_methods(self.method_names)
+        if debug:
+            self._methods.update(DEBUG_METHODS)
 
     def method_names(self) -> list[str]:
         return sorted([*self._control, "shutdown", *self._methods])
