@@ -189,6 +189,7 @@ def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target
                 "texture_size": int(texture_size),
                 "rig": rig,
                 "rest_pose": rest_pose if rig else None,
+                "formats": [w.name for w in selected],
             },
             rig=None if rigged is None else rig_summary(rigged.rig, rig),
             provenance=provenance(bundle, bundle_dir, _engine_version()),

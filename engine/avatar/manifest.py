@@ -15,7 +15,7 @@ from engine.errors import BundleError
 from engine.versions import check_format_version
 
 FORMAT_NAME = "sapiens-avatar"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: the files follow the formats option (usd, usdz added; glb/obj/ply optional)
 
 AXES = {
     "convention": "glTF",
