@@ -99,9 +99,9 @@ def test_glb_opens_in_trimesh_with_the_texture_attached(avatar_dir):
 def test_manifest_agrees_with_the_meshes_and_the_bundle(avatar_dir, bundle_dir):
     manifest = read_avatar_manifest(avatar_dir)
     assert (manifest["format"], manifest["version"], manifest["units"]) == ("sapiens-avatar", "1.1", "metres")
-    assert manifest["options"]["formats"] == ["glb", "obj", "ply"]
     assert manifest["options"] == {"detail": "none", "resolution": "half", "watertight": False,
-                                   "target_faces": None, "texture_size": 1024, "rig": None, "rest_pose": None}
+                                   "target_faces": None, "texture_size": 1024, "rig": None, "rest_pose": None,
+                                   "formats": ["glb", "obj", "ply"]}
     assert manifest["textures"]["albedo_source"] == "albedo"
     assert manifest["provenance"]["bundle"]["provenance"] == {"source": "shared sample person_101"}
     glb = glb_arrays(avatar_dir / "avatar.glb")
