@@ -114,6 +114,15 @@ def test_repeated_constants_agree_with_the_engine():
     assert {"rigify", "mixamo", "game"} <= set(options.rig_names())
 
 
+def test_formats_agree_with_the_writers_table():
+    from engine.formats import AVATAR_DEFAULT, MOTION_DEFAULT, WRITERS
+
+    assert set(options.FORMATS) == set(WRITERS)
+    formats = options.BY_NAME["formats"]
+    assert tuple(formats.default_for("build")) == AVATAR_DEFAULT == tuple(formats.default_for("avatar"))
+    assert tuple(formats.default_for("animate")) == MOTION_DEFAULT
+
+
 def _parser(job: str, **kw) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(exit_on_error=False)
     options.add_arguments(parser, job, **kw)
