@@ -1,13 +1,17 @@
 """Batch: build avatars for many photos from a list and save one .blend per photo.
 
-    python -m sapiens_blender.batch LIST.yaml [--engine-python PY] [--engine-source DIR]
+    python -m sapiens_blender.batch LIST.yaml [--engine-python PY] [--engine-source DIR] [--size S ...]
     blender -b --factory-startup -P /path/to/sapiens_blender/batch.py -- LIST.yaml [...]
 
-The list (docs/blender.md): `engine_python`, `engine_source`, `cache_dir`, `output_dir` and
-`defaults` (build options) at the top, and `items`, each with `photo` and optionally `blend` (the
-output file; default OUTPUT_DIR/PHOTO_STEM.blend), `reuse_predictions` and build options. Each
-photo gets a fresh empty scene; a failed photo is reported and the batch goes on. Exit code 1
-when any photo failed.
+The list (docs/blender.md): `engine_python`, `engine_source`, `cache_dir`, `output_dir`, engine
+options for every photo (at the top, or under `defaults`) and `items`, each with `photo`,
+optionally `blend` (the output file; default OUTPUT_DIR/PHOTO_STEM.blend) and its own engine
+options; an item may name a predictions `bundle` (a folder from `sapiens-engine predict`)
+instead of a photo: it is built without a model pass. Engine options are the engine's `avatar` options under their engine names
+(engine_options.json: detail, max_faces, rig, rest_pose, formats, size, device, checkpoints ...);
+the model options given on the command line (`--size`, `--device`, `--checkpoints` ... as the
+panel's Batch passes the preferences) apply where the list does not set them. Each photo gets a
+fresh empty scene; a failed photo is reported and the batch goes on. Exit code 1 when any failed.
 """
 
 from __future__ import annotations
@@ -22,61 +26,104 @@ if __package__ in (None, ""):  # run as a script (blender -P): import the packag
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = Path(__file__).resolve().parent.name  # noqa: A001
 
-from . import batch_list  # noqa: E402
+from . import batch_list, option_table  # noqa: E402
 from .engine_session import EngineSession, EngineSettings  # noqa: E402
-from .pipeline import Pipeline, RunRequest, photo_name  # noqa: E402
+from .pipeline import Pipeline, ProgressPrinter, RunRequest, photo_name  # noqa: E402
 
-BUILD_KEYS = ("detail", "resolution", "watertight", "target_faces", "texture_size", "rig")
+LIST_KEYS = frozenset({"engine_python", "engine_source", "cache_dir", "output_dir", "defaults", "items", "predict"})
+ITEM_KEYS = frozenset({"photo", "bundle", "blend"})
+_RETIRED = {"reuse_predictions": "predictions are reused whenever photo, models and options are the same"}
 
 
-def build_options(defaults: dict, item: dict) -> dict:
-    merged = {**(defaults or {}), **item}
-    options = {k: merged[k] for k in BUILD_KEYS if merged.get(k) is not None}
-    if options.get("rig") is True:
-        options["rig"] = "rigify"
-    elif options.get("rig") is False:
-        options.pop("rig")
-    return options
+def list_options() -> list[option_table.OptionSpec]:
+    """What a list may set: the options of the engine's `avatar` job (which the batch runs per photo)."""
+    return option_table.job_options("avatar")
+
+
+def check_options(mapping: dict, where: str, list_dir: Path, skip=frozenset()) -> dict:
+    """`mapping`'s engine options, checked and under their engine names (aliases such as
+    `target_faces` accepted); BatchListError naming any key that is not an option."""
+    specs = list_options()
+    options = {}
+    if not isinstance(mapping or {}, dict):
+        raise batch_list.BatchListError(f"{where.rstrip('.') or 'the list'}: expected key: value pairs, got {mapping!r}")
+    for key, value in (mapping or {}).items():
+        if key in skip:
+            continue
+        if key in _RETIRED:
+            raise batch_list.BatchListError(f"{where}{key}: no longer an option ({_RETIRED[key]})")
+        spec = option_table.find(key, specs)
+        if spec is None:
+            names = ", ".join(s.name for s in specs)
+            raise batch_list.BatchListError(f"{where}{key}: not an option of the batch (options: {names})")
+        if spec.name == "rig" and isinstance(value, bool):  # `rig: true` = Blender's Rigify rig
+            value = "rigify" if value else None
+        try:
+            value = option_table.check_value(spec, value, where)
+        except option_table.OptionError as exc:
+            raise batch_list.BatchListError(str(exc)) from None
+        if spec.kind == "path" and value is not None:
+            value = str((list_dir / value).resolve())
+        options[spec.name] = value
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def item_options(spec: dict, item: dict, index: int, list_dir: Path, base: dict) -> dict:
+    """One photo's parameters: the command line's model options < the list's top-level options
+    (and its older `predict:` mapping) < `defaults` < the item's own."""
+    merged = dict(base)
+    merged.update(check_options(spec.get("predict") or {}, "predict.", list_dir))
+    merged.update(check_options(spec, "", list_dir, skip=LIST_KEYS))
+    merged.update(check_options(spec.get("defaults") or {}, "defaults.", list_dir))
+    merged.update(check_options(item, f"items[{index}].", list_dir, skip=ITEM_KEYS))
+    return merged
 
 
 def run_batch(spec: dict, *, list_dir: Path, engine_python: str | None = None, engine_source: str | None = None,
-              log=print) -> list[dict]:
-    """Run every item; returns one record per item ({photo, blend, ok, message, seconds})."""
+              base_options: dict | None = None, log=print) -> list[dict]:
+    """Run every item; returns one record per item ({photo, blend, ok, message, seconds}).
+    `base_options`: engine options (the preferences' model options) under the list's own."""
     import bpy
 
     from .blender.import_avatar import import_avatar
 
     from_spec = lambda key: spec.get(key) and str((list_dir / spec[key]).resolve())  # noqa: E731
     python = engine_python or spec.get("engine_python") or os.environ.get("SAPIENS_ENGINE_PYTHON") or sys.executable
+    cache_root = Path(from_spec("cache_dir") or _default_cache())
     settings = EngineSettings(
         python=str(python),
         engine_source=engine_source or from_spec("engine_source") or "",
-        log_path=str(Path(from_spec("cache_dir") or _default_cache()) / "engine.log"),
+        log_path=str(cache_root / "engine.log"),
     )
-    cache_root = Path(from_spec("cache_dir") or _default_cache())
     output_dir = Path(from_spec("output_dir") or list_dir)
+    items = spec["items"]
+    # every item's options are checked before the first photo runs: a typo fails in seconds
+    requests = []
+    for index, item in enumerate(items):
+        item = item if isinstance(item, dict) else {"photo": item}
+        if ("photo" in item) == ("bundle" in item):
+            raise batch_list.BatchListError(f"items[{index}]: give a photo or a predictions bundle (one of them)")
+        source = (list_dir / str(item.get("photo") or item.get("bundle"))).resolve()
+        name = photo_name(source) if "photo" in item else photo_name(source.name)
+        blend = Path(item["blend"]) if item.get("blend") else output_dir / f"{name}.blend"
+        params = item_options(spec, item, index, list_dir, base_options or {})
+        requests.append((source, "bundle" in item, (list_dir / blend).resolve(), params))
     session = EngineSession()
     records = []
     try:
-        for index, item in enumerate(spec["items"], 1):
-            item = item if isinstance(item, dict) else {"photo": item}
+        for index, (photo, is_bundle, blend, params) in enumerate(requests, 1):
             started = time.monotonic()
-            photo = (list_dir / str(item.get("photo", ""))).resolve()
-            blend = Path(item["blend"]) if item.get("blend") else output_dir / f"{photo_name(photo)}.blend"
-            blend = (list_dir / blend).resolve()
             record = {"photo": str(photo), "blend": str(blend), "ok": False, "message": ""}
             try:
-                if not photo.is_file():
-                    raise FileNotFoundError(f"photo not found: {photo}")
-                request = RunRequest(
-                    photos=[str(photo)],
-                    cache_root=cache_root,
-                    predict_options=dict(spec.get("predict") or {}),
-                    build_options=build_options(spec.get("defaults") or {}, item),
-                    reuse_predictions=bool(item.get("reuse_predictions", spec.get("reuse_predictions", True))),
-                )
+                if not (photo.is_dir() if is_bundle else photo.is_file()):
+                    raise FileNotFoundError(f"{'bundle' if is_bundle else 'photo'} not found: {photo}")
+                request = RunRequest(photos=[str(photo)], cache_root=cache_root, params=params,
+                                     method="bundle" if is_bundle else "avatar")
                 run = Pipeline(request, lambda: session.client(settings)).start()
-                run.wait()
+                printer = ProgressPrinter(write=log, prefix=f"[{index}/{len(requests)}] ")
+                while not run.wait(0.2):
+                    printer(run)
+                printer(run)
                 if run.state != "ready":
                     raise RuntimeError(run.error or run.message)
                 bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -87,12 +134,52 @@ def run_batch(spec: dict, *, list_dir: Path, engine_python: str | None = None, e
             except Exception as exc:  # one bad photo must not stop the batch
                 record["message"] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError) else str(exc)
             record["seconds"] = round(time.monotonic() - started, 2)
-            log(f"[{index}/{len(spec['items'])}] {'ok  ' if record['ok'] else 'FAIL'} {photo.name} -> "
+            log(f"[{index}/{len(requests)}] {'ok  ' if record['ok'] else 'FAIL'} {photo.name} -> "
                 f"{blend.name if record['ok'] else record['message']} ({record['seconds']} s)")
             records.append(record)
     finally:
         session.stop()
     return records
+
+
+# --- command line: the model options come from the engine's table, under its flag names ---------
+
+
+def model_option_specs() -> list[option_table.OptionSpec]:
+    return option_table.job_options("avatar", groups=(option_table.MODEL_GROUP,))
+
+
+def model_arguments(options: dict) -> list[str]:
+    """Command-line flags for model options (the preferences' size, device, checkpoints, ...)."""
+    args = []
+    for spec in model_option_specs():
+        value = options.get(spec.name)
+        if value is None or value is False:
+            continue
+        if value is True:
+            args.append(spec.cli)
+        elif isinstance(value, dict):
+            args += [spec.cli, ",".join(f"{k}={v}" for k, v in value.items())]
+        elif isinstance(value, (list, tuple)):
+            args += [spec.cli, ",".join(str(v) for v in value)]
+        else:
+            args += [spec.cli, str(value)]
+    return args
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    for spec in model_option_specs():
+        if spec.kind == "bool":
+            parser.add_argument(spec.cli, dest=spec.name, action="store_const", const=True, help=spec.help)
+        else:
+            kind = {"int": int, "float": float}.get(spec.kind, str)
+            parser.add_argument(spec.cli, dest=spec.name, type=kind, metavar=spec.name.upper(), help=spec.help)
+
+
+def base_options_from(args: argparse.Namespace) -> dict:
+    """The model options given on the command line, checked as the list's are."""
+    given = {s.name: getattr(args, s.name) for s in model_option_specs() if getattr(args, s.name, None) is not None}
+    return check_options(given, "--", Path.cwd())
 
 
 def _default_cache() -> Path:
@@ -119,14 +206,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine-python", help="the engine environment's python (default: the list's, "
                         "$SAPIENS_ENGINE_PYTHON, or this interpreter)")
     parser.add_argument("--engine-source", help="an engine source checkout to put on PYTHONPATH")
+    _add_model_arguments(parser)
     args = parser.parse_args(argv)
     try:
         spec = batch_list.read_batch_list(args.list)
+        base = base_options_from(args)
+        records = run_batch(spec, list_dir=args.list.resolve().parent, engine_python=args.engine_python,
+                            engine_source=args.engine_source, base_options=base,
+                            log=lambda line: print(line, flush=True))
     except batch_list.BatchListError as exc:
         print(f"sapiens batch: {exc}", file=sys.stderr)
         return 2
-    records = run_batch(spec, list_dir=args.list.resolve().parent, engine_python=args.engine_python,
-                        engine_source=args.engine_source)
     failed = [r for r in records if not r["ok"]]
     print(f"sapiens batch: {len(records) - len(failed)} of {len(records)} photos built")
     return 1 if failed else 0

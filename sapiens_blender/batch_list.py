@@ -3,7 +3,8 @@
 Blender's bundled Python does not ship PyYAML. When `yaml` imports, it parses the file; when it
 does not, JSON is read as JSON and YAML is read with a small parser for the subset documented
 in docs/blender.md: `key: value` mappings nested by indentation, `- ` lists (of scalars or of
-mappings), `#` comments, and plain, quoted, number, true/false and null scalars.
+mappings), `#` comments, plain, quoted, number, true/false and null scalars, and one-line flow
+lists and mappings of scalars (`[glb, usd]`, `{size: 0.4b, device: cpu}`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ _NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
 
 def _scalar(text: str):
     text = text.strip()
+    if len(text) >= 2 and text[0] + text[-1] == "[]":  # a flow list of scalars: [glb, usd]
+        return [_scalar(part) for part in text[1:-1].split(",")] if text[1:-1].strip() else []
+    if len(text) >= 2 and text[0] + text[-1] == "{}":  # a flow mapping of scalars: {size: 0.4b}
+        pairs = [part.split(":", 1) for part in text[1:-1].split(",") if part.strip()]
+        if all(len(pair) == 2 for pair in pairs):
+            return {key.strip(): _scalar(value) for key, value in pairs}
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         return text[1:-1]
     lowered = text.lower()

@@ -129,9 +129,9 @@ def start_run(context, report, *, rebuild_only: bool = False, debug_sleep_steps:
 
 
 def _request(settings, prefs, rebuild_only: bool, debug_sleep_steps: int) -> RunRequest | str:
-    """What to run for the chosen input, or why the input is not usable (in words)."""
-    cache_root = user_data.cache_root()
-    common = dict(cache_root=cache_root, predict_options=prefs.predict_options(), debug_sleep_steps=debug_sleep_steps)
+    """What to run for the chosen input, or why the input is not usable (in words). The panel's
+    and the preferences' options go as the engine's job parameters."""
+    common = dict(cache_root=user_data.cache_root(), debug_sleep_steps=debug_sleep_steps)
     if settings.input_kind != "PHOTO":
         source = settings.sequence_path()
         problem = sequence_problem(settings.input_kind, source)
@@ -139,18 +139,15 @@ def _request(settings, prefs, rebuild_only: bool, debug_sleep_steps: int) -> Run
             return problem
         if rebuild_only:
             return "Rebuild reuses a photo's predictions; for a sequence press Animate"
-        return RunRequest(photos=[source], animate_options=settings.animate_options(), **common)
+        params = {**prefs.predict_options("animate"), **settings.animate_params()}
+        return RunRequest(photos=[source], method="animate", params=params, **common)
     photo = bpy.path.abspath(settings.photo)
     if not photo or not Path(photo).is_file():
         return f"Choose a photo first (not found: {photo or 'nothing chosen'})"
-    if rebuild_only and cached_bundle(photo_cache_dir(cache_root, photo)) is None:
+    if rebuild_only and cached_bundle(photo_cache_dir(common["cache_root"], photo)) is None:
         return "No cached predictions for this photo yet: run Build Avatar once first"
-    return RunRequest(
-        photos=[photo],
-        build_options=settings.build_options(),
-        reuse_predictions=settings.reuse_predictions or rebuild_only,
-        **common,
-    )
+    params = {**prefs.predict_options("avatar"), **settings.avatar_params()}
+    return RunRequest(photos=[photo], method="build" if rebuild_only else "avatar", params=params, **common)
 
 
 def poll_run(context, report) -> set[str] | None:
@@ -187,10 +184,10 @@ def _finish_run(context, pipeline: Pipeline, report) -> set[str]:
         report({"ERROR"}, status.error)
         return {"CANCELLED"}
     try:
-        if pipeline.request.animate_options is not None:
+        if pipeline.request.method == "animate":
             result = import_motion_dir(pipeline.avatar_dir, pipeline.request.name, context)
         else:
-            texture = context.scene.sapiens.build_texture
+            texture = context.scene.sapiens.import_textures
             result = import_avatar_dir(pipeline.avatar_dir, pipeline.request.name, context, texture=texture)
     except Exception as exc:  # the importer removed what it made; say why it failed
         status.error = f"Import of {pipeline.avatar_dir} failed: {exc}"
@@ -350,6 +347,24 @@ class SAPIENS_OT_stop_engine(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def batch_arguments(prefs, list_path: str) -> list[str]:
+    """The batch runner's arguments: the list, the engine environment and the preferences'
+    model options (checkpoint folder, device, sizes, ...) under the engine's flag names."""
+    from .batch import model_arguments
+
+    args = [str(list_path)]
+    if prefs is None:
+        return args
+    if prefs.engine_python:
+        args += ["--engine-python", bpy.path.abspath(prefs.engine_python)]
+    if prefs.engine_source:
+        args += ["--engine-source", bpy.path.abspath(prefs.engine_source)]
+    options = prefs.predict_options("avatar")
+    if prefs.checkpoint_dir:
+        options["checkpoints"] = bpy.path.abspath(prefs.checkpoint_dir)
+    return args + model_arguments(options)
+
+
 class SAPIENS_OT_batch(bpy.types.Operator, ImportHelper):
     """Rebuild many photos from a YAML/JSON list into .blend files, in a background Blender process"""
 
@@ -364,13 +379,8 @@ class SAPIENS_OT_batch(bpy.types.Operator, ImportHelper):
         import subprocess
         import sys
 
-        prefs = get_preferences(context)
         script = Path(__file__).with_name("batch.py")
-        args = ["--", self.filepath]
-        if prefs is not None and prefs.engine_python:
-            args += ["--engine-python", bpy.path.abspath(prefs.engine_python)]
-        if prefs is not None and prefs.engine_source:
-            args += ["--engine-source", bpy.path.abspath(prefs.engine_source)]
+        args = ["--", *batch_arguments(get_preferences(context), self.filepath)]
         if bpy.app.binary_path:  # a Blender executable: run the list in a background instance
             command = [bpy.app.binary_path, "--background", "--factory-startup", "--python", str(script), *args]
         else:  # bpy as a Python module

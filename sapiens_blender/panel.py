@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators
+from . import operators, option_props, option_table
 from .engine_session import SESSION
 from .preferences import PACKAGE, get_preferences
 
@@ -31,15 +31,11 @@ class SAPIENS_PT_main(bpy.types.Panel):
         col.prop(settings, "input_kind", text="")
         if settings.input_kind == "PHOTO":
             col.prop(settings, "photo", text="")
-            _draw_build_options(layout, settings)
+            option_props.draw_options(layout, settings.avatar, option_table.job_options("avatar"))
+            layout.prop(settings, "import_textures")
         else:
             col.prop(settings, "frames_dir" if settings.input_kind == "SEQUENCE" else "video", text="")
-            box = layout.box()
-            box.label(text="Animate", icon="ARMATURE_DATA")
-            box.prop(settings, "rig_convention")
-            row = box.row(align=True)
-            row.prop(settings, "animation_fps")
-            row.prop(settings, "smooth_motion", toggle=True)
+            option_props.draw_options(layout, settings.animate, option_table.job_options("animate"))
 
         running = operators.ACTIVE is not None and not operators.ACTIVE.finished
         if running:
@@ -91,23 +87,6 @@ def draw_status_bar(self, context) -> None:
     else:
         row.label(text=text)
     row.operator("sapiens.cancel", text="", icon="CANCEL", emboss=False)
-
-
-def _draw_build_options(layout, settings) -> None:
-    box = layout.box()
-    box.label(text="Build", icon="MESH_DATA")
-    row = box.row(align=True)
-    row.prop(settings, "build_texture", toggle=True)
-    row.prop(settings, "build_rig", toggle=True)
-    row.prop(settings, "watertight", toggle=True)
-    box.prop(settings, "detail")
-    box.prop(settings, "resolution")
-    box.prop(settings, "target_faces")
-    if settings.build_texture:
-        box.prop(settings, "texture_size")
-    if settings.build_rig:
-        box.prop(settings, "rig_convention")
-    box.prop(settings, "reuse_predictions")
 
 
 def _draw_rigify(layout, context) -> None:

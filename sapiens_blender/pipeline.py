@@ -1,15 +1,16 @@
-"""One run of the engine for the add-on: predict (or reuse cached predictions), then build; or
-animate a sequence (a folder of frames or predicted bundles, or a video). No bpy.
+"""One engine job for the add-on, on a worker thread: `avatar` (a photo -> an avatar; the engine
+predicts or reuses its cached predictions, then builds), `build` (Rebuild: the photo's recorded
+predictions -> an avatar, no model pass) or `animate` (a folder of frames or a video). No bpy.
 
 A Pipeline runs on its own thread so Blender's UI never waits on the engine; Blender's side
 (a modal operator, the batch runner, a test) calls `poll()` from the main thread to read the
 progress and, once `state` is "ready", imports `avatar_dir` itself (bpy is main-thread only).
 
-Cached predictions: every photo gets a cache folder keyed by its path, size and modification
-time; its predictions bundle stays there, so changing mesh options rebuilds without running the
-models again. Each set of build options gets its own avatar folder next to it. A sequence gets a
-cache folder keyed the same way (by the folder or video file) with one animation folder per set
-of animate options.
+The parameters come from the panel and the preferences under the engine's option names and go
+unchanged; the pipeline adds only where things go. Every photo (or sequence) gets an output folder
+keyed by its path, size and modification time, with one avatar folder per set of options; the
+engine keeps predictions in `CACHE_ROOT/predictions` (keyed by photo content, models and
+options), and the bundle an `avatar` run used is recorded in the photo's folder for Rebuild.
 """
 
 from __future__ import annotations
@@ -30,17 +31,20 @@ FINAL_STATES = ("ready", "error", "cancelled")
 POLL_INTERVAL_S = 0.05
 
 
+
+
 @dataclass
 class RunRequest:
-    """What to run: one photo (predict + build), or a sequence (animate) and the engine's options."""
+    """What to run: the engine job, its input (a photo, or a sequence's folder or video file) and
+    the job's parameters as the engine names them."""
 
     photos: list[str]  # the photo; for a sequence, its frames folder or video file
     cache_root: Path
-    predict_options: dict = field(default_factory=dict)  # keywords of the `predict` method
-    build_options: dict = field(default_factory=dict)  # keywords of the `build` method
-    reuse_predictions: bool = True
+    # avatar | build (Rebuild: the photo's recorded predictions) | bundle (photos[0] is a
+    # predictions bundle: `build` it) | animate
+    method: str = "avatar"
+    params: dict = field(default_factory=dict)
     debug_sleep_steps: int = 0  # > 0: run debug.sleep first (client tests; needs serve --debug)
-    animate_options: dict | None = None  # set: run `animate` on photos[0] with these keywords
 
     @property
     def name(self) -> str:
@@ -63,6 +67,22 @@ def photo_cache_dir(cache_root: Path, photo: str | os.PathLike) -> Path:
         identity = str(path)
     digest = hashlib.sha1(identity.encode("utf-8")).hexdigest()[:10]
     return Path(cache_root) / f"{photo_name(photo)}-{digest}"
+
+
+def with_glb(params: dict) -> dict:
+    """The add-on imports the glb: it is among the formats asked for."""
+    formats = params.get("formats")
+    if formats is None or "glb" in formats:
+        return dict(params)
+    return {**params, "formats": ["glb", *formats]}
+
+
+def job_params(params: dict, job: str) -> dict:
+    """The parameters `job` takes (engine_options.json), of a set meant for a wider job."""
+    from .option_table import load_table
+
+    table = load_table()
+    return {k: v for k, v in params.items() if k in table and job in table[k].jobs}
 
 
 def options_key(options: dict) -> str:
@@ -146,43 +166,66 @@ class Pipeline:
                 if not self._step("debug.sleep", {"steps": request.debug_sleep_steps, "interval": 0.05}):
                     return
             cache_dir = photo_cache_dir(request.cache_root, request.photos[0])
-            if request.animate_options is not None:
-                return self._animate(cache_dir)
-            bundle = cached_bundle(cache_dir) if request.reuse_predictions else None
-            if bundle is None:
-                self.state = "predicting"
-                out = cache_dir / "predictions"
-                params = {"photos": [str(p) for p in request.photos], "out_dir": str(out), **request.predict_options}
-                result = self._step("predict", params)
-                if result is None:
-                    return
-                bundles = result.get("bundles") or []
-                if not bundles:
-                    return self._finish("error", "the engine found no person in the photo", "engine_error")
-                bundle = Path(bundles[0])
-                _record_bundle(cache_dir, bundle, request.photos[0])
-            else:
-                self.used_cache = True
-                self._note("predict", 1.0, f"cached predictions: {bundle}")
-            self.bundle_dir = bundle
-            self.state = "building"
-            out = cache_dir / f"avatar-{options_key(request.build_options)}"
-            result = self._step("build", {"bundle_dir": str(bundle), "out_dir": str(out), **request.build_options})
-            if result is None:
-                return
-            self.avatar_dir = Path(result.get("avatar_dir") or out)
-            self._finish("ready", f"avatar built in {self.avatar_dir}")
+            if request.method == "bundle":
+                return self._build(Path(request.photos[0]), cache_dir)
+            {"avatar": self._avatar, "build": self._rebuild, "animate": self._animate}[request.method](cache_dir)
         except EngineClientError as exc:
             self._finish("error", str(exc), ENGINE_DIED if "stopped unexpectedly" in str(exc) else "engine_error")
         except Exception as exc:  # a bug here must still end the run, not hang the UI
             self._finish("error", f"{type(exc).__name__}: {exc}", "internal")
 
+    def _avatar(self, cache_dir: Path) -> None:
+        """A photo -> an avatar with the engine's `avatar` job (its prediction cache decides
+        whether the models run); the bundle it used is recorded for Rebuild."""
+        request = self.request
+        params = with_glb(request.params)
+        self.state = "building"
+        result = self._step("avatar", {
+            **params, "photos": [str(p) for p in request.photos],
+            "out_dir": str(cache_dir / f"avatars-{options_key(params)}"),
+            "cache_dir": str(Path(request.cache_root) / "predictions"),
+        })
+        if result is None:
+            return
+        avatars = result.get("avatars") or []
+        if not avatars:
+            failed = (result.get("failed") or [{}])[0]
+            return self._finish("error", failed.get("message") or "the engine made no avatar", "engine_error")
+        avatar = avatars[0]
+        if avatar.get("bundle_dir"):
+            self.bundle_dir = Path(avatar["bundle_dir"])
+            _record_bundle(cache_dir, self.bundle_dir, request.photos[0])
+        self.used_cache = avatar.get("predictions") == "cached"
+        self.avatar_dir = Path(avatar["avatar_dir"])
+        self._finish("ready", f"avatar built in {self.avatar_dir}")
+
+    def _rebuild(self, cache_dir: Path) -> None:
+        """Rebuild: the photo's recorded predictions -> an avatar with `build` (no model pass)."""
+        bundle = cached_bundle(cache_dir)
+        if bundle is None:
+            return self._finish("error", "No cached predictions for this photo yet: run Build Avatar once first",
+                                "bad_params")
+        self.used_cache = True
+        self._build(bundle, cache_dir)
+
+    def _build(self, bundle: Path, cache_dir: Path) -> None:
+        """A predictions bundle -> an avatar with `build` (no model pass)."""
+        self.bundle_dir = bundle
+        params = with_glb(job_params(self.request.params, "build"))
+        self.state = "building"
+        out = cache_dir / f"avatar-{options_key(params)}"
+        result = self._step("build", {**params, "bundle_dir": str(bundle), "out_dir": str(out)})
+        if result is None:
+            return
+        self.avatar_dir = Path(result.get("avatar_dir") or out)
+        self._finish("ready", f"avatar built in {self.avatar_dir}")
+
     def _animate(self, cache_dir: Path) -> None:
         """A sequence -> an animated skeleton folder (animation.glb, skeleton.json, animation.json)."""
-        options = self.request.animate_options
+        params = with_glb(self.request.params)
         self.state = "animating"
-        out = cache_dir / f"animation-{options_key(options)}"
-        result = self._step("animate", {"frames": str(self.request.photos[0]), "out_dir": str(out), **options})
+        out = cache_dir / f"animation-{options_key(params)}"
+        result = self._step("animate", {**params, "frames": str(self.request.photos[0]), "out_dir": str(out)})
         if result is None:
             return
         self.avatar_dir = Path(result.get("output") or out)

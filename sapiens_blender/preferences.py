@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, PointerProperty, StringProperty
 
-from . import checkpoint_download, env_setup, user_data
+from . import checkpoint_download, env_setup, option_props, option_table, user_data
 from .engine_session import EngineSettings
 
 PACKAGE = __package__
@@ -23,6 +23,19 @@ DEVICES = [
 # the environment being created and the download running, if any (one of each at a time)
 _ENV_SETUP: env_setup.EnvSetup | None = None
 _DOWNLOAD: checkpoint_download.CheckpointDownload | None = None
+
+
+# model options with their own settings here (per-task sizes, a device menu, the checkpoint
+# folder the downloads fill); every other model option comes from the engine's table
+_OWN_MODEL_OPTIONS = ("size", "device", "checkpoints")
+
+
+def _model_specs() -> list:
+    return [s for s in option_table.job_options("avatar", groups=(option_table.MODEL_GROUP,))
+            if s.name not in _OWN_MODEL_OPTIONS]
+
+
+ModelOptions = option_props.make_group("SapiensModelOptions", _model_specs(), "avatar")
 
 
 def _size_property(task: str):
@@ -56,6 +69,7 @@ class SapiensPreferences(bpy.types.AddonPreferences):
     size_normal: _size_property("normal")
     size_pointmap: _size_property("pointmap")
     size_albedo: _size_property("albedo")
+    model: PointerProperty(type=ModelOptions)
     env_status: StringProperty(name="Status", default="")
     download_status: StringProperty(name="Download", default="")
     engine_debug: BoolProperty(
@@ -88,6 +102,7 @@ class SapiensPreferences(bpy.types.AddonPreferences):
         col = box.column(align=True)
         for task in TASKS:
             col.prop(self, f"size_{task}")
+        option_props.draw_options(box, self.model, _model_specs())
         layout.label(text=f"User data: {user_data.user_dir()}", icon="FILE_FOLDER")
 
     # --- what the rest of the add-on reads ----------------------------------------------------
@@ -104,15 +119,16 @@ class SapiensPreferences(bpy.types.AddonPreferences):
     def task_sizes(self) -> dict[str, str]:
         return {task: getattr(self, f"size_{task}") for task in TASKS}
 
-    def predict_options(self) -> dict:
-        """Keywords of the engine's `predict` (and `animate`) methods from these preferences.
+    def predict_options(self, job: str = "avatar") -> dict:
+        """The model parameters of `job` (avatar, predict, animate, batch) from these preferences.
 
-        engine.predict.predict_photos takes `size` as one size for every task, or a task -> size
-        mapping (engine.predict.parse_sizes): one size goes as a string, mixed sizes as a mapping.
-        """
+        `size` goes as one size for every task, or a task -> size mapping when sizes differ (both
+        forms the engine's `size` option takes); the checkpoint folder goes to the engine as
+        $SAPIENS_CHECKPOINTS (engine_settings)."""
         sizes = self.task_sizes()
         options: dict = {"device": self.device}
         options["size"] = sizes["pose"] if len(set(sizes.values())) == 1 else sizes
+        options.update(option_props.params_of(self.model, _model_specs(), job))
         return options
 
     def download_commands(self) -> list[list[str]]:
@@ -232,4 +248,4 @@ def stop_background_work() -> None:
             bpy.app.timers.unregister(timer)
 
 
-CLASSES = (SAPIENS_OT_create_engine_env, SAPIENS_OT_download_checkpoints, SapiensPreferences)
+CLASSES = (ModelOptions, SAPIENS_OT_create_engine_env, SAPIENS_OT_download_checkpoints, SapiensPreferences)

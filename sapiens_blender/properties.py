@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, PointerProperty, StringProperty
+
+from . import option_props, option_table
 
 INPUT_KINDS = [
     ("PHOTO", "Photo", "One photo of a person"),
     ("SEQUENCE", "Image Sequence", "A folder of frames (animation)"),
     ("VIDEO", "Video", "A video file (animation)"),
 ]
-DETAIL = [
-    ("normals", "Normals", "Refine the surface with the predicted normals (folds, fingers, face)"),
-    ("none", "None", "The smooth surface from the pointmap only"),
-]
-RESOLUTION = [("full", "Full", ""), ("half", "Half", ""), ("quarter", "Quarter", "")]
-TEXTURE_SIZES = [(str(s), str(s), f"{s} x {s} pixels") for s in (512, 1024, 2048, 4096)]
-RIGS = [("rigify", "Rigify", "Blender's Rigify human metarig names and hierarchy")]
 # what the engine's video decoder reads (engine/motion/video.py VIDEO_SUFFIXES)
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+
+
+def _job_groups():
+    """One PropertyGroup per job the panel runs, from the engine's option table: the photo's
+    `avatar` options and the sequence's `animate` options, model options left to the preferences."""
+    avatar = option_table.job_options("avatar", exclude_groups=(option_table.MODEL_GROUP,))
+    animate = option_table.job_options("animate", exclude_groups=(option_table.MODEL_GROUP,))
+    return (
+        option_props.make_group("SapiensAvatarOptions", avatar, "avatar"),
+        option_props.make_group("SapiensAnimateOptions", animate, "animate"),
+    )
+
+
+AvatarOptions, AnimateOptions = _job_groups()
 
 
 class SapiensSceneSettings(bpy.types.PropertyGroup):
@@ -29,45 +38,20 @@ class SapiensSceneSettings(bpy.types.PropertyGroup):
         description="Folder of frames: images, or predictions bundles from an earlier predict",
     )
     video: StringProperty(name="Video", subtype="FILE_PATH", description="Video file (" + " ".join(VIDEO_SUFFIXES) + ")")
-    animation_fps: IntProperty(
-        name="Frame Rate", default=0, min=0, max=240,
-        description="Frames per second of the sequence (0: the video's own, else 30)",
+    import_textures: BoolProperty(
+        name="Import Textures", default=True,
+        description="Put the albedo and normal map textures into the materials (off: plain colours)",
     )
-    smooth_motion: BoolProperty(name="Smooth", default=True, description="Remove jitter (One Euro filter)")
-    build_texture: BoolProperty(name="Texture", default=True, description="Albedo and normal map textures")
-    build_rig: BoolProperty(name="Rig", default=True, description="Armature and skin weights")
-    rig_convention: EnumProperty(name="Convention", items=RIGS, default="rigify")
-    watertight: BoolProperty(name="Watertight", default=False, description="Close the surface into a solid")
-    detail: EnumProperty(name="Detail", items=DETAIL, default="normals")
-    resolution: EnumProperty(name="Resolution", items=RESOLUTION, default="full")
-    target_faces: IntProperty(name="Max Faces", default=0, min=0, description="Decimate to this many faces (0: keep all)")
-    texture_size: EnumProperty(name="Texture Size", items=TEXTURE_SIZES, default="2048")
-    reuse_predictions: BoolProperty(
-        name="Reuse Predictions", default=True,
-        description="Use the cached predictions of this photo when they exist (only rebuild the mesh)",
-    )
+    avatar: PointerProperty(type=AvatarOptions)
+    animate: PointerProperty(type=AnimateOptions)
 
-    def build_options(self) -> dict:
-        """Keywords of the engine's `build` method (docs/protocol.md)."""
-        options = {
-            "detail": self.detail,
-            "resolution": self.resolution,
-            "watertight": self.watertight,
-            "texture_size": int(self.texture_size),
-        }
-        if self.target_faces:
-            options["target_faces"] = self.target_faces
-        if self.build_rig:
-            options["rig"] = self.rig_convention
-        return options
+    def avatar_params(self) -> dict:
+        """Parameters of the engine's `avatar` job from the panel (docs/protocol.md)."""
+        return option_props.params_of(self.avatar, option_table.job_options("avatar"), "avatar")
 
-
-    def animate_options(self) -> dict:
-        """Keywords of the engine's `animate` method (docs/protocol.md), without the frames."""
-        options = {"convention": self.rig_convention, "smooth": self.smooth_motion}
-        if self.animation_fps:
-            options["fps"] = self.animation_fps
-        return options
+    def animate_params(self) -> dict:
+        """Parameters of the engine's `animate` job from the panel, without the frames."""
+        return option_props.params_of(self.animate, option_table.job_options("animate"), "animate")
 
     def sequence_path(self) -> str:
         """The chosen frames folder or video file (absolute), for the Image Sequence / Video inputs."""
@@ -83,7 +67,7 @@ class SapiensRunStatus(bpy.types.PropertyGroup):
     last_collection: StringProperty(default="")
 
 
-CLASSES = (SapiensSceneSettings, SapiensRunStatus)
+CLASSES = (AvatarOptions, AnimateOptions, SapiensSceneSettings, SapiensRunStatus)
 
 
 def register_properties():

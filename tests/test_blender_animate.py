@@ -53,8 +53,8 @@ def test_sequence_of_bundles_is_animated_and_imported_as_an_action(addon, bundle
     settings = scene.sapiens
     settings.input_kind = "SEQUENCE"
     settings.frames_dir = str(bundle_frames)
-    settings.animation_fps = 24
-    settings.smooth_motion = False  # the motion is exact: keep it as it is
+    settings.animate.fps = 24
+    settings.animate.smooth = False  # the motion is exact: keep it as it is
 
     assert bpy.ops.sapiens.run() == {"FINISHED"}
 

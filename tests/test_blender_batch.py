@@ -19,7 +19,9 @@ EXAMPLE = textwrap.dedent(
     # rebuild the shoot with lighter meshes
     engine_python: /opt/sapiens/env/bin/python
     output_dir: "blends"   # relative to this file
+    predict: {size: 0.4b, device: cpu}
     defaults:
+      formats: [glb, usd]
       detail: none
       resolution: quarter
       texture_size: 512
@@ -67,38 +69,34 @@ def _surface_builder_available() -> bool:
 @pytest.mark.skipif(not _surface_builder_available(), reason="the engine's surface builder (issue 4) has not landed")
 def test_headless_batch_writes_blend_files(tmp_path, shared_samples):
     pytest.importorskip("bpy")
-    from sapiens_blender.pipeline import _record_bundle, photo_cache_dir
     from blender_support import bundle_from_shared_sample
 
     sample = shared_samples / "person_102"
-    photo = tmp_path / "shoot" / "person_102.png"
-    photo.parent.mkdir()
-    photo.write_bytes((sample / "image.png").read_bytes())
-    cache = tmp_path / "cache"
-    cache_dir = photo_cache_dir(cache, photo)
-    _record_bundle(cache_dir, bundle_from_shared_sample(sample, cache_dir / "predictions" / "p"), str(photo))
+    bundle_from_shared_sample(sample, tmp_path / "bundles" / "person_102")
     (tmp_path / "list.yaml").write_text(textwrap.dedent(
-        f"""
+        """
         cache_dir: cache
         output_dir: blends
-        defaults: {{}}
+        device: cpu
         items:
-          - photo: shoot/person_102.png
+          - bundle: bundles/person_102
             detail: none
             resolution: quarter
             texture_size: 512
             rig: true
           - photo: shoot/missing.png
         """
-    ).replace("defaults: {}\n", ""))
+    ))
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), SAPIENS_BLENDER_USER_DIR=str(tmp_path / "user"))
     result = subprocess.run(
-        [sys.executable, "-m", "sapiens_blender.batch", str(tmp_path / "list.yaml"), "--engine-source", str(REPO_ROOT)],
+        [sys.executable, "-m", "sapiens_blender.batch", str(tmp_path / "list.yaml"), "--engine-source", str(REPO_ROOT),
+         "--size", "0.4b"],
         capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
     )
     out = result.stdout + result.stderr
-    assert result.returncode == 1, out  # one of two photos failed
-    assert "ok   person_102.png" in out and "FAIL missing.png" in out and "photo not found" in out, out
+    assert result.returncode == 1, out  # one of two items failed
+    assert "ok   person_102" in out and "FAIL missing.png" in out and "photo not found" in out, out
+    assert "[1/2] build   0.0% build started" in out, out  # each item's progress, as the CLI prints it
     blend = tmp_path / "blends" / "person_102.blend"
     assert blend.exists() and not list(blend.parent.glob(".*tmp*"))
     check = subprocess.run(
@@ -107,3 +105,84 @@ def test_headless_batch_writes_blend_files(tmp_path, shared_samples):
         capture_output=True, text=True, timeout=120,
     )
     assert "['ARMATURE', 'MESH']" in check.stdout, check.stdout + check.stderr
+
+
+# --- the list's keys are the engine's options -------------------------------------------------
+
+
+def _item_options(text: str, tmp_path, base=None):
+    from sapiens_blender.batch import item_options
+
+    spec = parse_simple_yaml(textwrap.dedent(text))
+    return [item_options(spec, item, i, tmp_path, base or {}) for i, item in enumerate(spec["items"])]
+
+
+def test_list_keys_are_the_engine_options_under_their_names(tmp_path):
+    first, second = _item_options(
+        """
+        size: 0.8b
+        predict:
+          device: cpu
+        defaults:
+          rig: mixamo
+          rest_pose: tpose
+          formats: [glb, usd]
+        items:
+          - photo: a.jpg
+            target_faces: 20000
+            checkpoints: ckpt
+          - photo: b.jpg
+            rig: true
+            device: cuda
+        """, tmp_path, base={"device": "auto", "size": "0.4b", "backend": "torch"})
+    assert first == {"device": "cpu", "size": "0.8b", "backend": "torch", "rig": "mixamo", "rest_pose": "tpose",
+                     "formats": ["glb", "usd"], "max_faces": 20000, "checkpoints": str(tmp_path / "ckpt")}
+    assert second["rig"] == "rigify" and second["device"] == "cuda" and "max_faces" not in second
+
+
+def test_list_errors_name_the_key(tmp_path):
+    with pytest.raises(BatchListError, match=r"items\[0\]\.detial: not an option"):
+        _item_options("items:\n  - photo: a.jpg\n    detial: none\n", tmp_path)
+    with pytest.raises(BatchListError, match=r"defaults\.rig: expected one of game, mixamo, rigify"):
+        _item_options("defaults:\n  rig: maya\nitems:\n  - a.jpg\n", tmp_path)
+    with pytest.raises(BatchListError, match=r"max_faces: 5 is outside"):
+        _item_options("max_faces: 5\nitems:\n  - a.jpg\n", tmp_path)
+    with pytest.raises(BatchListError, match="reuse_predictions: no longer an option"):
+        _item_options("items:\n  - photo: a.jpg\n    reuse_predictions: false\n", tmp_path)
+
+
+def test_every_list_option_is_one_the_engine_accepts(tmp_path):
+    """What the list gives passes the engine's own parameter check (engine/options.py)."""
+    from engine.options import validate
+
+    (first,) = _item_options(
+        """
+        size: pose=1b,seg=0.4b
+        batch_size: 2
+        max_memory: 6G
+        items:
+          - photo: a.jpg
+            bbox: [10, 20, 300, 400]
+            watertight: true
+            texture_size: 1024
+        """, tmp_path)
+    checked = validate("avatar", {**first, "photos": [str(tmp_path / "a.jpg")], "out_dir": str(tmp_path / "out")},
+                       fill_defaults=False)
+    assert checked["size"] == {"pose": "1b", "seg": "0.4b"} and checked["bbox"] == [10, 20, 300, 400]
+
+
+def test_model_flags_round_trip_through_the_batch_command_line(tmp_path):
+    """The panel's Batch passes the preferences' model options as flags; the batch reads them back."""
+    from sapiens_blender.batch import base_options_from, main, model_arguments  # noqa: F401
+
+    import argparse
+
+    from sapiens_blender import batch
+
+    options = {"device": "cpu", "size": {"pose": "1b", "seg": "0.4b"}, "checkpoints": str(tmp_path / "ckpt"),
+               "backend": "torch", "allow_pickle": True, "batch_size": 3}
+    args = model_arguments(options)
+    assert args[:2] == ["--size", "pose=1b,seg=0.4b"] or "--size" in args
+    parser = argparse.ArgumentParser()
+    batch._add_model_arguments(parser)
+    assert base_options_from(parser.parse_args(args)) == options

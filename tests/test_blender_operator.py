@@ -100,13 +100,13 @@ def test_blocking_run_prints_every_progress_step(addon, monkeypatch, capfd):
     """Scripts and the batch see the stages as the CLI prints them, each step the engine reported
     (here each of the debug job's steps), then the next stage and how it ended."""
     with_debug_job(monkeypatch, 5)
-    with pytest.raises(RuntimeError):  # predict has no checkpoints here: the run ends in an error
+    with pytest.raises(RuntimeError):  # the avatar job has no checkpoints here: the run ends in an error
         bpy.ops.sapiens.run()
     lines = [line for line in capfd.readouterr().out.splitlines() if line.startswith("sapiens: ")]
     sleep_steps = [line for line in lines if line.startswith("sapiens: sleep ")]
     assert [line.split("% ")[1] for line in sleep_steps] == [f"step {i} of 5" for i in range(6)], lines
     assert "100.0%" in sleep_steps[-1]
-    assert any(line.startswith("sapiens: predict   0.0% predict started") for line in lines), lines
+    assert any(line.startswith("sapiens: avatar   0.0% avatar started") for line in lines), lines
     assert lines[-1].startswith("sapiens: error "), lines
 
 
@@ -166,8 +166,9 @@ def test_end_to_end_sample_rebuild_and_import(addon, sample_bundle):
     scene = bpy.context.scene
     settings = scene.sapiens
     settings.photo = str(photo)
-    settings.detail, settings.resolution, settings.texture_size = "none", "quarter", "512"
-    settings.build_texture = settings.build_rig = True
+    options = settings.avatar
+    options.detail, options.resolution, options.texture_size, options.rig = "none", "quarter", 512, "rigify"
+    settings.import_textures = True
     cache_dir = photo_cache_dir(user_data.cache_root(), photo)
     _record_bundle(cache_dir, sample_bundle, str(photo))
     sample_files = sorted(p.name for p in sample_bundle.iterdir())
@@ -268,12 +269,13 @@ def test_panel_and_preferences_draw(addon):
 
     layout = _CheckingLayout()
     SAPIENS_PT_main.draw(SimpleNamespace(layout=layout), bpy.context)
-    assert {"photo", "build_rig", "watertight", "detail", "sapiens.run", "sapiens.import_avatar"} <= set(layout.drawn)
+    assert {"photo", "rig", "rest_pose", "watertight", "detail", "max_faces", "formats", "sapiens.run",
+            "sapiens.import_avatar"} <= set(layout.drawn)
     for kind, field in (("SEQUENCE", "frames_dir"), ("VIDEO", "video")):
         bpy.context.scene.sapiens.input_kind = kind
         layout = _CheckingLayout()
         SAPIENS_PT_main.draw(SimpleNamespace(layout=layout), bpy.context)
-        assert {field, "rig_convention", "animation_fps", "smooth_motion", "sapiens.run"} <= set(layout.drawn)
+        assert {field, "rig", "fps", "smooth", "sapiens.run"} <= set(layout.drawn)
         assert "photo" not in layout.drawn and "watertight" not in layout.drawn
     bpy.context.scene.sapiens.input_kind = "PHOTO"
     layout = _CheckingLayout()
@@ -283,4 +285,5 @@ def test_panel_and_preferences_draw(addon):
             return layout if name == "layout" else getattr(addon, name)
 
     SapiensPreferences.draw(PrefsView(), bpy.context)
-    assert {"engine_python", "checkpoint_dir", "device", "size_pose", "sapiens.create_engine_env"} <= set(layout.drawn)
+    assert {"engine_python", "checkpoint_dir", "device", "size_pose", "backend", "dtype", "batch_size",
+            "sapiens.create_engine_env"} <= set(layout.drawn)
