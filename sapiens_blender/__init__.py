@@ -10,9 +10,9 @@ from __future__ import annotations
 
 
 def _modules():
-    from . import operators, panel, preferences, properties
+    from . import motion_transfer, operators, panel, preferences, properties
 
-    return (preferences, properties, operators, panel)
+    return (preferences, properties, motion_transfer, operators, panel)
 
 
 def _menu_hooks():
@@ -27,12 +27,13 @@ def _menu_hooks():
 def register():
     import bpy
 
-    from . import properties
+    from . import motion_transfer, properties
 
     for module in _modules():
         for cls in module.CLASSES:
             bpy.utils.register_class(cls)
     properties.register_properties()
+    motion_transfer.register_properties()
     for owner, draw in _menu_hooks():
         owner.append(draw)
 
@@ -40,7 +41,7 @@ def register():
 def unregister():
     import bpy
 
-    from . import operators, preferences, properties
+    from . import motion_transfer, operators, preferences, properties
     from .engine_session import SESSION
 
     operators.cancel_active()
@@ -48,6 +49,7 @@ def unregister():
     SESSION.stop()
     for owner, draw in _menu_hooks():
         owner.remove(draw)
+    motion_transfer.unregister_properties()
     properties.unregister_properties()
     for module in reversed(_modules()):
         for cls in reversed(module.CLASSES):

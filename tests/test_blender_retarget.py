@@ -1,0 +1,204 @@
+"""Apply Motion to Armature in real bpy with a real engine: a synthetic walk onto a Mixamo-named
+character made here (T-pose rest, other rolls, same or other proportions, a skinned mesh), onto a
+Rigify metarig, and onto the avatar's own rig; hands and feet follow the source (issue 12's
+bounds: same proportions < 1 cm mean, other proportions bone directions < 2 degrees mean)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+from blender_support import addon  # noqa: E402,F401
+from mathutils import Vector  # noqa: E402
+
+from engine.motion.retarget_sources import read_motion  # noqa: E402
+from engine.motion.retarget_synthetic import character, humanoid_parts, write_motion_dir  # noqa: E402
+
+TO_BLENDER = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])      # avatar (Y up) -> Blender (Z up)
+FRAMES = 12
+POSITION_BOUND_CM = 1.0
+DIRECTION_BOUND_DEG = 2.0
+EXTREMITIES = ("leftHand", "rightHand", "leftFoot", "rightFoot")
+CHAINS = (("leftUpperArm", "leftLowerArm"), ("leftLowerArm", "leftHand"), ("rightUpperArm", "rightLowerArm"),
+          ("rightLowerArm", "rightHand"), ("leftUpperLeg", "leftLowerLeg"), ("leftLowerLeg", "leftFoot"),
+          ("rightUpperLeg", "rightLowerLeg"), ("rightLowerLeg", "rightFoot"))
+
+
+@pytest.fixture(scope="module")
+def walk_dir(tmp_path_factory):
+    return write_motion_dir(tmp_path_factory.mktemp("motion") / "walk", "walk", FRAMES)
+
+
+def make_armature(skeleton, name: str):
+    """An armature object from an engine RestSkeleton (avatar frame), rolls included."""
+    data = bpy.data.armatures.new(name)
+    obj = bpy.data.objects.new(name, data)
+    bpy.context.scene.collection.objects.link(obj)
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.mode_set(mode="EDIT")
+    heads = skeleton.heads @ TO_BLENDER.T
+    tails = skeleton.tails @ TO_BLENDER.T
+    zs = skeleton.rest[:, :3, 2] @ TO_BLENDER.T
+    bones = []
+    for b, n in enumerate(skeleton.names):
+        eb = data.edit_bones.new(n)
+        eb.head, eb.tail = Vector(heads[b]), Vector(tails[b])
+        eb.align_roll(Vector(zs[b]))
+        if skeleton.parents[b] >= 0:
+            eb.parent = bones[skeleton.parents[b]]
+        bones.append(eb)
+    bpy.ops.object.mode_set(mode="OBJECT")
+    return obj
+
+
+def skin_hands(obj, bones: list[str]):
+    """A mesh with one small triangle at each named bone's head, weighted fully to it."""
+    heads = [obj.data.bones[b].head_local for b in bones]
+    verts = [tuple(h + Vector(o)) for h in heads for o in ((0, 0, 0), (0.01, 0, 0), (0, 0.01, 0))]
+    mesh = bpy.data.meshes.new("skin")
+    mesh.from_pydata(verts, [], [(3 * i, 3 * i + 1, 3 * i + 2) for i in range(len(bones))])
+    skin = bpy.data.objects.new("skin", mesh)
+    bpy.context.scene.collection.objects.link(skin)
+    for i, b in enumerate(bones):
+        group = skin.vertex_groups.new(name=b)
+        group.add([3 * i, 3 * i + 1, 3 * i + 2], 1.0, "REPLACE")
+    skin.modifiers.new("Armature", "ARMATURE").object = obj
+    skin.parent = obj
+    return skin
+
+
+def apply(obj, walk_dir):
+    bpy.context.scene.render.fps, bpy.context.scene.render.fps_base = 30, 1.0    # one key per scene frame
+    bpy.context.view_layer.objects.active = obj
+    obj.select_set(True)
+    bpy.context.scene.sapiens_motion_transfer.motion_dir = str(walk_dir)
+    assert bpy.ops.sapiens.apply_motion() == {"FINISHED"}
+
+
+def pose_heads(obj, frames: int) -> dict[str, np.ndarray]:
+    """Bone head world positions per frame (Blender space)."""
+    scene = bpy.context.scene
+    out = {b.name: np.zeros((frames, 3)) for b in obj.pose.bones}
+    for t in range(frames):
+        scene.frame_set(scene.frame_start + t)
+        for pb in obj.pose.bones:
+            out[pb.name][t] = np.array(obj.matrix_world @ pb.head)
+    return out
+
+
+def source_heads(walk_dir) -> tuple[dict[str, np.ndarray], object]:
+    source = read_motion(walk_dir)
+    parts = humanoid_parts(source.skeleton)
+    return {p: source.world[:, b, :3, 3] @ TO_BLENDER.T for p, b in parts.items()}, source
+
+
+def direction_errors(heads, parts_bones, src) -> list[float]:
+    out = []
+    for a, b in CHAINS:
+        dt = heads[parts_bones[b]] - heads[parts_bones[a]]
+        ds = src[b] - src[a]
+        cos = (dt * ds).sum(-1) / np.linalg.norm(dt, axis=-1) / np.linalg.norm(ds, axis=-1)
+        out.append(float(np.degrees(np.arccos(np.clip(cos, -1, 1))).mean()))
+    return out
+
+
+def test_mixamo_character_same_proportions_follows_within_a_centimetre(addon, walk_dir):
+    src, source = source_heads(walk_dir)
+    target = character(source.skeleton, rest_pose="tpose", roll_seed=9, names="mixamo")
+    obj = make_armature(target, "mixamo_same")
+    tp = {p: target.names[b] for p, b in humanoid_parts(target).items()}
+    skin = skin_hands(obj, [tp["leftHand"], tp["rightFoot"]])
+    before = len(bpy.data.actions)
+    apply(obj, walk_dir)
+    assert len(bpy.data.actions) == before + 1 and obj.animation_data.action is not None
+    # the bone map the engine used is on the armature, editable
+    items = {i.bone: i.part for i in obj.sapiens_bone_map}
+    assert items["mixamorig:LeftArm"] == "leftUpperArm" and items["mixamorig:Hips"] == "hips"
+    heads = pose_heads(obj, FRAMES)
+    for part in EXTREMITIES:
+        err = np.linalg.norm(heads[tp[part]] - src[part], axis=-1) * 100
+        assert err.mean() < POSITION_BOUND_CM, (part, err.mean())
+    # the mesh moves with it: the hand's triangle is where the hand bone is
+    scene = bpy.context.scene
+    scene.frame_set(scene.frame_start + FRAMES - 1)
+    evaluated = skin.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    vertex = np.array(skin.matrix_world @ evaluated.data.vertices[0].co)
+    assert np.linalg.norm(vertex - src["leftHand"][-1]) < 0.01
+    rest_vertex = np.array(skin.matrix_world @ skin.data.vertices[0].co)
+    assert np.linalg.norm(vertex - rest_vertex) > 0.2          # and it did move from the T-pose
+    # undoable as one step: the operator registers with UNDO
+    assert "UNDO" in bpy.types.SAPIENS_OT_apply_motion.bl_options
+
+
+def test_mixamo_character_other_proportions_keeps_directions(addon, walk_dir):
+    src, source = source_heads(walk_dir)
+    target = character(source.skeleton, rest_pose="tpose", roll_seed=3, scale=1.2, arm_scale=1.15, names="mixamo")
+    obj = make_armature(target, "mixamo_tall")
+    apply(obj, walk_dir)
+    heads = pose_heads(obj, FRAMES)
+    tp = {p: target.names[b] for p, b in humanoid_parts(target).items()}
+    errors = direction_errors(heads, tp, src)
+    assert np.mean(errors) < DIRECTION_BOUND_DEG and max(errors) < DIRECTION_BOUND_DEG, errors
+    # the hips travel 1.2 x as far as the source's
+    travel_t = heads[tp["hips"]][-1] - heads[tp["hips"]][0]
+    travel_s = src["hips"][-1] - src["hips"][0]
+    np.testing.assert_allclose(travel_t, 1.2 * travel_s, atol=2e-3)
+
+
+def test_rigify_metarig_receives_the_walk(addon, walk_dir):
+    from sapiens_blender.operators import enable_rigify
+
+    enable_rigify()
+    bpy.ops.object.armature_human_metarig_add()
+    obj = bpy.context.active_object
+    src, _ = source_heads(walk_dir)
+    apply(obj, walk_dir)
+    items = {i.bone: i.part for i in obj.sapiens_bone_map}
+    assert items["upper_arm.L"] == "leftUpperArm" and items["spine"] == "hips" and items["f_index.01.L"] == "leftIndexProximal"
+    heads = pose_heads(obj, FRAMES)
+    parts = {p: b for b, p in items.items() if p}
+    errors = direction_errors(heads, parts, src)
+    assert np.mean(errors) < DIRECTION_BOUND_DEG and max(errors) < DIRECTION_BOUND_DEG, errors
+
+
+def test_edited_map_and_presets(addon, walk_dir, tmp_path):
+    _, source = source_heads(walk_dir)
+    target = character(source.skeleton, rest_pose="tpose", names="mixamo")
+    obj = make_armature(target, "edited")
+    apply(obj, walk_dir)
+    scene = bpy.context.scene
+    scene.sapiens_motion_transfer.preset_name = "mixamo test"
+    assert bpy.ops.sapiens.save_bone_map() == {"FINISHED"}
+    from sapiens_blender.motion_transfer import presets_dir
+
+    saved = json.loads((presets_dir() / "mixamo test.json").read_text())
+    assert saved["bones"]["mixamorig:LeftArm"] == "leftUpperArm"
+    # clear the left arm's part: the engine leaves it at rest on the next application
+    for item in obj.sapiens_bone_map:
+        if item.bone == "mixamorig:LeftForeArm":
+            item.part = ""
+    apply(obj, walk_dir)
+    fcurve_paths = {fc.data_path for fc in _fcurves(obj.animation_data.action)}
+    assert 'pose.bones["mixamorig:LeftForeArm"].rotation_quaternion' not in fcurve_paths
+    assert 'pose.bones["mixamorig:RightForeArm"].rotation_quaternion' in fcurve_paths
+    assert bpy.ops.sapiens.load_bone_map(preset=str(presets_dir() / "mixamo test.json")) == {"FINISHED"}
+    assert {i.bone: i.part for i in obj.sapiens_bone_map}["mixamorig:LeftForeArm"] == "leftLowerArm"
+
+
+def test_bad_motion_folder_is_reported(addon, tmp_path):
+    bpy.ops.object.armature_add()
+    obj = bpy.context.active_object
+    bpy.context.scene.sapiens_motion_transfer.motion_dir = str(tmp_path)
+    with pytest.raises(RuntimeError, match="not an animation folder"):
+        bpy.ops.sapiens.apply_motion()
+    assert obj.animation_data is None
+
+
+def _fcurves(action):
+    if hasattr(action, "layers") and action.layers:
+        return [fc for layer in action.layers for strip in layer.strips for bag in strip.channelbags for fc in bag.fcurves]
+    return list(action.fcurves)
