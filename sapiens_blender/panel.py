@@ -6,6 +6,7 @@ import bpy
 
 from . import operators, option_props, option_table
 from .engine_session import SESSION
+from .motion_transfer import draw_motion_transfer
 from .preferences import PACKAGE, get_preferences
 
 
@@ -62,6 +63,7 @@ class SAPIENS_PT_main(bpy.types.Panel):
                 box.label(text=line)
 
         _draw_rigify(layout, context)
+        draw_motion_transfer(layout, context)
 
         layout.separator()
         row = layout.row(align=True)

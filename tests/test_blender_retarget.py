@@ -202,3 +202,38 @@ def _fcurves(action):
     if hasattr(action, "layers") and action.layers:
         return [fc for layer in action.layers for strip in layer.strips for bag in strip.channelbags for fc in bag.fcurves]
     return list(action.fcurves)
+
+
+def test_panel_draws_the_motion_box_for_a_selected_armature(addon, walk_dir):
+    from types import SimpleNamespace
+
+    from sapiens_blender.panel import SAPIENS_PT_main
+
+    drawn = []
+
+    class Layout:
+        def prop(self, data, name, **_):
+            assert name in data.bl_rna.properties, name
+            drawn.append(name)
+
+        def operator(self, idname, **_):
+            group, name = idname.split(".")
+            assert hasattr(getattr(bpy.ops, group), name), idname
+            drawn.append(idname)
+            return SimpleNamespace()
+
+        def template_list(self, list_type, _id, data, prop, active_data, active_prop, **_):
+            assert list_type in dir(bpy.types) and prop in data.bl_rna.properties
+            drawn.append(list_type)
+
+        def __getattr__(self, name):
+            return lambda *a, **k: self
+
+    _, source = source_heads(walk_dir)
+    obj = make_armature(character(source.skeleton, names="mixamo"), "panel")
+    SAPIENS_PT_main.draw(SimpleNamespace(layout=Layout()), bpy.context)
+    assert {"motion_dir", "sapiens.apply_motion", "sapiens.detect_bone_map", "sapiens.save_bone_map"} <= set(drawn)
+    apply(obj, walk_dir)
+    drawn.clear()
+    SAPIENS_PT_main.draw(SimpleNamespace(layout=Layout()), bpy.context)
+    assert "SAPIENS_UL_bone_map" in drawn
