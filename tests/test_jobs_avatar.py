@@ -179,6 +179,8 @@ def test_avatar_job_builds_from_cached_predictions(ckpt_root, photos, tmp_path, 
     assert {"cache", "read", "write"} <= {stage for stage, *_ in seen}
     again = run_job("avatar", {**params, "texture_size": 128})
     assert again["avatars"][0]["predictions"] == "cached" and len(calls) == 1
+    sample_meta = json.loads((sample_predictions[0] / "bundle.json").read_text())
+    assert again["avatars"][0]["notes"] == list(sample_meta.get("notes") or [])
     assert json.loads((avatar / "avatar.json").read_text())["options"]["texture_size"] == 128
 
 

@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     result = run_job("avatar", from_args(args, "avatar"), progress=StagePrinter())
     for row in result["avatars"]:
         print(f"{row['photo']}: predictions {row['predictions']}", file=sys.stderr)
+        for note in row.get("notes") or []:
+            print(f"sapiens-engine avatar: {row['photo']}: {note}", file=sys.stderr)
         summarize(Path(row["avatar_dir"]), stream=sys.stderr)
         print(row["avatar_dir"])
     for row in result["failed"]:

@@ -11,6 +11,7 @@ with the first one's reason.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def run(options: dict, progress=None, cancel=None) -> dict:
                 continue
             bundle = cache.lookup(keys[name])
             if bundle is not None:
-                rows[name].update(bundle_dir=str(bundle), predictions="cached")
+                rows[name].update(bundle_dir=str(bundle), predictions="cached", **_recorded_people(bundle))
             else:
                 todo.append((photo, name))
         if todo:
@@ -90,6 +91,16 @@ def _predict(predictor, todo, keys, cache, options, rows, fail, report, cancel) 
                               people_found=result.people_found, notes=list(result.notes))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _recorded_people(bundle: Path) -> dict:
+    """What the bundle's bundle.json says about who was found (cached predictions tell it too)."""
+    try:
+        meta = json.loads((bundle / "bundle.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    person = meta.get("person") or {}
+    return {"people_found": person.get("count"), "notes": list(meta.get("notes") or [])}
 
 
 def _prefixed(report, name: str | None):
