@@ -199,3 +199,52 @@ def decimate(
     if drop.any():
         out = compact(out.vertices, out.faces[~drop], out.attributes, out.source_vertex)
     return out
+
+
+def fill_holes(vertices: np.ndarray, faces: np.ndarray, *, max_edges: int = 200) -> tuple[np.ndarray, np.ndarray, int]:
+    """Close the small holes of a nearly closed surface: one vertex at each hole's centre, a fan.
+
+    A marching-cubes solid may carry a few folds (two faces on the same corners) or non-manifold
+    edges; removing them leaves holes of a few edges that this closes. Holes are the loops of
+    boundary edges (used by one face); loops longer than `max_edges` (a real opening) and
+    tangled boundaries (a vertex on more than two boundary edges) stay open. Each fan is wound
+    against the faces along its loop, so it continues their orientation.
+    Returns (vertices, faces, holes filled).
+    """
+    faces = np.asarray(faces, np.int64)
+    half = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    key = np.minimum(half[:, 0], half[:, 1]) * len(vertices) + np.maximum(half[:, 0], half[:, 1])
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    boundary = half[counts[inverse] == 1]
+    if len(boundary) == 0:
+        return vertices, faces, 0
+    directed = {(int(a), int(b)) for a, b in boundary}
+    neighbours: dict[int, list[int]] = {}
+    for a, b in directed:
+        neighbours.setdefault(a, []).append(b)
+        neighbours.setdefault(b, []).append(a)
+    new_vertices, new_faces, seen = [], [], set()
+    for start, ends in neighbours.items():
+        if start in seen or len(ends) != 2:
+            continue
+        loop, previous, current = [start], start, ends[0]
+        seen.add(start)
+        while current != start and current not in seen and len(neighbours[current]) == 2 and len(loop) <= max_edges:
+            seen.add(current)
+            loop.append(current)
+            a, b = neighbours[current]
+            previous, current = current, (b if a == previous else a)
+        if current != start or len(loop) < 3:
+            continue
+        ring = np.asarray(loop, np.int64)
+        along = sum((int(a), int(b)) in directed for a, b in zip(ring, np.roll(ring, -1)))
+        if 2 * along < len(ring):
+            ring = ring[::-1]
+        centre = len(vertices) + len(new_vertices)
+        new_vertices.append(np.asarray(vertices, np.float64)[ring].mean(axis=0))
+        # the faces walk the loop one way: the fan walks it the other
+        new_faces.append(np.column_stack([np.roll(ring, -1), ring, np.full(len(ring), centre)]))
+    if not new_faces:
+        return vertices, faces, 0
+    vertices = np.concatenate([np.asarray(vertices), np.asarray(new_vertices, np.asarray(vertices).dtype)])
+    return vertices, np.concatenate([faces, *new_faces]), len(new_faces)

@@ -226,17 +226,11 @@ def build_surface(
         from engine.geometry.watertight import close_surface
 
         report(0.6, "closing the surface (back + Poisson)")
-        front_normals = vertex_normals(vertices, faces)
-        if grid_normal is not None:
-            local = pixel - grid_offset
-            predicted = grid_normal[local[:, 0], local[:, 1]]
-            ok = np.isfinite(predicted).all(1)
-            front_normals[ok] = predicted[ok]
-        solid = close_surface(vertices, front_normals, labels, points, grid_mask, grid_seg, grid_K, grid_normal, progress=progress)
+        solid = close_surface(points, grid_mask, grid_seg, grid_K, grid_normal, progress=progress)
         vertices, faces, labels = solid.vertices, solid.faces, solid.labels
         stats["watertight"] = solid.stats
         # A vertex is on the seen front when it sits at the front depth of its pixel.
-        front_depth = np.where(valid_pixels(points, grid_mask), points[..., 2], np.nan)
+        front_depth = solid.front_points[..., 2]
         uvg = project_uv(vertices, grid_K, grid_mask.shape)
         rows = np.clip((uvg[:, 1] * grid_mask.shape[0]).astype(np.int64), 0, grid_mask.shape[0] - 1)
         cols = np.clip((uvg[:, 0] * grid_mask.shape[1]).astype(np.int64), 0, grid_mask.shape[1] - 1)

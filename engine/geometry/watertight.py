@@ -6,6 +6,9 @@ the front bulges toward the camera by about half its depth, so we measure that b
 membrane stretched over the silhouette and mirror it (exact for any cross-section that is an
 ellipse aligned with the view). Concretely:
 
+0. trust (trust.py): front pixels whose depth has no support among their neighbours (flying
+   pixels, noise clumps) or disagrees with their normal are refilled from the trusted ones,
+   holes in the pointmap too; too few trusted pixels and the solid is refused (BundleError);
 1. silhouette pixels: valid pixels on the mask's outline, and the near side of every depth jump
    (an arm's outline in front of the torso); the far side of a jump is not an outline (the torso
    goes on behind the arm);
@@ -16,7 +19,8 @@ ellipse aligned with the view). Concretely:
    inside, so front and back meet on the silhouette;
 4. screened Poisson reconstruction (Open3D) of the front and back points with their normals,
    then low-density trimming: whole components of mostly unsupported surface are dropped, never
-   parts of the main one, so the solid stays closed.
+   parts of the main one, so the solid stays closed; the few holes left where marching cubes
+   folded (duplicate or non-manifold faces removed) are closed by fans (cleanup.fill_holes).
 """
 
 from __future__ import annotations
@@ -28,49 +32,56 @@ import scipy.sparse as sp
 from scipy import ndimage
 from scipy.sparse.linalg import spsolve
 
-from engine.geometry.cleanup import clean_mesh, face_components
+from engine.geometry.cleanup import clean_mesh, face_components, fill_holes
 from engine.geometry.grid_mesh import RTOL_HARD, downsample_maps, valid_pixels
 from engine.geometry.labels import class_names
 from engine.geometry.normal_integration import pixel_rays
 
 # Per body part: (scale of the mirrored bulge, minimum thickness m, maximum thickness m).
+# Scales: true / built thickness along the pixel rays, measured per part on exact maps of four
+# engine.synthetic calibration people (seeds 201-204; bench/bench_closed.py measures on others):
+# a body's back is rounder than the mirrored front (the back of the head, hands, forearms), and
+# a foot seen from the front is longer than its bulge (shoes 1.6).
 # Minimums: a flat hand is ~2.5 cm thick, a foot ~6 cm, a head ~15 cm, a torso ~18 cm, a limb
 # about as thick as it is wide (the mirror already gives that). Maximums stop a wrong depth
 # from growing a slab: an adult torso is < 35 cm front to back.
 THICKNESS = {
     "Background": (1.0, 0.03, 0.30),
-    "Apparel": (1.0, 0.03, 0.35),
+    "Apparel": (1.06, 0.03, 0.35),
     "Eyeglass": (1.0, 0.01, 0.20),
-    "Face_Neck": (1.0, 0.12, 0.25),
-    "Hair": (1.0, 0.10, 0.25),
-    "Left_Foot": (1.0, 0.05, 0.15),
-    "Left_Hand": (1.0, 0.025, 0.10),
-    "Left_Lower_Arm": (1.0, 0.05, 0.12),
-    "Left_Lower_Leg": (1.0, 0.08, 0.16),
-    "Left_Shoe": (1.0, 0.06, 0.16),
+    "Face_Neck": (1.12, 0.12, 0.25),
+    "Hair": (1.12, 0.10, 0.25),
+    "Left_Foot": (1.6, 0.05, 0.25),
+    "Left_Hand": (1.3, 0.025, 0.10),
+    "Left_Lower_Arm": (1.15, 0.05, 0.12),
+    "Left_Lower_Leg": (1.1, 0.08, 0.16),
+    "Left_Shoe": (1.6, 0.06, 0.25),
     "Left_Sock": (1.0, 0.06, 0.16),
-    "Left_Upper_Arm": (1.0, 0.06, 0.15),
-    "Left_Upper_Leg": (1.0, 0.10, 0.22),
-    "Lower_Clothing": (1.0, 0.10, 0.35),
-    "Right_Foot": (1.0, 0.05, 0.15),
-    "Right_Hand": (1.0, 0.025, 0.10),
-    "Right_Lower_Arm": (1.0, 0.05, 0.12),
-    "Right_Lower_Leg": (1.0, 0.08, 0.16),
-    "Right_Shoe": (1.0, 0.06, 0.16),
+    "Left_Upper_Arm": (1.07, 0.06, 0.15),
+    "Left_Upper_Leg": (1.1, 0.10, 0.22),
+    "Lower_Clothing": (1.1, 0.10, 0.35),
+    "Right_Foot": (1.6, 0.05, 0.25),
+    "Right_Hand": (1.3, 0.025, 0.10),
+    "Right_Lower_Arm": (1.15, 0.05, 0.12),
+    "Right_Lower_Leg": (1.1, 0.08, 0.16),
+    "Right_Shoe": (1.6, 0.06, 0.25),
     "Right_Sock": (1.0, 0.06, 0.16),
-    "Right_Upper_Arm": (1.0, 0.06, 0.15),
-    "Right_Upper_Leg": (1.0, 0.10, 0.22),
-    "Torso": (1.0, 0.15, 0.35),
-    "Upper_Clothing": (1.0, 0.15, 0.35),
-    "Lower_Lip": (1.0, 0.12, 0.25),
-    "Upper_Lip": (1.0, 0.12, 0.25),
-    "Lower_Teeth": (1.0, 0.12, 0.25),
-    "Upper_Teeth": (1.0, 0.12, 0.25),
-    "Tongue": (1.0, 0.12, 0.25),
+    "Right_Upper_Arm": (1.07, 0.06, 0.15),
+    "Right_Upper_Leg": (1.1, 0.10, 0.22),
+    "Torso": (1.05, 0.15, 0.35),
+    "Upper_Clothing": (1.05, 0.15, 0.35),
+    "Lower_Lip": (1.12, 0.12, 0.25),
+    "Upper_Lip": (1.12, 0.12, 0.25),
+    "Lower_Teeth": (1.12, 0.12, 0.25),
+    "Upper_Teeth": (1.12, 0.12, 0.25),
+    "Tongue": (1.12, 0.12, 0.25),
 }
 BACK_MAX_PIXELS = 60_000  # the back is smooth: build it on a grid of at most this many pixels
 POISSON_DEPTH = 8  # ~8 mm cells for a 2 m person: 2-4 s here; depth 9 costs ~4x
 DENSITY_QUANTILE = 0.02
+# a trusted pixel this close to the mask's outline (grid pixels) pins the membrane at the
+# contour; further in, the edge of untrusted pixels is a hole, not a silhouette
+OUTLINE_REACH_PX = 4.0
 
 
 @dataclass
@@ -79,6 +90,7 @@ class Solid:
     faces: np.ndarray  # F x 3 int32, outward
     labels: np.ndarray | None  # V uint8
     back_points: np.ndarray  # the back samples given to Poisson (for inspection / tests)
+    front_points: np.ndarray  # H x W x 3 the trusted front, refilled where untrusted (NaN off the person)
     stats: dict
 
 
@@ -100,11 +112,14 @@ def _jumps(depth: np.ndarray, valid: np.ndarray, rtol: float):
     return out
 
 
-def membrane_depth(depth: np.ndarray, valid: np.ndarray, rtol: float = RTOL_HARD, contour_offset=None) -> np.ndarray:
+def membrane_depth(depth: np.ndarray, valid: np.ndarray, rtol: float = RTOL_HARD, contour_offset=None,
+                   outline_allowed=None) -> np.ndarray:
     """Harmonic interpolation of the silhouette depths over the valid pixels (H x W, NaN outside).
 
     contour_offset (H x W, optional) is added to the depth at silhouette pixels: the outermost
-    pixel centre is still on the front, short of the true occluding contour.
+    pixel centre is still on the front, short of the true occluding contour. outline_allowed
+    (H x W bool, optional): outline pixels outside it are not silhouette (the rim of a hole or
+    of dropped pixels inside the person), the membrane runs over them.
     """
     H, W = valid.shape
     n = int(valid.sum())
@@ -115,6 +130,8 @@ def membrane_depth(depth: np.ndarray, valid: np.ndarray, rtol: float = RTOL_HARD
         valid[1:-1, 1:-1] & valid[:-2, 1:-1] & valid[2:, 1:-1] & valid[1:-1, :-2] & valid[1:-1, 2:]
     )
     silhouette = valid & ~interior
+    if outline_allowed is not None:
+        silhouette &= outline_allowed
     rows, cols = [], []
     for axis, (both, jump, first_nearer) in enumerate(_jumps(depth, valid, rtol)):
         di, dj = (0, 1) if axis == 0 else (1, 0)
@@ -144,24 +161,38 @@ def membrane_depth(depth: np.ndarray, valid: np.ndarray, rtol: float = RTOL_HARD
     return out
 
 
-def _contour_offset(normal, rays, footprint):
-    """Depth from an outline pixel's centre to the occluding contour half a pixel further out.
+def _contour_offset(normal, rays, footprint, lateral_px=None):
+    """Depth from an outline pixel's centre to the occluding contour `lateral_px` further out.
 
     For a round cross-section seen at angle phi between the normal and the view, the surface
     reaches the contour (phi = 90 deg) after a lateral d = r (1 - sin phi) and a depth
-    r cos phi, so the depth left is d cos phi / (1 - sin phi) with d = half a pixel; capped at
-    four footprints because it is unstable at grazing angles.
+    r cos phi, so the depth left is d cos phi / (1 - sin phi); d is half a pixel for a pixel on
+    the mask's outline, more for a trusted pixel whose outer neighbours were not trusted
+    (lateral_px, H x W). Capped at four footprints beyond d because it is unstable at grazing
+    angles.
     """
     view = rays / np.linalg.norm(rays, axis=-1, keepdims=True)
     cos_phi = np.clip(-(normal * view).sum(-1), 0.0, 1.0)
     sin_phi = np.sqrt(1.0 - cos_phi**2)
-    offset = 0.5 * footprint * cos_phi / np.maximum(1.0 - sin_phi, 1e-3)
-    return np.nan_to_num(np.minimum(offset, 4.0 * footprint))
+    lateral = 0.5 if lateral_px is None else lateral_px
+    d = lateral * footprint
+    offset = d * cos_phi / np.maximum(1.0 - sin_phi, 1e-3)
+    return np.nan_to_num(np.minimum(offset, d + 3.5 * footprint))
 
 
-def back_surface(pointmap, mask, seg, K, normal=None, *, max_pixels=BACK_MAX_PIXELS):
-    """Back points and outward normals (N x 3 each) plus their labels, on a coarse grid."""
+def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixels=BACK_MAX_PIXELS):
+    """Back points and outward normals (N x 3 each) plus their labels, on a coarse grid.
+
+    trusted (H x W bool, optional): the pixels whose depth was measured rather than refilled;
+    the membrane is pinned on the outline of those only, each pin carried out to the mask's
+    outline (a refilled rim has the interior's depth, short of the contour, and would thin
+    the solid).
+    """
     valid_full = valid_pixels(pointmap, mask)
+    if trusted is not None:
+        trusted_full = valid_full & trusted
+        # lateral distance from each pixel centre to the occluding contour (pixels)
+        to_contour = ndimage.distance_transform_edt(np.pad(valid_full, 1))[1:-1, 1:-1] - 0.5
     factor = 1
     while valid_full.sum() / factor**2 > max_pixels:
         factor *= 2
@@ -170,8 +201,26 @@ def back_surface(pointmap, mask, seg, K, normal=None, *, max_pixels=BACK_MAX_PIX
     depth = np.where(valid, points[..., 2], np.nan)
     footprint = depth / np.sqrt(K_l[0, 0] * K_l[1, 1])
     rays = pixel_rays(K_l, valid.shape)
-    offset = None if normal_l is None else _contour_offset(normal_l, rays, footprint)
-    membrane = membrane_depth(depth, valid, contour_offset=offset)
+    pinned, lateral = valid, None
+    if trusted is not None:
+        _, t_mask, _, _, _ = downsample_maps(factor, pointmap, trusted_full)
+        pinned = valid & t_mask
+        lateral = np.full(valid.shape, 0.5)
+        if factor > 1:
+            h, w = valid.shape
+            pad = ((0, h * factor - to_contour.shape[0]), (0, w * factor - to_contour.shape[1]))
+            blocks = np.pad(to_contour, pad).reshape(h, factor, w, factor)
+            lateral = blocks.mean(axis=(1, 3)) / factor
+        else:
+            lateral = to_contour
+        lateral = np.maximum(lateral, 0.5)
+    offset = None if normal_l is None else _contour_offset(normal_l, rays, footprint, lateral)
+    membrane = np.full(valid.shape, np.nan)
+    outline_allowed = None if lateral is None else lateral <= OUTLINE_REACH_PX
+    membrane[pinned] = membrane_depth(depth, pinned, contour_offset=offset, outline_allowed=outline_allowed)[pinned]
+    if (valid & ~pinned).any():
+        _, (near_r, near_c) = ndimage.distance_transform_edt(~pinned, return_indices=True)
+        membrane = np.where(pinned, membrane, membrane[near_r, near_c])
     relief = np.clip(membrane - depth, 0.0, None)
 
     table = _thickness_table()
@@ -194,10 +243,7 @@ def back_surface(pointmap, mask, seg, K, normal=None, *, max_pixels=BACK_MAX_PIX
 
 
 def close_surface(
-    front_vertices: np.ndarray,
-    front_normals: np.ndarray,
-    front_labels: np.ndarray | None,
-    pointmap: np.ndarray,
+    points: np.ndarray,
     mask: np.ndarray,
     seg: np.ndarray | None,
     K: np.ndarray,
@@ -207,14 +253,27 @@ def close_surface(
     density_quantile: float = DENSITY_QUANTILE,
     progress=None,
 ) -> Solid:
-    """Watertight solid from the front surface (vertices + outward normals) and its maps."""
+    """Watertight solid from the front's maps on the processing grid (points H x W x 3, mask,
+    seg, K, predicted normals). Only trusted front pixels (engine/geometry/trust.py) are used as
+    measured; the others are refilled from them. Raises BundleError when too few are trusted."""
     import open3d as o3d
 
-    back, back_normals, back_labels, stats = back_surface(pointmap, mask, seg, K, normal)
+    from engine.geometry.trust import trusted_front
+
+    front = trusted_front(points, np.asarray(mask, bool), normal, K)
+    if progress is not None:
+        progress("watertight", 0.1, f"{front.stats['trusted_fraction']:.1%} of the front trusted")
+    back, back_normals, back_labels, stats = back_surface(front.points, front.valid, seg, K, front.normals, trusted=front.trusted)
+    stats["trust"] = front.stats
     if progress is not None:
         progress("watertight", 0.2, f"back surface from {stats['back_points']} samples")
-    points = np.concatenate([np.asarray(front_vertices, np.float64), back])
-    normals = np.concatenate([np.asarray(front_normals, np.float64), back_normals])
+    front_points = front.points[front.valid]
+    front_normals = front.normals[front.valid]
+    keep = np.isfinite(front_normals).all(1)
+    front_points, front_normals = front_points[keep], front_normals[keep]
+    front_labels = None if seg is None else seg[front.valid][keep].astype(np.uint8)
+    points = np.concatenate([front_points, back])
+    normals = np.concatenate([front_normals, back_normals])
     cloud = o3d.geometry.PointCloud()
     cloud.points = o3d.utility.Vector3dVector(points)
     cloud.normals = o3d.utility.Vector3dVector(normals)
@@ -241,24 +300,28 @@ def close_surface(
         faces = faces[~drop_component[component]]
     # Zero-area faces stay: removing them would open the closed surface.
     cleaned = clean_mesh(vertices, faces, min_island_faces=200, min_island_fraction=0.01, area_eps=None)
+    # the folds and non-manifold edges marching cubes leaves, once removed, leave small holes
+    cleaned.vertices, cleaned.faces, holes_filled = fill_holes(cleaned.vertices, cleaned.faces)
 
     labels = None
     if front_labels is not None:
         from engine.geometry.labels import transfer_labels
 
-        source_points = np.concatenate([np.asarray(front_vertices, np.float64), back])
-        source_labels = np.concatenate([np.asarray(front_labels, np.uint8), back_labels])
+        source_points = np.concatenate([front_points, back])
+        source_labels = np.concatenate([front_labels, back_labels])
         labels = transfer_labels(source_points, source_labels, cleaned.vertices)
     stats.update(
         poisson_depth=depth,
         poisson_vertices=int(len(vertices)),
         removed=cleaned.removed,
         trimmed_components=int(n_components - 1),
+        holes_filled=int(holes_filled),
     )
     return Solid(
         vertices=cleaned.vertices.astype(np.float32),
         faces=cleaned.faces.astype(np.int32),
         labels=labels,
         back_points=back.astype(np.float32),
+        front_points=front.points.astype(np.float32),
         stats=stats,
     )

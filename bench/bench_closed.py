@@ -1,0 +1,150 @@
+"""Closed (watertight) surface on engine.synthetic people: accuracy against the whole true body.
+
+Usage: .venv/bin/python bench/bench_closed.py [--size 768x1024] [--people 4] [--detail normals]
+                                             [--resolution half]
+
+Held-out people (seeds 101.., random poses, none of the tests' seeds) are rendered with exact
+maps; each is built closed from its exact maps and from degraded ones: `engine.synthetic.degrade`
+(1 cm smooth depth error, 0.5 cm pixel noise, a 1.5 px blur, 3 deg normal error) plus a 2 px
+rim of silhouette pixels strewn toward the camera (flying pixels, up to 40 % of their depth).
+
+Printed per case (nothing asserted):
+- chamfer: the mean of the two directed mean distances, built surface -> true body and
+  true outer skin -> built surface (the true mesh is a union of overlapping closed parts; its
+  outer skin is the part of it outside every other part);
+- to_truth_max: the worst built vertex's distance to the true body;
+- inward: area share of built faces whose normal points against the true normal at the closest
+  true point (facing into the body);
+- volume: built volume / true volume (the union's, by Monte Carlo occupancy over its parts);
+- seconds: build_surface time (shared 2-core machine: figures are indicative).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def _scene(vertices, faces):
+    import open3d as o3d
+
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(np.asarray(vertices, np.float32)), o3d.core.Tensor(np.asarray(faces, np.uint32)))
+    return scene
+
+
+def truth_of(render, n_outer: int = 30000, n_volume: int = 400_000, seed: int = 0) -> dict:
+    """The true body: a distance scene, its outer skin samples, and the union's volume."""
+    import open3d as o3d
+    import trimesh
+
+    mesh = render.mesh
+    parts = mesh.split(only_watertight=True)
+    part_scenes = [_scene(p.vertices, p.faces) for p in parts]
+
+    def occupied(points):
+        inside = np.zeros(len(points), bool)
+        query = o3d.core.Tensor(np.asarray(points, np.float32))
+        for scene in part_scenes:
+            inside |= scene.compute_occupancy(query).numpy() > 0.5
+        return inside
+
+    points, face = trimesh.sample.sample_surface(mesh, n_outer, seed=seed)
+    outer = points[~occupied(points + 0.002 * mesh.face_normals[face])]
+    rng = np.random.default_rng(seed)
+    low, high = mesh.bounds
+    box = rng.uniform(low, high, (n_volume, 3))
+    volume = float(np.prod(high - low) * occupied(box).mean())
+    return {"scene": _scene(mesh.vertices, mesh.faces), "outer": outer, "volume": volume}
+
+
+def closed_metrics(truth: dict, vertices: np.ndarray, faces: np.ndarray) -> dict:
+    """Chamfer (both directions), worst vertex, inward-facing area share, volume ratio."""
+    import open3d as o3d
+    import trimesh
+
+    vertices = np.asarray(vertices, np.float64)
+    to_truth = truth["scene"].compute_distance(o3d.core.Tensor(vertices.astype(np.float32))).numpy()
+    to_built = _scene(vertices, faces).compute_distance(o3d.core.Tensor(truth["outer"].astype(np.float32))).numpy()
+    corners = vertices[faces]
+    cross = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    area = 0.5 * np.linalg.norm(cross, axis=1)
+    normal = cross / np.maximum(2.0 * area, 1e-20)[:, None]
+    closest = truth["scene"].compute_closest_points(o3d.core.Tensor(corners.mean(1).astype(np.float32)))
+    true_normal = closest["primitive_normals"].numpy()
+    inward = float(area[(normal * true_normal).sum(1) < 0].sum() / max(area.sum(), 1e-20))
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    return {
+        "chamfer_cm": round(100 * 0.5 * (to_truth.mean() + to_built.mean()), 3),
+        "built_to_truth_cm": round(100 * float(to_truth.mean()), 3),
+        "truth_to_built_cm": round(100 * float(to_built.mean()), 3),
+        "to_truth_max_cm": round(100 * float(to_truth.max()), 2),
+        "inward": round(inward, 4),
+        "watertight": bool(mesh.is_watertight),
+        "volume_ratio": round(float(mesh.volume) / truth["volume"], 4),
+    }
+
+
+def held_out_people(n: int, width: int, height: int):
+    from engine.synthetic import make_person
+
+    poses = ["bent", "arms_forward", None, "step", None, "apose"]
+    for i in range(n):
+        yield f"{poses[i % len(poses)] or 'random'}-{101 + i}", make_person(101 + i, pose=poses[i % len(poses)], width=width, height=height)
+
+
+def build_closed(render, *, detail: str, resolution: str):
+    from engine.geometry import build_surface
+
+    start = time.perf_counter()
+    surface = build_surface(render.pointmap, render.normal, render.mask, render.seg, render.K,
+                            detail=detail, resolution=resolution, watertight=True)
+    return surface, time.perf_counter() - start
+
+
+def main() -> None:
+    from engine.errors import EngineError
+    from engine.synthetic import degrade
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="768x1024", help="photo WIDTHxHEIGHT")
+    parser.add_argument("--people", type=int, default=4)
+    parser.add_argument("--detail", default="normals", choices=("normals", "none"))
+    parser.add_argument("--resolution", default="full", choices=("full", "half", "quarter"))
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    print(f"closed surface, {width} x {height}, detail={args.detail}, resolution={args.resolution}")
+    rows = []
+    for name, person in held_out_people(args.people, width, height):
+        truth = truth_of(person)
+        cases = {"exact": person, "degraded": degrade(person, seed=7, flying_rim_px=2.0)}
+        for case, render in cases.items():
+            try:
+                surface, seconds = build_closed(render, detail=args.detail, resolution=args.resolution)
+            except EngineError as exc:
+                print(f"{name:16s} {case:9s} refused: {exc}")
+                continue
+            m = closed_metrics(truth, surface.vertices, surface.faces)
+            m.update(person=name, case=case, seconds=round(seconds, 2), pixels=int(person.mask.sum()))
+            rows.append(m)
+            print(f"{name:16s} {case:9s} chamfer {m['chamfer_cm']:6.3f} cm (built->truth {m['built_to_truth_cm']:.3f}, "
+                  f"truth->built {m['truth_to_built_cm']:.3f}, worst {m['to_truth_max_cm']:.1f})  inward {m['inward']:.4f}  "
+                  f"volume {m['volume_ratio']:.3f}  watertight {m['watertight']}  {m['seconds']:.2f} s", flush=True)
+    for case in ("exact", "degraded"):
+        sel = [r for r in rows if r["case"] == case]
+        if sel:
+            print(f"mean {case:9s} chamfer {np.mean([r['chamfer_cm'] for r in sel]):.3f} cm  worst chamfer "
+                  f"{max(r['chamfer_cm'] for r in sel):.3f}  inward max {max(r['inward'] for r in sel):.4f}  volume "
+                  f"{min(r['volume_ratio'] for r in sel):.3f}-{max(r['volume_ratio'] for r in sel):.3f}  "
+                  f"seconds {np.mean([r['seconds'] for r in sel]):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""Which front pixels a closed surface may trust, and the front made of them.
+
+A screened Poisson solve trusts every oriented point it is given: a rim of flying silhouette
+pixels a metre in front of the person becomes a sheet of surface a metre in front of the
+person, with normals that no longer agree with anything. So before the surface is closed, each
+pixel of the front must earn its place:
+
+- support: enough pixels of its 5 x 5 neighbourhood lie at its depth, within a tolerance that
+  grows with the pixel footprint and the slope its normal announces (a flying pixel, pulled
+  along its ray, has no neighbour at its depth; a finger in front of the torso has its own);
+- normal agreement: the predicted normal faces the camera and agrees with the normal of the
+  surface its supported neighbours span (a pixel whose point disagrees with its normal is off);
+- grazing pixels (normal almost perpendicular to the view) keep their place but lose their
+  normal: the surface's own normal replaces it.
+
+Pixels that fail are refilled: their depth comes from the nearest trusted pixels (so the
+silhouette keeps its extent: the mask is trusted, the depth there is not), their normal from
+the filled surface. If too little survives, the closed surface is refused in words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from engine.errors import BundleError
+from engine.geometry.normal_integration import pixel_rays
+
+SUPPORT_RADIUS = 2  # 5 x 5 neighbourhood
+MIN_SUPPORT = 5  # of 24 neighbours at the pixel's depth
+DEPTH_TOLERANCE_M = 0.02  # plus the slope allowance below
+MAX_SLOPE = 4.0  # tan of the steepest slope a normal may announce (~76 deg)
+GRAZING_COS = 0.15  # |n . view| below this: the normal is not trusted (~81 deg)
+NORMAL_AGREEMENT_COS = 0.5  # predicted vs surface normal: within 60 deg
+MIN_TRUSTED_FRACTION = 0.5  # of the person's pixels, else the closed surface is refused
+OWN_NORMAL_SIGMA_PX = 1.5  # depth smoothing before the surface's own normals are taken
+
+
+@dataclass
+class TrustedFront:
+    trusted: np.ndarray  # H x W bool: pixels whose point is kept as measured
+    points: np.ndarray  # H x W x 3: trusted points, refilled elsewhere on `valid`; NaN outside
+    normals: np.ndarray  # H x W x 3 unit, facing the camera; NaN outside `valid`
+    valid: np.ndarray  # H x W bool: the person pixels the front covers (holes refilled)
+    stats: dict
+
+
+def _neighbour_offsets(radius: int):
+    return [(di, dj) for di in range(-radius, radius + 1) for dj in range(-radius, radius + 1) if (di, dj) != (0, 0)]
+
+
+def _shifted(a: np.ndarray, di: int, dj: int, fill):
+    """a moved so that out[i, j] = a[i + di, j + dj] (fill outside)."""
+    H, W = a.shape[:2]
+    out = np.full_like(a, fill)
+    out[max(0, -di) : H - max(0, di), max(0, -dj) : W - max(0, dj)] = a[max(0, di) : H - max(0, -di), max(0, dj) : W - max(0, -dj)]
+    return out
+
+
+def depth_normals(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Unit normals of a pointmap by central differences over valid pixels, facing the camera."""
+    filled = np.where(valid[..., None], points, np.nan)
+    du = np.nan_to_num(_shifted(filled, 0, 1, np.nan) - _shifted(filled, 0, -1, np.nan))
+    du_f = np.nan_to_num(_shifted(filled, 0, 1, np.nan) - filled)
+    du_b = np.nan_to_num(filled - _shifted(filled, 0, -1, np.nan))
+    du = np.where((du == 0).all(-1, keepdims=True), du_f + du_b, du)
+    dv = np.nan_to_num(_shifted(filled, 1, 0, np.nan) - _shifted(filled, -1, 0, np.nan))
+    dv_f = np.nan_to_num(_shifted(filled, 1, 0, np.nan) - filled)
+    dv_b = np.nan_to_num(filled - _shifted(filled, -1, 0, np.nan))
+    dv = np.where((dv == 0).all(-1, keepdims=True), dv_f + dv_b, dv)
+    n = np.cross(dv, du)
+    length = np.linalg.norm(n, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = n / length
+    n *= np.where((n * np.nan_to_num(points)).sum(-1, keepdims=True) > 0, -1.0, 1.0)  # toward the camera
+    n[~valid | (length[..., 0] < 1e-12)] = np.nan
+    return n
+
+
+def trusted_front(points: np.ndarray, person: np.ndarray, normal: np.ndarray | None, K: np.ndarray) -> TrustedFront:
+    """Trust each front pixel or refill it (module docstring); BundleError when too few are left.
+
+    person (H x W bool): the pixels the front must cover; those without a point (holes in the
+    pointmap) are refilled like untrusted ones."""
+    from engine.geometry.grid_mesh import valid_pixels
+
+    H, W = person.shape
+    valid = valid_pixels(points, person)
+    rays = pixel_rays(K, (H, W))
+    view = rays / np.linalg.norm(rays, axis=-1, keepdims=True)
+    depth = np.where(valid, points[..., 2], np.nan).astype(np.float64)
+    footprint = depth / np.sqrt(K[0, 0] * K[1, 1])
+    has_normal = valid if normal is None else valid & np.isfinite(normal).all(-1)
+    if normal is None:
+        cos_view = np.ones((H, W))
+    else:
+        cos_view = np.abs(np.nan_to_num((normal * view).sum(-1)))
+    cos_view = np.where(has_normal, cos_view, 0.5)  # no normal: assume a moderate slope
+    slope = np.minimum(np.sqrt(np.maximum(1.0 - cos_view**2, 0.0)) / np.maximum(cos_view, 1e-3), MAX_SLOPE)
+
+    support = np.zeros((H, W), np.int32)
+    for di, dj in _neighbour_offsets(SUPPORT_RADIUS):
+        other = _shifted(depth, di, dj, np.nan)
+        tolerance = DEPTH_TOLERANCE_M + (1.0 + slope) * np.hypot(di, dj) * footprint
+        with np.errstate(invalid="ignore"):
+            support += np.abs(other - depth) <= tolerance
+    supported = valid & (support >= MIN_SUPPORT)
+    # islands of supported pixels too small to be a part (a clump of flying pixels) go too
+    labels, n = ndimage.label(supported)
+    if n > 1:
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        supported &= sizes[labels] >= max(20, 0.0005 * valid.sum())
+
+    # normals of the surface the supported pixels span; predicted normals must agree with them
+    surface_normal = depth_normals(points, supported)
+    smooth_normal = np.nan_to_num(surface_normal)
+    smooth_normal = np.stack([ndimage.uniform_filter(smooth_normal[..., c], 3) for c in range(3)], -1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        smooth_normal /= np.linalg.norm(smooth_normal, axis=-1, keepdims=True)
+    if normal is None:
+        agrees = supported
+        normal_ok = np.zeros((H, W), bool)
+    else:
+        facing = np.nan_to_num(-(normal * view).sum(-1)) > GRAZING_COS
+        agreement = np.nan_to_num((normal * smooth_normal).sum(-1), nan=1.0)
+        normal_ok = has_normal & facing
+        agrees = supported & (~normal_ok | (agreement > NORMAL_AGREEMENT_COS))
+    trusted = agrees
+    fraction = float(trusted.sum() / max(person.sum(), 1))
+    stats = {
+        "person_pixels": int(person.sum()),
+        "pixels_without_point": int((person & ~valid).sum()),
+        "trusted_pixels": int(trusted.sum()),
+        "unsupported_pixels": int((valid & ~supported).sum()),
+        "normal_disagreement_pixels": int((supported & ~agrees).sum()),
+        "grazing_or_missing_normal_pixels": int((valid & ~normal_ok).sum()),
+    }
+    if fraction < MIN_TRUSTED_FRACTION:
+        raise BundleError(
+            f"cannot close the surface: only {fraction:.0%} of the person's {int(person.sum())} pixels have a depth that "
+            f"agrees with their neighbours and their normal (the pointmap is too noisy or strewn with flying pixels); "
+            f"build the open front surface instead (no --watertight) or check the predictions"
+        )
+
+    # refill: depth of the nearest trusted pixel, along the pixel's own ray
+    _, (near_r, near_c) = ndimage.distance_transform_edt(~trusted, return_indices=True)
+    filled_depth = np.where(trusted, depth, depth[near_r, near_c])
+    # soften the refilled band so it does not step (a few passes of neighbour averaging)
+    refill = person & ~trusted
+    if refill.any():
+        for _ in range(3):
+            blurred = ndimage.uniform_filter(np.where(person, filled_depth, 0.0), 3)
+            weight = ndimage.uniform_filter(person.astype(np.float64), 3)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                filled_depth = np.where(refill, blurred / weight, filled_depth)
+    out_points = (rays * filled_depth[..., None]).astype(np.float64)
+    out_points[trusted] = points[trusted]
+    out_points[~person] = np.nan
+
+    # the surface's own normals, from a lightly smoothed depth (pixel noise would tilt them)
+    weight = ndimage.gaussian_filter(person.astype(np.float64), OWN_NORMAL_SIGMA_PX)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        smoothed = ndimage.gaussian_filter(np.where(person, filled_depth, 0.0), OWN_NORMAL_SIGMA_PX) / weight
+    own = depth_normals(rays * np.where(person, smoothed, np.nan)[..., None], person)
+    normals = own if normal is None else np.where((normal_ok & trusted)[..., None], np.nan_to_num(normal), own)
+    normals[~person] = np.nan
+    stats["trusted_fraction"] = round(fraction, 4)
+    return TrustedFront(trusted, out_points, normals, person.copy(), stats)
