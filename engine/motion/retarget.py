@@ -366,8 +366,7 @@ def retarget(plan: RetargetPlan, source_world: np.ndarray, fps: float = 30.0) ->
     pos = np.empty((T, B, 3))
     # the paired bones' world axes all at once: G x source axes x C_b
     paired = np.flatnonzero(plan.source_of >= 0)
-    rot[:, paired] = np.einsum("ij,tbjk,bkl->tbil", G, source_world[:, plan.source_of[paired], :3, :3],
-                               plan.correction[paired], optimize=True)
+    rot[:, paired] = G @ source_world[:, plan.source_of[paired], :3, :3] @ plan.correction[paired]
     travel = plan.scale * source_world[:, plan.source_hips, :3, 3] @ G.T if plan.hips >= 0 else None
     for b in range(B):                       # one step per bone, vectorised over frames
         p = target.parents[b]
