@@ -97,21 +97,53 @@ class Installed:
     task: str
     size: str
     path: Path
-    present: bool
+    present: bool              # a file is there
     bytes: int | None
+    problem: str | None = None  # why that file is not a usable checkpoint (from its header)
+
+    @property
+    def installed(self) -> bool:
+        return self.present and self.problem is None
 
     def as_dict(self) -> dict:
         return {"task": self.task, "size": self.size, "path": str(self.path), "present": self.present,
-                "bytes": self.bytes, "published": self.task not in UNPUBLISHED}
+                "installed": self.installed, "problem": self.problem, "bytes": self.bytes,
+                "published": self.task not in UNPUBLISHED}
+
+
+def checkpoint_problem(path: Path, task: str, size: str) -> str | None:
+    """Why the file at `path` is not the `task` checkpoint of `size`, read from its header alone
+    (no tensor is loaded): truncated or not safetensors, another task's head, another size."""
+    from engine.models.loading import HEAD_OUTPUT
+    from engine.models.safetensors_mmap import read_header
+    from engine.models.sapiens2 import ARCHS
+
+    try:
+        header, _ = read_header(path)
+    except CheckpointError as exc:
+        return str(exc).removeprefix(f"{path}: ")
+    heads = [t for t, name in HEAD_OUTPUT.items() if f"decode_head.{name}.weight" in header]
+    if heads != [task]:
+        held = f"a {heads[0]} checkpoint" if len(heads) == 1 else "no task head" if not heads else \
+            f"several heads ({', '.join(heads)})"
+        return f"holds {held}, not {task}: a misplaced or renamed file"
+    embed = header.get("backbone.patch_embed.projection.weight", {}).get("shape")
+    dims = ARCHS.get(f"sapiens2_{size}", {}).get("embed_dims")
+    if embed and dims and embed[0] != dims:
+        found = next((a.removeprefix("sapiens2_") for a, c in ARCHS.items() if c["embed_dims"] == embed[0]), None)
+        return f"holds a {found or str(embed[0]) + '-wide'} model, not {size}: a misplaced or renamed file"
+    return None
 
 
 def list_checkpoints(root: Path, sizes=TASK_SIZES, tasks=TASKS) -> list[Installed]:
+    """Each expected checkpoint: present or not, and for a present file whether its header fits."""
     rows = []
     for size in sizes:
         for task in tasks:
             path = checkpoint_path(root, task, size)
             present = path.is_file()
-            rows.append(Installed(task, size, path, present, path.stat().st_size if present else None))
+            rows.append(Installed(task, size, path, present, path.stat().st_size if present else None,
+                                  checkpoint_problem(path, task, size) if present else None))
     return rows
 
 

@@ -202,6 +202,34 @@ def test_list_checkpoints(tmp_path):
     assert len(rows) == len(ck.TASKS) * len(ck.TASK_SIZES)
     present = [r for r in rows if r.present]
     assert [(r.task, r.size, r.bytes) for r in present] == [("pose", "0.8b", 5)]
+    assert not present[0].installed and "not a safetensors file" in present[0].problem
+
+
+def test_models_tells_truncated_and_misplaced_checkpoints_from_installed_ones(tmp_path, capsys):
+    """A file's header decides: truncated, another task's head or another size is not installed."""
+    from engine.cli import main
+    from engine.models.sapiens2 import ARCHS
+    from engine.models.testing import write_tiny_checkpoint
+
+    def tiny(task, path, dims=64):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return write_tiny_checkpoint(path, task, img_size=(64, 48), embed_dims=dims)
+
+    good = tiny("normal", ck.checkpoint_path(tmp_path, "normal", "0.4b"), dims=ARCHS["sapiens2_0.4b"]["embed_dims"])
+    truncated = tiny("pose", ck.checkpoint_path(tmp_path, "pose", "0.4b"))
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+    tiny("seg", ck.checkpoint_path(tmp_path, "pointmap", "0.4b"))                   # a seg file under pointmap's name
+    tiny("seg", ck.checkpoint_path(tmp_path, "seg", "1b"), dims=ARCHS["sapiens2_0.4b"]["embed_dims"])  # 0.4b as 1b
+    rows = {(r.task, r.size): r for r in ck.list_checkpoints(tmp_path)}
+    assert rows["normal", "0.4b"].installed and rows["normal", "0.4b"].problem is None
+    assert not rows["pose", "0.4b"].installed and "truncated" in rows["pose", "0.4b"].problem
+    assert "holds a seg checkpoint, not pointmap" in rows["pointmap", "0.4b"].problem
+    assert "holds a 0.4b model, not 1b" in rows["seg", "1b"].problem
+    assert main(["models", "--checkpoints", str(tmp_path)]) == 0
+    lines = {tuple(line.split()[:2]): line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "installed" in lines["0.4b", "normal"] and str(good) not in lines["0.4b", "normal"]
+    assert "unusable" in lines["0.4b", "pose"] and "truncated" in lines["0.4b", "pose"]
+    assert "unusable" in lines["0.4b", "pointmap"] and "unusable" in lines["1b", "seg"]
 
 
 def test_cli_download_and_models(tmp_path, hub, payload, capsys):

@@ -42,9 +42,35 @@ def _print_progress(stage: str, fraction: float, message: str) -> None:
     print(f"  {stage} {fraction:4.0%} {message}", file=sys.stderr)
 
 
+def check_targets(checkpoints: list[Path], out: Path, dtype: str) -> None:
+    """Before any tracing (a minute per model): the checkpoints are readable safetensors files and
+    --out is a folder (or can be one) where no folder sits in the way of an .onnx file."""
+    from engine.errors import CheckpointError, EngineError
+    from engine.models.safetensors_mmap import read_header
+    from engine.runtime.onnx_export import onnx_name
+
+    if out.exists() and not out.is_dir():
+        raise EngineError(f"--out {out}: is a file, not a folder; export-onnx writes one "
+                          "<checkpoint>.<dtype>.onnx file per checkpoint into a folder")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise EngineError(f"--out {out}: {parent} is a file, not a folder")
+            break
+    for checkpoint in checkpoints:
+        if not checkpoint.is_file():
+            raise CheckpointError(f"{checkpoint}: checkpoint file not found")
+        if checkpoint.suffix == ".safetensors":
+            read_header(checkpoint)  # truncated or not safetensors: said now, not after tracing
+        target = out / onnx_name(checkpoint, dtype)
+        if target.is_dir():
+            raise EngineError(f"--out {out}: {target} is a folder; the export would need its name")
+
+
 def run(args: argparse.Namespace) -> int:
     from engine.runtime.onnx_export import export_checkpoint
 
+    check_targets(args.checkpoints, args.out, args.dtype)
     for checkpoint in args.checkpoints:
         print(f"exporting {checkpoint}", file=sys.stderr)
         path = export_checkpoint(checkpoint, args.out, dtype=args.dtype, input_hw=args.input_size,

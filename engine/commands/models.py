@@ -23,8 +23,10 @@ def run(args) -> int:
         return 0
     print(f"checkpoints in {root}")
     for r in rows:
-        if r.present:
+        if r.installed:
             state = f"installed  {r.bytes / 1e9:6.2f} GB"
+        elif r.present:
+            state = f"unusable   {r.path}: {r.problem}"
         elif r.task == "albedo":
             state = "missing    (not published yet)"
         else:
