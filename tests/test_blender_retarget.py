@@ -12,7 +12,7 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from blender_support import addon  # noqa: E402,F401
+from blender_support import addon, rigify_avatar  # noqa: E402,F401  (fixtures)
 from mathutils import Vector  # noqa: E402
 
 from engine.motion.retarget_sources import read_motion  # noqa: E402
@@ -237,3 +237,34 @@ def test_panel_draws_the_motion_box_for_a_selected_armature(addon, walk_dir):
     drawn.clear()
     SAPIENS_PT_main.draw(SimpleNamespace(layout=Layout()), bpy.context)
     assert "SAPIENS_UL_bone_map" in drawn
+
+
+def test_the_avatars_own_rig_and_its_mesh_receive_the_walk(addon, walk_dir, rigify_avatar):
+    from blender_support import evaluated_positions
+
+    assert bpy.ops.sapiens.import_avatar(directory=str(rigify_avatar)) == {"FINISHED"}
+    rig, mesh = bpy.data.objects["sample_rig"], bpy.data.objects["sample"]
+    src, _ = source_heads(walk_dir)
+    rest = evaluated_positions(mesh)
+    apply(rig, walk_dir)
+    parts = {i.part: i.bone for i in rig.sapiens_bone_map if i.part}
+    assert parts["leftUpperArm"] == "upper_arm.L" and parts["hips"] == "spine"
+    heads = pose_heads(rig, FRAMES)
+    errors = direction_errors(heads, parts, src)
+    assert np.mean(errors) < DIRECTION_BOUND_DEG and max(errors) < DIRECTION_BOUND_DEG, errors
+    # the mesh moves with the hands: the left hand's vertices (by body-part label) travel with hand.L
+    scene = bpy.context.scene
+    labels = {e["name"]: e["id"] for e in json.loads((rigify_avatar / "avatar.json").read_text())["labels"]}
+    values = np.empty(len(mesh.data.vertices), np.int32)
+    mesh.data.attributes["sapiens_label"].data.foreach_get("value", values)
+    hand_vertices = np.flatnonzero(values == labels["Left_Hand"])
+    assert len(hand_vertices) > 10
+    for t in (FRAMES // 2, FRAMES - 1):
+        scene.frame_set(scene.frame_start + t)
+        now = evaluated_positions(mesh)[hand_vertices]
+        # where hand.L alone would carry them (rigid with the bone)
+        carry = np.array(rig.matrix_world @ rig.pose.bones["hand.L"].matrix @ rig.data.bones["hand.L"].matrix_local.inverted()
+                         @ rig.matrix_world.inverted())
+        rigid = rest[hand_vertices] @ carry[:3, :3].T + carry[:3, 3]
+        assert np.linalg.norm(now - rigid, axis=1).mean() < 0.02, t
+        assert np.linalg.norm(now - rest[hand_vertices], axis=1).mean() > 0.1
