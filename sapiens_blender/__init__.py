@@ -21,7 +21,11 @@ def _menu_hooks():
 
     from .panel import draw_status_bar
 
-    return ((bpy.types.TOPBAR_MT_file_import, _menu_import), (bpy.types.STATUSBAR_HT_header, draw_status_bar))
+    return (
+        (bpy.types.TOPBAR_MT_file_import, _menu_import),
+        (bpy.types.TOPBAR_MT_file_export, _menu_export),
+        (bpy.types.STATUSBAR_HT_header, draw_status_bar),
+    )
 
 
 def register():
@@ -58,3 +62,7 @@ def unregister():
 
 def _menu_import(self, context):
     self.layout.operator("sapiens.import_avatar", text="Sapiens Avatar (folder)")
+
+
+def _menu_export(self, context):
+    self.layout.operator("sapiens.export_avatar", text="Sapiens Avatar (FBX, USD, glb)")

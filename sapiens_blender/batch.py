@@ -1,11 +1,13 @@
-"""Batch: build avatars for many photos from a list and save one .blend per photo.
+"""Batch: build avatars for many photos from a list; save a .blend (or FBX, USD, glb) per photo.
 
     python -m sapiens_blender.batch LIST.yaml [--engine-python PY] [--engine-source DIR] [--size S ...]
     blender -b --factory-startup -P /path/to/sapiens_blender/batch.py -- LIST.yaml [...]
 
 The list (docs/blender.md): `engine_python`, `engine_source`, `cache_dir`, `output_dir`, engine
 options for every photo (at the top, or under `defaults`) and `items`, each with `photo`,
-optionally `blend` (the output file; default OUTPUT_DIR/PHOTO_STEM.blend) and its own engine
+optionally `export` (files to write: .blend .fbx .usdc .usd .usda .usdz .glb, through Blender's
+own exporters with the item's `preset`: unreal, unity or maya), `blend` (default, when neither is
+given: OUTPUT_DIR/PHOTO_STEM.blend) and its own engine
 options; an item may name a predictions `bundle` (a folder from `sapiens-engine predict`)
 instead of a photo: it is built without a model pass. Engine options are the engine's `avatar` options under their engine names
 (engine_options.json: detail, max_faces, rig, rest_pose, formats, size, device, checkpoints ...);
@@ -30,8 +32,9 @@ from . import batch_list, option_table  # noqa: E402
 from .engine_session import EngineSession, EngineSettings  # noqa: E402
 from .pipeline import Pipeline, ProgressPrinter, RunRequest, photo_name  # noqa: E402
 
-LIST_KEYS = frozenset({"engine_python", "engine_source", "cache_dir", "output_dir", "defaults", "items", "predict"})
-ITEM_KEYS = frozenset({"photo", "bundle", "blend"})
+LIST_KEYS = frozenset({"engine_python", "engine_source", "cache_dir", "output_dir", "defaults", "items", "predict",
+                       "preset"})
+ITEM_KEYS = frozenset({"photo", "bundle", "blend", "export", "preset"})
 _RETIRED = {"reuse_predictions": "predictions are reused whenever photo, models and options are the same"}
 
 
@@ -74,17 +77,43 @@ def item_options(spec: dict, item: dict, index: int, list_dir: Path, base: dict)
     merged = dict(base)
     merged.update(check_options(spec.get("predict") or {}, "predict.", list_dir))
     merged.update(check_options(spec, "", list_dir, skip=LIST_KEYS))
-    merged.update(check_options(spec.get("defaults") or {}, "defaults.", list_dir))
+    merged.update(check_options(spec.get("defaults") or {}, "defaults.", list_dir, skip={"preset"}))
     merged.update(check_options(item, f"items[{index}].", list_dir, skip=ITEM_KEYS))
     return merged
 
 
+def item_outputs(spec: dict, item: dict, index: int, list_dir: Path, output_dir: Path, name: str):
+    """([files], preset) of one item: `export` (a path or a list; .fbx .usdc .usd .usda .usdz .glb
+    .blend) and `blend`, or OUTPUT_DIR/NAME.blend when it names neither; the export preset from the
+    item, `defaults` or the top level (unreal when none)."""
+    from .export_presets import DEFAULT_PRESET, PRESETS, ExportRequestError, export_format
+
+    where = f"items[{index}]."
+    exports = item.get("export") or []
+    exports = [exports] if isinstance(exports, str) else list(exports) if isinstance(exports, list) else exports
+    if not isinstance(exports, list) or not all(isinstance(e, str) for e in exports):
+        raise batch_list.BatchListError(f"{where}export: expected a file or a list of files, got {exports!r}")
+    if item.get("blend"):
+        exports.append(str(item["blend"]))
+    files = [(list_dir / e).resolve() for e in exports] or [output_dir / f"{name}.blend"]
+    for path in files:
+        try:
+            export_format(path)
+        except ExportRequestError as exc:
+            raise batch_list.BatchListError(f"{where}export: {exc}") from None
+    preset = item.get("preset") or (spec.get("defaults") or {}).get("preset") or spec.get("preset") or DEFAULT_PRESET
+    if preset not in PRESETS:
+        raise batch_list.BatchListError(f"{where}preset: {preset!r} is not a preset ({', '.join(PRESETS)})")
+    return files, preset
+
+
 def run_batch(spec: dict, *, list_dir: Path, engine_python: str | None = None, engine_source: str | None = None,
               base_options: dict | None = None, log=print) -> list[dict]:
-    """Run every item; returns one record per item ({photo, blend, ok, message, seconds}).
+    """Run every item; returns one record per item ({photo, files, ok, message, seconds}).
     `base_options`: engine options (the preferences' model options) under the list's own."""
     import bpy
 
+    from .blender.export_avatar import export_avatar
     from .blender.import_avatar import import_avatar
 
     from_spec = lambda key: spec.get(key) and str((list_dir / spec[key]).resolve())  # noqa: E731
@@ -105,15 +134,15 @@ def run_batch(spec: dict, *, list_dir: Path, engine_python: str | None = None, e
             raise batch_list.BatchListError(f"items[{index}]: give a photo or a predictions bundle (one of them)")
         source = (list_dir / str(item.get("photo") or item.get("bundle"))).resolve()
         name = photo_name(source) if "photo" in item else photo_name(source.name)
-        blend = Path(item["blend"]) if item.get("blend") else output_dir / f"{name}.blend"
         params = item_options(spec, item, index, list_dir, base_options or {})
-        requests.append((source, "bundle" in item, (list_dir / blend).resolve(), params))
+        outputs = item_outputs(spec, item, index, list_dir, output_dir, name)
+        requests.append((source, "bundle" in item, outputs, params))
     session = EngineSession()
     records = []
     try:
-        for index, (photo, is_bundle, blend, params) in enumerate(requests, 1):
+        for index, (photo, is_bundle, (files, preset), params) in enumerate(requests, 1):
             started = time.monotonic()
-            record = {"photo": str(photo), "blend": str(blend), "ok": False, "message": ""}
+            record = {"photo": str(photo), "files": [str(f) for f in files], "ok": False, "message": ""}
             try:
                 if not (photo.is_dir() if is_bundle else photo.is_file()):
                     raise FileNotFoundError(f"{'bundle' if is_bundle else 'photo'} not found: {photo}")
@@ -128,14 +157,17 @@ def run_batch(spec: dict, *, list_dir: Path, engine_python: str | None = None, e
                     raise RuntimeError(run.error or run.message)
                 bpy.ops.wm.read_factory_settings(use_empty=True)
                 result = import_avatar(run.avatar_dir, name=request.name, scene=bpy.context.scene)
-                _save_blend(blend)
+                objects = [o for o in (result.armature_object, result.mesh_object) if o is not None]
+                for path in files:
+                    export_avatar(objects, path, preset)
                 record.update(ok=True, message=f"{result.collection.name}: {len(result.mesh_object.data.vertices)} vertices"
                               + (" (cached predictions)" if run.used_cache else ""))
             except Exception as exc:  # one bad photo must not stop the batch
                 record["message"] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError) else str(exc)
             record["seconds"] = round(time.monotonic() - started, 2)
+            written = ", ".join(f.name for f in files)
             log(f"[{index}/{len(requests)}] {'ok  ' if record['ok'] else 'FAIL'} {photo.name} -> "
-                f"{blend.name if record['ok'] else record['message']} ({record['seconds']} s)")
+                f"{written if record['ok'] else record['message']} ({record['seconds']} s)")
             records.append(record)
     finally:
         session.stop()
@@ -186,16 +218,6 @@ def _default_cache() -> Path:
     from . import user_data
 
     return user_data.cache_root()
-
-
-def _save_blend(path: Path) -> None:
-    """Save atomically: a temporary file beside the target, then a rename."""
-    import bpy
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.blend")
-    bpy.ops.wm.save_as_mainfile(filepath=str(tmp), copy=True, compress=True)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
 from . import user_data
@@ -332,6 +332,48 @@ class SAPIENS_OT_bind_generated_rig(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def _preset_items(self, context):
+    from .export_presets import PRESETS
+
+    return [(name, spec["label"], f"Axes and scale as {spec['label']} expects them") for name, spec in PRESETS.items()]
+
+
+class SAPIENS_OT_export_avatar(bpy.types.Operator):
+    """Export the selected avatar (mesh, armature, action) with Blender's FBX, USD or glTF exporter, set up for a game engine or DCC"""
+
+    bl_idname = "sapiens.export_avatar"
+    bl_label = "Export Avatar"
+
+    filepath: StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE"})
+    filter_glob: StringProperty(default="*.fbx;*.usdc;*.usd;*.usda;*.usdz;*.glb;*.blend", options={"HIDDEN"})
+    preset: EnumProperty(name="Preset", items=_preset_items, description="Target application: its axes and units")
+
+    @classmethod
+    def poll(cls, context):
+        from .blender.export_avatar import avatar_objects
+
+        return bool(avatar_objects(context.active_object))
+
+    def invoke(self, context, event):
+        if not self.filepath:
+            self.filepath = bpy.path.abspath(f"//{context.active_object.name}.fbx")
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        from .blender.export_avatar import avatar_objects, export_avatar
+        from .export_presets import ExportRequestError
+
+        objects = avatar_objects(context.active_object)
+        try:
+            path = export_avatar(objects, bpy.path.abspath(self.filepath), self.preset)
+        except (ExportRequestError, OSError, RuntimeError) as exc:
+            self.report({"ERROR"}, f"Export failed: {exc}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Exported {', '.join(o.name for o in objects)} to {path}")
+        return {"FINISHED"}
+
+
 class SAPIENS_OT_stop_engine(bpy.types.Operator):
     """Stop the engine process (it starts again on the next run)"""
 
@@ -394,7 +436,7 @@ class SAPIENS_OT_batch(bpy.types.Operator, ImportHelper):
 
 CLASSES = (
     SAPIENS_OT_run, SAPIENS_OT_cancel, SAPIENS_OT_import_avatar, SAPIENS_OT_bind_generated_rig,
-    SAPIENS_OT_stop_engine, SAPIENS_OT_batch,
+    SAPIENS_OT_export_avatar, SAPIENS_OT_stop_engine, SAPIENS_OT_batch,
 )
 
 

@@ -68,6 +68,7 @@ class SAPIENS_PT_main(bpy.types.Panel):
         layout.separator()
         row = layout.row(align=True)
         row.operator("sapiens.import_avatar", icon="IMPORT")
+        row.operator("sapiens.export_avatar", text="Export", icon="EXPORT")
         row.operator("sapiens.batch", text="Batch", icon="FILE_TEXT")
         client = SESSION.current
         row = layout.row(align=True)

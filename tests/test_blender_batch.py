@@ -80,6 +80,8 @@ def test_headless_batch_writes_blend_files(tmp_path, shared_samples):
         device: cpu
         items:
           - bundle: bundles/person_102
+            export: [blends/person_102.blend, unity/person_102.fbx]
+            preset: unity
             detail: none
             resolution: quarter
             texture_size: 512
@@ -99,6 +101,7 @@ def test_headless_batch_writes_blend_files(tmp_path, shared_samples):
     assert "[1/2] build   0.0% build started" in out, out  # each item's progress, as the CLI prints it
     blend = tmp_path / "blends" / "person_102.blend"
     assert blend.exists() and not list(blend.parent.glob(".*tmp*"))
+    assert (tmp_path / "unity" / "person_102.fbx").stat().st_size > 10_000
     check = subprocess.run(
         [sys.executable, "-c", "import bpy, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]); "
          "c = bpy.data.collections['person_102']; print(sorted(o.type for o in c.objects))", str(blend)],
@@ -186,3 +189,18 @@ def test_model_flags_round_trip_through_the_batch_command_line(tmp_path):
     parser = argparse.ArgumentParser()
     batch._add_model_arguments(parser)
     assert base_options_from(parser.parse_args(args)) == options
+
+
+def test_item_outputs_and_presets(tmp_path):
+    from sapiens_blender.batch import item_outputs
+
+    spec = {"preset": "maya", "items": []}
+    files, preset = item_outputs(spec, {"photo": "a.jpg"}, 0, tmp_path, tmp_path / "blends", "a")
+    assert files == [tmp_path / "blends" / "a.blend"] and preset == "maya"
+    files, preset = item_outputs(spec, {"photo": "a.jpg", "export": "out/a.usdc", "preset": "unity"}, 0, tmp_path,
+                                 tmp_path, "a")
+    assert files == [tmp_path / "out" / "a.usdc"] and preset == "unity"
+    with pytest.raises(BatchListError, match=r"items\[3\]\.export: a\.obj: export to"):
+        item_outputs(spec, {"photo": "a.jpg", "export": ["a.fbx", "a.obj"]}, 3, tmp_path, tmp_path, "a")
+    with pytest.raises(BatchListError, match=r"items\[0\]\.preset: 'godot' is not a preset"):
+        item_outputs(spec, {"photo": "a.jpg", "preset": "godot"}, 0, tmp_path, tmp_path, "a")
