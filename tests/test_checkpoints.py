@@ -247,6 +247,8 @@ def test_cli_download_and_models(tmp_path, hub, payload, capsys):
     assert present == [("pose", "0.4b", len(payload))]
     assert main(["models", "--checkpoints", str(tmp_path)]) == 0
     text = capsys.readouterr().out
-    assert "installed" in text and "sapiens-engine download --size 0.4b --tasks seg" in text
+    # the hub here serves random bytes: downloaded whole, but its header says it is no checkpoint
+    assert "unusable" in text and "not a safetensors file" in text
+    assert "sapiens-engine download --size 0.4b --tasks seg" in text
     assert main(["download", "--tasks", "seg", "--checkpoints", str(tmp_path)]) == 1
     assert "404" in capsys.readouterr().err
