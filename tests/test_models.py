@@ -117,7 +117,9 @@ def test_tiny_4k_backbone_parity(shared_reference):
         out = model(io["input"])
     ref = io["backbone.out"]
     assert out.shape == ref.shape == (2, 64, 4, 3)
-    assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
+    # 2.9e-7 relative on this machine (other CPUs and thread counts order sums differently); with the
+    # class and storage tokens left in fp32 through the bf16 RoPE, as before, it was 5.9e-6
+    assert (out - ref).abs().max() <= 2e-6 * ref.abs().max()
 
 
 def test_pose_decode_parity(shared_reference):
@@ -148,10 +150,33 @@ def test_engine_checkpoint_round_trips(tmp_path, task):
     x = torch.randn(1, 3, 256, 192, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         a, b = model(x), loaded(x)
+    # The loaded weights are memory-mapped (other alignment, other kernel paths on some CPUs: on
+    # AMD EPYC the pointmap scale differed in its last bit), so equal to float rounding only.
     for u, v in zip(*(o if isinstance(o, tuple) else (o,) for o in (a, b))):
-        assert torch.equal(u, v)
+        assert u.shape == v.shape
+        assert (u - v).abs().max() <= 1e-5 * u.abs().max()
     raw = load_file(path)
     assert raw[("backbone." if task else "") + "rope_embed.periods"].dtype == torch.bfloat16
+
+
+def test_rope_rounds_the_whole_q_and_k_to_bf16_as_the_reference():
+    """Prefix tokens (class + 8 storage) are not rotated but come back rounded to bf16; the ONNX
+    export's fp32 emulation of the bf16 rotation gives the same bits."""
+    from engine.models.sapiens2 import RopePositionEmbedding, apply_rope
+    from engine.runtime.onnx_export import rotate_emulated
+
+    g = torch.Generator().manual_seed(1)
+    sin, cos = RopePositionEmbedding(16, 100.0, torch.bfloat16)(4, 3)
+    x = torch.randn(2, 4, 9 + 12, 16, generator=g)
+    out = apply_rope(x, sin, cos)
+    assert out.dtype == torch.float32
+    assert torch.equal(out[..., :9, :], x[..., :9, :].bfloat16().float())
+    assert not torch.equal(out[..., :9, :], x[..., :9, :])          # the rounding happened
+    patches = x[..., 9:, :].bfloat16()
+    half1, half2 = patches.chunk(2, dim=-1)
+    want = (patches * cos + torch.cat([-half2, half1], dim=-1) * sin).float()
+    assert torch.equal(out[..., 9:, :], want)
+    assert torch.equal(rotate_emulated(x, sin.float(), cos.float(), torch.bfloat16), out)
 
 
 def test_load_model_casts_dtype_but_keeps_rope_periods(tmp_path):
@@ -238,8 +263,12 @@ def test_pickle_checkpoints_load_only_plain_weights(good_pose, tmp_path):
 
     evil = tmp_path / "evil.pth"
     torch.save({"state_dict": sd, "extra": Payload()}, evil)
-    with pytest.raises(CheckpointError, match="evil.pth: refused"):
+    with pytest.raises(CheckpointError, match="evil.pth: refused") as err:
         engine.load_model(evil)
+    message = str(err.value)
+    assert "(it calls print)" in message
+    # never the advice to turn the safety off (torch's own message gives it)
+    assert "weights_only" not in message and "can still be loaded" not in message
 
 
 def test_tiny_config_inference_matches_tiny_config():

@@ -43,9 +43,12 @@ def _read_torch_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
+        # torch's own message goes on to suggest weights_only=False, which would run that code
+        needed = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        what = f" (it calls {needed.group(1)})" if needed else ""
         raise CheckpointError(
-            f"{path}: refused: loading it would run pickled code, which is unsafe "
-            f"({str(exc).splitlines()[0]}). Convert it to .safetensors from a trusted environment."
+            f"{path}: refused: loading it would run code stored in the file{what}, which is unsafe. "
+            "Use the released .safetensors checkpoint instead."
         ) from None
     except (RuntimeError, EOFError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None

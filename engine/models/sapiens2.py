@@ -233,12 +233,17 @@ class RopePositionEmbedding(nn.Module):
 
 
 def apply_rope(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
-    """Rotate the patch tokens of x (B, heads, N, D); the leading prefix tokens stay as they are."""
+    """Rotate the patch tokens of x (B, heads, N, D) in the tables' dtype.
+
+    The whole of x goes to that dtype first, as in the reference: the leading prefix tokens (class
+    and storage) are not rotated, but they come back rounded to bf16 like the patch tokens.
+    """
     prefix = x.shape[-2] - sin.shape[-2]
-    head, patches = x[..., :prefix, :], x[..., prefix:, :].to(sin.dtype)
+    rounded = x.to(sin.dtype)
+    head, patches = rounded[..., :prefix, :], rounded[..., prefix:, :]
     half1, half2 = patches.chunk(2, dim=-1)
     rotated = patches * cos + torch.cat([-half2, half1], dim=-1) * sin
-    return torch.cat([head, rotated.to(x.dtype)], dim=-2)
+    return torch.cat([head, rotated], dim=-2).to(x.dtype)
 
 
 class LayerScale(nn.Module):

@@ -59,13 +59,13 @@ def _round_to(x: Tensor, dtype: torch.dtype) -> Tensor:
 def rotate_emulated(x: Tensor, sin: Tensor, cos: Tensor, compute_dtype: torch.dtype) -> Tensor:
     """engine.models.sapiens2.apply_rope, with the `compute_dtype` arithmetic emulated in fp32."""
     prefix = x.shape[-2] - sin.shape[-2]
-    head = x[..., :prefix, :]
+    head = _round_to(x[..., :prefix, :].float(), compute_dtype)  # rounded, not rotated
     patches = _round_to(x[..., prefix:, :].float(), compute_dtype)
     half1, half2 = patches.chunk(2, dim=-1)
     turned = torch.cat([-half2, half1], dim=-1)
     rotated = _round_to(_round_to(patches * cos, compute_dtype) + _round_to(turned * sin, compute_dtype),
                         compute_dtype)
-    return torch.cat([head, rotated.to(x.dtype)], dim=-2)
+    return torch.cat([head, rotated], dim=-2).to(x.dtype)
 
 
 class FrozenRope(nn.Module):
