@@ -376,6 +376,9 @@ OPTIONS: tuple[Option, ...] = (
            ("animate",), default=1.0, optional=False, min=0.001, max=1000.0, group="motion"),
     Option("beta", "float", "Beta", "One Euro filter: cutoff gain per m/s of speed",
            ("animate",), default=2.0, optional=False, min=0.0, max=1000.0, group="motion"),
+    Option("feet", "choice", "Feet", "lock: feet standing on the ground stay put (two-bone leg IK) and the body "
+           "never sinks through it, foot skate reported in animation.json; off: joints as lifted",
+           ("animate",), default="lock", optional=False, choices=("lock", "off"), group="motion"),
     # -- output files --
     Option("formats", "choices", "Formats", "files to write: glb, usd, usdz, obj, ply, bvh",
            (*_BUILD_JOBS, "animate", "retarget"), default=("glb", "obj", "ply"), optional=False, choices=FORMATS,

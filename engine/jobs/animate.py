@@ -13,8 +13,8 @@ from engine.options import BY_NAME
 
 # option name -> animate_frames keyword, where they differ
 ANIMATE_KEYWORDS = {"rig": "convention"}
-ANIMATE_OPTIONS = ("rig", "fps", "smooth", "min_cutoff", "beta", "size", "checkpoints", "device", "backend",
-                   "formats")
+ANIMATE_OPTIONS = ("rig", "fps", "smooth", "min_cutoff", "beta", "feet", "size", "checkpoints", "device",
+                   "backend", "formats")
 
 
 def _animate_frames():

@@ -25,12 +25,13 @@ from engine.formats import writers_for
 from engine.formats.scene import Animation, Scene, matrix_to_quaternion
 from engine.rig.describe import skeleton_description
 from engine.motion import frames as frame_io
+from engine.motion.feet import FEET_MODES, bone_skate_mm, lock_feet, plant_leg_bones
 from engine.motion.frames import Frame, list_frames, read_frames
 from engine.rig.lift import LIFTED
 from engine.rig.skeleton import bone_matrices, build_skeleton, skeleton_arrays
 
 ANIMATION_FORMAT = "sapiens-animation"
-ANIMATION_VERSION = "1.1"   # 1.1: animation.json says why frames were unusable (unusable_frames)
+ANIMATION_VERSION = "1.1"   # 1.1: animation.json adds unusable_frames and feet (contacts, skate)
 CORE_JOINTS = ("neck", "shoulder_L", "shoulder_R", "hip_L", "hip_R")
 MIN_CONFIDENT_CORE = 3     # fewer core joints lifted than this and the frame is filled in
 MIN_USABLE_FRAMES = 2      # fewer frames with a followable person and there is no motion to speak of
@@ -53,6 +54,7 @@ class Motion:
     confidence: np.ndarray         # T mean joint confidence
     skeleton: dict                 # rest skeleton.json content
     fps: float
+    feet: dict | None = None       # feet clean-up report (engine.motion.feet), None when off
 
     def world(self) -> np.ndarray:
         """T x B x 4 x 4 bone frames (avatar frame) from the fixed offsets and the rotations."""
@@ -97,7 +99,7 @@ def fill_gaps(tracks: np.ndarray, valid: np.ndarray, present: np.ndarray | None 
 def motion_from_tracks(names: list[str], tracks_avatar: np.ndarray, valid: np.ndarray, fps: float, *,
                        convention: str = "rigify", height: float = 1.7, smooth: bool = True,
                        min_cutoff: float = 1.0, beta: float = 2.0,
-                       present: np.ndarray | None = None) -> tuple[Motion, np.ndarray]:
+                       present: np.ndarray | None = None, feet: str = "off") -> tuple[Motion, np.ndarray]:
     """Joint tracks (T x J x 3, avatar frame) -> Motion; also returns the smoothed tracks.
     valid: T x J trusted values; present: T x J values there at all (see fill_gaps)."""
     T = len(tracks_avatar)
@@ -111,6 +113,11 @@ def motion_from_tracks(names: list[str], tracks_avatar: np.ndarray, valid: np.nd
         pelvis = 0.5 * (tracks[:, names.index("hip_L")] + tracks[:, names.index("hip_R")])
         root = one_euro(pelvis[:, None], fps, min_cutoff=min_cutoff, beta=4 * beta)[:, 0]
         tracks = one_euro(tracks - pelvis[:, None], fps, min_cutoff=min_cutoff, beta=beta) + root[:, None]
+    feet_report = None
+    if feet == "lock":
+        tracks, feet_report, contact, moved_feet = lock_feet(tracks, names, fps)
+    elif feet != "off":
+        raise EngineError(f"feet {feet!r}: choose {' or '.join(FEET_MODES)}")
     worlds = []
     skeleton0 = None
     for t in range(T):
@@ -130,7 +137,12 @@ def motion_from_tracks(names: list[str], tracks_avatar: np.ndarray, valid: np.nd
     sampled = np.unique(np.linspace(0, T - 1, min(T, 15)).astype(int))
     bone_len = np.median(np.stack([_frame_lengths(tracks[t], names, convention, height) for t in sampled]), axis=0)
     motion = Motion(bnames, parents, rest_local, local[:, :, :3, :3], worlds[:, 0, :3, 3],
-                    ~frame_ok, np.zeros(T), skeleton0, fps)
+                    ~frame_ok, np.zeros(T), skeleton0, fps, feet_report)
+    if feet_report is not None:
+        # the bones have fixed lengths: their legs are solved again to put each planted ankle
+        # exactly where the locked joints are
+        ankles = tracks[:, [names.index("ankle_L"), names.index("ankle_R")]]
+        motion.local_rotations = plant_leg_bones(motion.world(), parents, skeleton0, ankles, moved_feet)
     # rest skeleton: the first usable frame's pose with the fixed offsets and median bone lengths
     w = motion.world()[first]
     rest_bones = []
@@ -140,6 +152,9 @@ def motion_from_tracks(names: list[str], tracks_avatar: np.ndarray, valid: np.nd
         nb["tail"] = [round(float(v), 6) for v in w[b, :3, 3] + w[b, :3, 1] * bone_len[b]]
         rest_bones.append(nb)
     motion.skeleton = {**skeleton0, "bones": rest_bones}
+    if feet_report is not None:   # what the written bones do (fixed bone lengths), beside the joints'
+        skate = bone_skate_mm(motion.world(), motion.skeleton, contact)
+        feet_report["skate_mm_per_frame"]["after_on_bones"] = None if not np.isfinite(skate) else round(skate, 2)
     return motion, tracks
 
 
@@ -231,17 +246,20 @@ def write_frame_json(dir_: Path, motion: Motion, tracks: np.ndarray, joint_names
 def animate_frames(frames: str | Path, out_dir: str | Path, *, convention: str = "rigify", fps: float | None = None,
                    smooth: bool = True, min_cutoff: float = 1.0, beta: float = 2.0, size: str = "0.4b",
                    checkpoints=None, device: str = "auto", backend: str = "torch", formats=None,
-                   progress: Progress = None) -> Path:
+                   feet: str = "lock", progress: Progress = None) -> Path:
     """Animate a skeleton from a directory of frames (images, or predictions bundles) or a video.
 
     fps: frame rate of the sequence (default: the video's own, else 30). formats: the motion
-    formats to write (engine.formats.WRITERS; default glb and bvh). Writes into out_dir:
+    formats to write (engine.formats.WRITERS; default glb and bvh). feet: "lock" keeps standing
+    feet planted and the body above the ground (engine.motion.feet), "off" leaves the joints as lifted. Writes into out_dir:
     animation.glb, animation.bvh (animation.usdc with "usd"), skeleton.json (rest), animation.json (summary) and
     frames/NNNNNN.json (per-frame joints, bone rotations, filled flag). Every input frame keeps
     its place: one that cannot be used is filled from its neighbours and marked. Decoded video
     frames and their predictions live in a temporary directory that is removed afterwards."""
     out_dir = Path(out_dir)
     writers = writers_for(formats, "motion")  # a bad choice fails before any frame is read
+    if feet not in FEET_MODES:
+        raise EngineError(f"feet {feet!r}: choose {' or '.join(FEET_MODES)}")
     kind, paths = list_frames(frames)
     sources = [str(p) for p in paths]
     work = Path(tempfile.mkdtemp(prefix="animate-")) if kind != "bundles" else None
@@ -256,25 +274,28 @@ def animate_frames(frames: str | Path, out_dir: str | Path, *, convention: str =
             entries = frame_io.predict_frames(paths, work / "bundles", size=size, checkpoints=checkpoints, device=device,
                                      backend=backend, progress=progress)
         return _animate(read_frames(entries, sources, progress), out_dir, convention=convention, fps=fps or 30.0,
-                        smooth=smooth, min_cutoff=min_cutoff, beta=beta, writers=writers, progress=progress)
+                        smooth=smooth, min_cutoff=min_cutoff, beta=beta, writers=writers, feet=feet,
+                        progress=progress)
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
 
 
 def _animate(frames: list[Frame], out_dir: Path, *, convention: str, fps: float, smooth: bool,
-             min_cutoff: float, beta: float, progress: Progress, writers=None) -> Path:
+             min_cutoff: float, beta: float, progress: Progress, writers=None, feet: str = "lock") -> Path:
     names, tracks_cam, valid, present, conf, height = tracks_from_frames(frames)
     tracks = _camera_to_avatar_axes(tracks_cam)
     # origin on the ground under the first usable frame's pelvis
     ok_frames = valid.any(1)
     first = int(np.flatnonzero(ok_frames)[0])
     pelvis = 0.5 * (tracks[first, names.index("hip_L")] + tracks[first, names.index("hip_R")])
-    feet = [names.index(n) for n in names if n.startswith(("ankle_", "heel_", "big_toe_", "small_toe_"))]
-    ground = np.min(tracks[valid[:, feet].any(1)][:, feet, 1]) if valid[:, feet].any() else pelvis[1] - 0.5 * height
+    foot_joints = [names.index(n) for n in names if n.startswith(("ankle_", "heel_", "big_toe_", "small_toe_"))]
+    ground = (np.min(tracks[valid[:, foot_joints].any(1)][:, foot_joints, 1]) if valid[:, foot_joints].any()
+              else pelvis[1] - 0.5 * height)
     tracks = tracks - np.array([pelvis[0], ground, pelvis[2]])
     motion, smoothed = motion_from_tracks(names, tracks, valid, fps, convention=convention, height=height,
-                                          smooth=smooth, min_cutoff=min_cutoff, beta=beta, present=present)
+                                          smooth=smooth, min_cutoff=min_cutoff, beta=beta, present=present,
+                                          feet=feet)
     motion.confidence = conf
     motion.filled |= ~valid.any(1)
     if progress:
@@ -293,6 +314,7 @@ def _animate(frames: list[Frame], out_dir: Path, *, convention: str, fps: float,
                                        if motion.filled[t] and f.reason},
                    "units": "metres", "frame": "avatar (glTF: +Y up, person faces +Z)",
                    "smoothing": {"filter": "one_euro", "min_cutoff_hz": min_cutoff, "beta": beta} if smooth else None,
+                   "feet": motion.feet or {"mode": "off"},
                    "files": {**written, "skeleton": "skeleton.json", "frames": "frames/"}}
         (tmp / "animation.json").write_text(json.dumps(summary, indent=1))
         if progress:
