@@ -94,7 +94,9 @@ def run_case(case: str, bundle: str, texture_size: int) -> dict:
 
     sys.path.insert(0, str(REPO))
     from engine.avatar.build import build_avatar
+    from engine.formats import writers_for
 
+    writers_for(None, "avatar")  # the default writers' modules (pygltflib) imported, as a running engine has them
     with tempfile.TemporaryDirectory() as tmp:
         wall, cpu = time.perf_counter(), time.process_time()
         out = build_avatar(bundle, Path(tmp) / "avatar", texture_size=texture_size, **CASES[case])

@@ -18,7 +18,7 @@ from engine.avatar.build import build_avatar  # noqa: E402
 from engine.avatar.manifest import read_avatar_manifest  # noqa: E402
 from engine.bundle import write_bundle  # noqa: E402
 from engine.formats import WRITERS  # noqa: E402
-from engine.formats.usd import usd_joint_names, validate  # noqa: E402
+from engine.formats.usd import prim_names, validate  # noqa: E402
 from engine.rig.describe import skeleton_description  # noqa: E402
 from test_avatar_build import FAST, glb_arrays, sample_bundle  # noqa: E402
 from test_formats_writers import chain_scene  # noqa: E402
@@ -38,7 +38,7 @@ def _gf(matrices) -> np.ndarray:
 
 def test_joint_names_become_valid_unique_prim_names():
     names = ["upper_arm.L", "mixamorig:Hips", "spine.001", "1st", "a.b", "a_b", "ok_name"]
-    mapped = usd_joint_names(names)
+    mapped = prim_names(names)
     assert all(Sdf.Path.IsValidIdentifier(n) for n in mapped)
     assert len(set(mapped)) == len(names)
     assert mapped[:4] == ["upper_arm_L", "mixamorig_Hips", "spine_001", "_1st"] and mapped[-1] == "ok_name"

@@ -15,7 +15,7 @@ pytest.importorskip("pxr")
 from engine.avatar.build import build_avatar  # noqa: E402
 from engine.bundle import write_bundle  # noqa: E402
 from engine.formats import WRITERS  # noqa: E402
-from engine.formats.usd import usd_joint_names  # noqa: E402
+from engine.formats.usd import prim_names  # noqa: E402
 from engine.rig.describe import skeleton_description  # noqa: E402
 from test_avatar_build import FAST, glb_arrays, sample_bundle  # noqa: E402
 
@@ -36,7 +36,7 @@ def test_avatar_imports_with_every_joint_its_weights_and_textures(shared_samples
     out = build_avatar(bundle, tmp_path / "avatar", rig="rigify", formats="glb,usd", **FAST)
     armature = _import(out / "avatar.usdc")
     skeleton = skeleton_description(json.loads((out / "skeleton.json").read_text()))
-    names = usd_joint_names(skeleton.names)
+    names = prim_names(skeleton.names)
     assert sorted(armature.data.bones.keys()) == sorted(names)
     for i, parent in enumerate(skeleton.parents):
         bone = armature.data.bones[names[i]]
@@ -96,7 +96,7 @@ def test_motion_bones_follow_the_engine_within_a_millimetre(shared_samples, tmp_
     scene = motion_scene(motion)
     WRITERS["usd"].motion(scene, tmp_path)
     armature = _import(tmp_path / "animation.usdc")
-    names = usd_joint_names(scene.skeleton.names)
+    names = prim_names(scene.skeleton.names)
     assert len(armature.pose.bones) == len(names)
     world = motion.world()
     blender_scene = bpy.context.scene

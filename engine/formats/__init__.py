@@ -34,11 +34,17 @@ class Writer:
     needs_textures: bool = False  # reads the texture files or bytes (so runs after the texture writer)
     variant: str = ""  # the module's functions are write_<kind><variant> (usdz: write_avatar_package)
 
+    def load(self):
+        """The writer's module (imported on first use); a missing library fails here, in words."""
+        try:
+            return importlib.import_module(f"engine.formats.{self.module}")
+        except ImportError as exc:
+            raise EngineError(f"the {self.name} format cannot be written by this installation ({exc})") from exc
+
     def write(self, kind: str, scene, out_dir: Path) -> dict[str, str]:
         if kind not in self.kinds:
             raise EngineError(f"the {self.name} format does not hold {kind}s (it holds: {', '.join(self.kinds)})")
-        function = getattr(importlib.import_module(f"engine.formats.{self.module}"), f"write_{kind}{self.variant}")
-        return function(scene, Path(out_dir))
+        return getattr(self.load(), f"write_{kind}{self.variant}")(scene, Path(out_dir))
 
     def avatar(self, scene, out_dir: Path) -> dict[str, str]:
         return self.write("avatar", scene, out_dir)
@@ -84,4 +90,9 @@ def parse_formats(formats: str | Iterable[str] | None, kind: str) -> tuple[str, 
 
 
 def writers_for(formats, kind: str) -> list[Writer]:
-    return [WRITERS[name] for name in parse_formats(formats, kind)]
+    """The chosen writers, their modules loaded: a format this installation cannot write fails
+    before any work starts."""
+    writers = [WRITERS[name] for name in parse_formats(formats, kind)]
+    for writer in writers:
+        writer.load()
+    return writers

@@ -16,7 +16,7 @@ Layout of a stage (docs/avatar.md "USD"):
   skel:animationSource; per-frame data as time-sampled custom attributes sapiens:<name>.
 
 Joint names such as Rigify's "upper_arm.L" or Mixamo's "mixamorig:Hips" are not valid prim
-names: `usd_joint_names` maps them to identifiers; the originals are kept in jointNames.
+names: `prim_names` maps them to identifiers; the originals are kept in jointNames.
 """
 
 from __future__ import annotations
@@ -28,16 +28,20 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import EngineError
 from engine.formats.scene import Scene, Skeleton, matrix_to_quaternion, uv_opengl
+
+try:  # loading this module is how a build checks, before any work, that USD can be written
+    import pxr.UsdSkel  # noqa: F401
+except ImportError as exc:
+    raise ImportError(f"writing USD needs Pixar's usd-core package (pip install usd-core): {exc}") from exc
 
 AVATAR_FILE = "avatar.usdc"
 AVATAR_PACKAGE = "avatar.usdz"
 MOTION_FILE = "animation.usdc"
 
 
-def usd_joint_names(names: list[str]) -> list[str]:
-    """Valid, unique prim names for joints: characters outside [A-Za-z0-9_] become "_", a leading
+def prim_names(names: list[str]) -> list[str]:
+    """Valid, unique prim names (for joints and material slots): characters outside [A-Za-z0-9_] become "_", a leading
     digit gets a "_" in front, and a name already taken gets "_2", "_3", ..."""
     out: list[str] = []
     taken: set[str] = set()
@@ -55,7 +59,7 @@ def usd_joint_names(names: list[str]) -> list[str]:
 
 def joint_paths(skeleton: Skeleton) -> list[str]:
     """UsdSkel joint paths ("Hips", "Hips/Spine", ...): each joint under its parent."""
-    names = usd_joint_names(skeleton.names)
+    names = prim_names(skeleton.names)
     paths: list[str] = []
     for i, parent in enumerate(skeleton.parents):
         paths.append(names[i] if parent < 0 else f"{paths[parent]}/{names[i]}")
@@ -162,12 +166,12 @@ def _define_body(stage, path: str, scene: Scene, skeleton_prim):
     if scene.materials:
         textures = {t.name: t.path for t in scene.textures}
         material_binding = UsdShade.MaterialBindingAPI.Apply(body.GetPrim())
-        for slot in scene.materials:
-            material = _define_material(stage, f"{path.rsplit('/', 1)[0]}/Materials/{usd_joint_names([slot.name])[0]}", slot, textures)
+        for slot, name in zip(scene.materials, prim_names([m.name for m in scene.materials])):
             if slot.face_indices is None:
                 raise ValueError(f"material slot {slot.name!r} has no face indices (USD binds materials to face subsets)")
+            material = _define_material(stage, f"{path.rsplit('/', 1)[0]}/Materials/{name}", slot, textures)
             subset = material_binding.CreateMaterialBindSubset(
-                usd_joint_names([slot.name])[0], Vt.IntArray.FromNumpy(np.asarray(slot.face_indices, np.int32))
+                name, Vt.IntArray.FromNumpy(np.asarray(slot.face_indices, np.int32))
             )
             UsdShade.MaterialBindingAPI.Apply(subset.GetPrim()).Bind(material)
         material_binding.SetMaterialBindSubsetsFamilyType(UsdGeom.Tokens.partition)
@@ -185,17 +189,8 @@ def _define_body(stage, path: str, scene: Scene, skeleton_prim):
     return body
 
 
-def _require_usd() -> None:
-    try:
-        import pxr.UsdSkel  # noqa: F401
-    except ImportError as exc:
-        raise EngineError(f"writing USD needs Pixar's usd-core package ({exc}); pip install usd-core, "
-                          "or choose other formats") from exc
-
-
 def write_stage(scene: Scene, path: Path) -> None:
     """The scene as one USD layer at `path` (.usdc binary crate, .usda text)."""
-    _require_usd()
     from pxr import Vt
 
     root = "Avatar" if scene.kind == "avatar" else "Motion"
