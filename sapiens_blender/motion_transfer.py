@@ -67,8 +67,9 @@ def run_retarget(context, obj, motion_dir: str) -> dict:
     work = user_data.user_dir("retarget", bpy.path.clean_name(obj.name))
     target = work / "armature.json"
     target.write_text(json.dumps(armature_skeleton(obj)))
+    # the curves are what the add-on keys; the GLB beside them is for the user to take elsewhere
     params = {"motion": motion_dir, "target": str(target), "out_dir": str(work / "out"), "curves": True,
-              "formats": ["bvh"]}
+              "formats": ["glb"]}
     rows = [(item.bone, item.part) for item in obj.sapiens_bone_map if item.part]
     if rows:
         (work / "bone_map.json").write_text(json.dumps(retarget_io.bone_map_document(rows)))
@@ -86,6 +87,17 @@ def fill_bone_map(obj, rows: list[tuple[str, str]]) -> None:
     for bone in obj.data.bones:
         item = obj.sapiens_bone_map.add()
         item.bone, item.part = bone.name, parts.get(bone.name, "")
+
+
+def use_fk_limbs(obj) -> int:
+    """A generated Rigify rig takes the motion on its FK controls: every limb's IK/FK switch to FK
+    (Rigify's IK_FK property, 1.0 = FK). The number of limbs switched."""
+    switched = 0
+    for pose_bone in obj.pose.bones:
+        if "IK_FK" in pose_bone.keys() and pose_bone["IK_FK"] != 1.0:
+            pose_bone["IK_FK"] = 1.0
+            switched += 1
+    return switched
 
 
 def apply_curves(context, obj, curves: dict):
@@ -140,6 +152,8 @@ class SAPIENS_OT_apply_motion(_ArmatureOperator, bpy.types.Operator):
             self.report({"ERROR"}, f"Retargeting failed: {exc}")
             return {"CANCELLED"}
         fill_bone_map(obj, retarget_io.rows_from_result(result))
+        if result["convention"] == "rigify_fk" and use_fk_limbs(obj):
+            self.report({"INFO"}, "Rigify limbs switched to FK (the motion is keyed on the FK controls)")
         action = apply_curves(context, obj, result["curves"])
         for note in result.get("notes", []):
             self.report({"WARNING"}, note)

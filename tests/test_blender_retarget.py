@@ -96,9 +96,9 @@ def source_heads(walk_dir) -> tuple[dict[str, np.ndarray], object]:
     return {p: source.world[:, b, :3, 3] @ TO_BLENDER.T for p, b in parts.items()}, source
 
 
-def direction_errors(heads, parts_bones, src) -> list[float]:
+def direction_errors(heads, parts_bones, src, chains=CHAINS) -> list[float]:
     out = []
-    for a, b in CHAINS:
+    for a, b in chains:
         dt = heads[parts_bones[b]] - heads[parts_bones[a]]
         ds = src[b] - src[a]
         cos = (dt * ds).sum(-1) / np.linalg.norm(dt, axis=-1) / np.linalg.norm(ds, axis=-1)
@@ -268,3 +268,31 @@ def test_the_avatars_own_rig_and_its_mesh_receive_the_walk(addon, walk_dir, rigi
         rigid = rest[hand_vertices] @ carry[:3, :3].T + carry[:3, 3]
         assert np.linalg.norm(now - rigid, axis=1).mean() < 0.02, t
         assert np.linalg.norm(now - rest[hand_vertices], axis=1).mean() > 0.1
+
+
+def test_generated_rigify_rig_takes_the_walk_on_its_fk_controls(addon, walk_dir, rigify_avatar):
+    assert bpy.ops.sapiens.import_avatar(directory=str(rigify_avatar)) == {"FINISHED"}
+    metarig = bpy.data.objects["sample_rig"]
+    bpy.context.view_layer.objects.active = metarig
+    assert bpy.ops.pose.rigify_generate() == {"FINISHED"}
+    rig = metarig.data.rigify_target_rig
+    src, _ = source_heads(walk_dir)
+    apply(rig, walk_dir)
+    parts = {i.part: i.bone for i in rig.sapiens_bone_map if i.part}
+    assert parts["leftUpperArm"] == "upper_arm_fk.L" and parts["hips"] == "torso"
+    heads = pose_heads(rig, FRAMES)
+    deform = {p: "DEF-" + name for p, name in (("leftUpperArm", "upper_arm.L"), ("leftLowerArm", "forearm.L"),
+                                               ("leftHand", "hand.L"), ("rightUpperArm", "upper_arm.R"),
+                                               ("rightLowerArm", "forearm.R"), ("rightHand", "hand.R"),
+                                               ("leftUpperLeg", "thigh.L"), ("leftLowerLeg", "shin.L"),
+                                               ("leftFoot", "foot.L"), ("rightUpperLeg", "thigh.R"),
+                                               ("rightLowerLeg", "shin.R"), ("rightFoot", "foot.R"))}
+    errors = direction_errors(heads, deform, src)
+    assert np.mean(errors) < DIRECTION_BOUND_DEG and max(errors) < DIRECTION_BOUND_DEG, errors
+    assert all(rig.pose.bones[n]["IK_FK"] == 1.0 for n in ("upper_arm_parent.L", "thigh_parent.R"))
+    # the deform bones really move (the mesh follows them), the torso too
+    assert np.linalg.norm(heads["DEF-hand.L"] - heads["DEF-hand.L"][0], axis=1).max() > 0.1
+    torso = direction_errors(heads, {"a": "DEF-spine", "b": "DEF-spine.003", "c": "DEF-spine.004", "d": "DEF-spine.006"},
+                             {k: src[p] for k, p in (("a", "hips"), ("b", "upperChest"), ("c", "neck"), ("d", "head"))},
+                             chains=(("a", "b"), ("c", "d")))
+    assert max(torso) < DIRECTION_BOUND_DEG, torso

@@ -180,6 +180,17 @@ def convention_map(convention: str, names: list[str]) -> dict[str, str]:
     return out
 
 
+def followers(names: list[str]) -> dict[str, str]:
+    """Bones that constraints pose like a part and that take no keys: a generated Rigify rig's
+    ORG- bones copy their FK controls (with the limbs on FK), so ORG-upper_arm.L is posed like the
+    left upper arm. bone -> humanoid part; empty for other skeletons."""
+    if not any(n in names for n in ("upper_arm_fk.L", "upper_arm_fk.R")):
+        return {}
+    org = [n for n in names if n.startswith("ORG-")]
+    parts = convention_map("rigify", org)
+    return {bone: part for part, bone in parts.items()}
+
+
 REQUIRED = ("hips", "leftUpperArm", "rightUpperArm", "leftUpperLeg", "rightUpperLeg")
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.errors import EngineError
-from engine.motion.bone_maps import HUMANOID_SET, convention_map, detect, direction_children
+from engine.motion.bone_maps import HUMANOID_SET, convention_map, detect, direction_children, followers
 
 AXIS_SNAP_DEG = 25.0   # a rest facing this close to a world axis is taken as that axis
 
@@ -152,10 +152,17 @@ class RetargetPlan:
     convention: str                # the target convention detected ("map" when a map was given)
     source_convention: str
     notes: list[str] = field(default_factory=list)
+    followers: dict[str, str] = field(default_factory=dict)  # bone -> part, posed but not keyed
+
+    @property
+    def keyed(self) -> np.ndarray:
+        """B_t bool: the bones a client keys (paired, not posed by the rig's own constraints)."""
+        return (self.source_of >= 0) & ~np.isin(self.target.names, list(self.followers))
 
     def bone_map(self) -> dict[str, str]:
-        """target bone -> source bone, for display and for saving."""
-        return {self.target.names[b]: self.source.names[s] for b, s in enumerate(self.source_of) if s >= 0}
+        """target bone -> source bone (keyed bones), for display and for saving."""
+        keyed = self.keyed
+        return {self.target.names[b]: self.source.names[s] for b, s in enumerate(self.source_of) if keyed[b]}
 
 
 # the engine's rig tables (engine.options' `rig`) -> bone-map conventions
@@ -280,6 +287,11 @@ def plan_retarget(source: RestSkeleton, target: RestSkeleton, bone_map: dict[str
         source_of[t_index[t]] = s_index[s]
     target_part_bone = {p: t_index[t] for t, p in part_of.items()}
     source_part_bone = {p: int(source_of[b]) for p, b in target_part_bone.items()}
+    # constraint-driven bones posed like a part (a generated Rigify rig's ORG- bones)
+    follow = {t: p for t, p in followers(target.names).items() if p in source_part_bone}
+    follower_part_bone = {p: t_index[t] for t, p in follow.items()}
+    for t, p in follow.items():
+        source_of[t_index[t]] = source_part_bone[p]
 
     G = _world_axes(target, target_part_bone) @ (np.eye(3) if source_axes is None else np.asarray(source_axes)).T
     src_rot = G @ source.rest[:, :3, :3]
@@ -296,9 +308,11 @@ def plan_retarget(source: RestSkeleton, target: RestSkeleton, bone_map: dict[str
         if s < 0:
             swing_of[b] = inherited
             continue
-        part = part_of.get(target.names[b])
-        child = next((c for c in direction_children(part) if c in target_part_bone), None) if part else None
-        d_t = _direction(target, b, target_part_bone[child] if child else None)
+        name = target.names[b]
+        part, bones_of = (follow[name], follower_part_bone) if name in follow else (part_of.get(name), target_part_bone)
+        child = next((c for c in direction_children(part) if c in bones_of and c in source_part_bone), None) \
+            if part else None
+        d_t = _direction(target, b, bones_of[child] if child else None)
         if child:
             d_s = src_heads[source_part_bone[child]] - src_heads[s]
         else:
@@ -317,7 +331,7 @@ def plan_retarget(source: RestSkeleton, target: RestSkeleton, bone_map: dict[str
         notes.append("legs not paired on both sides: root motion is not scaled")
     hips = target_part_bone.get("hips", -1)
     return RetargetPlan(source, target, source_of, part_of, correction, G, scale, hips,
-                        source_part_bone.get("hips", -1), convention, source_convention, notes)
+                        source_part_bone.get("hips", -1), convention, source_convention, notes, follow)
 
 
 # --- applying it --------------------------------------------------------------------------------

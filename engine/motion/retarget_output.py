@@ -52,7 +52,7 @@ def curves(result: RetargetResult, decimals: int = 6) -> dict:
     plan = result.plan
     basis = result.basis()
     quats = continuous_quaternions(matrix_to_quaternion(basis[..., :3, :3]))
-    moving = plan.source_of >= 0
+    moving = plan.keyed
     bones = {}
     for b, name in enumerate(plan.target.names):
         entry = {}
@@ -94,6 +94,10 @@ def retarget_to_dir(motion_dir: str | Path, target: str | Path, out_dir: str | P
     report("read", 0.0, f"reading {motion_dir}")
     source = read_motion(motion_dir)
     skeleton, character = load_target(target)
+    roots = [n for n, p in zip(skeleton.names, skeleton.parents) if p < 0]
+    if "bvh" in formats and len(roots) > 1:
+        raise EngineError(f"{target}: BVH holds one root bone; this skeleton has {len(roots)} "
+                          f"({', '.join(roots[:5])}): choose --formats glb")
     mapping = read_bone_map(bone_map) if isinstance(bone_map, (str, Path)) else bone_map
     report("retarget", 0.3, f"{len(source.world)} frames onto {len(skeleton.names)} bones")
     plan = plan_retarget(source.skeleton, skeleton, mapping, target_convention=convention)
