@@ -36,7 +36,8 @@ def built_zip(tmp_path_factory) -> Path:
 def test_build_packages_only_the_addon(built_zip):
     names = set(zipfile.ZipFile(built_zip).namelist())
     assert {"blender_manifest.toml", "__init__.py", "engine_client.py", "checkpoint_download.py", "io/glb.py", "io/motion.py",
-            "blender/import_avatar.py"} <= names
+            "blender/import_avatar.py", "blender/armature.py", "blender/action.py", "blender/export_avatar.py",
+            "engine_options.json", "option_table.py", "export_presets.py"} <= names
     assert not any("__pycache__" in n or n.endswith(".pyc") or n.startswith(("tests/", "engine/")) for n in names)
     result = subprocess.run(
         build_extension.builder_command(None, "validate", str(built_zip)), capture_output=True, text=True
