@@ -15,7 +15,7 @@ from pathlib import Path
 
 import bpy
 import numpy as np
-from bpy.props import CollectionProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
 from . import user_data
 from .blender.action import armature_rest, key_tracks
@@ -34,6 +34,10 @@ class SapiensMotionTransfer(bpy.types.PropertyGroup):
     motion_dir: StringProperty(name="Motion", subtype="DIR_PATH",
                                description="An animation folder written by Animate (skeleton.json, frames/)")
     preset_name: StringProperty(name="Preset", default="my character", description="Name to save the bone map under")
+    animate_onto: PointerProperty(
+        name="Animate Onto", type=bpy.types.Object, poll=lambda self, obj: obj.type == "ARMATURE",
+        description="An Image Sequence / Video run puts its motion straight onto this armature "
+                    "(instead of importing a new skeleton)")
 
 
 def _preset_items(self, context):
@@ -110,6 +114,32 @@ def apply_curves(context, obj, curves: dict):
     key_tracks(action, obj, tracks, frames)
     scene.frame_end = max(scene.frame_end, int(np.ceil(frames[-1])))
     return action
+
+
+def animate_target(context):
+    """The armature an Animate run should move, or None (import a new skeleton)."""
+    target = context.scene.sapiens_motion_transfer.animate_onto
+    return target if target is not None and target.type == "ARMATURE" and target.name in context.scene.objects else None
+
+
+def finish_animate_onto(context, motion_dir, report) -> set[str]:
+    """An Animate run's output onto the chosen armature (called when the run ends)."""
+    obj = animate_target(context)
+    status = context.window_manager.sapiens_status
+    context.scene.sapiens_motion_transfer.motion_dir = str(motion_dir)
+    try:
+        result = run_retarget(context, obj, str(motion_dir))
+    except RuntimeError as exc:
+        status.error = f"Retargeting onto {obj.name} failed: {exc}"
+        report({"ERROR"}, status.error)
+        return {"CANCELLED"}
+    fill_bone_map(obj, retarget_io.rows_from_result(result))
+    if result["convention"] == "rigify_fk":
+        use_fk_limbs(obj)
+    action = apply_curves(context, obj, result["curves"])
+    status.message = f"{action.name} on {obj.name}"
+    report({"INFO"}, f"Sapiens: motion applied to {obj.name} ({action.name})")
+    return {"FINISHED"}
 
 
 def _motion_dir(context) -> str:
@@ -245,6 +275,7 @@ def draw_motion_transfer(layout, context) -> None:
     box = layout.box()
     box.label(text="Motion onto Armature", icon="ARMATURE_DATA")
     box.prop(context.scene.sapiens_motion_transfer, "motion_dir", text="")
+    box.prop(context.scene.sapiens_motion_transfer, "animate_onto")
     if obj is None or obj.type != "ARMATURE":
         box.label(text="Select an armature", icon="INFO")
         return

@@ -14,7 +14,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
-from . import user_data
+from . import motion_transfer, user_data
 from .engine_client import EngineClientError, check_python
 from .engine_session import SESSION
 from .pipeline import Pipeline, ProgressPrinter, RunRequest, cached_bundle, photo_cache_dir
@@ -41,20 +41,7 @@ def import_avatar_dir(avatar_dir: Path, name: str, context, *, texture: bool = T
     if not texture:
         for material in avatar.materials:
             material.albedo_image = material.normal_image = None
-    if avatar.skeleton is not None and any(b.get("rigify_type") for b in avatar.skeleton["bones"]):
-        enable_rigify()
     return import_avatar(avatar, name=name, scene=context.scene)
-
-
-def enable_rigify() -> None:
-    """A Rigify rig is imported ready for Generate: that needs Rigify (bundled with Blender)
-    enabled while its types and parameters are set."""
-    import addon_utils
-
-    from .blender.armature import rigify_enabled
-
-    if not rigify_enabled():
-        addon_utils.enable("rigify", default_set=True, handle_error=None)
 
 
 def import_motion_dir(motion_dir: Path, name: str, context):
@@ -183,6 +170,8 @@ def _finish_run(context, pipeline: Pipeline, report) -> set[str]:
         status.error = pipeline.error or "the engine failed"
         report({"ERROR"}, status.error)
         return {"CANCELLED"}
+    if pipeline.request.method == "animate" and motion_transfer.animate_target(context) is not None:
+        return motion_transfer.finish_animate_onto(context, pipeline.avatar_dir, report)
     try:
         if pipeline.request.method == "animate":
             result = import_motion_dir(pipeline.avatar_dir, pipeline.request.name, context)

@@ -296,3 +296,28 @@ def test_generated_rigify_rig_takes_the_walk_on_its_fk_controls(addon, walk_dir,
                              {k: src[p] for k, p in (("a", "hips"), ("b", "upperChest"), ("c", "neck"), ("d", "head"))},
                              chains=(("a", "b"), ("c", "d")))
     assert max(torso) < DIRECTION_BOUND_DEG, torso
+
+
+def test_an_animate_run_goes_straight_onto_the_chosen_armature(addon, walk_dir, tmp_path):
+    """Image Sequence input with 'Animate Onto' set: the engine animates the frames, then the motion
+    lands on the armature as an action; no new skeleton is imported."""
+    from engine.bundle import write_bundle
+    from engine.synthetic import make_sequence, to_bundle
+
+    for i, frame in enumerate(make_sequence(4, "walk", width=192, height=256)):
+        write_bundle(to_bundle(frame), tmp_path / "frames" / f"{i:04d}")
+    _, source = source_heads(walk_dir)
+    obj = make_armature(character(source.skeleton, rest_pose="tpose", names="mixamo"), "onto")
+    scene = bpy.context.scene
+    scene.sapiens.input_kind = "SEQUENCE"
+    scene.sapiens.frames_dir = str(tmp_path / "frames")
+    scene.sapiens.animate.smooth = False
+    scene.sapiens_motion_transfer.animate_onto = obj
+    armatures = set(bpy.data.armatures.keys())
+    assert bpy.ops.sapiens.run() == {"FINISHED"}
+    assert set(bpy.data.armatures.keys()) == armatures          # nothing new imported
+    action = obj.animation_data.action
+    assert action is not None and action.name.startswith("onto_retargeted")
+    assert {i.bone: i.part for i in obj.sapiens_bone_map}["mixamorig:LeftUpLeg"] == "leftUpperLeg"
+    heads = pose_heads(obj, 4)
+    assert np.linalg.norm(heads["mixamorig:LeftFoot"][3] - heads["mixamorig:LeftFoot"][0]) > 0.02   # it walks
