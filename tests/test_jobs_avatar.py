@@ -75,7 +75,7 @@ def stub_build(monkeypatch):
 
     built = []
 
-    def build_one(bundle_dir, out_dir, options, progress=None):
+    def build_one(bundle_dir, out_dir, options, progress=None, source=None):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "avatar.json").write_text(json.dumps({"bundle": str(bundle_dir), "texture_size": options["texture_size"]}))

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, bool, tuple[str, ...]]] = [
     ("rig", False, ("rig",)),
     ("synthetic people", False, ("synthetic",)),
     ("products", False, ("avatar", "motion")),
-    ("jobs", False, ("jobs",)),
+    ("jobs", True, ("jobs", "batch")),  # batch: the Ray Data pipeline over the jobs' stages
     ("entry points", True, ("commands", "serve", "cli", "__main__")),
 ]
 LAYER_OF = {package: (index, name, shared) for index, (name, shared, packages) in enumerate(LAYERS)

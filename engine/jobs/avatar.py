@@ -65,7 +65,8 @@ def run(options: dict, progress=None, cancel=None) -> dict:
     for name, row in list(rows.items()):
         photo_report = _prefixed(report, name if len(rows) > 1 else None)
         try:
-            avatar_dir = build_one(row["bundle_dir"], out_dir / name, options, photo_report)
+            avatar_dir = build_one(row["bundle_dir"], out_dir / name, options, photo_report,
+                                   source=f"{row['photo']} (predictions in {row['bundle_dir']})")
         except Cancelled:
             raise
         except EngineError as exc:

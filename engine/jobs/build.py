@@ -22,9 +22,11 @@ BUILD_KEYWORDS = {"max_faces": "target_faces"}
 BUILD_OPTIONS = ("detail", "resolution", "watertight", "max_faces", "texture_size", "rig", "rest_pose", "formats")
 
 
-def check_bundle_for_build(bundle_dir: Path, options: dict) -> None:
-    """What the build will need from an engine bundle, read from its bundle.json (cheap)."""
+def check_bundle_for_build(bundle_dir: Path, options: dict, source: str | None = None) -> None:
+    """What the build will need from an engine bundle, read from its bundle.json (cheap).
+    `source` names the bundle in messages (default its path; the avatar job names the photo)."""
     meta_path = Path(bundle_dir) / "bundle.json"
+    source = source or str(bundle_dir)
     if not meta_path.is_file():
         return  # the reference demo's outputs: the build reads and checks them itself
     try:
@@ -35,15 +37,15 @@ def check_bundle_for_build(bundle_dir: Path, options: dict) -> None:
     if options.get("rig"):
         missing = [name for name in ("keypoints", "pointmap") if name not in files]
         if missing:
-            raise BundleError(f"{bundle_dir}: rigging needs the bundle's {' and '.join(missing)}; this bundle has "
-                              "none (run predict with the pose and pointmap tasks, or build without a rig)")
+            raise BundleError(f"{source}: rigging needs the predicted {' and '.join(missing)}, which the "
+                              "predictions lack (run the pose and pointmap tasks, or build without a rig)")
         K = meta.get("K")
         if K is None:
-            raise BundleError(f"{bundle_dir}: rigging needs the camera matrix K, which bundle.json lacks "
-                              "(predict with the pointmap task writes it)")
+            raise BundleError(f"{source}: rigging needs the camera matrix K, which could not be recovered from "
+                              "the predicted pointmap (too few valid pixels on the person); build without a rig")
         matrix = np.asarray(K, dtype=np.float64) if isinstance(K, list) else np.zeros(0)
         if matrix.shape != (3, 3) or not np.isfinite(matrix).all() or matrix[0, 0] <= 0 or matrix[1, 1] <= 0:
-            raise BundleError(f"{bundle_dir}: K is not a valid pinhole intrinsics matrix: {K!r:.120}")
+            raise BundleError(f"{source}: K is not a valid pinhole intrinsics matrix: {K!r:.120}")
 
 
 def build_keywords(options: dict, build_avatar) -> dict:
@@ -58,12 +60,12 @@ def build_keywords(options: dict, build_avatar) -> dict:
     return keywords
 
 
-def build_one(bundle_dir, out_dir, options: dict, progress=None) -> Path:
+def build_one(bundle_dir, out_dir, options: dict, progress=None, source: str | None = None) -> Path:
     """Check, then build one avatar; returns its directory."""
     from engine.avatar.build import build_avatar
 
     keywords = build_keywords(options, build_avatar)
-    check_bundle_for_build(Path(bundle_dir), options)
+    check_bundle_for_build(Path(bundle_dir), options, source)
     return Path(build_avatar(bundle_dir, out_dir, progress=progress, **keywords))
 
 
