@@ -2,8 +2,8 @@
 ground is. Joint tracks are T x J x 3 in the avatar frame (+Y up, metres); numpy over frames.
 
 A foot's sole is its lowest joint (heel, toes, ankle less its height at rest). The ground plane
-is fitted (least squares, then again without the worst quarter) to the soles of the frames where
-a foot is slowest and lowest; a foot is in contact when its sole is within CONTACT_HEIGHT_M of
+is fitted (least squares with the tilt held back along directions the feet do not span, then
+again without the worst quarter) to the soles of the frames where a foot is slowest and lowest; a foot is in contact when its sole is within CONTACT_HEIGHT_M of
 that plane and its ankle moves less than CONTACT_SPEED_M_S along it. Runs of contact shorter
 than MIN_CONTACT_FRAMES are dropped (a foot passing low through one frame does not stand).
 """
@@ -15,6 +15,8 @@ import numpy as np
 CONTACT_HEIGHT_M = 0.05
 CONTACT_SPEED_M_S = 1.0
 MIN_CONTACT_FRAMES = 3
+GROUND_SPAN_M = 0.15                 # feet spread less than this along a direction fix no tilt along it
+MAX_GROUND_TILT_DEG = 30.0
 MAX_GAP_FRAMES = 2                   # a break in a stance this short is closed (jitter, not a step)
 SMOOTH_FRAMES = 1.5                  # sigma of the centred smoothing contacts are read through
 SIDES = ("L", "R")
@@ -47,16 +49,20 @@ def fit_ground(tracks: np.ndarray, names: list[str], fps: float) -> tuple[np.nda
     candidates = points[slow & low] if (slow & low).sum() >= 3 else points
     normal = np.array([0.0, 1.0, 0.0])
     d = float(np.median(candidates @ normal))
-    if len(candidates) >= 6 and np.ptp(candidates[:, [0, 2]], axis=0).min() > 0.1:
-        for keep in (1.0, 0.75):   # least squares, then without the worst quarter
-            residual = np.abs(candidates @ normal - d)
-            chosen = candidates[residual <= np.quantile(residual, keep)]
+    if len(candidates) >= 6:
+        chosen = candidates
+        for _ in range(2):   # least squares, then without the worst quarter
             centre = chosen.mean(0)
-            _, _, vt = np.linalg.svd(chosen - centre)
-            n = vt[2] * np.sign(vt[2, 1])
-            if n[1] < np.cos(np.radians(30)):       # a fitted "ground" steeper than 30 degrees is not one
-                break
+            X, y = chosen[:, [0, 2]] - centre[[0, 2]], chosen[:, 1] - centre[1]
+            # ridge on the slopes: a tilt is believed only along directions the feet span (two
+            # standing feet, or a walk along a line, leave a direction with no spread at all)
+            slope = np.linalg.solve(X.T @ X + GROUND_SPAN_M ** 2 * len(X) * np.eye(2), X.T @ y)
+            n = np.array([-slope[0], 1.0, -slope[1]]) / np.sqrt(1.0 + slope @ slope)
+            if n[1] < np.cos(np.radians(MAX_GROUND_TILT_DEG)):
+                break            # a "ground" this steep is not one: keep the level one
             normal, d = n, float(centre @ n)
+            residual = np.abs(candidates @ normal - d)
+            chosen = candidates[residual <= np.quantile(residual, 0.75)]
     return normal, d
 
 
