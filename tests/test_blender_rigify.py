@@ -88,3 +88,21 @@ def test_bind_without_a_generated_rig_says_so(addon, tmp_path):
     bpy.ops.sapiens.import_avatar(directory=str(write_test_avatar(tmp_path / "p")))
     with pytest.raises(RigifyBindError, match="Generate"):
         bind_to_generated_rig(bpy.data.objects["p_rig"])
+
+
+def test_a_script_import_enables_rigify_and_applies_its_data(rigify_avatar):
+    """The importer alone (scripts, the batch) leaves a rig ready for Generate: Rigify's
+    properties exist only while Rigify is enabled, so the import enables it."""
+    import addon_utils
+
+    from sapiens_blender.blender.import_avatar import import_avatar
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    addon_utils.disable("rigify", default_set=True)
+    result = import_avatar(rigify_avatar, name="scripted")
+    metarig = result.armature_object
+    assert metarig.data.collections["Torso"].rigify_ui_row == 3
+    assert metarig.pose.bones["upper_arm.L"].rigify_type == "limbs.arm"
+    bpy.context.view_layer.objects.active = metarig
+    assert bpy.ops.pose.rigify_generate() == {"FINISHED"}
+    assert metarig.data.rigify_target_rig is not None

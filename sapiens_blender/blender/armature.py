@@ -54,12 +54,15 @@ def add_bone_metadata(obj, bones: list[dict], rigify_collections: list[dict] = (
     """Bone collections and Rigify's data from skeleton.json, so Rigify can Generate the rig:
     each collection's UI row and colour set, each bone's `rigify_type` and `rigify_parameters`.
 
-    With Rigify enabled its properties are set (and its standard colour sets added); without it
-    the plain values are kept as custom properties under Rigify's names, which Rigify reads once
-    it is enabled (enum parameters need Rigify at import time)."""
+    Rigify's properties exist only while Rigify is enabled, so a skeleton with Rigify data enables
+    it (it ships with Blender). Where it cannot be enabled the values are kept as custom
+    properties under Rigify's names, for reference only (Blender 5 keeps add-on properties apart
+    from custom ones: Rigify enabled later does not read them)."""
     armature = obj.data
     if not hasattr(armature, "collections"):  # Blender < 4.0: no bone collections
         return
+    if rigify_collections or any("rigify_type" in bone for bone in bones):
+        ensure_rigify()
     for spec in rigify_collections:
         collection = armature.collections.get(spec["name"]) or armature.collections.new(spec["name"])
         _set_property(collection, "rigify_ui_row", int(spec.get("ui_row", 0)))
@@ -78,6 +81,15 @@ def add_bone_metadata(obj, bones: list[dict], rigify_collections: list[dict] = (
             bpy.ops.armature.rigify_add_color_sets()  # Root, IK, Special, Tweak, FK, Extra: the ids the table uses
 
 
+def ensure_rigify() -> bool:
+    """Rigify enabled (True), or it cannot be (not installed: False)."""
+    if not rigify_enabled():
+        import addon_utils
+
+        addon_utils.enable("rigify", default_set=True, handle_error=lambda exc: None)
+    return rigify_enabled()
+
+
 def rigify_enabled() -> bool:
     """Rigify's properties are registered (the add-on is enabled)."""
     return hasattr(bpy.types.PoseBone, "bl_rna") and "rigify_type" in bpy.types.PoseBone.bl_rna.properties
@@ -86,7 +98,7 @@ def rigify_enabled() -> bool:
 def _set_property(owner, name: str, value) -> None:
     if hasattr(owner, name):
         setattr(owner, name, value)
-    else:  # Rigify not enabled: an ID property of the same name is what its property reads later
+    else:  # Rigify could not be enabled: kept for reference under its name
         owner[name] = value
 
 
