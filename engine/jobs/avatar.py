@@ -70,6 +70,8 @@ def run(options: dict, progress=None, cancel=None) -> dict:
         except Cancelled:
             raise
         except EngineError as exc:
+            if row["photo"] not in str(exc):  # the build names the cached bundle: name the photo too
+                exc = error_from({"code": exc.code, "message": f"{row['photo']}: {exc}"})
             fail(name, exc)
             continue
         row.update(avatar_dir=str(avatar_dir), files=relative_files(avatar_dir))
