@@ -18,12 +18,10 @@ import json
 import os
 import queue
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 PROTOCOL_VERSION = "1.0"
 CLIENT_NAME = "sapiens_blender"
@@ -343,7 +341,3 @@ class EngineClient:
         hint = f" Last engine log lines: {' | '.join(tail)}" if tail else ""
         return f"The engine stopped unexpectedly ({reason}); it will be restarted on the next run.{hint}"
 
-
-def default_python() -> str:
-    """The interpreter running this code: useful when the engine lives in the same environment."""
-    return sys.executable
