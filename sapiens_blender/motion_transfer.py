@@ -262,6 +262,45 @@ class SAPIENS_OT_load_bone_map(_ArmatureOperator, bpy.types.Operator):
         return context.window_manager.invoke_props_dialog(self)
 
 
+def rig_of(obj):
+    """The armature that moves `obj`: itself, or its Armature modifier's object."""
+    if obj is None:
+        return None
+    if obj.type == "ARMATURE":
+        return obj
+    for modifier in getattr(obj, "modifiers", ()):
+        if modifier.type == "ARMATURE" and modifier.object is not None:
+            return modifier.object
+    return obj.parent if obj.parent is not None and obj.parent.type == "ARMATURE" else None
+
+
+class SAPIENS_OT_animate_avatar(bpy.types.Operator):
+    """Animate the selected avatar (its mesh or rig) from the panel's image sequence or video in one
+    step: the engine animates the frames and the motion lands on the avatar's rig"""
+
+    bl_idname = "sapiens.animate_avatar"
+    bl_label = "Animate This Avatar"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        return rig_of(context.active_object) is not None
+
+    def _prepare(self, context) -> bool:
+        settings = context.scene.sapiens
+        if settings.input_kind == "PHOTO":
+            self.report({"ERROR"}, "Choose an Image Sequence or a Video as the input to animate the avatar with")
+            return False
+        context.scene.sapiens_motion_transfer.animate_onto = rig_of(context.active_object)
+        return True
+
+    def execute(self, context):     # scripts and tests: the run waits here
+        return bpy.ops.sapiens.run() if self._prepare(context) else {"CANCELLED"}
+
+    def invoke(self, context, event):
+        return bpy.ops.sapiens.run("INVOKE_DEFAULT") if self._prepare(context) else {"CANCELLED"}
+
+
 class SAPIENS_UL_bone_map(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
         row = layout.row(align=True)
@@ -276,6 +315,8 @@ def draw_motion_transfer(layout, context) -> None:
     box.label(text="Motion onto Armature", icon="ARMATURE_DATA")
     box.prop(context.scene.sapiens_motion_transfer, "motion_dir", text="")
     box.prop(context.scene.sapiens_motion_transfer, "animate_onto")
+    if rig_of(obj) is not None and context.scene.sapiens.input_kind != "PHOTO":
+        box.operator("sapiens.animate_avatar", icon="ARMATURE_DATA")
     if obj is None or obj.type != "ARMATURE":
         box.label(text="Select an armature", icon="INFO")
         return
@@ -291,7 +332,8 @@ def draw_motion_transfer(layout, context) -> None:
 
 
 CLASSES = (SapiensBoneMapItem, SapiensMotionTransfer, SAPIENS_OT_apply_motion,
-           SAPIENS_OT_detect_bone_map, SAPIENS_OT_save_bone_map, SAPIENS_OT_load_bone_map, SAPIENS_UL_bone_map)
+           SAPIENS_OT_detect_bone_map, SAPIENS_OT_save_bone_map, SAPIENS_OT_load_bone_map, SAPIENS_OT_animate_avatar,
+           SAPIENS_UL_bone_map)
 
 
 def register_properties():
