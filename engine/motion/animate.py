@@ -22,7 +22,7 @@ from engine import fileio
 from engine.errors import EngineError
 from engine.motion.filters import one_euro
 from engine.formats import writers_for
-from engine.formats.scene import Animation, Scene, matrix_to_quaternion
+from engine.formats.scene import Animation, Scene, camera_to_avatar_axes, matrix_to_quaternion
 from engine.rig.describe import skeleton_description
 from engine.motion import frames as frame_io
 from engine.motion.feet import FEET_MODES, bone_skate_mm, lock_feet, plant_leg_bones
@@ -73,10 +73,6 @@ class Motion:
     def bone_lengths(self) -> np.ndarray:
         _, _, heads, tails, _ = skeleton_arrays(self.skeleton)
         return np.linalg.norm(tails - heads, axis=1)
-
-
-def _camera_to_avatar_axes(points: np.ndarray) -> np.ndarray:
-    return points * np.array([1.0, -1.0, -1.0])
 
 
 def fill_gaps(tracks: np.ndarray, valid: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
@@ -284,7 +280,7 @@ def animate_frames(frames: str | Path, out_dir: str | Path, *, convention: str =
 def _animate(frames: list[Frame], out_dir: Path, *, convention: str, fps: float, smooth: bool,
              min_cutoff: float, beta: float, progress: Progress, writers=None, feet: str = "lock") -> Path:
     names, tracks_cam, valid, present, conf, height = tracks_from_frames(frames)
-    tracks = _camera_to_avatar_axes(tracks_cam)
+    tracks = camera_to_avatar_axes(tracks_cam)
     # origin on the ground under the first usable frame's pelvis
     ok_frames = valid.any(1)
     first = int(np.flatnonzero(ok_frames)[0])
