@@ -252,3 +252,26 @@ def test_protocol_method_returns_curves_for_a_client_armature(walk_dir, tmp_path
     for part in ("leftHand", "rightFoot"):
         want = source.world[:, sp[part], :3, 3] @ to_blender.T
         assert np.abs(pose[:, tp[part], :3, 3] - want).max() < 1e-3, part
+
+
+def test_vrm_labels_name_the_parts_whatever_the_bone_names(walk_dir, tmp_path):
+    source = read_motion(walk_dir)
+    target = character(source.skeleton, rest_pose="apose", roll_seed=2, names="vrm")
+    parts = humanoid_parts(target)
+    anonymous = RestSkeleton([f"J_{i:02d}" for i in range(len(target.names))], target.parents, target.rest, None)
+    gltf, _ = skeleton_document(anonymous)
+    # VRM 1.0 labels (thumbs: metacarpal, proximal, distal)
+    human = {p.replace("ThumbProximal", "ThumbMetacarpal").replace("ThumbIntermediate", "ThumbProximal"): {"node": b}
+             for p, b in parts.items()}
+    gltf.extensionsUsed = ["VRMC_vrm"]
+    gltf.extensions = {"VRMC_vrm": {"specVersion": "1.0", "humanoid": {"humanBones": human}}}
+    gltf.save_binary(str(tmp_path / "avatar.vrm"))
+    loaded = load_gltf(tmp_path / "avatar.vrm")
+    assert loaded.skeleton.parts[f"J_{parts['leftThumbProximal']:02d}"] == "leftThumbProximal"
+    result = retarget_to_dir(walk_dir, tmp_path / "avatar.vrm", tmp_path / "out", formats=["glb"])
+    assert result["convention"] == "file" and result["parts"][f"J_{parts['leftUpperArm']:02d}"] == "leftUpperArm"
+    names, world = animated_world(tmp_path / "out" / "animation.glb")
+    sp = humanoid_parts(source.skeleton)
+    for part in ("leftHand", "rightFoot", "leftThumbDistal"):
+        got = world[:, names.index(f"J_{parts[part]:02d}"), :3, 3]
+        assert np.linalg.norm(got - source.world[:, sp[part], :3, 3], axis=-1).mean() < 0.01, part

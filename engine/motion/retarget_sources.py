@@ -108,7 +108,9 @@ def load_gltf(path: str | Path) -> GltfCharacter:
     if not path.is_file():
         raise EngineError(f"{path}: character file not found")
     try:
-        gltf = pygltflib.GLTF2().load(str(path))
+        with open(path, "rb") as f:
+            binary = f.read(4) == b"glTF"       # .glb and .vrm are binary glTF; .gltf is JSON
+        gltf = pygltflib.GLTF2().load_binary(str(path)) if binary else pygltflib.GLTF2().load_json(str(path))
     except Exception as exc:          # pygltflib raises bare Exceptions/struct errors on bad bytes
         raise EngineError(f"{path}: not a readable glTF/GLB file ({type(exc).__name__}: {exc})") from None
     if gltf is None or not gltf.nodes:
@@ -116,7 +118,7 @@ def load_gltf(path: str | Path) -> GltfCharacter:
     if not gltf.skins:
         raise EngineError(f"{path}: the character has no skin (no skeleton to retarget onto); "
                           f"give its skeleton.json or export it with its armature")
-    if path.suffix.lower() == ".gltf":
+    if not binary:
         gltf.convert_buffers(pygltflib.BufferFormat.BINARYBLOB)
     N = len(gltf.nodes)
     node_parent = np.full(N, -1, np.int64)
