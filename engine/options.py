@@ -304,8 +304,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("frames", "path", "Frames",
            "directory of frames (images, or predictions bundles), or a video file (.mp4 .mov .avi .mkv .webm .m4v)",
            ("animate",), required=True, optional=False, cli="", metavar="FRAMES", group="input"),
+    Option("inputs", "paths", "Inputs",
+           "photos, folders, globs, list files (.txt, .csv, .yaml, .json with per-item options) or predictions bundles",
+           ("batch",), required=True, optional=False, cli="", metavar="INPUT", group="input"),
     Option("out_dir", "path", "Output", "output directory (written atomically; an existing output of another kind is refused)",
-           ("predict", "build", "avatar", "animate", "retarget"), required=True, optional=False, cli="--out", metavar="DIR",
+           ("predict", "build", "avatar", "animate", "retarget", "batch"), required=True, optional=False, cli="--out", metavar="DIR",
            group="output"),
     Option("cache_dir", "path", "Prediction Cache",
            "where the avatar job keeps predictions bundles for reuse (default: ~/.cache/sapiens-blender/predictions)",
@@ -313,7 +316,7 @@ OPTIONS: tuple[Option, ...] = (
     # -- models --
     Option("tasks", "choices", "Tasks",
            "model tasks to run (default: every task whose checkpoint is installed)",
-           ("predict", "avatar"), choices=TASKS, group="model"),
+           ("predict", "avatar", "batch"), choices=TASKS, group="model"),
     Option("size", "sizes", "Model Size", "model size, one for every task (0.4b) or per task (pose=1b,seg=0.4b)",
            _MODEL_JOBS, default="0.4b", optional=False, metavar="SIZE", group="model"),
     Option("checkpoints", "path", "Checkpoints", "checkpoint directory (default: $SAPIENS_CHECKPOINTS, else the user cache)",
@@ -340,7 +343,7 @@ OPTIONS: tuple[Option, ...] = (
            ("predict", "avatar", "batch"), default=False, optional=False, group="model"),
     # -- finding the person --
     Option("bbox", "box", "Person Box", "the person's box in photo pixels X1,Y1,X2,Y2, instead of finding it",
-           ("predict", "avatar"), metavar="X1,Y1,X2,Y2", group="input"),
+           ("predict", "avatar", "batch"), metavar="X1,Y1,X2,Y2", group="input"),
     Option("all_people", "bool", "All People", "one bundle per person found (default: the largest person)",
            ("predict",), default=False, optional=False, group="input"),
     Option("skip_existing", "bool", "Skip Existing", "leave photos that already have a bundle alone",
@@ -383,6 +386,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("formats", "choices", "Formats", "files to write: glb, usd, usdz, obj, ply, bvh",
            (*_BUILD_JOBS, "animate", "retarget"), default=("glb", "obj", "ply"), optional=False, choices=FORMATS,
            default_by_job={"animate": ("glb", "bvh"), "retarget": ("glb", "bvh")}, group="output"),
+    # -- batch runs on Ray Data (docs/batch.md) --
+    Option("steps", "choices", "Steps", "what to run for each input: predict, build (bundles as inputs: build only)",
+           ("batch",), default=("predict", "build"), optional=False, choices=("predict", "build"), group="general"),
+    Option("address", "string", "Ray Cluster",
+           "run on a Ray cluster: auto (the one this machine belongs to) or ray://HOST:PORT; default: a local Ray "
+           "sized to this machine", ("batch",), pattern=r"auto|ray://[A-Za-z0-9_.:-]+", metavar="ADDRESS",
+           group="general"),
+    Option("workers", "int", "Model Workers", "model worker processes, each holding the models once "
+           "(default: one per GPU, else one)", ("batch",), min=1, max=1024, metavar="N", group="model"),
+    Option("cpus", "int", "CPUs", "CPUs of the local Ray (default: all of this machine's)", ("batch",), min=1,
+           max=4096, metavar="N", group="general"),
+    Option("retry_failed", "bool", "Retry Failed", "run again the items an earlier run of this batch failed on",
+           ("batch",), default=False, optional=False, group="general"),
     # -- retargeting (docs/retarget.md) --
     Option("motion", "path", "Motion", "an animation directory written by animate (skeleton.json, frames/)",
            ("retarget",), required=True, optional=False, cli="", metavar="MOTION_DIR", group="input"),

@@ -29,6 +29,7 @@ JOBS = {
     "avatar": "avatar",
     "animate": "animate",
     "retarget": "retarget",
+    "batch": "batch",
 }
 
 # the module that implements each job's work (capabilities reports whether this build has it)
@@ -38,6 +39,7 @@ IMPLEMENTATIONS = {
     "avatar": "engine.avatar.build",
     "animate": "engine.motion.animate",
     "retarget": "engine.motion.retarget",
+    "batch": "engine.batch.pipeline",
 }
 
 

@@ -1,0 +1,75 @@
+"""The batch on Ray Data: photos checked on CPU workers, the models in an actor pool (each worker
+loads them once; one GPU per worker on a GPU cluster), builds as CPU tasks; every worker writes
+its items' outputs and records itself, so the driver only collects rows for the report.
+
+`serial_rows` runs the same stages in this process, one item after another (the reference the
+tests compare the Ray run with, and the baseline of bench/bench_batch.py).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+from engine.batch import stages
+
+
+def model_options(options: dict) -> dict:
+    from engine.jobs.predictors import model_options as from_job
+
+    return from_job(options)
+
+
+def start_ray(options: dict):
+    """Connect to the cluster (`address`), or start a local Ray sized to this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    os.environ.setdefault("RAY_ACCEPT_ONNXRUNTIME_THREADS", "1")
+    settings = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if options.get("address"):
+        ray.init(address=options["address"], **settings)
+    else:
+        ray.init(num_cpus=options.get("cpus") or os.cpu_count(), **settings)
+    return ray
+
+
+def ray_rows(rows: list[dict], options: dict) -> Iterator[dict]:
+    """Run the stages on Ray Data; yields each finished row as it comes."""
+    import ray.data
+
+    ray_module = start_ray(options)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    steps = options["steps"]
+    gpus = ray_module.cluster_resources().get("GPU", 0) if options.get("device") != "cpu" else 0
+    workers = options.get("workers") or max(1, int(gpus))
+    run_options = {k: options[k] for k in stages.BUILD_OPTION_NAMES if k in options}
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 64)))
+    if "predict" in steps:
+        ds = ds.map(stages.check_photo, num_cpus=1)
+        ds = ds.map_batches(stages.PredictWorker, batch_format="pandas", batch_size=options.get("batch_size") or 4,
+                            concurrency=workers, num_gpus=1 if gpus >= workers else 0, num_cpus=1,
+                            fn_constructor_kwargs={"model_options": model_options(options),
+                                                   "finish_after_predict": "build" not in steps})
+    if "build" in steps:
+        ds = ds.map(stages.build_row, fn_kwargs={"run_options": run_options}, num_cpus=1)
+    yield from ds.iter_rows()
+
+
+def serial_rows(rows: list[dict], options: dict) -> Iterator[dict]:
+    """The same stages in this process, one item after another."""
+    steps = options["steps"]
+    run_options = {k: options[k] for k in stages.BUILD_OPTION_NAMES if k in options}
+    worker = None
+    for row in rows:
+        if "predict" in steps:
+            row = stages.check_photo(row)
+            if worker is None and not row.get("error") and row["kind"] == "photo":
+                worker = stages.PredictWorker(model_options(options), "build" not in steps)
+            if worker is not None:
+                row = worker.predict_row(row)
+        if "build" in steps:
+            row = stages.build_row(row, run_options)
+        yield row

@@ -1,0 +1,95 @@
+"""The `batch` job: many inputs -> a bundle and/or an avatar per item, on Ray Data (docs/batch.md).
+
+Inputs are expanded into items with distinct names (engine.batch.inputs); each item's key says
+what its outputs depend on (input content, model files, options); items whose outputs are
+complete under that key are skipped, so a rerun or a run after a killed one does only what is
+missing. The rest run on Ray (engine.batch.pipeline), or in this process (`serial`, the tests'
+and the benchmark's reference). A bad item is a failed row in batch_report.jsonl, never a
+failed job.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from engine.batch import inputs as batch_inputs
+from engine.batch import items as batch_items
+from engine.batch.report import ReportWriter, counts, summary_line
+from engine.errors import EngineError
+from engine.jobs import checked_progress
+from engine.jobs.outputs import check_parent_dir
+from engine.options import BY_NAME, OptionError
+
+
+def plan(options: dict) -> tuple[list[dict], list[dict]]:
+    """(rows to run, rows already settled: skipped, or refused before any work)."""
+    out_dir = Path(options["out_dir"])
+    steps = options["steps"]
+    models = batch_items.model_files(options)
+    todo, settled = [], []
+    for item in batch_inputs.expand_inputs(options["inputs"]):
+        item_dir = out_dir / item.name
+        row = {**item.as_row(), "item_dir": str(item_dir), "key": "", "outputs": "{}", "timings": "{}",
+               "error": "", "status": ""}
+        try:
+            item_options = {name: BY_NAME[name].check(value) for name, value in item.options.items()}
+            row["options"] = json.dumps(item_options, sort_keys=True)
+            _check_item(item, item_dir, steps)
+            row["key"] = batch_items.item_key(batch_items.input_digest(item.path, item.kind), models,
+                                              {**options, **item_options})
+        except (EngineError, OSError) as exc:
+            settled.append({**row, "status": "failed", "error": f"input: {exc}"})
+            continue
+        if batch_items.is_complete(item_dir, row["key"]):
+            record = batch_items.read_record(item_dir)
+            settled.append({**row, "status": "skipped", "outputs": json.dumps(record.get("outputs") or {}),
+                            "timings": json.dumps(record.get("timings") or {})})
+        elif not options["retry_failed"] and (record := batch_items.failed_before(item_dir, row["key"])):
+            settled.append({**row, "status": "failed",
+                            "error": f"failed in an earlier run (--retry-failed runs it again): {record.get('error')}"})
+        else:
+            todo.append(row)
+    return todo, settled
+
+
+def _check_item(item, item_dir: Path, steps) -> None:
+    if item.kind == "bundle" and "build" not in steps:
+        raise EngineError(f"{item.path}: a predictions bundle as input needs the build step")
+    if item.kind == "photo" and "predict" not in steps:
+        raise EngineError(f"{item.path}: a photo needs the predict step (--steps build takes predictions bundles)")
+    if item_dir.exists():
+        if not item_dir.is_dir():
+            raise EngineError(f"{item_dir}: is a file; the item's outputs would need its name")
+        if any(item_dir.iterdir()) and not (item_dir / batch_items.RECORD).is_file():
+            raise OptionError("out_dir", f"{item_dir} exists and is not a batch item's folder (no "
+                                         f"{batch_items.RECORD}); not touched. Move it away or choose another --out")
+
+
+def run(options: dict, progress=None, cancel=None, *, serial: bool = False) -> dict:
+    from engine.batch import pipeline
+
+    report = checked_progress(progress, cancel)
+    out_dir = check_parent_dir(options["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    todo, settled = plan(options)
+    writer = ReportWriter(out_dir)
+    total = len(todo) + len(settled)
+    try:
+        for row in settled:
+            writer.add(row)
+        report("batch", len(settled) / max(total, 1), f"{len(todo)} to run, {len(settled)} settled already")
+        rows = pipeline.serial_rows(todo, options) if serial else pipeline.ray_rows(todo, options)
+        for row in rows:
+            entry = writer.add(row)
+            report("batch", len(writer.rows) / max(total, 1), f"{entry['name']}: {entry['status']}"
+                   + (f" ({entry['error']})" if entry["error"] else ""))
+    finally:
+        writer.close()
+    seconds = time.perf_counter() - started
+    return {"out_dir": str(out_dir), "report": str(out_dir / "batch_report.jsonl"),
+            "sheet": str(out_dir / "batch_report.html"), "counts": counts(writer.rows),
+            "summary": summary_line(writer.rows, seconds), "seconds": round(seconds, 3),
+            "failed": [r for r in writer.rows if r["status"] == "failed"]}

@@ -1,0 +1,194 @@
+"""`sapiens-engine batch` on Ray Data (local Ray, 2 CPUs) with tiny checkpoints in the released
+format: outputs equal to the serial path's, a rerun does nothing, a corrupt photo is one failed
+row, a run killed with items in flight resumes with only those, bundles as inputs are built.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray.data")
+
+from engine.batch import inputs as batch_inputs  # noqa: E402
+from engine.batch.items import RECORD  # noqa: E402
+from engine.options import validate  # noqa: E402
+from engine.paths import asset  # noqa: E402
+
+TASKS = ["seg", "normal", "pointmap"]   # what an unrigged build needs; keeps the tiny run short
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(tmp_path_factory):
+    from engine.checkpoints import checkpoint_path
+    from engine.models.testing import write_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    for task in TASKS:
+        path = checkpoint_path(root, task, "0.4b")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_tiny_checkpoint(path, task, num_layers=2, num_kv_heads=(4, 4))
+    return root
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("photos")
+    image = Image.open(asset("sample", "image.png"))
+    image.save(folder / "front.png")
+    image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / "mirrored.png")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+def _options(**params) -> dict:
+    return validate("batch", {"texture_size": 512, "cpus": 2, "tasks": TASKS, **params})
+
+
+def _rows(out: Path) -> dict:
+    lines = (out / "batch_report.jsonl").read_text().splitlines()
+    return {row["name"]: row for row in map(json.loads, lines)}
+
+
+@pytest.fixture(scope="module")
+def ray_run(tmp_path_factory, photos, tiny_checkpoints, local_ray):
+    from engine.jobs.batch import run
+
+    out = tmp_path_factory.mktemp("ray_out")
+    seen = []
+    result = run(_options(inputs=[str(photos)], out_dir=str(out), checkpoints=str(tiny_checkpoints)),
+                 progress=lambda stage, fraction, message: seen.append(message))
+    return out, result, seen
+
+
+@pytest.mark.slow
+def test_a_corrupt_photo_is_one_failed_row_and_progress_is_reported(ray_run):
+    out, result, seen = ray_run
+    rows = _rows(out)
+    assert result["counts"] == {"done": 2, "skipped": 0, "failed": 1}
+    assert rows["corrupt"]["status"] == "failed"
+    assert rows["corrupt"]["error"].startswith("decode: ") and "corrupt.jpg" in rows["corrupt"]["error"]
+    for name in ("front", "mirrored"):
+        row = rows[name]
+        assert row["status"] == "done" and set(row["timings"]) >= {"decode", "predict", "build", "preview"}
+        assert (out / name / row["outputs"]["avatar"] / "avatar.json").is_file()
+        assert json.loads((out / name / RECORD).read_text())["status"] == "done"
+        preview = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / name / "preview.png"))
+        assert preview.shape == (256, 256, 3) and (preview != 240).any()   # something was drawn
+    assert any("front: done" in m for m in seen) and any("corrupt: failed" in m for m in seen)
+    assert 'src="front/preview.png"' in (out / "batch_report.html").read_text()
+    assert "2 done, 0 skipped, 1 failed" in result["summary"] and "items/s" in result["summary"]
+
+
+@pytest.mark.slow
+def test_the_ray_run_writes_what_the_serial_path_writes(ray_run, photos, tiny_checkpoints, tmp_path):
+    """Same bundles and avatars; the model passes ran in other processes with other thread counts,
+    so maps agree to float rounding (stated tolerances), not bit for bit."""
+    from engine.bundle import read_bundle
+    from engine.jobs.batch import run
+
+    out, _, _ = ray_run
+    serial_out = tmp_path / "serial"
+    run(_options(inputs=[str(photos)], out_dir=str(serial_out), checkpoints=str(tiny_checkpoints)), serial=True)
+    for name in ("front", "mirrored"):
+        a, b = (json.loads((o / name / RECORD).read_text())["outputs"] for o in (out, serial_out))
+        assert a.keys() == b.keys()
+        ray_bundle, serial_bundle = read_bundle(out / name / a["bundle"]), read_bundle(serial_out / name / b["bundle"])
+        assert (ray_bundle.seg == serial_bundle.seg).mean() > 0.999
+        for field in ("normal", "pointmap"):
+            x, y = getattr(ray_bundle, field), getattr(serial_bundle, field)
+            assert np.array_equal(np.isnan(x), np.isnan(y))
+            assert np.nanmax(np.abs(x - y)) <= 1e-4 * np.nanmax(np.abs(y)), field
+        meshes = [json.loads((o / name / "avatar" / "avatar.json").read_text())["mesh"] for o in (out, serial_out)]
+        assert abs(meshes[0]["faces"] - meshes[1]["faces"]) <= 0.01 * meshes[1]["faces"]
+        assert np.allclose(meshes[0]["bounds"], meshes[1]["bounds"], atol=2e-3)
+
+
+@pytest.mark.slow
+def test_a_rerun_does_nothing_and_a_killed_run_resumes(ray_run, photos, tiny_checkpoints):
+    from engine.jobs.batch import run
+
+    out, _, _ = ray_run
+    options = _options(inputs=[str(photos)], out_dir=str(out), checkpoints=str(tiny_checkpoints))
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "batch_report.jsonl"
+              and p.name != "batch_report.html"}
+    again = run(options)
+    assert again["counts"] == {"done": 0, "skipped": 2, "failed": 1}
+    assert "earlier run" in _rows(out)["corrupt"]["error"]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps          # nothing rewritten
+    # a run killed while 'mirrored' was in flight: its record was never written, its worker's
+    # temporary is left behind; the next run redoes only that item
+    (out / "mirrored" / RECORD).unlink()
+    shutil.rmtree(out / "mirrored" / "avatar")
+    (out / "mirrored" / ".avatar.host-999999999.x.tmp").mkdir()
+    resumed = run(options)
+    assert resumed["counts"] == {"done": 1, "skipped": 1, "failed": 1}
+    assert _rows(out)["mirrored"]["status"] == "done" and (out / "mirrored" / "avatar" / "avatar.json").is_file()
+    assert stamps[out / "front" / RECORD] == (out / "front" / RECORD).stat().st_mtime_ns
+    retried = run({**options, "retry_failed": True})
+    assert _rows(out)["corrupt"]["error"].startswith("decode: ") and retried["counts"]["skipped"] == 2
+
+
+@pytest.mark.slow
+def test_build_step_on_bundles_with_per_item_options_from_the_cli(ray_run, tmp_path, capsys, local_ray):
+    """--steps build: bundles (a folder of them and one from a YAML list with its own options)."""
+    from engine.cli import main
+
+    out, _, _ = ray_run
+    bundle = next(p.parent for p in (out / "front").glob("*/bundle.json"))
+    listing = tmp_path / "items.yaml"
+    listing.write_text(f"- path: {asset('sample')}\n  texture_size: 256\n- path: {bundle}\n  size: 1b\n")
+    code = main(["batch", str(listing), str(bundle), "--steps", "build", "--out", str(tmp_path / "built"),
+                 "--cpus", "2", "--texture-size", "512"])
+    captured = capsys.readouterr()
+    assert code == 1   # one item failed: see below
+    assert "1 done" in captured.out and "1 failed" in captured.out
+    rows = _rows(tmp_path / "built")
+    sample = json.loads((tmp_path / "built" / "sample" / "avatar" / "avatar.json").read_text())
+    assert rows["sample"]["status"] == "done" and sample["options"]["texture_size"] == 256
+    failed = [r for r in rows.values() if r["status"] == "failed"]
+    assert len(failed) == 1 and "size cannot be set per item" in failed[0]["error"]
+
+
+def test_inputs_expand_from_folders_globs_and_list_files(tmp_path, photos):
+    (tmp_path / "list.txt").write_text(f"# two photos\n{photos / 'front.png'}\n\n{photos / 'mirrored.png'}\n")
+    (tmp_path / "list.csv").write_text(f"path,texture_size,watertight\n{photos / 'front.png'},256,true\n")
+    (tmp_path / "list.json").write_text(json.dumps([str(photos / "front.png"), {"path": str(asset("sample")),
+                                                                                 "rig": "mixamo"}]))
+    items = batch_inputs.expand_inputs([str(tmp_path / "list.txt")])
+    assert [i.path.name for i in items] == ["front.png", "mirrored.png"]
+    items = batch_inputs.expand_inputs([str(tmp_path / "list.csv")])
+    assert items[0].options == {"texture_size": 256, "watertight": True}
+    items = batch_inputs.expand_inputs([str(tmp_path / "list.json")])
+    assert [i.kind for i in items] == ["photo", "bundle"] and items[1].options == {"rig": "mixamo"}
+    items = batch_inputs.expand_inputs([str(photos / "*.png"), str(photos)])   # the same photo once
+    assert sorted(i.path.name for i in items) == ["corrupt.jpg", "front.png", "mirrored.png"]
+    with pytest.raises(batch_inputs.BatchInputError, match="matches nothing"):
+        batch_inputs.expand_inputs([str(tmp_path / "*.heic")])
+    with pytest.raises(batch_inputs.BatchInputError, match="no such file"):
+        batch_inputs.expand_inputs([str(tmp_path / "missing.png")])
+
+
+def test_an_existing_user_folder_where_an_item_goes_is_refused(tmp_path, photos):
+    from engine.jobs.batch import plan
+
+    out = tmp_path / "out"
+    (out / "front").mkdir(parents=True)
+    (out / "front" / "notes.txt").write_text("mine")
+    todo, settled = plan(_options(inputs=[str(photos / "front.png")], out_dir=str(out)))
+    assert todo == [] and "is not a batch item's folder" in settled[0]["error"]
+    assert (out / "front" / "notes.txt").read_text() == "mine"
