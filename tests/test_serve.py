@@ -505,15 +505,19 @@ BAD_PARAMS = [
     ("predict", "progress", None),
     ("predict", "on_error", "x"),
 ]
-REQUIRED = {"predict": {"photos": ["p.png"]}, "avatar": {"photos": ["p.png"]}, "build": {"bundle_dir": "b"},
-            "animate": {"frames": "f"}, "retarget": {"motion": "m", "target": "t.glb"}}
+def _required(job: str) -> dict:
+    """A well-typed value for each required parameter of a job, from the option table."""
+    from engine.options import options_for
+
+    sample = {"path": "x", "paths": ["x.png"]}
+    return {o.name: sample[o.kind] for o in options_for(job) if o.required and o.name != "out_dir"}
 
 
 def test_ill_typed_parameters_are_invalid_params_naming_them_before_any_work(serve, tmp_path):
     client = serve()
     out = tmp_path / "out"
     for method, name, value in BAD_PARAMS:
-        reply = client.call(method, {**REQUIRED[method], "out_dir": str(out), name: value})
+        reply = client.call(method, {**_required(method), "out_dir": str(out), name: value})
         assert error_code(reply) == "invalid_params", (method, name, reply)
         assert reply["error"]["data"]["param"] == name, reply
         assert f"'{name}'" in reply["error"]["message"]
@@ -530,7 +534,7 @@ def test_job_methods_take_the_option_names_and_the_old_ones(serve, tmp_path):
 
     for job in JOBS:
         names = {o.name for o in options_for(job)}
-        assert set(checked_options(job, {**REQUIRED[job], "out_dir": "o"})) == names
+        assert set(checked_options(job, {**_required(job), "out_dir": "o"})) == names
     # protocol 1.0 spellings keep working
     assert checked_options("build", {"bundle_dir": "b", "out_dir": "o", "target_faces": 5000})["max_faces"] == 5000
     assert checked_options("animate", {"frames": "f", "out_dir": "o", "convention": "mixamo"})["rig"] == "mixamo"
