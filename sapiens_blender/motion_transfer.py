@@ -15,7 +15,7 @@ from pathlib import Path
 
 import bpy
 import numpy as np
-from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import CollectionProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
 from . import user_data
 from .blender.action import armature_rest, key_tracks

@@ -12,9 +12,11 @@ import numpy as np
 
 from engine import fileio
 from engine.errors import EngineError
+from engine.formats import WRITERS
 from engine.formats.scene import Animation, Scene, Skeleton, continuous_quaternions, matrix_to_quaternion
 from engine.motion.bone_maps import bone_map_document, read_bone_map
 from engine.motion.retarget import RetargetPlan, RetargetResult, plan_retarget, retarget
+from engine.motion.retarget_gltf import write_glb
 from engine.motion.retarget_sources import GltfCharacter, load_target, read_motion
 
 RETARGET_FORMAT = "sapiens-animation"
@@ -83,8 +85,6 @@ def retarget_to_dir(motion_dir: str | Path, target: str | Path, out_dir: str | P
     (atomically). convention: read the character's bone names in this convention (a bone-map
     convention or a rig table name) instead of detecting it. Returns the summary (and the
     curves when asked)."""
-    from engine.formats import WRITERS
-
     formats = tuple(formats or DEFAULT_FORMATS)
     unknown = [f for f in formats if f != "glb" and (f not in WRITERS or "motion" not in WRITERS[f].kinds)]
     if unknown:
@@ -108,8 +108,6 @@ def retarget_to_dir(motion_dir: str | Path, target: str | Path, out_dir: str | P
     with fileio.atomic_directory(Path(out_dir)) as tmp:
         for name in formats:
             if name == "glb":
-                from engine.motion.retarget_gltf import write_glb
-
                 write_glb(tmp / "animation.glb", result, character if isinstance(character, GltfCharacter) else None)
                 files["gltf"] = "animation.glb"
             else:

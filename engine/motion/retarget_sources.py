@@ -11,6 +11,7 @@ import numpy as np
 
 from engine.errors import EngineError
 from engine.motion.retarget import RestSkeleton, orthonormal, reordered
+from engine.rig.skeleton import bone_matrices
 
 VRM_HUMANOID_EXTENSIONS = ("VRMC_vrm", "VRM")
 
@@ -19,8 +20,6 @@ VRM_HUMANOID_EXTENSIONS = ("VRMC_vrm", "VRM")
 def skeleton_from_json(doc: dict, where: str = "skeleton.json") -> RestSkeleton:
     """A `sapiens-skeleton` document (docs/rig.md) -> RestSkeleton (bone frames: x, y = head ->
     tail, z = z_axis)."""
-    from engine.rig.skeleton import bone_matrices
-
     bones = doc.get("bones") if isinstance(doc, dict) else None
     if not isinstance(bones, list) or not bones:
         raise EngineError(f"{where}: no 'bones' list (expected a sapiens-skeleton document, docs/rig.md)")
