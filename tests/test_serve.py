@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import queue
 import subprocess
 import sys
@@ -505,6 +504,8 @@ BAD_PARAMS = [
     ("predict", "progress", None),
     ("predict", "on_error", "x"),
 ]
+
+
 def _required(job: str) -> dict:
     """A well-typed value for each required parameter of a job, from the option table."""
     from engine.options import options_for

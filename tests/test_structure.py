@@ -8,7 +8,6 @@ make it right. The rules name the package and the module at fault.
 from __future__ import annotations
 
 import ast
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
