@@ -59,9 +59,21 @@ def test_imported_rig_generates_with_rigify_and_binds_to_its_deform_bones(addon,
     assert mesh.modifiers["Armature"].object == rig and mesh.parent == rig
     deform = {b.name for b in rig.data.bones if b.use_deform}
     skin_bones = {b["name"] for b in skeleton["bones"] if b["deform"]}
-    bound = {g.name for g in mesh.vertex_groups} & deform
-    assert {f"DEF-{name}" for name in skin_bones if f"DEF-{name}" in deform} == bound
-    assert {"DEF-spine", "DEF-upper_arm.L", "DEF-thigh.R", "DEF-hand.L"} <= bound
+    groups = {g.name for g in mesh.vertex_groups}
+    assert not groups & skin_bones, "no weight is left on the metarig's bones"
+    assert {"DEF-spine", "DEF-upper_arm.L", "DEF-upper_arm.L.001", "DEF-thigh.R", "DEF-hand.L"} <= groups & deform
+    # a limb's weight is shared by its segments along the bone, each vertex's weights summing to 1
+    index = {g.index: g.name for g in mesh.vertex_groups if g.name in deform}
+    totals, upper_arm = np.zeros(len(mesh.data.vertices)), np.zeros((len(mesh.data.vertices), 2))
+    for v in mesh.data.vertices:
+        for g in v.groups:
+            if g.group in index:
+                totals[v.index] += g.weight
+                if index[g.group] in ("DEF-upper_arm.L", "DEF-upper_arm.L.001"):
+                    upper_arm[v.index, index[g.group].endswith(".001")] = g.weight
+    weighted = totals > 0
+    assert weighted.mean() > 0.99 and np.allclose(totals[weighted], 1.0, atol=2e-3)
+    assert (upper_arm[:, 0] > 0.5).sum() > 20 and (upper_arm[:, 1] > 0.5).sum() > 20
     np.testing.assert_allclose(evaluated_positions(mesh), rest, atol=1e-4)  # binding moves nothing
 
     # the whole rig moved by its root control: every vertex follows through the DEF bones
@@ -106,3 +118,20 @@ def test_a_script_import_enables_rigify_and_applies_its_data(rigify_avatar):
     bpy.context.view_layer.objects.active = metarig
     assert bpy.ops.pose.rigify_generate() == {"FINISHED"}
     assert metarig.data.rigify_target_rig is not None
+
+
+def test_bind_without_the_avatar_folder_renames_the_groups(addon, rigify_avatar):
+    """The engine's skin is read again from the avatar folder the mesh came from; without it
+    (moved, deleted) each bone's group goes whole to the bone's first deform segment."""
+    from sapiens_blender.blender.rigify_bind import SOURCE_PROPERTY, bind_to_generated_rig
+
+    assert bpy.ops.sapiens.import_avatar(directory=str(rigify_avatar)) == {"FINISHED"}
+    metarig, mesh = bpy.data.objects["sample_rig"], bpy.data.objects["sample"]
+    assert mesh[SOURCE_PROPERTY] == str(rigify_avatar)
+    del mesh[SOURCE_PROPERTY]
+    bpy.context.view_layer.objects.active = metarig
+    assert bpy.ops.pose.rigify_generate() == {"FINISHED"}
+    rig, meshes = bind_to_generated_rig(metarig)
+    groups = {g.name for g in mesh.vertex_groups}
+    assert meshes == [mesh] and {"DEF-upper_arm.L", "DEF-spine", "DEF-hand.R"} <= groups
+    assert "DEF-upper_arm.L.001" not in groups and "upper_arm.L" not in groups

@@ -18,6 +18,7 @@ from . import action as action_build
 from . import armature as armature_build
 from . import mesh as mesh_build
 from .created import CreatedData
+from .rigify_bind import SOURCE_PROPERTY
 
 
 @dataclass
@@ -55,6 +56,7 @@ def import_avatar(
                 rigify_collections=avatar.skeleton.get("rigify_collections") or [],
             )
             armature_build.bind_skin(obj, armature_obj, avatar.mesh)
+            obj[SOURCE_PROPERTY] = str(avatar.directory)  # where a Rigify bind finds the engine's skin
             if with_animation and avatar.animations and avatar.nodes is not None:
                 action = action_build.build_action(avatar, armature_obj, scene, created)
         return ImportResult(collection, obj, armature_obj, action)
