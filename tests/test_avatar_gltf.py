@@ -169,3 +169,18 @@ def test_skinned_builder_output_imports_in_blender(tmp_path):
     assert len(meshes) == 1 and "hip" in meshes[0].vertex_groups and meshes[0].parent == armatures[0]
     assert len(meshes[0].data.materials) == 2
     assert any(action.name.startswith("lift") for action in bpy.data.actions)
+
+
+def test_container_is_written_as_pygltflib_writes_it(tmp_path):
+    """save() lays out the .glb itself (no copies of the buffer): the bytes pygltflib's own
+    save_to_bytes gives for the same document, for odd-sized views (an image, uint8 data)
+    and a JSON chunk that needs padding alike."""
+    builder, mesh, _ = _quad_builder()
+    builder.add_image(b"\x89PNG odd length", "image/png", name="odd")
+    builder.add_accessor(np.arange(7, dtype=np.uint8))
+    for extra in ("", "x", "xy", "xyz"):  # every JSON padding remainder
+        builder.gltf.asset.extras = {"pad": extra}
+        path = builder.save(tmp_path / "fast.glb")
+        builder.gltf.set_binary_blob(bytes(builder._blob))
+        expected = b"".join(bytes(part) for part in builder.gltf.save_to_bytes())
+        assert path.read_bytes() == expected == builder.to_bytes()

@@ -18,6 +18,7 @@ Array conventions:
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -412,19 +413,38 @@ class GltfBuilder:
         return len(anim.channels) - 1
 
     # ---- output ------------------------------------------------------------------------
-    def to_bytes(self) -> bytes:
-        """The whole document as .glb bytes."""
+    def _container_head(self) -> bytes:
+        """The .glb header, JSON chunk and BIN chunk header that precede the binary buffer.
+
+        The same bytes pygltflib's save_to_bytes gives for this document (tests compare), built
+        without its three copies of the buffer: the views already sit back to back, each
+        starting on a 4-byte boundary, exactly where pygltflib would repack them."""
+        if self.gltf.required_alignment() != 4:
+            raise ValueError("GltfBuilder lays out its buffer with 4-byte alignment only")
         self._blob.extend(b"\x00" * (_align4(len(self._blob)) - len(self._blob)))
         self.gltf.buffers = [gl.Buffer(byteLength=len(self._blob))]
-        self.gltf.set_binary_blob(bytes(self._blob))
-        return b"".join(bytes(part) for part in self.gltf.save_to_bytes())
+        text = self.gltf.gltf_to_json(separators=(",", ":"), indent=None).encode("utf-8")
+        text += b" " * (-(12 + len(text)) % 4)  # the BIN chunk's data starts 4-byte aligned
+        length = 12 + 8 + len(text) + 8 + len(self._blob)
+        return b"".join([
+            b"glTF", struct.pack("<I", 2), struct.pack("<I", length),
+            struct.pack("<I", len(text)), b"JSON", text,
+            struct.pack("<I", len(self._blob)), b"BIN\x00",
+        ])
+
+    def to_bytes(self) -> bytes:
+        """The whole document as .glb bytes."""
+        return self._container_head() + bytes(self._blob)
 
     def save(self, path: str | Path) -> Path:
         """Write a .glb file."""
         path = Path(path)
         if path.suffix.lower() != ".glb":
             raise ValueError(f"GltfBuilder writes binary glTF: {path} should end in .glb")
-        path.write_bytes(self.to_bytes())
+        head = self._container_head()
+        with open(path, "wb") as out:
+            out.write(head)
+            out.write(self._blob)
         return path
 
 
