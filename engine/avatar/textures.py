@@ -9,13 +9,12 @@ map) so that the hidden side neither shares texels with the front nor gets the f
 Everything is vectorised over texels and triangles (a chunked scan-conversion rasteriser finds
 which triangle covers each texel and its barycentric coordinates).
 
-UV convention: glTF's (origin at the image's top-left, v down). `uv_opengl` flips v for
-formats (OBJ, PLY, trimesh) whose origin is the bottom-left.
+UV convention: glTF's (origin at the image's top-left, v down); engine.formats.scene.uv_opengl
+flips v for the formats (OBJ, PLY, USD) whose origin is the bottom-left.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,13 +102,6 @@ def linear_to_srgb8(linear: np.ndarray) -> np.ndarray:
     table = np.round(linear_to_srgb(np.linspace(0.0, 1.0, 65536)) * 255.0).astype(np.uint8)
     index = np.clip(linear, 0.0, 1.0) * np.float32(65535.0) + np.float32(0.5)
     return table[index.astype(np.uint16)]
-
-
-def uv_opengl(uv: np.ndarray) -> np.ndarray:
-    """glTF UVs (v down) -> OpenGL / OBJ / PLY UVs (v up)."""
-    out = np.array(uv, np.float32, copy=True)
-    out[:, 1] = 1.0 - out[:, 1]
-    return out
 
 
 # ---- filling and resampling -----------------------------------------------------------------
@@ -459,14 +451,3 @@ def encode_normal_map(tangent_normals: np.ndarray) -> np.ndarray:
 def decode_normal_map(rgb: np.ndarray) -> np.ndarray:
     """8-bit RGB -> unit tangent-space vectors (the inverse of encode_normal_map)."""
     return _normalize(rgb.astype(np.float64) / 255.0 * 2.0 - 1.0)
-
-
-# ---- encoders -----------------------------------------------------------------------------------
-def png_bytes(rgb8: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb8), "RGB").save(buffer, format="PNG", compress_level=4)
-    return buffer.getvalue()
-
-
