@@ -224,3 +224,38 @@ def test_heap_settings_survive_overlapping_builds(monkeypatch):
         ("mallopt", heap._M_TRIM_THRESHOLD, 2 * heap._SETTLED_MMAP_THRESHOLD),
         ("trim",),
     ]
+
+
+def small_avatar_scene(tmp_path) -> Scene:
+    """A two-triangle avatar, skinned to the chain skeleton, its textures already on disk."""
+    from engine.formats.scene import Material, Mesh, Skin
+    from engine.formats.textures import avatar_textures, write_textures
+
+    vertices = np.float32([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]])
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    mesh = Mesh(vertices, np.tile(np.float32([0, 0, 1]), (4, 1)), faces, vertices[:, :2].copy(),
+                np.tile(np.float32([1, 0, 0, 1]), (4, 1)), np.uint8([1, 1, 2, 2]), label_names=["a", "b", "c"])
+    skeleton = chain_scene().skeleton
+    skin = Skin(np.uint16([[0, 1, 0, 0]] * 4), np.float32([[0.5, 0.5, 0, 0]] * 4))
+    materials = [Material("front", faces[:1], face_indices=np.array([0]), base_color="albedo", normal="normal"),
+                 Material("back.1", faces[1:], face_indices=np.array([1]), base_color="albedo", normal="normal")]
+    scene = Scene("avatar", mesh=mesh, materials=materials, textures=avatar_textures(normal_map=True),
+                  skeleton=skeleton, skin=skin, metadata={"format": "test"})
+    scene.texture("albedo").pixels = np.full((4, 4, 3), 200, np.uint8)
+    scene.texture("normal").pixels = np.full((4, 4, 3), (128, 128, 255), np.uint8)
+    write_textures(scene, tmp_path, np.full((4, 4, 3), 0.5, np.float32))
+    return scene
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_every_writer_writes_every_kind_it_claims(name, tmp_path):
+    writer = WRITERS[name]
+    scenes = {"avatar": small_avatar_scene(tmp_path), "motion": chain_scene()}
+    for kind in writer.kinds:
+        files = writer.write(kind, scenes[kind], tmp_path)
+        assert files, f"{name} wrote nothing for a {kind}"
+        for path in files.values():
+            assert (tmp_path / path).is_file() and (tmp_path / path).stat().st_size > 0
+    for kind in set(scenes) - set(writer.kinds):
+        with pytest.raises(EngineError, match=f"does not hold {kind}s"):
+            writer.write(kind, scenes[kind], tmp_path)
