@@ -263,3 +263,20 @@ def test_avatar_method_keeps_one_predictor_across_calls(ckpt_root, photos, tmp_p
         assert progress == []
     finally:
         server.close()
+
+
+def test_a_killed_run_leaves_no_staging_behind_in_the_cache(ckpt_root, photos, tmp_path, stub_build,
+                                                            sample_predictions):
+    import subprocess
+    import sys
+
+    from engine import fileio
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    cache = tmp_path / "cache"
+    left = cache / f".predicting.{fileio._HOST}-{int(dead.stdout)}.abc123.tmp"
+    (left / "someone").mkdir(parents=True)
+    run_job("avatar", {"photos": [str(photos[0])], "out_dir": str(tmp_path / "avatars"), "cache_dir": str(cache),
+                       "checkpoints": str(ckpt_root), "device": "cpu"})
+    assert not left.exists()
+    assert [p.name for p in cache.iterdir() if p.name.startswith(".")] == []

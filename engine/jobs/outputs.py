@@ -11,22 +11,19 @@ import os
 from pathlib import Path
 
 from engine.errors import EngineError
+from engine.fileio import refusal
 
-# the manifest that marks each kind of output directory (docs/avatar.md, bundle.md, rig.md)
+# the manifest that marks each kind of output directory (engine.fileio.MANIFESTS says what they are)
 MANIFESTS = {"avatar": "avatar.json", "bundle": "bundle.json", "animation": "animation.json"}
-NOUNS = {"avatar": "an avatar", "bundle": "a predictions bundle", "animation": "an animation"}
 
 
 def check_output_dir(path: str | os.PathLike, kind: str, flag: str = "--out") -> Path:
-    """`path` if a job may write a `kind` output there; else an EngineError saying why not."""
+    """`path` if a job may write a `kind` output there; else an EngineError saying why not (the
+    rule the publish step applies at the end, engine.fileio.refusal, checked before any work)."""
     path = Path(path)
-    manifest = MANIFESTS[kind]
-    if path.exists() or path.is_symlink():
-        if not path.is_dir():
-            raise EngineError(f"{flag} {path}: is a file, not a folder; give a new or empty folder")
-        if any(path.iterdir()) and not (path / manifest).is_file():
-            raise EngineError(f"{flag} {path}: exists and is not {NOUNS[kind]} (no {manifest}); writing "
-                              f"there would replace its contents. Move it away or choose another {flag}")
+    reason = refusal(path, MANIFESTS[kind])
+    if reason:
+        raise EngineError(f"{flag} {reason}")
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():

@@ -18,11 +18,11 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 
 from engine.errors import EngineError, InputImageError
+from engine.fileio import staging_dir
 
 _photo_hashes: dict[tuple, str] = {}
 _lock = threading.Lock()
@@ -92,12 +92,9 @@ class PredictionCache:
         return entry if (entry / "bundle.json").is_file() else None
 
     def staging(self) -> Path:
-        """A fresh folder beside the entries (same file system: entries are renamed into place)."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            return Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
-        except OSError as exc:
-            raise EngineError(f"cache_dir {self.root}: cannot write ({exc.strerror or exc})") from exc
+        """A fresh hidden folder beside the entries (same file system: entries are renamed into
+        place); one a killed process left behind is removed by the next run (engine.fileio)."""
+        return staging_dir(self.root / "predicting")
 
     def store(self, bundle: Path, key: str) -> Path:
         """Move a finished bundle under its key; an entry another job stored meanwhile wins."""
