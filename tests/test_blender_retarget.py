@@ -150,9 +150,9 @@ def test_mixamo_character_other_proportions_keeps_directions(addon, walk_dir):
 
 
 def test_rigify_metarig_receives_the_walk(addon, walk_dir):
-    from sapiens_blender.operators import enable_rigify
+    import addon_utils
 
-    enable_rigify()
+    addon_utils.enable("rigify", default_set=True, handle_error=None)
     bpy.ops.object.armature_human_metarig_add()
     obj = bpy.context.active_object
     src, _ = source_heads(walk_dir)
