@@ -349,3 +349,29 @@ def test_animate_this_avatar_moves_its_skinned_textured_mesh(addon, rigify_avata
     scene.frame_set(scene.frame_start + 3)
     moved = np.linalg.norm(evaluated_positions(mesh) - rest, axis=1)
     assert moved.max() > 0.1          # the raised right arm carries its vertices
+
+
+def test_the_cli_glb_imports_into_blender_and_plays_the_motion(addon, walk_dir, tmp_path):
+    """The engine's animation.glb for a Mixamo-style character (centimetres under a 0.01 armature
+    node), imported with Blender's own glTF importer: hands and feet where the source's are."""
+    from test_retarget_files import make_mixamo_glb
+
+    from engine.motion.retarget_output import retarget_to_dir
+
+    source = read_motion(walk_dir)
+    target = make_mixamo_glb(tmp_path / "mixamo.glb", source.skeleton, scale=1.0, arm_scale=1.0)
+    retarget_to_dir(walk_dir, tmp_path / "mixamo.glb", tmp_path / "out", formats=["glb"])
+    assert bpy.ops.import_scene.gltf(filepath=str(tmp_path / "out" / "animation.glb")) == {"FINISHED"}
+    arm = next(o for o in bpy.context.scene.objects if o.type == "ARMATURE")
+    assert arm.animation_data.action is not None
+    assert any(o.type == "MESH" and o.find_armature() == arm for o in bpy.context.scene.objects)
+    scene = bpy.context.scene
+    sp, tp = humanoid_parts(source.skeleton), humanoid_parts(target)
+    errors = []
+    for t in range(len(source.world)):
+        f = t * scene.render.fps / scene.render.fps_base / source.fps
+        scene.frame_set(int(f), subframe=f - int(f))
+        for part in EXTREMITIES:
+            got = np.array(arm.matrix_world @ arm.pose.bones[target.names[tp[part]]].head)
+            errors.append(np.linalg.norm(got - TO_BLENDER @ source.world[t, sp[part], :3, 3]))
+    assert np.mean(errors) * 100 < POSITION_BOUND_CM, np.mean(errors)

@@ -275,3 +275,17 @@ def test_vrm_labels_name_the_parts_whatever_the_bone_names(walk_dir, tmp_path):
     for part in ("leftHand", "rightFoot", "leftThumbDistal"):
         got = world[:, names.index(f"J_{parts[part]:02d}"), :3, 3]
         assert np.linalg.norm(got - source.world[:, sp[part], :3, 3], axis=-1).mean() < 0.01, part
+
+
+def test_bvh_of_a_many_rooted_character_is_refused_before_work(walk_dir, tmp_path):
+    source = read_motion(walk_dir)
+    target = character(source.skeleton, names="mixamo")
+    parents = target.parents.copy()
+    parents[parents == 0] = -1                      # the hips' children become roots
+    loose = RestSkeleton(target.names, parents, target.rest, target.tails)
+    gltf, _ = skeleton_document(loose)
+    gltf.save_binary(str(tmp_path / "loose.glb"))
+    with pytest.raises(EngineError, match="BVH holds one root bone.*--formats glb"):
+        retarget_to_dir(walk_dir, tmp_path / "loose.glb", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+    assert retarget_to_dir(walk_dir, tmp_path / "loose.glb", tmp_path / "o", formats=["glb"])["files"]["gltf"]
