@@ -59,17 +59,26 @@ def export_avatar(objects: list[bpy.types.Object], path: str | os.PathLike, pres
     return path
 
 
+def _supported(operator, options: dict) -> dict:
+    """The options this Blender's exporter has (older versions lack some USD ones, e.g. units)."""
+    known = operator.get_rna_type().properties.keys()
+    return {k: v for k, v in options.items() if k in known}
+
+
 def _fbx(filepath: str, options: dict) -> None:
-    bpy.ops.export_scene.fbx(filepath=filepath, use_selection=True, **options)
+    op = bpy.ops.export_scene.fbx
+    op(filepath=filepath, **_supported(op, {"use_selection": True, **options}))
 
 
 def _usd(filepath: str, options: dict) -> None:
-    bpy.ops.wm.usd_export(filepath=filepath, selected_objects_only=True, **options)
+    op = bpy.ops.wm.usd_export
+    op(filepath=filepath, **_supported(op, {"selected_objects_only": True, **options}))
 
 
 def _glb(filepath: str, options: dict) -> None:
-    bpy.ops.export_scene.gltf(filepath=filepath, export_format="GLB", use_selection=True, export_animations=True,
-                              **options)
+    op = bpy.ops.export_scene.gltf
+    op(filepath=filepath, **_supported(op, {"export_format": "GLB", "use_selection": True,
+                                            "export_animations": True, **options}))
 
 
 _EXPORTERS = {"fbx": _fbx, "usd": _usd, "glb": _glb}
