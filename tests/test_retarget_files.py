@@ -289,3 +289,21 @@ def test_bvh_of_a_many_rooted_character_is_refused_before_work(walk_dir, tmp_pat
         retarget_to_dir(walk_dir, tmp_path / "loose.glb", tmp_path / "o")
     assert not (tmp_path / "o").exists()
     assert retarget_to_dir(walk_dir, tmp_path / "loose.glb", tmp_path / "o", formats=["glb"])["files"]["gltf"]
+
+
+def test_usd_motion_through_the_formats_table(walk_dir, tmp_path):
+    pytest.importorskip("pxr")
+    from pxr import Usd, UsdSkel
+
+    source = read_motion(walk_dir)
+    make_mixamo_glb(tmp_path / "m.glb", source.skeleton, scale=1.0, arm_scale=1.0)
+    result = retarget_to_dir(walk_dir, tmp_path / "m.glb", tmp_path / "out", formats=["usd"])
+    stage = Usd.Stage.Open(str(tmp_path / "out" / result["files"]["usd"]))
+    skel = next(UsdSkel.Skeleton(p) for p in stage.Traverse() if p.IsA(UsdSkel.Skeleton))
+    query = UsdSkel.Cache().GetSkelQuery(skel)
+    joints = [str(j).rsplit("/", 1)[-1] for j in query.GetJointOrder()]
+    hand = joints.index("mixamorig_LeftHand")
+    sp = humanoid_parts(source.skeleton)
+    for t in range(FRAMES):
+        xf = np.array(query.ComputeJointSkelTransforms(Usd.TimeCode(stage.GetStartTimeCode() + t)))
+        assert np.linalg.norm(xf[hand][3, :3] - source.world[t, sp["leftHand"], :3, 3]) < 1e-3
