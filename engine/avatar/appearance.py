@@ -24,6 +24,10 @@ from engine.bundle import srgb_to_linear
 FRONT_ONLY_CLASSES = ("Face_Neck", "Eyeglass", "Lower_Lip", "Upper_Lip", "Lower_Teeth", "Upper_Teeth", "Tongue")
 # fewer hair pixels than this and the face is refilled from its surroundings instead
 MIN_HAIR_PIXELS = 50
+# the band along the outline whose colours the hidden side continues (share of the person's
+# height in pixels: ~3 cm on an adult), and the fewest band pixels a part needs to use it
+BACK_BAND_FRACTION = 0.015
+MIN_BAND_PIXELS = 20
 # texels around the rasterised triangles that keep their own colour (bilinear taps at the edges)
 EDGE_TEXELS = 2
 
@@ -59,25 +63,72 @@ def _window_filled(values, valid, layout: tx.AtlasLayout):
 
 
 def _hidden_side_colour(bundle, window_colour, colour_valid, layout):
-    """Colours for the far side: the crop again (all we know), without the face.
+    """Colours for the far side, per body part, from what the photo shows near the silhouette.
 
-    The back of a head seen through the face would show the face; face, lips, teeth and
-    glasses pixels are refilled from the hair when the person has some (the back of most heads),
-    else from the pixels around them.
+    The back of a part is most like its sides: each part's hidden colour is filled (push-pull)
+    from its own pixels within a band along the person's outline, so a shirt's print, a face or
+    a logo in the middle of the front never reaches the back, while a sleeve, a trouser leg or
+    skin continues around. Face, lips, teeth and glasses are filled from the hair when the
+    person has some (the back of most heads), else from the skin near the head's outline. At
+    the outline itself the hidden colour equals the seen one: no seam where the islands meet.
     """
-    if bundle.seg is None:
-        return window_colour
     rows, cols = tx.crop_window(layout, colour_valid.shape)
-    seg, valid = bundle.seg[rows, cols], colour_valid[rows, cols]
+    valid = colour_valid[rows, cols]
+    person = bundle.mask[rows, cols]
+    height_px = np.ptp(np.nonzero(person)[0]) + 1 if person.any() else 1
+    band_px = max(2.0, BACK_BAND_FRACTION * height_px)
+    outline_distance = ndimage.distance_transform_edt(np.pad(person, 1))[1:-1, 1:-1]
+    band = valid & (outline_distance <= band_px)
+    if bundle.seg is None:
+        return tx.push_pull_fill(window_colour, band) if band.any() else window_colour
+    seg = bundle.seg[rows, cols]
     front_only = np.isin(seg, class_ids(FRONT_ONLY_CLASSES))
-    if not front_only.any():
-        return window_colour
     hair = valid & np.isin(seg, class_ids(["Hair"]))
-    source = hair if hair.sum() >= MIN_HAIR_PIXELS else valid & ~front_only
-    if not source.any():
-        return window_colour
-    refill = tx.push_pull_fill(window_colour, source)
-    return np.where(front_only[..., None], refill, window_colour)
+    # hair goes round the back of the head on the rows where it reaches the outline (beside the
+    # face, down to the shoulders when long); below that the back of the neck is skin
+    hair_rows = ndimage.binary_dilation((band & hair).any(axis=1), iterations=max(1, int(band_px)))
+    out = window_colour.copy()
+    jobs = []
+    for cls in np.unique(seg[person]):
+        region = person & (seg == cls)
+        source = band & region
+        if source.sum() < MIN_BAND_PIXELS:
+            source = valid & region
+        if front_only[region].any() and hair.sum() >= MIN_HAIR_PIXELS:
+            jobs.append((region & hair_rows[:, None], hair))
+            region = region & ~hair_rows[:, None]  # the rest (the neck) continues its own skin
+        jobs.append((region, source))
+    for region, source in jobs:
+        if not region.any() or not source.any():
+            continue
+        # fill over the part's bounding box (with its sources), not the whole window
+        r, c = np.nonzero(region | source)
+        box = (slice(r.min(), r.max() + 1), slice(c.min(), c.max() + 1))
+        filled = _continue_along_rows(window_colour[box], source[box], region[box] | source[box])
+        out[box][region[box]] = filled[region[box]]
+    return out
+
+
+def _continue_along_rows(colour: np.ndarray, source: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Fill from `source` pixels: along each row between the nearest source on the left and on
+    the right (linear in between) where both lie in the same run of `allowed` pixels, so a
+    stripe or a hem seen at both sides runs on around the back; push-pull elsewhere."""
+    h, w = source.shape
+    cols = np.broadcast_to(np.arange(w), (h, w))
+    left = np.maximum.accumulate(np.where(source, cols, -1), axis=1)
+    right = np.minimum.accumulate(np.where(source, cols, w)[:, ::-1], axis=1)[:, ::-1]
+    breaks = np.cumsum(~allowed, axis=1)
+    rows = np.broadcast_to(np.arange(h)[:, None], (h, w))
+    both = (left >= 0) & (right < w)
+    left_c, right_c = np.clip(left, 0, w - 1), np.clip(right, 0, w - 1)
+    both &= breaks[rows, left_c] == breaks[rows, right_c]
+    out = tx.push_pull_fill(colour, source)
+    if both.any():
+        span = np.maximum(right_c - left_c, 1).astype(np.float32)
+        towards_right = ((cols - left_c) / span).astype(np.float32)[..., None]
+        across = (1.0 - towards_right) * colour[rows, left_c] + towards_right * colour[rows, right_c]
+        out = np.where(both[..., None], across, out)
+    return out
 
 
 @dataclass
@@ -93,6 +144,27 @@ def start_photo_maps(pool: Executor, bundle, layout: tx.AtlasLayout) -> PhotoMap
     wants them as soon as the raster is done)."""
     normal = None if bundle.normal is None else pool.submit(_normal_target, bundle, layout)
     return PhotoMaps(normal, pool.submit(_albedo_islands, bundle, layout))
+
+
+def _through_the_front(vertices_camera, photo_xy, pointmap, K) -> np.ndarray:
+    """Where a hidden vertex reads the photo: at the front point with its own x and y.
+
+    Projecting a back vertex straight into the photo reads the front at a point up to several
+    centimetres higher or lower (the ray slants through the body's depth), which shears a
+    stripe or a hem between the front and the back; the front point at the same height and
+    side, (X, Y, Z_front), lines them up. Z_front is the pointmap's depth where the vertex
+    projects; vertices projecting onto no person pixel keep their projection.
+    """
+    h, w = pointmap.shape[:2]
+    col = np.clip(np.nan_to_num(photo_xy[:, 0]).astype(np.int64), 0, w - 1)
+    row = np.clip(np.nan_to_num(photo_xy[:, 1]).astype(np.int64), 0, h - 1)
+    front_depth = pointmap[row, col, 2].astype(np.float64)
+    ok = np.isfinite(front_depth) & (front_depth > 0)
+    moved = np.asarray(vertices_camera, np.float64)[ok].copy()
+    moved[:, 2] = front_depth[ok]
+    out = photo_xy.copy()
+    out[ok] = project(moved, K)
+    return out
 
 
 @dataclass
@@ -125,6 +197,9 @@ def plan_uvs(
     layout is known (while the tangents are computed here)."""
     n_islands = int(vertex_island.max()) + 1 if len(vertex_island) else 1
     photo_xy = project(vertices_camera, K)
+    if n_islands > 1 and bundle is not None and bundle.pointmap is not None:
+        hidden = vertex_island == tx.HIDDEN
+        photo_xy[hidden] = _through_the_front(vertices_camera[hidden], photo_xy[hidden], bundle.pointmap, K)
     # every vertex, hidden ones included (a closed surface may bulge past the silhouette), must
     # land inside its island
     layout = tx.plan_layout(mask, photo_xy, texture_size, n_islands)
