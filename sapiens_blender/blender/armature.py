@@ -77,8 +77,11 @@ def add_bone_metadata(obj, bones: list[dict], rigify_collections: list[dict] = (
             _set_property(pose_bone, "rigify_type", bone["rigify_type"])
             _set_rigify_parameters(pose_bone, bone.get("rigify_parameters") or {})
     if rigify_collections and rigify_enabled() and not len(armature.rigify_colors):
-        with bpy.context.temp_override(object=obj, active_object=obj):
-            bpy.ops.armature.rigify_add_color_sets()  # Root, IK, Special, Tweak, FK, Extra: the ids the table uses
+        try:
+            with bpy.context.temp_override(object=obj, active_object=obj):
+                bpy.ops.armature.rigify_add_color_sets()  # Root, IK, Special, Tweak, FK, Extra: the ids the table uses
+        except (AttributeError, RuntimeError):  # a Rigify without it: Generate works, bones uncoloured
+            pass
 
 
 def ensure_rigify() -> bool:
