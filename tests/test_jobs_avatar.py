@@ -187,8 +187,7 @@ def test_avatar_job_builds_from_cached_predictions(ckpt_root, photos, tmp_path, 
     assert json.loads((avatar / "avatar.json").read_text())["options"]["texture_size"] == 128
 
 
-def test_a_bundle_without_K_fails_before_the_surface_is_built(tmp_path, monkeypatch):
-    import engine.avatar.build as build_module
+def _sample_copy(tmp_path: Path, **changes) -> Path:
     from engine.paths import asset
 
     sample = asset("sample")
@@ -197,12 +196,34 @@ def test_a_bundle_without_K_fails_before_the_surface_is_built(tmp_path, monkeypa
     bundle = tmp_path / "bundle"
     shutil.copytree(sample, bundle)
     meta = json.loads((bundle / "bundle.json").read_text())
-    meta["K"] = None
+    for key, value in changes.items():
+        if value is None and key == "keypoints":
+            meta["files"].pop("keypoints")
+        else:
+            meta[key] = value
     (bundle / "bundle.json").write_text(json.dumps(meta))
+    return bundle
+
+
+def test_a_bundle_that_cannot_be_rigged_fails_before_the_build_starts(tmp_path, monkeypatch):
+    import engine.avatar.build as build_module
+
     monkeypatch.setattr(build_module, "build_avatar", lambda *a, **k: pytest.fail("the build started"))
-    with pytest.raises(BundleError, match="camera matrix K"):
-        run_job("build", {"bundle_dir": str(bundle), "out_dir": str(tmp_path / "avatar"), "rig": "rigify"})
-    assert not (tmp_path / "avatar").exists()
+    for changes, words in (({"keypoints": None}, "rigging needs the predicted keypoints"),
+                           ({"K": [[0, 0, 0], [0, 0, 0], [0, 0, 1]]}, "not a valid pinhole")):
+        bundle = _sample_copy(tmp_path, **changes)
+        with pytest.raises(BundleError, match=words):
+            run_job("build", {"bundle_dir": str(bundle), "out_dir": str(tmp_path / "avatar"), "rig": "rigify"})
+        assert not (tmp_path / "avatar").exists()
+        shutil.rmtree(bundle)
+
+
+def test_a_bundle_without_K_is_rigged_with_the_K_fitted_once(tmp_path):
+    bundle = _sample_copy(tmp_path, K=None)
+    result = run_job("build", {"bundle_dir": str(bundle), "out_dir": str(tmp_path / "avatar"), "rig": "rigify",
+                               "resolution": "quarter", "texture_size": 128, "detail": "none"})
+    manifest = json.loads((Path(result["avatar_dir"]) / "avatar.json").read_text())
+    assert manifest["camera"]["K_source"].startswith("fitted") and "skeleton.json" in result["files"]
 
 
 class InProcessServer:

@@ -1,8 +1,10 @@
 """The `build` job: a predictions bundle -> an avatar directory (docs/avatar.md).
 
 Before the build starts, the bundle is checked for what the chosen options need (a rig needs
-keypoints, a pointmap and a valid camera matrix K), so a bundle that cannot be rigged fails in
-words before the surface and textures are made.
+keypoints and a pointmap; a camera matrix K in bundle.json must be a valid one), so a bundle that
+cannot be rigged fails in words before the surface and textures are made. A bundle without K gets
+one fitted to its pointmap when the build reads it (engine.avatar.stages.read), before the
+surface, and the rig uses that same K.
 """
 
 from __future__ import annotations
@@ -39,13 +41,11 @@ def check_bundle_for_build(bundle_dir: Path, options: dict, source: str | None =
         if missing:
             raise BundleError(f"{source}: rigging needs the predicted {' and '.join(missing)}, which the "
                               "predictions lack (run the pose and pointmap tasks, or build without a rig)")
-        K = meta.get("K")
-        if K is None:
-            raise BundleError(f"{source}: rigging needs the camera matrix K, which could not be recovered from "
-                              "the predicted pointmap (too few valid pixels on the person); build without a rig")
-        matrix = np.asarray(K, dtype=np.float64) if isinstance(K, list) else np.zeros(0)
-        if matrix.shape != (3, 3) or not np.isfinite(matrix).all() or matrix[0, 0] <= 0 or matrix[1, 1] <= 0:
-            raise BundleError(f"{source}: K is not a valid pinhole intrinsics matrix: {K!r:.120}")
+        K = meta.get("K")  # absent: the build fits one to the pointmap when it reads the bundle
+        if K is not None:
+            matrix = np.asarray(K, dtype=np.float64) if isinstance(K, list) else np.zeros(0)
+            if matrix.shape != (3, 3) or not np.isfinite(matrix).all() or matrix[0, 0] <= 0 or matrix[1, 1] <= 0:
+                raise BundleError(f"{source}: K is not a valid pinhole intrinsics matrix: {K!r:.120}")
 
 
 def build_keywords(options: dict, build_avatar) -> dict:
