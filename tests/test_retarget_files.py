@@ -307,3 +307,19 @@ def test_usd_motion_through_the_formats_table(walk_dir, tmp_path):
     for t in range(FRAMES):
         xf = np.array(query.ComputeJointSkelTransforms(Usd.TimeCode(stage.GetStartTimeCode() + t)))
         assert np.linalg.norm(xf[hand][3, :3] - source.world[t, sp["leftHand"], :3, 3]) < 1e-3
+
+
+def test_output_never_replaces_an_input(walk_dir, tmp_path):
+    from engine.jobs import run_job
+
+    before = sorted(p.name for p in walk_dir.iterdir())
+    with pytest.raises(EngineError, match="holds the motion"):
+        run_job("retarget", {"motion": str(walk_dir), "target": str(walk_dir / "skeleton.json"), "out_dir": str(walk_dir)})
+    earlier = tmp_path / "earlier"              # an earlier output, with a character the user put in it
+    earlier.mkdir()
+    (earlier / "animation.json").write_text("{}")
+    (earlier / "character.json").write_text((walk_dir / "skeleton.json").read_text())
+    with pytest.raises(EngineError, match="holds the target"):
+        run_job("retarget", {"motion": str(walk_dir), "target": str(earlier / "character.json"), "out_dir": str(earlier)})
+    assert (earlier / "character.json").is_file()
+    assert sorted(p.name for p in walk_dir.iterdir()) == before

@@ -18,6 +18,13 @@ def run(options: dict, progress=None, cancel=None) -> dict:
             raise EngineError(f"{options[name]}: not found ({name} must be {what})")
     if options.get("bone_map") and not Path(options["bone_map"]).is_file():
         raise EngineError(f"{options['bone_map']}: bone map file not found")
+    out = out_dir.resolve()
+    for name in ("motion", "target", "bone_map"):
+        if options.get(name):
+            given = Path(options[name]).resolve()
+            if given == out or out in given.parents:
+                raise EngineError(f"--out {out_dir}: it holds the {name} ({options[name]}); writing there would replace "
+                                  f"the input. Choose another --out")
     from engine.motion.retarget_output import retarget_to_dir
 
     result = retarget_to_dir(options["motion"], options["target"], out_dir, bone_map=options.get("bone_map"),
