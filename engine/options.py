@@ -97,6 +97,8 @@ class Option:
 
     def check(self, value: Any) -> Any:
         """The value in its canonical form, or OptionError naming this option."""
+        if value == "" and self.kind in ("path", "string") and self.optional and not self.required:
+            value = None  # an unset text field (a panel's empty folder) means the default
         if value is None:
             if self.optional and not self.required:
                 return None

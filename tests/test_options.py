@@ -84,6 +84,10 @@ def test_defaults_aliases_and_canonical_values():
     assert predict["max_memory"] == 6 << 30
     assert predict["size"] == {"pose": "1b", "seg": "0.4b"}
     assert predict["bbox"] == [1.0, 2.0, 30.0, 40.0]
+    # an empty optional folder is unset; an empty required one is not a path
+    assert validate("predict", {**PREDICT, "checkpoints": ""})["checkpoints"] is None
+    with pytest.raises(OptionError, match="'out_dir'"):
+        validate("predict", {**PREDICT, "out_dir": ""})
     with pytest.raises(OptionError, match="give only one"):
         validate("build", {**BUILD, "max_faces": 1000, "target_faces": 2000})
 
