@@ -141,6 +141,9 @@ def test_motion_stage_animates_every_joint_at_the_motion_rate(tmp_path):
     scene = chain_scene(frames=11)
     scene.animation.frame_data["confidence"] = np.linspace(0.2, 0.9, 11)
     scene.animation.frame_data["filled"][3] = True
+    contacts = np.zeros((11, 2), bool)
+    contacts[4:, 0] = True
+    scene.animation.frame_data["foot_contact"] = contacts  # per-frame data of several values
     assert WRITERS["usd"].motion(scene, tmp_path) == {"usd": "animation.usdc"}
     path = tmp_path / "animation.usdc"
     assert validate(path) == []
@@ -161,6 +164,8 @@ def test_motion_stage_animates_every_joint_at_the_motion_rate(tmp_path):
     filled = anim.GetPrim().GetAttribute("sapiens:filled")
     assert [filled.Get(t) for t in range(5)] == [False, False, False, True, False]
     assert anim.GetPrim().GetAttribute("sapiens:confidence").Get(10) == pytest.approx(0.9, abs=1e-6)
+    contact = anim.GetPrim().GetAttribute("sapiens:foot_contact")
+    assert [list(contact.Get(t)) for t in (3, 4)] == [[False, False], [True, False]]
 
 
 def test_unrigged_avatar_is_a_plain_mesh_stage(shared_samples, tmp_path):

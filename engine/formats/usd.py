@@ -236,25 +236,26 @@ def write_stage(scene: Scene, path: Path) -> None:
 
 
 def _value_type(values: np.ndarray):
+    """The USD type of one frame's value: a scalar for T values, an array for T x N."""
     from pxr import Sdf
 
     values = np.asarray(values)
-    if values.dtype == np.bool_:
-        return Sdf.ValueTypeNames.Bool
-    if values.dtype.kind in "iu":
-        return Sdf.ValueTypeNames.Int
-    if values.dtype.kind == "f":
-        return Sdf.ValueTypeNames.Float if values.ndim == 1 else Sdf.ValueTypeNames.FloatArray
-    raise ValueError(f"per-frame data of dtype {values.dtype} has no USD type here")
+    kinds = {"b": ("Bool", "BoolArray"), "i": ("Int", "IntArray"), "u": ("Int", "IntArray"), "f": ("Float", "FloatArray")}
+    if values.dtype.kind not in kinds or values.ndim > 2:
+        raise ValueError(f"per-frame data of dtype {values.dtype} and shape {values.shape} has no USD type here")
+    return getattr(Sdf.ValueTypeNames, kinds[values.dtype.kind][values.ndim - 1])
 
 
 def _plain(value):
+    """One frame's value as USD takes it."""
     from pxr import Vt
 
     value = np.asarray(value)
-    if value.ndim:
-        return Vt.FloatArray.FromNumpy(value.astype(np.float32))
-    return value.item()
+    if not value.ndim:
+        return value.item()
+    array = {"b": Vt.BoolArray, "i": Vt.IntArray, "u": Vt.IntArray, "f": Vt.FloatArray}[value.dtype.kind]
+    cast = {"b": np.bool_, "i": np.int32, "u": np.int32, "f": np.float32}[value.dtype.kind]
+    return array.FromNumpy(np.ascontiguousarray(value, cast))
 
 
 def _custom_data(metadata: dict) -> dict:
