@@ -31,7 +31,9 @@ def tiny_checkpoints(tmp_path_factory):
     for task in TASKS:
         path = checkpoint_path(root, task, "0.4b")
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_tiny_checkpoint(path, task, num_layers=2, num_kv_heads=(4, 4))
+        # small inputs keep the test quick; the pointmap model takes only its training size
+        size = (1024, 768) if task == "pointmap" else (256, 192)
+        write_tiny_checkpoint(path, task, img_size=size, num_layers=2, num_kv_heads=(4, 4))
     return root
 
 
@@ -70,9 +72,15 @@ def ray_run(tmp_path_factory, photos, tiny_checkpoints, local_ray):
 
     out = tmp_path_factory.mktemp("ray_out")
     seen = []
-    result = run(_options(inputs=[str(photos)], out_dir=str(out), checkpoints=str(tiny_checkpoints)),
+    result = run(_predict_options(photos, out, tiny_checkpoints),
                  progress=lambda stage, fraction, message: seen.append(message))
     return out, result, seen
+
+
+def _predict_options(photos: Path, out: Path, checkpoints: Path, **extra) -> dict:
+    """Random tiny models give maps no surface can be built from: these runs predict only; the
+    build stage runs on real bundles below."""
+    return _options(inputs=[str(photos)], out_dir=str(out), checkpoints=str(checkpoints), steps=["predict"], **extra)
 
 
 @pytest.mark.slow
@@ -84,13 +92,10 @@ def test_a_corrupt_photo_is_one_failed_row_and_progress_is_reported(ray_run):
     assert rows["corrupt"]["error"].startswith("decode: ") and "corrupt.jpg" in rows["corrupt"]["error"]
     for name in ("front", "mirrored"):
         row = rows[name]
-        assert row["status"] == "done" and set(row["timings"]) >= {"decode", "predict", "build", "preview"}
-        assert (out / name / row["outputs"]["avatar"] / "avatar.json").is_file()
+        assert row["status"] == "done" and set(row["timings"]) == {"decode", "predict"}
+        assert (out / name / row["outputs"]["bundle"] / "bundle.json").is_file()
         assert json.loads((out / name / RECORD).read_text())["status"] == "done"
-        preview = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / name / "preview.png"))
-        assert preview.shape == (256, 256, 3) and (preview != 240).any()   # something was drawn
     assert any("front: done" in m for m in seen) and any("corrupt: failed" in m for m in seen)
-    assert 'src="front/preview.png"' in (out / "batch_report.html").read_text()
     assert "2 done, 0 skipped, 1 failed" in result["summary"] and "items/s" in result["summary"]
 
 
@@ -103,7 +108,7 @@ def test_the_ray_run_writes_what_the_serial_path_writes(ray_run, photos, tiny_ch
 
     out, _, _ = ray_run
     serial_out = tmp_path / "serial"
-    run(_options(inputs=[str(photos)], out_dir=str(serial_out), checkpoints=str(tiny_checkpoints)), serial=True)
+    run(_predict_options(photos, serial_out, tiny_checkpoints), serial=True)
     for name in ("front", "mirrored"):
         a, b = (json.loads((o / name / RECORD).read_text())["outputs"] for o in (out, serial_out))
         assert a.keys() == b.keys()
@@ -113,9 +118,6 @@ def test_the_ray_run_writes_what_the_serial_path_writes(ray_run, photos, tiny_ch
             x, y = getattr(ray_bundle, field), getattr(serial_bundle, field)
             assert np.array_equal(np.isnan(x), np.isnan(y))
             assert np.nanmax(np.abs(x - y)) <= 1e-4 * np.nanmax(np.abs(y)), field
-        meshes = [json.loads((o / name / "avatar" / "avatar.json").read_text())["mesh"] for o in (out, serial_out)]
-        assert abs(meshes[0]["faces"] - meshes[1]["faces"]) <= 0.01 * meshes[1]["faces"]
-        assert np.allclose(meshes[0]["bounds"], meshes[1]["bounds"], atol=2e-3)
 
 
 @pytest.mark.slow
@@ -123,21 +125,27 @@ def test_a_rerun_does_nothing_and_a_killed_run_resumes(ray_run, photos, tiny_che
     from engine.jobs.batch import run
 
     out, _, _ = ray_run
-    options = _options(inputs=[str(photos)], out_dir=str(out), checkpoints=str(tiny_checkpoints))
+    options = _predict_options(photos, out, tiny_checkpoints)
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "batch_report.jsonl"
               and p.name != "batch_report.html"}
     again = run(options)
     assert again["counts"] == {"done": 0, "skipped": 2, "failed": 1}
     assert "earlier run" in _rows(out)["corrupt"]["error"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps          # nothing rewritten
-    # a run killed while 'mirrored' was in flight: its record was never written, its worker's
+    # a run killed while 'mirrored' was in flight: its record still says pending, its worker's
     # temporary is left behind; the next run redoes only that item
-    (out / "mirrored" / RECORD).unlink()
-    shutil.rmtree(out / "mirrored" / "avatar")
-    (out / "mirrored" / ".avatar.host-999999999.x.tmp").mkdir()
+    from engine import fileio
+    from engine.batch.items import write_record
+
+    write_record(out / "mirrored", {"name": "mirrored", "status": "pending"})
+    shutil.rmtree(out / "mirrored" / "mirrored")
+    stale = out / "mirrored" / f".mirrored.{fileio._HOST}-999999999.x.tmp"
+    stale.mkdir()
+    fileio._swept.clear()
     resumed = run(options)
     assert resumed["counts"] == {"done": 1, "skipped": 1, "failed": 1}
-    assert _rows(out)["mirrored"]["status"] == "done" and (out / "mirrored" / "avatar" / "avatar.json").is_file()
+    assert _rows(out)["mirrored"]["status"] == "done" and (out / "mirrored" / "mirrored" / "bundle.json").is_file()
+    assert not stale.exists()   # the killed writer's temporary was cleaned
     assert stamps[out / "front" / RECORD] == (out / "front" / RECORD).stat().st_mtime_ns
     retried = run({**options, "retry_failed": True})
     assert _rows(out)["corrupt"]["error"].startswith("decode: ") and retried["counts"]["skipped"] == 2
@@ -145,23 +153,36 @@ def test_a_rerun_does_nothing_and_a_killed_run_resumes(ray_run, photos, tiny_che
 
 @pytest.mark.slow
 def test_build_step_on_bundles_with_per_item_options_from_the_cli(ray_run, tmp_path, capsys, local_ray):
-    """--steps build: bundles (a folder of them and one from a YAML list with its own options)."""
+    """--steps build on bundles (from a YAML list with per-item options, and a folder of bundles):
+    avatars built by Ray CPU tasks, their previews drawn, the contact sheet shows them; a bad
+    per-item option is that item's failed row."""
+    from PIL import Image
+
     from engine.cli import main
 
     out, _, _ = ray_run
-    bundle = next(p.parent for p in (out / "front").glob("*/bundle.json"))
+    predicted = next(p.parent for p in (out / "front").glob("*/bundle.json"))
+    folder = tmp_path / "bundles"
+    shutil.copytree(asset("sample"), folder / "copy")
     listing = tmp_path / "items.yaml"
-    listing.write_text(f"- path: {asset('sample')}\n  texture_size: 256\n- path: {bundle}\n  size: 1b\n")
-    code = main(["batch", str(listing), str(bundle), "--steps", "build", "--out", str(tmp_path / "built"),
-                 "--cpus", "2", "--texture-size", "512"])
+    listing.write_text(f"- path: {asset('sample')}\n  texture_size: 256\n- path: {predicted}\n  size: 1b\n")
+    built = tmp_path / "built"
+    code = main(["batch", str(listing), str(folder), "--steps", "build", "--out", str(built), "--cpus", "2",
+                 "--texture-size", "512"])
     captured = capsys.readouterr()
     assert code == 1   # one item failed: see below
-    assert "1 done" in captured.out and "1 failed" in captured.out
-    rows = _rows(tmp_path / "built")
-    sample = json.loads((tmp_path / "built" / "sample" / "avatar" / "avatar.json").read_text())
-    assert rows["sample"]["status"] == "done" and sample["options"]["texture_size"] == 256
+    assert "2 done, 0 skipped, 1 failed" in captured.out
+    rows = _rows(built)
+    for name, size in (("sample", 256), ("copy", 512)):
+        assert rows[name]["status"] == "done" and set(rows[name]["timings"]) == {"build", "preview"}
+        avatar = json.loads((built / name / "avatar" / "avatar.json").read_text())
+        assert avatar["options"]["texture_size"] == size
+        preview = np.asarray(Image.open(built / name / "preview.png"))
+        assert preview.shape == (256, 256, 3)
+        assert ((preview != 240).any(axis=-1)).mean() > 0.05          # a person was drawn, front and back
+        assert 'src="%s/preview.png"' % name in (built / "batch_report.html").read_text()
     failed = [r for r in rows.values() if r["status"] == "failed"]
-    assert len(failed) == 1 and "size cannot be set per item" in failed[0]["error"]
+    assert len(failed) == 1 and "'size': cannot be set per item" in failed[0]["error"]
 
 
 def test_inputs_expand_from_folders_globs_and_list_files(tmp_path, photos):

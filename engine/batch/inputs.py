@@ -38,7 +38,7 @@ class Item:
 
     def as_row(self) -> dict:
         return {"name": self.name, "path": str(self.path), "kind": self.kind,
-                "options": json.dumps(self.options, sort_keys=True)}
+                "options": json.dumps(self.options, sort_keys=True, default=str)}
 
 
 def expand_inputs(inputs: list, *, max_depth: int = 8) -> list[Item]:
@@ -48,7 +48,7 @@ def expand_inputs(inputs: list, *, max_depth: int = 8) -> list[Item]:
         items.extend(_expand(entry, {}, Path.cwd(), max_depth))
     seen, unique = set(), []
     for item in items:
-        key = (str(item.path.resolve()), json.dumps(item.options, sort_keys=True))
+        key = (str(item.path.resolve()), json.dumps(item.options, sort_keys=True, default=str))
         if key not in seen:
             seen.add(key)
             unique.append(item)
@@ -64,11 +64,7 @@ def _expand(entry, options: dict, base: Path, depth: int) -> list[Item]:
     if isinstance(entry, dict):
         if "path" not in entry:
             raise BatchInputError(f"list entry {json.dumps(entry)[:120]}: has no 'path'")
-        extra = {k: v for k, v in entry.items() if k != "path"}
-        bad = sorted(set(extra) - set(ITEM_OPTIONS))
-        if bad:
-            raise BatchInputError(f"list entry for {entry['path']}: {', '.join(bad)} cannot be set per item "
-                                  f"(per-item options: {', '.join(ITEM_OPTIONS)})")
+        extra = {k: v for k, v in entry.items() if k != "path"}   # checked per item: a bad one fails its item
         return _expand(entry["path"], {**options, **extra}, base, depth)
     if not isinstance(entry, (str, Path)):
         raise BatchInputError(f"list entry {entry!r}: expected a path or an object with 'path'")

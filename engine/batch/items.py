@@ -3,7 +3,8 @@
 An item's key is a hash of its input's content (the photo's bytes; a bundle's files), the model
 files (path, size, modification time) and every option that changes its outputs. Each item's
 folder OUT/NAME holds its outputs and `batch_item.json`, written last and atomically by the
-worker that finished the item: {key, status (done or failed), outputs, timings, error}. A rerun
+worker that finished the item: {key, status (done or failed), outputs, timings, error}; the
+driver writes it first with status pending, so a folder with a record is the batch's. A rerun
 skips an item whose record has its key and status done (and whose outputs are there), and one
 that failed with the same key unless retry_failed.
 """

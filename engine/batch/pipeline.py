@@ -47,14 +47,19 @@ def ray_rows(rows: list[dict], options: dict) -> Iterator[dict]:
     workers = options.get("workers") or max(1, int(gpus))
     run_options = {k: options[k] for k in stages.BUILD_OPTION_NAMES if k in options}
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 64)))
+    on_gpus = gpus >= workers
     if "predict" in steps:
-        ds = ds.map(stages.check_photo, num_cpus=1)
+        # Logical CPU shares, chosen so that the model workers never hold every CPU a decode or a
+        # build task is waiting for (that would stall the stream): decoding is light, a CPU-only
+        # model worker books half a CPU (its torch threads still use what the machine has).
+        ds = ds.map(stages.check_photo, num_cpus=0.1)
         ds = ds.map_batches(stages.PredictWorker, batch_format="pandas", batch_size=options.get("batch_size") or 4,
-                            concurrency=workers, num_gpus=1 if gpus >= workers else 0, num_cpus=1,
+                            concurrency=workers, num_gpus=1 if on_gpus else 0, num_cpus=1 if on_gpus else 0.5,
                             fn_constructor_kwargs={"model_options": model_options(options),
                                                    "finish_after_predict": "build" not in steps})
     if "build" in steps:
-        ds = ds.map(stages.build_row, fn_kwargs={"run_options": run_options}, num_cpus=1)
+        build_tasks = {} if "predict" in steps else {"concurrency": workers}  # build only: workers = builds at once
+        ds = ds.map(stages.build_row, fn_kwargs={"run_options": run_options}, num_cpus=1, **build_tasks)
     yield from ds.iter_rows()
 
 

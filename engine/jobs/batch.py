@@ -34,7 +34,7 @@ def plan(options: dict) -> tuple[list[dict], list[dict]]:
         row = {**item.as_row(), "item_dir": str(item_dir), "key": "", "outputs": "{}", "timings": "{}",
                "error": "", "status": ""}
         try:
-            item_options = {name: BY_NAME[name].check(value) for name, value in item.options.items()}
+            item_options = _item_options(item.options)
             row["options"] = json.dumps(item_options, sort_keys=True)
             _check_item(item, item_dir, steps)
             row["key"] = batch_items.item_key(batch_items.input_digest(item.path, item.kind), models,
@@ -52,6 +52,15 @@ def plan(options: dict) -> tuple[list[dict], list[dict]]:
         else:
             todo.append(row)
     return todo, settled
+
+
+def _item_options(given: dict) -> dict:
+    """An item's own options, checked as the option table checks them (OptionError names one)."""
+    bad = sorted(set(given) - set(batch_inputs.ITEM_OPTIONS))
+    if bad:
+        raise OptionError(bad[0], f"cannot be set per item (per-item options: {', '.join(batch_inputs.ITEM_OPTIONS)}; "
+                                  "model options are the run's)")
+    return {name: BY_NAME[name].check(value) for name, value in given.items()}
 
 
 def _check_item(item, item_dir: Path, steps) -> None:
@@ -75,6 +84,9 @@ def run(options: dict, progress=None, cancel=None, *, serial: bool = False) -> d
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     todo, settled = plan(options)
+    for row in todo:   # marks the folder as this batch's before any work: a killed run is resumed, not refused
+        batch_items.write_record(Path(row["item_dir"]), {"name": row["name"], "input": row["path"], "kind": row["kind"],
+                                                         "key": row["key"], "status": "pending"})
     writer = ReportWriter(out_dir)
     total = len(todo) + len(settled)
     try:
