@@ -130,8 +130,6 @@ def test_mixamo_character_same_proportions_follows_within_a_centimetre(addon, wa
     assert np.linalg.norm(vertex - src["leftHand"][-1]) < 0.01
     rest_vertex = np.array(skin.matrix_world @ skin.data.vertices[0].co)
     assert np.linalg.norm(vertex - rest_vertex) > 0.2          # and it did move from the T-pose
-    # undoable as one step: the operator registers with UNDO
-    assert "UNDO" in bpy.types.SAPIENS_OT_apply_motion.bl_options
 
 
 def test_mixamo_character_other_proportions_keeps_directions(addon, walk_dir):
@@ -375,3 +373,19 @@ def test_the_cli_glb_imports_into_blender_and_plays_the_motion(addon, walk_dir, 
             got = np.array(arm.matrix_world @ arm.pose.bones[target.names[tp[part]]].head)
             errors.append(np.linalg.norm(got - TO_BLENDER @ source.world[t, sp[part], :3, 3]))
     assert np.mean(errors) * 100 < POSITION_BOUND_CM, np.mean(errors)
+
+
+def test_apply_motion_is_one_undo_step(addon, walk_dir):
+    _, source = source_heads(walk_dir)
+    obj = make_armature(character(source.skeleton, rest_pose="tpose", names="mixamo"), "undoable")
+    bpy.context.scene.render.fps = 30
+    bpy.context.scene.sapiens_motion_transfer.motion_dir = str(walk_dir)
+    bpy.ops.ed.undo_push(message="before")
+    actions = set(bpy.data.actions.keys())
+    # as a button press runs it: with an undo push
+    assert bpy.ops.sapiens.apply_motion("EXEC_DEFAULT", True) == {"FINISHED"}
+    assert set(bpy.data.actions.keys()) - actions == {"undoable_retargeted"}
+    assert bpy.ops.ed.undo() == {"FINISHED"}
+    assert bpy.data.objects["undoable"].animation_data is None or bpy.data.objects["undoable"].animation_data.action is None
+    assert bpy.ops.ed.redo() == {"FINISHED"}
+    assert bpy.data.objects["undoable"].animation_data.action.name == "undoable_retargeted"
