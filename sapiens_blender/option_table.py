@@ -100,8 +100,10 @@ def check_value(spec: OptionSpec, value, where: str = ""):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "int" and value != int(value)):
             raise bad("an integer" if kind == "int" else "a number")
         value = int(value) if kind == "int" else float(value)
-        if (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max):
-            raise OptionError(f"{name}: {value} is outside {spec.min:g}..{spec.max:g}")
+        if spec.min is not None and value < spec.min:
+            raise OptionError(f"{name}: {value} is below its minimum {spec.min:g}")
+        if spec.max is not None and value > spec.max:
+            raise OptionError(f"{name}: {value} is above its maximum {spec.max:g}")
     elif kind == "choice":
         if value not in spec.choices:
             raise bad(f"one of {', '.join(spec.choices)}")

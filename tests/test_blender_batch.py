@@ -148,7 +148,7 @@ def test_list_errors_name_the_key(tmp_path):
         _item_options("items:\n  - photo: a.jpg\n    detial: none\n", tmp_path)
     with pytest.raises(BatchListError, match=r"defaults\.rig: expected one of game, mixamo, rigify"):
         _item_options("defaults:\n  rig: maya\nitems:\n  - a.jpg\n", tmp_path)
-    with pytest.raises(BatchListError, match=r"max_faces: 5 is outside"):
+    with pytest.raises(BatchListError, match=r"max_faces: 5 is below its minimum 100"):
         _item_options("max_faces: 5\nitems:\n  - a.jpg\n", tmp_path)
     with pytest.raises(BatchListError, match="reuse_predictions: no longer an option"):
         _item_options("items:\n  - photo: a.jpg\n    reuse_predictions: false\n", tmp_path)
