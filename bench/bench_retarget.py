@@ -20,7 +20,7 @@ import numpy as np
 
 from engine.motion.bone_maps import direction_children
 from engine.motion.retarget import plan_retarget, retarget
-from engine.motion.retarget_synthetic import character, humanoid_parts, synthetic_motion
+from engine.motion.retarget_synthetic import character, humanoid_parts, synthetic_motion, without_parts
 
 CASES = [
     ("T-pose, random rolls", dict(rest_pose="tpose", roll_seed=1)),
@@ -80,6 +80,15 @@ def main() -> None:
         err, _ = position_errors_cm(source, result, plan.scale)
         print(f"  {kind:5s} {label:38s} directions {ang.mean():.2e} / {ang.max():.2e} deg ({ang.shape[1]} bones); "
               f"root scale {plan.scale:.3f}; joints vs scaled source {err.mean():.1f} cm (longer arms)")
+        # other topology: no upper chest, no shoulders, no middle finger joints (children re-hung)
+        dropped = ("upperChest", "leftShoulder", "rightShoulder") + tuple(
+            f"{s}{f}Intermediate" for s in ("left", "right") for f in ("Index", "Middle", "Ring", "Little"))
+        target = without_parts(character(source.skeleton, rest_pose="tpose", roll_seed=6, names="mixamo"), dropped)
+        result = retarget(plan_retarget(source.skeleton, target), source.world, source.fps)
+        err, common = position_errors_cm(source, result)
+        ext = err[:, [common.index(p) for p in EXTREMITIES]]
+        print(f"  {kind:5s} {'fewer bones (upper chest, shoulders, finger joints)':38s} joints {err.mean():.2e} / "
+              f"{err.max():.2e} cm; hands+feet {ext.mean():.2e} cm ({len(target.names)} bones)")
 
     print(f"\nspeed ({args.timing_frames} frames; best of {args.repeats})")
     base = synthetic_motion("walk", 100)

@@ -141,3 +141,20 @@ def humanoid_parts(skeleton: RestSkeleton) -> dict[str, int]:
     """humanoid part -> bone index of a skeleton (by its detected convention)."""
     convention, parts = detect(skeleton.names)
     return {p: skeleton.names.index(b) for p, b in convention_map(convention, skeleton.names).items()}
+
+
+def without_parts(skeleton: RestSkeleton, parts: tuple[str, ...]) -> RestSkeleton:
+    """The skeleton without the bones that play `parts` (their children hang from their parent):
+    a character with fewer spine bones, no shoulders, fewer finger joints."""
+    _, found = detect(skeleton.names)
+    drop = {skeleton.names.index(found[p]) for p in parts if p in found}
+    keep = [b for b in range(len(skeleton.names)) if b not in drop]
+    new_index = {b: i for i, b in enumerate(keep)}
+    parents = []
+    for b in keep:
+        p = int(skeleton.parents[b])
+        while p in drop:
+            p = int(skeleton.parents[p])
+        parents.append(new_index[p] if p >= 0 else -1)
+    tails = skeleton.tails[keep] if skeleton.tails is not None else None
+    return RestSkeleton([skeleton.names[b] for b in keep], np.array(parents), skeleton.rest[keep], tails)
