@@ -90,6 +90,7 @@ def fill_bone_map(obj, rows: list[tuple[str, str]]) -> None:
     obj.sapiens_bone_map.clear()
     for bone in obj.data.bones:
         item = obj.sapiens_bone_map.add()
+        item.name = bone.name                 # the list's own name filter searches this
         item.bone, item.part = bone.name, parts.get(bone.name, "")
 
 
