@@ -93,7 +93,10 @@ def run(options: dict, progress=None, cancel=None, *, serial: bool = False) -> d
         for row in settled:
             writer.add(row)
         report("batch", len(settled) / max(total, 1), f"{len(todo)} to run, {len(settled)} settled already")
-        rows = pipeline.serial_rows(todo, options) if serial else pipeline.ray_rows(todo, options)
+        if not todo:
+            rows = []   # nothing to run: Ray is not even started
+        else:
+            rows = pipeline.serial_rows(todo, options) if serial else pipeline.ray_rows(todo, options)
         for row in rows:
             entry = writer.add(row)
             report("batch", len(writer.rows) / max(total, 1), f"{entry['name']}: {entry['status']}"
