@@ -246,11 +246,11 @@ def _world_axes(target: RestSkeleton, parts: dict[str, int]) -> np.ndarray:
     left = heads[parts["leftUpperLeg"]] - heads[parts["rightUpperLeg"]]
     if "leftUpperArm" in parts and "rightUpperArm" in parts:
         left = left + _unit(heads[parts["leftUpperArm"]] - heads[parts["rightUpperArm"]]) * np.linalg.norm(left)
-    up = heads[top] - heads[parts["hips"]] if top is not None else np.cross(_unit(left), [0.0, 0.0, 1.0])
-    # rest poses stand upright: up is a world axis
-    k = int(np.argmax(np.abs(up)))
+    # rest poses stand upright: up is the world axis nearest hips -> neck (glTF's +Y without a torso)
+    spine = heads[top] - heads[parts["hips"]] if top is not None else np.array([0.0, 1.0, 0.0])
+    k = int(np.argmax(np.abs(spine)))
     up = np.zeros(3)
-    up[k] = np.sign((heads[top] - heads[parts["hips"]])[k]) if top is not None else 1.0
+    up[k] = np.sign(spine[k])
     left = _unit(left - up * (left @ up))
     forward = np.cross(left, up)
     k = int(np.argmax(np.abs(forward)))
