@@ -17,6 +17,8 @@ CONTACT_SPEED_M_S = 1.0
 MIN_CONTACT_FRAMES = 3
 GROUND_SPAN_M = 0.15                 # feet spread less than this along a direction fix no tilt along it
 MAX_GROUND_TILT_DEG = 30.0
+STANCE_DRIFT_M = 0.06               # a standing foot's ankle stays this near its spot (jitter included)
+MAX_MERGE_S = 0.5                    # longest loss of a foot on its spot still taken as one stance
 MAX_GAP_FRAMES = 2                   # a break in a stance this short is closed (jitter, not a step)
 SMOOTH_FRAMES = 1.5                  # sigma of the centred smoothing contacts are read through
 SIDES = ("L", "R")
@@ -96,6 +98,12 @@ def detect_contacts(tracks: np.ndarray, names: list[str], fps: float, normal: np
     heights = soles(tracks, names) @ normal - d                     # T x 2
     ankles = tracks[:, [names.index("ankle_L"), names.index("ankle_R")]]
     contact = (heights < height_m) & (_speed(ankles, fps, normal) < speed_m_s)
+    low = heights < height_m
+    flat = ankles - (ankles @ normal)[..., None] * normal
+    # a stance lasts while the foot stays low and near where it stood: a jittery frame (a foot
+    # hidden behind the knees in a squat) moves the ankle's speed, not where it stands
+    contact = np.stack([_merge_runs(_extend_runs(contact[:, k], low[:, k], flat[:, k]), heights[:, k], flat[:, k],
+                                    height_m, int(round(MAX_MERGE_S * fps))) for k in range(2)], 1)
     # a stance broken for a frame or two by a jittery frame is one stance
     contact = np.stack([~_drop_short_runs(~contact[:, k], MAX_GAP_FRAMES + 1, inner_only=True) & (heights[:, k] < height_m)
                         for k in range(2)], 1)
@@ -106,6 +114,35 @@ def contact_runs(contact: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) frame ranges where a T bool array is True."""
     edges = np.diff(np.r_[0, contact.astype(np.int8), 0])
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
+
+def _extend_runs(contact: np.ndarray, low: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """contact with each run grown both ways over frames where the foot is low and within
+    STANCE_DRIFT_M of the run's median spot (flat: T x 3 ankle positions along the ground)."""
+    out = contact.copy()
+    T = len(contact)
+    for a, b in contact_runs(contact):
+        spot = np.median(flat[a:b], axis=0)
+        near = low & (np.linalg.norm(flat - spot, axis=1) < STANCE_DRIFT_M)
+        while b < T and near[b]:
+            b += 1
+        while a > 0 and near[a - 1]:
+            a -= 1
+        out[a:b] = True
+    return out
+
+
+def _merge_runs(contact: np.ndarray, heights: np.ndarray, flat: np.ndarray, height_m: float,
+                max_gap: int) -> np.ndarray:
+    """Two runs of one foot on the same spot (within STANCE_DRIFT_M) with a short gap between them
+    whose frames mostly stay low are one stance (the foot was never lifted, only lost)."""
+    out = contact.copy()
+    runs = contact_runs(contact)
+    for (a0, b0), (a1, b1) in zip(runs[:-1], runs[1:]):
+        same_spot = np.linalg.norm(np.median(flat[a0:b0], axis=0) - np.median(flat[a1:b1], axis=0)) < STANCE_DRIFT_M
+        if same_spot and a1 - b0 <= max_gap and np.median(heights[b0:a1]) < height_m:
+            out[b0:a1] = True
+    return out
 
 
 def _drop_short_runs(contact: np.ndarray, min_len: int, inner_only: bool = False) -> np.ndarray:
