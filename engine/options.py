@@ -392,8 +392,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("steps", "choices", "Steps", "what to run for each input: predict, build (bundles as inputs: build only)",
            ("batch",), default=("predict", "build"), optional=False, choices=("predict", "build"), group="general"),
     Option("address", "string", "Ray Cluster",
-           "run on a Ray cluster: auto (the one this machine belongs to) or ray://HOST:PORT; default: a local Ray "
-           "sized to this machine", ("batch",), pattern=r"auto|ray://[A-Za-z0-9_.:-]+", metavar="ADDRESS",
+           "run on a Ray cluster: auto (the one this machine belongs to), HOST:PORT (its head) or ray://HOST:PORT "
+           "(Ray Client); default: a local Ray sized to this machine", ("batch",),
+           pattern=r"auto|(ray://)?[A-Za-z0-9_.-]+:[0-9]+", metavar="ADDRESS",
            group="general"),
     Option("workers", "int", "Model Workers", "model worker processes, each holding the models once "
            "(default: one per GPU, else one)", ("batch",), min=1, max=1024, metavar="N", group="model"),
