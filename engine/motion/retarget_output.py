@@ -61,7 +61,8 @@ def curves(result: RetargetResult, decimals: int = 6) -> dict:
         if moving[b]:
             entry["rotation"] = np.round(quats[:, b], decimals).tolist()
         loc = basis[:, b, :3, 3]
-        if b == plan.hips or np.abs(loc).max() > 1e-9:
+        # only the travelling bone (and a keyed bone that really moves off its rest offset)
+        if b == plan.hips or (moving[b] and np.abs(loc).max() > 1e-6):
             entry["location"] = np.round(loc, decimals).tolist()
         if entry:
             if name in plan.part_of:
