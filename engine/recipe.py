@@ -240,11 +240,6 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, output_wh=INPUT_WH,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def pose_input(image: np.ndarray, bbox_xyxy) -> tuple[np.ndarray, PoseCrop]:
-    crop = pose_crop(bbox_xyxy)
-    return warp_affine(image, crop.matrix, INPUT_WH, crop.interpolation), crop
-
-
 def flip_test_average(heatmaps, heatmaps_of_flipped, flip_indices):
     """Average heatmaps with those of the mirrored crop, mirrored back, left/right channels swapped."""
     return (heatmaps + heatmaps_of_flipped.flip(-1)[:, list(flip_indices)]) / 2.0

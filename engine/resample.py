@@ -78,22 +78,6 @@ def axis_weights(n_in: int, n_out: int, kind: str) -> sp.csr_matrix:
     return matrix.astype(np.float32)
 
 
-def resize(image: np.ndarray, size_hw: tuple[int, int], kind_y: str, kind_x: str | None = None) -> np.ndarray:
-    """Resize an H x W (x C) array to `size_hw` with the given kernel per axis; float32 result."""
-    kind_x = kind_x or kind_y
-    h, w = image.shape[:2]
-    out_h, out_w = size_hw
-    squeeze = image.ndim == 2
-    img = image[..., None] if squeeze else image
-    c = img.shape[2]
-    flat = np.ascontiguousarray(img, dtype=np.float32).reshape(h, w * c)
-    tmp = axis_weights(h, out_h, kind_y) @ flat                      # out_h x (w * c)
-    tmp = tmp.reshape(out_h, w, c).transpose(1, 0, 2).reshape(w, out_h * c)
-    out = axis_weights(w, out_w, kind_x) @ tmp                        # out_w x (out_h * c)
-    out = out.reshape(out_w, out_h, c).transpose(1, 0, 2)
-    return np.ascontiguousarray(out[..., 0] if squeeze else out)
-
-
 def linear_rows(chw, size_hw: tuple[int, int], row_start: int = 0, row_stop: int | None = None):
     """Bilinear resize of a C x H x W torch tensor (rows [start, stop) of the result only).
 

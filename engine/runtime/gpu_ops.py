@@ -65,7 +65,7 @@ def axis_matrix(n_in: int, n_out: int, kind: str, device) -> Tensor:
 
 
 def resize(images: Tensor, size_hw: tuple[int, int], kind_y: str, kind_x: str | None = None) -> Tensor:
-    """B x C x H x W -> B x C x h x w float32 with resample.resize's kernels (two matmuls)."""
+    """B x C x H x W -> B x C x h x w float32 with resample.axis_weights' kernels (two matmuls)."""
     kind_x = kind_x or kind_y
     h, w = images.shape[-2:]
     wy = axis_matrix(h, size_hw[0], kind_y, images.device)
