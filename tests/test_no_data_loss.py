@@ -351,3 +351,17 @@ def test_predict_keeps_going_when_the_disk_fills_on_one_photo(tmp_path, photo, t
     assert not (out / "first").exists()
     assert read_bundle(out / "second").normal is not None
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_batch_refuses_a_user_folder_where_an_item_goes(tmp_path, capsys):
+    from engine.cli import main
+    from engine.paths import asset
+
+    out = tmp_path / "out"
+    user = _user_folder(out / "sample")
+    code = main(["batch", str(asset("sample")), "--steps", "build", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 1 and "Traceback" not in captured.err
+    assert "0 done, 0 skipped, 1 failed" in captured.out
+    assert f"{user} exists and is not a batch item's folder" in captured.err
+    _untouched(user)

@@ -46,10 +46,11 @@ def counts(rows: list[dict]) -> dict:
     return {status: sum(r["status"] == status for r in rows) for status in ("done", "skipped", "failed")}
 
 
-def summary_line(rows: list[dict], seconds: float) -> str:
+def summary_line(rows: list[dict], seconds: float, ran: int) -> str:
+    """`ran`: the items this run worked on (skipped ones and ones refused before any work do not
+    count towards the rate)."""
     c = counts(rows)
-    worked = c["done"] + c["failed"]
-    rate = worked / seconds if seconds > 0 else 0.0
+    rate = ran / seconds if seconds > 0 else 0.0
     return (f"{len(rows)} items: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed "
             f"in {seconds:.1f} s ({rate:.2f} items/s)")
 

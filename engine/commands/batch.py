@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from engine.jobs import run_job
 
     result = run_job("batch", from_args(args, "batch"), progress=_print_progress)
+    for row in result["failed"]:
+        print(f"sapiens-engine batch: {row['name']}: {row['error']}", file=sys.stderr)
     print(result["summary"])
     print(f"report: {result['report']}, contact sheet: {result['sheet']}", file=sys.stderr)
     return 1 if result["counts"]["failed"] else 0

@@ -88,7 +88,7 @@ def run(options: dict, progress=None, cancel=None, *, serial: bool = False) -> d
         batch_items.write_record(Path(row["item_dir"]), {"name": row["name"], "input": row["path"], "kind": row["kind"],
                                                          "key": row["key"], "status": "pending"})
     writer = ReportWriter(out_dir)
-    total = len(todo) + len(settled)
+    total, ran = len(todo) + len(settled), 0
     try:
         for row in settled:
             writer.add(row)
@@ -98,6 +98,7 @@ def run(options: dict, progress=None, cancel=None, *, serial: bool = False) -> d
         else:
             rows = pipeline.serial_rows(todo, options) if serial else pipeline.ray_rows(todo, options)
         for row in rows:
+            ran += 1
             entry = writer.add(row)
             report("batch", len(writer.rows) / max(total, 1), f"{entry['name']}: {entry['status']}"
                    + (f" ({entry['error']})" if entry["error"] else ""))
@@ -106,5 +107,5 @@ def run(options: dict, progress=None, cancel=None, *, serial: bool = False) -> d
     seconds = time.perf_counter() - started
     return {"out_dir": str(out_dir), "report": str(out_dir / "batch_report.jsonl"),
             "sheet": str(out_dir / "batch_report.html"), "counts": counts(writer.rows),
-            "summary": summary_line(writer.rows, seconds), "seconds": round(seconds, 3),
+            "summary": summary_line(writer.rows, seconds, ran), "seconds": round(seconds, 3),
             "failed": [r for r in writer.rows if r["status"] == "failed"]}
