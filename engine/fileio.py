@@ -31,7 +31,8 @@ import numpy as np
 from engine.errors import EngineError
 
 # the file that marks each kind of output directory, and what to call that kind
-MANIFESTS = {"bundle.json": "a predictions bundle", "avatar.json": "an avatar", "animation.json": "an animation"}
+MANIFESTS = {"bundle.json": "a predictions bundle", "avatar.json": "an avatar", "animation.json": "an animation",
+             "gt.json": "a synthetic sample"}
 
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0]) or "host"
 _HIDDEN = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)(?:\.[^./]+\.tmp|\.old)$")
