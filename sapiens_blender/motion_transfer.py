@@ -302,6 +302,103 @@ class SAPIENS_OT_animate_avatar(bpy.types.Operator):
         return bpy.ops.sapiens.run("INVOKE_DEFAULT") if self._prepare(context) else {"CANCELLED"}
 
 
+def _photo_is_cached(context) -> bool:
+    from .pipeline import cached_bundle, photo_cache_dir
+
+    photo = bpy.path.abspath(context.scene.sapiens.photo)
+    return bool(photo) and cached_bundle(photo_cache_dir(user_data.cache_root(), photo)) is not None
+
+
+class SAPIENS_OT_build_and_animate(bpy.types.Operator):
+    """A photo's avatar plus a video in one step: build the avatar from the panel's photo (reusing its
+    cached predictions when there are some), then animate it from the chosen image sequence or video:
+    a moving, skinned, textured person"""
+
+    bl_idname = "sapiens.build_and_animate"
+    bl_label = "Avatar + Motion"
+    bl_options = {"REGISTER"}
+
+    _timer = None
+
+    def _check(self, context) -> str | None:
+        settings = context.scene.sapiens
+        if settings.input_kind == "PHOTO":
+            return "Choose the Image Sequence or Video to animate with (the photo stays chosen)"
+        photo = bpy.path.abspath(settings.photo)
+        if not photo or not Path(photo).is_file():
+            return f"Choose the photo of the person too (not found: {photo or 'nothing chosen'})"
+        if not settings.avatar_params().get("rig"):
+            return "The avatar needs a rig to move: choose a Rig in the photo's options"
+        return None
+
+    def _start(self, context, phase: str) -> bool:
+        from . import operators
+
+        settings = context.scene.sapiens
+        self.phase = phase
+        if phase == "avatar":
+            settings.input_kind = "PHOTO"
+            started = operators.start_run(context, self.report, rebuild_only=_photo_is_cached(context))
+            settings.input_kind = self.sequence_kind       # the panel shows what the user chose
+            return started
+        return operators.start_run(context, self.report)
+
+    def _onto_new_avatar(self, context) -> bool:
+        """After the avatar's run: its rig becomes the animation's target."""
+        collection = bpy.data.collections.get(context.window_manager.sapiens_status.last_collection)
+        rig = next((o for o in (collection.all_objects if collection else ()) if o.type == "ARMATURE"), None)
+        if rig is None:
+            self.report({"ERROR"}, "The avatar came without a rig: nothing to animate")
+            return False
+        context.scene.sapiens_motion_transfer.animate_onto = rig
+        context.scene.sapiens.input_kind = self.sequence_kind
+        return True
+
+    def execute(self, context):     # scripts and tests: both runs wait here
+        from . import operators
+
+        problem = self._check(context)
+        if problem:
+            self.report({"ERROR"}, problem)
+            return {"CANCELLED"}
+        self.sequence_kind = context.scene.sapiens.input_kind
+        settings = context.scene.sapiens
+        settings.input_kind = "PHOTO"
+        outcome = operators.run_blocking(context, self.report, rebuild_only=_photo_is_cached(context))
+        settings.input_kind = self.sequence_kind
+        if outcome != {"FINISHED"} or not self._onto_new_avatar(context):
+            return {"CANCELLED"}
+        return operators.run_blocking(context, self.report)
+
+    def invoke(self, context, event):
+        problem = self._check(context)
+        if problem:
+            self.report({"ERROR"}, problem)
+            return {"CANCELLED"}
+        self.sequence_kind = context.scene.sapiens.input_kind
+        if not self._start(context, "avatar"):
+            return {"CANCELLED"}
+        self._timer = context.window_manager.event_timer_add(0.1, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        from . import operators
+
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        outcome = operators.poll_run(context, self.report)
+        if outcome is None:
+            return {"RUNNING_MODAL"}
+        if outcome == {"FINISHED"} and self.phase == "avatar":
+            if self._onto_new_avatar(context) and self._start(context, "animate"):
+                return {"RUNNING_MODAL"}
+            outcome = {"CANCELLED"}
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+        return outcome
+
+
 class SAPIENS_UL_bone_map(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
         row = layout.row(align=True)
@@ -316,8 +413,11 @@ def draw_motion_transfer(layout, context) -> None:
     box.label(text="Motion onto Armature", icon="ARMATURE_DATA")
     box.prop(context.scene.sapiens_motion_transfer, "motion_dir", text="")
     box.prop(context.scene.sapiens_motion_transfer, "animate_onto")
-    if rig_of(obj) is not None and context.scene.sapiens.input_kind != "PHOTO":
-        box.operator("sapiens.animate_avatar", icon="ARMATURE_DATA")
+    if context.scene.sapiens.input_kind != "PHOTO":
+        row = box.row(align=True)
+        row.operator("sapiens.build_and_animate", icon="OUTLINER_OB_ARMATURE")
+        if rig_of(obj) is not None:
+            row.operator("sapiens.animate_avatar", icon="ARMATURE_DATA")
     if obj is None or obj.type != "ARMATURE":
         box.label(text="Select an armature", icon="INFO")
         return
@@ -334,6 +434,7 @@ def draw_motion_transfer(layout, context) -> None:
 
 CLASSES = (SapiensBoneMapItem, SapiensMotionTransfer, SAPIENS_OT_apply_motion,
            SAPIENS_OT_detect_bone_map, SAPIENS_OT_save_bone_map, SAPIENS_OT_load_bone_map, SAPIENS_OT_animate_avatar,
+           SAPIENS_OT_build_and_animate,
            SAPIENS_UL_bone_map)
 
 
