@@ -145,6 +145,12 @@ def test_glb_character_keeps_its_mesh_and_follows_the_motion(walk_dir, tmp_path)
     assert manifest["retarget"]["bone_map"]["mixamorig:LeftArm"] == "upper_arm.L"
     saved = json.loads((tmp_path / "out" / "bone_map.json").read_text())
     assert saved["format"] == "sapiens-bone-map" and saved["bones"]["mixamorig:LeftArm"] == "leftUpperArm"
+    # the saved map drives the same result when given back
+    again = retarget_to_dir(walk_dir, tmp_path / "mixamo.glb", tmp_path / "again", bone_map=tmp_path / "out" / "bone_map.json",
+                            with_curves=True)
+    assert again["convention"] == "map" and again["bone_map"] == result["bone_map"]
+    np.testing.assert_allclose(again["curves"]["bones"]["mixamorig:LeftForeArm"]["rotation"],
+                               result["curves"]["bones"]["mixamorig:LeftForeArm"]["rotation"], atol=1e-9)
 
 
 def test_taller_longer_armed_character_keeps_directions(walk_dir, tmp_path):
