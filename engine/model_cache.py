@@ -105,12 +105,12 @@ class ModelCache:
         model = None
         if self.backend == "torch":
             from engine.models.loading import load_model
-            from engine.runtime.device import resolve_device, resolve_dtype
+            from engine.runtime.device import load_dtype, resolve_device
 
             device = resolve_device(self.device)
             # loaded straight onto the device in its format: on the CPU in fp32 the runner then
-            # wraps the very memory-mapped module
-            model = load_model(path, device=device, dtype=resolve_dtype(self.dtype, device), task=task)
+            # wraps the very memory-mapped module (int8 quantizes from fp32)
+            model = load_model(path, device=device, dtype=load_dtype(self.dtype, device), task=task)
         return get_runner(task, path, backend=self.backend, device=self.device, dtype=self.dtype,
                           batch_size=batch, compile=self.compile, onnx_dir=self.onnx_dir, model=model,
                           progress=self.progress)

@@ -34,6 +34,7 @@ def photos(tmp_path_factory):
 
 
 def _predict(photos, out, ckpt_root, **kw):
+    kw.setdefault("dtype", "fp32")   # the exact CPU path on both backends
     dirs = predict_photos(photos, out, checkpoints=ckpt_root, device="cpu", seg_probs=True, batch_size=2, **kw)
     assert [d.name for d in dirs] == [p.stem for p in photos]
     return [read_bundle(d) for d in dirs]

@@ -87,5 +87,19 @@ def device_name(device: torch.device) -> str:
 
 
 def resolve_dtype_name(dtype: str | torch.dtype = "auto", device: torch.device | str = "cpu") -> str:
-    """The number format's name a run records and the model cache takes ("fp32", "bf16", ...)."""
+    """The number format's name a predict run records and the model cache takes: "fp32", "bf16",
+    "fp16", or "int8" (a CPU mode). "auto" on the CPU is engine.runtime.cpu_modes.auto_mode():
+    the fastest mode within the stated tolerances that this CPU runs natively."""
+    device = torch.device(device)
+    if device.type == "cpu" and dtype in ("auto", "int8"):
+        from engine.runtime.cpu_modes import auto_mode
+
+        return auto_mode() if dtype == "auto" else "int8"
+    if dtype == "int8":
+        raise EngineError("--dtype int8 is a CPU mode; on a GPU use bf16, fp16 or fp32")
     return DTYPE_NAMES[resolve_dtype(dtype, device)]
+
+
+def load_dtype(name: str, device: torch.device | str = "cpu") -> torch.dtype:
+    """The format weights are loaded in for a run in `name` (int8 quantizes from fp32)."""
+    return torch.float32 if name == "int8" else resolve_dtype(name, device)

@@ -1,6 +1,8 @@
 """PyTorch runner: the model exactly as load_model returns it on the CPU, tuned on a CUDA GPU.
 
 CPU (fp32): `model(x)` under inference_mode, nothing else; the parity fixtures' numbers hold.
+CPU fast modes (bf16, int8): the model transformed by engine.runtime.cpu_modes; threads set to
+the physical cores.
 CUDA, everything guarded by `device.type == "cuda"` so none of it touches the CPU path:
 - weights in bf16 (fp16 where bf16 is missing); RoPE periods stay bf16 as in the reference;
 - scaled-dot-product attention restricted to the fused kernels, fastest first (cuDNN and flash
@@ -24,7 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engine.runtime.device import resolve_device, resolve_dtype
+from engine.errors import EngineError
+from engine.runtime.device import DTYPE_NAMES, load_dtype, resolve_device, resolve_dtype
 from engine.runtime.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -63,9 +66,19 @@ class TorchRunner(Runner):
     def __init__(self, model: nn.Module, *, device="auto", dtype="auto", batch_size: int = 1,
                  compile: str | None = None, source: str = ""):
         device = resolve_device(device)
-        dtype = resolve_dtype(dtype, device)
-        if device.type == "cpu" and dtype != torch.float32:
-            log.info("%s on the CPU: fp32 is the exact path; %s is for agreement checks", model.task, dtype)
+        # on the CPU a number format is a mode (engine.runtime.cpu_modes): int8 takes fp32 inputs
+        self.cpu_mode = None
+        if device.type == "cpu":
+            from engine.runtime import cpu_modes
+
+            self.cpu_mode = "int8" if dtype == "int8" else DTYPE_NAMES.get(resolve_dtype(dtype, device))
+            cpu_modes.set_threads()
+            dtype = cpu_modes.input_dtype(self.cpu_mode) if self.cpu_mode in cpu_modes.CPU_MODES \
+                else resolve_dtype(dtype, device)
+        elif dtype == "int8":
+            raise EngineError("--dtype int8 is a CPU mode; on a GPU use bf16, fp16 or fp32")
+        else:
+            dtype = resolve_dtype(dtype, device)
         super().__init__(model.task, model.config, device=device, dtype=dtype, batch_size=batch_size,
                          source=source or str(getattr(model, "source", "")))
         self.model = self._place(model)
@@ -83,14 +96,21 @@ class TorchRunner(Runner):
         from engine.models.loading import load_model
 
         dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev)
-        model = load_model(checkpoint, device=dev, dtype=dt, task=task or "any")
-        return cls(model, device=dev, dtype=dt, source=Path(checkpoint).name, **kw)
+        model = load_model(checkpoint, device=dev, dtype=load_dtype(dtype, dev), task=task or "any")
+        return cls(model, device=dev, dtype=dtype, source=Path(checkpoint).name, **kw)
 
     # ------------------------------------------------------------------ setup
 
     def _place(self, model: nn.Module) -> nn.Module:
+        if self.cpu_mode == "int8":
+            from engine.runtime import cpu_modes
+
+            return cpu_modes.prepare(model, "int8").eval()
         first = next(model.parameters())
+        if self.cpu_mode == "bf16":
+            from engine.runtime import cpu_modes
+
+            return cpu_modes.prepare(model, "bf16").eval()
         if first.device == self.device and first.dtype == self.dtype:
             return model.eval()    # the CPU fp32 path: the very module load_model returned
         periods = {n: m.periods for n, m in model.named_modules() if hasattr(m, "periods")}
@@ -169,4 +189,4 @@ class TorchRunner(Runner):
             torch.cuda.empty_cache()
 
     def describe(self) -> dict:
-        return {**super().describe(), "compile": self.compile_mode}
+        return {**super().describe(), "compile": self.compile_mode, "cpu_mode": self.cpu_mode}

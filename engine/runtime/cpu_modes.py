@@ -1,0 +1,193 @@
+"""CPU fast modes: what the processor computes quickly, and the model transforms that use it.
+
+- fp32: the model exactly as load_model returns it; the reference's numbers (the parity path).
+- bf16: every weight and activation in bfloat16 (RoPE periods stay bf16 as in the reference),
+  outputs back to fp32 before decoding. Worth it where the CPU has bf16 dot products
+  (AVX512-BF16, AMX-BF16): oneDNN's convolutions and matmuls then run about 2-3x faster.
+  Attention runs the same fused kernel in either format (no faster in bf16 on AVX-512).
+- int8: the backbone's Linear layers quantized dynamically (int8 weights per output channel,
+  activations quantized per call, fbgemm, VNNI where the CPU has it); attention, norms and the
+  patch embedding stay fp32; the head runs in bf16 where the CPU has bf16 dot products, else fp32.
+
+`auto_mode()` picks the mode a run takes when the user leaves it to us: the fastest one whose
+accuracy loss stays within the tolerances docs/performance.md states, among those the CPU runs
+natively, fp32 otherwise. SAPIENS_CPU_MODE (fp32, bf16, int8) overrides that choice, e.g. to keep
+a test machine on the exact path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+CPU_MODES = ("fp32", "bf16", "int8")
+ENV_OVERRIDE = "SAPIENS_CPU_MODE"
+# what auto picks, best first, when the CPU runs it natively (measured: docs/performance.md)
+AUTO_PREFERENCE = ("bf16",)
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (/proc/cpuinfo on Linux; empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_features() -> dict:
+    """What this CPU offers the fast modes, from torch's dispatch level and the CPU flags."""
+    flags = cpu_flags()
+    capability = torch.backends.cpu.get_cpu_capability()
+    bf16 = bool({"avx512_bf16", "amx_bf16"} & flags)
+    int8 = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)
+    if not flags:   # no /proc/cpuinfo (macOS, Windows): oneDNN decides at run time; claim nothing
+        bf16 = int8 = False
+    return {"capability": capability, "bf16_dot": bf16, "int8_dot": int8, "amx": bool({"amx_bf16"} & flags),
+            "physical_cores": physical_cores()}
+
+
+def native_modes(features: dict | None = None) -> list[str]:
+    f = features or cpu_features()
+    return ["fp32"] + (["bf16"] if f["bf16_dot"] else []) + (["int8"] if f["int8_dot"] else [])
+
+
+def auto_mode(features: dict | None = None) -> str:
+    """The mode `dtype="auto"` takes on the CPU (see the module docstring)."""
+    override = os.environ.get(ENV_OVERRIDE, "").strip().lower()
+    if override:
+        return check_mode(override)
+    native = native_modes(features)
+    return next((m for m in AUTO_PREFERENCE if m in native), "fp32")
+
+
+def check_mode(mode: str) -> str:
+    from engine.errors import EngineError
+
+    if mode not in CPU_MODES:
+        raise EngineError(f"unknown CPU mode {mode!r} ({ENV_OVERRIDE} or --dtype); use {', '.join(CPU_MODES)}")
+    return mode
+
+
+def physical_cores() -> int:
+    """Cores, not hardware threads: two threads of one core share its vector units."""
+    try:
+        pairs = set()
+        with open("/proc/cpuinfo") as fh:
+            phys = core = None
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    phys = value.strip()
+                elif key == "core id":
+                    core = value.strip()
+                elif not line.strip() and core is not None:
+                    pairs.add((phys, core))
+                    phys = core = None
+            if core is not None:
+                pairs.add((phys, core))
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        if pairs:
+            return max(1, min(len(pairs), usable or len(pairs)))
+    except OSError:
+        pass
+    return max(1, os.cpu_count() or 1)
+
+
+def set_threads() -> int:
+    """torch's intra-op threads = physical cores (unless the user set OMP_NUM_THREADS)."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    cores = physical_cores()
+    if torch.get_num_threads() != cores:
+        torch.set_num_threads(cores)
+    return cores
+
+
+# ----------------------------------------------------------------------------- model transforms
+
+
+def input_dtype(mode: str) -> torch.dtype:
+    """The format a runner hands the model its batch in."""
+    return torch.bfloat16 if mode == "bf16" else torch.float32
+
+
+def prepare(model: nn.Module, mode: str, features: dict | None = None) -> nn.Module:
+    """The model transformed for `mode` (fp32: untouched). Outputs are float32 in every mode
+    except bf16, whose runner casts them back."""
+    check_mode(mode)
+    if mode == "fp32":
+        return model
+    if mode == "bf16":
+        return own_memory(to_bf16(model))
+    features = features or cpu_features()
+    backbone = getattr(model, "backbone", model)
+    quantize_linears(backbone)
+    head = getattr(model, "decode_head", None)
+    if head is not None and features["bf16_dot"]:
+        head.to(torch.bfloat16)
+        head.register_forward_pre_hook(_inputs_to(torch.bfloat16))
+        head.register_forward_hook(_outputs_to_float)
+    return own_memory(model)
+
+
+def own_memory(model: nn.Module) -> nn.Module:
+    """Copy the tensors still backed by the checkpoint's memory map into private memory (the
+    unconverted ones: RoPE periods, int8 mode's fp32 norms), so the map, and every file page the
+    conversion read, is let go: a fast mode then holds only its converted weights."""
+    with torch.no_grad():
+        for module in model.modules():
+            for store in (module._parameters, module._buffers):
+                for name, t in store.items():
+                    if t is not None and not t.is_meta and not t.untyped_storage().resizable():
+                        copy = t.detach().clone()
+                        store[name] = nn.Parameter(copy, requires_grad=False) if isinstance(t, nn.Parameter) else copy
+    return model
+
+
+def to_bf16(model: nn.Module) -> nn.Module:
+    """All weights in bf16; the RoPE periods are bf16 already (the reference's) and stay so."""
+    periods = {n: m.periods for n, m in model.named_modules() if hasattr(m, "periods")}
+    model = model.to(torch.bfloat16)
+    for name, p in periods.items():
+        model.get_submodule(name).periods = p
+    return model
+
+
+def quantize_linears(module: nn.Module) -> nn.Module:
+    """Every nn.Linear under `module`, in place, as a dynamically quantized int8 Linear."""
+    try:
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError as exc:   # a torch without eager-mode quantization
+        from engine.errors import EngineError
+
+        raise EngineError(f"the int8 CPU mode needs torch.ao.quantization, missing in torch "
+                          f"{torch.__version__}; use --dtype bf16 or fp32") from exc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # its deprecation notices are for library authors
+        quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    return module
+
+
+def _inputs_to(dtype: torch.dtype):
+    def hook(module, args):
+        return tuple(a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+    return hook
+
+
+def _outputs_to_float(module, args, output):
+    if isinstance(output, tuple):
+        return tuple(o.float() for o in output)
+    return output.float()

@@ -1,0 +1,114 @@
+"""CPU fast modes (engine.runtime.cpu_modes): chosen by what the CPU offers, overridable, the
+model transforms (bf16 everywhere; int8 dynamic Linear layers), agreement with fp32 on tiny
+models, and the checkpoint's memory map let go in the fast modes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from engine.errors import EngineError
+from engine.runtime import cpu_modes
+from engine.runtime.device import resolve_dtype_name
+from engine.runtime.precision import normal_angle_deg, raw_relative_l2
+
+SIZES = {"normal": (128, 96), "pointmap": (256, 192)}
+NONE = {"capability": "DEFAULT", "bf16_dot": False, "int8_dot": False, "amx": False, "physical_cores": 1}
+BF16 = {**NONE, "capability": "AVX512", "bf16_dot": True, "int8_dot": True}
+
+
+def test_auto_mode_follows_the_cpu_and_the_override(monkeypatch):
+    monkeypatch.delenv(cpu_modes.ENV_OVERRIDE, raising=False)
+    assert cpu_modes.auto_mode(NONE) == "fp32"
+    assert cpu_modes.auto_mode({**NONE, "int8_dot": True}) == "fp32"   # int8 is never picked by itself
+    assert cpu_modes.auto_mode(BF16) == "bf16"
+    monkeypatch.setenv(cpu_modes.ENV_OVERRIDE, "fp32")
+    assert cpu_modes.auto_mode(BF16) == "fp32"
+    monkeypatch.setenv(cpu_modes.ENV_OVERRIDE, "fast")
+    with pytest.raises(EngineError, match="unknown CPU mode 'fast'.*fp32, bf16, int8"):
+        cpu_modes.auto_mode(BF16)
+
+
+def test_dtype_names_on_cpu_and_gpu(monkeypatch):
+    monkeypatch.setenv(cpu_modes.ENV_OVERRIDE, "bf16")
+    assert resolve_dtype_name("auto", "cpu") == "bf16"
+    assert resolve_dtype_name("int8", "cpu") == "int8"
+    assert resolve_dtype_name("fp32", "cpu") == "fp32"
+    with pytest.raises(EngineError, match="int8 is a CPU mode"):
+        resolve_dtype_name("int8", "cuda")
+
+
+def test_cpu_features_and_cores():
+    f = cpu_modes.cpu_features()
+    assert f["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert 1 <= f["physical_cores"] <= (os.cpu_count() or 1)
+    flags = cpu_modes.cpu_flags()
+    if flags:   # Linux: the flags decide
+        assert f["bf16_dot"] == bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from engine.models.testing import write_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("cpu_modes")
+    # the pointmap's scale branch needs more than one pixel after its three stride-2 convs
+    return {t: write_tiny_checkpoint(root / f"{t}.safetensors", t, img_size=SIZES[t], seed=3)
+            for t in ("normal", "pointmap")}
+
+
+def _runner(path, mode):
+    from engine.model_cache import ModelCache
+
+    return ModelCache({"x": path}, device="cpu", dtype=mode)._make("normal" if "normal" in path.name else "pointmap", path)
+
+
+def _image(task="normal"):
+    g = torch.Generator().manual_seed(0)
+    return torch.nn.functional.interpolate(torch.randn(1, 3, 16, 12, generator=g), size=SIZES[task], mode="bicubic")
+
+
+def _is_mmap_backed(t) -> bool:
+    return not t.untyped_storage().resizable()
+
+
+def test_fp32_is_the_loaded_module_untouched(tiny):
+    from engine.models.loading import load_model
+
+    runner = _runner(tiny["normal"], "fp32")
+    assert runner.cpu_mode == "fp32" and runner.dtype == torch.float32
+    # still the memory-mapped weights, and the very numbers of the model as loaded
+    assert any(_is_mmap_backed(p) for p in runner.model.parameters())
+    x = _image()
+    with torch.inference_mode():
+        assert torch.equal(runner(x), load_model(tiny["normal"])(x))
+
+
+def test_bf16_mode_agrees_with_fp32_and_lets_the_file_go(tiny):
+    x = _image()
+    ref = _runner(tiny["normal"], "fp32")(x)
+    runner = _runner(tiny["normal"], "bf16")
+    assert runner.describe()["cpu_mode"] == "bf16"
+    assert {p.dtype for p in runner.model.parameters()} == {torch.bfloat16}
+    assert not any(_is_mmap_backed(t) for t in [*runner.model.parameters(), *runner.model.buffers()])
+    out = runner(x)
+    assert out.dtype == torch.float32
+    # tiny random model, measured: rel L2 0.014, median angle 0.12 deg
+    assert raw_relative_l2(out, ref) < 0.05
+    assert normal_angle_deg(out, ref)["median"] < 2.0
+
+
+def test_int8_mode_quantizes_the_backbone_linears(tiny):
+    x = _image("pointmap")
+    ref = _runner(tiny["pointmap"], "fp32")(x)
+    runner = _runner(tiny["pointmap"], "int8")
+    kinds = {type(m).__module__ for m in runner.model.backbone.modules() if type(m).__name__ == "Linear"}
+    assert kinds == {"torch.ao.nn.quantized.dynamic.modules.linear"}
+    assert not any(type(m) is torch.nn.Linear for m in runner.model.backbone.modules())
+    assert not any(_is_mmap_backed(t) for t in [*runner.model.parameters(), *runner.model.buffers()])
+    points, scale = runner(x)
+    assert points.dtype == scale.dtype == torch.float32
+    # tiny random model, measured: rel L2 0.13
+    assert raw_relative_l2((points, scale), ref) < 0.25
