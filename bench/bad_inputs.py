@@ -1,0 +1,1111 @@
+"""Every bad input a new user or a script would try, across the CLI and the stdio protocol (issue 11).
+
+    .venv/bin/python bench/bad_inputs.py              # every case (a few minutes: some run tiny models)
+    .venv/bin/python bench/bad_inputs.py --fast       # only the cases that need no model pass (seconds each)
+    .venv/bin/python bench/bad_inputs.py -k bbox      # the cases whose name contains "bbox"
+
+Each case runs in a fresh temporary workspace shared by all cases: tiny checkpoints in the released
+format (random weights, so model-backed cases take seconds, not minutes), a photo, the bundled
+sample as a predictions bundle, a sequence of bundle frames, an animation, and a folder of the
+user's own files that no case may touch. CLI cases run `sapiens-engine ...` as a subprocess; protocol
+cases drive one `sapiens-engine serve` over stdio. Each result is classified:
+
+- handled: refused (non-zero exit, or an `error` answer that is not `internal`) with a message in
+  words, no traceback, no user file touched, nothing half-written left (no output folder of a
+  refused job, no hidden temporary or backup anywhere). Cases that must succeed (odd but valid
+  inputs, a rerun after a kill) are handled when they succeed cleanly.
+- traceback: a Python traceback reached the user (CLI output, or an `internal` protocol error).
+- data lost: a file of the user's (or an input) was changed, replaced or removed.
+- half-written: a refused job left an output folder or a hidden temporary behind.
+- accepted: a bad input was taken as good (exit 0 / a `result`).
+- no words: refused without a message a person can read.
+
+tests/test_bad_inputs.py imports CASES from here and runs the fast subset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ENGINE = [sys.executable, "-m", "engine"]
+SAMPLE_BUNDLE = REPO_ROOT / "assets" / "sample"
+USER_TEXT = "my notes, not an engine output\n"
+TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
+CLI_TIMEOUT_S = 300
+SERVE_TIMEOUT_S = 120
+
+HANDLED, TRACEBACK, DATA_LOST, HALF_WRITTEN, ACCEPTED, NO_WORDS, FAILED = (
+    "handled", "traceback", "data lost", "half-written", "accepted", "no words", "failed")
+
+
+# --------------------------------------------------------------------------- the workspace
+
+
+class Workspace:
+    """One temporary folder with the inputs every case builds on; heavy parts are made on first use."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.out = root / "out"          # each case writes under out/<case>; refused cases leave nothing
+        self.user = root / "user"        # the user's own files: no case may change them
+        self.inputs = root / "inputs"    # per-case bad inputs
+        for d in (self.out, self.user, self.inputs):
+            d.mkdir(parents=True, exist_ok=True)
+        (self.user / "notes.txt").write_text(USER_TEXT)
+        self._made: dict[str, Path] = {}
+        self._server: Server | None = None
+        self.env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "SAPIENS_CHECKPOINTS": str(root / "no-checkpoints"),
+                    "HOME": str(root / "home"), "XDG_CACHE_HOME": str(root / "home" / ".cache")}
+
+    # -- inputs made on first use
+    def _once(self, key: str, make: Callable[[Path], None]) -> Path:
+        if key not in self._made:
+            path = self.root / "made" / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            make(path)
+            self._made[key] = path
+        return self._made[key]
+
+    @property
+    def ckpt(self) -> Path:
+        def make(root: Path) -> None:
+            from engine.models.testing import write_tiny_checkpoint
+            for task in TASKS:
+                write_tiny_checkpoint(root / task / f"sapiens2_0.4b_{task}.safetensors", task, seed=1)
+        return self._once("checkpoints", make)
+
+    @property
+    def photo(self) -> Path:
+        def make(path: Path) -> None:
+            import numpy as np
+            from PIL import Image
+            path.mkdir()
+            yy, xx = np.mgrid[0:320, 0:240]
+            rgb = np.stack([xx, yy * 0.7, 255 - xx], axis=-1).astype(np.uint8)
+            rgb[60:280, 80:160] = [200, 150, 120]
+            Image.fromarray(rgb).save(path / "photo.png")
+        return self._once("photo", make) / "photo.png"
+
+    @property
+    def bundle(self) -> Path:
+        return self._once("bundle", lambda p: shutil.copytree(SAMPLE_BUNDLE, p))
+
+    @property
+    def frames(self) -> Path:
+        def make(path: Path) -> None:
+            for i in range(4):
+                shutil.copytree(SAMPLE_BUNDLE, path / f"frame_{i:03d}")
+        return self._once("frames", make)
+
+    @property
+    def animation(self) -> Path:
+        def make(path: Path) -> None:
+            proc = subprocess.run(ENGINE + ["animate", str(self.frames), "--out", str(path)], cwd=self.root,
+                                  env=self.env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+            if proc.returncode:
+                raise RuntimeError(f"could not make the animation the retarget cases need:\n{proc.stderr}")
+        return self._once("animation", make)
+
+    def user_folder(self, name: str) -> Path:
+        """An existing folder of the user's things, where a case will put its output."""
+        path = self.user / name
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "notes.txt").write_text(USER_TEXT)
+        return path
+
+    def bad(self, name: str) -> Path:
+        path = self.inputs / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def server(self) -> "Server":
+        if self._server is None or self._server.proc.poll() is not None:
+            self._server = Server(self)
+        return self._server
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    # -- what the classification looks at
+    def snapshot(self) -> dict[str, tuple]:
+        """Every file outside out/ and the made models: content hash by size, mtime and inode."""
+        seen = {}
+        for base in (self.user, self.inputs, self.root / "made"):
+            for dirpath, dirnames, filenames in os.walk(base):
+                for name in filenames:
+                    p = Path(dirpath) / name
+                    try:
+                        st = p.lstat()
+                    except OSError:
+                        continue
+                    seen[str(p)] = (st.st_size, st.st_mtime_ns, st.st_ino)
+        return seen
+
+    def hidden_leftovers(self) -> list[str]:
+        found = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            for name in dirnames + filenames:
+                if name.startswith(".") and (name.endswith((".tmp", ".old")) or ".tmp" in name):
+                    found.append(str(Path(dirpath, name).relative_to(self.root)))
+        return found
+
+
+# --------------------------------------------------------------------------- the protocol driver
+
+
+class Server:
+    """One `sapiens-engine serve` over pipes; messages read on a thread into a queue."""
+
+    def __init__(self, ws: Workspace, *args: str):
+        self.stderr = open(ws.root / f"serve-{time.monotonic_ns()}.log", "wb")
+        self.proc = subprocess.Popen(ENGINE + ["serve", *args], cwd=ws.root, env=ws.env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.stderr)
+        self.messages: queue.Queue = queue.Queue()
+        self.stray: list[bytes] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        ready = self.next(lambda m: m.get("event") == "ready", 60)
+        if ready is None:
+            raise RuntimeError("sapiens-engine serve did not say ready in 60 s")
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                self.messages.put(json.loads(line))
+            except ValueError:
+                self.stray.append(line)        # a stdout line that is not a message: an engine bug
+        self.messages.put(None)
+
+    def send(self, request: dict | bytes) -> None:
+        line = request if isinstance(request, bytes) else json.dumps(request).encode()
+        self.proc.stdin.write(line.rstrip(b"\n") + b"\n")
+        self.proc.stdin.flush()
+
+    def next(self, match: Callable[[dict], bool], timeout: float) -> dict | None:
+        end = time.monotonic() + timeout
+        while (left := end - time.monotonic()) > 0:
+            try:
+                msg = self.messages.get(timeout=left)
+            except queue.Empty:
+                return None
+            if msg is None:
+                return None
+            if match(msg):
+                return msg
+        return None
+
+    def final(self, req_id, timeout: float = SERVE_TIMEOUT_S, *, or_null: bool = False) -> dict | None:
+        """The final message about `req_id` (with `or_null`, also one about a line whose id could not be read)."""
+        ids = (req_id, None) if or_null else (req_id,)
+        return self.next(lambda m: m.get("id") in ids and m.get("type") in ("result", "error"), timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.send({"id": "bye", "method": "shutdown", "params": {"timeout": 5}})
+                self.proc.wait(timeout=15)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+
+
+# --------------------------------------------------------------------------- cases
+
+
+@dataclass
+class Outcome:
+    refused: bool
+    message: str
+    traceback: bool
+    detail: str = ""
+    succeeded_check: str | None = None   # for cases that must succeed: what is wrong, None when fine
+
+
+@dataclass
+class Case:
+    name: str
+    via: str                                  # "cli" or "serve"
+    make: Callable[[Workspace, Path], object]  # returns argv (cli) or a request / raw line (serve) or an Outcome
+    expect: str = "refuse"                    # "refuse", "ok" or "any" (valid but odd: succeed or refuse in words)
+    fast: bool = True                         # runs without a model pass
+    owner: str = ""                           # who fixes it when it is not handled
+    check_ok: Callable[[Workspace, Path], str | None] | None = None
+
+
+CASES: list[Case] = []
+
+
+def case(name: str, via: str = "cli", **kw):
+    def register(make):
+        CASES.append(Case(name, via, make, **kw))
+        return make
+    return register
+
+
+def _words(message: str) -> bool:
+    return sum(w.isalpha() for w in message.replace("'", " ").split()) >= 3
+
+
+def run_cli(ws: Workspace, argv: list[str], timeout: float = CLI_TIMEOUT_S) -> Outcome:
+    proc = subprocess.run(ENGINE + [str(a) for a in argv], cwd=ws.root, env=ws.env, capture_output=True, text=True,
+                          timeout=timeout)
+    text = proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    return Outcome(proc.returncode != 0, lines[-1] if lines else "", "Traceback (most recent call last)" in text,
+                   f"exit {proc.returncode}")
+
+
+def ask(ws: Workspace, request: dict | bytes, req_id=None, timeout: float = SERVE_TIMEOUT_S) -> Outcome:
+    server = ws.server()
+    server.send(request)
+    raw = isinstance(request, bytes)
+    if not raw:
+        req_id = request.get("id")
+    msg = server.final(req_id, timeout, or_null=raw)
+    if msg is None:
+        return Outcome(False, "", False, "no final message (engine died or hung)")
+    if msg["type"] == "result":
+        return Outcome(False, "", False, "result: " + json.dumps(msg["result"])[:120])
+    err = msg["error"]
+    return Outcome(True, err.get("message", ""), err.get("code") == "internal", f"error {err.get('code')}")
+
+
+# -- images (predict)
+
+def _png_with_size(path: Path, width: int, height: int) -> Path:
+    """A valid 1 x 1 PNG whose header claims width x height (a decompression bomb's header)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0\0\0\0"))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def _predict(ws, out, *photos, extra=()):
+    return ["predict", *photos, "--out", out, "--checkpoints", ws.ckpt, "--tasks", "pose", *extra]
+
+
+@case("photo: a text file named .jpg", owner="predict")
+def _(ws, out):
+    (p := ws.bad("notes.jpg")).write_text("shopping list")
+    return _predict(ws, out, p)
+
+
+@case("photo: zero bytes", owner="predict")
+def _(ws, out):
+    (p := ws.bad("empty.png")).write_bytes(b"")
+    return _predict(ws, out, p)
+
+
+@case("photo: truncated JPEG", owner="predict")
+def _(ws, out):
+    import numpy as np
+    from PIL import Image
+    whole = ws.bad("whole.jpg")
+    Image.fromarray(np.full((400, 300, 3), 90, np.uint8)).save(whole)
+    (p := ws.bad("cut.jpg")).write_bytes(whole.read_bytes()[:800])
+    return _predict(ws, out, p)
+
+
+@case("photo: PNG header claiming 30000 x 30000", owner="predict")
+def _(ws, out):
+    return _predict(ws, out, _png_with_size(ws.bad("bomb.png"), 30000, 30000))
+
+
+@case("photo: 1 x 1 pixel", owner="predict")
+def _(ws, out):
+    from PIL import Image
+    Image.new("RGB", (1, 1)).save(p := ws.bad("dot.png"))
+    return _predict(ws, out, p)
+
+
+@case("photo: a folder passed as a photo", owner="predict")
+def _(ws, out):
+    (p := ws.bad("holiday.png")).mkdir()
+    return _predict(ws, out, p)
+
+
+@case("photo: path does not exist", owner="predict")
+def _(ws, out):
+    return _predict(ws, out, ws.inputs / "nowhere" / "me.jpg")
+
+
+@case("photo: dangling symlink", owner="predict")
+def _(ws, out):
+    link = ws.bad("link.jpg")
+    link.symlink_to(ws.inputs / "gone.jpg")
+    return _predict(ws, out, link)
+
+
+@case("photo: unreadable (/proc/self/mem)", owner="predict")
+def _(ws, out):
+    return _predict(ws, out, "/proc/self/mem")
+
+
+@case("photo: odd modes (16-bit grey, CMYK, palette+alpha, LA, float EXR)", expect="any", fast=False, owner="predict")
+def _(ws, out):
+    import numpy as np
+    from PIL import Image
+    from engine.fileio import write_exr
+    base = np.asarray(Image.open(ws.photo))
+    grey = (base.mean(-1) * 256).astype(np.uint16)
+    Image.fromarray(grey).save(a := ws.bad("odd/grey16.png"))
+    Image.fromarray(base).convert("CMYK").save(b := ws.bad("odd/cmyk.jpg"))
+    Image.fromarray(base).convert("RGBA").convert("PA").save(c := ws.bad("odd/palette.png"))
+    Image.fromarray(base).convert("LA").save(d := ws.bad("odd/la.png"))
+    write_exr(e := ws.bad("odd/linear.exr"), base.astype(np.float32) / 255)
+    return _predict(ws, out, a, b, c, d, e)
+
+
+@case("photo: two photos with the same file name", expect="ok", fast=False, owner="predict",
+      check_ok=lambda ws, out: None if len([p for p in out.iterdir() if (p / "bundle.json").is_file()]) == 2
+      else f"bundles written: {sorted(p.name for p in out.iterdir())} (want 2 distinct)")
+def _(ws, out):
+    for d in ("a", "b"):
+        ws.bad(f"{d}/photo.png").write_bytes(ws.photo.read_bytes())
+    return _predict(ws, out, ws.inputs / "a" / "photo.png", ws.inputs / "b" / "photo.png")
+
+
+# -- checkpoints
+
+def _tiny(path: Path, task: str) -> Path:
+    from engine.models.testing import write_tiny_checkpoint
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_tiny_checkpoint(path, task, img_size=(64, 48))
+
+
+@case("checkpoint: none installed", owner="predict")
+def _(ws, out):
+    (root := ws.bad("ck_empty")).mkdir()
+    return ["predict", ws.photo, "--out", out, "--checkpoints", root, "--tasks", "pose"]
+
+
+@case("checkpoint: truncated safetensors", owner="package")
+def _(ws, out):
+    p = _tiny(ws.bad("ck_trunc/pose/sapiens2_0.4b_pose.safetensors"), "pose")
+    p.write_bytes(p.read_bytes()[:-100])
+    return ["predict", ws.photo, "--out", out, "--checkpoints", p.parent.parent, "--tasks", "pose"]
+
+
+@case("checkpoint: random bytes named .safetensors", owner="package")
+def _(ws, out):
+    p = ws.bad("ck_junk/pose/sapiens2_0.4b_pose.safetensors")
+    p.write_bytes(os.urandom(4096))
+    return ["predict", ws.photo, "--out", out, "--checkpoints", p.parent.parent, "--tasks", "pose"]
+
+
+@case("checkpoint: huge header length", owner="package")
+def _(ws, out):
+    p = ws.bad("ck_header/pose/sapiens2_0.4b_pose.safetensors")
+    p.write_bytes(struct.pack("<Q", 2**60) + b"{}")
+    return ["predict", ws.photo, "--out", out, "--checkpoints", p.parent.parent, "--tasks", "pose"]
+
+
+@case("checkpoint: a seg model under pose's name", owner="package")
+def _(ws, out):
+    p = _tiny(ws.bad("ck_swap/pose/sapiens2_0.4b_pose.safetensors"), "seg")
+    return ["predict", ws.photo, "--out", out, "--checkpoints", p.parent.parent, "--tasks", "pose"]
+
+
+def _pickle_with_code(path: Path, marker: Path) -> Path:
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps({"state_dict": Evil()}))
+    return path
+
+
+@case("checkpoint: .pth without --allow-pickle", owner="package")
+def _(ws, out):
+    p = _pickle_with_code(ws.bad("ck_pth/pose/sapiens2_0.4b_pose.pth"), ws.inputs / "PWNED")
+    return ["predict", ws.photo, "--out", out, "--checkpoints", p.parent.parent, "--tasks", "pose"]
+
+
+@case("checkpoint: .pth with code, --allow-pickle", owner="package")
+def _(ws, out):
+    marker = ws.inputs / "PWNED2"
+    p = _pickle_with_code(ws.bad("ck_pth2/pose/sapiens2_0.4b_pose.pth"), marker)
+    result = run_cli(ws, ["predict", ws.photo, "--out", out, "--checkpoints", p.parent.parent, "--tasks", "pose",
+                          "--allow-pickle"])
+    if marker.exists():
+        result.refused, result.detail = False, "the pickle's code ran"
+    if "weights_only=False" in result.message:
+        result.message = ""                     # advising the unsafe switch is not a good message
+    return result
+
+
+@case("checkpoint: models lists a truncated file as unusable", expect="ok", owner="package",
+      check_ok=lambda ws, out: None if "unusable" in (out.parent / (out.name + ".txt")).read_text()
+      else "the truncated checkpoint is not called unusable")
+def _(ws, out):
+    p = _tiny(ws.bad("ck_list/pose/sapiens2_0.4b_pose.safetensors"), "pose")
+    p.write_bytes(p.read_bytes()[:-100])
+    proc = subprocess.run(ENGINE + ["models", "--checkpoints", str(p.parent.parent)], cwd=ws.root, env=ws.env,
+                          capture_output=True, text=True, timeout=60)
+    (out.parent / (out.name + ".txt")).write_text(proc.stdout + proc.stderr)
+    return Outcome(proc.returncode != 0, proc.stderr.strip()[-200:], "Traceback" in proc.stderr, f"exit {proc.returncode}")
+
+
+# -- bundles (build)
+
+def _bundle_copy(ws: Workspace, name: str) -> Path:
+    return shutil.copytree(ws.bundle, ws.bad(name))
+
+
+@case("bundle: path does not exist", owner="package")
+def _(ws, out):
+    return ["build", ws.inputs / "no_bundle", "--out", out]
+
+
+@case("bundle: a file, not a folder", owner="package")
+def _(ws, out):
+    (p := ws.bad("bundle.txt")).write_text("x")
+    return ["build", p, "--out", out]
+
+
+@case("bundle: bundle.json missing", owner="package")
+def _(ws, out):
+    (p := _bundle_copy(ws, "b_nojson")).joinpath("bundle.json").unlink()
+    return ["build", p, "--out", out]
+
+
+@case("bundle: bundle.json not JSON", owner="package")
+def _(ws, out):
+    (p := _bundle_copy(ws, "b_badjson")).joinpath("bundle.json").write_text("{ not json")
+    return ["build", p, "--out", out]
+
+
+@case("bundle: pointmap.exr corrupt", owner="package")
+def _(ws, out):
+    (p := _bundle_copy(ws, "b_badexr")).joinpath("pointmap.exr").write_bytes(b"v/1\x01" + os.urandom(2000))
+    return ["build", p, "--out", out]
+
+
+@case("bundle: image.png missing", owner="package")
+def _(ws, out):
+    (p := _bundle_copy(ws, "b_noimage")).joinpath("image.png").unlink()
+    return ["build", p, "--out", out]
+
+
+@case("bundle: pointmap all NaN", owner="closed avatar")
+def _(ws, out):
+    import numpy as np
+    from engine.fileio import read_exr, write_exr
+    p = _bundle_copy(ws, "b_nan")
+    pm = read_exr(p / "pointmap.exr")
+    write_exr(p / "pointmap.exr", np.full_like(pm, np.nan))
+    return ["build", p, "--out", out, "--resolution", "quarter", "--formats", "glb"]
+
+
+@case("bundle: pointmap of the wrong size", owner="package")
+def _(ws, out):
+    import numpy as np
+    from engine.fileio import write_exr
+    p = _bundle_copy(ws, "b_size")
+    write_exr(p / "pointmap.exr", np.ones((10, 10, 3), np.float32))
+    return ["build", p, "--out", out]
+
+
+@case("bundle: keypoints.json wrong shape", owner="package")
+def _(ws, out):
+    p = _bundle_copy(ws, "b_kp")
+    kp = json.loads((p / "keypoints.json").read_text())
+    kp["keypoints"] = kp.get("keypoints", [])[:5]
+    (p / "keypoints.json").write_text(json.dumps(kp))
+    return ["build", p, "--out", out, "--resolution", "quarter", "--formats", "glb"]
+
+
+# -- output targets
+
+@case("out: build into an existing folder of the user's", owner="package")
+def _(ws, out):
+    return ["build", ws.bundle, "--out", ws.user_folder("build_here")]
+
+
+@case("out: build onto an existing file", owner="package")
+def _(ws, out):
+    return ["build", ws.bundle, "--out", ws.user / "notes.txt"]
+
+
+@case("out: build into a read-only place (/proc)", owner="package")
+def _(ws, out):
+    return ["build", ws.bundle, "--out", "/proc/sapiens_avatar"]
+
+
+@case("out: build below a file", owner="package")
+def _(ws, out):
+    return ["build", ws.bundle, "--out", ws.user / "notes.txt" / "avatar"]
+
+
+@case("out: predict where OUT/photo is the user's folder", fast=False, owner="package")
+def _(ws, out):
+    ws.user_folder("predict_here/photo")
+    return _predict(ws, ws.user / "predict_here", ws.photo)
+
+
+@case("out: animate into an existing folder of the user's", owner="rig/motion")
+def _(ws, out):
+    return ["animate", ws.frames, "--out", ws.user_folder("animate_here")]
+
+
+@case("out: retarget into an existing folder of the user's", owner="retarget")
+def _(ws, out):
+    return ["retarget", ws.animation, "--target", ws.animation / "skeleton.json", "--out", ws.user_folder("retarget_here")]
+
+
+@case("out: retarget onto its own motion folder", owner="retarget")
+def _(ws, out):
+    return ["retarget", ws.animation, "--target", ws.animation / "skeleton.json", "--out", ws.animation]
+
+
+@case("out: export-onnx onto an existing file", owner="options/jobs")
+def _(ws, out):
+    started = time.monotonic()
+    result = run_cli(ws, ["export-onnx", ws.ckpt / "pose" / "sapiens2_0.4b_pose.safetensors", "--out", ws.user / "notes.txt"])
+    if time.monotonic() - started > 30:
+        result.detail += f" after {time.monotonic() - started:.0f} s (not checked before the work)"
+    return result
+
+
+@case("out: batch into an existing folder of the user's", owner="package")
+def _(ws, out):
+    return ["batch", ws.bundle, "--out", ws.user_folder("batch_here"), "--steps", "build"]
+
+
+@case("out: avatar where OUT/photo is the user's folder", fast=False, owner="options/jobs")
+def _(ws, out):
+    ws.user_folder("avatar_here/photo")
+    return ["avatar", ws.photo, "--out", ws.user / "avatar_here", "--checkpoints", ws.ckpt, "--tasks", "pose",
+            "--cache-dir", ws.root / "cache", "--resolution", "quarter"]
+
+
+# -- option values on the CLI
+
+for _name, _argv in {
+    "--batch-size -3": ["--batch-size", "-3"],
+    "--batch-size four": ["--batch-size", "four"],
+    "--bbox a,b": ["--bbox", "a,b"],
+    "--bbox 1,2": ["--bbox", "1,2"],
+    "--bbox 0,0,-1,-1": ["--bbox", "0,0,-1,-1"],
+    "--bbox nan,0,10,10": ["--bbox", "nan,0,10,10"],
+    "--max-memory lots": ["--max-memory", "lots"],
+    "--tasks seg,foo": ["--tasks", "seg,foo"],
+    "--tasks (empty)": ["--tasks", ""],
+    "--size 7b": ["--size", "7b"],
+    "--size pose=": ["--size", "pose="],
+    "--device tpu": ["--device", "tpu"],
+    "--dtype fp8": ["--dtype", "fp8"],
+}.items():
+    case(f"cli option: predict {_name}", owner="options/jobs")(
+        lambda ws, out, _argv=_argv: ["predict", ws.photo, "--out", out, "--checkpoints", ws.ckpt, *_argv])
+
+for _name, _argv in {
+    "--rig /etc/hostname": ["--rig", "/etc/hostname"],
+    "--rig ../keypoints308": ["--rig", "../keypoints308"],
+    "--max-faces 5": ["--max-faces", "5"],
+    "--max-faces 1e3": ["--max-faces", "1e3"],
+    "--texture-size 100000": ["--texture-size", "100000"],
+    "--formats gif": ["--formats", "gif"],
+    "--formats glb,,obj": ["--formats", "glb,,obj"],
+    "--resolution eighth": ["--resolution", "eighth"],
+    "--rest-pose sitting": ["--rest-pose", "sitting"],
+}.items():
+    case(f"cli option: build {_name}", owner="options/jobs")(
+        lambda ws, out, _argv=_argv: ["build", ws.bundle, "--out", out, *_argv])
+
+for _name, _argv in {
+    "--fps -1": ["--fps", "-1"],
+    "--fps nan": ["--fps", "nan"],
+    "--fps inf": ["--fps", "inf"],
+    "--min-cutoff -5": ["--min-cutoff", "-5"],
+    "--feet float": ["--feet", "float"],
+}.items():
+    case(f"cli option: animate {_name}", owner="options/jobs")(
+        lambda ws, out, _argv=_argv: ["animate", ws.frames, "--out", out, *_argv])
+
+case("cli: unknown command", owner="options/jobs")(lambda ws, out: ["sculpt", ws.photo])
+case("cli: predict without --out", owner="options/jobs")(lambda ws, out: ["predict", ws.photo])
+
+
+# -- animate
+
+@case("animate: frames folder does not exist", owner="rig/motion")
+def _(ws, out):
+    return ["animate", ws.inputs / "no_frames", "--out", out]
+
+
+@case("animate: empty frames folder", owner="rig/motion")
+def _(ws, out):
+    (p := ws.bad("frames_empty")).mkdir()
+    return ["animate", p, "--out", out]
+
+
+@case("animate: no usable frames (text files named .png)", owner="rig/motion")
+def _(ws, out):
+    for i in range(3):
+        ws.bad(f"frames_text/{i:03d}.png").write_text("not a frame")
+    return ["animate", ws.inputs / "frames_text", "--out", out, "--checkpoints", ws.ckpt]
+
+
+@case("animate: only corrupt bundle frames", owner="rig/motion")
+def _(ws, out):
+    for i in range(3):
+        p = shutil.copytree(ws.bundle, ws.bad(f"frames_corrupt/f{i}"))
+        (p / "keypoints.json").write_text("{ broken")
+    return ["animate", ws.inputs / "frames_corrupt", "--out", out]
+
+
+@case("animate: corrupt bundle frames mixed with good ones", expect="any", owner="rig/motion")
+def _(ws, out):
+    for i in range(4):
+        p = shutil.copytree(ws.bundle, ws.bad(f"frames_mixed/f{i}"))
+        if i in (1, 2):
+            (p / "pointmap.exr").write_bytes(b"junk")
+    return ["animate", ws.inputs / "frames_mixed", "--out", out]
+
+
+@case("animate: a fake .mp4", owner="rig/motion")
+def _(ws, out):
+    (p := ws.bad("clip.mp4")).write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(3000))
+    result = run_cli(ws, ["animate", p, "--out", out, "--checkpoints", ws.ckpt])
+    if "ffmpeg version" in result.message or "configuration:" in result.message:
+        result.message = ""
+    return result
+
+
+@case("animate: a single frame", expect="any", owner="rig/motion")
+def _(ws, out):
+    shutil.copytree(ws.bundle, ws.bad("frames_one/f0"))
+    return ["animate", ws.inputs / "frames_one", "--out", out]
+
+
+@case("animate: frames of NaN pointmaps", owner="rig/motion")
+def _(ws, out):
+    import numpy as np
+    from engine.fileio import read_exr, write_exr
+    for i in range(3):
+        p = shutil.copytree(ws.bundle, ws.bad(f"frames_nan/f{i}"))
+        pm = read_exr(p / "pointmap.exr")
+        write_exr(p / "pointmap.exr", np.full_like(pm, np.nan))
+    return ["animate", ws.inputs / "frames_nan", "--out", out]
+
+
+# -- retarget
+
+@case("retarget: target does not exist", owner="retarget")
+def _(ws, out):
+    return ["retarget", ws.animation, "--target", ws.inputs / "hero.glb", "--out", out]
+
+
+@case("retarget: target is random bytes named .glb", owner="retarget")
+def _(ws, out):
+    (p := ws.bad("junk.glb")).write_bytes(os.urandom(5000))
+    return ["retarget", ws.animation, "--target", p, "--out", out]
+
+
+@case("retarget: target is a .txt", owner="retarget")
+def _(ws, out):
+    (p := ws.bad("hero.txt")).write_text("a hero")
+    return ["retarget", ws.animation, "--target", p, "--out", out]
+
+
+@case("retarget: target glb without a skin (the sample mesh)", owner="retarget")
+def _(ws, out):
+    import numpy as np  # noqa: F401  (the glb is written by the demo's own writer below)
+    proc = subprocess.run(ENGINE + ["build", str(ws.bundle), "--out", str(ws.inputs / "unrigged"), "--rig", "none",
+                                    "--resolution", "quarter", "--formats", "glb"],
+                          cwd=ws.root, env=ws.env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    if proc.returncode:
+        return Outcome(True, "", False, "could not build the unrigged target: " + proc.stderr[-200:])
+    return ["retarget", ws.animation, "--target", ws.inputs / "unrigged" / "avatar.glb", "--out", out]
+
+
+@case("retarget: skeleton.json is not JSON", owner="retarget")
+def _(ws, out):
+    (p := ws.bad("rig_bad/skeleton.json")).write_text("{ nope")
+    return ["retarget", ws.animation, "--target", p, "--out", out]
+
+
+@case("retarget: motion is a folder of the user's", owner="retarget")
+def _(ws, out):
+    return ["retarget", ws.user_folder("not_motion"), "--target", ws.animation / "skeleton.json", "--out", out]
+
+
+@case("retarget: bone map not JSON", owner="retarget")
+def _(ws, out):
+    (p := ws.bad("map.json")).write_text("hips: pelvis")
+    return ["retarget", ws.animation, "--target", ws.animation / "skeleton.json", "--bone-map", p, "--out", out]
+
+
+@case("retarget: bone map naming bones the target lacks", owner="retarget")
+def _(ws, out):
+    (p := ws.bad("map_missing.json")).write_text(json.dumps({"NoSuchBone": "hips", "Other": "spine"}))
+    return ["retarget", ws.animation, "--target", ws.animation / "skeleton.json", "--bone-map", p, "--out", out]
+
+
+# -- batch
+
+@case("batch: input does not exist", owner="package")
+def _(ws, out):
+    return ["batch", ws.inputs / "no_such_list.txt", "--out", out]
+
+
+@case("batch: list file naming missing photos", expect="any", owner="package")
+def _(ws, out):
+    (p := ws.bad("list_missing.txt")).write_text("/nowhere/a.jpg\n/nowhere/b.jpg\n")
+    return ["batch", p, "--out", out, "--steps", "build"]
+
+
+@case("batch: empty list file", owner="package")
+def _(ws, out):
+    (p := ws.bad("list_empty.txt")).write_text("")
+    return ["batch", p, "--out", out]
+
+
+@case("batch: YAML list that is not YAML", owner="package")
+def _(ws, out):
+    (p := ws.bad("list_bad.yaml")).write_text("- photo: [unclosed\n  max_faces: {\n")
+    return ["batch", p, "--out", out]
+
+
+@case("batch: JSON list with a bad per-item option", expect="any", owner="package")
+def _(ws, out):
+    (p := ws.bad("list_opts.json")).write_text(json.dumps([{"input": str(ws.bundle), "max_faces": "lots"}]))
+    return ["batch", p, "--out", out, "--steps", "build"]
+
+
+@case("batch: CSV list file of binary junk", owner="package")
+def _(ws, out):
+    (p := ws.bad("list_junk.csv")).write_bytes(os.urandom(3000))
+    return ["batch", p, "--out", out]
+
+
+# -- a killed engine, then a rerun
+
+@case("killed: build killed mid-write, then the same command again", expect="ok", owner="package",
+      check_ok=lambda ws, out: None if (out / "avatar.json").is_file() else "no avatar after the rerun")
+def _(ws, out):
+    argv = ENGINE + ["build", str(ws.bundle), "--out", str(out), "--resolution", "quarter", "--formats", "glb,obj,ply"]
+    proc = subprocess.Popen(argv, cwd=ws.root, env=ws.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + CLI_TIMEOUT_S
+    while proc.poll() is None and time.monotonic() < end:
+        if any(p.name.startswith(f".{out.name}.") for p in out.parent.iterdir()):
+            time.sleep(0.3)
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return run_cli(ws, argv[3:])
+
+
+# -- the protocol
+
+def _req(method: str, params, req_id=None) -> dict:
+    return {"id": req_id or f"{method}-{time.monotonic_ns()}", "method": method, "params": params}
+
+
+for _name, _line in {
+    "not JSON": b"{this is not json",
+    "not UTF-8": b'{"id": 1, "method": "ping\xff\xfe"}',
+    "a JSON array": b"[1, 2, 3]",
+    "a JSON string": b'"ping"',
+    "NaN in JSON": b'{"id": "nan", "method": "ping", "params": {"x": NaN}}',
+}.items():
+    case(f"protocol line: {_name}", "serve", owner="options/jobs")(lambda ws, out, _line=_line: (_line, "nan"))
+
+for _name, _request in {
+    "id null": {"id": None, "method": "ping"},
+    "id a float": {"id": 1.5, "method": "ping"},
+    "id a boolean": {"id": True, "method": "ping"},
+    "id an object": {"id": {"a": 1}, "method": "ping"},
+    "no method": {"id": "nomethod"},
+    "method a number": {"id": "methodnum", "method": 7},
+    "unknown method": {"id": "unknown", "method": "sculpt"},
+    "debug method without --debug": {"id": "dbg", "method": "debug.sleep", "params": {"seconds": 1}},
+    "params a list": {"id": "plist", "method": "build", "params": [1, 2]},
+    "handshake of protocol 2.0": {"id": "hs", "method": "handshake", "params": {"protocol": "2.0"}},
+    "handshake of protocol 'one'": {"id": "hs2", "method": "handshake", "params": {"protocol": "one"}},
+}.items():
+    case(f"protocol request: {_name}", "serve", owner="options/jobs")(
+        lambda ws, out, _request=_request: (json.dumps(_request).encode(), _request.get("id")
+                                            if isinstance(_request.get("id"), str) else None))
+
+
+@case("protocol line: 2 MB (over max_line_bytes)", "serve", owner="options/jobs")
+def _(ws, out):
+    return (json.dumps({"id": "big", "method": "ping", "params": {"x": "a" * 2_000_000}}).encode(), None)
+
+
+def _predict_params(ws: Workspace, out: Path, **extra) -> dict:
+    return {"photos": [str(ws.photo)], "out_dir": str(out), "checkpoints": str(ws.ckpt), "tasks": ["pose"], **extra}
+
+
+for _name, _extra in {
+    "batch_size 'four'": {"batch_size": "four"},
+    "batch_size -3": {"batch_size": -3},
+    "batch_size 2.5": {"batch_size": 2.5},
+    "batch_size true": {"batch_size": True},
+    "bbox 'a,b'": {"bbox": "a,b"},
+    "bbox [1, 2]": {"bbox": [1, 2]},
+    "bbox [0, 0, -1, -1]": {"bbox": [0, 0, -1, -1]},
+    "bbox of strings": {"bbox": ["0", "0", "10", "10"]},
+    "max_memory 'lots'": {"max_memory": "lots"},
+    "max_memory -1": {"max_memory": -1},
+    "checkpoints 12": {"checkpoints": 12},
+    "all_people 'yes'": {"all_people": "yes"},
+    "all_people 1": {"all_people": 1},
+    "tasks 'seg'": {"tasks": "seg"},
+    "tasks ['sculpt']": {"tasks": ["sculpt"]},
+    "tasks []": {"tasks": []},
+    "size '7b'": {"size": "7b"},
+    "size {'pose': 3}": {"size": {"pose": 3}},
+    "device 'tpu'": {"device": "tpu"},
+    "photos a string": {"photos": "/tmp/a.jpg"},
+    "photos []": {"photos": []},
+    "photos [12]": {"photos": [12]},
+    "out_dir missing": {"out_dir": None},
+    "unknown parameter": {"colour": "blue"},
+}.items():
+    case(f"protocol params: predict {_name}", "serve", owner="options/jobs")(
+        lambda ws, out, _extra=_extra: _req("predict", {k: v for k, v in _predict_params(ws, out, **_extra).items()
+                                                        if not (k == "out_dir" and v is None)}))
+
+for _name, _extra in {
+    "rig '../keypoints308'": {"rig": "../keypoints308"},
+    "rig '/etc/hostname'": {"rig": "/etc/hostname"},
+    "max_faces 5": {"max_faces": 5},
+    "max_faces '10k'": {"max_faces": "10k"},
+    "texture_size 100000": {"texture_size": 100000},
+    "texture_size true": {"texture_size": True},
+    "formats 'glb'": {"formats": "glb"},
+    "formats ['gif']": {"formats": ["gif"]},
+    "watertight 'false'": {"watertight": "false"},
+    "resolution 2": {"resolution": 2},
+    "bundle_dir 12": {"bundle_dir": 12},
+}.items():
+    case(f"protocol params: build {_name}", "serve", owner="options/jobs")(
+        lambda ws, out, _extra=_extra: _req("build", {"bundle_dir": str(ws.bundle), "out_dir": str(out), **_extra}))
+
+for _name, _extra in {
+    "fps '30'": {"fps": "30"},
+    "fps -1": {"fps": -1},
+    "fps 0": {"fps": 0},
+    "smooth 'on'": {"smooth": "on"},
+    "frames missing": {"frames": None},
+}.items():
+    case(f"protocol params: animate {_name}", "serve", owner="options/jobs")(
+        lambda ws, out, _extra=_extra: _req("animate", {k: v for k, v in {"frames": str(ws.frames), "out_dir": str(out),
+                                                                          **_extra}.items() if v is not None}))
+
+case("protocol params: retarget target 12", "serve", owner="options/jobs")(
+    lambda ws, out: _req("retarget", {"motion": str(ws.animation), "target": 12, "out_dir": str(out)}))
+case("protocol params: batch inputs 'a.jpg'", "serve", owner="options/jobs")(
+    lambda ws, out: _req("batch", {"inputs": "a.jpg", "out_dir": str(out)}))
+case("protocol params: batch workers 0", "serve", owner="options/jobs")(
+    lambda ws, out: _req("batch", {"inputs": [str(ws.bundle)], "out_dir": str(out), "workers": 0}))
+
+
+@case("protocol job: predict a text file named .jpg", "serve", owner="predict")
+def _(ws, out):
+    (p := ws.bad("proto_notes.jpg")).write_text("shopping list")
+    return _req("predict", {**_predict_params(ws, out), "photos": [str(p)]})
+
+
+@case("protocol job: predict a photo that does not exist", "serve", owner="predict")
+def _(ws, out):
+    return _req("predict", {**_predict_params(ws, out), "photos": [str(ws.inputs / "nowhere.jpg")]})
+
+
+@case("protocol job: build a bundle that does not exist", "serve", owner="package")
+def _(ws, out):
+    return _req("build", {"bundle_dir": str(ws.inputs / "nobundle"), "out_dir": str(out)})
+
+
+@case("protocol job: build into a folder of the user's", "serve", owner="package")
+def _(ws, out):
+    return _req("build", {"bundle_dir": str(ws.bundle), "out_dir": str(ws.user_folder("proto_build_here"))})
+
+
+@case("protocol job: animate into a folder of the user's", "serve", owner="rig/motion")
+def _(ws, out):
+    return _req("animate", {"frames": str(ws.frames), "out_dir": str(ws.user_folder("proto_animate_here"))})
+
+
+@case("protocol job: retarget with a junk target", "serve", owner="retarget")
+def _(ws, out):
+    (p := ws.bad("proto_junk.glb")).write_bytes(os.urandom(3000))
+    return _req("retarget", {"motion": str(ws.animation), "target": str(p), "out_dir": str(out)})
+
+
+@case("protocol job: cancel a build mid-job", "serve", owner="options/jobs")
+def _(ws, out):
+    server = ws.server()
+    server.send(_req("build", {"bundle_dir": str(ws.bundle), "out_dir": str(out)}, "tocancel"))
+    if server.next(lambda m: m.get("id") == "tocancel", SERVE_TIMEOUT_S) is None:
+        return Outcome(False, "", False, "the build never started")
+    server.send(_req("cancel", {"target": "tocancel"}, "canceller"))
+    msg = server.final("tocancel")
+    if msg is None:
+        return Outcome(False, "", False, "no final message after cancel")
+    if msg["type"] == "result":
+        return Outcome(False, "", False, "finished before the cancel arrived")
+    err = msg["error"]
+    return Outcome(err["code"] == "cancelled", err["message"], err["code"] == "internal", f"error {err['code']}")
+
+
+@case("protocol job: cancel a job that does not exist", "serve", expect="any", owner="options/jobs")
+def _(ws, out):
+    return _req("cancel", {"target": "nobody"})
+
+
+@case("protocol: stdin closed mid-build", "serve", fast=False, owner="options/jobs")
+def _(ws, out):
+    server = Server(ws)
+    server.send(_req("build", {"bundle_dir": str(ws.bundle), "out_dir": str(out)}, "orphan"))
+    server.next(lambda m: m.get("id") == "orphan", SERVE_TIMEOUT_S)
+    server.proc.stdin.close()
+    try:
+        rc = server.proc.wait(timeout=SERVE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        return Outcome(False, "", False, "the engine kept running with no client")
+    server.stderr.close()
+    log = Path(server.stderr.name).read_text(errors="replace")
+    return Outcome(True, "engine stopped when its client went away", "Traceback" in log, f"exit {rc}")
+
+
+# --------------------------------------------------------------------------- running and classifying
+
+
+@dataclass
+class Result:
+    case: Case
+    verdict: str
+    detail: str
+    message: str
+    seconds: float
+    problems: list[str] = field(default_factory=list)
+
+
+def run_case(ws: Workspace, c: Case) -> Result:
+    out = ws.out / "".join(ch if ch.isalnum() else "_" for ch in c.name)[:80]
+    started = time.monotonic()
+    try:
+        made = c.make(ws, out)
+        before = ws.snapshot()
+        hidden_before = set(ws.hidden_leftovers())
+        if isinstance(made, Outcome):
+            outcome = made
+        elif c.via == "cli":
+            outcome = run_cli(ws, made)
+        elif isinstance(made, tuple):
+            outcome = ask(ws, made[0], made[1])
+        else:
+            outcome = ask(ws, made)
+        after = ws.snapshot()
+    except Exception as exc:  # the harness itself failed: report it, do not hide it
+        return Result(c, FAILED, f"{type(exc).__name__}: {exc}", "", time.monotonic() - started)
+    problems = []
+    changed = sorted(p for p in before if before[p] != after.get(p))
+    if changed:
+        problems.append(DATA_LOST)
+    if outcome.traceback:
+        problems.append(TRACEBACK)
+    leftovers = sorted(set(ws.hidden_leftovers()) - hidden_before)
+    ok_wanted = c.expect == "ok" or (c.expect == "any" and not outcome.refused)
+    if ok_wanted:
+        if outcome.refused:
+            problems.append(FAILED)
+        elif c.check_ok is not None and (why := c.check_ok(ws, out)):
+            problems.append(FAILED)
+            outcome.detail += f"; {why}"
+        if leftovers:
+            problems.append(HALF_WRITTEN)
+    else:
+        if not outcome.refused:
+            problems.append(ACCEPTED)
+        elif not _words(outcome.message):
+            problems.append(NO_WORDS)
+        if leftovers or (out.exists() and any(out.iterdir())):
+            problems.append(HALF_WRITTEN)
+    detail = outcome.detail
+    if changed:
+        detail += "; changed: " + ", ".join(str(Path(p).relative_to(ws.root)) for p in changed[:3])
+    if leftovers:
+        detail += "; left: " + ", ".join(leftovers[:3])
+    verdict = problems[0] if problems else HANDLED
+    return Result(c, verdict, detail, outcome.message, time.monotonic() - started, problems)
+
+
+def select(fast: bool = False, keyword: str | None = None) -> list[Case]:
+    return [c for c in CASES if (not fast or c.fast) and (keyword is None or keyword.lower() in c.name.lower())]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--fast", action="store_true", help="only the cases without a model pass")
+    ap.add_argument("-k", dest="keyword", help="only cases whose name contains this")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary workspace")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args(argv)
+    cases = select(args.fast, args.keyword)
+    root = Path(tempfile.mkdtemp(prefix="sapiens-bad-inputs-"))
+    ws = Workspace(root)
+    results = []
+    print(f"{len(cases)} cases in {root}", flush=True)
+    try:
+        for c in cases:
+            r = run_case(ws, c)
+            results.append(r)
+            mark = "ok " if r.verdict == HANDLED else "!! "
+            print(f"{mark}{r.verdict:12s} {r.seconds:5.1f}s  [{c.via:5s}] {c.name}", flush=True)
+            if r.verdict != HANDLED:
+                print(f"      {r.detail} | message: {r.message[:200]!r} | owner: {c.owner}", flush=True)
+    finally:
+        ws.close()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    handled = sum(r.verdict == HANDLED for r in results)
+    data_loss = sum(DATA_LOST in r.problems for r in results)
+    tracebacks = sum(TRACEBACK in r.problems for r in results)
+    print()
+    print(f"{'case':70s} {'via':5s} verdict")
+    for r in results:
+        print(f"{r.case.name[:70]:70s} {r.case.via:5s} {r.verdict}")
+    print()
+    print(f"cases tried: {len(results)}  handled: {handled}  data-loss cases: {data_loss}  "
+          f"tracebacks shown to a user: {tracebacks}  other problems: {len(results) - handled}")
+    by_verdict: dict[str, int] = {}
+    for r in results:
+        by_verdict[r.verdict] = by_verdict.get(r.verdict, 0) + 1
+    print("verdicts: " + ", ".join(f"{k} {v}" for k, v in sorted(by_verdict.items())))
+    if args.json:
+        args.json.write_text(json.dumps([{"case": r.case.name, "via": r.case.via, "verdict": r.verdict,
+                                          "problems": r.problems, "detail": r.detail, "message": r.message,
+                                          "owner": r.case.owner, "seconds": round(r.seconds, 2)} for r in results],
+                                        indent=1))
+    return 0 if handled == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
