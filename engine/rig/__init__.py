@@ -1,5 +1,6 @@
-"""Rigging: 3-D joints from keypoints, a skeleton in a named convention, skin weights, glTF skin,
-and animation from frame sequences. docs/rig.md describes skeleton.json and the conventions.
+"""Rigging: 3-D joints from keypoints, a skeleton in a named convention, skin weights.
+docs/rig.md describes skeleton.json and the conventions; sequences of frames become animations
+in engine.motion, which builds on this package.
 
 The avatar builder calls `rig_avatar` (this module) and describes the result with
 `engine.rig.describe` (scene.Skeleton, scene.Skin) for the writers in engine.formats.
