@@ -82,3 +82,16 @@ def test_no_keypoint_at_all_still_gives_finite_joints_with_a_status():
     assert set(np.unique(joints.status)) <= {FILLED_GUESS, FILLED_RAY}
     assert all(int(s) in STATUS_NAMES for s in joints.status)
     assert (joints.status != LIFTED).all() and (joints.confidence <= 0.05).all()
+
+
+@pytest.mark.parametrize("seed, yaw, name, before_cm", [(28, 35.0, "wrist_R", 43.1), (24, 0.0, "wrist_L", 36.0)])
+def test_wrist_in_front_of_a_covered_elbow_stays_where_it_was_seen(seed, yaw, name, before_cm):
+    """The forearm points at the camera and covers its elbow, which lifts onto the forearm, too
+    close; the forearm's length then broke and the well-seen wrist was moved to the far side of
+    the elbow (before_cm off). The elbow goes back along its ray instead."""
+    person = make_person(seed, width=384, height=512, yaw_deg=yaw)
+    joints = lift(person)
+    elbow = name.replace("wrist", "elbow")
+    assert error_cm(joints, person, name) < 8.0, (error_cm(joints, person, name), before_cm)
+    assert error_cm(joints, person, elbow) < 8.0
+    assert joints.status[joints.index(name)] == LIFTED

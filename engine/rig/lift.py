@@ -31,6 +31,7 @@ BONE_TOLERANCE = 0.15    # relative bone-length error beyond which a lifted dept
 TYPICAL_TOLERANCE = 0.2  # relative difference from the typical bone length still believed
 SURFACE_MARGIN = 0.01    # metres a corrected centre may lie in front of the surface (pointmap noise)
 CORRECTED_CONFIDENCE = 0.6
+PARENT_SEARCH_STEP_M, PARENT_SEARCH_STEPS = 0.005, 100   # how far back a covered elbow/knee is sought
 # front-to-back thickness of each segmentation class as a fraction of height (a hidden joint lies
 # behind all of it): trunk and head ~0.12, a thigh 0.07, trousers (thigh or shin) 0.06, a shin
 # 0.05, an arm 0.04, hands and feet 0.025; background nothing
@@ -287,6 +288,9 @@ def _correct_limb_depths(positions, status, confidence, visible, surface, ray_un
         wrong = ok & (np.abs(length / expected - 1.0) > BONE_TOLERANCE)
         for k in np.flatnonzero(wrong):   # at most four joints: tiny scalar work
             j, p = js[k], ps[k]
+            if _move_parent_back(j, p, positions, status, confidence, ray_unit, parent, typical, height,
+                                 expected[k]):
+                continue
             d, P = ray_unit[j], positions[p]
             t_surface = float(np.linalg.norm(surface[j]))
             t_lift = float(d @ positions[j])
@@ -303,6 +307,33 @@ def _correct_limb_depths(positions, status, confidence, visible, surface, ray_un
             positions[j] = d * t
             status[j] = FILLED_RAY
             confidence[j] *= CORRECTED_CONFIDENCE
+
+
+def _move_parent_back(j, p, positions, status, confidence, ray_unit, parent, typical, height,
+                      expected_child) -> bool:
+    """A wrist or ankle seen well in front of its elbow or knee, with the bone between them broken:
+    the limb points toward the camera and its own surface covered the parent, which was lifted
+    onto that surface, too close. If a depth further back along the parent's ray mends the child's
+    bone while the parent's own bone stays plausible (within TYPICAL_TOLERANCE of typical: the
+    height estimate is rough), move the parent there (in place) and say so."""
+    g = parent[p]
+    if g < 0:
+        return False
+    d = ray_unit[p]
+    t = float(d @ positions[p]) + PARENT_SEARCH_STEP_M * np.arange(1, PARENT_SEARCH_STEPS + 1)
+    candidates = d * t[:, None]                                           # further back only
+    own = np.linalg.norm(candidates - positions[g], axis=1) / (typical[p] * height) - 1.0
+    child = np.linalg.norm(positions[j] - candidates, axis=1) / expected_child - 1.0
+    fits = (np.abs(own) <= TYPICAL_TOLERANCE) & (positions[j, 2] < candidates[:, 2])
+    if not fits.any():
+        return False
+    best = int(np.argmin(np.where(fits, np.abs(child), np.inf)))
+    if abs(child[best]) > BONE_TOLERANCE:
+        return False
+    positions[p] = candidates[best]
+    status[p] = FILLED_RAY
+    confidence[p] *= CORRECTED_CONFIDENCE
+    return True
 
 
 def _occluder_thickness(labels: np.ndarray, height: float) -> np.ndarray:
