@@ -103,5 +103,9 @@ def test_animate_reports_skate_and_plants_its_bones(tmp_path):
     skate = feet["skate_mm_per_frame"]
     assert feet["mode"] == "lock" and feet["contact_frames"]["L"] and feet["contact_frames"]["R"]
     assert skate["after"] < 0.5 * skate["before"] and skate["after_on_bones"] < 5.0, skate
+    first_stance = feet["contact_frames"]["L"][0][0]
+    frame = json.loads((anim / "frames" / f"{first_stance:06d}.json").read_text())
+    assert frame["contacts"]["L"] is True
     off = animate_frames(tmp_path / "b", tmp_path / "off", fps=FPS, feet="off")
+    assert "contacts" not in json.loads((off / "frames" / "000000.json").read_text())
     assert json.loads((off / "animation.json").read_text())["feet"] == {"mode": "off"}

@@ -227,6 +227,11 @@ def motion_scene(motion: Motion) -> Scene:
 def write_frame_json(dir_: Path, motion: Motion, tracks: np.ndarray, joint_names: list[str],
                      sources: list[str]) -> None:
     quats = matrix_to_quaternion(motion.local_rotations)
+    standing = {}
+    for side, runs in ((motion.feet or {}).get("contact_frames") or {}).items():
+        standing[side] = np.zeros(len(tracks), bool)
+        for a, b in runs:
+            standing[side][a:b] = True
     for t in range(len(tracks)):
         doc = {
             "format": ANIMATION_FORMAT + "-frame", "version": ANIMATION_VERSION, "index": t,
@@ -236,6 +241,8 @@ def write_frame_json(dir_: Path, motion: Motion, tracks: np.ndarray, joint_names
             "bones": {n: {"rotation": [round(float(v), 6) for v in quats[t, b]]} for b, n in enumerate(motion.names)},
             "root_position": [round(float(v), 5) for v in motion.root_positions[t]],
         }
+        if standing:   # --feet lock: which foot stands on the ground in this frame
+            doc["contacts"] = {side: bool(flags[t]) for side, flags in standing.items()}
         (dir_ / f"{t:06d}.json").write_text(json.dumps(doc))
 
 
