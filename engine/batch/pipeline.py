@@ -64,17 +64,18 @@ def ray_rows(rows: list[dict], options: dict) -> Iterator[dict]:
 
 
 def serial_rows(rows: list[dict], options: dict) -> Iterator[dict]:
-    """The same stages in this process, one item after another."""
+    """The same stages in this process, batch after batch (batches of batch_size, as the workers get)."""
     steps = options["steps"]
     run_options = {k: options[k] for k in stages.BUILD_OPTION_NAMES if k in options}
+    size = options.get("batch_size") or 4
     worker = None
-    for row in rows:
+    for start in range(0, len(rows), size):
+        batch = rows[start:start + size]
         if "predict" in steps:
-            row = stages.check_photo(row)
-            if worker is None and not row.get("error") and row["kind"] == "photo":
+            batch = [stages.check_photo(row) for row in batch]
+            if worker is None and any(not r.get("error") and r["kind"] == "photo" for r in batch):
                 worker = stages.PredictWorker(model_options(options), "build" not in steps)
             if worker is not None:
-                row = worker.predict_row(row)
-        if "build" in steps:
-            row = stages.build_row(row, run_options)
-        yield row
+                batch = worker.predict_rows(batch)
+        for row in batch:
+            yield stages.build_row(row, run_options) if "build" in steps else row

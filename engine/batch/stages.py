@@ -9,6 +9,7 @@ stops the others.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -67,7 +68,9 @@ def check_photo(row: dict) -> dict:
 
 
 class PredictWorker:
-    """Holds one Predictor (models loaded once) and predicts the photos of each batch it gets."""
+    """Holds one Predictor (models loaded once) and predicts the photos of each batch it gets, in
+    one Predictor run per batch (the model passes batch across photos); each bundle is then
+    published into its item's folder as OUT/NAME/bundle."""
 
     def __init__(self, model_options: dict, finish_after_predict: bool):
         from engine.predict import Predictor
@@ -78,30 +81,54 @@ class PredictWorker:
     def __call__(self, batch):
         import pandas as pd
 
-        rows = [self.predict_row(row) for row in batch.to_dict("records")]
-        return pd.DataFrame(rows)
+        return pd.DataFrame(self.predict_rows(batch.to_dict("records")))
 
-    def predict_row(self, row: dict) -> dict:
-        if row.get("error") or row["kind"] != "photo":
-            return row
-        options = json.loads(row["options"])
-        item_dir = Path(row["item_dir"])
+    def predict_rows(self, rows: list[dict]) -> list[dict]:
+        out = list(rows)
+        groups: dict[str, list[int]] = {}   # one Predictor run per person box (None: found per photo)
+        for i, row in enumerate(rows):
+            if not row.get("error") and row["kind"] == "photo":
+                groups.setdefault(json.dumps(json.loads(row["options"]).get("bbox")), []).append(i)
+        for bbox, members in groups.items():
+            for i, row in zip(members, self._predict([rows[i] for i in members], json.loads(bbox))):
+                out[i] = row
+        return out
+
+    def _predict(self, rows: list[dict], bbox) -> list[dict]:
+        from engine import fileio
+
+        out_dir = Path(rows[0]["item_dir"]).parent
+        staging = fileio.staging_dir(out_dir / "batch")
         t0 = time.perf_counter()
         try:
-            results = self.predictor.predict([row["path"]], item_dir, bbox=options.get("bbox"))
-            result = results[0]
-            if result.status == "failed":
-                raise EngineError((result.error or {}).get("message", "prediction failed"))
-        except Exception as exc:  # noqa: BLE001
-            return fail(row, "predict", exc)
-        bundle = Path(result.bundles[0])
-        outputs = {**json.loads(row.get("outputs") or "{}"), "bundle": bundle.relative_to(item_dir).as_posix()}
-        timings = {**_timings(row), "predict": round(time.perf_counter() - t0, 4)}
-        row = {**row, "bundle_dir": str(bundle), "outputs": json.dumps(outputs), "timings": json.dumps(timings)}
-        if self.finish_after_predict:
-            row["status"] = "done"
-            finish(row)
-        return row
+            results = self.predictor.predict([row["path"] for row in rows], staging, bbox=bbox)
+        except Exception as exc:  # noqa: BLE001 - the whole run failed (a model, the device): each row says so
+            shutil.rmtree(staging, ignore_errors=True)
+            return [fail(row, "predict", exc) for row in rows]
+        seconds = (time.perf_counter() - t0) / len(rows)   # the batch's time, shared out
+        finished = []
+        try:
+            for row, result in zip(rows, results):
+                try:
+                    if result.status == "failed":
+                        raise EngineError((result.error or {}).get("message", "prediction failed"))
+                    item_dir = Path(row["item_dir"])
+                    item_dir.mkdir(parents=True, exist_ok=True)
+                    fileio.publish_dir(Path(result.bundles[0]), item_dir / "bundle")
+                except Exception as exc:  # noqa: BLE001
+                    finished.append(fail(row, "predict", exc))
+                    continue
+                outputs = {**json.loads(row.get("outputs") or "{}"), "bundle": "bundle"}
+                timings = {**_timings(row), "predict": round(seconds, 4)}
+                row = {**row, "bundle_dir": str(item_dir / "bundle"), "outputs": json.dumps(outputs),
+                       "timings": json.dumps(timings)}
+                if self.finish_after_predict:
+                    row["status"] = "done"
+                    finish(row)
+                finished.append(row)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return finished
 
 
 def build_row(row: dict, run_options: dict) -> dict:
