@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/bad_inputs.py              # every case (a few minutes: some run tiny models)
     .venv/bin/python bench/bad_inputs.py --fast       # only the cases that need no model pass (seconds each)
-    .venv/bin/python bench/bad_inputs.py -k bbox      # the cases whose name contains "bbox"
+    .venv/bin/python bench/bad_inputs.py --slow       # only the cases with a model pass or a Ray start
+    .venv/bin/python bench/bad_inputs.py -k bbox      # the cases whose name contains "bbox" (-k repeats)
 
 Each case runs in a fresh temporary workspace shared by all cases: tiny checkpoints in the released
 format (random weights, so model-backed cases take seconds, not minutes), a photo, the bundled
@@ -244,7 +245,7 @@ class Case:
     via: str                                  # "cli" or "serve"
     make: Callable[[Workspace, Path], object]  # returns argv (cli) or a request / raw line (serve) or an Outcome
     expect: str = "refuse"                    # "refuse", "ok" or "any" (valid but odd: succeed or refuse in words)
-    fast: bool = True                         # runs without a model pass
+    fast: bool = True                         # runs without a model pass or a Ray start (seconds at most)
     owner: str = ""                           # who fixes it when it is not handled
     check_ok: Callable[[Workspace, Path], str | None] | None = None
 
@@ -260,7 +261,9 @@ def case(name: str, via: str = "cli", **kw):
 
 
 def _words(message: str) -> bool:
-    return sum(w.isalpha() for w in message.replace("'", " ").split()) >= 3
+    """At least three words of letters: a sentence, not a bare exception name or a caret."""
+    words = (w.strip("()[]{}:;,.!?'\"") for w in message.split())
+    return sum(w.isalpha() and len(w) > 1 for w in words) >= 3
 
 
 def run_cli(ws: Workspace, argv: list[str], timeout: float = CLI_TIMEOUT_S) -> Outcome:
@@ -268,8 +271,10 @@ def run_cli(ws: Workspace, argv: list[str], timeout: float = CLI_TIMEOUT_S) -> O
                           timeout=timeout)
     text = proc.stdout + proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    return Outcome(proc.returncode != 0, lines[-1] if lines else "", "Traceback (most recent call last)" in text,
-                   f"exit {proc.returncode}")
+    # the CLI's own error line (argparse's form, "sapiens-engine CMD: error: ..."), else the last line
+    said = [line for line in lines if line.startswith("sapiens-engine") and ": error:" in line]
+    message = said[-1] if said else (lines[-1] if lines else "")
+    return Outcome(proc.returncode != 0, message, "Traceback (most recent call last)" in text, f"exit {proc.returncode}")
 
 
 def ask(ws: Workspace, request: dict | bytes, req_id=None, timeout: float = SERVE_TIMEOUT_S) -> Outcome:
@@ -368,7 +373,7 @@ def _(ws, out):
     grey = (base.mean(-1) * 256).astype(np.uint16)
     Image.fromarray(grey).save(a := ws.bad("odd/grey16.png"))
     Image.fromarray(base).convert("CMYK").save(b := ws.bad("odd/cmyk.jpg"))
-    Image.fromarray(base).convert("RGBA").convert("PA").save(c := ws.bad("odd/palette.png"))
+    Image.fromarray(base).convert("P").save(c := ws.bad("odd/palette.png"), transparency=0)
     Image.fromarray(base).convert("LA").save(d := ws.bad("odd/la.png"))
     write_exr(e := ws.bad("odd/linear.exr"), base.astype(np.float32) / 255)
     return _predict(ws, out, a, b, c, d, e)
@@ -452,6 +457,12 @@ def _(ws, out):
     if "weights_only=False" in result.message:
         result.message = ""                     # advising the unsafe switch is not a good message
     return result
+
+
+@case("checkpoint: --checkpoints is a file", owner="package")
+def _(ws, out):
+    (p := ws.bad("ck_file.safetensors")).write_bytes(b"x" * 100)
+    return ["predict", ws.photo, "--out", out, "--checkpoints", p, "--tasks", "pose"]
 
 
 @case("checkpoint: models lists a truncated file as unusable", expect="ok", owner="package",
@@ -578,6 +589,21 @@ def _(ws, out):
     return ["retarget", ws.animation, "--target", ws.animation / "skeleton.json", "--out", ws.animation]
 
 
+@case("out: build onto its own bundle", owner="package")
+def _(ws, out):
+    return ["build", (p := _bundle_copy(ws, "b_self")), "--out", p]
+
+
+@case("out: animate onto its own frames folder", owner="rig/motion")
+def _(ws, out):
+    return ["animate", shutil.copytree(ws.frames, ws.bad("frames_self")), "--out", ws.inputs / "frames_self"]
+
+
+@case("out: an empty --out", owner="options/jobs")
+def _(ws, out):
+    return ["build", ws.bundle, "--out", ""]
+
+
 @case("out: export-onnx onto an existing file", owner="options/jobs")
 def _(ws, out):
     started = time.monotonic()
@@ -587,9 +613,16 @@ def _(ws, out):
     return result
 
 
-@case("out: batch into an existing folder of the user's", owner="package")
+@case("out: batch where an item's folder is the user's", owner="package")
 def _(ws, out):
-    return ["batch", ws.bundle, "--out", ws.user_folder("batch_here"), "--steps", "build"]
+    ws.user_folder("batch_here/bundle")          # the item's name is its bundle folder's name
+    return ["batch", ws.bundle, "--out", ws.user / "batch_here", "--steps", "build"]
+
+
+@case("out: batch into a folder of the user's (items added beside the user's files)", expect="any", fast=False,
+      owner="package")
+def _(ws, out):
+    return ["batch", ws.bundle, "--out", ws.user_folder("batch_beside"), "--steps", "build"]
 
 
 @case("out: avatar where OUT/photo is the user's folder", fast=False, owner="options/jobs")
@@ -626,7 +659,6 @@ for _name, _argv in {
     "--max-faces 1e3": ["--max-faces", "1e3"],
     "--texture-size 100000": ["--texture-size", "100000"],
     "--formats gif": ["--formats", "gif"],
-    "--formats glb,,obj": ["--formats", "glb,,obj"],
     "--resolution eighth": ["--resolution", "eighth"],
     "--rest-pose sitting": ["--rest-pose", "sitting"],
 }.items():
@@ -675,7 +707,12 @@ def _(ws, out):
     return ["animate", ws.inputs / "frames_corrupt", "--out", out]
 
 
-@case("animate: corrupt bundle frames mixed with good ones", expect="any", owner="rig/motion")
+def _frames_kept(ws: Workspace, out: Path) -> str | None:
+    frames = len(list((out / "frames").glob("*.json")))
+    return None if frames == 4 else f"{frames} frames written for 4 inputs (the timeline must keep them)"
+
+
+@case("animate: corrupt bundle frames mixed with good ones", expect="any", owner="rig/motion", check_ok=_frames_kept)
 def _(ws, out):
     for i in range(4):
         p = shutil.copytree(ws.bundle, ws.bad(f"frames_mixed/f{i}"))
@@ -729,7 +766,7 @@ def _(ws, out):
     return ["retarget", ws.animation, "--target", p, "--out", out]
 
 
-@case("retarget: target glb without a skin (the sample mesh)", owner="retarget")
+@case("retarget: target glb without a skin (the sample mesh)", fast=False, owner="retarget")
 def _(ws, out):
     import numpy as np  # noqa: F401  (the glb is written by the demo's own writer below)
     proc = subprocess.run(ENGINE + ["build", str(ws.bundle), "--out", str(ws.inputs / "unrigged"), "--rig", "none",
@@ -790,7 +827,7 @@ def _(ws, out):
 
 @case("batch: JSON list with a bad per-item option", expect="any", owner="package")
 def _(ws, out):
-    (p := ws.bad("list_opts.json")).write_text(json.dumps([{"input": str(ws.bundle), "max_faces": "lots"}]))
+    (p := ws.bad("list_opts.json")).write_text(json.dumps([{"path": str(ws.bundle), "max_faces": "lots"}]))
     return ["batch", p, "--out", out, "--steps", "build"]
 
 
@@ -815,7 +852,12 @@ def _(ws, out):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    return run_cli(ws, argv[3:])
+    stale = [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
+    if not stale:
+        return Outcome(True, "", False, "the kill did not land while the output was being written")
+    result = run_cli(ws, argv[3:])
+    result.detail += f"; killed with {stale[0]} half-written"
+    return result
 
 
 # -- the protocol
@@ -849,6 +891,16 @@ for _name, _request in {
     case(f"protocol request: {_name}", "serve", owner="options/jobs")(
         lambda ws, out, _request=_request: (json.dumps(_request).encode(), _request.get("id")
                                             if isinstance(_request.get("id"), str) else None))
+
+
+@case("protocol line: JSON nested 400000 deep", "serve", owner="options/jobs")
+def _(ws, out):
+    return (b'{"id": "deep", "method": "ping", "params": {"x": ' + b"[" * 400_000 + b"]" * 400_000 + b"}}", "deep")
+
+
+@case("protocol params: build out_dir ''", "serve", owner="options/jobs")
+def _(ws, out):
+    return _req("build", {"bundle_dir": str(ws.bundle), "out_dir": ""})
 
 
 @case("protocol line: 2 MB (over max_line_bytes)", "serve", owner="options/jobs")
@@ -973,6 +1025,37 @@ def _(ws, out):
     return Outcome(err["code"] == "cancelled", err["message"], err["code"] == "internal", f"error {err['code']}")
 
 
+@case("protocol job: a second request with a running job's id", "serve", owner="options/jobs")
+def _(ws, out):
+    server = ws.server()
+    server.send(_req("build", {"bundle_dir": str(ws.bundle), "out_dir": str(out / "first")}, "twice"))
+    if server.next(lambda m: m.get("id") == "twice", SERVE_TIMEOUT_S) is None:
+        return Outcome(False, "", False, "the first build never started")
+    server.send(_req("build", {"bundle_dir": str(ws.bundle), "out_dir": str(out / "second")}, "twice"))
+    second = server.final("twice")
+    server.send(_req("cancel", {"target": "twice"}, "cancel-twice"))
+    first = server.final("twice")
+    if second is None or second["type"] != "error":
+        return Outcome(False, "", False, f"the second request got {second and second['type']}")
+    err = second["error"]
+    detail = f"error {err['code']}; first then: {first and (first.get('error') or {}).get('code', first['type'])}"
+    if first is not None and first["type"] == "result":
+        shutil.rmtree(out / "first")              # it finished before the cancel: a good output, not half-made
+    return Outcome(err["code"] == "duplicate_id", err["message"], err["code"] == "internal", detail)
+
+
+@case("protocol job: avatar of a text file named .jpg", "serve", owner="options/jobs")
+def _(ws, out):
+    (p := ws.bad("proto_avatar_notes.jpg")).write_text("shopping list")
+    return _req("avatar", {**_predict_params(ws, out), "photos": [str(p)], "cache_dir": str(ws.root / "cache")})
+
+
+@case("photo: avatar of a text file named .jpg", owner="options/jobs")
+def _(ws, out):
+    (p := ws.bad("avatar_notes.jpg")).write_text("shopping list")
+    return ["avatar", p, "--out", out, "--checkpoints", ws.ckpt, "--tasks", "pose", "--cache-dir", ws.root / "cache"]
+
+
 @case("protocol job: cancel a job that does not exist", "serve", expect="any", owner="options/jobs")
 def _(ws, out):
     return _req("cancel", {"target": "nobody"})
@@ -1010,10 +1093,12 @@ class Result:
 def run_case(ws: Workspace, c: Case) -> Result:
     out = ws.out / "".join(ch if ch.isalnum() else "_" for ch in c.name)[:80]
     started = time.monotonic()
+    # taken before the case makes its inputs: files it adds are not in `before`, and a case that runs
+    # and reruns inside make (a kill, then the same command) is judged on what it leaves at the end
+    before = ws.snapshot()
+    hidden_before = set(ws.hidden_leftovers())
     try:
         made = c.make(ws, out)
-        before = ws.snapshot()
-        hidden_before = set(ws.hidden_leftovers())
         if isinstance(made, Outcome):
             outcome = made
         elif c.via == "cli":
@@ -1046,7 +1131,8 @@ def run_case(ws: Workspace, c: Case) -> Result:
             problems.append(ACCEPTED)
         elif not _words(outcome.message):
             problems.append(NO_WORDS)
-        if leftovers or (out.exists() and any(out.iterdir())):
+        # a batch's report is its answer, not a half-made output (a bad item is a failed row)
+        if leftovers or (out.exists() and any(not p.name.startswith("batch_report.") for p in out.iterdir())):
             problems.append(HALF_WRITTEN)
     detail = outcome.detail
     if changed:
@@ -1057,18 +1143,21 @@ def run_case(ws: Workspace, c: Case) -> Result:
     return Result(c, verdict, detail, outcome.message, time.monotonic() - started, problems)
 
 
-def select(fast: bool = False, keyword: str | None = None) -> list[Case]:
-    return [c for c in CASES if (not fast or c.fast) and (keyword is None or keyword.lower() in c.name.lower())]
+def select(fast: bool = False, keywords: list[str] | None = None, slow_only: bool = False) -> list[Case]:
+    """The cases to run: all, the fast ones, the slow ones, or those whose name holds one of `keywords`."""
+    return [c for c in CASES if (not fast or c.fast) and (not slow_only or not c.fast)
+            and (not keywords or any(k.lower() in c.name.lower() for k in keywords))]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fast", action="store_true", help="only the cases without a model pass")
-    ap.add_argument("-k", dest="keyword", help="only cases whose name contains this")
+    ap.add_argument("--slow", action="store_true", help="only the cases with a model pass or a Ray start")
+    ap.add_argument("-k", dest="keywords", action="append", help="only cases whose name contains this (repeatable)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary workspace")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
-    cases = select(args.fast, args.keyword)
+    cases = select(args.fast, args.keywords, args.slow)
     root = Path(tempfile.mkdtemp(prefix="sapiens-bad-inputs-"))
     ws = Workspace(root)
     results = []

@@ -1,0 +1,84 @@
+"""Bad inputs across the CLI and the stdio protocol (issue 11): the fast subset of bench/bad_inputs.py.
+
+Each case must be handled: refused in words (or, for odd but valid inputs, done), no traceback shown,
+no user file touched, nothing half-written left. The bench runs every case (including the ones with
+a model pass or a Ray start) and prints the closing figure; this runs the ones that take seconds.
+CLI photo and checkpoint cases (each imports torch and hashes checkpoints in a new process) run here
+through the protocol, whose one engine process loads once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "bad_inputs.py"
+_spec = importlib.util.spec_from_file_location("bad_inputs", BENCH)
+bad_inputs = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("bad_inputs", bad_inputs)    # its dataclasses look their module up there
+_spec.loader.exec_module(bad_inputs)
+
+SLOW_IN_A_NEW_PROCESS = ("photo:", "checkpoint:")
+CASES = [c for c in bad_inputs.select(fast=True)
+         if c.via == "serve" or not c.name.startswith(SLOW_IN_A_NEW_PROCESS)]
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    workspace = bad_inputs.Workspace(tmp_path_factory.mktemp("bad_inputs"))
+    yield workspace
+    workspace.close()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_handled(ws, case):
+    result = bad_inputs.run_case(ws, case)
+    assert bad_inputs.DATA_LOST not in result.problems, result.detail
+    assert bad_inputs.TRACEBACK not in result.problems, result.detail
+    assert result.verdict == bad_inputs.HANDLED, (f"{result.verdict}: {result.detail} | message: {result.message!r}"
+                                                  f" | owner: {case.owner}")
+
+
+# ------------------------------------------------------------------ the classification can fail
+
+
+def test_a_good_request_sent_as_a_bad_one_counts_as_accepted(ws):
+    ping = bad_inputs.Case("ping taken for a bad input", "serve", lambda w, out: {"id": "p", "method": "ping"})
+    assert bad_inputs.run_case(ws, ping).verdict == bad_inputs.ACCEPTED
+
+
+def test_a_touched_user_file_counts_as_data_lost_even_when_refused(ws):
+    def make(w, out):
+        (w.user / "notes.txt").write_text("overwritten")
+        return bad_inputs.Outcome(True, "refused, but after the damage", False)
+    try:
+        result = bad_inputs.run_case(ws, bad_inputs.Case("clobber", "cli", make))
+    finally:
+        (ws.user / "notes.txt").write_text(bad_inputs.USER_TEXT)
+    assert result.verdict == bad_inputs.DATA_LOST and "user/notes.txt" in result.detail
+
+
+def test_a_refusal_that_leaves_output_or_a_temporary_counts_as_half_written(ws):
+    def make(w, out):
+        (out / "mesh.ply").parent.mkdir(parents=True)
+        (out / "mesh.ply").write_text("half")
+        (w.out / ".avatar.tmp").mkdir()
+        return bad_inputs.Outcome(True, "could not finish the avatar", False)
+    try:
+        result = bad_inputs.run_case(ws, bad_inputs.Case("half", "cli", make))
+    finally:
+        shutil.rmtree(ws.out / ".avatar.tmp", ignore_errors=True)
+    assert result.verdict == bad_inputs.HALF_WRITTEN
+
+
+def test_a_refusal_without_words_and_a_traceback_are_told_apart(ws):
+    bare = bad_inputs.run_case(ws, bad_inputs.Case("bare", "cli", lambda w, out: bad_inputs.Outcome(True, "^)", False)))
+    assert bare.verdict == bad_inputs.NO_WORDS
+    trace = bad_inputs.run_case(ws, bad_inputs.Case("trace", "cli", lambda w, out: ["build", "--out"]))
+    assert trace.verdict == bad_inputs.HANDLED        # argparse's refusal: words, no traceback
+    crash = bad_inputs.Outcome(True, "ValueError: x must be finite", True)
+    assert bad_inputs.run_case(ws, bad_inputs.Case("crash", "cli", lambda w, out: crash)).verdict == bad_inputs.TRACEBACK
