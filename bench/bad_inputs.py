@@ -20,6 +20,8 @@ cases drive one `sapiens-engine serve` over stdio. Each result is classified:
 - half-written: a refused job left an output folder or a hidden temporary behind.
 - accepted: a bad input was taken as good (exit 0 / a `result`).
 - no words: refused without a message a person can read.
+- engine died: the `serve` process stopped (or hung) instead of answering; every later request of
+  its client is lost with it.
 
 tests/test_bad_inputs.py imports CASES from here and runs the fast subset.
 """
@@ -51,8 +53,8 @@ TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
 CLI_TIMEOUT_S = 300
 SERVE_TIMEOUT_S = 120
 
-HANDLED, TRACEBACK, DATA_LOST, HALF_WRITTEN, ACCEPTED, NO_WORDS, FAILED = (
-    "handled", "traceback", "data lost", "half-written", "accepted", "no words", "failed")
+HANDLED, TRACEBACK, DATA_LOST, HALF_WRITTEN, ACCEPTED, NO_WORDS, FAILED, DIED = (
+    "handled", "traceback", "data lost", "half-written", "accepted", "no words", "failed", "engine died")
 
 
 # --------------------------------------------------------------------------- the workspace
@@ -236,7 +238,7 @@ class Outcome:
     message: str
     traceback: bool
     detail: str = ""
-    succeeded_check: str | None = None   # for cases that must succeed: what is wrong, None when fine
+    died: bool = False                   # the engine process stopped or hung instead of answering
 
 
 @dataclass
@@ -285,7 +287,7 @@ def ask(ws: Workspace, request: dict | bytes, req_id=None, timeout: float = SERV
         req_id = request.get("id")
     msg = server.final(req_id, timeout, or_null=raw)
     if msg is None:
-        return Outcome(False, "", False, "no final message (engine died or hung)")
+        return Outcome(False, "", False, "no final message (engine died or hung)", died=True)
     if msg["type"] == "result":
         return Outcome(False, "", False, "result: " + json.dumps(msg["result"])[:120])
     err = msg["error"]
@@ -1110,7 +1112,7 @@ def run_case(ws: Workspace, c: Case) -> Result:
         after = ws.snapshot()
     except Exception as exc:  # the harness itself failed: report it, do not hide it
         return Result(c, FAILED, f"{type(exc).__name__}: {exc}", "", time.monotonic() - started)
-    problems = []
+    problems = [DIED] if outcome.died else []
     changed = sorted(p for p in before if before[p] != after.get(p))
     if changed:
         problems.append(DATA_LOST)
@@ -1182,8 +1184,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"{r.case.name[:70]:70s} {r.case.via:5s} {r.verdict}")
     print()
+    died = sum(DIED in r.problems for r in results)
     print(f"cases tried: {len(results)}  handled: {handled}  data-loss cases: {data_loss}  "
-          f"tracebacks shown to a user: {tracebacks}  other problems: {len(results) - handled}")
+          f"tracebacks shown to a user: {tracebacks}  engine deaths: {died}  other problems: {len(results) - handled}")
     by_verdict: dict[str, int] = {}
     for r in results:
         by_verdict[r.verdict] = by_verdict.get(r.verdict, 0) + 1

@@ -87,6 +87,9 @@ def parse_request(line: bytes) -> Request:
         raise ProtocolError("parse_error", "the request line is not valid UTF-8", {"detail": str(exc)}) from None
     except ValueError as exc:
         raise ProtocolError("parse_error", "the request line is not valid JSON", {"detail": str(exc)}) from None
+    except RecursionError:  # a line of [[[[...]]]] must not stop the engine for every other client request
+        raise ProtocolError("parse_error", "the request line nests JSON arrays or objects too deeply",
+                            {"detail": "nested too deeply"}) from None
     if not isinstance(message, dict):
         kind = type(message).__name__
         raise ProtocolError("invalid_request", f"a request must be a JSON object, not {kind}", {"detail": kind})
