@@ -73,11 +73,18 @@ def main() -> None:
     base = frames[0].positions * [1, -1, -1]
     tracks = base[None] + np.random.default_rng(0).normal(0, 0.01, (T,) + base.shape)
     t0 = time.perf_counter()
-    motion_from_tracks(frames[0].names, tracks, np.ones(tracks.shape[:2], bool), 30.0, height=frames[0].height)
+    motion_from_tracks(frames[0].names, tracks, np.ones(tracks.shape[:2], bool), 30.0, height=frames[0].height,
+                       feet="off")
     t_motion = (time.perf_counter() - t0) / T
+    from engine.motion.feet import lock_feet
+    t0 = time.perf_counter()
+    for _ in range(REPEATS):
+        lock_feet(tracks, frames[0].names, 30.0)
+    t_feet = (time.perf_counter() - t0) / REPEATS / T
     print(f"animation per frame (no model passes): lifting {t_lift * 1000:.1f} ms (bundle read + lifting "
           f"{t_read_lift * 1000:.1f} ms) + smoothing/skeleton/rotations {t_motion * 1000:.1f} ms = "
           f"{(t_read_lift + t_motion) * 1000:.1f} ms")
+    print(f"feet lock (ground, contacts, locked feet, leg IK on the joints): {t_feet * 1000:.2f} ms per frame")
 
 if __name__ == "__main__":
     main()
