@@ -246,8 +246,9 @@ def lift_joints(keypoints: np.ndarray, pointmap: np.ndarray, seg: np.ndarray | N
     _correct_limb_depths(positions, status, confidence, visible, surface, ray_unit, parent, typical,
                          height, idx)
     # what each keypoint's pixel shows first, whatever body part it is (a hidden joint lies behind it)
-    first = _sample(np.asarray(pointmap, np.float64) if mask is None else
-                    np.where(mask[..., None], pointmap, np.nan), kp, np.nan)
+    first = _sample(pointmap, kp, np.nan).astype(np.float64)
+    if mask is not None:
+        first[~_sample(np.asarray(mask, bool), kp, False)] = np.nan
     first_t = np.where(has_2d, np.linalg.norm(first, axis=1), np.nan)
     first_label = np.where(has_2d, _sample(seg, kp, 0).astype(np.int64), 0)
     _fill_hidden(positions, status, confidence, visible, has_2d, ray_unit, surface, parent, typical,
