@@ -250,6 +250,7 @@ class Case:
     fast: bool = True                         # runs without a model pass or a Ray start (seconds at most)
     owner: str = ""                           # who fixes it when it is not handled
     check_ok: Callable[[Workspace, Path], str | None] | None = None
+    least_words: int = 3                      # a refusal's message has at least this many words
 
 
 CASES: list[Case] = []
@@ -262,10 +263,10 @@ def case(name: str, via: str = "cli", **kw):
     return register
 
 
-def _words(message: str) -> bool:
-    """At least three words of letters: a sentence, not a bare exception name or a caret."""
+def _words(message: str, least: int = 3) -> bool:
+    """At least `least` words of letters: a sentence, not a bare exception name or a caret."""
     words = (w.strip("()[]{}:;,.!?'\"") for w in message.split())
-    return sum(w.isalpha() and len(w) > 1 for w in words) >= 3
+    return sum(w.isalpha() and len(w) > 1 for w in words) >= least
 
 
 def run_cli(ws: Workspace, argv: list[str], timeout: float = CLI_TIMEOUT_S) -> Outcome:
@@ -862,6 +863,30 @@ def _(ws, out):
     return result
 
 
+@case("killed: Ctrl-C (SIGINT) mid-build", owner="options/jobs", least_words=2)   # "build: interrupted" says it
+def _(ws, out):
+    argv = ENGINE + ["build", str(ws.bundle), "--out", str(out), "--resolution", "quarter"]
+    proc = subprocess.Popen(argv, cwd=ws.root, env=ws.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(2.5)                      # past the imports, inside the work
+    proc.send_signal(signal.SIGINT)
+    text, _ = proc.communicate(timeout=CLI_TIMEOUT_S)
+    lines = [line for line in text.splitlines() if line.strip()]
+    return Outcome(proc.returncode != 0, lines[-1] if lines else "", "Traceback (most recent call last)" in text,
+                   f"exit {proc.returncode}")
+
+
+@case("killed: two builds into the same --out at once", expect="ok", fast=False, owner="package",
+      check_ok=lambda ws, out: None if (out / "avatar.json").is_file() else "no avatar left by either build")
+def _(ws, out):
+    argv = ENGINE + ["build", str(ws.bundle), "--out", str(out), "--resolution", "quarter", "--formats", "glb"]
+    procs = [subprocess.Popen(argv, cwd=ws.root, env=ws.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    texts = [p.communicate(timeout=CLI_TIMEOUT_S)[0] for p in procs]
+    codes = [p.returncode for p in procs]
+    refused = [t.strip().splitlines()[-1] for t, c in zip(texts, codes) if c]
+    return Outcome(all(codes), refused[0] if refused else "", any("Traceback" in t for t in texts), f"exits {codes}")
+
+
 # -- the protocol
 
 def _req(method: str, params, req_id=None) -> dict:
@@ -943,6 +968,21 @@ for _name, _extra in {
     case(f"protocol params: predict {_name}", "serve", owner="options/jobs")(
         lambda ws, out, _extra=_extra: _req("predict", {k: v for k, v in _predict_params(ws, out, **_extra).items()
                                                         if not (k == "out_dir" and v is None)}))
+
+for _name, _line in {
+    "animate fps 1e400 (JSON's infinity)": '{"id": "inf-fps", "method": "animate", "params": {"frames": "FRAMES", '
+                                           '"out_dir": "OUT", "fps": 1e400}}',
+    "build max_faces 1e400": '{"id": "inf-faces", "method": "build", "params": {"bundle_dir": "BUNDLE", '
+                             '"out_dir": "OUT", "max_faces": 1e400}}',
+    "build max_faces 10**26": '{"id": "big-faces", "method": "build", "params": {"bundle_dir": "BUNDLE", '
+                              '"out_dir": "OUT", "max_faces": 100000000000000000000000000}}',
+    "predict bbox [0, 0, 1e400, 1e400]": '{"id": "inf-bbox", "method": "predict", "params": {"photos": ["PHOTO"], '
+                                         '"out_dir": "OUT", "bbox": [0, 0, 1e400, 1e400]}}',
+}.items():
+    case(f"protocol params: {_name}", "serve", owner="options/jobs")(
+        lambda ws, out, _line=_line: (_line.replace("FRAMES", str(ws.frames)).replace("BUNDLE", str(ws.bundle))
+                                      .replace("PHOTO", str(ws.photo)).replace("OUT", str(out)).encode(),
+                                      json.loads(_line.replace("1e400", "0"))["id"]))
 
 for _name, _extra in {
     "rig '../keypoints308'": {"rig": "../keypoints308"},
@@ -1131,7 +1171,7 @@ def run_case(ws: Workspace, c: Case) -> Result:
     else:
         if not outcome.refused:
             problems.append(ACCEPTED)
-        elif not _words(outcome.message):
+        elif not _words(outcome.message, c.least_words):
             problems.append(NO_WORDS)
         # a batch's report is its answer, not a half-made output (a bad item is a failed row)
         if leftovers or (out.exists() and any(not p.name.startswith("batch_report.") for p in out.iterdir())):
