@@ -1,10 +1,13 @@
 """CPU fast modes: what the processor computes quickly, and the model transforms that use it.
 
 - fp32: the model exactly as load_model returns it; the reference's numbers (the parity path).
-- bf16: every weight and activation in bfloat16 (RoPE periods stay bf16 as in the reference),
-  outputs back to fp32 before decoding. Worth it where the CPU has bf16 dot products
-  (AVX512-BF16, AMX-BF16): oneDNN's convolutions and matmuls then run about 2-3x faster.
-  Attention runs the same fused kernel in either format (no faster in bf16 on AVX-512).
+- bf16: the backbone's Linear layers (its matmuls: 56% of the fp32 time) in bf16, their outputs
+  back in fp32, so the residual stream, the norms and attention stay fp32 (attention runs the
+  same fused kernel in either format, no faster in bf16 on AVX-512; an all-bf16 residual stream
+  tripled the pointmap scale error on the parity models: 4.5% against 1.3%); the head (3x3
+  convolutions at up to the input resolution) wholly in bf16, outputs back to fp32 before
+  decoding. Worth it where the CPU has bf16 dot products (AVX512-BF16, AMX-BF16): oneDNN's
+  convolutions and matmuls then run about 2-3x faster.
 - int8: the backbone's Linear layers quantized dynamically (int8 weights per output channel,
   activations quantized per call, fbgemm, VNNI where the CPU has it); attention, norms and the
   patch embedding stay fp32; the head runs in bf16 where the CPU has bf16 dot products, else fp32.
@@ -120,8 +123,9 @@ def set_threads() -> int:
 
 
 def input_dtype(mode: str) -> torch.dtype:
-    """The format a runner hands the model its batch in."""
-    return torch.bfloat16 if mode == "bf16" else torch.float32
+    """The format a runner hands the model its batch in: fp32 in every mode (the patch embedding
+    and the residual stream stay fp32)."""
+    return torch.float32
 
 
 def prepare(model: nn.Module, mode: str, features: dict | None = None) -> nn.Module:
@@ -130,17 +134,43 @@ def prepare(model: nn.Module, mode: str, features: dict | None = None) -> nn.Mod
     check_mode(mode)
     if mode == "fp32":
         return model
-    if mode == "bf16":
-        return own_memory(to_bf16(model))
     features = features or cpu_features()
+    model = _to_dtype(model, torch.float32)   # a model loaded in another format starts from fp32
     backbone = getattr(model, "backbone", model)
-    quantize_linears(backbone)
+    if mode == "bf16":
+        bf16_linears(backbone)
+    else:
+        quantize_linears(backbone)
     head = getattr(model, "decode_head", None)
-    if head is not None and features["bf16_dot"]:
-        head.to(torch.bfloat16)
-        head.register_forward_pre_hook(_inputs_to(torch.bfloat16))
-        head.register_forward_hook(_outputs_to_float)
+    if head is not None and (mode == "bf16" or features["bf16_dot"]):
+        in_bf16(head)
     return own_memory(model)
+
+
+def in_bf16(module: nn.Module) -> nn.Module:
+    """`module` computes in bf16 between fp32 inputs and fp32 outputs."""
+    module.to(torch.bfloat16)
+    module.register_forward_pre_hook(_inputs_to(torch.bfloat16))
+    module.register_forward_hook(_outputs_to_float)
+    return module
+
+
+def bf16_linears(module: nn.Module) -> nn.Module:
+    """Every nn.Linear under `module` computes in bf16 (weights stored so), fp32 in and out."""
+    for layer in module.modules():
+        if type(layer) is nn.Linear:
+            in_bf16(layer)
+    return module
+
+
+def _to_dtype(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Floating weights to `dtype`; the RoPE periods keep their bf16 (the reference's)."""
+    periods = {n: m.periods for n, m in model.named_modules() if hasattr(m, "periods")}
+    if any(p.dtype != dtype for p in model.parameters()):
+        model = model.to(dtype)
+        for name, p in periods.items():
+            model.get_submodule(name).periods = p
+    return model
 
 
 def own_memory(model: nn.Module) -> nn.Module:
@@ -154,15 +184,6 @@ def own_memory(model: nn.Module) -> nn.Module:
                     if t is not None and not t.is_meta and not t.untyped_storage().resizable():
                         copy = t.detach().clone()
                         store[name] = nn.Parameter(copy, requires_grad=False) if isinstance(t, nn.Parameter) else copy
-    return model
-
-
-def to_bf16(model: nn.Module) -> nn.Module:
-    """All weights in bf16; the RoPE periods are bf16 already (the reference's) and stay so."""
-    periods = {n: m.periods for n, m in model.named_modules() if hasattr(m, "periods")}
-    model = model.to(torch.bfloat16)
-    for name, p in periods.items():
-        model.get_submodule(name).periods = p
     return model
 
 

@@ -101,5 +101,8 @@ def resolve_dtype_name(dtype: str | torch.dtype = "auto", device: torch.device |
 
 
 def load_dtype(name: str, device: torch.device | str = "cpu") -> torch.dtype:
-    """The format weights are loaded in for a run in `name` (int8 quantizes from fp32)."""
-    return torch.float32 if name == "int8" else resolve_dtype(name, device)
+    """The format weights are loaded in for a run in `name`: the CPU modes (bf16, int8) convert
+    from fp32, layer by layer (engine.runtime.cpu_modes)."""
+    if name == "int8" or (name == "bf16" and torch.device(device).type == "cpu"):
+        return torch.float32
+    return resolve_dtype(name, device)
