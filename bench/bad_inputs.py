@@ -549,6 +549,65 @@ def _(ws, out):
     return ["build", p, "--out", out, "--resolution", "quarter", "--formats", "glb"]
 
 
+def _edit_json(path: Path, edit: Callable[[dict], None]) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+@case("bundle: bundle.json names a file outside the bundle", owner="package")
+def _(ws, out):
+    p = _bundle_copy(ws, "b_escape")
+    shutil.copy(p / "pointmap.exr", ws.inputs / "elsewhere.exr")
+    (p / "pointmap.exr").unlink()
+    _edit_json(p / "bundle.json", lambda d: d["files"].update(pointmap="../elsewhere.exr"))
+    return ["build", p, "--out", out, "--resolution", "quarter", "--formats", "glb"]
+
+
+@case("bundle: bundle.json is a JSON list", owner="package")
+def _(ws, out):
+    (p := _bundle_copy(ws, "b_list")).joinpath("bundle.json").write_text("[1, 2, 3]")
+    return ["build", p, "--out", out]
+
+
+@case("bundle: a files entry that is a number", owner="package")
+def _(ws, out):
+    p = _bundle_copy(ws, "b_filenum")
+    _edit_json(p / "bundle.json", lambda d: d["files"].update(normal=12))
+    return ["build", p, "--out", out]
+
+
+@case("bundle: a newer format version", owner="package")
+def _(ws, out):
+    p = _bundle_copy(ws, "b_v9")
+    _edit_json(p / "bundle.json", lambda d: d.update(version="9.0"))
+    return ["build", p, "--out", out]
+
+
+@case("bundle: intrinsics with a focal of 0", owner="closed avatar")
+def _(ws, out):
+    p = _bundle_copy(ws, "b_k0")
+    _edit_json(p / "bundle.json", lambda d: d.update(K=[[0, 0, 288], [0, 0, 384], [0, 0, 1]]))
+    return ["build", p, "--out", out, "--resolution", "quarter", "--formats", "glb"]
+
+
+@case("bundle: keypoints NaN", expect="any", owner="rig/motion")
+def _(ws, out):
+    p = _bundle_copy(ws, "b_kpnan")
+    _edit_json(p / "keypoints.json", lambda d: d.update(keypoints=[[None, None, 0.9]] * len(d["keypoints"])))
+    return ["build", p, "--out", out, "--resolution", "quarter", "--formats", "glb", "--rig", "rigify"]
+
+
+@case("bundle: empty mask (no person)", owner="closed avatar")
+def _(ws, out):
+    import numpy as np
+    from PIL import Image
+    p = _bundle_copy(ws, "b_nomask")
+    h, w = np.asarray(Image.open(p / "mask.png")).shape[:2]
+    Image.fromarray(np.zeros((h, w), np.uint8)).save(p / "mask.png")
+    return ["build", p, "--out", out, "--resolution", "quarter", "--formats", "glb"]
+
+
 # -- output targets
 
 @case("out: build into an existing folder of the user's", owner="package")
@@ -724,6 +783,32 @@ def _(ws, out):
     return ["animate", ws.inputs / "frames_mixed", "--out", out]
 
 
+def _frames_with_bundle_json(ws: Workspace, name: str, edit: Callable[[dict], object]) -> Path:
+    """Three bundle frames whose bundle.json is edited (edit returns the new document)."""
+    for i in range(3):
+        p = shutil.copytree(ws.bundle, ws.bad(f"{name}/f{i}"))
+        p.joinpath("bundle.json").write_text(json.dumps(edit(json.loads(p.joinpath("bundle.json").read_text()))))
+    return ws.inputs / name
+
+
+@case("animate: bundle frames whose bundle.json is a JSON list", owner="package")
+def _(ws, out):
+    return ["animate", _frames_with_bundle_json(ws, "frames_list", lambda d: [1, 2]), "--out", out]
+
+
+@case("animate: bundle frames whose files entry is a number", owner="package")
+def _(ws, out):
+    return ["animate", _frames_with_bundle_json(ws, "frames_filenum", lambda d: {**d, "files": {**d["files"], "keypoints": 12}}),
+            "--out", out]
+
+
+@case("animate: bundle frames whose keypoints file is outside the bundle", owner="package")
+def _(ws, out):
+    shutil.copy(ws.bundle / "keypoints.json", ws.inputs / "stray_keypoints.json")
+    return ["animate", _frames_with_bundle_json(ws, "frames_escape", lambda d: {
+        **d, "files": {**d["files"], "keypoints": "../../stray_keypoints.json"}}), "--out", out]
+
+
 @case("animate: a fake .mp4", owner="rig/motion")
 def _(ws, out):
     (p := ws.bad("clip.mp4")).write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(3000))
@@ -789,6 +874,26 @@ def _(ws, out):
 @case("retarget: motion is a folder of the user's", owner="retarget")
 def _(ws, out):
     return ["retarget", ws.user_folder("not_motion"), "--target", ws.animation / "skeleton.json", "--out", out]
+
+
+@case("retarget: a skeleton.json whose parents form a loop", owner="retarget")
+def _(ws, out):
+    skeleton = json.loads((ws.animation / "skeleton.json").read_text())
+    names = [b["name"] for b in skeleton["bones"]]
+    skeleton["bones"][0]["parent"] = names[-1]            # the root's parent is a leaf: a cycle
+    (p := ws.bad("rig_loop/skeleton.json")).write_text(json.dumps(skeleton))
+    started = time.monotonic()
+    result = run_cli(ws, ["retarget", ws.animation, "--target", p, "--out", out], timeout=120)
+    result.detail += f" after {time.monotonic() - started:.0f} s"
+    return result
+
+
+@case("retarget: a motion whose frames are corrupt", owner="retarget")
+def _(ws, out):
+    motion = shutil.copytree(ws.animation, ws.bad("motion_corrupt"))
+    for f in (motion / "frames").glob("*.json"):
+        f.write_text("{ torn")
+    return ["retarget", motion, "--target", ws.animation / "skeleton.json", "--out", out]
 
 
 @case("retarget: bone map not JSON", owner="retarget")
@@ -1028,6 +1133,16 @@ def _(ws, out):
 @case("protocol job: predict a photo that does not exist", "serve", owner="predict")
 def _(ws, out):
     return _req("predict", {**_predict_params(ws, out), "photos": [str(ws.inputs / "nowhere.jpg")]})
+
+
+@case("protocol job: predict an EXR photo of NaN and infinity", "serve", expect="any", owner="predict")
+def _(ws, out):
+    import numpy as np
+    from engine.fileio import write_exr
+    pixels = np.full((320, 240, 3), np.nan, np.float32)
+    pixels[::2] = np.inf
+    write_exr(p := ws.bad("nan_photo.exr"), pixels)
+    return _req("predict", {**_predict_params(ws, out), "photos": [str(p)]})
 
 
 @case("protocol job: build a bundle that does not exist", "serve", owner="package")

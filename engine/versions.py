@@ -11,6 +11,8 @@ def check_format_version(doc: dict, *, name: str, version: str, source, what: st
                          error: type[EngineError] = BundleError) -> str:
     """Raise `error` unless doc["format"] is `name` and doc["version"] has `version`'s major;
     returns the document's version."""
+    if not isinstance(doc, dict):  # a JSON list or number where the description belongs
+        raise error(f"{source}: not a {name} (a JSON {type(doc).__name__}, not an object)")
     if doc.get("format") != name:
         raise error(f"{source}: not a {name} (format is {doc.get('format')!r})")
     found = str(doc.get("version", ""))

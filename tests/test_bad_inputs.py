@@ -23,8 +23,16 @@ sys.modules.setdefault("bad_inputs", bad_inputs)    # its dataclasses look their
 _spec.loader.exec_module(bad_inputs)
 
 SLOW_IN_A_NEW_PROCESS = ("photo:", "checkpoint:")
-CASES = [c for c in bad_inputs.select(fast=True)
-         if c.via == "serve" or not c.name.startswith(SLOW_IN_A_NEW_PROCESS)]
+# bugs in areas other engineers own, reported to the lead; strict: the test says so once they are fixed
+KNOWN = {
+    "animate: bundle frames whose files entry is a number":
+        "engine/bundle/format.py read_engine_bundle joins a non-string 'files' entry to the path: TypeError "
+        "traceback (the build job checks bundle.json first; readers of bundle frames do not)",
+    "animate: bundle frames whose keypoints file is outside the bundle":
+        "engine/bundle/format.py read_engine_bundle reads 'files' entries like ../../x.json outside the bundle",
+}
+CASES = [pytest.param(c, id=c.name, marks=[pytest.mark.xfail(reason=KNOWN[c.name], strict=True)] if c.name in KNOWN else [])
+         for c in bad_inputs.select(fast=True) if c.via == "serve" or not c.name.startswith(SLOW_IN_A_NEW_PROCESS)]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +42,7 @@ def ws(tmp_path_factory):
     workspace.close()
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", CASES)
 def test_bad_input_is_handled(ws, case):
     result = bad_inputs.run_case(ws, case)
     assert bad_inputs.DATA_LOST not in result.problems, result.detail
