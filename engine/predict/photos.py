@@ -4,21 +4,18 @@ loading, and what is known about each photo while its batch is processed."""
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from engine.bundle import is_bundle
-from engine.errors import EngineError, InputImageError
+from engine.errors import EngineError
 from engine.images import Photo, load_photo
 from engine.person import Person
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -78,7 +75,7 @@ def _settle(names, i, name, owners, taken, last) -> bool:
     return False
 
 
-def check_targets(out_dir: Path, names: list[str], skip_existing: bool) -> None:
+def check_targets(out_dir: Path, names: list[str]) -> None:
     """Refuse, before any model runs, an output that would replace something that is not ours:
     --out naming a file, or a bundle's folder that exists and is not a predictions bundle."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -89,16 +86,11 @@ def check_targets(out_dir: Path, names: list[str], skip_existing: bool) -> None:
             what = "a file" if not target.is_dir() else "a folder that is not a predictions bundle"
             raise EngineError(f"--out {out_dir}: {target} is {what} (no bundle.json); predict would "
                               "replace it. Move it away or choose another --out")
-    duplicates = [n for n, c in Counter(names).items() if c > 1]
-    if duplicates:
-        log.debug("photos given more than once: %s", ", ".join(duplicates))
 
 
 def load_work(work: PhotoWork) -> None:
-    """Decode the photo (InputImageError when it cannot be used)."""
+    """Decode the photo (engine.errors.InputImageError when it cannot be used)."""
     t0 = time.perf_counter()
     work.photo = load_photo(work.path)
     work.timings["decode"] += time.perf_counter() - t0
 
-
-__all__ = ["PhotoWork", "bundle_names", "check_targets", "load_work", "InputImageError"]

@@ -115,7 +115,7 @@ class Predictor:
         out_dir = Path(out_dir)
         photos = [Path(p) for p in photos]
         names = bundle_names(photos)
-        check_targets(out_dir, names, skip_existing)
+        check_targets(out_dir, names)
         report = progress or self._progress or (lambda *a: None)
         self.cache.progress = progress or self._progress
         run = TaskRun(cache=self.cache, ops=self.ops, bbox=bbox, all_people=all_people, seg_probs=self.seg_probs)
@@ -123,9 +123,11 @@ class Predictor:
 
         results: dict[str, PhotoResult] = {}
         todo: list[PhotoWork] = []
+        seen: set[str] = set()
         for path, name in zip(photos, names):
-            if name in results or any(w.out_name == name for w in todo):
+            if name in seen:
                 continue   # the same file given twice: one bundle
+            seen.add(name)
             if skip_existing and (out_dir / name / "bundle.json").is_file():
                 results[name] = PhotoResult(str(path), name, "skipped", bundles=[str(out_dir / name)],
                                             notes=["a bundle exists: left alone (skip_existing)"])
