@@ -896,6 +896,36 @@ def _(ws, out):
     return ["retarget", motion, "--target", ws.animation / "skeleton.json", "--out", out]
 
 
+def _motion_copy(ws: Workspace, name: str, edit_file: str | None = None, edit=None, frames_edit=None) -> Path:
+    """A copy of the animation with one of its JSON files (or every frame) edited."""
+    motion = shutil.copytree(ws.animation, ws.bad(name))
+    if edit_file is not None:
+        doc = json.loads((motion / edit_file).read_text())
+        (motion / edit_file).write_text(json.dumps(edit(doc)))
+    for f in (motion / "frames").glob("*.json") if frames_edit else ():
+        doc = json.loads(f.read_text())
+        frames_edit(doc)
+        f.write_text(json.dumps(doc))
+    return motion
+
+
+def _zero_rotations(doc: dict) -> None:
+    for bone in doc["bones"].values():
+        bone["rotation"] = [0, 0, 0, 0]
+
+
+for _name, _kw in {
+    "skeleton.json is a JSON list": dict(edit_file="skeleton.json", edit=lambda d: [1]),
+    "animation.json is a JSON list": dict(edit_file="animation.json", edit=lambda d: [1]),
+    "animation.json fps 'fast'": dict(edit_file="animation.json", edit=lambda d: {**d, "fps": "fast"}),
+    "animation.json fps -5": dict(edit_file="animation.json", edit=lambda d: {**d, "fps": -5}),
+    "frames with zero quaternions": dict(frames_edit=_zero_rotations),
+}.items():
+    case(f"retarget: a motion whose {_name}", owner="retarget")(
+        lambda ws, out, _name=_name, _kw=_kw: ["retarget", _motion_copy(ws, "motion_" + "".join(
+            ch for ch in _name if ch.isalnum()), **_kw), "--target", ws.animation / "skeleton.json", "--out", out])
+
+
 @case("retarget: bone map not JSON", owner="retarget")
 def _(ws, out):
     (p := ws.bad("map.json")).write_text("hips: pelvis")
@@ -1218,20 +1248,40 @@ def _(ws, out):
     return _req("cancel", {"target": "nobody"})
 
 
-@case("protocol: stdin closed mid-build", "serve", fast=False, owner="options/jobs")
+@case("protocol: stdin closed mid-build (the build finishes, as documented)", "serve", expect="ok", fast=False,
+      owner="options/jobs", check_ok=lambda ws, out: None if (out / "avatar.json").is_file() else "no avatar")
 def _(ws, out):
     server = Server(ws)
-    server.send(_req("build", {"bundle_dir": str(ws.bundle), "out_dir": str(out)}, "orphan"))
+    server.send(_req("build", {"bundle_dir": str(ws.bundle), "out_dir": str(out), "resolution": "quarter"}, "orphan"))
     server.next(lambda m: m.get("id") == "orphan", SERVE_TIMEOUT_S)
     server.proc.stdin.close()
+    final = server.final("orphan")
     try:
         rc = server.proc.wait(timeout=SERVE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         server.proc.kill()
-        return Outcome(False, "", False, "the engine kept running with no client")
+        return Outcome(False, "", False, "the engine kept running after its input ended", died=True)
     server.stderr.close()
     log = Path(server.stderr.name).read_text(errors="replace")
-    return Outcome(True, "engine stopped when its client went away", "Traceback" in log, f"exit {rc}")
+    refused = final is None or final["type"] != "result"
+    return Outcome(refused or rc != 0, "" if final is None else json.dumps(final)[:200], "Traceback" in log, f"exit {rc}")
+
+
+@case("protocol: the client goes away mid-build (both pipes closed)", "serve", fast=False, owner="options/jobs")
+def _(ws, out):
+    server = Server(ws)
+    server.send(_req("build", {"bundle_dir": str(ws.bundle), "out_dir": str(out)}, "abandoned"))
+    server.next(lambda m: m.get("id") == "abandoned", SERVE_TIMEOUT_S)
+    server.proc.stdin.close()
+    server.proc.stdout.close()               # the engine's next message fails: the client is gone
+    try:
+        rc = server.proc.wait(timeout=SERVE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        return Outcome(False, "", False, "the engine kept running with no client", died=True)
+    server.stderr.close()
+    log = Path(server.stderr.name).read_text(errors="replace")
+    return Outcome(rc != 0, f"engine exited with code {rc} when its client went away", "Traceback" in log, f"exit {rc}")
 
 
 # --------------------------------------------------------------------------- running and classifying
