@@ -62,7 +62,9 @@ def test_watertight_solid_close_to_truth(person):
     surface = _build(sample, resolution="half", detail="none", watertight=True)
     mesh = trimesh.Trimesh(surface.vertices, surface.faces, process=False)
     assert mesh.is_watertight
-    # Measured: ours -> truth 4.3 mm mean, truth -> ours 4.3 mm, volume 96 % of the truth's.
+    # Measured: ours -> truth 7.0 mm mean, truth -> ours 4.4 mm, volume 107 % of the truth's
+    # (the back's scales are set for predicted maps, where the bulge comes out flatter:
+    # engine/geometry/watertight.py; before that 4.3 / 4.3 mm and 96 %).
     assert distances(scene, surface.vertices).mean() < 0.008
     truth_points = trimesh.Trimesh(np.asarray(true_mesh.vertices), np.asarray(true_mesh.triangles)).sample(20000, seed=0)
     assert distances(mesh_scene(surface.vertices, surface.faces), truth_points).mean() < 0.010

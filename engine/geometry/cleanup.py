@@ -206,9 +206,9 @@ def fill_holes(vertices: np.ndarray, faces: np.ndarray, *, max_edges: int = 200)
 
     A marching-cubes solid may carry a few folds (two faces on the same corners) or non-manifold
     edges; removing them leaves holes of a few edges that this closes. Holes are the loops of
-    boundary edges (used by one face); loops longer than `max_edges` (a real opening) and
-    tangled boundaries (a vertex on more than two boundary edges) stay open. Each fan is wound
-    against the faces along its loop, so it continues their orientation.
+    boundary edges (used by one face), walked along the faces' own half-edges; loops longer than
+    `max_edges` (a real opening) stay open. Each fan is wound against the faces along its loop,
+    so it continues their orientation.
     Returns (vertices, faces, holes filled).
     """
     faces = np.asarray(faces, np.int64)
@@ -218,12 +218,46 @@ def fill_holes(vertices: np.ndarray, faces: np.ndarray, *, max_edges: int = 200)
     boundary = half[counts[inverse] == 1]
     if len(boundary) == 0:
         return vertices, faces, 0
+    # walk the boundary half-edges (as the faces run them) edge by edge, so two holes touching
+    # at a vertex come out as two loops
+    outgoing: dict[int, list[int]] = {}
+    for a, b in boundary:
+        outgoing.setdefault(int(a), []).append(int(b))
+    new_vertices, new_faces, loops = [], [], []
+    for start in list(outgoing):
+        while outgoing.get(start):
+            loop, current = [start], outgoing[start].pop()
+            while current != start and outgoing.get(current) and len(loop) <= max_edges:
+                loop.append(current)
+                current = outgoing[current].pop()
+            if current == start and len(loop) >= 3:
+                loops.append(loop)
+    loops += _undirected_loops(boundary, loops, max_edges)
     directed = {(int(a), int(b)) for a, b in boundary}
+    for loop in loops:
+        ring = np.asarray(loop, np.int64)
+        if 2 * sum((int(a), int(b)) in directed for a, b in zip(ring, np.roll(ring, -1))) < len(ring):
+            ring = ring[::-1]  # a rim whose faces disagree: wound as most of them run
+        centre = len(vertices) + len(new_vertices)
+        new_vertices.append(np.asarray(vertices, np.float64)[ring].mean(axis=0))
+        # the faces walk the loop one way: the fan walks it the other
+        new_faces.append(np.column_stack([np.roll(ring, -1), ring, np.full(len(ring), centre)]))
+    if not new_faces:
+        return vertices, faces, 0
+    vertices = np.concatenate([np.asarray(vertices), np.asarray(new_vertices, np.asarray(vertices).dtype)])
+    return vertices, np.concatenate([faces, *new_faces]), len(new_faces)
+
+
+def _undirected_loops(boundary: np.ndarray, found: list, max_edges: int) -> list:
+    """Loops of the boundary edges the directed walk left (a rim whose faces are wound both
+    ways), followed as plain edges through vertices on exactly two of them."""
+    used = {frozenset(pair) for loop in found for pair in zip(loop, loop[1:] + loop[:1])}
     neighbours: dict[int, list[int]] = {}
-    for a, b in directed:
-        neighbours.setdefault(a, []).append(b)
-        neighbours.setdefault(b, []).append(a)
-    new_vertices, new_faces, seen = [], [], set()
+    for a, b in boundary:
+        if frozenset((int(a), int(b))) not in used:
+            neighbours.setdefault(int(a), []).append(int(b))
+            neighbours.setdefault(int(b), []).append(int(a))
+    loops, seen = [], set()
     for start, ends in neighbours.items():
         if start in seen or len(ends) != 2:
             continue
@@ -234,17 +268,6 @@ def fill_holes(vertices: np.ndarray, faces: np.ndarray, *, max_edges: int = 200)
             loop.append(current)
             a, b = neighbours[current]
             previous, current = current, (b if a == previous else a)
-        if current != start or len(loop) < 3:
-            continue
-        ring = np.asarray(loop, np.int64)
-        along = sum((int(a), int(b)) in directed for a, b in zip(ring, np.roll(ring, -1)))
-        if 2 * along < len(ring):
-            ring = ring[::-1]
-        centre = len(vertices) + len(new_vertices)
-        new_vertices.append(np.asarray(vertices, np.float64)[ring].mean(axis=0))
-        # the faces walk the loop one way: the fan walks it the other
-        new_faces.append(np.column_stack([np.roll(ring, -1), ring, np.full(len(ring), centre)]))
-    if not new_faces:
-        return vertices, faces, 0
-    vertices = np.concatenate([np.asarray(vertices), np.asarray(new_vertices, np.asarray(vertices).dtype)])
-    return vertices, np.concatenate([faces, *new_faces]), len(new_faces)
+        if current == start and len(loop) >= 3:
+            loops.append(loop)
+    return loops

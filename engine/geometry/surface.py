@@ -3,10 +3,11 @@
 Stages (each reports progress as stage "surface"):
 1. check the inputs (BundleError naming the problem);
 2. downsample to the asked resolution (mask-aware, front-most layer; K rescaled);
-3. detail="normals": refine the depth with the normals, the pointmap as prior
-   (engine/geometry/normal_integration.py);
-4. pixel-grid mesh cut at depth discontinuities (grid_mesh.py), cleaned (cleanup.py);
-5. watertight=True: back from the front, screened Poisson (watertight.py);
+3. open surface: detail="normals" refines the depth with the normals, the pointmap as prior
+   (engine/geometry/normal_integration.py); then a pixel-grid mesh cut at depth
+   discontinuities (grid_mesh.py), cleaned (cleanup.py);
+4. watertight=True instead: trusted front, refined on the solid's own grid, back, screened
+   Poisson (watertight.py, trust.py);
 6. target_faces: quadric decimation keeping UVs and labels (cleanup.decimate).
 
 UVs are the photo projection of each vertex: u = x / W, v = y / H with (x, y) = K (X/Z, Y/Z, 1)
@@ -196,38 +197,14 @@ def build_surface(
         "grid": [-(-photo_hw[0] // factor), -(-photo_hw[1] // factor)],
         "grid_crop": [int(grid_offset[0]), int(grid_offset[1]), *grid_mask.shape],
     }
-    if detail == "normals":
-        from engine.geometry.normal_integration import refine_depth
-
-        report(0.1, "refining depth with the normals")
-        refined, info = refine_depth(points, grid_normal, grid_mask, grid_K)
-        points = np.where(np.isfinite(refined), refined, points)
-        stats["refine_levels"] = info.levels
-        clock = lap("refine", clock)
-
-    report(0.5, "pixel-grid mesh")
-    grid = grid_mesh(points, grid_mask, normal=grid_normal, seg=grid_seg)
-    stats["person_pixels"] = int(grid_mask.sum())
-    stats["cut_triangles"] = grid.n_cut
-    attributes = {"pixel": grid.pixel}
-    if grid.labels is not None:
-        attributes["labels"] = grid.labels
-    cleaned = clean_mesh(grid.vertices, grid.faces, attributes, min_island_faces=20, min_island_fraction=0.0005)
-    stats["cleanup_removed"] = cleaned.removed
-    vertices, faces = cleaned.vertices, cleaned.faces
-    pixel = cleaned.attributes["pixel"] + grid_offset
-    labels = cleaned.attributes.get("labels")
-    front = np.ones(len(vertices), bool)
-    # Pixels that ended up in some triangle, over all person pixels of the grid.
-    stats["covered_fraction"] = round(len(vertices) / max(1, stats["person_pixels"]), 5)
-    clock = lap("mesh", clock)
-
     if watertight:
+        # the closed solid refines (on its own grid) and meshes itself: no front mesh here
         from engine.geometry.watertight import close_surface
 
-        report(0.6, "closing the surface (back + Poisson)")
-        solid = close_surface(points, grid_mask, grid_seg, grid_K, grid_normal, progress=progress)
+        report(0.1, "closing the surface (trusted front, back, Poisson)")
+        solid = close_surface(points, grid_mask, grid_seg, grid_K, grid_normal, refine=detail == "normals", progress=progress)
         vertices, faces, labels = solid.vertices, solid.faces, solid.labels
+        stats["person_pixels"] = int(grid_mask.sum())
         stats["watertight"] = solid.stats
         # A vertex is on the seen front when it sits at the front depth of its pixel.
         front_depth = solid.front_points[..., 2]
@@ -238,6 +215,32 @@ def build_surface(
             front = np.abs(vertices[:, 2] - front_depth[rows, cols]) < 0.01 + 0.01 * vertices[:, 2]
         pixel = np.full((len(vertices), 2), -1, np.int32)
         clock = lap("watertight", clock)
+    else:
+        if detail == "normals":
+            from engine.geometry.normal_integration import refine_depth
+
+            report(0.1, "refining depth with the normals")
+            refined, info = refine_depth(points, grid_normal, grid_mask, grid_K)
+            points = np.where(np.isfinite(refined), refined, points)
+            stats["refine_levels"] = info.levels
+            clock = lap("refine", clock)
+
+        report(0.5, "pixel-grid mesh")
+        grid = grid_mesh(points, grid_mask, normal=grid_normal, seg=grid_seg)
+        stats["person_pixels"] = int(grid_mask.sum())
+        stats["cut_triangles"] = grid.n_cut
+        attributes = {"pixel": grid.pixel}
+        if grid.labels is not None:
+            attributes["labels"] = grid.labels
+        cleaned = clean_mesh(grid.vertices, grid.faces, attributes, min_island_faces=20, min_island_fraction=0.0005)
+        stats["cleanup_removed"] = cleaned.removed
+        vertices, faces = cleaned.vertices, cleaned.faces
+        pixel = cleaned.attributes["pixel"] + grid_offset
+        labels = cleaned.attributes.get("labels")
+        front = np.ones(len(vertices), bool)
+        # Pixels that ended up in some triangle, over all person pixels of the grid.
+        stats["covered_fraction"] = round(len(vertices) / max(1, stats["person_pixels"]), 5)
+        clock = lap("mesh", clock)
 
     if target_faces is not None and len(faces) > int(target_faces):
         report(0.9, f"decimating {len(faces)} -> {int(target_faces)} faces")

@@ -51,31 +51,29 @@ def _neighbour_offsets(radius: int):
     return [(di, dj) for di in range(-radius, radius + 1) for dj in range(-radius, radius + 1) if (di, dj) != (0, 0)]
 
 
-def _shifted(a: np.ndarray, di: int, dj: int, fill):
-    """a moved so that out[i, j] = a[i + di, j + dj] (fill outside)."""
-    H, W = a.shape[:2]
-    out = np.full_like(a, fill)
-    out[max(0, -di) : H - max(0, di), max(0, -dj) : W - max(0, dj)] = a[max(0, di) : H - max(0, -di), max(0, dj) : W - max(0, -dj)]
-    return out
-
-
 def depth_normals(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Unit normals of a pointmap by central differences over valid pixels, facing the camera."""
-    filled = np.where(valid[..., None], points, np.nan)
-    du = np.nan_to_num(_shifted(filled, 0, 1, np.nan) - _shifted(filled, 0, -1, np.nan))
-    du_f = np.nan_to_num(_shifted(filled, 0, 1, np.nan) - filled)
-    du_b = np.nan_to_num(filled - _shifted(filled, 0, -1, np.nan))
-    du = np.where((du == 0).all(-1, keepdims=True), du_f + du_b, du)
-    dv = np.nan_to_num(_shifted(filled, 1, 0, np.nan) - _shifted(filled, -1, 0, np.nan))
-    dv_f = np.nan_to_num(_shifted(filled, 1, 0, np.nan) - filled)
-    dv_b = np.nan_to_num(filled - _shifted(filled, -1, 0, np.nan))
-    dv = np.where((dv == 0).all(-1, keepdims=True), dv_f + dv_b, dv)
+    """Unit normals of a pointmap over valid pixels (float32), facing the camera; NaN elsewhere.
+
+    Central differences where both neighbours are valid, one-sided where only one is."""
+    H, W = valid.shape
+    padded = np.full((H + 2, W + 2, 3), np.nan, np.float32)
+    padded[1:-1, 1:-1][valid] = points[valid]
+    centre = padded[1:-1, 1:-1]
+
+    def difference(after, before):
+        d = after - before
+        one_sided = np.where(np.isfinite(after - centre), after - centre, centre - before)
+        return np.where(np.isfinite(d), d, one_sided)
+
+    du = difference(padded[1:-1, 2:], padded[1:-1, :-2])
+    dv = difference(padded[2:, 1:-1], padded[:-2, 1:-1])
     n = np.cross(dv, du)
     length = np.linalg.norm(n, axis=-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        n = n / length
-    n *= np.where((n * np.nan_to_num(points)).sum(-1, keepdims=True) > 0, -1.0, 1.0)  # toward the camera
-    n[~valid | (length[..., 0] < 1e-12)] = np.nan
+        n /= length
+    toward = (n * centre).sum(-1, keepdims=True) > 0
+    np.negative(n, out=n, where=toward)  # toward the camera
+    n[~valid | ~(length[..., 0] > 1e-12)] = np.nan
     return n
 
 
@@ -84,6 +82,14 @@ def trusted_front(points: np.ndarray, person: np.ndarray, normal: np.ndarray | N
 
     person (H x W bool): the pixels the front must cover; those without a point (holes in the
     pointmap) are refilled like untrusted ones."""
+    trusted, normal_ok, stats = trust_pixels(points, person, normal, K)
+    out_points, normals = refill_front(points, person, trusted, normal, K, normal_ok)
+    return TrustedFront(trusted, out_points, normals, person.copy(), stats)
+
+
+def trust_pixels(points: np.ndarray, person: np.ndarray, normal: np.ndarray | None, K: np.ndarray):
+    """(trusted H x W bool, normal_ok H x W bool: the predicted normal may be used, stats);
+    BundleError when fewer than MIN_TRUSTED_FRACTION of the person's pixels are trusted."""
     from engine.geometry.grid_mesh import valid_pixels
 
     H, W = person.shape
@@ -101,11 +107,17 @@ def trusted_front(points: np.ndarray, person: np.ndarray, normal: np.ndarray | N
     slope = np.minimum(np.sqrt(np.maximum(1.0 - cos_view**2, 0.0)) / np.maximum(cos_view, 1e-3), MAX_SLOPE)
 
     support = np.zeros((H, W), np.int32)
-    for di, dj in _neighbour_offsets(SUPPORT_RADIUS):
-        other = _shifted(depth, di, dj, np.nan)
-        tolerance = DEPTH_TOLERANCE_M + (1.0 + slope) * np.hypot(di, dj) * footprint
+    r = SUPPORT_RADIUS
+    padded = np.full((H + 2 * r, W + 2 * r), np.nan, np.float32)
+    padded[r:-r, r:-r] = depth
+    depth32 = depth.astype(np.float32)
+    reach = ((1.0 + slope) * footprint).astype(np.float32)  # tolerance per pixel of distance
+    difference = np.empty((H, W), np.float32)
+    for di, dj in _neighbour_offsets(r):
+        np.subtract(padded[r + di : r + di + H, r + dj : r + dj + W], depth32, out=difference)
+        np.abs(difference, out=difference)
         with np.errstate(invalid="ignore"):
-            support += np.abs(other - depth) <= tolerance
+            support += difference <= DEPTH_TOLERANCE_M + float(np.hypot(di, dj)) * reach
     supported = valid & (support >= MIN_SUPPORT)
     # islands of supported pixels too small to be a part (a clump of flying pixels) go too
     labels, n = ndimage.label(supported)
@@ -115,8 +127,7 @@ def trusted_front(points: np.ndarray, person: np.ndarray, normal: np.ndarray | N
 
     # normals of the surface the supported pixels span; predicted normals must agree with them
     surface_normal = depth_normals(points, supported)
-    smooth_normal = np.nan_to_num(surface_normal)
-    smooth_normal = np.stack([ndimage.uniform_filter(smooth_normal[..., c], 3) for c in range(3)], -1)
+    smooth_normal = ndimage.uniform_filter(np.nan_to_num(surface_normal), (3, 3, 0))
     with np.errstate(invalid="ignore", divide="ignore"):
         smooth_normal /= np.linalg.norm(smooth_normal, axis=-1, keepdims=True)
     if normal is None:
@@ -144,6 +155,20 @@ def trusted_front(points: np.ndarray, person: np.ndarray, normal: np.ndarray | N
             f"build the open front surface instead (no --watertight) or check the predictions"
         )
 
+    stats["trusted_fraction"] = round(fraction, 4)
+    return trusted, normal_ok, stats
+
+
+def refill_front(points, person, trusted, normal, K, normal_ok=None):
+    """The front over all `person` pixels: trusted points as they are, the others at the depth
+    of the nearest trusted pixels (softened), along their own rays; normals: the predicted one
+    where `normal_ok` (default: finite and not grazing) and trusted, else the surface's own."""
+    H, W = person.shape
+    rays = pixel_rays(K, (H, W))
+    if normal is not None and normal_ok is None:
+        view = rays / np.linalg.norm(rays, axis=-1, keepdims=True)
+        normal_ok = np.nan_to_num(-(normal * view).sum(-1)) > GRAZING_COS
+    depth = np.where(trusted, points[..., 2], np.nan).astype(np.float64)
     # refill: depth of the nearest trusted pixel, along the pixel's own ray
     _, (near_r, near_c) = ndimage.distance_transform_edt(~trusted, return_indices=True)
     filled_depth = np.where(trusted, depth, depth[near_r, near_c])
@@ -166,5 +191,4 @@ def trusted_front(points: np.ndarray, person: np.ndarray, normal: np.ndarray | N
     own = depth_normals(rays * np.where(person, smoothed, np.nan)[..., None], person)
     normals = own if normal is None else np.where((normal_ok & trusted)[..., None], np.nan_to_num(normal), own)
     normals[~person] = np.nan
-    stats["trusted_fraction"] = round(fraction, 4)
-    return TrustedFront(trusted, out_points, normals, person.copy(), stats)
+    return out_points, normals
