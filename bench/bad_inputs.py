@@ -468,6 +468,11 @@ def _(ws, out):
     return ["predict", ws.photo, "--out", out, "--checkpoints", p, "--tasks", "pose"]
 
 
+@case("models: --checkpoints is a file", owner="options/jobs")
+def _(ws, out):
+    return ["models", "--checkpoints", ws.photo]
+
+
 @case("checkpoint: models lists a truncated file as unusable", expect="ok", owner="package",
       check_ok=lambda ws, out: None if "unusable" in (out.parent / (out.name + ".txt")).read_text()
       else "the truncated checkpoint is not called unusable")

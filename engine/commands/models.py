@@ -15,13 +15,16 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from engine.checkpoints import checkpoints_root, download_command, list_checkpoints
+    from engine.errors import EngineError
 
     root = checkpoints_root(args.checkpoints)
+    if root.exists() and not root.is_dir():
+        raise EngineError(f"--checkpoints {root}: is a file, not a folder of checkpoints")
     rows = list_checkpoints(root)
     if args.json:
         print(json.dumps({"root": str(root), "checkpoints": [r.as_dict() for r in rows]}, indent=1))
         return 0
-    print(f"checkpoints in {root}")
+    print(f"checkpoints in {root}" + ("" if root.is_dir() else " (no such folder yet: download makes it)"))
     for r in rows:
         if r.installed:
             state = f"installed  {r.bytes / 1e9:6.2f} GB"
