@@ -10,18 +10,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from engine import fileio
-from engine.errors import BundleError, EngineError
+from engine.errors import BundleError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 USER_TEXT = "my notes, not an engine output\n"
