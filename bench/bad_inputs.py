@@ -1165,6 +1165,26 @@ def _(ws, out):
     return _req("predict", {**_predict_params(ws, out), "photos": [str(p)]})
 
 
+@case("protocol job: predict with a truncated checkpoint", "serve", owner="package")
+def _(ws, out):
+    p = _tiny(ws.bad("proto_ck_trunc/pose/sapiens2_0.4b_pose.safetensors"), "pose")
+    p.write_bytes(p.read_bytes()[:-100])
+    return _req("predict", {**_predict_params(ws, out), "checkpoints": str(p.parent.parent)})
+
+
+@case("protocol job: predict with a .pth holding code, allow_pickle", "serve", owner="package")
+def _(ws, out):
+    marker = ws.inputs / "PWNED_PROTO"
+    p = _pickle_with_code(ws.bad("proto_ck_pth/pose/sapiens2_0.4b_pose.pth"), marker)
+    result = ask(ws, _req("predict", {**_predict_params(ws, out), "checkpoints": str(p.parent.parent),
+                                      "allow_pickle": True}))
+    if marker.exists():
+        result.refused, result.detail = False, "the pickle's code ran"
+    if "weights_only=False" in result.message:
+        result.message = ""                     # advising the unsafe switch is not a good message
+    return result
+
+
 @case("protocol job: predict a photo that does not exist", "serve", owner="predict")
 def _(ws, out):
     return _req("predict", {**_predict_params(ws, out), "photos": [str(ws.inputs / "nowhere.jpg")]})
