@@ -182,10 +182,10 @@ def test_build_step_on_bundles_with_per_item_options_from_the_cli(ray_run, tmp_p
         assert rows[name]["status"] == "done" and set(rows[name]["timings"]) == {"build", "preview"}
         avatar = json.loads((built / name / "avatar" / "avatar.json").read_text())
         assert avatar["options"]["texture_size"] == size
-        preview = np.asarray(Image.open(built / name / "preview.png"))
-        assert preview.shape == (256, 256, 3)
+        preview = np.asarray(Image.open(built / name / "avatar" / "preview.png"))
+        assert preview.shape == (256, 256, 3) and rows[name]["outputs"]["preview"] == "avatar/preview.png"
         assert ((preview != 240).any(axis=-1)).mean() > 0.05          # a person was drawn, front and back
-        assert 'src="%s/preview.png"' % name in (built / "batch_report.html").read_text()
+        assert 'src="%s/avatar/preview.png"' % name in (built / "batch_report.html").read_text()
     failed = [r for r in rows.values() if r["status"] == "failed"]
     assert len(failed) == 1 and "'size': cannot be set per item" in failed[0]["error"]
 

@@ -132,7 +132,8 @@ class PredictWorker:
 
 
 def build_row(row: dict, run_options: dict) -> dict:
-    """Build the item's avatar (OUT/NAME/avatar) from its bundle, then its preview and record."""
+    """Build the item's avatar (OUT/NAME/avatar) from its bundle, then its preview (preview.png in
+    the avatar's folder, after the avatar is published; avatar.json does not list it) and record."""
     if row.get("error"):
         return row
     from engine.jobs.build import build_one
@@ -152,8 +153,8 @@ def build_row(row: dict, run_options: dict) -> dict:
     try:
         from engine.batch.preview import write_preview
 
-        write_preview(avatar, item_dir / "preview.png")
-        outputs["preview"] = "preview.png"
+        write_preview(avatar, avatar / "preview.png")
+        outputs["preview"] = (avatar / "preview.png").relative_to(item_dir).as_posix()
         timings["preview"] = round(time.perf_counter() - t0, 4)
     except Exception as exc:  # noqa: BLE001 - a preview is a convenience: its failure is a note
         row = {**row, "note": f"no preview: {_words(exc)}"}
