@@ -362,7 +362,7 @@ OPTIONS: tuple[Option, ...] = (
            _BUILD_JOBS, default="full", optional=False, choices=("full", "half", "quarter"), group="surface"),
     Option("watertight", "bool", "Watertight",
            "close the surface into a solid (back side, Poisson) instead of the front only",
-           _BUILD_JOBS, default=False, optional=False, aliases=("closed",), group="surface"),
+           _BUILD_JOBS, default=True, optional=False, aliases=("closed",), group="surface"),
     Option("max_faces", "int", "Max Faces", "decimate to about this many triangles (UVs kept); default: no decimation",
            _BUILD_JOBS, min=100, max=50_000_000, aliases=("target_faces",), cli_aliases=("--faces",), metavar="N",
            group="surface"),

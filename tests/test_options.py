@@ -74,7 +74,7 @@ def test_unknown_and_missing_parameters_are_named():
 def test_defaults_aliases_and_canonical_values():
     values = validate("build", {**BUILD, "target_faces": 5000, "rig": "mixamo"})
     assert values["max_faces"] == 5000 and "target_faces" not in values
-    assert values["watertight"] is False and values["texture_size"] == 2048 and values["detail"] == "normals"
+    assert values["watertight"] is True and values["texture_size"] == 2048 and values["detail"] == "normals"
     assert values["formats"] == ["glb", "obj", "ply"]
     animate = validate("animate", {"frames": "f", "out_dir": "o", "convention": "game"})
     assert animate["rig"] == "game"
