@@ -1185,6 +1185,22 @@ def _(ws, out):
     return result
 
 
+def _one_bundle(ws: Workspace, out: Path) -> str | None:
+    """One bundle folder inside --out (out/sub), not --out itself made a bundle."""
+    given = out / "sub"
+    made = [p.name for p in given.iterdir() if (p / "bundle.json").is_file()] if given.is_dir() else []
+    if (given / "bundle.json").is_file():
+        return "the bundle was written as the --out folder itself, not inside it"
+    return None if len(made) == 1 else f"bundles inside --out: {made}"
+
+
+for _name, _file in {"'..png' (stem '.')": "..png", "'...png' (stem '..')": "...png"}.items():
+    @case(f"protocol job: predict a photo named {_name}", "serve", expect="ok", owner="predict", check_ok=_one_bundle)
+    def _(ws, out, _file=_file):
+        (p := ws.bad(f"dots/{_file}")).write_bytes(ws.photo.read_bytes())
+        return _req("predict", {**_predict_params(ws, out / "sub"), "photos": [str(p)]})
+
+
 @case("protocol job: predict a photo that does not exist", "serve", owner="predict")
 def _(ws, out):
     return _req("predict", {**_predict_params(ws, out), "photos": [str(ws.inputs / "nowhere.jpg")]})

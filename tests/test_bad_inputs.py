@@ -30,6 +30,12 @@ KNOWN = {
         "traceback (the build job checks bundle.json first; readers of bundle frames do not)",
     "animate: bundle frames whose keypoints file is outside the bundle":
         "engine/bundle/format.py read_engine_bundle reads 'files' entries like ../../x.json outside the bundle",
+    "protocol job: predict a photo named '..png' (stem '.')":
+        "engine/predict/photos.py bundle_names gives the bundle the name '.': the bundle is written as the "
+        "--out folder itself (with --out an earlier bundle, it would replace that bundle)",
+    "protocol job: predict a photo named '...png' (stem '..')":
+        "engine/predict/photos.py bundle_names gives the bundle the name '..': the target is --out's parent, "
+        "refused with a message about OUT/.. instead of a bundle inside --out",
     **{f"retarget: a motion whose {what}": f"engine/motion/retarget_sources.py read_motion: {why}" for what, why in {
         "skeleton.json is a JSON list": "skeleton_doc.get on a list: AttributeError traceback",
         "animation.json is a JSON list": "summary.get on a list: AttributeError traceback",
