@@ -81,7 +81,12 @@ def test_every_task_runs_and_the_bundle_is_consistent(full_bundle, photo, ckpt_r
     assert set(prov["models"]) == set(TASKS)
     pose_file = ckpt_root / "pose" / "sapiens2_0.4b_pose.safetensors"
     assert prov["models"]["pose"]["sha256"] == sha256_file(pose_file)
-    assert prov["device"] == "cpu" and prov["dtype"] == "float32"
+    # dtype auto on the CPU: the mode this CPU runs fastest within the tolerances (fp32 or bf16)
+    from engine.runtime.cpu_modes import auto_mode
+
+    mode = auto_mode()
+    assert prov["device"] == "cpu" and prov["dtype"] == {"fp32": "float32", "bf16": "bfloat16"}[mode]
+    assert prov["runtime"]["pose"]["cpu_mode"] == mode
     assert {"decode", "forward_seg", "forward_pose", "post_pointmap"} <= set(prov["timings_s"])
     assert b.meta["person"]["bbox_source"] == "segmentation"
     assert b.meta["photo"]["width"] == w and b.meta["photo"]["height"] == h

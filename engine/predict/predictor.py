@@ -15,6 +15,7 @@ Bundles are written atomically, so a cancelled run leaves only complete ones.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -143,9 +144,9 @@ class Predictor:
             if on_error:
                 on_error(work.path, exc)
 
-        def finish_and_write(work: PhotoWork):
+        def finish_and_write(work: PhotoWork, provenance: dict):
             run.finish(work)
-            return write_bundles(work, out_dir, self.tasks, all_people, self.provenance())
+            return write_bundles(work, out_dir, self.tasks, all_people, provenance)
 
         def collect(keep_pending: int) -> None:
             for work, outcome in writer.collect(keep_pending):
@@ -176,7 +177,8 @@ class Predictor:
                         meter.note(f"{task} on {len(batch)} photo(s)")
                         run(task, batch)
                         meter.advance(len(batch), f"{task} done on {len(batch)} photo(s)")
-                writer.submit(batch, finish_and_write)
+                # provenance taken here: the writer thread must not read the cache while it changes
+                writer.submit(batch, functools.partial(finish_and_write, provenance=self.provenance()))
                 collect(keep_pending=1)   # the previous batch's writes; this one's run beside the next
             collect(keep_pending=0)
         finally:
