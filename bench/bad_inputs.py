@@ -1284,6 +1284,11 @@ def _(ws, out):
     return ["avatar", p, "--out", out, "--checkpoints", ws.ckpt, "--tasks", "pose", "--cache-dir", ws.root / "cache"]
 
 
+for _name, _target in {"a list": [1], "an object": {"a": 1}, "a float": 1.5, "a boolean": True}.items():
+    case(f"protocol request: cancel with a target that is {_name}", "serve", owner="options/jobs")(
+        lambda ws, out, _target=_target: _req("cancel", {"target": _target}))
+
+
 @case("protocol job: cancel a job that does not exist", "serve", expect="any", owner="options/jobs")
 def _(ws, out):
     return _req("cancel", {"target": "nobody"})

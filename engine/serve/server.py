@@ -178,7 +178,12 @@ class Server:
     def _cancel(self, request: Request) -> dict:
         if "target" not in request.params:
             raise invalid_params("'target' is required: the id of the job to cancel")
-        return self.scheduler.cancel(request.params["target"])
+        target = request.params["target"]
+        if not (isinstance(target, str) or (isinstance(target, int) and not isinstance(target, bool))):
+            # a list or object would name no job (and cannot be looked up); say so rather than "not running"
+            raise invalid_params(f"'target' must be a job's id (a string or an integer), not {target!r:.60}",
+                                 {"param": "target", "detail": "not a request id"})
+        return self.scheduler.cancel(target)
 
     def _list_jobs(self, request: Request) -> dict:
         return {"jobs": self.scheduler.describe()}
