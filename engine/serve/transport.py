@@ -33,14 +33,24 @@ def claim_stdio() -> tuple[BinaryIO, BinaryIO]:
 def serve_stdio(*, debug: bool = False, job_workers: int = DEFAULT_JOB_WORKERS,
                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> int:
     """Serve the protocol on this process's stdin/stdout until shutdown or end of input."""
-    from engine.serve.server import Server
+    from engine.serve.server import EXIT_CLIENT_GONE, Server
 
     protocol_in, protocol_out = claim_stdio()
     # a crash in native code (torch, open3d) then leaves its Python stack in the client's stderr tail
     faulthandler.enable(file=sys.stderr)
     server = Server(protocol_in, protocol_out, debug=debug, job_workers=job_workers, max_line_bytes=max_line_bytes)
     code = server.serve()
-    protocol_out.flush()
+    try:
+        protocol_out.flush()
+    except BrokenPipeError:
+        # the client went away while the last messages were on their way: drop them (the fd now
+        # leads nowhere) so neither this flush nor the interpreter's exit ends in a traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, protocol_out.fileno())
+        os.close(devnull)
+    if server.out.broken:
+        # the jobs may have ended (cancelled) before the client-gone thread exits with its code
+        code = EXIT_CLIENT_GONE
     sys.stderr.flush()
     if server.abandoned_jobs:
         # Their daemon threads may hold the stdout writer's lock, which makes a normal interpreter
