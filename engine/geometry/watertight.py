@@ -262,29 +262,30 @@ def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixel
     return back[ok], normals[ok], cls[ok].astype(np.uint8), {"back_factor": factor, "back_points": int(ok.sum())}
 
 
-def close_surface(
-    points: np.ndarray,
-    mask: np.ndarray,
-    seg: np.ndarray | None,
-    K: np.ndarray,
-    normal: np.ndarray | None = None,
-    *,
-    depth: int = POISSON_DEPTH,
-    density_quantile: float = DENSITY_QUANTILE,
-    refine: bool = False,
-    max_pixels: int = CLOSED_MAX_PIXELS,
-    progress=None,
-) -> Solid:
-    """Watertight solid from the front's maps on the processing grid (points H x W x 3, mask,
-    seg, K, predicted normals). Only trusted front pixels (engine/geometry/trust.py) are used as
-    measured; the others are refilled from them. Raises BundleError when too few are trusted.
+@dataclass
+class SolidFront:
+    """A view's front prepared for a solid: on a grid of at most `max_pixels` person pixels."""
 
-    Trust is decided on the grid given (flying pixels are single pixels); the solid is then
-    made on a grid of at most `max_pixels` person pixels (Poisson's cells are coarser than
-    that), where refine=True first refines the depth with the normals (normal_integration).
-    """
-    import open3d as o3d
+    points: np.ndarray  # h x w x 3, trusted (refined) points, refilled elsewhere on `valid`
+    normals: np.ndarray  # h x w x 3 unit, facing the camera
+    valid: np.ndarray  # h x w bool: the person on this grid
+    trusted: np.ndarray  # h x w bool
+    seg: np.ndarray | None
+    K: np.ndarray
+    factor: int  # this grid = the grid given / factor
+    stats: dict
 
+    def samples(self):
+        """Oriented points (N x 3 each) and labels (N, or None) for a Poisson solve."""
+        valid = valid_pixels(self.points, self.valid) & np.isfinite(self.normals).all(-1)
+        labels = None if self.seg is None else self.seg[valid].astype(np.uint8)
+        return self.points[valid].astype(np.float64), self.normals[valid].astype(np.float64), labels
+
+
+def solid_front(points, mask, seg, K, normal=None, *, refine=False, max_pixels=CLOSED_MAX_PIXELS, progress=None) -> SolidFront:
+    """Trust decided on the grid given (flying pixels are single pixels; BundleError when too few
+    survive), then a grid of at most `max_pixels` person pixels (Poisson's cells are coarser),
+    refined there with the normals over trusted pixels (refine=True), then refilled."""
     from engine.geometry.trust import refill_front, trust_pixels
 
     person = np.asarray(mask, bool)
@@ -299,46 +300,31 @@ def close_surface(
     grid_points, grid_trusted, grid_normal, grid_seg, grid_K = downsample_maps(factor, measured, trusted, normal, seg, K)
     grid_person = downsample_maps(factor, np.ones((H, W, 3), np.float32), person)[1]
     grid_trusted = valid_pixels(grid_points, grid_trusted)
-    stats_refine = None
+    stats = {"trust": trust_stats, "solid_grid_factor": factor}
     if refine and normal is not None:
         from engine.geometry.normal_integration import refine_depth
 
         refined, info = refine_depth(grid_points, grid_normal, grid_trusted, grid_K)
         grid_points = np.where(np.isfinite(refined), refined, grid_points)
-        stats_refine = info.levels
+        stats["refine_levels"] = info.levels
         if progress is not None:
             progress("watertight", 0.15, "depth refined with the normals")
     grid_points, grid_normals = refill_front(grid_points, grid_person, grid_trusted, grid_normal, grid_K)
-    grid_valid = grid_person
-    back, back_normals, back_labels, stats = back_surface(
-        grid_points, grid_valid, grid_seg, grid_K, grid_normals, trusted=grid_trusted
-    )
-    stats["trust"] = trust_stats
-    stats["solid_grid_factor"] = factor
-    if stats_refine is not None:
-        stats["refine_levels"] = stats_refine
-    if progress is not None:
-        progress("watertight", 0.2, f"back surface from {stats['back_points']} samples")
-    # the front depth on the grid given, for telling seen vertices (nearest coarse pixel)
-    front_points = np.repeat(np.repeat(grid_points, factor, axis=0), factor, axis=1)[:H, :W]
-    front_points = np.where(person[..., None], front_points, np.nan)
-    valid = valid_pixels(grid_points, grid_valid)
-    samples = grid_points[valid].astype(np.float64)
-    sample_normals = grid_normals[valid].astype(np.float64)
-    keep = np.isfinite(sample_normals).all(1)
-    samples, sample_normals = samples[keep], sample_normals[keep]
-    front_labels = None if grid_seg is None else grid_seg[valid][keep].astype(np.uint8)
-    points = np.concatenate([samples, back])
-    normals = np.concatenate([sample_normals, back_normals])
+    return SolidFront(grid_points, grid_normals, grid_person, grid_trusted, grid_seg, grid_K, factor, stats)
+
+
+def poisson_solid(points, normals, labels=None, *, depth=POISSON_DEPTH, density_quantile=DENSITY_QUANTILE):
+    """Screened Poisson surface of oriented points, trimmed and closed (module docstring, 4).
+    Returns (vertices float32, faces int32, labels uint8 or None, stats)."""
+    import open3d as o3d
+
     cloud = o3d.geometry.PointCloud()
-    cloud.points = o3d.utility.Vector3dVector(points)
-    cloud.normals = o3d.utility.Vector3dVector(normals)
+    cloud.points = o3d.utility.Vector3dVector(np.asarray(points, np.float64))
+    cloud.normals = o3d.utility.Vector3dVector(np.asarray(normals, np.float64))
     with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
         mesh, densities = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(
             cloud, depth=depth, scale=1.1, linear_fit=False
         )
-    if progress is not None:
-        progress("watertight", 0.8, "screened Poisson done")
     vertices = np.asarray(mesh.vertices)
     faces = np.asarray(mesh.triangles, np.int64)
     densities = np.asarray(densities)
@@ -362,25 +348,63 @@ def close_surface(
     cleaned = clean_mesh(vertices, faces, min_island_faces=200, min_island_fraction=0.01, area_eps=None)
     # the folds and non-manifold edges marching cubes leaves, once removed, leave small holes
     cleaned.vertices, cleaned.faces, holes_filled = fill_holes(cleaned.vertices, cleaned.faces)
-
-    labels = None
-    if front_labels is not None:
+    out_labels = None
+    if labels is not None:
         from engine.geometry.labels import transfer_labels
 
-        source_points = np.concatenate([samples, back])
-        source_labels = np.concatenate([front_labels, back_labels])
-        labels = transfer_labels(source_points, source_labels, cleaned.vertices)
-    stats.update(
-        poisson_depth=depth,
-        poisson_vertices=int(len(vertices)),
-        removed=cleaned.removed,
-        trimmed_components=int(n_components - 1),
-        holes_filled=int(holes_filled),
+        out_labels = transfer_labels(np.asarray(points, np.float64), np.asarray(labels, np.uint8), cleaned.vertices)
+    stats = {
+        "poisson_depth": depth,
+        "poisson_vertices": int(len(vertices)),
+        "removed": cleaned.removed,
+        "trimmed_components": int(n_components - 1),
+        "holes_filled": int(holes_filled),
+    }
+    return cleaned.vertices.astype(np.float32), cleaned.faces.astype(np.int32), out_labels, stats
+
+
+def close_surface(
+    points: np.ndarray,
+    mask: np.ndarray,
+    seg: np.ndarray | None,
+    K: np.ndarray,
+    normal: np.ndarray | None = None,
+    *,
+    depth: int = POISSON_DEPTH,
+    density_quantile: float = DENSITY_QUANTILE,
+    refine: bool = False,
+    max_pixels: int = CLOSED_MAX_PIXELS,
+    progress=None,
+) -> Solid:
+    """Watertight solid from the front's maps on the processing grid (points H x W x 3, mask,
+    seg, K, predicted normals). Only trusted front pixels (engine/geometry/trust.py) are used as
+    measured; the others are refilled from them. Raises BundleError when too few are trusted.
+    The solid is made on a grid of at most `max_pixels` person pixels (solid_front)."""
+    front = solid_front(points, mask, seg, K, normal, refine=refine, max_pixels=max_pixels, progress=progress)
+    back, back_normals, back_labels, stats = back_surface(
+        front.points, front.valid, front.seg, front.K, front.normals, trusted=front.trusted
     )
+    stats.update(front.stats)
+    if progress is not None:
+        progress("watertight", 0.2, f"back surface from {stats['back_points']} samples")
+    samples, sample_normals, sample_labels = front.samples()
+    labels = None if sample_labels is None else np.concatenate([sample_labels, back_labels])
+    vertices, faces, vertex_labels, solid_stats = poisson_solid(
+        np.concatenate([samples, back]), np.concatenate([sample_normals, back_normals]), labels,
+        depth=depth, density_quantile=density_quantile,
+    )
+    if progress is not None:
+        progress("watertight", 0.9, "screened Poisson done")
+    stats.update(solid_stats)
+    # the front depth on the grid given, for telling seen vertices (nearest coarse pixel)
+    H, W = np.asarray(mask).shape
+    f = front.factor
+    front_points = np.repeat(np.repeat(front.points, f, axis=0), f, axis=1)[:H, :W]
+    front_points = np.where(np.asarray(mask, bool)[..., None], front_points, np.nan)
     return Solid(
-        vertices=cleaned.vertices.astype(np.float32),
-        faces=cleaned.faces.astype(np.int32),
-        labels=labels,
+        vertices=vertices,
+        faces=faces,
+        labels=vertex_labels,
         back_points=back.astype(np.float32),
         front_points=front_points.astype(np.float32),
         stats=stats,

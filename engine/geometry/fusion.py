@@ -1,0 +1,215 @@
+"""Several photos of one person (front and back, sides) fused into one closed solid.
+
+Each view's front is prepared as for a single-photo solid (watertight.solid_front: trusted
+pixels, refined, refilled). The views are then registered into the first view's camera frame:
+
+1. from the joints: the joint centres each view's keypoints lift to (engine.rig.lift, done by
+   the caller: geometry does not import the rig) are matched by name and a rigid transform is
+   fitted (Kabsch, confidence-weighted). A back view's left and right are recognised: the fit is
+   also tried with the view's left and right names swapped (a pose model that names sides by
+   the image, not the body) and the labelling with the smaller residual wins;
+2. optionally (icp=True) refined where the surfaces overlap: point-to-plane ICP of the view's front onto
+   the fronts registered so far, starting from the joint fit, with a shrinking correspondence
+   distance; only pairs whose normals agree are matched (a limb's front and back do not).
+
+The union of the registered fronts (each oriented toward its own camera, so outward) goes to
+the same screened Poisson solve as a single view (watertight.poisson_solid); no back is
+invented where another view saw it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.errors import BundleError
+from engine.geometry.watertight import POISSON_DEPTH, poisson_solid, solid_front
+
+MIN_JOINTS = 4  # common confident joints needed for the first fit
+# trimmed joint fit: pairs further than TRIM_FACTOR x the median error (between the floor and
+# the ceiling) from the fit are dropped, refitted, TRIM_ROUNDS times at most
+TRIM_ROUNDS, TRIM_FLOOR_M, TRIM_CEILING_M, TRIM_FACTOR = 8, 0.03, 0.08, 2.5
+# the joints a view from any side lifts to about the same place: the trunk and the big limb
+# joints (fingers, toes and the face are lifted onto whatever hides them from behind)
+CORE_JOINTS = ("neck", "shoulder_L", "shoulder_R", "elbow_L", "elbow_R", "wrist_L", "wrist_R",
+               "hip_L", "hip_R", "knee_L", "knee_R", "ankle_L", "ankle_R")
+ICP_DISTANCES_M = (0.05, 0.02, 0.01)
+ICP_ITERATIONS = 15  # per distance
+ICP_NORMAL_COS = 0.5
+VOXEL_M = 0.008  # clouds thinned to this spacing for ICP
+
+
+@dataclass
+class View:
+    """One photo's maps and its lifted joints (camera frame of that photo)."""
+
+    points: np.ndarray  # H x W x 3
+    mask: np.ndarray
+    K: np.ndarray
+    normal: np.ndarray | None = None
+    seg: np.ndarray | None = None
+    joints: dict = field(default_factory=dict)  # name -> (xyz, confidence)
+
+
+@dataclass
+class FusedSolid:
+    vertices: np.ndarray  # V x 3 float32, the first view's camera frame
+    faces: np.ndarray  # F x 3 int32
+    labels: np.ndarray | None
+    transforms: list  # per view: 4 x 4, its camera frame -> the first view's
+    stats: dict
+
+
+def swap_sides(name: str) -> str:
+    """A joint's name on the other side of the body (shoulder_L <-> shoulder_R)."""
+    if name.endswith("_L"):
+        return name[:-2] + "_R"
+    if name.endswith("_R"):
+        return name[:-2] + "_L"
+    return name
+
+
+def kabsch(source: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Rigid 4 x 4 transform taking `source` points (N x 3) closest to `target` (least squares)."""
+    w = np.ones(len(source)) if weights is None else np.asarray(weights, np.float64)
+    w = w / w.sum()
+    cs, ct = w @ source, w @ target
+    H = ((source - cs) * w[:, None]).T @ (target - ct)
+    U, _, Vt = np.linalg.svd(H)
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))])
+    R = Vt.T @ D @ U.T
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R, ct - R @ cs
+    return T
+
+
+def _apply(T: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ T[:3, :3].T + T[:3, 3]
+
+
+def joint_fit(reference: dict, view: dict, *, min_confidence: float = 0.5):
+    """Rigid transform view -> reference from the joints both name; tries the view's sides
+    swapped too. Returns (T, info) or raises BundleError when too few joints are shared."""
+    best = None
+    for swapped in (False, True):
+        names = [n for n in view if n in CORE_JOINTS and (swap_sides(n) if swapped else n) in reference]
+        pairs = [
+            (np.asarray(view[n][0], float), np.asarray(reference[swap_sides(n) if swapped else n][0], float),
+             min(view[n][1], reference[swap_sides(n) if swapped else n][1]))
+            for n in names
+        ]
+        pairs = [p for p in pairs if p[2] >= min_confidence and np.isfinite(p[0]).all() and np.isfinite(p[1]).all()]
+        if len(pairs) < MIN_JOINTS:
+            continue
+        source, target, weight = (np.array(x) for x in zip(*pairs))
+        # trimmed fit: a joint the other view cannot see (a hand behind the back) is lifted
+        # confidently to the wrong depth; pairs far off the current fit are dropped
+        keep = np.ones(len(source), bool)
+        for _ in range(TRIM_ROUNDS):
+            T = kabsch(source[keep], target[keep], weight[keep])
+            error = np.linalg.norm(_apply(T, source) - target, axis=1)
+            new_keep = error <= np.clip(TRIM_FACTOR * np.median(error[keep]), TRIM_FLOOR_M, TRIM_CEILING_M)
+            if new_keep.sum() < MIN_JOINTS or (new_keep == keep).all():
+                break
+            keep = new_keep
+        residual = float(np.sqrt(np.average(error[keep] ** 2, weights=weight[keep])))
+        inliers = int((error <= TRIM_CEILING_M).sum())
+        # the labelling that puts more joints within the ceiling of one rigid fit wins; then the
+        # smaller residual
+        if best is None or (inliers, -residual) > (best[1]["joints_within_ceiling"], -best[1]["joint_residual_m"]):
+            best = (T, {"joint_residual_m": round(residual, 4), "joints": int(keep.sum()), "joints_dropped": int((~keep).sum()),
+                        "joints_within_ceiling": inliers, "sides_swapped": swapped})
+    if best is None:
+        raise BundleError(
+            f"cannot register the views: fewer than {MIN_JOINTS} confident joints are seen in both photos "
+            f"(each view needs keypoints of the same body parts)"
+        )
+    return best
+
+
+def _thin(points, normals, voxel):
+    """One point (and normal) per voxel: the first one met."""
+    key = np.floor(points / voxel).astype(np.int64)
+    _, first = np.unique(key, axis=0, return_index=True)
+    return points[first], normals[first]
+
+
+def refine_registration(T, view_points, view_normals, ref_points, ref_normals):
+    """Point-to-plane ICP of the view's front onto the reference fronts, from T; (T, info).
+
+    Only pairs whose normals agree (within ~60 deg) are matched: the front and the back of a
+    limb lie a few centimetres apart with opposite normals and must not be pulled together;
+    the views overlap where both saw the surface (the sides)."""
+    from scipy.spatial import cKDTree
+
+    source, source_normals = _thin(np.asarray(view_points, np.float64), np.asarray(view_normals, np.float64), VOXEL_M)
+    target, target_normals = _thin(np.asarray(ref_points, np.float64), np.asarray(ref_normals, np.float64), VOXEL_M)
+    tree = cKDTree(target)
+    pairs = 0
+    rmse = float("nan")
+    for distance in ICP_DISTANCES_M:
+        for _ in range(ICP_ITERATIONS):
+            moved = _apply(T, source)
+            moved_normals = source_normals @ T[:3, :3].T
+            gap, index = tree.query(moved, distance_upper_bound=distance)
+            ok = np.isfinite(gap)
+            index = np.where(ok, index, 0)
+            ok &= (moved_normals * target_normals[index]).sum(1) > ICP_NORMAL_COS
+            pairs = int(ok.sum())
+            if pairs < 50:
+                break
+            p, q, n = moved[ok], target[index[ok]], target_normals[index[ok]]
+            # linearised point-to-plane step: small rotation w and shift t minimising
+            # sum ((p + w x p + t - q) . n)^2
+            A = np.hstack([np.cross(p, n), n])
+            b = -((p - q) * n).sum(1)
+            x, *_ = np.linalg.lstsq(A, b, rcond=None)
+            w, t = x[:3], x[3:]
+            angle = np.linalg.norm(w)
+            R = np.eye(3)
+            if angle > 1e-12:
+                k = w / angle
+                Kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+                R = np.eye(3) + np.sin(angle) * Kx + (1 - np.cos(angle)) * Kx @ Kx
+            step = np.eye(4)
+            step[:3, :3], step[:3, 3] = R, t
+            T = step @ T
+            rmse = float(np.sqrt(np.mean(b**2)))
+            if angle < 1e-5 and np.linalg.norm(t) < 1e-5:
+                break
+    return T, {"icp_pairs": pairs, "icp_rmse_m": round(rmse, 5)}
+
+
+def fuse_views(views: list[View], *, refine: bool = True, icp: bool = False, depth: int = POISSON_DEPTH,
+               progress=None) -> FusedSolid:
+    """One closed solid from several views of one person (module docstring), in the first
+    view's camera frame. icp=True refines each registration on the overlap (off by default:
+    measured on a front and back pair it moved a good joint fit, 1.3 cm mean displacement of
+    the back's points, to 4.7 cm, and started from the true pose it settles there too: the
+    views' grazing sides, where they overlap, are where each view's depth is least sure)."""
+    if not views:
+        raise BundleError("no views to fuse")
+    fronts = [solid_front(v.points, v.mask, v.seg, v.K, v.normal, refine=refine) for v in views]
+    samples = [f.samples() for f in fronts]
+    transforms = [np.eye(4)]
+    stats: dict = {"views": [{"trust": fronts[0].stats["trust"]}]}
+    points, normals = [samples[0][0]], [samples[0][1]]
+    for i in range(1, len(views)):
+        T, info = joint_fit(views[0].joints, views[i].joints)
+        if icp:
+            T, icp_info = refine_registration(T, samples[i][0], samples[i][1], np.concatenate(points), np.concatenate(normals))
+            info.update(icp_info)
+        info["trust"] = fronts[i].stats["trust"]
+        stats["views"].append(info)
+        transforms.append(T)
+        points.append(_apply(T, samples[i][0]))
+        normals.append(samples[i][1] @ T[:3, :3].T)
+        if progress is not None:
+            progress("fuse", i / len(views), f"view {i + 1} registered ({info['joints']} joints, {info['joint_residual_m'] * 100:.1f} cm rms)")
+    labels = None
+    if all(s[2] is not None for s in samples):
+        labels = np.concatenate([s[2] for s in samples])
+    vertices, faces, vertex_labels, solid_stats = poisson_solid(np.concatenate(points), np.concatenate(normals), labels, depth=depth)
+    stats.update(solid_stats)
+    return FusedSolid(vertices, faces, vertex_labels, transforms, stats)
