@@ -367,7 +367,9 @@ def _(ws, out):
     return _predict(ws, out, "/proc/self/mem")
 
 
-@case("photo: odd modes (16-bit grey, CMYK, palette+alpha, LA, float EXR)", expect="any", fast=False, owner="predict")
+@case("photo: odd modes (16-bit grey, CMYK, palette+alpha, LA, float EXR)", expect="ok", fast=False, owner="predict",
+      check_ok=lambda ws, out: None if len([p for p in out.iterdir() if (p / "bundle.json").is_file()]) == 5
+      else f"bundles written: {sorted(p.name for p in out.iterdir())} (want one per photo, 5)")
 def _(ws, out):
     import numpy as np
     from PIL import Image
