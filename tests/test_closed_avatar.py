@@ -45,11 +45,11 @@ def built(tmp_path_factory):
                        texture_size=1024)
     camera, colours, uv = avatar_vertex_colours(out)
     body = (camera - person.camera.body_to_camera[:3, 3]) @ person.camera.body_to_camera[:3, :3]
-    return person, print_box, camera, body, colours, uv
+    return person, print_box, camera, body, colours, uv, out
 
 
 def test_back_colour_close_to_the_true_back(built):
-    person, print_box, _, body, colours, _ = built
+    person, print_box, _, body, colours, _, _ = built
     back = render(person.posed, WIDTH, HEIGHT, yaw_deg=180.0)
     back_error, n_back = seen_colour_error(body, colours, back)
     front_error, n_front = seen_colour_error(body, colours, person)
@@ -61,7 +61,7 @@ def test_back_colour_close_to_the_true_back(built):
 
 
 def test_the_print_and_the_face_stay_on_the_front(built):
-    person, print_box, camera, body, colours, _ = built
+    person, print_box, camera, body, colours, _, _ = built
     back = render(person.posed, WIDTH, HEIGHT, yaw_deg=180.0)
     red = (colours[:, 0] > 150) & (colours[:, 1] < 80) & (colours[:, 2] < 80)
     xy = person.camera.project(camera)
@@ -86,7 +86,7 @@ def test_the_print_and_the_face_stay_on_the_front(built):
 
 
 def test_no_colour_seam_where_front_and_back_meet(built):
-    _, _, camera, _, colours, uv = built
+    _, _, camera, _, colours, uv, _ = built
     # vertices split between the islands sit at the same place with two UVs: their colours meet
     key = np.round(camera * 1e5).astype(np.int64)
     _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
@@ -96,3 +96,30 @@ def test_no_colour_seam_where_front_and_back_meet(built):
     difference = np.abs(colours[twin] - colours[other[twin]]).max(axis=1)
     # measured over 11.8k seam vertices: median 0 levels, 90th percentile 1, mean 3.0
     assert np.median(difference) < 3 and np.mean(difference) < 8
+
+
+def test_normal_detail_fades_flat_at_the_seam():
+    from scipy import ndimage
+
+    from engine.avatar import textures as tx
+    from engine.avatar.appearance import SEAM_FADE_PX, _fade_to_flat_at_the_outline
+
+    mask = np.zeros((120, 80), bool)
+    mask[20:100, 15:65] = True
+    rows, cols = np.nonzero(mask)
+    layout = tx.plan_layout(mask, np.column_stack([cols + 0.5, rows + 0.5]), 256, 2)
+    tilted = np.zeros((layout.height, layout.width, 3), np.float32)
+    tilted[..., 0], tilted[..., 2] = np.sin(0.3), np.cos(0.3)  # every texel tilted by 17 deg
+    faded = tilted.copy()
+    _fade_to_flat_at_the_outline(faded, mask, layout)
+    # each front texel's photo pixel, and its distance inside the outline
+    ty, tx_ = np.mgrid[0 : layout.height, 0 : layout.island_width] + 0.5
+    x0, y0, x1, y1 = layout.crop
+    px = np.clip((x0 + tx_ * (x1 - x0) / layout.island_width).astype(int), 0, 79)
+    py = np.clip((y0 + ty * (y1 - y0) / layout.height).astype(int), 0, 119)
+    inside = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1][py, px]
+    front = faded[:, : layout.island_width]
+    tilt = np.degrees(np.arctan2(front[..., 0], front[..., 2]))
+    assert np.all(tilt[(inside > 0) & (inside <= 1.0)] < 6.0)  # at the outline: (nearly) flat
+    assert np.allclose(tilt[inside > SEAM_FADE_PX + 2], np.degrees(0.3), atol=1e-3)  # inside: untouched
+    assert np.array_equal(faded[:, layout.island_width :], tilted[:, layout.island_width :])  # hidden island

@@ -30,6 +30,8 @@ BACK_BAND_FRACTION = 0.015
 MIN_BAND_PIXELS = 20
 # texels around the rasterised triangles that keep their own colour (bilinear taps at the edges)
 EDGE_TEXELS = 2
+# closed meshes: photo pixels before the outline over which the front's normal detail fades flat
+SEAM_FADE_PX = 4.0
 
 
 @dataclass
@@ -249,6 +251,24 @@ def _albedo_padded(islands_job, keep: np.ndarray):
     return albedo, tx.linear_to_srgb8(albedo), source
 
 
+def _fade_to_flat_at_the_outline(tangent_normals: np.ndarray, mask: np.ndarray, layout: tx.AtlasLayout) -> None:
+    """On a closed mesh the hidden island's normal map is flat: the front's predicted detail
+    fades to flat over the last SEAM_FADE_PX photo pixels before the outline, so the shading
+    does not step where the islands meet (in place, front island only)."""
+    rows, cols = tx.crop_window(layout, mask.shape)
+    inside = ndimage.distance_transform_edt(np.pad(mask[rows, cols], 1))[1:-1, 1:-1]
+    weight = np.clip((inside - 0.5) / SEAM_FADE_PX, 0.0, 1.0).astype(np.float32)[..., None]
+    weight = tx.resample_crop(weight, layout, tx.FRONT, (rows.start, cols.start))[..., 0]
+    front = np.zeros(weight.shape, bool)
+    front[:, : layout.island_width] = True
+    w = np.where(front, weight, 1.0)[..., None]
+    flat = np.zeros_like(tangent_normals)
+    flat[..., 2] = 1.0
+    # texels with no baked normal are zero and stay zero (the padding fills them)
+    baked = (tangent_normals != 0).any(-1, keepdims=True)
+    np.copyto(tangent_normals, w * tangent_normals + (1.0 - w) * flat, where=baked)
+
+
 def make_appearance(
     bundle,
     uv_plan: UvPlan,
@@ -291,6 +311,8 @@ def make_appearance(
             tangent_normals, baked = tx.bake_tangent_normals(
                 raster, faces, normals_avatar, tangents, target, bake_faces=face_island == tx.FRONT
             )
+            if n_islands > 1:
+                _fade_to_flat_at_the_outline(tangent_normals, bundle.mask, layout)
             tangent_normals = tx.push_pull_fill(tangent_normals, keep, smooth_finest=False)
             tangent_normals /= np.maximum(np.linalg.norm(tangent_normals, axis=-1, keepdims=True), 1e-12)
             normal_rgb8 = tx.encode_normal_map(tangent_normals)
