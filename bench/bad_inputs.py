@@ -1161,6 +1161,16 @@ case("protocol params: batch workers 0", "serve", owner="options/jobs")(
     lambda ws, out: _req("batch", {"inputs": [str(ws.bundle)], "out_dir": str(out), "workers": 0}))
 
 
+@case("protocol params: predict compile 'nonsense-mode'", "serve", owner="options/jobs")
+def _(ws, out):
+    return _req("predict", _predict_params(ws, out, compile="nonsense-mode"))
+
+
+@case("protocol job: predict with onnx_dir a file", "serve", owner="options/jobs")
+def _(ws, out):
+    return _req("predict", _predict_params(ws, out, backend="onnxruntime", onnx_dir=str(ws.photo)))
+
+
 @case("protocol job: predict a text file named .jpg", "serve", owner="predict")
 def _(ws, out):
     (p := ws.bad("proto_notes.jpg")).write_text("shopping list")

@@ -335,8 +335,10 @@ OPTIONS: tuple[Option, ...] = (
            ("predict", "avatar", "batch"), default="auto", optional=False,
            choices=("auto", "bf16", "fp16", "fp32", "int8"),
            group="model"),
-    Option("compile", "string", "Compile", "torch.compile mode for the torch backend, e.g. max-autotune-no-cudagraphs",
-           ("predict", "avatar", "batch"), pattern=r"[a-z][a-z0-9-]*", metavar="MODE", group="model"),
+    Option("compile", "string", "Compile", "torch.compile mode for the torch backend: default, reduce-overhead, "
+           "max-autotune or max-autotune-no-cudagraphs",
+           ("predict", "avatar", "batch"), pattern=r"default|reduce-overhead|max-autotune|max-autotune-no-cudagraphs",
+           metavar="MODE", group="model"),
     Option("onnx_dir", "path", "ONNX Folder", "where ONNX exports are kept (default: onnx/ beside each checkpoint)",
            ("predict", "avatar", "batch"), metavar="DIR", group="model"),
     Option("batch_size", "int", "Batch Size", "photos per forward pass (default 4)",

@@ -103,3 +103,11 @@ def test_a_refusal_without_words_and_a_traceback_are_told_apart(ws):
     assert trace.verdict == bad_inputs.HANDLED        # argparse's refusal: words, no traceback
     crash = bad_inputs.Outcome(True, "ValueError: x must be finite", True)
     assert bad_inputs.run_case(ws, bad_inputs.Case("crash", "cli", lambda w, out: crash)).verdict == bad_inputs.TRACEBACK
+
+
+def test_the_compile_option_accepts_exactly_the_runtime_modes():
+    """The option table cannot import torch; its pattern must still name exactly the modes the runtime takes."""
+    from engine.options import BY_NAME
+    from engine.runtime.torch_backend import COMPILE_MODES
+
+    assert sorted(BY_NAME["compile"].pattern.split("|")) == sorted(COMPILE_MODES)

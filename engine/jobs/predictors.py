@@ -12,6 +12,9 @@ import json
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import EngineError
 
 # the options that make a Predictor (engine.predict.Predictor's keywords)
 MODEL_OPTIONS = ("tasks", "size", "checkpoints", "device", "backend", "dtype", "compile", "batch_size",
@@ -35,6 +38,15 @@ def model_options(options: dict) -> dict:
     return {name: options[name] for name in MODEL_OPTIONS if name in options}
 
 
+def _check_folders(model: dict) -> None:
+    """Folders the models are read from or exported to, refused in words when a file is in the way
+    (the ONNX export would otherwise fail inside os.makedirs after the checkpoints were read)."""
+    for name in ("checkpoints", "onnx_dir"):
+        path = model.get(name)
+        if path is not None and Path(path).exists() and not Path(path).is_dir():
+            raise EngineError(f"{name} {path}: is a file, not a folder")
+
+
 def _key(model: dict) -> str:
     return json.dumps(model, sort_keys=True, default=str)
 
@@ -49,6 +61,7 @@ def _make(model: dict):
 def predictor_for(options: dict):
     """The process's Predictor for these model options, held for this job alone while inside."""
     model = model_options(options)
+    _check_folders(model)
     key = _key(model)
     with _guard:
         entry = _entries.get(key)
