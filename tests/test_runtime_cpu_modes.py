@@ -147,3 +147,15 @@ def test_bf16_mode_is_within_the_stated_tolerances_on_the_parity_fixtures(shared
     figures = compare(task, runner(x), want, tuple(x.shape[2:]))
     assert figures["raw_rel_l2"] > 0          # it did run in another format
     assert TOLERANCES[task](figures), figures
+
+
+def test_denormals_flush_only_inside_a_fast_mode_pass():
+    from engine.runtime.torch_backend import cpu_flush_denormals
+
+    tiny = torch.tensor([1e-40], dtype=torch.float32)
+    with cpu_flush_denormals(False):
+        assert (tiny * 1.0).item() != 0.0            # fp32: exact, denormals kept
+    with cpu_flush_denormals(True):
+        if torch.set_flush_denormal(True):          # False where the CPU cannot (no SSE3)
+            assert (tiny * 1.0).item() == 0.0
+    assert (tiny * 1.0).item() != 0.0                # restored after the pass

@@ -8,6 +8,8 @@
   convolutions at up to the input resolution) wholly in bf16, outputs back to fp32 before
   decoding. Worth it where the CPU has bf16 dot products (AVX512-BF16, AMX-BF16): oneDNN's
   convolutions and matmuls then run about 2-3x faster.
+- both fast modes flush denormal floats to zero while they compute (torch.set_flush_denormal,
+  engine.runtime.torch_backend.cpu_flush_denormals): a bf16 head ran 1.7-1.8x faster so.
 - int8: the backbone's Linear layers quantized dynamically (int8 weights per output channel,
   activations quantized per call, fbgemm, VNNI where the CPU has it); attention, norms and the
   patch embedding stay fp32; the head runs in bf16 where the CPU has bf16 dot products, else fp32.
