@@ -169,6 +169,29 @@ def _through_the_front(vertices_camera, photo_xy, pointmap, K) -> np.ndarray:
     return out
 
 
+def _onto_the_person(photo_xy: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A closed solid reaches a little past the photo's outline (the contour lies beyond the
+    last pixel centre); a vertex projecting off the person would read the padding around it (a
+    blur of the nearby colours: light specks along the side seam). Such vertices read the
+    nearest person pixel instead."""
+    h, w = mask.shape
+    col = np.clip(np.nan_to_num(photo_xy[:, 0]).astype(np.int64), 0, w - 1)
+    row = np.clip(np.nan_to_num(photo_xy[:, 1]).astype(np.int64), 0, h - 1)
+    off = ~mask[row, col]
+    if not off.any():
+        return photo_xy
+    r0, r1 = max(0, row[off].min() - 2), min(h, row[off].max() + 3)
+    c0, c1 = max(0, col[off].min() - 2), min(w, col[off].max() + 3)
+    window = mask[r0:r1, c0:c1]
+    if not window.any():
+        return photo_xy
+    _, (near_r, near_c) = ndimage.distance_transform_edt(~window, return_indices=True)
+    out = photo_xy.copy()
+    out[off, 0] = near_c[row[off] - r0, col[off] - c0] + c0 + 0.5
+    out[off, 1] = near_r[row[off] - r0, col[off] - c0] + r0 + 0.5
+    return out
+
+
 @dataclass
 class UvPlan:
     """The texture layout and where every vertex lands in it: all the mesh files need of the
@@ -202,6 +225,7 @@ def plan_uvs(
     if n_islands > 1 and bundle is not None and bundle.pointmap is not None:
         hidden = vertex_island == tx.HIDDEN
         photo_xy[hidden] = _through_the_front(vertices_camera[hidden], photo_xy[hidden], bundle.pointmap, K)
+        photo_xy = _onto_the_person(photo_xy, mask)
     # every vertex, hidden ones included (a closed surface may bulge past the silhouette), must
     # land inside its island
     layout = tx.plan_layout(mask, photo_xy, texture_size, n_islands)
