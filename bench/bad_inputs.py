@@ -22,6 +22,7 @@ cases drive one `sapiens-engine serve` over stdio. Each result is classified:
 - no words: refused without a message a person can read.
 - engine died: the `serve` process stopped (or hung) instead of answering; every later request of
   its client is lost with it.
+- hung: a command still had not answered after its time limit (it was stopped).
 
 tests/test_bad_inputs.py imports CASES from here and runs the fast subset.
 """
@@ -53,8 +54,8 @@ TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
 CLI_TIMEOUT_S = 300
 SERVE_TIMEOUT_S = 120
 
-HANDLED, TRACEBACK, DATA_LOST, HALF_WRITTEN, ACCEPTED, NO_WORDS, FAILED, DIED = (
-    "handled", "traceback", "data lost", "half-written", "accepted", "no words", "failed", "engine died")
+HANDLED, TRACEBACK, DATA_LOST, HALF_WRITTEN, ACCEPTED, NO_WORDS, FAILED, DIED, HUNG = (
+    "handled", "traceback", "data lost", "half-written", "accepted", "no words", "failed", "engine died", "hung")
 
 
 # --------------------------------------------------------------------------- the workspace
@@ -188,11 +189,14 @@ class Server:
             raise RuntimeError("sapiens-engine serve did not say ready in 60 s")
 
     def _read(self) -> None:
-        for line in self.proc.stdout:
-            try:
-                self.messages.put(json.loads(line))
-            except ValueError:
-                self.stray.append(line)        # a stdout line that is not a message: an engine bug
+        try:
+            for line in self.proc.stdout:
+                try:
+                    self.messages.put(json.loads(line))
+                except ValueError:
+                    self.stray.append(line)    # a stdout line that is not a message: an engine bug
+        except (ValueError, OSError):          # the case closed the pipe itself (a client that goes away)
+            pass
         self.messages.put(None)
 
     def send(self, request: dict | bytes) -> None:
@@ -239,6 +243,7 @@ class Outcome:
     traceback: bool
     detail: str = ""
     died: bool = False                   # the engine process stopped or hung instead of answering
+    hung: bool = False                   # a command still running at its time limit
 
 
 @dataclass
@@ -270,8 +275,13 @@ def _words(message: str, least: int = 3) -> bool:
 
 
 def run_cli(ws: Workspace, argv: list[str], timeout: float = CLI_TIMEOUT_S) -> Outcome:
-    proc = subprocess.run(ENGINE + [str(a) for a in argv], cwd=ws.root, env=ws.env, capture_output=True, text=True,
-                          timeout=timeout)
+    try:
+        proc = subprocess.run(ENGINE + [str(a) for a in argv], cwd=ws.root, env=ws.env, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        tail = (exc.stderr or b"")[-300:]
+        tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
+        return Outcome(False, "", False, f"still running after {timeout:.0f} s; stderr ends: {tail!r}", hung=True)
     text = proc.stdout + proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     # the CLI's own error line (argparse's form, "sapiens-engine CMD: error: ..."), else the last line
@@ -947,6 +957,11 @@ def _(ws, out):
 
 # -- batch
 
+@case("batch: --address of a cluster that is not there", fast=False, owner="package")
+def _(ws, out):
+    return run_cli(ws, ["batch", ws.bundle, "--steps", "build", "--out", out, "--address", "127.0.0.1:1"], timeout=150)
+
+
 @case("batch: input does not exist", owner="package")
 def _(ws, out):
     return ["batch", ws.inputs / "no_such_list.txt", "--out", out]
@@ -1377,7 +1392,7 @@ def run_case(ws: Workspace, c: Case) -> Result:
         after = ws.snapshot()
     except Exception as exc:  # the harness itself failed: report it, do not hide it
         return Result(c, FAILED, f"{type(exc).__name__}: {exc}", "", time.monotonic() - started)
-    problems = [DIED] if outcome.died else []
+    problems = [DIED] if outcome.died else [HUNG] if outcome.hung else []
     changed = sorted(p for p in before if before[p] != after.get(p))
     if changed:
         problems.append(DATA_LOST)
