@@ -23,6 +23,7 @@ cases drive one `sapiens-engine serve` over stdio. Each result is classified:
 - engine died: the `serve` process stopped (or hung) instead of answering; every later request of
   its client is lost with it.
 - hung: a command still had not answered after its time limit (it was stopped).
+- stdout noise: `serve` wrote a line to stdout that is not a protocol message.
 
 tests/test_bad_inputs.py imports CASES from here and runs the fast subset.
 """
@@ -54,8 +55,9 @@ TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
 CLI_TIMEOUT_S = 300
 SERVE_TIMEOUT_S = 120
 
-HANDLED, TRACEBACK, DATA_LOST, HALF_WRITTEN, ACCEPTED, NO_WORDS, FAILED, DIED, HUNG = (
-    "handled", "traceback", "data lost", "half-written", "accepted", "no words", "failed", "engine died", "hung")
+HANDLED, TRACEBACK, DATA_LOST, HALF_WRITTEN, ACCEPTED, NO_WORDS, FAILED, DIED, HUNG, STRAY = (
+    "handled", "traceback", "data lost", "half-written", "accepted", "no words", "failed", "engine died", "hung",
+    "stdout noise")
 
 
 # --------------------------------------------------------------------------- the workspace
@@ -1379,6 +1381,7 @@ def run_case(ws: Workspace, c: Case) -> Result:
     # and reruns inside make (a kill, then the same command) is judged on what it leaves at the end
     before = ws.snapshot()
     hidden_before = set(ws.hidden_leftovers())
+    stray_before = len(ws._server.stray) if ws._server is not None else 0
     try:
         made = c.make(ws, out)
         if isinstance(made, Outcome):
@@ -1393,6 +1396,8 @@ def run_case(ws: Workspace, c: Case) -> Result:
     except Exception as exc:  # the harness itself failed: report it, do not hide it
         return Result(c, FAILED, f"{type(exc).__name__}: {exc}", "", time.monotonic() - started)
     problems = [DIED] if outcome.died else [HUNG] if outcome.hung else []
+    if ws._server is not None and len(ws._server.stray) > stray_before:
+        problems.append(STRAY)          # docs/protocol.md: stdout carries protocol messages only
     changed = sorted(p for p in before if before[p] != after.get(p))
     if changed:
         problems.append(DATA_LOST)
