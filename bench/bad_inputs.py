@@ -757,6 +757,9 @@ for _name, _argv in {
         lambda ws, out, _argv=_argv: ["animate", ws.frames, "--out", out, *_argv])
 
 case("cli: unknown command", owner="options/jobs")(lambda ws, out: ["sculpt", ws.photo])
+case("cli: serve --jobs 100000", owner="options/jobs")(
+    lambda ws, out: run_cli(ws, ["serve", "--jobs", "100000"], timeout=60))
+case("cli: serve --max-line-bytes 0", owner="options/jobs")(lambda ws, out: ["serve", "--max-line-bytes", "0"])
 case("cli: predict without --out", owner="options/jobs")(lambda ws, out: ["predict", ws.photo])
 
 
