@@ -346,8 +346,17 @@ def poisson_solid(points, normals, labels=None, *, depth=POISSON_DEPTH, density_
     _, corner_group, group_size = np.unique(np.sort(faces, axis=1), axis=0, return_inverse=True, return_counts=True)
     faces = faces[group_size[corner_group.ravel()] == 1]
     cleaned = clean_mesh(vertices, faces, min_island_faces=200, min_island_fraction=0.01, area_eps=None)
-    # the folds and non-manifold edges marching cubes leaves, once removed, leave small holes
-    cleaned.vertices, cleaned.faces, holes_filled = fill_holes(cleaned.vertices, cleaned.faces)
+    # the folds and non-manifold edges marching cubes leaves, once removed, leave small holes;
+    # a fan can itself meet another fold, so clean and fill again while any edge stays open
+    holes_filled = 0
+    for _ in range(3):
+        cleaned.vertices, cleaned.faces, filled = fill_holes(cleaned.vertices, cleaned.faces)
+        holes_filled += filled
+        if not _open_edges(cleaned.faces):
+            break
+        removed = cleaned.removed
+        cleaned = clean_mesh(cleaned.vertices, cleaned.faces, min_island_faces=200, min_island_fraction=0.01, area_eps=None)
+        cleaned.removed = {k: removed.get(k, 0) + v for k, v in cleaned.removed.items()}
     out_labels = None
     if labels is not None:
         from engine.geometry.labels import transfer_labels
@@ -359,8 +368,17 @@ def poisson_solid(points, normals, labels=None, *, depth=POISSON_DEPTH, density_
         "removed": cleaned.removed,
         "trimmed_components": int(n_components - 1),
         "holes_filled": int(holes_filled),
+        "open_edges": _open_edges(cleaned.faces),
     }
     return cleaned.vertices.astype(np.float32), cleaned.faces.astype(np.int32), out_labels, stats
+
+
+def _open_edges(faces: np.ndarray) -> int:
+    """Edges used by other than two faces."""
+    f = np.asarray(faces, np.int64)
+    edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+    _, counts = np.unique(edges[:, 0] * (int(f.max()) + 1) + edges[:, 1], return_counts=True)
+    return int((counts != 2).sum())
 
 
 def close_surface(
