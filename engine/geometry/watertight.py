@@ -343,8 +343,11 @@ def poisson_solid(points, normals, labels=None, *, depth=POISSON_DEPTH, density_
     # Zero-area faces stay: removing them would open the closed surface.
     # a fold (two faces on the same three corners) encloses nothing: both go, leaving a hole
     # whose rim runs one way round, which fill_holes closes below
-    _, corner_group, group_size = np.unique(np.sort(faces, axis=1), axis=0, return_inverse=True, return_counts=True)
-    faces = faces[group_size[corner_group.ravel()] == 1]
+    corners = np.sort(faces, axis=1)
+    n = np.int64(max(len(vertices), 1))
+    _, corner_group, group_size = np.unique((corners[:, 0] * n + corners[:, 1]) * n + corners[:, 2],
+                                            return_inverse=True, return_counts=True)
+    faces = faces[group_size[corner_group] == 1]
     cleaned = clean_mesh(vertices, faces, min_island_faces=200, min_island_fraction=0.01, area_eps=None)
     # the folds and non-manifold edges marching cubes leaves, once removed, leave small holes;
     # a fan can itself meet another fold, so clean and fill again while any edge stays open
