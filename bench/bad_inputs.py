@@ -1304,6 +1304,22 @@ def _(ws, out):
     return Outcome(err["code"] == "duplicate_id", err["message"], err["code"] == "internal", detail)
 
 
+@case("protocol job: avatar with tasks that give no pointmap", "serve", owner="options/jobs")
+def _(ws, out):
+    started = time.monotonic()
+    result = ask(ws, _req("avatar", {**_predict_params(ws, out), "cache_dir": str(ws.root / "cache")}))
+    if time.monotonic() - started > 20:
+        result.detail += f" after {time.monotonic() - started:.0f} s (the models ran first)"
+        result.message = ""                 # refused only after the work: not the check asked for
+    return result
+
+
+@case("protocol job: avatar with a rig but no pose task", "serve", owner="options/jobs")
+def _(ws, out):
+    return _req("avatar", {**_predict_params(ws, out), "tasks": ["seg", "pointmap"], "rig": "rigify",
+                           "cache_dir": str(ws.root / "cache")})
+
+
 @case("protocol job: avatar of a text file named .jpg", "serve", owner="options/jobs")
 def _(ws, out):
     (p := ws.bad("proto_avatar_notes.jpg")).write_text("shopping list")

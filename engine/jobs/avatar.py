@@ -30,6 +30,7 @@ def run(options: dict, progress=None, cancel=None) -> dict:
     report = checked_progress(progress, cancel)
     photos = [Path(p) for p in options["photos"]]
     out_dir = check_parent_dir(options["out_dir"])
+    _check_tasks(options)
     names = bundle_names(photos)
     for name in dict.fromkeys(names):
         check_output_dir(out_dir / name, "avatar")
@@ -77,6 +78,20 @@ def run(options: dict, progress=None, cancel=None) -> dict:
         row.update(avatar_dir=str(avatar_dir), files=relative_files(avatar_dir))
     raise_if_nothing_came_out(failed, list(rows))
     return {"avatars": list(rows.values()), "failed": failed, "model_loads": loads}
+
+
+def _check_tasks(options: dict) -> None:
+    """Tasks chosen without what the build needs fail before the models run, not after."""
+    tasks = options.get("tasks")
+    if not tasks:
+        return  # every installed task: the predictor names a missing checkpoint
+    needed = {"pointmap": "the surface is made from the pointmap"}
+    if options.get("rig"):
+        needed["pose"] = "the rig is placed on the pose keypoints"
+    missing = [task for task in needed if task not in tasks]
+    if missing:
+        raise EngineError(f"tasks {','.join(tasks)}: an avatar also needs {' and '.join(missing)} "
+                          f"({'; '.join(needed[t] for t in missing)})")
 
 
 def _predict(predictor, todo, keys, cache, options, rows, fail, report, cancel) -> None:
