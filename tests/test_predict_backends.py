@@ -50,7 +50,19 @@ def onnx_bundles(ckpt_root, photos, tmp_path_factory):
     return _predict(photos, tmp_path_factory.mktemp("onnx"), ckpt_root, backend="onnxruntime")
 
 
-def assert_bundles_close(got, want):
+# The GPU path's resizes and warps are float kernels; the recipe's are OpenCV's own (11-bit linear
+# weights, warps sampled at 1/32 px), so its model inputs differ by a grey level here and there
+# (docs/performance.md, Tolerances) and the tiny random models amplify that. Measured on the two
+# photos: keypoints median 0.043 / 0.018 px, 81 / 88 % within 0.5 px, scores 0.017; normal median
+# 0.028 deg, p99 1.1 deg; pointmap median 1.2 %; albedo p99 0.011, max 0.088.
+GPU_PATH_LIMITS = dict(kp_median=0.1, kp_share=(0.5, 0.75), score=0.05, angle=(0.1, 3.0), rel=0.03,
+                       albedo=(0.03, 0.2))
+# ONNX Runtime and PyTorch see the same inputs (measured in the comments below)
+SAME_INPUT_LIMITS = dict(kp_median=0.01, kp_share=(0.01, 0.9), score=1e-3, angle=(0.01, 0.1), rel=1e-3,
+                         albedo=(2e-3, 0.05))
+
+
+def assert_bundles_close(got, want, limits=SAME_INPUT_LIMITS):
     """The same photo through two numerically different paths of one model.
 
     Tiny random models have flat, ragged outputs, so a few argmax near-ties flip (seg pixels,
@@ -66,17 +78,18 @@ def assert_bundles_close(got, want):
     for name in ("normal", "pointmap"):   # NaN exactly outside each bundle's own mask
         assert np.array_equal(np.isfinite(getattr(got, name)).all(-1), got.mask)
     kp = np.linalg.norm(got.keypoints[:, :2] - want.keypoints[:, :2], axis=1)
-    assert np.median(kp) < 0.01 and (kp < 0.01).mean() > 0.9    # measured 1e-4 px, 95 %
-    assert np.abs(got.keypoints[:, 2] - want.keypoints[:, 2]).max() < 1e-3   # measured 3e-4
+    within, share = limits["kp_share"]
+    assert np.median(kp) < limits["kp_median"] and (kp < within).mean() > share   # measured 1e-4 px, 95 %
+    assert np.abs(got.keypoints[:, 2] - want.keypoints[:, 2]).max() < limits["score"]   # measured 3e-4
     cos = np.clip((got.normal[m] * want.normal[m]).sum(-1), -1, 1)
     angle = np.degrees(np.arccos(cos))
-    assert np.median(angle) < 0.01 and np.percentile(angle, 99) < 0.1   # measured 0 / 0.03 deg
+    assert np.median(angle) < limits["angle"][0] and np.percentile(angle, 99) < limits["angle"][1]   # measured 0 / 0.03 deg
     rel = np.linalg.norm(got.pointmap[m] - want.pointmap[m], axis=-1) / np.linalg.norm(want.pointmap[m], axis=-1)
-    assert np.median(rel) < 1e-3                                 # measured 4e-5
+    assert np.median(rel) < limits["rel"]                        # measured 4e-5
     albedo = np.abs(got.albedo - want.albedo)
     # p99 in half-float steps; the max is where the GPU-path resize rounded an input pixel to the
     # next grey level (documented <= 1 level on < 1e-4 of pixels) and the random model amplified it
-    assert np.percentile(albedo, 99) < 2e-3 and albedo.max() < 0.05   # measured 5e-4 / 1.2e-2
+    assert np.percentile(albedo, 99) < limits["albedo"][0] and albedo.max() < limits["albedo"][1]   # measured 5e-4 / 1.2e-2
     probs = np.abs(got.seg_probs.astype(np.float32) - want.seg_probs.astype(np.float32))
     assert np.percentile(probs, 99) < 2e-3 and probs.max() < 0.05   # measured 5e-4 / 5e-4
     # a random model's points are nearly flat, so the fitted focal degenerates to ~1e-4 px, where
@@ -110,7 +123,7 @@ def test_gpu_path_processing_matches_the_recipe(torch_bundles, ckpt_root, photos
 
     monkeypatch.setattr(engine.predict.selection, "processing_device", lambda device: torch.device("cpu"))
     for got, want in zip(_predict(photos, tmp_path, ckpt_root), torch_bundles):
-        assert_bundles_close(got, want)
+        assert_bundles_close(got, want, GPU_PATH_LIMITS)
 
 
 def test_cli_backend_flags(onnx_bundles, ckpt_root, photos, tmp_path, capsys):
