@@ -18,6 +18,7 @@ from pathlib import Path
 
 from engine import fileio
 from engine.avatar import stages
+from engine.avatar.detail import fuse_crop_maps, fuse_crop_surface
 from engine.avatar.heap import reuse_freed_arrays
 from engine.avatar.labels import groups_table, labels_table
 from engine.avatar.manifest import (
@@ -79,6 +80,7 @@ def build_avatar(
     rig: str | None = None,
     rest_pose: str = "photo",
     formats=None,
+    detail_crops: bool = True,
     progress: Progress | None = None,
 ) -> Path:
     """Build the avatar directory `out_dir` from the bundle at `bundle_dir`; returns `out_dir`.
@@ -87,6 +89,7 @@ def build_avatar(
     pose in the photo) or a canonical pose the rig straightens the mesh to (docs/rig.md).
     formats: the file formats to write (names in engine.formats.WRITERS, a list or "glb,obj";
     None: engine.formats.AVATAR_DEFAULT); the textures and avatar.json are always written.
+    detail_crops: fuse the bundle's hand and face crops, when it has them (engine.avatar.detail).
     Raises BundleError for a bundle that cannot be built, EngineError for bad options, and
     Cancelled when `progress` raises it; in every case nothing is left at `out_dir` (an avatar
     already there stays as it was).
@@ -94,11 +97,13 @@ def build_avatar(
     with reuse_freed_arrays():
         return _build_avatar(
             bundle_dir, out_dir, detail=detail, resolution=resolution, watertight=watertight, target_faces=target_faces,
-            texture_size=texture_size, rig=rig, rest_pose=rest_pose, formats=formats, progress=progress,
+            texture_size=texture_size, rig=rig, rest_pose=rest_pose, formats=formats, detail_crops=detail_crops,
+            progress=progress,
         )
 
 
-def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target_faces, texture_size, rig, rest_pose, formats, progress) -> Path:
+def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target_faces, texture_size, rig, rest_pose, formats,
+                  detail_crops, progress) -> Path:
     _check_options(detail, resolution, target_faces, texture_size)
     if rest_pose != "photo" and not rig:
         raise EngineError(f"a rest pose ({rest_pose}) applies to a rig: ask for one with rig=NAME (--rig)")
@@ -128,9 +133,11 @@ def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target
     # Writers run beside the texture baking; leaving the block waits for them (a failure or a
     # cancel drops the ones not started) before the staging directory is published or removed.
     with fileio.atomic_directory(out_dir) as tmp, _writer_pool() as writers:
+        crops = fuse_crop_maps(inputs, enabled=detail_crops, resolution=resolution)
         built = stages.surface(
             inputs, detail=detail, resolution=resolution, watertight=watertight, target_faces=target_faces, progress=progress
         )
+        built = fuse_crop_surface(inputs, built, crops, watertight=watertight, target_faces=target_faces)
         lap("surface")
 
         report("frame", 0.0, "UV islands and avatar frame")
@@ -190,6 +197,7 @@ def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target
                 "rig": rig,
                 "rest_pose": rest_pose if rig else None,
                 "formats": [w.name for w in selected],
+                "detail_crops": bool(detail_crops),
             },
             rig=None if rigged is None else rig_summary(rigged.rig, rig),
             provenance=provenance(bundle, bundle_dir, _engine_version()),

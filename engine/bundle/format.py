@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from engine import fileio
+from engine.bundle.crops import DetailCrop, crops_json, read_crops, validate_crops, write_crop_files
 from engine.colour import linear_to_srgb
 from engine.errors import BundleError
 from engine.versions import check_format_version
 
 FORMAT_NAME = "sapiens-bundle"
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "1.2"
 NUM_KEYPOINTS = 308
 NUM_SEG_CLASSES = 29
 # a normal whose length is further than this from 1 is not a unit vector
@@ -51,6 +52,7 @@ class Bundle:
     K: np.ndarray | None           # 3 x 3 float64 intrinsics (recovered from the pointmap)
     seg_probs: np.ndarray | None = None   # H x W x 29 float16, optional
     meta: dict = field(default_factory=dict)  # bundle.json: format version, photo size, bbox, provenance, notes
+    crops: list[DetailCrop] = field(default_factory=list)  # hands and face seen again, finer (engine.bundle.crops)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -137,6 +139,7 @@ def validate_bundle(bundle: Bundle, source: str | Path | None = None) -> None:
         K = bundle.K
         if K.shape != (3, 3) or not np.isfinite(K).all():
             raise BundleError(_label(source, f"K must be a finite 3 x 3 matrix, got {K.shape}"))
+    validate_crops(bundle.crops, (h, w), source)
 
 
 # --------------------------------------------------------------------------- EXR / PNG helpers
@@ -189,6 +192,10 @@ def bundle_json(bundle: Bundle) -> dict:
         files["albedo_preview"] = FILES["albedo_preview"]
     meta["files"] = files
     meta["K"] = None if bundle.K is None else np.asarray(bundle.K, dtype=float).tolist()
+    if bundle.crops:
+        meta["detail_crops"] = crops_json(bundle.crops)
+    else:
+        meta.pop("detail_crops", None)
     return meta
 
 
@@ -233,6 +240,7 @@ def _write_files(bundle: Bundle, tmp: Path) -> None:
         fileio.write_exr(tmp / FILES["albedo"], bundle.albedo, half=True)
         preview = np.round(linear_to_srgb(bundle.albedo) * 255).astype(np.uint8)
         _write_png(tmp / FILES["albedo_preview"], preview)
+    write_crop_files(bundle.crops, tmp)
     # bundle.json last: its presence is what marks a bundle complete
     (tmp / "bundle.json").write_text(json.dumps(bundle_json(bundle), indent=1, default=_json_default))
 
@@ -266,6 +274,7 @@ def read_engine_bundle(path: Path) -> Bundle:
         raise BundleError(f"{json_path}: unreadable ({exc})") from exc
     _check_version(meta, json_path)
     files = meta.get("files") or {}
+    check_file_names(files, json_path)
     for name in ("image", "mask"):
         if name not in files:
             raise BundleError(f"{json_path}: 'files' lacks the required {name!r} entry")
@@ -277,7 +286,8 @@ def read_engine_bundle(path: Path) -> Bundle:
         return reader(path / files[name]) if name in files else None
 
     image = load("image", lambda p: _read_png(p, "RGB"))
-    photo = meta.get("photo", {})
+    photo = meta.get("photo")
+    photo = photo if isinstance(photo, dict) else {}
     if (photo.get("width"), photo.get("height")) != (image.shape[1], image.shape[0]):
         raise BundleError(f"{path}: bundle.json says the photo is {photo.get('width')} x "
                           f"{photo.get('height')} but {files['image']} is {image.shape[1]} x {image.shape[0]}")
@@ -288,14 +298,35 @@ def read_engine_bundle(path: Path) -> Bundle:
     normal = load("normal", read_exr)
     pointmap = load("pointmap", read_exr)
     albedo = load("albedo", read_exr)
-    K = meta.get("K")
+    K = _read_K(meta.get("K"), json_path)
     bundle = Bundle(
         image=image, mask=mask, keypoints=keypoints, seg=seg, normal=normal, pointmap=pointmap,
-        albedo=albedo, K=None if K is None else np.asarray(K, dtype=np.float64), seg_probs=seg_probs,
-        meta=meta,
+        albedo=albedo, K=K, seg_probs=seg_probs,
+        meta=meta, crops=read_crops(path, meta),
     )
     validate_bundle(bundle, path)
     return bundle
+
+
+def check_file_names(files, json_path: Path) -> None:
+    """bundle.json's `files` names files of the bundle itself: a bundle from elsewhere must not make
+    a reader open a file outside its folder, and a name that is not a string is said in words."""
+    if not isinstance(files, dict):
+        raise BundleError(f"{json_path}: 'files' must map names to file names, not a JSON {type(files).__name__}")
+    for name, rel in files.items():
+        if not isinstance(rel, str) or not rel:
+            raise BundleError(f"{json_path}: 'files' gives {name!r} as {rel!r}, not a file name")
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise BundleError(f"{json_path}: 'files' gives {name!r} as {rel!r}, outside the bundle's folder")
+
+
+def _read_K(K, json_path: Path) -> np.ndarray | None:
+    if K is None:
+        return None
+    try:
+        return np.asarray(K, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise BundleError(f"{json_path}: K must be a 3 x 3 matrix of numbers, got {K!r:.120}") from None
 
 
 def _read_keypoints_json(path: Path) -> np.ndarray:

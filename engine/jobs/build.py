@@ -21,7 +21,8 @@ from engine.options import BY_NAME
 
 # option name -> engine.avatar.build.build_avatar keyword, where they differ
 BUILD_KEYWORDS = {"max_faces": "target_faces"}
-BUILD_OPTIONS = ("detail", "resolution", "watertight", "max_faces", "texture_size", "rig", "rest_pose", "formats")
+BUILD_OPTIONS = ("detail", "resolution", "watertight", "max_faces", "texture_size", "rig", "rest_pose", "formats",
+                 "detail_crops")
 
 
 def check_bundle_for_build(bundle_dir: Path, options: dict, source: str | None = None) -> None:

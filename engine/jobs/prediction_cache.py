@@ -73,6 +73,7 @@ def model_identity(predictor, options: dict) -> dict:
         "sizes": dict(predictor.sizes), "checkpoints": files, "backend": predictor.backend,
         "device": str(predictor.device).split(":")[0], "dtype": predictor.dtype,
         "compile": options.get("compile"), "bbox": options.get("bbox"), "seg_probs": options.get("seg_probs", False),
+        "detail_crops": bool(getattr(predictor, "detail_crops", False)),
     }
 
 

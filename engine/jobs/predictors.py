@@ -18,7 +18,7 @@ from engine.errors import EngineError
 
 # the options that make a Predictor (engine.predict.Predictor's keywords)
 MODEL_OPTIONS = ("tasks", "size", "checkpoints", "device", "backend", "dtype", "compile", "batch_size",
-                 "max_memory", "allow_pickle", "seg_probs", "onnx_dir")
+                 "max_memory", "allow_pickle", "seg_probs", "onnx_dir", "detail_crops")
 MAX_KEPT = 1
 
 

@@ -34,6 +34,7 @@ class PhotoWork:
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     raw: dict[str, tuple] = field(default_factory=dict)   # task -> (raw outputs, box): mapped back later
     dense_box: dict | None = None
+    crops: list[list] = field(default_factory=list)   # per person: its DetailCrops (engine.predict.crops)
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     on_device: object = None   # the photo as a tensor on the processing device (GPU path)

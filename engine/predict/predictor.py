@@ -24,6 +24,7 @@ from typing import Callable
 from engine.checkpoints import checkpoints_root
 from engine.errors import Cancelled, EngineError, InputImageError
 from engine.predict import selection
+from engine.predict.crops import run_crops
 from engine.predict.ops import choose_ops
 from engine.predict.photos import PhotoWork, bundle_names, check_targets, load_work
 from engine.predict.provenance import provenance
@@ -64,7 +65,8 @@ class Predictor:
 
     def __init__(self, tasks=None, size="0.4b", checkpoints=None, device="auto", backend="torch", dtype="auto",
                  compile=None, batch_size=None, max_memory=None, *, allow_pickle: bool = False,
-                 seg_probs: bool = False, onnx_dir=None, progress: Progress | None = None):
+                 seg_probs: bool = False, onnx_dir=None, progress: Progress | None = None,
+                 detail_crops: bool = False):
         from engine.model_cache import ModelCache, parse_memory
 
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
@@ -76,6 +78,9 @@ class Predictor:
         self.device, self.dtype = selection.resolve_runtime(backend, device, dtype, compile)
         self.batch_size = batch_size or DEFAULT_BATCH
         self.seg_probs = seg_probs
+        # hands and face run again, finer, after the whole-photo pass (engine.predict.crops)
+        self.detail_crops = bool(detail_crops) and "pose" in self.tasks and bool(
+            {"pointmap", "normal", "albedo"} & set(self.tasks))
         self._progress = progress
         self.cache = ModelCache(self.paths, device=self.device, dtype=self.dtype,
                                 max_memory=parse_memory(max_memory), backend=backend, compile=compile,
@@ -177,6 +182,10 @@ class Predictor:
                         meter.note(f"{task} on {len(batch)} photo(s)")
                         run(task, batch)
                         meter.advance(len(batch), f"{task} done on {len(batch)} photo(s)")
+                if self.detail_crops and batch:
+                    _check_cancel(cancel)
+                    meter.note(f"hand and face crops of {len(batch)} photo(s)")
+                    run_crops(run, batch, self.tasks)
                 # provenance taken here: the writer thread must not read the cache while it changes
                 writer.submit(batch, functools.partial(finish_and_write, provenance=self.provenance()))
                 collect(keep_pending=1)   # the previous batch's writes; this one's run beside the next

@@ -54,7 +54,8 @@ def write_bundles(work, out_dir: Path, tasks, all_people: bool, provenance: dict
             image=work.photo.rgb, mask=mask,
             keypoints=work.keypoints[index] if index < len(work.keypoints) else None,
             seg=work.seg, normal=normal, pointmap=pointmap, albedo=work.maps.get("albedo"),
-            K=intrinsics.K if intrinsics else None, seg_probs=work.seg_probs, meta=meta)
+            K=intrinsics.K if intrinsics else None, seg_probs=work.seg_probs, meta=meta,
+            crops=work.crops[index] if index < len(work.crops) else [])
         written.append(write_bundle(bundle, bundle_dir(out_dir, work.out_name, index, len(people), all_people)))
     work.timings["write"] += time.perf_counter() - t0
     return written
