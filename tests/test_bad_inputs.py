@@ -25,11 +25,6 @@ _spec.loader.exec_module(bad_inputs)
 SLOW_IN_A_NEW_PROCESS = ("photo:", "checkpoint:")
 # bugs in areas other engineers own, reported to the lead; strict: the test says so once they are fixed
 KNOWN = {
-    "animate: bundle frames whose files entry is a number":
-        "engine/bundle/format.py read_engine_bundle joins a non-string 'files' entry to the path: TypeError "
-        "traceback (the build job checks bundle.json first; readers of bundle frames do not)",
-    "animate: bundle frames whose keypoints file is outside the bundle":
-        "engine/bundle/format.py read_engine_bundle reads 'files' entries like ../../x.json outside the bundle",
     "protocol job: predict a photo named '..png' (stem '.')":
         "engine/predict/photos.py bundle_names gives the bundle the name '.': the bundle is written as the "
         "--out folder itself (with --out an earlier bundle, it would replace that bundle)",
