@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from engine import fileio
+from engine.bundle.crops import DetailCrop, crops_json, read_crops, validate_crops, write_crop_files
 from engine.colour import linear_to_srgb
 from engine.errors import BundleError
 from engine.versions import check_format_version
 
 FORMAT_NAME = "sapiens-bundle"
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "1.2"
 NUM_KEYPOINTS = 308
 NUM_SEG_CLASSES = 29
 # a normal whose length is further than this from 1 is not a unit vector
@@ -51,6 +52,7 @@ class Bundle:
     K: np.ndarray | None           # 3 x 3 float64 intrinsics (recovered from the pointmap)
     seg_probs: np.ndarray | None = None   # H x W x 29 float16, optional
     meta: dict = field(default_factory=dict)  # bundle.json: format version, photo size, bbox, provenance, notes
+    crops: list[DetailCrop] = field(default_factory=list)  # hands and face seen again, finer (engine.bundle.crops)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -137,6 +139,7 @@ def validate_bundle(bundle: Bundle, source: str | Path | None = None) -> None:
         K = bundle.K
         if K.shape != (3, 3) or not np.isfinite(K).all():
             raise BundleError(_label(source, f"K must be a finite 3 x 3 matrix, got {K.shape}"))
+    validate_crops(bundle.crops, (h, w), source)
 
 
 # --------------------------------------------------------------------------- EXR / PNG helpers
@@ -189,6 +192,10 @@ def bundle_json(bundle: Bundle) -> dict:
         files["albedo_preview"] = FILES["albedo_preview"]
     meta["files"] = files
     meta["K"] = None if bundle.K is None else np.asarray(bundle.K, dtype=float).tolist()
+    if bundle.crops:
+        meta["detail_crops"] = crops_json(bundle.crops)
+    else:
+        meta.pop("detail_crops", None)
     return meta
 
 
@@ -233,6 +240,7 @@ def _write_files(bundle: Bundle, tmp: Path) -> None:
         fileio.write_exr(tmp / FILES["albedo"], bundle.albedo, half=True)
         preview = np.round(linear_to_srgb(bundle.albedo) * 255).astype(np.uint8)
         _write_png(tmp / FILES["albedo_preview"], preview)
+    write_crop_files(bundle.crops, tmp)
     # bundle.json last: its presence is what marks a bundle complete
     (tmp / "bundle.json").write_text(json.dumps(bundle_json(bundle), indent=1, default=_json_default))
 
@@ -294,7 +302,7 @@ def read_engine_bundle(path: Path) -> Bundle:
     bundle = Bundle(
         image=image, mask=mask, keypoints=keypoints, seg=seg, normal=normal, pointmap=pointmap,
         albedo=albedo, K=K, seg_probs=seg_probs,
-        meta=meta,
+        meta=meta, crops=read_crops(path, meta),
     )
     validate_bundle(bundle, path)
     return bundle
