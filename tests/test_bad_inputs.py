@@ -25,12 +25,6 @@ _spec.loader.exec_module(bad_inputs)
 SLOW_IN_A_NEW_PROCESS = ("photo:", "checkpoint:")
 # bugs in areas other engineers own, reported to the lead; strict: the test says so once they are fixed
 KNOWN = {
-    "protocol job: predict a photo named '..png' (stem '.')":
-        "engine/predict/photos.py bundle_names gives the bundle the name '.': the bundle is written as the "
-        "--out folder itself (with --out an earlier bundle, it would replace that bundle)",
-    "protocol job: predict a photo named '...png' (stem '..')":
-        "engine/predict/photos.py bundle_names gives the bundle the name '..': the target is --out's parent, "
-        "refused with a message about OUT/.. instead of a bundle inside --out",
     **{f"retarget: a motion whose {what}": f"engine/motion/retarget_sources.py read_motion: {why}" for what, why in {
         "skeleton.json is a JSON list": "skeleton_doc.get on a list: AttributeError traceback",
         "animation.json is a JSON list": "summary.get on a list: AttributeError traceback",
@@ -98,6 +92,24 @@ def test_a_refusal_without_words_and_a_traceback_are_told_apart(ws):
     assert trace.verdict == bad_inputs.HANDLED        # argparse's refusal: words, no traceback
     crash = bad_inputs.Outcome(True, "ValueError: x must be finite", True)
     assert bad_inputs.run_case(ws, bad_inputs.Case("crash", "cli", lambda w, out: crash)).verdict == bad_inputs.TRACEBACK
+
+
+def test_bundle_names_are_single_visible_distinct_folder_names():
+    """Photos named `..png`, `...png`, `.hidden.png`, with a backslash or a 300-byte stem: each bundle
+    is one visible folder inside --out, none shares a name, and the same list names them the same."""
+    import os
+
+    from engine.predict import bundle_names
+
+    photos = ["x/..png", "x/...png", "x/_.png", "x/.hidden.png", "x/_hidden.png", "x/a\\b.png",
+              "x/" + "\u00e9" * 150 + ".png", "x/" + "\u00e9" * 150 + ".jpg", "y/..png", "photo.png"]
+    names = bundle_names(photos)
+    assert len(set(names)) == len(photos)
+    for name in names:
+        assert not name.startswith(".") and "/" not in name and "\\" not in name, name
+        assert len(os.fsencode(name)) <= 180, name
+    assert names[1] == "__" and names[-1] == "photo"
+    assert bundle_names(photos) == names
 
 
 def test_the_compile_option_accepts_exactly_the_runtime_modes():

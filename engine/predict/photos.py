@@ -46,7 +46,8 @@ def bundle_names(photos: list[Path]) -> list[str]:
     Each photo takes the first of these that no other file shares: its stem (photo); stem and
     suffix (photo_png: photo.png beside photo.jpg); its folder's name, stem and suffix
     (a_photo_png: a/photo.png beside b/photo.png); that and 8 hex digits of the SHA-1 of its
-    absolute path. The same file given twice keeps one name."""
+    absolute path. The same file given twice keeps one name. Every name is one visible path
+    component (`folder_name`): `..png` names its bundle `_`, not the output folder itself."""
     paths = [Path(p) for p in photos]
     files = [os.path.abspath(p) for p in paths]
     candidates = (
@@ -54,12 +55,12 @@ def bundle_names(photos: list[Path]) -> list[str]:
         lambda p, f: f"{p.stem}_{p.suffix.lstrip('.')}",
         lambda p, f: f"{p.parent.name or 'root'}_{p.stem}_{p.suffix.lstrip('.')}",
         lambda p, f: f"{p.parent.name or 'root'}_{p.stem}_{p.suffix.lstrip('.')}_"
-                     f"{hashlib.sha1(f.encode()).hexdigest()[:8]}",
+                     f"{hashlib.sha1(os.fsencode(f)).hexdigest()[:8]}",
     )
     names: list[str | None] = [None] * len(paths)
     pending = list(range(len(paths)))
     for level, make in enumerate(candidates):
-        proposed = {i: make(paths[i], files[i]) for i in pending}
+        proposed = {i: folder_name(make(paths[i], files[i])) for i in pending}
         owners = defaultdict(set)
         for i, name in proposed.items():
             owners[name].add(files[i])
@@ -67,6 +68,28 @@ def bundle_names(photos: list[Path]) -> list[str]:
         last = level == len(candidates) - 1
         pending = [i for i in pending if not _settle(names, i, proposed[i], owners, taken, last)]
     return names
+
+
+# a bundle folder's name, in bytes: the staging folder beside it adds about 40 (fileio.staging_dir)
+# and most file systems stop at 255
+MAX_NAME_BYTES = 180
+
+
+def folder_name(text: str) -> str:
+    """`text` as one visible folder name: separators become `_`, leading dots become `_` (a name
+    of dots would be the output folder or its parent, a leading dot hides the bundle), and a name
+    too long for the file system keeps its start and a hash of the whole. Two texts that map to
+    the same name collide in bundle_names, which then takes the next, longer candidate."""
+    name = text.replace("/", "_").replace("\\", "_").replace("\0", "_")
+    stripped = name.lstrip(".")
+    name = "_" * (len(name) - len(stripped)) + stripped
+    if len(os.fsencode(name)) > MAX_NAME_BYTES:   # fsencode: a file name need not be UTF-8
+        digest = hashlib.sha1(os.fsencode(text)).hexdigest()[:8]
+        head = name[:MAX_NAME_BYTES - 9]
+        while len(os.fsencode(head)) > MAX_NAME_BYTES - 9:   # whole characters: a cut one is not UTF-8
+            head = head[:-1]
+        name = f"{head}_{digest}"
+    return name or "_"
 
 
 def _settle(names, i, name, owners, taken, last) -> bool:
