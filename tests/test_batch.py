@@ -220,6 +220,18 @@ def test_an_existing_user_folder_where_an_item_goes_is_refused(tmp_path, photos)
     assert (out / "front" / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1"])
+def test_an_address_with_no_cluster_is_refused_in_words_before_any_item_is_marked(tmp_path, address):
+    """Ray's own connect retries such an address for minutes; the job says so at once, naming it."""
+    from engine.errors import EngineError
+    from engine.jobs.batch import run
+
+    out = tmp_path / "out"
+    with pytest.raises(EngineError, match=f"Ray cluster address {address}: no Ray cluster answers there"):
+        run(_options(inputs=[str(asset("sample"))], out_dir=str(out), steps=["build"], address=address))
+    assert not out.exists()      # no item folder marked as pending, no report
+
+
 @pytest.mark.slow
 def test_a_killed_driver_loses_only_the_items_in_flight(tmp_path):
     """SIGKILL the batch driver once an item is done; the next run does only what is missing."""

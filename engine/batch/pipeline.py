@@ -8,10 +8,9 @@ tests compare the Ray run with, and the baseline of bench/bench_batch.py).
 
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
-from engine.batch import stages
+from engine.batch import cluster, stages
 
 
 def model_options(options: dict) -> dict:
@@ -20,26 +19,11 @@ def model_options(options: dict) -> dict:
     return from_job(options)
 
 
-def start_ray(options: dict):
-    """Connect to the cluster (`address`), or start a local Ray sized to this machine."""
-    import ray
-
-    if ray.is_initialized():
-        return ray
-    os.environ.setdefault("RAY_ACCEPT_ONNXRUNTIME_THREADS", "1")
-    settings = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-    if options.get("address"):
-        ray.init(address=options["address"], **settings)
-    else:
-        ray.init(num_cpus=options.get("cpus") or os.cpu_count(), **settings)
-    return ray
-
-
 def ray_rows(rows: list[dict], options: dict) -> Iterator[dict]:
     """Run the stages on Ray Data; yields each finished row as it comes."""
     import ray.data
 
-    ray_module = start_ray(options)
+    ray_module = cluster.connect(options)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     steps = options["steps"]

@@ -14,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+from engine.batch import cluster
 from engine.batch import inputs as batch_inputs
 from engine.batch import items as batch_items
 from engine.batch.report import ReportWriter, counts, summary_line
@@ -81,9 +82,13 @@ def run(options: dict, progress=None, cancel=None, *, serial: bool = False) -> d
 
     report = checked_progress(progress, cancel)
     out_dir = check_parent_dir(options["out_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     todo, settled = plan(options)
+    if todo and not serial:   # the cluster (or a local Ray) first: an address with no cluster writes nothing
+        report("batch", 0.0, f"joining the Ray cluster at {options['address']}" if options.get("address")
+               else "using a local Ray")
+        cluster.connect(options)
+    out_dir.mkdir(parents=True, exist_ok=True)
     for row in todo:   # marks the folder as this batch's before any work: a killed run is resumed, not refused
         batch_items.write_record(Path(row["item_dir"]), {"name": row["name"], "input": row["path"], "kind": row["kind"],
                                                          "key": row["key"], "status": "pending"})

@@ -1,0 +1,107 @@
+"""Where the batch runs: a local Ray sized to this machine, or the cluster `--address` names.
+
+Ray's own connect never gives up on an address where no cluster answers (it retries the head
+for minutes, printing warnings), so the address is checked first: a TCP connection to the host
+and port as typed (refused or unreachable: said at once), then `ray.init` on a helper thread
+that gets CONNECT_TIMEOUT_S to finish (a port that accepts but is not a Ray head). A helper that
+is still stuck is left behind (a daemon thread: it does not keep the process alive), and later
+batches in the same engine process are refused until it gives up, instead of racing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import threading
+
+from engine.errors import EngineError
+
+CONNECT_TIMEOUT_S = float(os.environ.get("SAPIENS_RAY_CONNECT_TIMEOUT_S", "60"))
+TCP_TIMEOUT_S = 10.0
+_SETTINGS = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+
+
+class _WithoutSigtermNote(logging.Filter):
+    """Ray notes that a ray.init off the main thread sets no SIGTERM handler (its handler only
+    exits); on the helper thread that note is expected, not news for the user."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SIGTERM handler is not set" not in record.getMessage()
+
+
+_NOTE_FILTER = _WithoutSigtermNote()
+_state = {"address": None, "stuck": None}   # what this module connected to; a connect thread that hangs
+
+
+def host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of HOST:PORT or ray://HOST:PORT; None for 'auto'."""
+    match = re.fullmatch(r"(?:ray://)?(.+):([0-9]+)", address)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def check_reachable(address: str) -> None:
+    """A TCP connection to the address's host and port, or an EngineError saying why not."""
+    host, port = host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=TCP_TIMEOUT_S):
+            pass
+    except socket.timeout:
+        raise EngineError(f"Ray cluster address {address}: no answer from {host}:{port} within {TCP_TIMEOUT_S:.0f} s "
+                           "(no Ray cluster there, or a firewall); check the head's address and port") from None
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise EngineError(f"Ray cluster address {address}: no Ray cluster answers there ({why}); start one with "
+                           f"'ray start --head --port {port}' or give its head's HOST:PORT") from None
+
+
+def connect(options: dict):
+    """The ray module, connected to `options['address']` or to a local Ray of `options['cpus']` CPUs."""
+    import ray
+
+    address = options.get("address") or None
+    if _state["stuck"] is not None and _state["stuck"].is_alive():
+        raise EngineError(f"an earlier connection to the Ray cluster at {_state['stuck'].name} has not given up yet; "
+                           "restart the engine to try another address")
+    if ray.is_initialized():
+        if _state["address"] is None or _state["address"] == (address or "local"):
+            return ray   # ours with the same address, or started by the caller (tests, the bench)
+        ray.shutdown()
+    os.environ.setdefault("RAY_ACCEPT_ONNXRUNTIME_THREADS", "1")
+    if address is None:
+        ray.init(num_cpus=options.get("cpus") or os.cpu_count(), **_SETTINGS)
+    else:
+        if host_port(address):
+            check_reachable(address)
+        _init_within(ray, address)
+    _state["address"] = address or "local"
+    return ray
+
+
+def _init_within(ray, address: str) -> None:
+    outcome: dict = {}
+
+    def init():
+        try:
+            ray.init(address=address, **_SETTINGS)
+            outcome["ok"] = True
+        except BaseException as exc:  # reported by the caller's thread, in words
+            outcome["error"] = exc
+
+    logging.getLogger("ray._private.worker").addFilter(_NOTE_FILTER)
+    thread = threading.Thread(target=init, name=address, daemon=True)
+    thread.start()
+    thread.join(CONNECT_TIMEOUT_S)
+    if thread.is_alive():
+        _state["stuck"] = thread
+        raise EngineError(f"Ray cluster address {address}: something listens there but no Ray cluster answered within "
+                           f"{CONNECT_TIMEOUT_S:.0f} s (is it the head's GCS port, 6379 by default?)")
+    error = outcome.get("error")
+    if error is not None:
+        if address == "auto" and isinstance(error, ConnectionError):
+            raise EngineError("Ray cluster address auto: no Ray cluster runs on this machine (start one with "
+                               "'ray start --head', set RAY_ADDRESS, or leave --address out for a local Ray)") from None
+        raise EngineError(f"Ray cluster address {address}: could not join the Ray cluster ({type(error).__name__}: "
+                           f"{str(error).strip().splitlines()[0] if str(error).strip() else 'no detail'})") from None
