@@ -204,6 +204,53 @@ def test_bad_inputs_are_named(walk_dir, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def _edited_motion(walk_dir, dest, file=None, edit=None, frame_edit=None):
+    import shutil
+
+    motion = shutil.copytree(walk_dir, dest)
+    if file is not None:
+        (motion / file).write_text(json.dumps(edit(json.loads((motion / file).read_text()))))
+    if frame_edit is not None:
+        first = sorted((motion / "frames").glob("*.json"))[0]
+        doc = json.loads(first.read_text())
+        frame_edit(doc)
+        first.write_text(json.dumps(doc))
+    return motion
+
+
+def _zero_rotation(doc):
+    doc["bones"][next(iter(doc["bones"]))]["rotation"] = [0, 0, 0, 0]
+
+
+def _nan_root(doc):
+    doc["root_position"] = [0.0, float("nan"), 0.0]
+
+
+@pytest.mark.parametrize("file, edit, frame_edit, words", [
+    ("skeleton.json", lambda d: [1], None, r"skeleton.json: holds a JSON list, not an object"),
+    ("animation.json", lambda d: [1], None, r"animation.json: holds a JSON list, not an object"),
+    ("animation.json", lambda d: {**d, "fps": "fast"}, None, r"animation.json: 'fps' is 'fast'; the frame rate"),
+    ("animation.json", lambda d: {**d, "fps": -5}, None, r"animation.json: 'fps' is -5; the frame rate must be a positive"),
+    ("animation.json", lambda d: {**d, "fps": True}, None, r"animation.json: 'fps' is True"),
+    (None, None, _zero_rotation, r"000000.json: bone '\S+' has rotation \[0.0, 0.0, 0.0, 0.0\], not a rotation quaternion"),
+    (None, None, _nan_root, r"000000.json: 'root_position' is .*not finite"),
+], ids=["skeleton list", "animation list", "fps text", "fps negative", "fps bool", "zero quaternion", "NaN root"])
+def test_bad_motion_files_are_refused_naming_file_and_field(walk_dir, tmp_path, file, edit, frame_edit, words):
+    motion = _edited_motion(walk_dir, tmp_path / "motion", file, edit, frame_edit)
+    with pytest.raises(EngineError, match=words):
+        read_motion(motion)
+    with pytest.raises(EngineError, match=words):
+        retarget_to_dir(motion, walk_dir / "skeleton.json", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_motion_without_animation_json_plays_at_30_fps(walk_dir, tmp_path):
+    motion = _edited_motion(walk_dir, tmp_path / "motion")
+    (motion / "animation.json").unlink()
+    assert read_motion(motion).fps == 30.0
+    assert read_motion(walk_dir).fps == json.loads((walk_dir / "animation.json").read_text())["fps"]
+
+
 def test_protocol_method_returns_curves_for_a_client_armature(walk_dir, tmp_path):
     """A client sends its armature as bones (head, tail, z axis, armature space: Z up) and gets
     rest-relative curves back; keyed on its rest they put the hands where the source's are."""

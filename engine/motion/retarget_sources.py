@@ -233,24 +233,24 @@ def motion_from_local(skeleton: RestSkeleton, rotations: np.ndarray, root_positi
 
 
 def read_motion(motion_dir: str | Path) -> SourceMotion:
-    """An `animate` output directory (docs/rig.md): skeleton.json (rest) + frames/NNNNNN.json."""
+    """An `animate` output directory (docs/rig.md): skeleton.json (rest) + frames/NNNNNN.json;
+    animation.json, when there, gives the frame rate. Every bad file is refused naming the file
+    and the field."""
     from scipy.spatial.transform import Rotation
 
     motion_dir = Path(motion_dir)
     if not motion_dir.is_dir():
         raise EngineError(f"{motion_dir}: not a motion directory (the output of `sapiens-engine animate`)")
-    sk_path, frames_dir = motion_dir / "skeleton.json", motion_dir / "frames"
+    sk_path, frames_dir, summary_path = motion_dir / "skeleton.json", motion_dir / "frames", motion_dir / "animation.json"
     if not sk_path.is_file() or not frames_dir.is_dir():
         raise EngineError(f"{motion_dir}: a motion directory holds skeleton.json and frames/ "
                           f"(the output of `sapiens-engine animate`)")
-    try:
-        skeleton_doc = json.loads(sk_path.read_text())
-        summary = json.loads((motion_dir / "animation.json").read_text()) if (motion_dir / "animation.json").is_file() else {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EngineError(f"{motion_dir}: unreadable skeleton.json or animation.json ({exc})") from None
+    skeleton_doc = _json_object(sk_path, "a sapiens-skeleton document (docs/rig.md)")
+    summary = _json_object(summary_path, "a sapiens-animation document (docs/rig.md)") if summary_path.is_file() else {}
     if skeleton_doc.get("format", "sapiens-skeleton") != "sapiens-skeleton":
         raise EngineError(f"{sk_path}: format is {skeleton_doc.get('format')!r}, not a sapiens-skeleton")
     skeleton = skeleton_from_json(skeleton_doc, str(sk_path))
+    fps = _frame_rate(summary, summary_path)
     files = sorted(frames_dir.glob("*.json"))
     if not files:
         raise EngineError(f"{frames_dir}: no frames in the motion")
@@ -266,6 +266,42 @@ def read_motion(motion_dir: str | Path) -> SourceMotion:
             filled[t] = bool(doc.get("filled", False))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise EngineError(f"{f}: not a motion frame of this skeleton ({type(exc).__name__}: {exc})") from None
+    _check_frames(files, skeleton.names, quats, root)
     rotations = Rotation.from_quat(quats.reshape(-1, 4)).as_matrix().reshape(len(files), -1, 3, 3)
-    fps = float(summary.get("fps") or 30.0)
     return motion_from_local(skeleton, rotations, root, fps, filled)
+
+
+def _json_object(path: Path, what: str) -> dict:
+    """A JSON file that must hold one object."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EngineError(f"{path}: unreadable ({exc}); expected {what}") from None
+    if not isinstance(doc, dict):
+        raise EngineError(f"{path}: holds a JSON {type(doc).__name__}, not an object; expected {what}")
+    return doc
+
+
+def _frame_rate(summary: dict, path: Path) -> float:
+    """animation.json's `fps`: a positive, finite number (30 when the file or the field is absent)."""
+    fps = summary.get("fps")
+    if fps is None:
+        return 30.0
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not np.isfinite(fps) or fps <= 0:
+        raise EngineError(f"{path}: 'fps' is {fps!r}; the frame rate must be a positive number of frames per second")
+    return float(fps)
+
+
+def _check_frames(files: list[Path], names: list[str], quats: np.ndarray, root: np.ndarray) -> None:
+    """Rotations must be finite quaternions of non-zero length, root positions finite."""
+    norms = np.linalg.norm(quats, axis=-1)
+    bad = ~np.isfinite(norms) | (norms < 1e-6)
+    if bad.any():
+        t, b = np.argwhere(bad)[0]
+        raise EngineError(f"{files[t]}: bone '{names[b]}' has rotation {quats[t, b].tolist()}, not a rotation "
+                          f"quaternion [x, y, z, w] (zero length or not finite); {int(bad.sum())} such rotations "
+                          f"in {int(bad.any(axis=1).sum())} frames")
+    bad_root = ~np.isfinite(root).all(axis=1)
+    if bad_root.any():
+        t = int(np.flatnonzero(bad_root)[0])
+        raise EngineError(f"{files[t]}: 'root_position' is {root[t].tolist()}, not finite")
