@@ -25,13 +25,6 @@ _spec.loader.exec_module(bad_inputs)
 SLOW_IN_A_NEW_PROCESS = ("photo:", "checkpoint:")
 # bugs in areas other engineers own, reported to the lead; strict: the test says so once they are fixed
 KNOWN = {
-    **{f"retarget: a motion whose {what}": f"engine/motion/retarget_sources.py read_motion: {why}" for what, why in {
-        "skeleton.json is a JSON list": "skeleton_doc.get on a list: AttributeError traceback",
-        "animation.json is a JSON list": "summary.get on a list: AttributeError traceback",
-        "animation.json fps 'fast'": "float('fast'): ValueError traceback",
-        "animation.json fps -5": "a negative frame rate is taken and written",
-        "frames with zero quaternions": "Rotation.from_quat of [0, 0, 0, 0]: ValueError traceback",
-    }.items()},
 }
 CASES = [pytest.param(c, id=c.name, marks=[pytest.mark.xfail(reason=KNOWN[c.name], strict=True)] if c.name in KNOWN else [])
          for c in bad_inputs.select(fast=True) if c.via == "serve" or not c.name.startswith(SLOW_IN_A_NEW_PROCESS)]
