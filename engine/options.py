@@ -99,6 +99,8 @@ class Option:
         """The value in its canonical form, or OptionError naming this option."""
         if value == "" and self.kind in ("path", "string") and self.optional and not self.required:
             value = None  # an unset text field (a panel's empty folder) means the default
+        if isinstance(value, (list, tuple)) and not value and self.kind == "paths" and self.optional and not self.required:
+            value = None  # no paths given (`build BUNDLE` without other views, a panel's empty list)
         if value is None:
             if self.optional and not self.required:
                 return None
@@ -303,6 +305,10 @@ OPTIONS: tuple[Option, ...] = (
            ("predict", "avatar"), required=True, optional=False, cli="", metavar="PHOTO", group="input"),
     Option("bundle_dir", "path", "Bundle", "predictions bundle directory (or the reference demo's output files/folder)",
            ("build",), required=True, optional=False, cli="", metavar="BUNDLE", group="input"),
+    Option("views", "paths", "Other Views",
+           "more predictions bundles of the same person in the same pose (back, sides): fused with BUNDLE, the "
+           "reference view, into one closed avatar (docs/avatar.md, Several views)",
+           ("build",), cli="", metavar="VIEW", group="input"),
     Option("frames", "path", "Frames",
            "directory of frames (images, or predictions bundles), or a video file (.mp4 .mov .avi .mkv .webm .m4v)",
            ("animate",), required=True, optional=False, cli="", metavar="FRAMES", group="input"),
@@ -351,6 +357,10 @@ OPTIONS: tuple[Option, ...] = (
     # -- finding the person --
     Option("bbox", "box", "Person Box", "the person's box in photo pixels X1,Y1,X2,Y2, instead of finding it",
            ("predict", "avatar", "batch"), metavar="X1,Y1,X2,Y2", group="input"),
+    Option("fuse", "bool", "Fuse as One Person",
+           "the photos are views of one person in one pose (front, back, sides): one closed avatar fused from "
+           "them all, named after the first, instead of one avatar per photo", ("avatar",), default=False,
+           optional=False, group="input"),
     Option("all_people", "bool", "All People", "one bundle per person found (default: the largest person)",
            ("predict",), default=False, optional=False, group="input"),
     Option("skip_existing", "bool", "Skip Existing", "leave photos that already have a bundle alone",
@@ -502,9 +512,10 @@ def add_arguments(parser: argparse.ArgumentParser, job: str, *, skip: tuple[str,
             help_text += f": {', '.join(option.allowed())}" + (" or none" if option.optional else "")
         help_text += f" (default {shown})" if default not in (None, False, True) else ""
         if option.flag == "":
-            nargs = "+" if option.kind == "paths" else None
+            nargs = ("+" if option.required else "*") if option.kind == "paths" else None
             parser.add_argument(option.name, nargs=nargs, metavar=option.metavar, help=help_text,
-                                type=_argparse_type(option) if option.kind != "paths" else None)
+                                type=_argparse_type(option) if option.kind != "paths" else None,
+                                **({"default": None} if nargs == "*" else {}))
             continue
         flags = [option.flag]
         if option.kind == "bool":
@@ -531,7 +542,9 @@ def _metavar(option: Option) -> str:
 
 def from_args(args: argparse.Namespace, job: str) -> dict:
     """The job's option values from parsed CLI arguments (the names the table declares)."""
-    return {o.name: getattr(args, o.name) for o in options_for(job) if hasattr(args, o.name)}
+    values = {o.name: getattr(args, o.name) for o in options_for(job) if hasattr(args, o.name)}
+    # an optional positional list left empty (`build BUNDLE` without other views) is unset
+    return {name: None if value == [] and not BY_NAME[name].required else value for name, value in values.items()}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def test_argparse_options_come_from_the_table(capsys):
     assert options.from_args(args, "build") | {} == {
         "bundle_dir": "bundle", "out_dir": "x", "detail": "normals", "resolution": "full", "watertight": True,
         "max_faces": 2000, "texture_size": 2048, "rig": "game", "rest_pose": "photo",
-        "formats": ["glb", "obj", "ply"], "detail_crops": True}
+        "formats": ["glb", "obj", "ply"], "detail_crops": True, "views": None}
     # old spellings still work, hidden from --help
     old = parser.parse_args(["bundle", "--out", "x", "--faces", "3000"])
     assert old.max_faces == 3000

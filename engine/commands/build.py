@@ -16,13 +16,15 @@ HELP = "turn a predictions bundle into an avatar (mesh, textures, rig)"
 
 def add_build_options(parser: argparse.ArgumentParser, **kw) -> None:
     """The surface, texture, rig and format options `build` and `demo` share (engine/options.py)."""
-    add_options(parser, "build", skip=("bundle_dir", "out_dir"), **kw)
+    add_options(parser, "build", skip=("bundle_dir", "views", "out_dir"), **kw)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Build an avatar directory from a predictions bundle (or the reference demo scripts' "
-        "outputs): avatar.glb, mesh.ply, mesh.obj, textures/ and avatar.json."
+        "outputs): avatar.glb, mesh.ply, mesh.obj, textures/ and avatar.json. Several bundles of one "
+        "person in one pose (front, back, sides) are fused into one closed avatar; the first is the "
+        "reference (its camera, its keypoints for the rig)."
     )
     add_options(parser, "build")
 

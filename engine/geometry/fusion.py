@@ -34,6 +34,11 @@ TRIM_ROUNDS, TRIM_FLOOR_M, TRIM_CEILING_M, TRIM_FACTOR = 8, 0.03, 0.08, 2.5
 # joints (fingers, toes and the face are lifted onto whatever hides them from behind)
 CORE_JOINTS = ("neck", "shoulder_L", "shoulder_R", "elbow_L", "elbow_R", "wrist_L", "wrist_R",
                "hip_L", "hip_R", "knee_L", "knee_R", "ankle_L", "ankle_R")
+# the views must agree on one rigid placement: at least this share of the joints both see
+# within TRIM_CEILING_M of the fit, and a residual at most MAX_JOINT_RESIDUAL_M (measured on
+# engine.synthetic front/back pairs: 12-13 of 13 joints, 0.9-3.4 cm rms, degraded maps
+# included; another person or another pose: 1-7 of 13)
+MIN_AGREEING_SHARE, MAX_JOINT_RESIDUAL_M = 0.7, 0.05
 ICP_DISTANCES_M = (0.05, 0.02, 0.01)
 ICP_ITERATIONS = 15  # per distance
 ICP_NORMAL_COS = 0.5
@@ -50,6 +55,7 @@ class View:
     normal: np.ndarray | None = None
     seg: np.ndarray | None = None
     joints: dict = field(default_factory=dict)  # name -> (xyz, confidence)
+    name: str = ""  # how messages name the view (its photo or bundle)
 
 
 @dataclass
@@ -181,8 +187,22 @@ def refine_registration(T, view_points, view_normals, ref_points, ref_normals):
     return T, {"icp_pairs": pairs, "icp_rmse_m": round(rmse, 5)}
 
 
+def check_agreement(info: dict, name: str, reference: str) -> None:
+    """BundleError in words when one rigid placement does not fit the two views' joints."""
+    shared = info["joints"] + info["joints_dropped"]
+    agreeing = info["joints_within_ceiling"]
+    if agreeing < MIN_AGREEING_SHARE * shared or info["joint_residual_m"] > MAX_JOINT_RESIDUAL_M:
+        raise BundleError(
+            f"the views disagree: {name} cannot be placed on {reference} (only {agreeing} of the {shared} body "
+            f"joints both show fit one placement within {TRIM_CEILING_M * 100:.0f} cm, the fitted ones "
+            f"{info['joint_residual_m'] * 100:.1f} cm rms apart; at most {MAX_JOINT_RESIDUAL_M * 100:.0f} cm and "
+            f"{MIN_AGREEING_SHARE:.0%} of the joints are accepted). Are they photos of the same person in the "
+            "same pose? A pose that changed between the shots cannot be fused"
+        )
+
+
 def fuse_views(views: list[View], *, refine: bool = True, icp: bool = False, depth: int = POISSON_DEPTH,
-               progress=None) -> FusedSolid:
+               max_pixels: int | None = None, progress=None) -> FusedSolid:
     """One closed solid from several views of one person (module docstring), in the first
     view's camera frame. icp=True refines each registration on the overlap (off by default:
     measured on a front and back pair it moved a good joint fit, 1.3 cm mean displacement of
@@ -190,13 +210,21 @@ def fuse_views(views: list[View], *, refine: bool = True, icp: bool = False, dep
     views' grazing sides, where they overlap, are where each view's depth is least sure)."""
     if not views:
         raise BundleError("no views to fuse")
-    fronts = [solid_front(v.points, v.mask, v.seg, v.K, v.normal, refine=refine) for v in views]
+    kw = {} if max_pixels is None else {"max_pixels": int(max_pixels)}
+    names = [v.name or f"view {i + 1}" for i, v in enumerate(views)]
+    # registration first (cheap): views that disagree are refused before any surface is made
+    fits = []
+    for i in range(1, len(views)):
+        T, info = joint_fit(views[0].joints, views[i].joints)
+        check_agreement(info, names[i], names[0])
+        fits.append((T, info))
+    fronts = [solid_front(v.points, v.mask, v.seg, v.K, v.normal, refine=refine, **kw) for v in views]
     samples = [f.samples() for f in fronts]
     transforms = [np.eye(4)]
     stats: dict = {"views": [{"trust": fronts[0].stats["trust"]}]}
     points, normals = [samples[0][0]], [samples[0][1]]
     for i in range(1, len(views)):
-        T, info = joint_fit(views[0].joints, views[i].joints)
+        T, info = fits[i - 1]
         if icp:
             T, icp_info = refine_registration(T, samples[i][0], samples[i][1], np.concatenate(points), np.concatenate(normals))
             info.update(icp_info)

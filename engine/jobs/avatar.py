@@ -6,7 +6,8 @@ together with the process's Predictor (engine.jobs.predictors: models load once 
 then each bundle is checked for what the build needs and built into OUT_DIR/NAME (NAME as the
 predict job names bundles, docs/bundle.md "Names"). Every output folder is checked before any
 model runs. A photo that fails is reported and the others go on; when all fail, the job fails
-with the first one's reason.
+with the first one's reason. With `fuse`, the photos are views of one person: their bundles
+become one avatar in OUT_DIR/NAME (the first photo's name), and any photo that fails fails the job.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ def run(options: dict, progress=None, cancel=None) -> dict:
     out_dir = check_parent_dir(options["out_dir"])
     _check_tasks(options)
     names = bundle_names(photos)
-    for name in dict.fromkeys(names):
+    fuse = bool(options.get("fuse"))
+    if fuse and len(dict.fromkeys(names)) < 2:
+        raise EngineError("fuse: fusing needs at least two different photos of the person (front, back, sides)")
+    for name in dict.fromkeys(names[:1] if fuse else names):
         check_output_dir(out_dir / name, "avatar")
     cache = PredictionCache(options["cache_dir"])
     rows = {name: {"photo": str(photo), "name": name} for photo, name in zip(photos, names)}
@@ -63,6 +67,8 @@ def run(options: dict, progress=None, cancel=None) -> dict:
             _predict(predictor, todo, keys, cache, options, rows, fail, report, cancel)
         loads = predictor.loads
 
+    if fuse:
+        return _fused(options, rows, failed, out_dir / names[0], report, loads)
     for name, row in list(rows.items()):
         photo_report = _prefixed(report, name if len(rows) > 1 else None)
         try:
@@ -78,6 +84,26 @@ def run(options: dict, progress=None, cancel=None) -> dict:
         row.update(avatar_dir=str(avatar_dir), files=relative_files(avatar_dir))
     raise_if_nothing_came_out(failed, list(rows))
     return {"avatars": list(rows.values()), "failed": failed, "model_loads": loads}
+
+
+def _fused(options: dict, rows: dict, failed: list, avatar_dir: Path, report, loads: int) -> dict:
+    """fuse: the photos' bundles become one avatar (engine.jobs.build.build_fused); a photo that
+    could not be predicted fails the job, naming it (a view left out would change the avatar)."""
+    from engine.jobs.build import build_fused
+
+    if failed:
+        error = error_from({"code": failed[0]["code"], "message": f"cannot fuse the views: {failed[0]['message']}"})
+        error.data = {"skipped": failed}
+        raise error
+    views = list(rows.values())
+    kinds = [row["predictions"] for row in views]
+    built = build_fused([row["bundle_dir"] for row in views], avatar_dir, options, report,
+                        sources=[f"{row['photo']} (predictions in {row['bundle_dir']})" for row in views])
+    row = {"photo": views[0]["photo"], "name": views[0]["name"], "photos": [v["photo"] for v in views],
+           "predictions": ", ".join(f"{kinds.count(k)} {k}" for k in dict.fromkeys(kinds)),
+           "notes": [n for v in views for n in v.get("notes") or []], "views": views,
+           "avatar_dir": str(built), "files": relative_files(built)}
+    return {"avatars": [row], "failed": [], "model_loads": loads}
 
 
 def _check_tasks(options: dict) -> None:

@@ -85,7 +85,24 @@ def build_one(bundle_dir, out_dir, options: dict, progress=None, source: str | N
     return Path(build_avatar(bundle_dir, out_dir, progress=progress, **keywords))
 
 
+def build_fused(bundle_dirs, out_dir, options: dict, progress=None, sources=None) -> Path:
+    """Check every bundle, then fuse them (several views of one person, the first the reference)
+    into one avatar; returns its directory. Options the fused build does not take (the hand and
+    face crops) are not applied (docs/avatar.md, Several views)."""
+    from engine.avatar.fused import build_fused_avatar
+
+    takes = inspect.signature(build_fused_avatar).parameters
+    keywords = {k: v for k, v in build_keywords(options, build_fused_avatar).items() if k in takes}
+    sources = sources or [None] * len(bundle_dirs)
+    for i, (bundle_dir, source) in enumerate(zip(bundle_dirs, sources)):
+        check_bundle_for_build(Path(bundle_dir), options if i == 0 else {**options, "rig": None}, source)
+    return Path(build_fused_avatar(bundle_dirs, out_dir, progress=progress, **keywords))
+
+
 def run(options: dict, progress=None, cancel=None) -> dict:
     out_dir = check_output_dir(options["out_dir"], "avatar")
+    if options.get("views"):
+        avatar_dir = build_fused([options["bundle_dir"], *options["views"]], out_dir, options, progress)
+        return {"avatar_dir": str(avatar_dir), "files": relative_files(avatar_dir)}
     avatar_dir = build_one(options["bundle_dir"], out_dir, options, progress)
     return {"avatar_dir": str(avatar_dir), "files": relative_files(avatar_dir)}

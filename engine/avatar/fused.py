@@ -1,0 +1,249 @@
+"""Several predictions bundles of one person (front, back, sides) -> one avatar directory.
+
+The stages of engine.avatar.build, with the surface and the textures made from every view:
+read and check each bundle -> lift each view's joints (engine.rig.lift) -> fuse (engine.geometry
+.fusion: views registered into the first view's camera from their joints, refused in words when
+they disagree, the union of their trusted fronts closed by Poisson) -> UV islands, one per view
+(engine.avatar.views) -> avatar frame -> textures blended from the views -> rig from the first
+(reference) view's keypoints -> the formats and avatar.json (with its "views" table), all
+written atomically as a one-photo avatar is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engine import fileio
+from engine.avatar import stages, views as mv
+from engine.avatar.build import _avatar_name, _check_options, _check_output, _engine_version, _writer_pool
+from engine.avatar.frame import apply_transform, camera_to_avatar
+from engine.avatar.heap import reuse_freed_arrays
+from engine.avatar.labels import groups_table, labels_table
+from engine.avatar.manifest import (
+    FORMAT_NAME, FORMAT_VERSION, avatar_manifest, mesh_summary, provenance, rig_summary, textures_summary,
+)
+from engine.errors import BundleError, EngineError
+from engine.formats import writers_for
+from engine.formats.textures import avatar_textures
+
+# grid size of each view's front for the solid, per resolution option (watertight.CLOSED_MAX_PIXELS
+# at full resolution)
+FUSION_MAX_PIXELS = {"full": None, "half": 40_000, "quarter": 20_000}
+
+
+def _view_joints(inputs: stages.Inputs, lift_joints) -> dict:
+    bundle = inputs.bundle
+    joints = lift_joints(bundle.keypoints, bundle.pointmap, bundle.seg, inputs.K, mask=bundle.mask)
+    return {n: (joints.positions[i], float(joints.confidence[i])) for i, n in enumerate(joints.names)}
+
+
+def _read_views(bundle_dirs, *, detail, rig) -> list[stages.Inputs]:
+    views = []
+    for i, bundle_dir in enumerate(bundle_dirs):
+        inputs = stages.read(bundle_dir, detail=detail, rig=rig if i == 0 else None)
+        missing = [name for name in ("keypoints", "pointmap") if getattr(inputs.bundle, name) is None]
+        if missing:
+            raise BundleError(f"{bundle_dir}: fusing views needs each view's predicted {' and '.join(missing)} "
+                              "(the views are registered from their keypoints), which this bundle lacks")
+        views.append(inputs)
+    return views
+
+
+def build_fused_avatar(
+    bundle_dirs,
+    out_dir,
+    *,
+    detail: str = "normals",
+    resolution: str = "full",
+    watertight: bool = True,
+    target_faces: int | None = None,
+    texture_size: int = 2048,
+    rig: str | None = None,
+    rest_pose: str = "photo",
+    formats=None,
+    progress=None,
+) -> Path:
+    """One avatar at `out_dir` from the bundles of several photos of one person (the first is the
+    reference: its camera, its keypoints for the rig). Raises BundleError when a bundle cannot
+    be fused or the views disagree (different people, another pose), EngineError for bad
+    options; nothing is left at `out_dir` then."""
+    bundle_dirs = [Path(b) for b in bundle_dirs]
+    if len(bundle_dirs) < 2:
+        raise EngineError("fusing views needs at least two predictions bundles of the same person")
+    if not watertight:
+        raise EngineError("several views are fused into a closed solid; the open relief (watertight off) "
+                          "is made from one photo only")
+    with reuse_freed_arrays():
+        return _build(bundle_dirs, Path(out_dir), detail=detail, resolution=resolution, target_faces=target_faces,
+                      texture_size=texture_size, rig=rig, rest_pose=rest_pose, formats=formats, progress=progress)
+
+
+def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_size, rig, rest_pose, formats, progress) -> Path:
+    from engine.geometry.fusion import View, fuse_views
+
+    _check_options(detail, resolution, target_faces, texture_size)
+    if rest_pose != "photo" and not rig:
+        raise EngineError(f"a rest pose ({rest_pose}) applies to a rig: ask for one with rig=NAME (--rig)")
+    selected = writers_for(formats, "avatar")
+    rigging = stages.load_rigging()  # the joints register the views, with or without a rig
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def report(stage, fraction, message):
+        if progress is not None:
+            progress(stage, fraction, message)
+
+    def lap(stage):
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = now - clock
+        clock = now
+
+    report("read", 0.0, f"reading {len(bundle_dirs)} views")
+    inputs = _read_views(bundle_dirs, detail=detail, rig=rig)
+    names = [_avatar_name(v.bundle, d) for v, d in zip(inputs, bundle_dirs)]
+    geometry_views = [
+        View(v.bundle.pointmap, v.bundle.mask, v.K, v.bundle.normal, v.bundle.seg, _view_joints(v, rigging[0]), name)
+        for v, name in zip(inputs, names)
+    ]
+    lap("read")
+    _check_output(out_dir)
+
+    with fileio.atomic_directory(out_dir) as tmp, _writer_pool() as writers:
+        report("surface", 0.0, f"fusing {len(inputs)} views")
+        fused = fuse_views(geometry_views, refine=detail == "normals", max_pixels=FUSION_MAX_PIXELS[resolution],
+                           progress=progress)
+        vertices, faces, labels = np.asarray(fused.vertices, np.float64), fused.faces, fused.labels
+        if labels is None:
+            labels = np.zeros(len(vertices), np.uint8)
+        if target_faces is not None and len(faces) > int(target_faces):
+            from engine.geometry.cleanup import decimate
+
+            report("surface", 0.9, f"decimating {len(faces)} -> {int(target_faces)} faces")
+            reduced = decimate(vertices, faces, int(target_faces), {"labels": labels})
+            vertices, faces, labels = np.asarray(reduced.vertices, np.float64), reduced.faces, reduced.attributes["labels"]
+        lap("surface")
+
+        report("frame", 0.0, "UV islands per view and avatar frame")
+        maps = [mv.view_maps(v.bundle, v.K, T, name) for v, T, name in zip(inputs, fused.transforms, names)]
+        islands = mv.assign_views(vertices, np.asarray(faces, np.int64), maps)
+        vertices_camera = vertices[islands.source_vertex]
+        split_labels = np.asarray(labels, np.uint8)[islands.source_vertex]
+        to_avatar, origin = camera_to_avatar(vertices_camera, split_labels)
+        vertices_avatar = apply_transform(to_avatar, vertices_camera)
+        from engine.geometry.surface import vertex_normals
+
+        normals_avatar = stages.unit_normals(vertex_normals(vertices_avatar, islands.faces))
+        framed = stages.Framed(vertices_camera, vertices_avatar, normals_avatar, islands.faces, split_labels,
+                               islands.face_island, islands.vertex_island, to_avatar, origin)
+        from engine.avatar import textures as tx
+
+        layout, texel_xy = mv.plan_uvs(vertices_camera, islands, maps, int(texture_size))
+        uv = layout.texel_to_uv(texel_xy).astype(np.float32)
+        tangents = tx.vertex_tangents(vertices_avatar, normals_avatar, uv, islands.faces)
+        plan = _Plan(uv, tangents)
+        mesh = stages.final_mesh(framed, plan)
+        textures = avatar_textures(normal_map=any(m.normal is not None for m in maps))
+        metadata = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "description": "avatar.json"}
+        lap("frame")
+
+        started = {} if rig else stages.start_untextured(selected, stages.avatar_scene(mesh, textures, metadata=metadata), tmp, writers)
+        appearance = mv.bake_views(
+            maps, vertices_ref=vertices, solid_normals=mv.smooth_normals(vertices, faces), islands=islands, layout=layout,
+            texel_xy=texel_xy, uv=uv, tangents=tangents, normals_avatar=normals_avatar, camera_to_avatar=to_avatar,
+            progress=progress,
+        )
+        lap("textures")
+
+        rigged = None
+        if rig:
+            report("rig", 0.0, f"rigging ({rig}) from the first view's keypoints")
+            rigged = stages.rig(inputs[0], framed, mesh, rigging, convention=rig, rest_pose=rest_pose, progress=progress)
+            lap("rig")
+
+        report("write", 0.0, f"writing {out_dir}")
+        scene = stages.avatar_scene(mesh, textures, metadata=metadata, skeleton=rigged and rigged.skeleton,
+                                    skin=rigged and rigged.skin)
+        if rig:
+            started = stages.start_untextured(selected, scene, tmp, writers)
+        scene.texture("albedo").pixels = appearance.albedo_srgb8
+        if scene.texture("normal") is not None:
+            scene.texture("normal").pixels = appearance.normal_rgb8
+        files = stages.write(selected, scene, tmp, appearance.albedo_linear, started=started, pool=writers)
+        if rigged is not None:
+            (tmp / "skeleton.json").write_text(json.dumps(rigged.rig.skeleton, indent=1))
+            files["skeleton"] = "skeleton.json"
+        lap("write")
+
+        reference = inputs[0]
+        texture_info = textures_summary(appearance)
+        texture_info["layout"]["islands"] = [f"view {i + 1}" for i in range(len(maps))] + ["unseen"]
+        texture_info["layout"]["gutter"] = layout.gutter
+        texture_info["texels_led_by_view"] = appearance.stats["texels_led_by_view"]
+        mesh_info = mesh_summary(mesh, framed, fused, closed=True)
+        mesh_info["hidden_faces"] = int((islands.face_island == len(maps)).sum())
+        manifest = avatar_manifest(
+            name=names[0],
+            camera_to_avatar=to_avatar,
+            origin=origin,
+            K=reference.K,
+            K_source=reference.K_source,
+            photo_size=reference.bundle.size,
+            mesh=mesh_info,
+            textures=texture_info,
+            labels=labels_table(mesh.labels),
+            label_groups=groups_table(),
+            material_slots=[m.name for m in scene.materials],
+            files=dict(sorted(files.items())),
+            options={
+                "detail": detail,
+                "resolution": resolution,
+                "watertight": True,
+                "target_faces": None if target_faces is None else int(target_faces),
+                "texture_size": int(texture_size),
+                "rig": rig,
+                "rest_pose": rest_pose if rig else None,
+                "formats": [w.name for w in selected],
+            },
+            rig=None if rigged is None else rig_summary(rigged.rig, rig),
+            provenance=provenance(reference.bundle, bundle_dirs[0], _engine_version()),
+            timings=timings,
+        )
+        manifest["views"] = views_table(inputs, bundle_dirs, names, fused, islands)
+        (tmp / "avatar.json").write_text(json.dumps(manifest, indent=1))
+        report("write", 0.9, "publishing")
+    report("write", 1.0, f"avatar written to {out_dir} from {len(inputs)} views")
+    return out_dir
+
+
+class _Plan:
+    """What stages.final_mesh reads of a UV plan."""
+
+    def __init__(self, uv, tangents):
+        self.uv, self.tangents = uv, tangents
+
+
+def views_table(inputs, bundle_dirs, names, fused, islands) -> list[dict]:
+    """avatar.json's "views": each photo, where its camera sits in the reference camera's frame,
+    how well its joints fitted that placement, and how much of the surface it coloured."""
+    rows = []
+    for i, (v, bundle_dir, name) in enumerate(zip(inputs, bundle_dirs, names)):
+        fit = fused.stats["views"][i]
+        row = {
+            "name": name,
+            "bundle": str(bundle_dir),
+            "photo_size": list(v.bundle.size),
+            "K": np.asarray(v.K, np.float64).round(9).tolist(),
+            "camera_to_reference": np.asarray(fused.transforms[i], np.float64).round(9).tolist(),
+            "reference": i == 0,
+            "face_share": islands.face_share[i],
+            "trusted_fraction": (fit.get("trust") or {}).get("trusted_fraction"),
+        }
+        if i > 0:
+            row.update({k: fit[k] for k in ("joint_residual_m", "joints", "joints_dropped", "joints_within_ceiling", "sides_swapped")})
+        rows.append(row)
+    return rows

@@ -1,0 +1,363 @@
+"""Several views of one person: UV islands, base colour and normal map of a fused solid.
+
+The fused solid (engine.geometry.fusion) lives in the first (reference) view's camera frame;
+view v's camera sees a reference point x at R_v^T (x - t_v) (its transform T_v = [R_v | t_v]
+takes its camera frame to the reference's).
+
+UVs: every face goes to the island of the view that sees it best, the one whose camera it faces
+most squarely among those it faces and that see nothing in front of it (unoccluded: its
+depth against that view's pointmap); its UVs are where it projects in that view's photo (a view sees a height
+field, so a view's faces never overlap in its island). Faces no view sees (armpits, the top of
+the head, soles) go to one more island ("unseen"), each face in a cell of its own (in any
+projection they would overlap).
+
+Colour and normals are not read per island but per texel, from the 3-D point each texel shows:
+every view that sees the point contributes, weighted by cos^2 of the angle between the surface
+and its line of sight and by a ramp that fades to nothing over the last BLEND_PX photo pixels
+before that view's outline (where depth and colour are least sure). Neighbouring texels of two
+islands show neighbouring points, so the weights and the blended colour are the same on both
+sides of an island border: no seam. A texel no view sees takes the views' colours by how much
+the surface faces them (no occlusion test), and a flat normal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from engine.avatar import textures as tx
+from engine.avatar.appearance import EDGE_TEXELS, Appearance, _source_colour
+from engine.avatar.islands import SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL, project, split_islands
+
+# photo pixels before a view's outline over which its weight fades to (almost) nothing
+BLEND_PX = 6.0
+# weight a visible point keeps at the outline itself (a point only one view sees keeps it)
+OUTLINE_WEIGHT = 0.01
+# a face counts as seen by a view it faces at least this much (cos of the angle to the line of sight)
+MIN_FACING_COS = 0.05
+# texels sampled at once (bounds the per-view temporaries to some hundred MB)
+CHUNK_TEXELS = 1_000_000
+
+
+@dataclass
+class ViewMaps:
+    """One view's maps the textures read, and where its camera is."""
+
+    name: str
+    T: np.ndarray  # 4 x 4: this view's camera frame -> the reference camera frame
+    K: np.ndarray
+    pointmap: np.ndarray  # H x W x 3 (NaN off the person)
+    mask: np.ndarray
+    colour: np.ndarray  # H x W x 3 linear, filled everywhere (push-pull from the valid pixels)
+    colour_source: str  # "albedo" or "photo"
+    inside_px: np.ndarray  # H x W distance to the outline (0 off the person)
+    normal: np.ndarray | None  # H x W x 3 camera frame (NaN where unknown)
+
+    def to_view(self, points_ref: np.ndarray) -> np.ndarray:
+        R, t = self.T[:3, :3], self.T[:3, 3]
+        return (np.asarray(points_ref, np.float64) - t) @ R
+
+
+def view_maps(bundle, K, T, name: str) -> ViewMaps:
+    colour, valid, source = _source_colour(bundle)
+    filled = tx.push_pull_fill(colour, valid)
+    inside = ndimage.distance_transform_edt(np.pad(bundle.mask, 1))[1:-1, 1:-1].astype(np.float32)
+    normal = None
+    if bundle.normal is not None:
+        normal = np.where(bundle.mask[..., None], bundle.normal, np.nan).astype(np.float32)
+    return ViewMaps(name, np.asarray(T, np.float64), np.asarray(K, np.float64), bundle.pointmap, bundle.mask,
+                    filled, source, inside, normal)
+
+
+@dataclass
+class ViewIslands:
+    """The solid's faces split into one island per view (+ unseen), before the avatar frame."""
+
+    faces: np.ndarray  # F x 3 into the split vertices
+    source_vertex: np.ndarray  # split vertex -> solid vertex
+    vertex_island: np.ndarray
+    face_island: np.ndarray  # F: view index, or len(views) for unseen
+    face_share: list  # per view: its share of the faces (then unseen)
+
+
+def assign_views(vertices_ref: np.ndarray, faces: np.ndarray, views: list[ViewMaps]) -> ViewIslands:
+    """Each face to the view that sees it most squarely (module docstring)."""
+    corners = vertices_ref[faces].astype(np.float64)
+    normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-20)
+    centre = corners.mean(axis=1)
+    score = np.full((len(views), len(faces)), -np.inf)
+    for v, view in enumerate(views):
+        c = view.to_view(centre)
+        n = normal @ view.T[:3, :3]
+        cos = -np.einsum("ij,ij->i", n, c) / np.maximum(np.linalg.norm(c, axis=1), 1e-12)
+        score[v] = np.where((cos > MIN_FACING_COS) & unoccluded(c, view), cos, -np.inf)
+    best = np.argmax(score, axis=0)
+    unseen = ~np.isfinite(score.max(axis=0))
+    face_island = np.where(unseen, len(views), best).astype(np.int8)
+    # an unseen face is an island of its own: its own three vertices, its own cell (plan_uvs)
+    key_island = face_island.astype(np.int64)
+    key_island[unseen] = len(views) + np.arange(int(unseen.sum()))
+    split_faces, source_vertex, vertex_key = _split(faces, key_island, len(views) + max(int(unseen.sum()), 1))
+    vertex_island = np.minimum(vertex_key, len(views)).astype(np.int8)
+    share = np.bincount(face_island, minlength=len(views) + 1) / max(len(faces), 1)
+    return ViewIslands(split_faces, source_vertex, vertex_island, face_island, [round(float(s), 4) for s in share])
+
+
+def _split(faces: np.ndarray, face_key: np.ndarray, n_keys: int):
+    """islands.split_islands with more islands than int8 holds: each (vertex, key) its own vertex."""
+    corner_key = faces.astype(np.int64) * n_keys + np.repeat(face_key, 3).reshape(-1, 3)
+    keys, inverse = np.unique(corner_key.reshape(-1), return_inverse=True)
+    return inverse.reshape(-1, 3).astype(np.int64), keys // n_keys, keys % n_keys
+
+
+def unoccluded(points_view: np.ndarray, view: ViewMaps) -> np.ndarray:
+    """N bool: nothing the view saw lies in front of the point (it projects off the person, or
+    not farther than the view's depth there plus the islands' tolerance). Unlike seen_faces, a
+    point the fused solid puts a little in front of this view's own surface (the other view's
+    samples, the sides at grazing angles) counts as seen."""
+    xy = project(points_view, view.K)
+    h, w = view.mask.shape
+    inside = np.isfinite(xy).all(axis=1) & (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+    col = np.clip(np.nan_to_num(xy[:, 0]).astype(np.int64), 0, w - 1)
+    row = np.clip(np.nan_to_num(xy[:, 1]).astype(np.int64), 0, h - 1)
+    seen_depth = view.pointmap[row, col, 2].astype(np.float64)
+    tolerance = np.maximum(SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL * points_view[:, 2])
+    with np.errstate(invalid="ignore"):
+        behind = np.isfinite(seen_depth) & (points_view[:, 2] > seen_depth + tolerance)
+    return inside & (points_view[:, 2] > 0) & ~behind
+
+
+def plan_uvs(vertices_ref: np.ndarray, islands: ViewIslands, views: list[ViewMaps], texture_size: int):
+    """The atlas layout (one island per view, then the unseen island) and each split vertex's
+    continuous texel position. A view's vertices land where they project in its photo (all
+    views share one crop of the photo frame); the unseen faces are packed one per cell of a grid
+    over the last island, each its own right triangle (they overlap in every projection)."""
+    n_views = len(views)
+    seen = islands.vertex_island < n_views
+    xy = np.zeros((len(vertices_ref), 2))
+    for v, view in enumerate(views):
+        chosen = islands.vertex_island == v
+        xy[chosen] = project(view.to_view(vertices_ref[chosen]), view.K)
+    layout = tx.plan_layout(union_mask(views), xy[seen], texture_size, n_views + 1)
+    texel_xy = np.zeros((len(vertices_ref), 2))
+    texel_xy[seen] = layout.photo_to_texel(xy[seen], islands.vertex_island[seen])
+    unseen_faces = islands.faces[islands.face_island == n_views]
+    if len(unseen_faces):
+        cell = np.sqrt(layout.island_width * layout.height / len(unseen_faces))
+        columns = max(int(layout.island_width // cell), 1)
+        while columns * int(layout.height // (layout.island_width / columns)) < len(unseen_faces):
+            columns += 1
+        cell = layout.island_width / columns
+        index = np.arange(len(unseen_faces))
+        x0 = layout.island_x0(n_views) + (index % columns) * cell
+        y0 = (index // columns) * cell
+        margin = min(EDGE_TEXELS + 0.5, cell / 4)
+        corners = np.stack([np.column_stack([x0 + margin, y0 + margin]), np.column_stack([x0 + cell - margin, y0 + margin]),
+                            np.column_stack([x0 + margin, y0 + cell - margin])], axis=1)
+        texel_xy[unseen_faces.reshape(-1)] = corners.reshape(-1, 2)
+    return layout, texel_xy
+
+
+def island_depth(vertices_ref: np.ndarray, vertex_island: np.ndarray, views: list[ViewMaps]) -> np.ndarray:
+    """Each split vertex's depth in its island's camera (the rasteriser resolves overlaps by it;
+    the unseen faces' cells do not overlap)."""
+    depth = np.zeros(len(vertices_ref))
+    for v, view in enumerate(views):
+        chosen = vertex_island == v
+        depth[chosen] = view.to_view(vertices_ref[chosen])[:, 2]
+    return depth
+
+
+def union_mask(views: list[ViewMaps]) -> np.ndarray:
+    """The views' person masks on one canvas (photos of different sizes share the top-left)."""
+    h = max(v.mask.shape[0] for v in views)
+    w = max(v.mask.shape[1] for v in views)
+    out = np.zeros((h, w), bool)
+    for v in views:
+        out[: v.mask.shape[0], : v.mask.shape[1]] |= v.mask
+    return out
+
+
+def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Bilinear samples of an H x W x C image at photo coordinates (centres at +0.5), edges clamped."""
+    h, w = image.shape[:2]
+    x = np.clip(xy[:, 0] - 0.5, 0, w - 1)
+    y = np.clip(xy[:, 1] - 0.5, 0, h - 1)
+    x0 = np.minimum(np.floor(x).astype(np.int64), max(w - 2, 0))
+    y0 = np.minimum(np.floor(y).astype(np.int64), max(h - 2, 0))
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
+    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def view_weights(points_ref: np.ndarray, normals_ref: np.ndarray, view: ViewMaps):
+    """How much `view` should colour each point: (weight with the occlusion test, weight without
+    it, the point's photo coordinates in this view)."""
+    p = view.to_view(points_ref)
+    n = normals_ref @ view.T[:3, :3]
+    distance = np.maximum(np.linalg.norm(p, axis=1), 1e-12)
+    cos = -np.einsum("ij,ij->i", n, p) / distance
+    facing = np.maximum(cos, 0.0) ** 2
+    xy = project(p, view.K)
+    h, w = view.mask.shape
+    ok = np.isfinite(xy).all(axis=1) & (p[:, 2] > 0)
+    col = np.clip(np.nan_to_num(xy[:, 0]).astype(np.int64), 0, w - 1)
+    row = np.clip(np.nan_to_num(xy[:, 1]).astype(np.int64), 0, h - 1)
+    ok &= (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+    seen_depth = view.pointmap[row, col, 2].astype(np.float64)
+    tolerance = np.maximum(SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL * p[:, 2])
+    with np.errstate(invalid="ignore"):
+        visible = ok & (np.abs(p[:, 2] - seen_depth) <= tolerance)  # NaN (off the person) -> False
+    ramp = np.clip((view.inside_px[row, col] - 0.5) / BLEND_PX, OUTLINE_WEIGHT, 1.0)
+    return np.where(visible, facing * ramp, 0.0), np.where(ok, facing + 1e-9, 0.0), xy
+
+
+def blend_views(points_ref: np.ndarray, normals_ref: np.ndarray, views: list[ViewMaps]):
+    """Blended linear colour (N x 3), blended normal in the reference camera frame (N x 3, NaN
+    where no view sees the point) and the index of the view with the largest weight (-1: none)."""
+    colour_sum = np.zeros((len(points_ref), 3))
+    normal_sum = np.zeros((len(points_ref), 3))
+    weight_sum = np.zeros(len(points_ref))
+    normal_weight = np.zeros(len(points_ref))
+    fallback_sum = np.zeros((len(points_ref), 3))
+    fallback_weight = np.zeros(len(points_ref))
+    best_weight = np.zeros(len(points_ref))
+    best = np.full(len(points_ref), -1, np.int64)
+    for v, view in enumerate(views):
+        weight, loose, xy = view_weights(points_ref, normals_ref, view)
+        colour = _sample(view.colour, xy)
+        colour_sum += weight[:, None] * colour
+        weight_sum += weight
+        fallback_sum += loose[:, None] * colour
+        fallback_weight += loose
+        if view.normal is not None:
+            seen = weight > 0
+            n = np.zeros((len(points_ref), 3))
+            n[seen] = _sample(view.normal, xy[seen])
+            good = seen & np.isfinite(n).all(axis=1)
+            n[~good] = 0.0
+            n = n @ view.T[:3, :3].T  # into the reference camera frame
+            normal_sum += np.where(good, weight, 0.0)[:, None] * n
+            normal_weight += np.where(good, weight, 0.0)
+        better = weight > best_weight
+        best[better], best_weight[better] = v, weight[better]
+    seen = weight_sum > 0
+    colour = np.where(seen[:, None], colour_sum / np.maximum(weight_sum, 1e-30)[:, None],
+                      fallback_sum / np.maximum(fallback_weight, 1e-30)[:, None])
+    normal = np.full((len(points_ref), 3), np.nan)
+    has_normal = normal_weight > 0
+    length = np.linalg.norm(normal_sum[has_normal], axis=1, keepdims=True)
+    normal[has_normal] = normal_sum[has_normal] / np.maximum(length, 1e-12)
+    return colour.astype(np.float32), normal, best
+
+
+def edge_texels(raster: tx.Raster, texel_xy: np.ndarray, faces: np.ndarray, keep: np.ndarray):
+    """Per texel (flattened): a face and barycentric weights (float64). Covered texels keep the
+    raster's; the texels of `keep` just outside the triangles take the nearest covered texel's
+    face, with the weights of their own centre on that face's plane (a little outside it): the
+    bilinear taps at an island's edge then read the colour of the surface just past it, not the
+    padding."""
+    h, w = raster.face.shape
+    covered = raster.covered
+    face_of = raster.face.reshape(-1).copy()
+    bary_of = raster.bary.reshape(-1, 3).astype(np.float64)
+    ring = np.flatnonzero((keep & ~covered).reshape(-1))
+    if not len(ring) or not covered.any():
+        return face_of, bary_of
+    _, (near_r, near_c) = ndimage.distance_transform_edt(~covered, return_indices=True)
+    face = raster.face[near_r.reshape(-1)[ring], near_c.reshape(-1)[ring]]
+    corners = texel_xy[faces[face]]  # n x 3 x 2
+    centre = np.column_stack([ring % w + 0.5, ring // w + 0.5])
+    ab, ac, ap = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0], centre - corners[:, 0]
+    det = ab[:, 0] * ac[:, 1] - ab[:, 1] * ac[:, 0]
+    ok = np.abs(det) > 1e-12
+    det = np.where(ok, det, 1.0)
+    b1 = np.where(ok, (ap[:, 0] * ac[:, 1] - ap[:, 1] * ac[:, 0]) / det, 1 / 3)
+    b2 = np.where(ok, (ab[:, 0] * ap[:, 1] - ab[:, 1] * ap[:, 0]) / det, 1 / 3)
+    face_of[ring] = face
+    bary_of[ring] = np.column_stack([1.0 - b1 - b2, b1, b2])
+    return face_of, bary_of
+
+
+def smooth_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    from engine.geometry.surface import vertex_normals
+
+    n = np.asarray(vertex_normals(np.asarray(vertices, np.float64), faces), np.float64)
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+
+def bake_views(
+    views: list[ViewMaps],
+    *,
+    vertices_ref: np.ndarray,
+    solid_normals: np.ndarray,
+    islands: ViewIslands,
+    layout: tx.AtlasLayout,
+    texel_xy: np.ndarray,
+    uv: np.ndarray,
+    tangents: np.ndarray,
+    normals_avatar: np.ndarray,
+    camera_to_avatar: np.ndarray,
+    progress=None,
+) -> Appearance:
+    """The base colour and the tangent-space normal map of the fused solid (module docstring).
+
+    vertices_ref / solid_normals: the solid's vertices and smooth normals (before the split:
+    both sides of an island border read the same), reference camera frame; texel_xy, uv,
+    tangents, normals_avatar: per split vertex."""
+
+    def report(fraction, message):
+        if progress is not None:
+            progress("textures", fraction, message)
+
+    faces = islands.faces
+    depth = island_depth(vertices_ref[islands.source_vertex], islands.vertex_island, views)
+    raster = tx.rasterize(texel_xy, faces, depth, layout.width, layout.height)
+    covered = raster.covered
+    report(0.3, f"rasterised {len(faces)} triangles over {int(covered.sum())} texels, {layout.n_islands} islands")
+    keep = ndimage.binary_dilation(covered, iterations=EDGE_TEXELS)
+    face_of, bary_of = edge_texels(raster, texel_xy, faces, keep)
+    texels = np.flatnonzero(keep.reshape(-1))
+    albedo = np.zeros((layout.height * layout.width, 3), np.float32)
+    target = np.full((layout.height * layout.width, 3), np.nan, np.float32)
+    chosen = np.zeros(len(views) + 1, np.int64)
+    to_avatar = np.asarray(camera_to_avatar, np.float64)[:3, :3]
+    for start in range(0, len(texels), CHUNK_TEXELS):
+        chunk = texels[start : start + CHUNK_TEXELS]
+        corners = islands.source_vertex[faces[face_of[chunk]]]  # n x 3 solid vertices
+        w = bary_of[chunk]
+        points = np.einsum("nk,nkd->nd", w, vertices_ref[corners])
+        normals = np.einsum("nk,nkd->nd", w, solid_normals[corners])
+        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+        colour, normal, best = blend_views(points, normals, views)
+        albedo[chunk] = colour
+        target[chunk] = normal @ to_avatar.T
+        chosen += np.bincount(best + 1, minlength=len(views) + 1)[np.r_[1 : len(views) + 1, 0]]
+        report(0.3 + 0.4 * min(1.0, (start + len(chunk)) / max(len(texels), 1)), "colour and normals blended from the views")
+    albedo = albedo.reshape(layout.height, layout.width, 3)
+    normal_rgb8, baked_fraction = None, 0.0
+    if any(v.normal is not None for v in views):
+        tangent_normals, baked = tx.bake_tangent_normals(raster, faces, normals_avatar, tangents,
+                                                         target.reshape(layout.height, layout.width, 3))
+        tangent_normals = tx.push_pull_fill(tangent_normals, keep, smooth_finest=False)
+        tangent_normals /= np.maximum(np.linalg.norm(tangent_normals, axis=-1, keepdims=True), 1e-12)
+        normal_rgb8 = tx.encode_normal_map(tangent_normals)
+        baked_fraction = float(baked.sum() / max(covered.sum(), 1))
+    albedo = tx.push_pull_fill(albedo, keep, smooth_finest=False)
+    np.clip(albedo, 0.0, 1.0, out=albedo)
+    sources = {v.colour_source for v in views}
+    source = "albedo" if sources == {"albedo"} else "photo"
+    stats = {
+        "covered_texels": int(covered.sum()),
+        "texture_fill": float(covered.mean()),
+        "normal_baked_fraction": baked_fraction,
+        # per view (then "none"): share of the covered texels whose colour it weighs most in
+        "texels_led_by_view": [round(float(c) / max(int(covered.sum()), 1), 4) for c in chosen],
+    }
+    report(0.95, "textures ready")
+    return Appearance(uv, tangents, layout, albedo, tx.linear_to_srgb8(albedo), normal_rgb8, source, stats)
