@@ -98,7 +98,7 @@ def test_glb_opens_in_trimesh_with_the_texture_attached(avatar_dir):
 
 def test_manifest_agrees_with_the_meshes_and_the_bundle(avatar_dir, bundle_dir):
     manifest = read_avatar_manifest(avatar_dir)
-    assert (manifest["format"], manifest["version"], manifest["units"]) == ("sapiens-avatar", "1.1", "metres")
+    assert (manifest["format"], manifest["version"], manifest["units"]) == ("sapiens-avatar", "1.2", "metres")
     assert manifest["options"] == {"detail": "none", "resolution": "half", "watertight": False,
                                    "target_faces": None, "texture_size": 1024, "rig": None, "rest_pose": None,
                                    "formats": ["glb", "obj", "ply"]}

@@ -15,7 +15,9 @@ from engine.errors import BundleError
 from engine.versions import check_format_version
 
 FORMAT_NAME = "sapiens-avatar"
-FORMAT_VERSION = "1.1"  # 1.1: the files follow the formats option (usd, usdz added; glb/obj/ply optional)
+# 1.1: the files follow the formats option (usd, usdz added; glb/obj/ply optional)
+# 1.2: an avatar fused from several views has a "views" table and one UV island per view
+FORMAT_VERSION = "1.2"
 
 AXES = {
     "convention": "glTF",
