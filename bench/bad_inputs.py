@@ -476,6 +476,44 @@ def _(ws, out):
     return result
 
 
+def _legacy_pth(ws: Workspace, path: Path, payload=None) -> Path:
+    """A tiny pose model saved in torch's legacy (non-zip) format, or `payload` in that format."""
+    import torch
+
+    from engine.models.loading import read_state_dict
+    tiny = _tiny(ws.bad(f"{path.parent.parent.name}_src/pose/sapiens2_0.4b_pose.safetensors"), "pose")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(read_state_dict(tiny) if payload is None else payload, path, _use_new_zipfile_serialization=False)
+    return path
+
+
+def _a_bundle(ws: Workspace, out: Path) -> str | None:
+    made = [p for p in out.iterdir() if (p / "bundle.json").is_file()] if out.is_dir() else []
+    return None if made else "no bundle was written"
+
+
+@case("checkpoint: a legacy (non-zip) .pth, --allow-pickle", expect="ok", owner="package", check_ok=_a_bundle)
+def _(ws, out):
+    p = _legacy_pth(ws, ws.bad("ck_legacy/pose/sapiens2_0.4b_pose.pth"))
+    return ["predict", ws.photo, "--out", out, "--checkpoints", p.parent.parent, "--tasks", "pose", "--allow-pickle"]
+
+
+@case("checkpoint: a legacy (non-zip) .pth holding code, --allow-pickle", owner="package")
+def _(ws, out):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+    marker = ws.inputs / "PWNED_LEGACY"
+    p = _legacy_pth(ws, ws.bad("ck_legacy_code/pose/sapiens2_0.4b_pose.pth"), {"state_dict": Evil()})
+    result = run_cli(ws, ["predict", ws.photo, "--out", out, "--checkpoints", p.parent.parent, "--tasks", "pose",
+                          "--allow-pickle"])
+    if marker.exists():
+        result.refused, result.detail = False, "the pickle's code ran"
+    if "weights_only=False" in result.message or "mmap" in result.message:
+        result.message = ""                     # torch's hints are not the engine's words
+    return result
+
+
 @case("checkpoint: --checkpoints is a file", owner="package")
 def _(ws, out):
     (p := ws.bad("ck_file.safetensors")).write_bytes(b"x" * 100)
@@ -1215,6 +1253,13 @@ def _(ws, out):
     if "weights_only=False" in result.message:
         result.message = ""                     # advising the unsafe switch is not a good message
     return result
+
+
+@case("protocol job: predict with a legacy (non-zip) .pth, allow_pickle", "serve", expect="ok", owner="package",
+      check_ok=_a_bundle)
+def _(ws, out):
+    p = _legacy_pth(ws, ws.bad("proto_ck_legacy/pose/sapiens2_0.4b_pose.pth"))
+    return _req("predict", {**_predict_params(ws, out), "checkpoints": str(p.parent.parent), "allow_pickle": True})
 
 
 def _one_bundle(ws: Workspace, out: Path) -> str | None:

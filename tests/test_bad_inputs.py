@@ -105,6 +105,36 @@ def test_bundle_names_are_single_visible_distinct_folder_names():
     assert bundle_names(photos) == names
 
 
+def test_a_legacy_pth_loads_and_one_holding_code_is_refused_in_the_engines_words(tmp_path):
+    """torch maps only its zip format into memory: a legacy .pth is read whole, still weights-only."""
+    import os
+
+    import torch
+
+    from engine.errors import CheckpointError
+    from engine.models.loading import read_state_dict
+
+    weights = {"a": torch.randn(3, 4), "b": torch.arange(5)}
+    torch.save(weights, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    loaded = read_state_dict(tmp_path / "legacy.pth")
+    assert loaded.keys() == weights.keys() and all(torch.equal(loaded[k], weights[k]) for k in weights)
+
+    marker = tmp_path / "PWNED"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+    for zipped in (False, True):
+        torch.save({"x": Evil()}, tmp_path / "code.pth", _use_new_zipfile_serialization=zipped)
+        with pytest.raises(CheckpointError, match="run code stored in the file .it calls posix.system") as err:
+            read_state_dict(tmp_path / "code.pth")
+        assert "weights_only" not in str(err.value) and "mmap" not in str(err.value)
+    (tmp_path / "noise.pth").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint of plain tensors"):
+        read_state_dict(tmp_path / "noise.pth")
+    assert not marker.exists()
+
+
 def test_the_compile_option_accepts_exactly_the_runtime_modes():
     """The option table cannot import torch; its pattern must still name exactly the modes the runtime takes."""
     from engine.options import BY_NAME

@@ -14,6 +14,8 @@ import os
 import pickle
 import re
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -27,6 +29,8 @@ from engine.models.sapiens2 import TASKS, BackboneConfig, ModelConfig, build_mod
 HEAD_OUTPUT = {"pose": "conv_pose", "seg": "conv_seg", "normal": "conv_normal",
                "albedo": "conv_albedo", "pointmap": "conv_pointmap"}
 PICKLE_SUFFIXES = {".pth", ".pt", ".bin", ".ckpt"}
+# torch warns on every pickle protocol above 2 it meets; the engine refuses such files in words below
+warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -40,17 +44,19 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def _read_torch_file(path: Path) -> dict[str, torch.Tensor]:
+    # torch maps only its zip format into memory; the legacy format (torch.save with
+    # _use_new_zipfile_serialization=False) is read whole, through the same weights-only unpickler
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        mmap = zipfile.is_zipfile(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        # torch's own message goes on to suggest weights_only=False, which would run that code
-        needed = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        what = f" (it calls {needed.group(1)})" if needed else ""
-        raise CheckpointError(
-            f"{path}: refused: loading it would run code stored in the file{what}, which is unsafe. "
-            "Use the released .safetensors checkpoint instead."
-        ) from None
-    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(_refusal(path, str(exc))) from None
+    except EOFError:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (empty or cut short)") from None
+    except (RuntimeError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
     # training checkpoints wrap the weights
     for wrapper in ("state_dict", "model", "module"):
@@ -59,6 +65,19 @@ def _read_torch_file(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: does not hold a state dict of tensors")
     return obj
+
+
+def _refusal(path: Path, message: str) -> str:
+    """Why the weights-only unpickler stopped, in the engine's words: torch's own message goes on to
+    suggest weights_only=False, which would run whatever the file holds."""
+    called = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", message)
+    if called:
+        return (f"{path}: refused: loading it would run code stored in the file (it calls {called.group(1)}), "
+                "which is unsafe. Use the released .safetensors checkpoint instead.")
+    operand = re.search(r"Unsupported operand \d+", message)
+    why = f" ({operand.group(0).lower()})" if operand else ""
+    return (f"{path}: not a PyTorch checkpoint of plain tensors: the safe reader cannot follow its pickle{why}. "
+            "Use the released .safetensors checkpoint instead.")
 
 
 # ----------------------------------------------------------------------------------------------
