@@ -10,9 +10,9 @@ from __future__ import annotations
 
 
 def _modules():
-    from . import motion_transfer, operators, panel, preferences, properties
+    from . import motion_transfer, operators, panel, preferences, properties, views
 
-    return (preferences, properties, motion_transfer, operators, panel)
+    return (preferences, views, properties, motion_transfer, operators, panel)
 
 
 def _menu_hooks():

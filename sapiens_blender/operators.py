@@ -14,7 +14,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
-from . import motion_transfer, user_data
+from . import motion_transfer, user_data, views
 from .engine_client import EngineClientError, check_python
 from .engine_session import SESSION
 from .pipeline import Pipeline, ProgressPrinter, RunRequest, cached_bundle, photo_cache_dir
@@ -131,9 +131,17 @@ def _request(settings, prefs, rebuild_only: bool, debug_sleep_steps: int) -> Run
     photo = bpy.path.abspath(settings.photo)
     if not photo or not Path(photo).is_file():
         return f"Choose a photo first (not found: {photo or 'nothing chosen'})"
+    params = {**prefs.predict_options("avatar"), **settings.avatar_params()}
+    if views.fusing(settings):  # several photos of one person: one avatar (views.py)
+        if rebuild_only:
+            return "Rebuild takes one photo's predictions; a fused avatar is rebuilt by Build Avatar (predictions cached)"
+        problem = views.views_problem(settings, photo)
+        if problem:
+            return problem
+        return RunRequest(photos=[photo, *views.view_photos(settings)], method="avatar", params=params, **common)
+    params.pop("fuse", None)
     if rebuild_only and cached_bundle(photo_cache_dir(common["cache_root"], photo)) is None:
         return "No cached predictions for this photo yet: run Build Avatar once first"
-    params = {**prefs.predict_options("avatar"), **settings.avatar_params()}
     return RunRequest(photos=[photo], method="build" if rebuild_only else "avatar", params=params, **common)
 
 

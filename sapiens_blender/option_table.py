@@ -17,7 +17,7 @@ from pathlib import Path
 
 TABLE_PATH = Path(__file__).with_name("engine_options.json")
 # options whose values the add-on fills in itself (the input it was given, where outputs go)
-ADDON_FILLED = frozenset({"photos", "bundle_dir", "frames", "out_dir", "cache_dir"})
+ADDON_FILLED = frozenset({"photos", "bundle_dir", "views", "frames", "out_dir", "cache_dir"})
 # install-level options: the preferences hold them, every run and the batch use them
 MODEL_GROUP = "model"
 _SIZE = re.compile(r"^\d+(\.\d+)?b$")

@@ -8,6 +8,7 @@ from . import operators, option_props, option_table
 from .engine_session import SESSION
 from .motion_transfer import draw_motion_transfer
 from .preferences import PACKAGE, get_preferences
+from .views import draw_views
 
 
 class SAPIENS_PT_main(bpy.types.Panel):
@@ -32,6 +33,7 @@ class SAPIENS_PT_main(bpy.types.Panel):
         col.prop(settings, "input_kind", text="")
         if settings.input_kind == "PHOTO":
             col.prop(settings, "photo", text="")
+            draw_views(col, settings)
             option_props.draw_options(layout, settings.avatar, option_table.job_options("avatar"))
             layout.prop(settings, "import_textures")
         else:

@@ -180,9 +180,11 @@ class Pipeline:
         request = self.request
         params = with_glb(request.params)
         self.state = "building"
+        # the other views (fused photos) are part of what the avatar is made of
+        key = options_key({**params, "views": [str(p) for p in request.photos[1:]]} if len(request.photos) > 1 else params)
         result = self._step("avatar", {
             **params, "photos": [str(p) for p in request.photos],
-            "out_dir": str(cache_dir / f"avatars-{options_key(params)}"),
+            "out_dir": str(cache_dir / f"avatars-{key}"),
             "cache_dir": str(Path(request.cache_root) / "predictions"),
         })
         if result is None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, PointerProperty, StringProperty
 
 from . import option_props, option_table
+from .views import SapiensViewPhoto
 
 INPUT_KINDS = [
     ("PHOTO", "Photo", "One photo of a person"),
@@ -43,6 +44,8 @@ class SapiensSceneSettings(bpy.types.PropertyGroup):
         description="Put the albedo and normal map textures into the materials (off: plain colours)",
     )
     avatar: PointerProperty(type=AvatarOptions)
+    # the other photos of the person when the avatar option "fuse" is on (views.py)
+    views: CollectionProperty(type=SapiensViewPhoto)
     animate: PointerProperty(type=AnimateOptions)
 
     def avatar_params(self) -> dict:

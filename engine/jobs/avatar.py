@@ -97,8 +97,19 @@ def _fused(options: dict, rows: dict, failed: list, avatar_dir: Path, report, lo
         raise error
     views = list(rows.values())
     kinds = [row["predictions"] for row in views]
-    built = build_fused([row["bundle_dir"] for row in views], avatar_dir, options, report,
-                        sources=[f"{row['photo']} (predictions in {row['bundle_dir']})" for row in views])
+    try:
+        built = build_fused([row["bundle_dir"] for row in views], avatar_dir, options, report,
+                            sources=[f"{row['photo']} (predictions in {row['bundle_dir']})" for row in views])
+    except Cancelled:
+        raise
+    except EngineError as exc:  # the build names a cached bundle: name its photo too
+        message = str(exc)
+        for view in views:
+            if view["photo"] not in message:
+                message = message.replace(view["bundle_dir"], f"{view['photo']} (predictions in {view['bundle_dir']})")
+        if message == str(exc):
+            raise
+        raise error_from({"code": exc.code, "message": message}) from exc
     row = {"photo": views[0]["photo"], "name": views[0]["name"], "photos": [v["photo"] for v in views],
            "predictions": ", ".join(f"{kinds.count(k)} {k}" for k in dict.fromkeys(kinds)),
            "notes": [n for v in views for n in v.get("notes") or []], "views": views,
