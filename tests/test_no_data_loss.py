@@ -363,3 +363,47 @@ def test_batch_refuses_a_user_folder_where_an_item_goes(tmp_path, capsys):
     assert "0 done, 0 skipped, 1 failed" in captured.out
     assert f"{user} exists and is not a batch item's folder" in captured.err
     _untouched(user)
+
+
+@pytest.mark.slow
+def test_export_onnx_into_a_user_folder_adds_its_file_beside_the_users(tmp_path, capsys):
+    """export-onnx's --out is a folder of .onnx files: a folder of the user's is written into, not
+    replaced; the user's file stays as it was and nothing hidden is left."""
+    pytest.importorskip("onnx")
+    from engine.cli import main
+    from engine.models.testing import write_tiny_checkpoint
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "sapiens2_tiny_seg.safetensors", "seg", img_size=(128, 96),
+                                       num_layers=2, num_kv_heads=(4, 2))
+    user = _user_folder(tmp_path / "mine")
+    assert main(["export-onnx", str(checkpoint), "--out", str(user), "--input-size", "128x96"]) == 0, \
+        capsys.readouterr().err
+    assert (user / "notes.txt").read_text() == USER_TEXT
+    assert sorted(p.name for p in user.iterdir()) == ["notes.txt", "sapiens2_tiny_seg.fp32.onnx"]
+
+
+# every command that takes --out, and the test above that gives it a folder of the user's
+SWEPT = {
+    "demo": test_build_and_demo_refuse_a_user_folder,
+    "predict": test_predict_refuses_a_user_folder_where_a_bundle_would_go,
+    "build": test_build_and_demo_refuse_a_user_folder,
+    "avatar": test_avatar_refuses_a_user_folder,
+    "animate": test_animate_refuses_a_user_folder,
+    "retarget": test_retarget_refuses_a_user_folder,
+    "batch": test_batch_refuses_a_user_folder_where_an_item_goes,
+    "export-onnx": test_export_onnx_into_a_user_folder_adds_its_file_beside_the_users,
+}
+
+
+def test_every_command_that_writes_an_out_is_swept():
+    """A new command with --out (a new writer) must get its user-folder test here."""
+    from engine.cli import COMMANDS, make_parser
+
+    writers = set()
+    for name in COMMANDS:
+        parser, _ = make_parser([name])
+        sub = next(a for a in parser._actions if a.dest == "command").choices[name]
+        if any("--out" in action.option_strings for action in sub._actions):
+            writers.add(name)
+    assert "predict" in writers and "models" not in writers      # the scan itself sees options
+    assert writers == set(SWEPT), f"writers without a user-folder test: {sorted(writers - set(SWEPT))}"
