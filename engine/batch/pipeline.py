@@ -32,7 +32,8 @@ def ray_rows(rows: list[dict], options: dict) -> Iterator[dict]:
     run_options = {k: options[k] for k in stages.BUILD_OPTION_NAMES if k in options}
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 64)))
     on_gpus = gpus >= workers
-    if "predict" in steps:
+    predicting = "predict" in steps and any(r["kind"] == "photo" for r in rows)   # bundles alone: no models
+    if predicting:
         # Logical CPU shares, chosen so that the model workers never hold every CPU a decode or a
         # build task is waiting for (that would stall the stream): decoding is light, a CPU-only
         # model worker books half a CPU (its torch threads still use what the machine has).
@@ -42,7 +43,7 @@ def ray_rows(rows: list[dict], options: dict) -> Iterator[dict]:
                             fn_constructor_kwargs={"model_options": model_options(options),
                                                    "finish_after_predict": "build" not in steps})
     if "build" in steps:
-        build_tasks = {} if "predict" in steps else {"concurrency": workers}  # build only: workers = builds at once
+        build_tasks = {} if predicting else {"concurrency": workers}  # build only: workers = builds at once
         ds = ds.map(stages.build_row, fn_kwargs={"run_options": run_options}, num_cpus=1, **build_tasks)
     yield from ds.iter_rows()
 

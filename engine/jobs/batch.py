@@ -32,8 +32,10 @@ def plan(options: dict) -> tuple[list[dict], list[dict]]:
     todo, settled = [], []
     for item in batch_inputs.expand_inputs(options["inputs"]):
         item_dir = out_dir / item.name
+        # every row has every column a stage may set: Ray hands batches to the model workers as
+        # tables, where a column some rows lack is NaN in the others (a bundle's bundle_dir was)
         row = {**item.as_row(), "item_dir": str(item_dir), "key": "", "outputs": "{}", "timings": "{}",
-               "error": "", "status": ""}
+               "error": "", "status": "", "bundle_dir": "", "photo_size": "", "note": ""}
         try:
             item_options = _item_options(item.options)
             row["options"] = json.dumps(item_options, sort_keys=True)
@@ -77,6 +79,16 @@ def _check_item(item, item_dir: Path, steps) -> None:
                                          f"{batch_items.RECORD}); not touched. Move it away or choose another --out")
 
 
+def _check_models(options: dict) -> None:
+    """The checkpoints the photos need, found in the driver (CheckpointError in words): a model
+    worker that cannot find them would end the whole run in Ray's ActorDiedError."""
+    from engine.checkpoints import checkpoints_root
+    from engine.predict.selection import resolve_tasks
+
+    resolve_tasks(options.get("tasks"), options.get("size") or "0.4b", checkpoints_root(options.get("checkpoints")),
+                  bool(options.get("allow_pickle")))
+
+
 def run(options: dict, progress=None, cancel=None, *, serial: bool = False) -> dict:
     from engine.batch import pipeline
 
@@ -84,6 +96,8 @@ def run(options: dict, progress=None, cancel=None, *, serial: bool = False) -> d
     out_dir = check_parent_dir(options["out_dir"])
     started = time.perf_counter()
     todo, settled = plan(options)
+    if "predict" in options["steps"] and any(row["kind"] == "photo" for row in todo):
+        _check_models(options)
     if todo and not serial:   # the cluster (or a local Ray) first: an address with no cluster writes nothing
         report("batch", 0.0, f"joining the Ray cluster at {options['address']}" if options.get("address")
                else "using a local Ray")
