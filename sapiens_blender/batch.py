@@ -1,6 +1,6 @@
 """Batch: build avatars for many photos from a list; save a .blend (or FBX, USD, glb) per photo.
 
-    python -m sapiens_blender.batch LIST.yaml [--engine-python PY] [--engine-source DIR] [--size S ...]
+    python -m sapiens_blender.batch LIST.yaml [--runner serial|ray] [--engine-python PY] [--engine-source DIR] [--size S ...]
     blender -b --factory-startup -P /path/to/sapiens_blender/batch.py -- LIST.yaml [...]
 
 The list (docs/blender.md): `engine_python`, `engine_source`, `cache_dir`, `output_dir`, engine
@@ -14,6 +14,8 @@ instead of a photo: it is built without a model pass. Engine options are the eng
 the model options given on the command line (`--size`, `--device`, `--checkpoints` ... as the
 panel's Batch passes the preferences) apply where the list does not set them. Each photo gets a
 fresh empty scene; a failed photo is reported and the batch goes on. Exit code 1 when any failed.
+`runner: ray` (or --runner ray) hands all items to the engine's Ray batch first (batch_ray.py);
+SIGTERM or Ctrl-C cancels (exit code 130).
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ if __package__ in (None, ""):  # run as a script (blender -P): import the packag
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = Path(__file__).resolve().parent.name  # noqa: A001
 
-from . import batch_list, option_table  # noqa: E402
+from . import batch_list, batch_ray, option_table  # noqa: E402
 from .engine_session import EngineSession, EngineSettings  # noqa: E402
-from .pipeline import Pipeline, ProgressPrinter, RunRequest, photo_name  # noqa: E402
+from .pipeline import Pipeline, ProgressPrinter, RunRequest, options_key, photo_name, with_glb  # noqa: E402
 
 LIST_KEYS = frozenset({"engine_python", "engine_source", "cache_dir", "output_dir", "defaults", "items", "predict",
-                       "preset"})
+                       "preset", "runner", "ray"})
 ITEM_KEYS = frozenset({"photo", "bundle", "blend", "export", "preset"})
 _RETIRED = {"reuse_predictions": "predictions are reused whenever photo, models and options are the same"}
 
@@ -108,14 +110,11 @@ def item_outputs(spec: dict, item: dict, index: int, list_dir: Path, output_dir:
 
 
 def run_batch(spec: dict, *, list_dir: Path, engine_python: str | None = None, engine_source: str | None = None,
-              base_options: dict | None = None, log=print) -> list[dict]:
+              base_options: dict | None = None, log=print, runner: str | None = None) -> list[dict]:
     """Run every item; returns one record per item ({photo, files, ok, message, seconds}).
-    `base_options`: engine options (the preferences' model options) under the list's own."""
-    import bpy
-
-    from .blender.export_avatar import export_avatar
-    from .blender.import_avatar import import_avatar
-
+    `base_options`: engine options (the preferences' model options) under the list's own.
+    `runner`: serial (one engine job per item, in turn) or ray (the engine's Ray batch for all
+    items, then the imports); default: the list's `runner`, else serial."""
     from_spec = lambda key: spec.get(key) and str((list_dir / spec[key]).resolve())  # noqa: E731
     python = engine_python or spec.get("engine_python") or os.environ.get("SAPIENS_ENGINE_PYTHON") or sys.executable
     cache_root = Path(from_spec("cache_dir") or _default_cache())
@@ -125,10 +124,10 @@ def run_batch(spec: dict, *, list_dir: Path, engine_python: str | None = None, e
         log_path=str(cache_root / "engine.log"),
     )
     output_dir = Path(from_spec("output_dir") or list_dir)
-    items = spec["items"]
+    runner = batch_ray.runner_of(spec, runner)
     # every item's options are checked before the first photo runs: a typo fails in seconds
     requests = []
-    for index, item in enumerate(items):
+    for index, item in enumerate(spec["items"]):
         item = item if isinstance(item, dict) else {"photo": item}
         if ("photo" in item) == ("bundle" in item):
             raise batch_list.BatchListError(f"items[{index}]: give a photo or a predictions bundle (one of them)")
@@ -136,42 +135,100 @@ def run_batch(spec: dict, *, list_dir: Path, engine_python: str | None = None, e
         name = photo_name(source) if "photo" in item else photo_name(source.name)
         params = item_options(spec, item, index, list_dir, base_options or {})
         outputs = item_outputs(spec, item, index, list_dir, output_dir, name)
-        requests.append((source, "bundle" in item, outputs, params))
+        requests.append((source, "bundle" in item, outputs, params, name))
     session = EngineSession()
-    records = []
     try:
-        for index, (photo, is_bundle, (files, preset), params) in enumerate(requests, 1):
-            started = time.monotonic()
-            record = {"photo": str(photo), "files": [str(f) for f in files], "ok": False, "message": ""}
-            try:
-                if not (photo.is_dir() if is_bundle else photo.is_file()):
-                    raise FileNotFoundError(f"{'bundle' if is_bundle else 'photo'} not found: {photo}")
-                request = RunRequest(photos=[str(photo)], cache_root=cache_root, params=params,
-                                     method="bundle" if is_bundle else "avatar")
-                run = Pipeline(request, lambda: session.client(settings)).start()
-                printer = ProgressPrinter(write=log, prefix=f"[{index}/{len(requests)}] ")
-                while not run.wait(0.2):
-                    printer(run)
-                printer(run)
-                if run.state != "ready":
-                    raise RuntimeError(run.error or run.message)
-                bpy.ops.wm.read_factory_settings(use_empty=True)
-                result = import_avatar(run.avatar_dir, name=request.name, scene=bpy.context.scene)
-                objects = [o for o in (result.armature_object, result.mesh_object) if o is not None]
-                for path in files:
-                    export_avatar(objects, path, preset)
-                record.update(ok=True, message=f"{result.collection.name}: {len(result.mesh_object.data.vertices)} vertices"
-                              + (" (cached predictions)" if run.used_cache else ""))
-            except Exception as exc:  # one bad photo must not stop the batch
-                record["message"] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError) else str(exc)
-            record["seconds"] = round(time.monotonic() - started, 2)
-            written = ", ".join(f.name for f in files)
-            log(f"[{index}/{len(requests)}] {'ok  ' if record['ok'] else 'FAIL'} {photo.name} -> "
-                f"{written if record['ok'] else record['message']} ({record['seconds']} s)")
-            records.append(record)
+        if runner == "ray":
+            return _run_on_ray(spec, requests, cache_root, lambda: session.client(settings), log)
+        return _run_one_by_one(requests, cache_root, lambda: session.client(settings), log)
     finally:
         session.stop()
+
+
+def _missing(source: Path, is_bundle: bool) -> str:
+    if not (source.is_dir() if is_bundle else source.is_file()):
+        return f"{'bundle' if is_bundle else 'photo'} not found: {source}"
+    return ""
+
+
+def _run_one_by_one(requests: list[tuple], cache_root: Path, get_client, log) -> list[dict]:
+    records = []
+    for index, (photo, is_bundle, (files, preset), params, name) in enumerate(requests, 1):
+        started = time.monotonic()
+        record = {"photo": str(photo), "files": [str(f) for f in files], "ok": False, "message": ""}
+        try:
+            if _missing(photo, is_bundle):
+                raise FileNotFoundError(_missing(photo, is_bundle))
+            request = RunRequest(photos=[str(photo)], cache_root=cache_root, params=params,
+                                 method="bundle" if is_bundle else "avatar")
+            run = Pipeline(request, get_client).start()
+            printer = ProgressPrinter(write=log, prefix=f"[{index}/{len(requests)}] ")
+            while not run.wait(0.2):
+                printer(run)
+            printer(run)
+            if run.state != "ready":
+                raise RuntimeError(run.error or run.message)
+            record.update(ok=True, message=save_item(run.avatar_dir, request.name, files, preset)
+                          + (" (cached predictions)" if run.used_cache else ""))
+        except Exception as exc:  # one bad photo must not stop the batch
+            record["message"] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError) else str(exc)
+        records.append(_ended(record, started, index, len(requests), log))
     return records
+
+
+def _run_on_ray(spec: dict, requests: list[tuple], cache_root: Path, get_client, log) -> list[dict]:
+    """All present items in one engine `batch` job (docs/batch.md), then each avatar imported and
+    saved; an item the engine failed on is that item's failed record, in the engine's words."""
+    started = time.monotonic()
+    present = [r for r in requests if not _missing(r[0], r[1])]
+    rows, out_dir = {}, None
+    if present:
+        ray = batch_ray.ray_options(spec)
+        run_params, own = batch_ray.split_options([(*r[:3], with_glb(r[3])) for r in present])
+        entries = batch_ray.engine_list(present, own)
+        out_dir = cache_root / "ray-batch" / options_key({**run_params, **ray})
+        log(f"[ray] {len(entries)} item(s) to the engine's Ray batch in {out_dir}")
+        rows = batch_ray.run_engine_batch(get_client(), entries, {**run_params, **ray}, out_dir, log=log)
+    records = []
+    for index, (source, is_bundle, (files, preset), _params, name) in enumerate(requests, 1):
+        item_started = time.monotonic()
+        record = {"photo": str(source), "files": [str(f) for f in files], "ok": False, "message": ""}
+        try:
+            if _missing(source, is_bundle):
+                raise FileNotFoundError(_missing(source, is_bundle))
+            row = rows.get(str(source))
+            if row is None:
+                raise RuntimeError("the engine's batch report has no row for it")
+            message = save_item(batch_ray.avatar_dir(out_dir, row), name, files, preset)
+            record.update(ok=True, message=message + (" (done in an earlier run)" if row["status"] == "skipped" else ""))
+        except Exception as exc:  # one bad photo must not stop the batch
+            record["message"] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError) else str(exc)
+        records.append(_ended(record, item_started, index, len(requests), log))
+    log(f"[ray] batch and imports took {time.monotonic() - started:.1f} s")
+    return records
+
+
+def save_item(avatar_dir: Path, name: str, files: list[Path], preset: str) -> str:
+    """A fresh empty scene, the avatar imported, the item's files written; what was made, in words."""
+    import bpy
+
+    from .blender.export_avatar import export_avatar
+    from .blender.import_avatar import import_avatar
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    result = import_avatar(avatar_dir, name=name, scene=bpy.context.scene)
+    objects = [o for o in (result.armature_object, result.mesh_object) if o is not None]
+    for path in files:
+        export_avatar(objects, path, preset)
+    return f"{result.collection.name}: {len(result.mesh_object.data.vertices)} vertices"
+
+
+def _ended(record: dict, started: float, index: int, total: int, log) -> dict:
+    record["seconds"] = round(time.monotonic() - started, 2)
+    written = ", ".join(Path(f).name for f in record["files"])
+    log(f"[{index}/{total}] {'ok  ' if record['ok'] else 'FAIL'} {Path(record['photo']).name} -> "
+        f"{written if record['ok'] else record['message']} ({record['seconds']} s)")
+    return record
 
 
 # --- command line: the model options come from the engine's table, under its flag names ---------
@@ -220,6 +277,21 @@ def _default_cache() -> Path:
     return user_data.cache_root()
 
 
+def _cancel_on_sigterm() -> None:
+    """SIGTERM (the panel's Cancel Batch) ends the batch as Ctrl-C does: the engine's job is
+    cancelled and the engine stopped, instead of the process dying with the engine left running."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
@@ -228,17 +300,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine-python", help="the engine environment's python (default: the list's, "
                         "$SAPIENS_ENGINE_PYTHON, or this interpreter)")
     parser.add_argument("--engine-source", help="an engine source checkout to put on PYTHONPATH")
+    parser.add_argument("--runner", choices=batch_ray.RUNNERS, help="serial: one engine job per item in turn; "
+                        "ray: the engine's Ray batch for all items, then the imports (default: the list's runner, "
+                        "else serial)")
     _add_model_arguments(parser)
     args = parser.parse_args(argv)
+    _cancel_on_sigterm()
     try:
         spec = batch_list.read_batch_list(args.list)
         base = base_options_from(args)
         records = run_batch(spec, list_dir=args.list.resolve().parent, engine_python=args.engine_python,
                             engine_source=args.engine_source, base_options=base,
-                            log=lambda line: print(line, flush=True))
+                            log=lambda line: print(line, flush=True), runner=args.runner)
     except batch_list.BatchListError as exc:
         print(f"sapiens batch: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("sapiens batch: cancelled (the files already saved are kept)", file=sys.stderr, flush=True)
+        return 130
     failed = [r for r in records if not r["ok"]]
     print(f"sapiens batch: {len(records) - len(failed)} of {len(records)} photos built")
     return 1 if failed else 0

@@ -386,12 +386,13 @@ class SAPIENS_OT_stop_engine(bpy.types.Operator):
         return {"FINISHED"}
 
 
-def batch_arguments(prefs, list_path: str) -> list[str]:
-    """The batch runner's arguments: the list, the engine environment and the preferences'
-    model options (checkpoint folder, device, sizes, ...) under the engine's flag names."""
+def batch_arguments(prefs, list_path: str, runner: str | None = None) -> list[str]:
+    """The batch runner's arguments: the list, the engine environment, the runner (when chosen)
+    and the preferences' model options (checkpoint folder, device, sizes, ...) under the
+    engine's flag names."""
     from .batch import model_arguments
 
-    args = [str(list_path)]
+    args = [str(list_path)] + (["--runner", runner] if runner else [])
     if prefs is None:
         return args
     if prefs.engine_python:
@@ -404,6 +405,20 @@ def batch_arguments(prefs, list_path: str) -> list[str]:
     return args + model_arguments(options)
 
 
+BATCH_RUNNERS = (
+    ("LIST", "As the List Says", "The list's runner: key (one by one when it names none)"),
+    ("serial", "One by One", "One engine job per item, in turn"),
+    ("ray", "Ray (Engine Batch)", "All items to the engine's Ray batch (models loaded once per worker, resumable; "
+     "a cluster with the list's ray: address), then each avatar imported and saved"),
+)
+BATCH = {"process": None, "log": None}   # the background batch this Blender started
+
+
+def batch_running() -> bool:
+    process = BATCH["process"]
+    return process is not None and process.poll() is None
+
+
 class SAPIENS_OT_batch(bpy.types.Operator, ImportHelper):
     """Rebuild many photos from a YAML/JSON list into .blend files, in a background Blender process"""
 
@@ -412,6 +427,12 @@ class SAPIENS_OT_batch(bpy.types.Operator, ImportHelper):
 
     filename_ext = ".yaml"
     filter_glob: StringProperty(default="*.yaml;*.yml;*.json", options={"HIDDEN"})
+    runner: EnumProperty(name="Runner", items=BATCH_RUNNERS, default="LIST",
+                         description="How the list's items are built before their .blend files are saved")
+
+    @classmethod
+    def poll(cls, context):
+        return not batch_running()
 
     def execute(self, context):
         import os
@@ -419,7 +440,8 @@ class SAPIENS_OT_batch(bpy.types.Operator, ImportHelper):
         import sys
 
         script = Path(__file__).with_name("batch.py")
-        args = ["--", *batch_arguments(get_preferences(context), self.filepath)]
+        runner = None if self.runner == "LIST" else self.runner
+        args = ["--", *batch_arguments(get_preferences(context), self.filepath, runner)]
         if bpy.app.binary_path:  # a Blender executable: run the list in a background instance
             command = [bpy.app.binary_path, "--background", "--factory-startup", "--python", str(script), *args]
         else:  # bpy as a Python module
@@ -427,13 +449,31 @@ class SAPIENS_OT_batch(bpy.types.Operator, ImportHelper):
         log = user_data.user_dir("logs") / "batch.log"
         with open(log, "w", encoding="utf-8") as fh:
             process = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ))
+        BATCH.update(process=process, log=log)
         self.report({"INFO"}, f"Batch started (pid {process.pid}); progress in {log}")
+        return {"FINISHED"}
+
+
+class SAPIENS_OT_batch_cancel(bpy.types.Operator):
+    """Stop the running batch: its engine job is cancelled, the files already saved are kept
+    (a rerun of the list does only what is missing)"""
+
+    bl_idname = "sapiens.batch_cancel"
+    bl_label = "Cancel Batch"
+
+    @classmethod
+    def poll(cls, context):
+        return batch_running()
+
+    def execute(self, context):
+        BATCH["process"].terminate()   # SIGTERM: the batch cancels its engine job and stops the engine
+        self.report({"INFO"}, f"Batch cancelled; its log: {BATCH['log']}")
         return {"FINISHED"}
 
 
 CLASSES = (
     SAPIENS_OT_run, SAPIENS_OT_cancel, SAPIENS_OT_import_avatar, SAPIENS_OT_bind_generated_rig,
-    SAPIENS_OT_export_avatar, SAPIENS_OT_stop_engine, SAPIENS_OT_batch,
+    SAPIENS_OT_export_avatar, SAPIENS_OT_stop_engine, SAPIENS_OT_batch, SAPIENS_OT_batch_cancel,
 )
 
 

@@ -72,6 +72,8 @@ class SAPIENS_PT_main(bpy.types.Panel):
         row.operator("sapiens.import_avatar", icon="IMPORT")
         row.operator("sapiens.export_avatar", text="Export", icon="EXPORT")
         row.operator("sapiens.batch", text="Batch", icon="FILE_TEXT")
+        if operators.batch_running():
+            row.operator("sapiens.batch_cancel", text="", icon="CANCEL")
         client = SESSION.current
         row = layout.row(align=True)
         row.label(text=f"Engine: pid {client.pid}" if client and client.alive else "Engine: not running")

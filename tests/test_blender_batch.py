@@ -203,3 +203,157 @@ def test_item_outputs_and_presets(tmp_path):
         item_outputs(spec, {"photo": "a.jpg", "export": ["a.fbx", "a.obj"]}, 3, tmp_path, tmp_path, "a")
     with pytest.raises(BatchListError, match=r"items\[0\]\.preset: 'godot' is not a preset"):
         item_outputs(spec, {"photo": "a.jpg", "preset": "godot"}, 0, tmp_path, tmp_path, "a")
+
+
+# --- the Ray runner: the list's items through the engine's `batch` job, then Blender's files ------
+
+
+def test_ray_runner_splits_the_run_options_from_the_items(tmp_path):
+    from sapiens_blender import batch_ray
+
+    requests = [(tmp_path / "a.jpg", False, None, {"size": "0.4b", "texture_size": 512, "rig": "mixamo"}),
+                (tmp_path / "b", True, None, {"size": "0.4b", "texture_size": 256, "rig": "mixamo"})]
+    run, own = batch_ray.split_options(requests)
+    assert run == {"size": "0.4b", "rig": "mixamo"} and own == [{"texture_size": 512}, {"texture_size": 256}]
+    assert batch_ray.engine_list(requests, own) == [{"path": str(tmp_path / "a.jpg"), "texture_size": 512},
+                                                    {"path": str(tmp_path / "b"), "texture_size": 256}]
+    requests[1][3]["size"] = "1b"
+    with pytest.raises(BatchListError, match=r"items\[1\]\.size: the Ray runner's workers share their models"):
+        batch_ray.split_options(requests)
+    with pytest.raises(BatchListError, match=r"items\[1\]: the same input as items\[0\]"):
+        batch_ray.engine_list([requests[0], requests[0]], [{}, {}])
+    assert batch_ray.runner_of({"runner": "ray"}, None) == "ray" and batch_ray.runner_of({}, None) == "serial"
+    assert batch_ray.runner_of({"runner": "ray"}, "serial") == "serial"
+    with pytest.raises(BatchListError, match="runner: 'slurm' is not a runner"):
+        batch_ray.runner_of({"runner": "slurm"}, None)
+    assert batch_ray.ray_options({"ray": {"workers": 2, "address": "auto"}}) == {"workers": 2, "address": "auto"}
+    with pytest.raises(BatchListError, match=r"ray\.gpus: not an option of the Ray runner"):
+        batch_ray.ray_options({"ray": {"gpus": 2}})
+    with pytest.raises(BatchListError, match="workers"):
+        batch_ray.ray_options({"ray": {"workers": 0}})
+
+
+@pytest.mark.blender
+@pytest.mark.slow
+def test_ray_runner_hands_the_list_to_the_engine_batch_then_saves_blend_files(tmp_path):
+    """A bundle (built), a photo through tiny random models (predicted on Ray; their maps hold no
+    surface, so its build fails: that item's failure in the engine's words) and a missing photo;
+    the rerun has nothing left for the engine to do and saves the .blend files again."""
+    pytest.importorskip("bpy")
+    pytest.importorskip("ray.data")
+    import json
+    import shutil
+
+    from engine.checkpoints import checkpoint_path
+    from engine.models.testing import write_tiny_checkpoint
+    from engine.paths import asset
+
+    for task in ("seg", "normal", "pointmap"):
+        path = checkpoint_path(tmp_path / "ckpt", task, "0.4b")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_tiny_checkpoint(path, task, img_size=(1024, 768) if task == "pointmap" else (256, 192), num_layers=2,
+                              num_kv_heads=(4, 4))
+    shutil.copytree(asset("sample"), tmp_path / "bundles" / "sample")
+    (tmp_path / "shoot").mkdir()
+    shutil.copy(asset("sample", "image.png"), tmp_path / "shoot" / "front.png")
+    (tmp_path / "list.yaml").write_text(textwrap.dedent(
+        """
+        cache_dir: cache
+        output_dir: blends
+        runner: ray
+        ray:
+          cpus: 2
+          workers: 1
+        device: cpu
+        tasks: [seg, normal, pointmap]
+        checkpoints: ckpt
+        defaults:
+          texture_size: 256
+        items:
+          - bundle: bundles/sample
+            texture_size: 128
+            export: [blends/sample.blend, unity/sample.fbx]
+            preset: unity
+          - photo: shoot/front.png
+          - photo: shoot/missing.png
+        """
+    ))
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), SAPIENS_BLENDER_USER_DIR=str(tmp_path / "user"))
+    command = [sys.executable, "-m", "sapiens_blender.batch", str(tmp_path / "list.yaml"), "--engine-source",
+               str(REPO_ROOT)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "[ray] 2 item(s) to the engine's Ray batch" in out and "[ray] batch" in out, out   # its progress
+    assert "[1/3] ok   sample -> sample.blend, sample.fbx" in out, out
+    assert "[2/3] FAIL front.png -> build:" in out, out          # the engine's row error, in words
+    assert "[3/3] FAIL missing.png -> FileNotFoundError: photo not found" in out, out
+    (report,) = (tmp_path / "cache" / "ray-batch").glob("*/batch_report.jsonl")
+    rows = {row["name"]: row for row in map(json.loads, report.read_text().splitlines())}
+    assert rows["sample"]["status"] == "done" and rows["front"]["status"] == "failed"
+    assert rows["front"]["timings"].get("predict", 0) > 0        # the tiny models ran on the Ray workers
+    albedo = report.parent / "sample" / "avatar" / "textures" / "albedo.png"
+    from PIL import Image
+
+    assert max(Image.open(albedo).size) == 128                   # the item's own option reached the engine
+    blend = tmp_path / "blends" / "sample.blend"
+    assert blend.stat().st_size > 100_000 and (tmp_path / "unity" / "sample.fbx").stat().st_size > 10_000
+    check = subprocess.run(
+        [sys.executable, "-c", "import bpy, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]); "
+         "c = bpy.data.collections['sample']; print(sorted(o.type for o in c.objects))", str(blend)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert "'MESH'" in check.stdout, check.stdout + check.stderr
+
+    blend.unlink()
+    rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    out = rerun.stdout + rerun.stderr
+    assert "0 done, 1 skipped, 1 failed" in out, out          # the engine did nothing again
+    assert "[1/3] ok   sample -> sample.blend, sample.fbx" in out and blend.is_file(), out
+
+
+@pytest.mark.blender
+@pytest.mark.slow
+def test_panel_batch_on_the_ray_runner_is_cancelled_by_its_button(tmp_path, monkeypatch):
+    """The panel's Batch with Runner = Ray starts the background batch with --runner ray; Cancel
+    Batch ends it: the engine's job is cancelled, exit code 130, the log says so."""
+    bpy = pytest.importorskip("bpy")
+    pytest.importorskip("ray.data")
+    import shutil
+    import time
+
+    import addon_utils
+
+    from engine.paths import asset
+
+    monkeypatch.setenv("SAPIENS_BLENDER_USER_DIR", str(tmp_path / "user"))
+    for i in range(4):
+        shutil.copytree(asset("sample"), tmp_path / "bundles" / f"b{i}")
+    (tmp_path / "list.yaml").write_text("cache_dir: cache\nray: {cpus: 2, workers: 1}\nitems:\n"
+                                        + "".join(f"  - bundle: bundles/b{i}\n" for i in range(4)))
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    addon_utils.enable("sapiens_blender", default_set=True, handle_error=None)
+    try:
+        from sapiens_blender import operators
+
+        prefs = bpy.context.preferences.addons["sapiens_blender"].preferences
+        prefs.engine_python, prefs.engine_source = sys.executable, str(REPO_ROOT)
+        assert not bpy.ops.sapiens.batch_cancel.poll()
+        bpy.ops.sapiens.batch(filepath=str(tmp_path / "list.yaml"), runner="ray")
+        process, log = operators.BATCH["process"], operators.BATCH["log"]
+        assert process.args[process.args.index("--runner") + 1] == "ray"
+        deadline = time.monotonic() + 600
+        while "4 to run" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not bpy.ops.sapiens.batch.poll()                   # one batch at a time
+        bpy.ops.sapiens.batch_cancel()
+        code = process.wait(300)
+        text = log.read_text()
+        if code == 0:
+            pytest.skip("the batch finished before the cancel")
+        assert code == 130, text
+        assert "cancelling the engine's batch" in text and "sapiens batch: cancelled" in text, text
+        assert "Traceback" not in text, text
+        assert bpy.ops.sapiens.batch.poll()
+    finally:
+        addon_utils.disable("sapiens_blender", default_set=True, handle_error=None)
