@@ -37,9 +37,10 @@ def fuse_crop_maps(inputs, *, enabled: bool, resolution: str) -> Detail | None:
     return Detail(aligned, notes)
 
 
-def fuse_crop_surface(inputs, built, detail: Detail | None, *, watertight: bool, target_faces):
+def fuse_crop_surface(inputs, built, detail: Detail | None, *, watertight: bool, target_faces, refine: bool = False):
     """The surface with each aligned crop's finer grid stitched in (open surfaces), its statistics
-    saying what became of every crop."""
+    saying what became of every crop. refine: the crops' depth refined with their normals on their
+    finer grid (off in the build: on a 4x grid it triples an open build's time, bench/bench_detail.py)."""
     if detail is None:
         return built
     record = {"used": [a.summary() for a in detail.aligned], "notes": list(detail.notes)}
@@ -55,7 +56,8 @@ def fuse_crop_surface(inputs, built, detail: Detail | None, *, watertight: bool,
 
     grid_hw = tuple(built.stats.get("grid") or inputs.bundle.mask.shape)
     vertices, faces, labels, pixel, fine, stats = fuse_mesh(
-        built.vertices, built.faces, built.vertex_labels, built.vertex_pixel, grid_hw, built.grid_factor, detail.aligned)
+        built.vertices, built.faces, built.vertex_labels, built.vertex_pixel, grid_hw, built.grid_factor, detail.aligned,
+        K=inputs.K, refine=refine)
     record["mesh"] = "finer grid stitched in"
     record["used"] = stats
     return replace(

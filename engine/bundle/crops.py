@@ -119,6 +119,8 @@ def read_crops(bundle_dir: Path, meta: dict) -> list[DetailCrop]:
         for key, rel in files.items():
             if key not in CROP_FILES:
                 continue
+            if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+                raise BundleError(f"{bundle_dir}: detail crop {name!r} gives {key} as {rel!r}, not a file inside the bundle")
             path = bundle_dir / rel
             if not path.is_file():
                 raise BundleError(f"{bundle_dir}: detail crop {name!r} lists {key} as {rel}, which is missing")

@@ -230,12 +230,25 @@ def _zipper(coarse_ids, coarse_pos, fine_ids, fine_pos) -> np.ndarray:
     return tris
 
 
-def fuse_mesh(vertices, faces, labels, vertex_pixel, grid_hw, grid_factor: int, aligned: list[AlignedCrop]):
+def fine_K(K: np.ndarray, origin_xy, factor: int) -> np.ndarray:
+    """The photo's camera matrix for a grid `factor` times finer whose first pixel starts at photo
+    point origin_xy (pixel centres at +0.5 on both grids)."""
+    Kf = np.asarray(K, np.float64).copy()
+    Kf[:2] *= factor
+    Kf[0, 2] -= origin_xy[0] * factor
+    Kf[1, 2] -= origin_xy[1] * factor
+    return Kf
+
+
+def fuse_mesh(vertices, faces, labels, vertex_pixel, grid_hw, grid_factor: int, aligned: list[AlignedCrop], *,
+              K: np.ndarray | None = None, refine: bool = False):
     """Replace the open grid surface inside each aligned crop's region by the crop's finer grid.
 
     vertices V x 3, faces F x 3, labels V (or None), vertex_pixel V x 2 (row, col) on the build's
     grid (grid_hw, grid_factor photo pixels per grid pixel). Returns (vertices, faces, labels,
     vertex_pixel (-1 for the crops' vertices), fine: V bool marking the crops' vertices, stats per crop).
+    refine (with K): the crop's depth refined with its normals on its own grid, as the body's is
+    (engine.geometry.normal_integration).
     """
     vertices = np.asarray(vertices, np.float32)
     faces = np.asarray(faces, np.int64)
@@ -265,6 +278,12 @@ def fuse_mesh(vertices, faces, labels, vertex_pixel, grid_hw, grid_factor: int, 
         valid = np.isfinite(points).all(-1) & (points[..., 2] > 0)
         normal = None if c.normal is None else c.normal[fine]
         seg = None if c.seg is None else c.seg[fine]
+        if refine and K is not None and normal is not None:
+            from engine.geometry.normal_integration import refine_depth
+
+            refined, _ = refine_depth(np.where(valid[..., None], points, np.nan), normal, valid, fine_K(K, (rx0, ry0), f))
+            points = np.where(np.isfinite(refined), refined, points)
+            valid = np.isfinite(points).all(-1) & (points[..., 2] > 0)
         mesh = grid_mesh(np.where(valid[..., None], points, np.nan), valid, normal=normal, seg=seg)
         local = np.full(valid.shape, -1, np.int64)
         local[mesh.pixel[:, 0], mesh.pixel[:, 1]] = np.arange(len(mesh.vertices)) + count

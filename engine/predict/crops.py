@@ -164,8 +164,8 @@ def run_crops(run, works, tasks) -> None:
         return
     ops = run.ops
     outputs: list[dict] = [{} for _ in jobs]
+    works_of = list({id(j[0]): j[0] for j in jobs}.values())
     for task in [t for t in CROP_TASKS if t in tasks]:
-        works_of = [w for w in dict.fromkeys(j[0] for j in jobs)]
         with Timer(works_of, f"load_{task}"):
             runner = run.cache.get(task)
         with Timer(works_of, f"crops_{task}", ops):

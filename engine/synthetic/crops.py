@@ -54,3 +54,23 @@ def render_crops(person: Render, *, boxes=None, scale: float = 1.0, shift=(0.0, 
                                 pointmap=guessed, normal=seen.normal, albedo=seen.albedo, seg=seen.seg,
                                 meta={"points_used": int(box.points_used), "source": "synthetic"}))
     return crops
+
+
+def open_hands_pose(spread_deg: float = 10.0, arms_deg: float = 35.0) -> dict:
+    """Arms a little out, palms turned to the camera, fingers spread `spread_deg` apart (their
+    tips part while the knuckles touch): a pose whose fingers a finer grid can tell apart.
+
+    The mannequin's fingers hang with the palm toward the body (palm normal along the body's x);
+    the wrist turns a quarter about the forearm so the palm faces the front, and each finger's
+    base turns about the palm normal (the body-frame x before the turn, the local frame here)."""
+    from engine.synthetic.skeleton import FINGERS
+
+    def rv(axis, degrees):
+        return np.asarray(axis, float) * np.radians(degrees)
+
+    pose = {"shoulder_L": rv((0, 0, 1), arms_deg), "shoulder_R": rv((0, 0, 1), -arms_deg),
+            "wrist_L": rv((0, 1, 0), 90.0), "wrist_R": rv((0, 1, 0), -90.0)}
+    for side in "LR":
+        for k, finger in enumerate(FINGERS[1:]):      # forefinger toward the front ... pinky toward the back
+            pose[f"{finger}0_{side}"] = rv((1, 0, 0), (k - 1.4) * spread_deg)
+    return pose

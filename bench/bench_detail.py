@@ -1,0 +1,276 @@
+"""Hands in detail: surface error on the hand regions with and without the detail crops, and the
+model time the crops add.
+
+Usage: .venv/bin/python bench/bench_detail.py [--people N] [--no-models]
+
+No real model can run here, so the predictions are faked the way the other synthetic benches do:
+engine.synthetic people (exact ground truth) rendered at 768 x 1024 (the model's own input size,
+so a photo pixel is a model pixel), their maps degraded as a network's output is (depth blurred
+over 1.5 px with 3 mm noise, normals blurred over 1 px with 3 degrees of noise) for the whole-body
+pass; the "crop predictions" are the same person rendered through the same camera zoomed onto
+each hand and face box at the crop's grid (engine.synthetic.crops), degraded the same way in
+their own pixels, and their pointmaps given a wrong metric scale (x 1/1.3) and position (shifted
+by 0.1, -0.05, 0.6 m) as a model shown a hand alone would guess, which the build's alignment must
+undo. An "exact" case runs with exact maps everywhere.
+
+Measured per hand region (the region each crop replaces, photo pixels), on the open surface:
+- mesh -> truth: points sampled uniformly on the mesh's triangles there, distance to the true
+  surface (mean, 90th percentile, share over 5 mm: webbing between fingers shows here);
+- truth -> mesh: the true visible surface there (the exact render at the crop's grid), distance to
+  the mesh (mean, 90th percentile): missing fingertips and merged fingers show here.
+And the closed surface (built from the fused maps at the photo's resolution) the same way, and
+"open+ref": the open surface with the crops' depth also refined with their normals on their grid
+(not what the build does: it triples the build's time).
+
+Model time: the crops' second pass runs through the real predict code (engine.predict.crops.
+run_crops) with the tiny random test checkpoints on the CPU, against the whole-photo dense pass
+of the same tasks; those figures say what the crops cost relative to the photo's pass, not what
+the released models take. No GPU figure is given (none was lent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+PEOPLE = [(2, "open_hands"), (3, "bent"), (7, "arms_forward"), (1, "apose"), (11, None)]
+GUESS_SCALE, GUESS_SHIFT = 1.3, (0.1, -0.05, 0.6)
+
+
+def degraded_bundle(person, seed: int):
+    from engine.geometry.degrade import degrade_normals, degrade_pointmap
+    from engine.synthetic import to_bundle
+
+    bundle = to_bundle(person)
+    bundle.pointmap = degrade_pointmap(person.pointmap, person.mask, smooth_m=0.0, noise_m=0.003, blur_px=1.5, seed=seed)
+    bundle.normal = degrade_normals(person.normal, person.mask, noise_deg=3.0, blur_px=1.0, seed=seed + 1)
+    return bundle
+
+
+def degraded_crops(crops, seed: int):
+    from engine.geometry.degrade import degrade_normals, degrade_pointmap
+
+    for i, c in enumerate(crops):
+        truth = c.pointmap * np.float32(GUESS_SCALE) + np.float32(GUESS_SHIFT)
+        noisy = degrade_pointmap(truth, c.mask, smooth_m=0.0, noise_m=0.003, blur_px=1.5, seed=seed + 10 + i)
+        c.pointmap = ((noisy - np.float32(GUESS_SHIFT)) / np.float32(GUESS_SCALE)).astype(np.float32)
+        c.normal = degrade_normals(c.normal, c.mask, noise_deg=3.0, blur_px=1.0, seed=seed + 20 + i)
+    return crops
+
+
+def build(bundle, *, crops: bool, watertight: bool, refine: bool = False):
+    """The build's surface stage with its detail hooks (engine.avatar.build's order)."""
+    from engine.avatar.detail import fuse_crop_maps, fuse_crop_surface
+    from engine.avatar.stages import Inputs
+    from engine.geometry import build_surface
+
+    inputs = Inputs(bundle, "bench", bundle.K, "bundle")
+    t0 = time.perf_counter()
+    detail = fuse_crop_maps(inputs, enabled=crops, resolution="full")
+    surface = build_surface(inputs.bundle, detail="normals", resolution="full", watertight=watertight)
+    surface = fuse_crop_surface(inputs, surface, detail, watertight=watertight, target_faces=None, refine=refine)
+    return surface, time.perf_counter() - t0, detail
+
+
+def sample_triangles(vertices, faces, n: int, rng) -> np.ndarray:
+    a, b, c = (vertices[faces[:, k]].astype(np.float64) for k in range(3))
+    area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    pick = rng.choice(len(faces), n, p=area / area.sum())
+    u, v = rng.random(n), rng.random(n)
+    flip = u + v > 1
+    u, v = np.where(flip, 1 - u, u), np.where(flip, 1 - v, v)
+    return a[pick] + u[:, None] * (b[pick] - a[pick]) + v[:, None] * (c[pick] - a[pick])
+
+
+def coverage(surface, truth) -> tuple[float, float]:
+    """Rays through the crop grid's pixel centres (the truth's camera): the share of pixels with no
+    true surface that the mesh covers (webbing between fingers, a halo), and of pixels with one
+    that it misses."""
+    import open3d as o3d
+
+    from engine.synthetic.render import pixel_rays
+
+    h, w = truth.mask.shape
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(surface.vertices.astype(np.float32)), o3d.core.Tensor(surface.faces.astype(np.uint32)))
+    hit = np.isfinite(scene.cast_rays(o3d.core.Tensor(pixel_rays(truth.meta["K"], w, h)))["t_hit"].numpy()).reshape(h, w)
+    empty, full = ~truth.mask, truth.mask
+    return float((hit & empty).sum() / max(empty.sum(), 1)), float((~hit & full).sum() / max(full.sum(), 1))
+
+
+def region_errors(surface, K, region, truth_scene, truth_points, rng, truth=None) -> dict:
+    import open3d as o3d
+
+    x0, y0, x1, y1 = region
+    v = surface.vertices.astype(np.float64)
+    uv = v @ K.T
+    xy = uv[:, :2] / uv[:, 2:3]
+    inside = (xy[:, 0] >= x0) & (xy[:, 0] < x1) & (xy[:, 1] >= y0) & (xy[:, 1] < y1)
+    faces = surface.faces[inside[surface.faces].all(1)]
+    if len(faces) == 0:
+        return {}
+    samples = sample_triangles(surface.vertices, faces, 20000, rng).astype(np.float32)
+    to_truth = truth_scene.compute_distance(o3d.core.Tensor(samples)).numpy()
+    mesh_scene = o3d.t.geometry.RaycastingScene()
+    mesh_scene.add_triangles(o3d.core.Tensor(surface.vertices.astype(np.float32)), o3d.core.Tensor(surface.faces.astype(np.uint32)))
+    to_mesh = mesh_scene.compute_distance(o3d.core.Tensor(truth_points.astype(np.float32))).numpy()
+    spill, miss = coverage(surface, truth) if truth is not None else (np.nan, np.nan)
+    return {"spill": spill, "miss": miss, "mesh_mean_mm": 1e3 * to_truth.mean(), "mesh_p90_mm": 1e3 * np.percentile(to_truth, 90),
+            "mesh_over5mm": (to_truth > 0.005).mean(), "truth_mean_mm": 1e3 * to_mesh.mean(),
+            "truth_p90_mm": 1e3 * np.percentile(to_mesh, 90), "faces": len(faces)}
+
+
+def surface_figures(people: int) -> None:
+    import open3d as o3d
+
+    from engine.synthetic import make_person, to_bundle
+    from engine.synthetic.crops import crop_camera, open_hands_pose, render_crops
+
+    rows = []
+    for seed, pose in PEOPLE[:people]:
+        person = make_person(seed=seed, pose=open_hands_pose() if pose == "open_hands" else pose)
+        truth_scene = o3d.t.geometry.RaycastingScene()
+        truth_scene.add_triangles(o3d.core.Tensor(person.mesh.vertices.astype(np.float32)),
+                                  o3d.core.Tensor(person.mesh.faces.astype(np.uint32)))
+        exact_crops = render_crops(person)
+        truth_of = {c.name: c for c in render_crops(person)}
+        for c in truth_of.values():
+            c.meta["K"] = crop_camera(person.camera, c.box, c.factor).K
+        for case in ("exact", "degraded"):
+            if case == "exact":
+                bundle = to_bundle(person)
+                crops = render_crops(person, scale=GUESS_SCALE, shift=GUESS_SHIFT)
+            else:
+                bundle = degraded_bundle(person, seed)
+                crops = degraded_crops(render_crops(person, scale=GUESS_SCALE, shift=GUESS_SHIFT), seed)
+            for watertight in (False, True):
+                plain, t_plain, _ = build(bundle, crops=False, watertight=watertight)
+                bundle.crops = crops
+                fused, t_fused, detail = build(bundle, crops=True, watertight=watertight)
+                refined, t_refined = None, None
+                if not watertight:
+                    refined, t_refined, _ = build(bundle, crops=True, watertight=False, refine=True)
+                bundle.crops = []
+                for aligned in detail.aligned:
+                    if aligned.crop.name == "face":
+                        continue
+                    x0, y0, x1, y1 = aligned.region
+                    truth = truth_of[aligned.crop.name]
+                    f = truth.factor
+                    bx0, by0 = truth.box[:2]
+                    window = truth.pointmap[(y0 - by0) * f:(y1 - by0) * f, (x0 - bx0) * f:(x1 - bx0) * f]
+                    points = window[np.isfinite(window).all(-1)]
+                    rng = np.random.default_rng(0)
+                    window_truth = _window(truth, aligned.region)
+                    before = region_errors(plain, person.K, aligned.region, truth_scene, points, rng, window_truth)
+                    after = region_errors(fused, person.K, aligned.region, truth_scene, points, rng, window_truth)
+                    rows.append((f"seed {seed} {pose or 'random'}", case, "closed" if watertight else "open",
+                                 aligned.crop.name, before, after, t_plain, t_fused))
+                    if refined is not None:
+                        again = region_errors(refined, person.K, aligned.region, truth_scene, points, rng, window_truth)
+                        rows.append((f"seed {seed} {pose or 'random'}", case, "open+ref", aligned.crop.name, before, again,
+                                     t_plain, t_refined))
+                for note in detail.notes:
+                    print(f"  seed {seed} {case}: {note}")
+        del exact_crops
+    print("\nsurface error on the hand regions (mm); mesh->truth over points on the mesh's triangles, "
+          "truth->mesh over the true visible surface at the crop's grid")
+    head = (f"{'person':22} {'maps':9} {'surface':7} {'hand':10} | {'mesh->truth mean/p90/>5mm':>27} | "
+            f"{'truth->mesh mean/p90':>13} | spill  miss | build s")
+    print(head)
+    print("-" * len(head))
+    for who, case, kind, hand, b, a, tp, tf in rows:
+        if not b or not a:
+            print(f"{who:22} {case:9} {kind:7} {hand:10} | (no triangles in the region)")
+            continue
+        print(f"{who:22} {case:9} {kind:7} {hand:10} | without {b['mesh_mean_mm']:5.2f}/{b['mesh_p90_mm']:5.2f}/{100 * b['mesh_over5mm']:4.1f}% "
+              f"| {b['truth_mean_mm']:5.2f}/{b['truth_p90_mm']:6.2f} | {100 * b['spill']:4.1f}% {100 * b['miss']:4.1f}% | {tp:5.2f}")
+        print(f"{'':22} {'':9} {'':7} {'':10} | with    {a['mesh_mean_mm']:5.2f}/{a['mesh_p90_mm']:5.2f}/{100 * a['mesh_over5mm']:4.1f}% "
+              f"| {a['truth_mean_mm']:5.2f}/{a['truth_p90_mm']:6.2f} | {100 * a['spill']:4.1f}% {100 * a['miss']:4.1f}% | {tf:5.2f}")
+    for case in ("exact", "degraded"):
+        for kind in ("open", "open+ref", "closed"):
+            sel = [(b, a) for _, c, k, _, b, a, _, _ in rows if c == case and k == kind and b and a]
+            if sel:
+                mb = np.mean([b["truth_mean_mm"] for b, _ in sel])
+                ma = np.mean([a["truth_mean_mm"] for _, a in sel])
+                eb = np.mean([b["mesh_mean_mm"] for b, _ in sel])
+                ea = np.mean([a["mesh_mean_mm"] for _, a in sel])
+                sb = np.mean([b["spill"] for b, _ in sel])
+                sa = np.mean([a["spill"] for _, a in sel])
+                print(f"mean over {len(sel)} hands, {case} maps, {kind} surface: truth->mesh {mb:.2f} -> {ma:.2f} mm, "
+                      f"mesh->truth {eb:.2f} -> {ea:.2f} mm, spill {100 * sb:.1f} -> {100 * sa:.1f}% (without -> with crops)")
+
+
+def _window(truth, region):
+    """The truth crop cut to `region` (photo pixels), with its camera."""
+    from dataclasses import replace
+
+    x0, y0, x1, y1 = region
+    f = truth.factor
+    bx0, by0 = truth.box[:2]
+    rows, cols = slice((y0 - by0) * f, (y1 - by0) * f), slice((x0 - bx0) * f, (x1 - bx0) * f)
+    K = truth.meta["K"].copy()
+    K[0, 2] -= (x0 - bx0) * f
+    K[1, 2] -= (y0 - by0) * f
+    return replace(truth, box=tuple(region), mask=truth.mask[rows, cols], pointmap=truth.pointmap[rows, cols],
+                   normal=None, albedo=None, seg=None, meta={**truth.meta, "K": K})
+
+
+def model_figures() -> None:
+    """The crops' second pass against the whole-photo dense pass, tiny random checkpoints, CPU."""
+    from PIL import Image
+
+    from engine.models.testing import write_tiny_checkpoint
+    from engine.predict import Predictor
+    from engine.predict.crops import run_crops
+    from engine.predict.photos import PhotoWork, load_work
+    from engine.predict.tasks import TaskRun
+    from engine.synthetic import make_person
+
+    person = make_person(seed=3, pose="bent")
+    tasks = ("seg", "pointmap", "normal", "albedo")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for task in tasks:
+            write_tiny_checkpoint(root / task / f"sapiens2_0.4b_{task}.safetensors", task, seed=1)
+        Image.fromarray(person.image).save(root / "photo.png")
+        with Predictor(tasks=list(tasks), checkpoints=root, device="cpu", dtype="fp32") as predictor:
+            run = TaskRun(cache=predictor.cache, ops=predictor.ops, bbox=None, all_people=False, seg_probs=False)
+            for repeat in range(3):
+                work = PhotoWork(path=root / "photo.png", out_name="photo")
+                load_work(work)
+                for task in tasks:
+                    run(task, [work])
+                run.finish(work)
+                work.keypoints = [person.keypoints.copy()]   # the true keypoints: the tiny pose model's are noise
+                t0 = time.perf_counter()
+                run_crops(run, [work], tasks)
+                crops_s = time.perf_counter() - t0
+                whole = sum(work.timings[f"forward_{t}"] for t in tasks)
+                post = sum(work.timings[f"post_{t}"] + work.timings[f"prep_{t}"] for t in tasks)
+                per_task = {t: round(work.timings[f"crops_{t}"], 3) for t in tasks}
+                print(f"run {repeat}: whole-photo pass {whole:.3f} s forward + {post:.3f} s prep/post; "
+                      f"{len(work.crops[0])} crops, second pass {crops_s:.3f} s in all ({per_task})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--people", type=int, default=3)
+    parser.add_argument("--no-models", action="store_true")
+    args = parser.parse_args()
+    surface_figures(args.people)
+    if not args.no_models:
+        print("\nmodel time (tiny random checkpoints, CPU, fp32; one 768 x 1024 photo, two hands and a face):")
+        model_figures()
+
+
+if __name__ == "__main__":
+    main()

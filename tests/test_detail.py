@@ -1,0 +1,321 @@
+"""Hands and face in detail: crop boxes from the keypoints, crops in the bundle, alignment of a
+crop's pointmap to the whole-body one, and the finer surface fused into the avatar."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engine.bundle import read_bundle, write_bundle
+from engine.bundle.crops import DetailCrop
+from engine.errors import BundleError
+from engine.geometry.detail import align_crop, align_crops, fit_scale_shift, fuse_maps, fuse_mesh
+from engine.predict.crops import CropBox, crop_boxes, keypoint_groups
+
+GUESS = dict(scale=1.3, shift=(0.1, -0.05, 0.6))
+
+
+@pytest.fixture(scope="module")
+def person():
+    from engine.synthetic import make_person
+    from engine.synthetic.crops import open_hands_pose
+
+    return make_person(seed=2, pose=open_hands_pose())
+
+
+@pytest.fixture(scope="module")
+def crops(person):
+    from engine.synthetic.crops import render_crops
+
+    return render_crops(person, **GUESS)
+
+
+# ----------------------------------------------------------------------------- boxes
+
+
+def test_boxes_around_both_hands_and_the_face(person):
+    boxes, notes = crop_boxes(person.keypoints, person.mask.shape)
+    assert notes == []
+    assert [b.name for b in boxes] == ["left_hand", "right_hand", "face"]
+    H, W = person.mask.shape
+    for box in boxes:
+        x0, y0, x1, y1 = box.box
+        assert 0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H
+        assert abs((x1 - x0) / (y1 - y0) - 0.75) < 0.03        # the model input's shape
+        assert box.factor == 4
+        ids = keypoint_groups()[box.name]
+        seen = person.keypoints[ids][person.keypoints[ids, 2] >= 0.3, :2]
+        assert ((seen >= [x0, y0]) & (seen < [x1, y1])).all()   # every confident keypoint inside
+    # the person's left hand is on the image's right
+    assert boxes[0].box[0] > boxes[1].box[2]
+
+
+def test_boxes_are_skipped_in_words(person):
+    kp = person.keypoints.copy()
+    kp[keypoint_groups()["left_hand"], 2] = 0.1                 # not confident
+    right = keypoint_groups()["right_hand"]
+    kp[right, 0] -= kp[right, 0].max() + 5                      # the right hand off the photo
+    boxes, notes = crop_boxes(kp, person.mask.shape)
+    assert [b.name for b in boxes] == ["face"]
+    assert any("left hand: skipped, 0 confident keypoints" in n for n in notes)
+    assert any("right hand: skipped, 0 confident" in n or "off the photo" in n for n in notes)
+    # a hand spread over most of a small photo is no finer in a crop than in the whole photo
+    small = person.keypoints.copy()
+    small[:, :2] *= 0.25
+    hw = (person.mask.shape[0] // 4, person.mask.shape[1] // 4)
+    tiny_boxes, tiny_notes = crop_boxes(small, hw)
+    assert all(b.name != "left_hand" for b in tiny_boxes) or all(b.factor >= 1 for b in tiny_boxes)
+    assert any("px wide" in n or "larger than in the whole photo" in n for n in tiny_notes) or tiny_boxes
+
+
+# ----------------------------------------------------------------------------- alignment
+
+
+def test_scale_and_shift_are_recovered_through_outliers():
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(500, 3)) * [0.1, 0.1, 0.03] + [0, 0, 2.0]
+    target = 1.7 * source + [0.2, -0.1, 0.5] + rng.normal(scale=0.001, size=source.shape)
+    target[:100] += rng.normal(scale=0.3, size=(100, 3))        # a fifth of the pairs are wrong
+    s, t, residual = fit_scale_shift(source, target)
+    assert abs(s - 1.7) < 0.01
+    assert np.allclose(t, [0.2, -0.1, 0.5], atol=0.01)
+    assert np.median(residual[100:]) < 0.003
+
+
+def test_a_crop_is_aligned_to_the_body(person, crops):
+    aligned, notes = align_crops(crops, person.pointmap, person.mask)
+    assert notes == [] and len(aligned) == 3
+    for a in aligned:
+        assert a.scale == pytest.approx(1.3, abs=0.005)
+        assert np.allclose(a.shift, GUESS["shift"], atol=0.005)
+        assert a.agree > 0.95
+        truth = crops[[c.name for c in crops].index(a.crop.name)].pointmap * 1.3 + np.float32(GUESS["shift"])
+        ok = np.isfinite(truth).all(-1)
+        assert np.nanmax(np.abs(a.points[ok] - truth[ok])) < 0.005
+        x0, y0, x1, y1 = a.region
+        bx0, by0, bx1, by1 = a.crop.box
+        assert bx0 < x0 < x1 < bx1 and by0 < y0 < y1 < by1      # the border band only aligns
+
+
+def test_a_crop_that_disagrees_is_refused_in_words(person, crops):
+    wrong = crops[0]
+    rng = np.random.default_rng(1)
+    shuffled = wrong.pointmap.copy()
+    valid = np.isfinite(shuffled).all(-1)
+    shuffled[valid] = shuffled[valid][rng.permutation(int(valid.sum()))]   # right values, wrong places
+    bad = DetailCrop(wrong.name, wrong.box, wrong.factor, wrong.mask, pointmap=shuffled)
+    aligned, note = align_crop(bad, person.pointmap, person.mask)
+    assert aligned is None
+    assert note.startswith("detail crop left hand: refused, its surface disagrees with the whole-body pointmap")
+    elsewhere = DetailCrop(wrong.name, (0, 0, wrong.box[2] - wrong.box[0], wrong.box[3] - wrong.box[1]), wrong.factor,
+                           wrong.mask, pointmap=wrong.pointmap)
+    aligned, note = align_crop(elsewhere, person.pointmap, person.mask)   # a box over the background
+    assert aligned is None and "overlap the whole-body pointmap" in note
+
+
+# ----------------------------------------------------------------------------- the bundle
+
+
+def test_crops_survive_the_bundle(tmp_path, person, crops):
+    from engine.synthetic import to_bundle
+
+    bundle = to_bundle(person)
+    bundle.crops = crops
+    write_bundle(bundle, tmp_path / "b")
+    meta = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    assert meta["version"] == "1.2"
+    assert [c["name"] for c in meta["detail_crops"]] == ["left_hand", "right_hand", "face"]
+    back = read_bundle(tmp_path / "b")
+    for a, b in zip(crops, back.crops):
+        assert (a.name, tuple(a.box), a.factor) == (b.name, tuple(b.box), b.factor)
+        assert np.array_equal(a.mask, b.mask) and np.array_equal(a.seg, b.seg)
+        assert np.array_equal(a.pointmap, b.pointmap, equal_nan=True)
+        assert np.allclose(a.albedo, b.albedo, atol=1e-3)           # half-float EXR
+    # a bundle of the previous version (no crops) still reads
+    meta.pop("detail_crops")
+    meta["version"] = "1.1"
+    (tmp_path / "b" / "bundle.json").write_text(json.dumps(meta))
+    assert read_bundle(tmp_path / "b").crops == []
+
+
+def test_a_bad_crop_entry_is_said_in_words(tmp_path, person, crops):
+    from engine.synthetic import to_bundle
+
+    bundle = to_bundle(person)
+    bundle.crops = crops[:1]
+    write_bundle(bundle, tmp_path / "b")
+    path = tmp_path / "b" / "bundle.json"
+    meta = json.loads(path.read_text())
+    meta["detail_crops"][0]["files"]["pointmap"] = "../elsewhere.exr"
+    path.write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="not a file inside the bundle"):
+        read_bundle(tmp_path / "b")
+    meta["detail_crops"][0]["files"]["pointmap"] = "crops/left_hand/pointmap.exr"
+    meta["detail_crops"][0]["box"] = [0, 0, 10, 10]               # the stored maps are another size
+    path.write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="detail crop 'left_hand': mask must be"):
+        read_bundle(tmp_path / "b")
+    (tmp_path / "b" / "crops" / "left_hand" / "normal.exr").unlink()
+    with pytest.raises(BundleError, match="lists normal as crops/left_hand/normal.exr, which is missing"):
+        read_bundle(tmp_path / "b")
+
+
+# ----------------------------------------------------------------------------- fusion
+
+
+def _hand_error(vertices, faces, K, region, person) -> float:
+    """Mean distance to the true surface of points on the mesh's triangles over the region."""
+    import open3d as o3d
+
+    x0, y0, x1, y1 = region
+    uv = vertices.astype(np.float64) @ K.T
+    xy = uv[:, :2] / uv[:, 2:3]
+    inside = (xy[:, 0] >= x0) & (xy[:, 0] < x1) & (xy[:, 1] >= y0) & (xy[:, 1] < y1)
+    f = faces[inside[faces].all(1)]
+    centres = vertices[f].mean(1).astype(np.float32)
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(person.mesh.vertices.astype(np.float32)),
+                        o3d.core.Tensor(person.mesh.faces.astype(np.uint32)))
+    return float(scene.compute_distance(o3d.core.Tensor(centres)).numpy().mean())
+
+
+def test_the_finer_grid_replaces_the_hands_and_is_stitched(person, crops):
+    from engine.geometry import build_surface
+    from engine.synthetic import to_bundle
+
+    bundle = to_bundle(person)
+    aligned, _ = align_crops(crops[:2], bundle.pointmap, bundle.mask)
+    fused_bundle = fuse_maps(bundle, aligned)
+    built = build_surface(fused_bundle, detail="none")
+    vertices, faces, labels, pixel, fine, stats = fuse_mesh(
+        built.vertices, built.faces, built.vertex_labels, built.vertex_pixel, built.stats["grid"], built.grid_factor,
+        aligned)
+    assert len(vertices) == len(labels) == len(pixel) == len(fine)
+    assert fine.sum() > 10 * sum(s["body_vertices_replaced"] for s in stats) / 2   # 16 grid points per photo pixel
+    assert (pixel[fine] == -1).all() and (pixel[~fine] >= 0).all()
+    for s in stats:
+        assert s["stitch_faces"] > 50
+    # stitched, not laid over: no edge is shared by more than two triangles
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1)
+    _, count = np.unique(edges, axis=0, return_counts=True)
+    assert (count > 2).sum() <= 0.001 * len(edges)
+    # the zipper's triangles face the camera like the rest (-z normals toward it)
+    normal = np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]])
+    assert (normal[:, 2] < 0).mean() > 0.97
+    for a in aligned:
+        before = _hand_error(built.vertices, built.faces, person.K, a.region, person)
+        after = _hand_error(vertices, faces, person.K, a.region, person)
+        assert after < 0.25 * before, (a.crop.name, before, after)
+
+
+def test_spread_fingers_stay_apart_on_the_fused_mesh(person, crops):
+    """Each spread finger is its own strip of the mesh past the palm: rays between fingertips
+    hit nothing."""
+    import open3d as o3d
+
+    from engine.geometry import build_surface
+    from engine.synthetic import to_bundle
+    from engine.synthetic.crops import crop_camera
+    from engine.synthetic.render import pixel_rays
+
+    bundle = to_bundle(person)
+    aligned, _ = align_crops(crops[:1], bundle.pointmap, bundle.mask)
+    built = build_surface(fuse_maps(bundle, aligned), detail="none")
+    vertices, faces, *_ = fuse_mesh(built.vertices, built.faces, built.vertex_labels, built.vertex_pixel,
+                                    built.stats["grid"], 1, aligned)
+    truth = crops[0]
+    camera = crop_camera(person.camera, truth.box, truth.factor)
+    h, w = truth.mask.shape
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)), o3d.core.Tensor(faces.astype(np.uint32)))
+    hit = np.isfinite(scene.cast_rays(o3d.core.Tensor(pixel_rays(camera.K, w, h)))["t_hit"].numpy()).reshape(h, w)
+    x0, y0, x1, y1 = aligned[0].region
+    bx0, by0 = truth.box[:2]
+    f = truth.factor
+    window = (slice((y0 - by0) * f, (y1 - by0) * f), slice((x0 - bx0) * f, (x1 - bx0) * f))
+    empty = ~truth.mask[window]
+    assert (hit[window] & empty).sum() <= 0.01 * empty.sum()         # no webbing over the true gaps
+    assert (~hit[window] & truth.mask[window]).sum() <= 0.05 * truth.mask[window].sum()
+
+
+def test_avatar_with_crops_open_and_closed(tmp_path, person, crops):
+    from engine.avatar.build import build_avatar
+    from engine.synthetic import to_bundle
+
+    bundle = to_bundle(person)
+    bundle.crops = crops
+    write_bundle(bundle, tmp_path / "b")
+    for closed in (False, True):
+        out = build_avatar(tmp_path / "b", tmp_path / f"avatar{closed}", watertight=closed, formats=["glb"],
+                           texture_size=512)
+        manifest = json.loads((out / "avatar.json").read_text())
+        record = manifest["mesh"]["surface"]["detail_crops"]
+        assert [u["name"] for u in record["used"]] == ["left_hand", "right_hand", "face"]
+        assert record["mesh"] == ("finer grid stitched in" if not closed else
+                                  "maps: the closed surface is built from the fused maps at the photo's resolution")
+        assert manifest["options"]["detail_crops"] is True
+    off = build_avatar(tmp_path / "b", tmp_path / "off", watertight=False, formats=["glb"], texture_size=512,
+                       detail_crops=False)
+    manifest = json.loads((off / "avatar.json").read_text())
+    assert "detail_crops" not in manifest["mesh"]["surface"]
+    with_crops = json.loads((tmp_path / "avatarFalse" / "avatar.json").read_text())
+    assert with_crops["mesh"]["vertices"] > 2 * manifest["mesh"]["vertices"] * 0.5
+
+
+# ----------------------------------------------------------------------------- predict, end to end
+
+
+def test_predict_with_crops_then_build(tmp_path, monkeypatch):
+    """Tiny random checkpoints: the real predict path runs the crops and writes them; the build
+    reads them and either fuses or refuses each in words (random models disagree with themselves)."""
+    from PIL import Image
+
+    from engine.avatar.build import build_avatar
+    from engine.models.testing import write_tiny_checkpoint
+    from engine.predict import Predictor
+    import engine.predict.crops as crop_module
+
+    root = tmp_path / "ckpt"
+    for task in ("pose", "seg", "normal", "pointmap", "albedo"):
+        write_tiny_checkpoint(root / task / f"sapiens2_0.4b_{task}.safetensors", task, seed=1)
+    rgb = np.full((320, 240, 3), 90, np.uint8)
+    rgb[40:300, 70:170] = [200, 150, 120]
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    # the tiny pose model's keypoints are noise: the boxes are given (crop_boxes is tested above)
+    monkeypatch.setattr(crop_module, "crop_boxes",
+                        lambda kp, hw: ([CropBox("left_hand", (80, 150, 140, 230), 4, 21)], ["detail crop face: skipped"]))
+    with Predictor(checkpoints=root, device="cpu", dtype="fp32", detail_crops=True) as predictor:
+        result = predictor.predict([tmp_path / "photo.png"], tmp_path / "out")[0]
+    assert result.status == "written"
+    bundle = read_bundle(result.bundles[0])
+    assert "detail crop face: skipped" in bundle.meta["notes"]
+    (crop,) = bundle.crops
+    assert (crop.name, crop.box, crop.factor) == ("left_hand", (80, 150, 140, 230), 4)
+    assert crop.mask.shape == (320, 240) and crop.pointmap.shape == (320, 240, 3)
+    assert crop.normal is not None and crop.albedo is not None and crop.seg is not None
+    assert (np.isnan(crop.pointmap[~crop.mask])).all()
+    assert "crops_pointmap" in bundle.meta["provenance"]["timings_s"]
+    if not bundle.mask.any() or not np.isfinite(bundle.pointmap).any():
+        pytest.skip("the tiny seg model found nobody in this photo")
+    meta_path = tmp_path / "out" / "photo" / "bundle.json"
+    meta = json.loads(meta_path.read_text())
+    if meta["K"] is None:   # random points fit no pinhole camera; give the build one
+        meta["K"] = [[300.0, 0, 120], [0, 300.0, 160], [0, 0, 1]]
+        meta_path.write_text(json.dumps(meta))
+    try:
+        out = build_avatar(result.bundles[0], tmp_path / "avatar", watertight=False, formats=["glb"], texture_size=256)
+    except BundleError as exc:   # random maps may not make a surface at all; the crops are not the reason
+        pytest.skip(f"the tiny models' maps make no surface: {exc}")
+    record = json.loads((out / "avatar.json").read_text())["mesh"]["surface"]["detail_crops"]
+    assert len(record["used"]) + len(record["notes"]) == 1
+    assert all("detail crop left hand" in n for n in record["notes"])
+
+
+def test_predict_without_the_option_writes_no_crops(tmp_path):
+    from engine.options import BY_NAME
+
+    option = BY_NAME["detail_crops"]
+    assert option.default_for("predict") is False
+    assert option.default_for("avatar") is True and option.default_for("build") is True
