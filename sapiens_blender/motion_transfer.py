@@ -19,6 +19,7 @@ from bpy.props import CollectionProperty, EnumProperty, IntProperty, PointerProp
 
 from . import user_data
 from .blender.action import armature_rest, key_tracks
+from .blender.constrained_keys import bake_through_constraints
 from .io import retarget as retarget_io
 
 RETARGET_TIMEOUT_S = 300.0
@@ -109,6 +110,9 @@ def apply_curves(context, obj, curves: dict):
     """Key the curves as a new action on the armature, from the scene's start frame."""
     scene = context.scene
     tracks = [t for t in retarget_io.tracks_from_curves(curves) if t.bone in obj.pose.bones]
+    if tracks:
+        # controls under constraint-driven bones (a generated Rigify rig) keyed where the engine means them
+        tracks = bake_through_constraints(context, obj, tracks, retarget_io.poses_from_curves(curves))
     scene_fps = scene.render.fps / scene.render.fps_base
     frames = scene.frame_start + np.arange(int(curves["frames"])) * scene_fps / float(curves["fps"])
     action = bpy.data.actions.new(f"{obj.name}_retargeted")

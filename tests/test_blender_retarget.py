@@ -6,6 +6,7 @@ bounds: same proportions < 1 cm mean, other proportions bone directions < 2 degr
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +32,34 @@ CHAINS = (("leftUpperArm", "leftLowerArm"), ("leftLowerArm", "leftHand"), ("righ
 @pytest.fixture(scope="module")
 def walk_dir(tmp_path_factory):
     return write_motion_dir(tmp_path_factory.mktemp("motion") / "walk", "walk", FRAMES)
+
+
+def walk_on_skeleton(walk_dir, skeleton_json, out):
+    """The synthetic walk carried onto another skeleton by the engine and written as an `animate`
+    output with that skeleton as its rest: a source with the character's own proportions, so hands
+    and feet must land where its joints are (issue 12's same-proportions bound)."""
+    from engine.formats.scene import matrix_to_quaternion
+    from engine.motion.retarget import plan_retarget, retarget
+    from engine.motion.retarget_sources import load_target
+
+    source = read_motion(walk_dir)
+    skeleton, _ = load_target(skeleton_json)
+    result = retarget(plan_retarget(source.skeleton, skeleton), source.world, source.fps)
+    quats = matrix_to_quaternion(result.local()[..., :3, :3])
+    (out / "frames").mkdir(parents=True)
+    (out / "skeleton.json").write_text(Path(skeleton_json).read_text())
+    (out / "animation.json").write_text(json.dumps({"format": "sapiens-animation", "version": "1.0",
+                                                    "fps": source.fps, "frames": len(quats)}))
+    for t in range(len(quats)):
+        bones = {n: {"rotation": quats[t, b].tolist()} for b, n in enumerate(skeleton.names)}
+        (out / "frames" / f"{t:06d}.json").write_text(json.dumps(
+            {"bones": bones, "root_position": result.world[t, 0, :3, 3].tolist()}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def avatar_walk_dir(tmp_path_factory, walk_dir, rigify_avatar):
+    return walk_on_skeleton(walk_dir, rigify_avatar / "skeleton.json", tmp_path_factory.mktemp("avatar_walk") / "walk")
 
 
 def make_armature(skeleton, name: str):
@@ -237,7 +266,7 @@ def test_panel_draws_the_motion_box_for_a_selected_armature(addon, walk_dir):
     assert "SAPIENS_UL_bone_map" in drawn
 
 
-def test_the_avatars_own_rig_and_its_mesh_receive_the_walk(addon, walk_dir, rigify_avatar):
+def test_the_avatars_own_rig_and_its_mesh_receive_the_walk(addon, walk_dir, avatar_walk_dir, rigify_avatar):
     from blender_support import evaluated_positions
 
     assert bpy.ops.sapiens.import_avatar(directory=str(rigify_avatar)) == {"FINISHED"}
@@ -266,9 +295,19 @@ def test_the_avatars_own_rig_and_its_mesh_receive_the_walk(addon, walk_dir, rigi
         rigid = rest[hand_vertices] @ carry[:3, :3].T + carry[:3, 3]
         assert np.linalg.norm(now - rigid, axis=1).mean() < 0.02, t
         assert np.linalg.norm(now - rest[hand_vertices], axis=1).mean() > 0.1
+    # the walk with the avatar's own proportions: hands, feet and hips land on the source's
+    apply(rig, avatar_walk_dir)
+    same, _ = source_heads(avatar_walk_dir)
+    heads = pose_heads(rig, FRAMES)
+    for part in EXTREMITIES + ("hips",):
+        err = np.linalg.norm(heads[parts[part]] - same[part], axis=-1) * 100
+        assert err.mean() < POSITION_BOUND_CM, (part, err.mean())
 
 
-def test_generated_rigify_rig_takes_the_walk_on_its_fk_controls(addon, walk_dir, rigify_avatar):
+def test_generated_rigify_rig_takes_the_walk_on_its_fk_controls(addon, walk_dir, avatar_walk_dir, rigify_avatar):
+    """Limbs and torso: the torso control travels and turns with the hips, the FK spine bends
+    (spine_fk the pelvis, spine_fk.001-.003 up the back), the limbs on FK; controls hanging under
+    constraint-driven MCH bones are keyed where the engine means them (visual keys)."""
     assert bpy.ops.sapiens.import_avatar(directory=str(rigify_avatar)) == {"FINISHED"}
     metarig = bpy.data.objects["sample_rig"]
     bpy.context.view_layer.objects.active = metarig
@@ -277,7 +316,8 @@ def test_generated_rigify_rig_takes_the_walk_on_its_fk_controls(addon, walk_dir,
     src, _ = source_heads(walk_dir)
     apply(rig, walk_dir)
     parts = {i.part: i.bone for i in rig.sapiens_bone_map if i.part}
-    assert parts["leftUpperArm"] == "upper_arm_fk.L" and parts["hips"] == "torso"
+    assert parts["leftUpperArm"] == "upper_arm_fk.L" and parts["body"] == "torso" and parts["hips"] == "spine_fk"
+    assert parts["spine"] == "spine_fk.001" and parts["upperChest"] == "spine_fk.003"
     heads = pose_heads(rig, FRAMES)
     deform = {p: "DEF-" + name for p, name in (("leftUpperArm", "upper_arm.L"), ("leftLowerArm", "forearm.L"),
                                                ("leftHand", "hand.L"), ("rightUpperArm", "upper_arm.R"),
@@ -294,6 +334,28 @@ def test_generated_rigify_rig_takes_the_walk_on_its_fk_controls(addon, walk_dir,
                              {k: src[p] for k, p in (("a", "hips"), ("b", "upperChest"), ("c", "neck"), ("d", "head"))},
                              chains=(("a", "b"), ("c", "d")))
     assert max(torso) < DIRECTION_BOUND_DEG, torso
+    pelvis = direction_errors(heads, {"a": "DEF-spine", "b": "DEF-spine.001"}, {k: src[p] for k, p in
+                                                                              (("a", "hips"), ("b", "spine"))},
+                              chains=(("a", "b"),))
+    assert max(pelvis) < DIRECTION_BOUND_DEG, pelvis
+    paths = {fc.data_path for fc in _fcurves(rig.animation_data.action)}
+    assert {'pose.bones["torso"].location', 'pose.bones["torso"].rotation_quaternion',
+            'pose.bones["spine_fk"].rotation_quaternion'} <= paths
+    # nothing of the baking is left: no holding empties, no extra constraints
+    from sapiens_blender.blender.constrained_keys import HOLD
+
+    assert not [o for o in bpy.data.objects if o.name.startswith(HOLD)]
+    assert not [c for pb in rig.pose.bones for c in pb.constraints if c.name == HOLD]
+
+    # the walk with the rig's own proportions: the deform bones' hands, feet and pelvis land on the source's
+    apply(rig, avatar_walk_dir)
+    same, _ = source_heads(avatar_walk_dir)
+    heads = pose_heads(rig, FRAMES)
+    for part, bone in (("leftHand", "DEF-hand.L"), ("rightHand", "DEF-hand.R"), ("leftFoot", "DEF-foot.L"),
+                       ("rightFoot", "DEF-foot.R"), ("hips", "DEF-spine"), ("head", "DEF-spine.006")):
+        err = np.linalg.norm(heads[bone] - same[part], axis=-1) * 100
+        assert err.mean() < POSITION_BOUND_CM, (part, err.mean())
+    assert np.linalg.norm(heads["DEF-spine"][-1] - heads["DEF-spine"][0]) > 0.1       # it travels
 
 
 def test_an_animate_run_goes_straight_onto_the_chosen_armature(addon, walk_dir, tmp_path):

@@ -118,10 +118,13 @@ def test_conventions_are_detected():
            "upperarm_l", "upperarm_r", "thigh_l", "thigh_r", "upperarm_twist_01_l"]
     conv, parts = detect(ue5)
     assert conv == "unreal" and parts["upperChest"] == "spine_05" and parts["chest"] == "spine_02"
-    generated = ["root", "torso", "DEF-spine", "DEF-upper_arm.L", "ORG-upper_arm.L", "upper_arm_fk.L",
+    generated = ["root", "torso", "spine_fk", "DEF-spine", "DEF-upper_arm.L", "ORG-upper_arm.L", "upper_arm_fk.L",
                  "upper_arm_fk.R", "thigh_fk.L", "thigh_fk.R", "f_index.01.L"]
     conv, parts = detect(generated)
-    assert conv == "rigify_fk" and parts["leftUpperArm"] == "upper_arm_fk.L" and parts["hips"] == "torso"
+    assert conv == "rigify_fk" and parts["leftUpperArm"] == "upper_arm_fk.L"
+    assert parts["hips"] == "spine_fk" and parts["body"] == "torso"      # the pelvis FK bone under the torso
+    conv, parts = detect([n for n in generated if n != "spine_fk"])
+    assert parts["hips"] == "torso" and "body" not in parts
     deform = convention_map("rigify", ["DEF-upper_arm.L", "ORG-upper_arm.L"])
     assert deform["leftUpperArm"] == "DEF-upper_arm.L"
     vrm1 = convention_map("vrm", ["leftThumbMetacarpal", "leftThumbProximal", "leftThumbDistal"])

@@ -26,13 +26,18 @@ FINGERS = ("Thumb", "Index", "Middle", "Ring", "Little")
 PHALANGES = ("Proximal", "Intermediate", "Distal")
 SIDES = ("left", "right")
 
+# Beyond VRM: a control that carries the whole body (a generated Rigify rig's torso). It travels
+# and turns with the source's hips; the hips bone below it then bends the pelvis relative to it.
+CONTROLS = ("body",)
 TORSO = ("hips", "spine", "chest", "upperChest", "neck", "head", "jaw")
+# the source part a control follows
+CONTROL_SOURCE = {"body": "hips"}
 LIMBS = ("Eye", "Shoulder", "UpperArm", "LowerArm", "Hand", "UpperLeg", "LowerLeg", "Foot", "Toes")
 
 
 def humanoid_names() -> list[str]:
-    """Every humanoid part, parents before children."""
-    names = list(TORSO)
+    """Every humanoid part, parents before children (the body control first)."""
+    names = list(CONTROLS + TORSO)
     for side in SIDES:
         names += [side + part for part in LIMBS]
         names += [f"{side}{f}{p}" for f in FINGERS for p in PHALANGES]
@@ -103,13 +108,16 @@ CONVENTIONS: dict[str, tuple[dict, dict, tuple[str, str], str]] = {
         _RIGIFY_LIMBS, ("L", "R"),
         "Rigify human metarig (and the engine's rigify skeleton); a generated rig's DEF-/ORG- bones"),
     "rigify_fk": (
-        {"hips": "torso", "spine": "spine_fk.001", "chest": "spine_fk.002", "upperChest": "spine_fk.003",
-         "neck": "neck", "head": "head", "jaw": "jaw_master"},
+        # the FK spine runs from the torso's pivot: spine_fk.001 (the lower spine) and spine_fk (the
+        # pelvis) point down from it, spine_fk.002 and .003 up; the torso control carries them all
+        {"body": "torso", "hips": ("spine_fk", "torso"), "spine": "spine_fk.001", "chest": "spine_fk.002",
+         "upperChest": "spine_fk.003", "neck": "neck", "head": "head", "jaw": "jaw_master"},
         {**_RIGIFY_LIMBS,
          **_limbs({"Eye": "eye.{S}", "Shoulder": "shoulder.{S}", "UpperArm": "upper_arm_fk.{S}",
                    "LowerArm": "forearm_fk.{S}", "Hand": "hand_fk.{S}", "UpperLeg": "thigh_fk.{S}",
                    "LowerLeg": "shin_fk.{S}", "Foot": "foot_fk.{S}", "Toes": ("toe_fk.{S}", "toe.{S}")}, {})},
-        ("L", "R"), "a generated Rigify rig's FK controls (upper_arm_fk.L, ...; fingers f_index.01.L ...)"),
+        ("L", "R"), "a generated Rigify rig's FK controls (torso, spine_fk ..., upper_arm_fk.L, ...; "
+                    "fingers f_index.01.L ...)"),
     "mixamo": (
         {"hips": "Hips", "spine": "Spine", "chest": "Spine1", "upperChest": "Spine2", "neck": "Neck",
          "head": "Head", "jaw": "Jaw"},
@@ -171,7 +179,7 @@ def convention_map(convention: str, names: list[str]) -> dict[str, str]:
                 used.add(found)
                 return
 
-    for part in TORSO:
+    for part in TORSO + CONTROLS:         # a control takes a bone no humanoid part claimed
         if part in torso:
             claim(part, torso[part])
     for side in SIDES:

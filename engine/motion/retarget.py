@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.errors import EngineError
-from engine.motion.bone_maps import HUMANOID_SET, convention_map, detect, direction_children, followers
+from engine.motion.bone_maps import (CONTROL_SOURCE, HUMANOID_SET, convention_map, detect, direction_children,
+                                      followers)
 
 AXIS_SNAP_DEG = 25.0   # a rest facing this close to a world axis is taken as that axis
 
@@ -147,8 +148,9 @@ class RetargetPlan:
     correction: np.ndarray         # B_t x 3 x 3: C_b
     axes: np.ndarray               # 3 x 3: G, source world -> target world
     scale: float                   # target legs / source legs
-    hips: int                      # target bone that travels (-1: none)
+    hips: int                      # target bone that travels (-1: none): the body control, else the hips
     source_hips: int
+    anchor: int                    # target bone whose head lands on the source's (scaled) hips head
     convention: str                # the target convention detected ("map" when a map was given)
     source_convention: str
     notes: list[str] = field(default_factory=list)
@@ -187,6 +189,8 @@ def pair_bones(source: RestSkeleton, target: RestSkeleton, bone_map: dict[str, s
     target_convention: read the target's names in this convention instead of detecting it."""
     source_convention, source_parts = _parts(source)
     source_bone_part = {b: p for p, b in source_parts.items()}
+    # a control (the body) follows a source part of another name
+    source_parts = source_parts | {c: source_parts[p] for c, p in CONTROL_SOURCE.items() if p in source_parts}
     notes: list[str] = []
     pairs: dict[str, str] = {}
     part_of: dict[str, str] = {}
@@ -310,9 +314,15 @@ def plan_retarget(source: RestSkeleton, target: RestSkeleton, bone_map: dict[str
             continue
         name = target.names[b]
         part, bones_of = (follow[name], follower_part_bone) if name in follow else (part_of.get(name), target_part_bone)
+        measured = b
+        if bones_of is target_part_bone and part in follower_part_bone:
+            # a control the rig poses another bone like (spine_fk -> ORG-spine) takes that bone's
+            # direction: the control may point the other way (down from the torso's pivot)
+            measured, bones_of = follower_part_bone[part], follower_part_bone
         child = next((c for c in direction_children(part) if c in bones_of and c in source_part_bone), None) \
             if part else None
-        d_t = _direction(target, b, bones_of[child] if child else None)
+        # a control that carries the whole body turns with its source part from their rests (no swing)
+        d_t = None if part in CONTROL_SOURCE else _direction(target, measured, bones_of[child] if child else None)
         if child:
             d_s = src_heads[source_part_bone[child]] - src_heads[s]
         else:
@@ -329,9 +339,23 @@ def plan_retarget(source: RestSkeleton, target: RestSkeleton, bone_map: dict[str
         scale = legs_t / legs_s
     else:
         notes.append("legs not paired on both sides: root motion is not scaled")
-    hips = target_part_bone.get("hips", -1)
+    hips = target_part_bone.get("body", target_part_bone.get("hips", -1))
+    # the pelvis: the bone the rig poses like the hips (a generated Rigify rig's ORG-spine), else the
+    # hips bone; the travelling bone (a body control sits elsewhere) is placed so its head lands
+    # where the source's hips are
+    anchor = follower_part_bone.get("hips", target_part_bone.get("hips", hips))
+    if hips < 0 or not _descends(target.parents, anchor, hips):
+        anchor = hips
     return RetargetPlan(source, target, source_of, part_of, correction, G, scale, hips,
-                        source_part_bone.get("hips", -1), convention, source_convention, notes, follow)
+                        source_part_bone.get("hips", -1), anchor, convention, source_convention, notes, follow)
+
+
+def _descends(parents: np.ndarray, b: int, ancestor: int) -> bool:
+    while b >= 0:
+        if b == ancestor:
+            return True
+        b = int(parents[b])
+    return False
 
 
 # --- applying it --------------------------------------------------------------------------------
@@ -392,6 +416,12 @@ def retarget(plan: RetargetPlan, source_world: np.ndarray, fps: float = 30.0) ->
             pos[:, b] = target.heads[b]
         else:
             pos[:, b] = pos[:, p] + rot[:, p] @ rest_local[b, :3, 3]
+    if plan.anchor != plan.hips:
+        # the body control travels so that the pelvis below it is where the source's hips are
+        carried = np.zeros(B, bool)
+        for b in range(B):
+            carried[b] = b == plan.hips or (target.parents[b] >= 0 and carried[target.parents[b]])
+        pos[:, carried] += (travel - pos[:, plan.anchor])[:, None]
     world = np.zeros((T, B, 4, 4))
     world[..., :3, :3] = rot
     world[..., :3, 3] = pos

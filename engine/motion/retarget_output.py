@@ -50,16 +50,23 @@ def curves(result: RetargetResult, decimals: int = 6) -> dict:
     """Per-bone curves for a client's armature: for every bone that moves, its rotation per frame
     relative to its rest, in its own rest axes (quaternions x y z w: Blender's pose-bone
     rotation_quaternion as w x y z), and for the bones that travel their location likewise (the
-    rest-relative offset in the bone's rest axes, Blender's pose-bone location)."""
+    rest-relative offset in the bone's rest axes, Blender's pose-bone location); `pose`: the
+    bone's axes and head in the skeleton's space (Blender's pose space)."""
     plan = result.plan
     basis = result.basis()
-    quats = continuous_quaternions(matrix_to_quaternion(basis[..., :3, :3]))
     moving = plan.keyed
+    quats = continuous_quaternions(matrix_to_quaternion(basis[..., :3, :3]))
+    world = continuous_quaternions(matrix_to_quaternion(result.world[:, moving, :3, :3]))
+    keyed_index = np.cumsum(moving) - 1
     bones = {}
     for b, name in enumerate(plan.target.names):
         entry = {}
         if moving[b]:
             entry["rotation"] = np.round(quats[:, b], decimals).tolist()
+            # where the bone is meant to be, in the skeleton's own space (a client's armature
+            # space): clients whose controls hang under constraint-driven bones key to this
+            entry["pose"] = {"rotation": np.round(world[:, keyed_index[b]], decimals).tolist(),
+                             "location": np.round(result.world[:, b, :3, 3], decimals).tolist()}
         loc = basis[:, b, :3, 3]
         # only the travelling bone (and a keyed bone that really moves off its rest offset)
         if b == plan.hips or (moving[b] and np.abs(loc).max() > 1e-6):

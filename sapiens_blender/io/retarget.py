@@ -82,3 +82,35 @@ def read_preset(path: Path) -> list[tuple[str, str]]:
 
 def list_presets(directory: Path) -> list[Path]:
     return sorted(Path(directory).glob("*.json")) if Path(directory).is_dir() else []
+
+
+# --- rigs whose controls hang under constraint-driven bones (a generated Rigify rig) -------------
+def quaternion_matrices(xyzw: np.ndarray) -> np.ndarray:
+    """... x 4 quaternions (x, y, z, w) -> ... x 3 x 3 rotation matrices."""
+    q = np.asarray(xyzw, np.float64)
+    x, y, z, w = np.moveaxis(q / np.linalg.norm(q, axis=-1, keepdims=True), -1, 0)
+    return np.stack([np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+                     np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+                     np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)], -2)
+
+
+def poses_from_curves(curves: dict) -> dict[str, np.ndarray]:
+    """Where the engine means each keyed bone to be: bone -> T x 4 x 4 matrices in the armature's
+    space (Blender's pose space), from the curves' `pose` entries."""
+    frames = int(curves["frames"])
+    out = {}
+    for bone, c in curves["bones"].items():
+        if "pose" not in c:
+            continue
+        m = np.tile(np.eye(4), (frames, 1, 1))
+        m[:, :3, :3] = quaternion_matrices(np.asarray(c["pose"]["rotation"], np.float64).reshape(frames, 4))
+        m[:, :3, 3] = np.asarray(c["pose"]["location"], np.float64).reshape(frames, 3)
+        out[bone] = m
+    return out
+
+
+def continuous_wxyz(q: np.ndarray) -> np.ndarray:
+    """T x 4 quaternions with each frame's sign chosen nearest the previous one (no flips in the curve)."""
+    q = np.asarray(q, np.float64)
+    flips = np.where(np.einsum("ti,ti->t", q[1:], q[:-1]) < 0, -1.0, 1.0)
+    return q * np.concatenate([[1.0], np.cumprod(flips)])[:, None]
