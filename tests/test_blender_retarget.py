@@ -176,7 +176,7 @@ def test_mixamo_character_other_proportions_keeps_directions(addon, walk_dir):
     np.testing.assert_allclose(travel_t, 1.2 * travel_s, atol=2e-3)
 
 
-def test_rigify_metarig_receives_the_walk(addon, walk_dir):
+def test_rigify_metarig_receives_the_walk(addon, walk_dir, tmp_path):
     import addon_utils
 
     addon_utils.enable("rigify", default_set=True, handle_error=None)
@@ -190,6 +190,22 @@ def test_rigify_metarig_receives_the_walk(addon, walk_dir):
     parts = {p: b for b, p in items.items() if p}
     errors = direction_errors(heads, parts, src)
     assert np.mean(errors) < DIRECTION_BOUND_DEG and max(errors) < DIRECTION_BOUND_DEG, errors
+    # the walk with the metarig's own proportions (its rest bones in the avatar frame as the motion's
+    # skeleton): hands, feet and hips land on the source's
+    from sapiens_blender.motion_transfer import armature_skeleton
+
+    doc = armature_skeleton(obj)
+    for bone in doc["bones"]:
+        for key in ("head", "tail", "z_axis"):
+            bone[key] = (TO_BLENDER.T @ np.array(bone[key])).tolist()
+    (tmp_path / "metarig.json").write_text(json.dumps(doc))
+    same_dir = walk_on_skeleton(walk_dir, tmp_path / "metarig.json", tmp_path / "metarig_walk")
+    apply(obj, same_dir)
+    same, _ = source_heads(same_dir)
+    heads = pose_heads(obj, FRAMES)
+    for part in EXTREMITIES + ("hips",):
+        err = np.linalg.norm(heads[parts[part]] - same[part], axis=-1) * 100
+        assert err.mean() < POSITION_BOUND_CM, (part, err.mean())
 
 
 def test_edited_map_and_presets(addon, walk_dir, tmp_path):
