@@ -29,8 +29,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = {
-    "mesh": dict(detail="none"),
-    "refined": dict(detail="normals"),
+    "mesh": dict(detail="none", watertight=False),
+    "refined": dict(detail="normals", watertight=False),
     "watertight": dict(detail="normals", watertight=True),
 }
 

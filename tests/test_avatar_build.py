@@ -17,7 +17,7 @@ from engine.bundle import Bundle, read_bundle, write_bundle
 from engine.errors import BundleError, Cancelled, EngineError
 
 # Fast settings for most tests: half-resolution mesh, no refinement, small textures.
-FAST = dict(detail="none", resolution="half", texture_size=1024)
+FAST = dict(detail="none", resolution="half", watertight=False, texture_size=1024)  # the open front: quick
 
 
 def sample_bundle(samples: Path, name: str = "person_101") -> Bundle:
@@ -227,7 +227,8 @@ def test_albedo_texture_matches_the_bundle_and_pads_the_background(avatar_dir, b
 def test_fallback_to_the_photo_without_albedo(shared_samples, tmp_path):
     bundle = sample_bundle(shared_samples)
     bundle.albedo = None
-    out = build_avatar(write_bundle(bundle, tmp_path / "bundle"), tmp_path / "avatar", detail="none", resolution="quarter", texture_size=512)
+    out = build_avatar(write_bundle(bundle, tmp_path / "bundle"), tmp_path / "avatar", detail="none", resolution="quarter", watertight=False,
+                       texture_size=512)
     manifest = read_avatar_manifest(out)
     assert manifest["textures"]["albedo_source"] == "photo"
     assert "photo" in manifest["textures"]["albedo_note"]
@@ -387,7 +388,8 @@ def test_rest_pose_without_rig_is_refused(bundle_dir, tmp_path):
 
 def test_decimated_mesh_keeps_the_detail_in_its_normal_map(bundle_dir, tmp_path):
     """With 15k triangles the mesh loses the fine shape; decoding the map brings the normals back."""
-    out = build_avatar(bundle_dir, tmp_path / "avatar", detail="none", resolution="half", target_faces=15_000, texture_size=1024)
+    out = build_avatar(bundle_dir, tmp_path / "avatar", detail="none", resolution="half", watertight=False, target_faces=15_000,
+                       texture_size=1024)
     manifest = read_avatar_manifest(out)
     assert manifest["mesh"]["faces"] <= 16_000
     glb = glb_arrays(out / "avatar.glb")

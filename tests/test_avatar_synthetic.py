@@ -23,7 +23,7 @@ def built(tmp_path_factory):
     person = make_person(2, pose="bent", width=384, height=512)
     bundle_dir = write_bundle(to_bundle(person, name="bent-2"), tmp_path_factory.mktemp("bundle") / "bent-2")
     out = build_avatar(bundle_dir, tmp_path_factory.mktemp("avatar") / "avatar", detail="none",
-                       texture_size=1024, rig="rigify")
+                       watertight=False, texture_size=1024, rig="rigify")
     return person, out
 
 

@@ -123,3 +123,24 @@ def test_normal_detail_fades_flat_at_the_seam():
     assert np.all(tilt[(inside > 0) & (inside <= 1.0)] < 6.0)  # at the outline: (nearly) flat
     assert np.allclose(tilt[inside > SEAM_FADE_PX + 2], np.degrees(0.3), atol=1e-3)  # inside: untouched
     assert np.array_equal(faded[:, layout.island_width :], tilted[:, layout.island_width :])  # hidden island
+
+
+def test_python_api_defaults_are_the_options_tables():
+    """build_avatar(bundle, out) builds what `sapiens-engine build` builds: the closed avatar and
+    every other build option at the default the options table declares (engine/options.py)."""
+    import inspect
+
+    from engine.jobs.build import BUILD_KEYWORDS, BUILD_OPTIONS
+    from engine.options import BY_NAME
+
+    parameters = inspect.signature(build_avatar).parameters
+    assert parameters["watertight"].default is True
+    for name in BUILD_OPTIONS:
+        keyword = BUILD_KEYWORDS.get(name, name)
+        default = BY_NAME[name].default_for("build")
+        if name == "formats":
+            continue  # None in the API = engine.formats.AVATAR_DEFAULT, checked below
+        assert parameters[keyword].default == default, name
+    from engine.formats import AVATAR_DEFAULT
+
+    assert list(BY_NAME["formats"].default_for("build")) == list(AVATAR_DEFAULT)

@@ -74,7 +74,7 @@ def build_avatar(
     *,
     detail: str = "normals",
     resolution: str = "full",
-    watertight: bool = False,
+    watertight: bool = True,  # closed by default, as the options table (engine/options.py) declares
     target_faces: int | None = None,
     texture_size: int = 2048,
     rig: str | None = None,
