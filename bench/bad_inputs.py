@@ -634,6 +634,22 @@ def _(ws, out):
     return ["build", p, "--out", out]
 
 
+for _name, _files in {
+    "files is a list": ["mask"],
+    "mask file is a number": {"mask": 12},
+    "mask file is outside the bundle": {"mask": "../stray_crop_mask.png"},
+    "mask file is an absolute path": {"mask": "/etc/hostname"},
+}.items():
+    @case(f"bundle: a detail crop whose {_name}", owner="crops")
+    def _(ws, out, _name=_name, _files=_files):
+        p = _bundle_copy(ws, "b_crop_" + "".join(ch for ch in _name if ch.isalnum()))
+        if isinstance(_files, dict) and _files["mask"] == "../stray_crop_mask.png":
+            shutil.copy(p / "mask.png", p.parent / "stray_crop_mask.png")
+        _edit_json(p / "bundle.json", lambda d: d.update(
+            version="1.2", detail_crops=[{"name": "face", "box": [0, 0, 4, 4], "factor": 1, "files": _files}]))
+        return ["build", p, "--out", out, "--resolution", "quarter", "--formats", "glb"]
+
+
 @case("bundle: a newer format version", owner="package")
 def _(ws, out):
     p = _bundle_copy(ws, "b_v9")
