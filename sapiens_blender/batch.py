@@ -217,10 +217,24 @@ def save_item(avatar_dir: Path, name: str, files: list[Path], preset: str) -> st
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     result = import_avatar(avatar_dir, name=name, scene=bpy.context.scene)
+    marked = _mark_asset(result.collection, Path(avatar_dir) / "preview.png")
     objects = [o for o in (result.armature_object, result.mesh_object) if o is not None]
     for path in files:
         export_avatar(objects, path, preset)
-    return f"{result.collection.name}: {len(result.mesh_object.data.vertices)} vertices"
+    return f"{result.collection.name}: {len(result.mesh_object.data.vertices)} vertices" + (", an asset" if marked else "")
+
+
+def _mark_asset(collection, preview: Path) -> bool:
+    """An avatar the engine's batch made comes with preview.png (front and back): its collection
+    becomes an asset with that thumbnail, so the saved .blend files browse in the Asset Browser."""
+    import bpy
+
+    if not preview.is_file():
+        return False
+    collection.asset_mark()
+    with bpy.context.temp_override(id=collection):
+        bpy.ops.ed.lib_id_load_custom_preview(filepath=str(preview))
+    return True
 
 
 def _ended(record: dict, started: float, index: int, total: int, log) -> dict:

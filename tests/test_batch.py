@@ -102,6 +102,10 @@ def test_a_corrupt_photo_is_one_failed_row_and_progress_is_reported(ray_run):
         assert json.loads((out / name / RECORD).read_text())["status"] == "done"
     assert any("front: done" in m for m in seen) and any("corrupt: failed" in m for m in seen)
     assert "2 done, 0 skipped, 1 failed" in result["summary"] and "items/s" in result["summary"]
+    import html
+
+    sheet = (out / "batch_report.html").read_text()      # the contact sheet says the failure in words
+    assert '<figure class="failed">' in sheet and html.escape(rows["corrupt"]["error"]) in sheet
 
 
 @pytest.mark.slow

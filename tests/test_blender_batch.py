@@ -300,10 +300,12 @@ def test_ray_runner_hands_the_list_to_the_engine_batch_then_saves_blend_files(tm
     assert blend.stat().st_size > 100_000 and (tmp_path / "unity" / "sample.fbx").stat().st_size > 10_000
     check = subprocess.run(
         [sys.executable, "-c", "import bpy, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]); "
-         "c = bpy.data.collections['sample']; print(sorted(o.type for o in c.objects))", str(blend)],
+         "c = bpy.data.collections['sample']; print(sorted(o.type for o in c.objects), c.asset_data is not None, "
+         "tuple(c.preview.image_size))", str(blend)],
         capture_output=True, text=True, timeout=120,
     )
-    assert "'MESH'" in check.stdout, check.stdout + check.stderr
+    # the engine's preview.png is the asset thumbnail of the avatar's collection
+    assert "['MESH'] True (256, 256)" in check.stdout, check.stdout + check.stderr
 
     blend.unlink()
     rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
