@@ -25,9 +25,6 @@ _spec.loader.exec_module(bad_inputs)
 SLOW_IN_A_NEW_PROCESS = ("photo:", "checkpoint:")
 # bugs in areas other engineers own, reported to the lead; strict: the test says so once they are fixed
 KNOWN = {
-    "bundle: a detail crop whose files is a list":
-        "engine/bundle/crops.py read_crops: a detail_crops entry whose files is a JSON list passes the "
-        "'mask' in files check, then files.items() raises AttributeError (traceback)",
 }
 CASES = [pytest.param(c, id=c.name, marks=[pytest.mark.xfail(reason=KNOWN[c.name], strict=True)] if c.name in KNOWN else [])
          for c in bad_inputs.select(fast=True) if c.via == "serve" or not c.name.startswith(SLOW_IN_A_NEW_PROCESS)]

@@ -111,8 +111,8 @@ def read_crops(bundle_dir: Path, meta: dict) -> list[DetailCrop]:
     for entry in entries:
         try:
             name, box, factor, files = entry["name"], tuple(int(v) for v in entry["box"]), entry["factor"], entry["files"]
-            if len(box) != 4 or "mask" not in files:
-                raise ValueError("a box of 4 numbers and a mask file")
+            if len(box) != 4 or not isinstance(files, dict) or "mask" not in files:
+                raise ValueError("a box of 4 numbers and files mapping names to files, a mask among them")
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{bundle_dir}: a detail_crops entry is malformed ({exc}): {json.dumps(entry)[:200]}") from exc
         maps = {}
