@@ -87,6 +87,12 @@ BACK_MAX_PIXELS = 60_000  # the back is smooth: build it on a grid of at most th
 # 300k-pixel person is closed on its half-size grid (a quarter of the refinement and Poisson time)
 CLOSED_MAX_PIXELS = 80_000
 POISSON_DEPTH = 8  # ~8 mm cells for a 2 m person: 2-4 s here; depth 9 costs ~4x
+# one thread: Open3D's multi-threaded Poisson orders its vertices differently on every run and
+# moves them by up to 1e-6 m (summation order), and a different count of iso-vertices it cannot
+# place ("bad average roots") leaves different folds for the cleanup, so the solid's vertex count
+# varied between runs; single-threaded it is the same to the bit. Its CPU time is the same
+# either way (3.6-4.1 s on the 1024 x 768 bench person, measured both ways).
+POISSON_THREADS = 1
 DENSITY_QUANTILE = 0.02
 # a trusted pixel this close to the mask's outline (grid pixels) pins the membrane at the
 # contour; further in, the edge of untrusted pixels is a hole, not a silhouette
@@ -323,7 +329,7 @@ def poisson_solid(points, normals, labels=None, *, depth=POISSON_DEPTH, density_
     cloud.normals = o3d.utility.Vector3dVector(np.asarray(normals, np.float64))
     with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
         mesh, densities = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(
-            cloud, depth=depth, scale=1.1, linear_fit=False
+            cloud, depth=depth, scale=1.1, linear_fit=False, n_threads=POISSON_THREADS
         )
     vertices = np.asarray(mesh.vertices)
     faces = np.asarray(mesh.triangles, np.int64)
