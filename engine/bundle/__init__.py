@@ -39,4 +39,9 @@ def read_bundle(path: str | Path | list, *, image: str | Path | None = None) -> 
         raise BundleError(f"{path}: no such bundle or file")
     if path.is_dir() and is_bundle(path):
         return read_engine_bundle(path)
+    if path.is_file() and path.name == "bundle.json":
+        raise BundleError(f"{path}: the description file of the bundle {path.parent}; give the bundle's folder")
+    if path.is_file() and path.suffix not in (".npy", ".json"):
+        raise BundleError(f"{path}: a file, not a predictions bundle (a folder holding bundle.json) nor an "
+                          "output of the reference demo scripts (.npy, _predictions.json)")
     return read_reference_outputs(path, image=image)
