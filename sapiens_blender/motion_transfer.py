@@ -15,6 +15,7 @@ from pathlib import Path
 
 import bpy
 import numpy as np
+from mathutils import Matrix
 from bpy.props import CollectionProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
 from . import user_data
@@ -110,6 +111,13 @@ def apply_curves(context, obj, curves: dict):
     """Key the curves as a new action on the armature, from the scene's start frame."""
     scene = context.scene
     tracks = [t for t in retarget_io.tracks_from_curves(curves) if t.bone in obj.pose.bones]
+    # the engine poses every bone it does not key at rest relative to its parent: a pose left on
+    # them (Rigify's Generate copies the metarig's current pose onto the new rig) would carry
+    # the keyed bones elsewhere
+    keyed = {t.bone for t in tracks}
+    for pose_bone in obj.pose.bones:
+        if pose_bone.name not in keyed:
+            pose_bone.matrix_basis = Matrix.Identity(4)
     if tracks:
         # controls under constraint-driven bones (a generated Rigify rig) keyed where the engine means them
         tracks = bake_through_constraints(context, obj, tracks, retarget_io.poses_from_curves(curves))
