@@ -1221,9 +1221,16 @@ for _name, _extra in {
     "watertight 'false'": {"watertight": "false"},
     "resolution 2": {"resolution": 2},
     "bundle_dir 12": {"bundle_dir": 12},
+    "views 12": {"views": 12},
+    "views [12]": {"views": [12]},
+    "views ['/nowhere']": {"views": ["/nowhere"]},
+    "views with watertight false": {"views": ["SAMPLE"], "watertight": False},
+    "detail_crops 'no'": {"detail_crops": "no"},
 }.items():
     case(f"protocol params: build {_name}", "serve", owner="options/jobs")(
-        lambda ws, out, _extra=_extra: _req("build", {"bundle_dir": str(ws.bundle), "out_dir": str(out), **_extra}))
+        lambda ws, out, _extra=_extra: _req("build", {"bundle_dir": str(ws.bundle), "out_dir": str(out), **{
+            k: [str(ws.bundle) if v == "SAMPLE" else v for v in x] if isinstance(x, list) else x
+            for k, x in _extra.items()}}))
 
 for _name, _extra in {
     "fps '30'": {"fps": "30"},
@@ -1382,6 +1389,17 @@ def _(ws, out):
         result.detail += f" after {time.monotonic() - started:.0f} s (the models ran first)"
         result.message = ""                 # refused only after the work: not the check asked for
     return result
+
+
+@case("protocol params: avatar fuse 'yes'", "serve", owner="options/jobs")
+def _(ws, out):
+    return _req("avatar", {**_predict_params(ws, out), "fuse": "yes", "cache_dir": str(ws.root / "cache")})
+
+
+@case("protocol job: avatar fusing one photo with itself", "serve", expect="any", owner="several views")
+def _(ws, out):
+    return _req("avatar", {**_predict_params(ws, out), "photos": [str(ws.photo), str(ws.photo)], "fuse": True,
+                           "tasks": ["seg", "pose", "normal", "pointmap"], "cache_dir": str(ws.root / "cache")})
 
 
 @case("protocol job: avatar with a rig but no pose task", "serve", owner="options/jobs")
