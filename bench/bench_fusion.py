@@ -1,6 +1,7 @@
 """Two photos of one person (front and back) fused into one closed solid, against the truth.
 
 Usage: .venv/bin/python bench/bench_fusion.py [--size 768x1024] [--people 3] [--swap-sides]
+                                              [--depth 8] [--no-colour]
 
 Held-out engine.synthetic people (seeds 101..) are rendered from the front and, with the same
 pose, from behind (yaw 180 deg, its own camera). Each view's joints are lifted from its
@@ -10,6 +11,10 @@ image side (left <-> right swapped), as a pose model that does not see the perso
 Printed per person, exact and degraded maps (engine.synthetic.degrade + 2 px flying rim, seeded
 per view): Chamfer to the whole true body (as bench_closed.py), the one-photo closed solid's
 for comparison, the registration error (back camera's true pose vs the found one) and seconds.
+Then the fused avatar (engine.avatar.fused, texture 1024) from the same two bundles: its texture
+colour at the vertices the true front / back camera sees against the true albedo there (sRGB
+levels, mean |difference|, as bench_back_colour.py measures the one-photo back), and its build
+time. --depth sets the Poisson depth of the fused solid (default watertight.POISSON_DEPTH).
 Nothing is asserted; the machine is shared, times are indicative.
 """
 
@@ -53,7 +58,11 @@ def main() -> None:
     parser.add_argument("--size", default="768x1024")
     parser.add_argument("--people", type=int, default=3)
     parser.add_argument("--swap-sides", action="store_true")
+    parser.add_argument("--depth", type=int, default=None, help="Poisson depth of the fused solid")
+    parser.add_argument("--no-colour", action="store_true", help="skip the fused avatar (colour errors)")
     args = parser.parse_args()
+    depth = {} if args.depth is None else {"depth": args.depth}
+    totals: dict = {}
     width, height = (int(v) for v in args.size.split("x"))
     poses = ["bent", "arms_forward", None, "step", None, "apose"]
     print(f"two views fused, {width} x {height}, back view sides swapped: {args.swap_sides}")
@@ -67,7 +76,7 @@ def main() -> None:
             f, b = (front, back) if case == "exact" else (
                 degrade(front, seed=seed, flying_rim_px=2.0), degrade(back, seed=seed + 1000, flying_rim_px=2.0))
             start = time.perf_counter()
-            fused = fuse_views([view_of(f), view_of(b, swap_sides=args.swap_sides)])
+            fused = fuse_views([view_of(f), view_of(b, swap_sides=args.swap_sides)], **depth)
             seconds = time.perf_counter() - start
             m = closed_metrics(truth, fused.vertices, fused.faces)
             single, _ = build_closed(f, detail="normals", resolution="full")
@@ -81,6 +90,40 @@ def main() -> None:
                   f"watertight {m['watertight']}, inward {m['inward']:.4f})  one photo {one['chamfer_cm']:.3f} cm  "
                   f"registration {angle:.2f} deg, back points moved {shift * 100:.2f} cm from the truth (joints "
                   f"{reg['joint_residual_m'] * 100:.1f} cm rms, sides swapped {reg['sides_swapped']})  {seconds:.1f} s", flush=True)
+            row = [m["chamfer_cm"], one["chamfer_cm"], m["volume_ratio"]]
+            if not args.no_colour:
+                front_error, back_error, avatar_seconds = fused_avatar_colour(f, b, front, back)
+                row += [front_error, back_error]
+                print(f"{'':14s} fused avatar: colour error front {front_error:.2f}, back {back_error:.2f} sRGB levels "
+                      f"(back/front {back_error / max(front_error, 1e-9):.2f})  build {avatar_seconds:.1f} s", flush=True)
+            totals.setdefault(case, []).append(row)
+    for case, rows in totals.items():
+        mean = np.mean(rows, axis=0)
+        colour = f", colour error front {mean[3]:.2f} back {mean[4]:.2f}" if len(mean) > 3 else ""
+        print(f"mean {case:9s} fused chamfer {mean[0]:.3f} cm (one photo {mean[1]:.3f}), volume {mean[2]:.3f}{colour}")
+
+
+def fused_avatar_colour(front_maps, back_maps, front_truth, back_truth):
+    """The fused avatar of the two views' bundles; (front error, back error, build seconds)."""
+    import tempfile
+
+    from bench_back_colour import avatar_vertex_colours, seen_colour_error
+
+    from engine.avatar.fused import build_fused_avatar
+    from engine.bundle import write_bundle
+    from engine.synthetic import to_bundle
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        a = write_bundle(to_bundle(front_maps, name="front"), tmp / "front")
+        b = write_bundle(to_bundle(back_maps, name="back"), tmp / "back")
+        start = time.perf_counter()
+        out = build_fused_avatar([a, b], tmp / "avatar", texture_size=1024)
+        seconds = time.perf_counter() - start
+        camera, colours, _ = avatar_vertex_colours(out)
+    to_body = front_truth.camera.body_to_camera
+    body = (camera - to_body[:3, 3]) @ to_body[:3, :3]
+    return seen_colour_error(body, colours, front_truth)[0], seen_colour_error(body, colours, back_truth)[0], seconds
 
 
 if __name__ == "__main__":

@@ -244,6 +244,7 @@ def views_table(inputs, bundle_dirs, names, fused, islands) -> list[dict]:
             "trusted_fraction": (fit.get("trust") or {}).get("trusted_fraction"),
         }
         if i > 0:
-            row.update({k: fit[k] for k in ("joint_residual_m", "joints", "joints_dropped", "joints_within_ceiling", "sides_swapped")})
+            row.update({k: fit[k] for k in ("joint_residual_m", "joints", "joints_dropped", "joints_within_ceiling", "sides_swapped",
+                                            "outline_pairs", "outline_turn_deg") if k in fit})
         rows.append(row)
     return rows
