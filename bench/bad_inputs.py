@@ -909,6 +909,26 @@ def _(ws, out):
     return ["animate", ws.inputs / "frames_one", "--out", out]
 
 
+@case("animate: a frames folder of bundles and images mixed", owner="rig/motion")
+def _(ws, out):
+    for i in range(3):
+        shutil.copytree(ws.bundle, ws.bad(f"frames_mixed/f{i}"))
+    shutil.copy(ws.bundle / "image.png", ws.inputs / "frames_mixed" / "f3.png")   # taken alone, it dropped a frame
+    return ["animate", ws.inputs / "frames_mixed", "--out", out]
+
+
+@case("animate: bundle frames of another photo size and person between the sample's", expect="any",
+      owner="rig/motion")
+def _(ws, out):
+    from engine.bundle import write_bundle
+    from engine.synthetic import make_person, to_bundle
+
+    shutil.copytree(ws.bundle, ws.bad("frames_sizes/f0"))
+    write_bundle(to_bundle(make_person(seed=3, width=384, height=512)), ws.inputs / "frames_sizes" / "f1")
+    shutil.copytree(ws.bundle, ws.inputs / "frames_sizes" / "f2")
+    return ["animate", ws.inputs / "frames_sizes", "--out", out]
+
+
 @case("animate: frames of NaN pointmaps", owner="rig/motion")
 def _(ws, out):
     import numpy as np

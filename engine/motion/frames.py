@@ -50,10 +50,14 @@ def list_frames(frames: str | Path) -> tuple[str, list[Path]]:
     from engine.bundle import is_bundle
     entries = sorted(path.iterdir())
     bundles = [p for p in entries if p.is_dir() and is_bundle(p)]
+    images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+    if bundles and images:
+        # which kind is the timeline? Taking one would drop the other's frames without a word
+        raise InputImageError(f"{path}: holds both predictions bundles ({len(bundles)}, e.g. {bundles[0].name}) and "
+                              f"images ({len(images)}, e.g. {images[0].name}); give a folder of one kind of frame")
     if bundles:
         # a frame folder whose bundle.json is damaged is still a frame: it keeps its place
         return "bundles", [p for p in entries if p.is_dir() and (p / "bundle.json").exists()]
-    images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
     if images:
         return "images", images
     raise InputImageError(f"{path}: no frames in it (expected images or predictions bundles)")
