@@ -1,7 +1,7 @@
 """Hands in detail: surface error on the hand regions with and without the detail crops, and the
 model time the crops add.
 
-Usage: .venv/bin/python bench/bench_detail.py [--people N] [--no-models]
+Usage: .venv/bin/python bench/bench_detail.py [--people N (0: model time only)] [--no-models]
 
 No real model can run here, so the predictions are faked the way the other synthetic benches do:
 engine.synthetic people (exact ground truth) rendered at 768 x 1024 (the model's own input size,
@@ -266,7 +266,8 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=3)
     parser.add_argument("--no-models", action="store_true")
     args = parser.parse_args()
-    surface_figures(args.people)
+    if args.people > 0:
+        surface_figures(args.people)
     if not args.no_models:
         print("\nmodel time (tiny random checkpoints, CPU, fp32; one 768 x 1024 photo, two hands and a face):")
         model_figures()
