@@ -368,8 +368,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("seg_probs", "bool", "Segmentation Probabilities", "also write the class probabilities",
            ("predict",), default=False, optional=False, group="output"),
     Option("detail_crops", "bool", "Hand and Face Detail",
-           "run the dense models again on boxes around the hands and the face (from the keypoints) and fuse "
-           "their finer surface into the avatar", ("predict", *_BUILD_JOBS), default=True, optional=False,
+           "hands and face in detail: predict runs the dense models again on boxes around the hands and the "
+           "face (from the keypoints); the build aligns those crops and fuses their finer surface into the avatar",
+           ("predict", *_BUILD_JOBS), default=True, optional=False,
            default_by_job={"predict": False}, group="surface"),
     # -- surface --
     Option("detail", "choice", "Detail", "refine the pointmap's depth with the predicted normals, or not",
