@@ -748,6 +748,21 @@ def _(ws, out):
     return ["build", ws.bundle, "--out", ""]
 
 
+LONG_NAME = "x" * 300            # a file name no file system takes (255 bytes at most)
+
+for _name, _argv in {
+    "build --out": lambda ws, out: ["build", ws.bundle, "--out", out / LONG_NAME],
+    "build BUNDLE": lambda ws, out: ["build", ws.inputs / LONG_NAME, "--out", out],
+    "animate FRAMES": lambda ws, out: ["animate", ws.inputs / LONG_NAME, "--out", out],
+    "retarget MOTION": lambda ws, out: ["retarget", ws.inputs / LONG_NAME, "--target", ws.inputs / "t.glb",
+                                        "--out", out],
+    "models --checkpoints": lambda ws, out: ["models", "--checkpoints", ws.inputs / LONG_NAME],
+    "export-onnx --out": lambda ws, out: ["export-onnx", ws.ckpt / "pose" / "sapiens2_0.4b_pose.safetensors",
+                                          "--out", out / LONG_NAME],
+}.items():
+    case(f"path: a 300-character file name as {_name}", owner="options/jobs")(_argv)
+
+
 @case("out: export-onnx onto an existing file", owner="options/jobs")
 def _(ws, out):
     started = time.monotonic()
@@ -1328,6 +1343,16 @@ for _name, _file in {"'..png' (stem '.')": "..png", "'...png' (stem '..')": "...
     def _(ws, out, _file=_file):
         (p := ws.bad(f"dots/{_file}")).write_bytes(ws.photo.read_bytes())
         return _req("predict", {**_predict_params(ws, out / "sub"), "photos": [str(p)]})
+
+
+@case("protocol job: predict a photo with a 300-character file name", "serve", owner="options/jobs")
+def _(ws, out):
+    return _req("predict", {**_predict_params(ws, out), "photos": [str(ws.inputs / (LONG_NAME + ".png"))]})
+
+
+@case("protocol job: build into an out_dir with a 300-character name", "serve", owner="options/jobs")
+def _(ws, out):
+    return _req("build", {"bundle_dir": str(ws.bundle), "out_dir": str(out / LONG_NAME)})
 
 
 @case("protocol job: predict a photo that does not exist", "serve", owner="predict")

@@ -47,8 +47,12 @@ def check_targets(checkpoints: list[Path], out: Path, dtype: str) -> None:
     --out is a folder (or can be one) where no folder sits in the way of an .onnx file."""
     from engine.errors import CheckpointError, EngineError
     from engine.models.safetensors_mmap import read_header
+    from engine.options import path_lookup_problem
     from engine.runtime.onnx_export import onnx_name
 
+    for given in (out, *checkpoints):
+        if problem := path_lookup_problem(given):
+            raise EngineError(f"{'--out ' if given is out else ''}{problem}")
     if out.exists() and not out.is_dir():
         raise EngineError(f"--out {out}: is a file, not a folder; export-onnx writes one "
                           "<checkpoint>.<dtype>.onnx file per checkpoint into a folder")
