@@ -5,7 +5,8 @@
 Accuracy (issue 12): same proportions with another rest pose (T-pose, A-pose), random bone rolls
 and other names: world joint positions of the retargeted character against the source's (goal:
 < 1 cm mean); a character 20% taller with 15% longer arms: bone directions (goal: < 2 degrees
-mean). Speed: planning + retargeting N frames onto the rigify-named 67-bone character and onto a
+mean). Feet: foot skate of the character on grounded motions before and after locking its feet
+(engine/motion/retarget_feet.py). Speed: planning + retargeting N frames onto the rigify-named 67-bone character and onto a
 Mixamo-named one (goal: 1,000 frames under 1 s), and writing the GLB.
 """
 
@@ -31,6 +32,9 @@ CASES = [
 TALL = ("20% taller, arms +15%, T-pose, rolls, Mixamo", dict(rest_pose="tpose", roll_seed=5, scale=1.2,
                                                             arm_scale=1.15, names="mixamo"))
 EXTREMITIES = ("leftHand", "rightHand", "leftFoot", "rightFoot")
+FEET_CASES = (("20% taller", dict(rest_pose="tpose", roll_seed=5, scale=1.2, names="mixamo")),
+              ("shins +25%", dict(rest_pose="tpose", roll_seed=5, shin_scale=1.25, names="mixamo")),
+              ("x1.1, shins -20%", dict(rest_pose="apose", roll_seed=7, scale=1.1, shin_scale=0.8, names="unreal")))
 
 
 def position_errors_cm(source, result, scale=1.0) -> tuple[np.ndarray, list[str]]:
@@ -90,6 +94,22 @@ def main() -> None:
         print(f"  {kind:5s} {'fewer bones (upper chest, shoulders, finger joints)':38s} joints {err.mean():.2e} / "
               f"{err.max():.2e} cm; hands+feet {ext.mean():.2e} cm ({len(target.names)} bones)")
 
+    print("\nfeet on the character (grounded motions with their true contacts; foot skate, mm per frame, "
+          "of the character's foot and toe heads in contact frames: retargeted -> feet locked)")
+    from engine.motion.retarget_feet import lock_target_feet
+    for kind in ("walk_line", "turn", "squat", "jump", "side_step"):
+        source = synthetic_motion(kind, args.frames)
+        row = []
+        for label, kw in FEET_CASES:
+            target = character(source.skeleton, **kw)
+            plan = plan_retarget(source.skeleton, target)
+            result = retarget(plan, source.world, source.fps)
+            planted, report = lock_target_feet(plan, source.world, result, source.contact)
+            skate = report["skate_mm_per_frame"]
+            ang = direction_errors_deg(source, planted)
+            row.append(f"{label} {skate['before']:.2f} -> {skate['after']:.2f} (directions {ang.mean():.2f} deg)")
+        print(f"  {kind:9s} " + "; ".join(row))
+
     print(f"\nspeed ({args.timing_frames} frames; best of {args.repeats})")
     base = synthetic_motion("walk", 100)
     reps = -(-args.timing_frames // len(base.world))
@@ -112,6 +132,19 @@ def main() -> None:
         print(f"  {label:24s} {len(target.names)} bones: plan {min(plans) * 1000:.1f} ms, retarget "
               f"{min(runs) * 1000:.1f} ms, local/rest-relative curves {min(bases) * 1000:.1f} ms "
               f"(total {(min(plans) + min(runs) + min(bases)) * 1000:.1f} ms)")
+    grounded = synthetic_motion("walk_line", 100)
+    reps = -(-args.timing_frames // len(grounded.world))
+    g_world = np.concatenate([grounded.world] * reps)[: args.timing_frames]
+    g_contact = np.concatenate([grounded.contact] * reps)[: args.timing_frames]
+    target = character(grounded.skeleton, rest_pose="tpose", roll_seed=5, shin_scale=1.25, names="mixamo")
+    plan = plan_retarget(grounded.skeleton, target)
+    result = retarget(plan, g_world, grounded.fps)
+    locks = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        lock_target_feet(plan, g_world, result, g_contact)
+        locks.append(time.perf_counter() - t0)
+    print(f"  feet lock on the character (walk_line, shins +25%): {min(locks) * 1000:.1f} ms (IK + a second retarget pass)")
     from engine.motion.retarget_gltf import write_glb
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

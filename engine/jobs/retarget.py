@@ -30,6 +30,7 @@ def run(options: dict, progress=None, cancel=None) -> dict:
     result = retarget_to_dir(options["motion"], options["target"], out_dir, bone_map=options.get("bone_map"),
                              convention=options.get("rig"),
                              formats=options["formats"], with_curves=bool(options.get("curves")),
+                             feet=options.get("feet") or "lock",
                              progress=checked_progress(progress, cancel))
     result["files"] = relative_files(out_dir)
     return result

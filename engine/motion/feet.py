@@ -132,12 +132,10 @@ def plant_leg_bones(world: np.ndarray, parents: np.ndarray, skeleton: dict, ankl
         if not m.any():
             continue
         H, K, A = (world[m, i, :3, 3] for i in (th, sh, ft))
-        new_knee, reached = _two_bone_ik(H, K, A, ankle_targets[m, k])
-        S1 = _swing(K - H, new_knee - H)
-        S2 = _swing(np.einsum("tij,tj->ti", S1, A - H) - (new_knee - H), reached - new_knee)
+        S1, S21, new_knee, reached = leg_turns(H, K, A, ankle_targets[m, k])
         foot_rot = world[m, ft, :3, :3].copy()
         world[m, th, :3, :3] = S1 @ world[m, th, :3, :3]
-        world[m, sh, :3, :3] = S2 @ S1 @ world[m, sh, :3, :3]
+        world[m, sh, :3, :3] = S21 @ world[m, sh, :3, :3]
         world[m, sh, :3, 3] = new_knee
         world[m, ft, :3, :3] = foot_rot
         world[m, ft, :3, 3] = reached
@@ -146,6 +144,25 @@ def plant_leg_bones(world: np.ndarray, parents: np.ndarray, skeleton: dict, ankl
     has = parents >= 0
     local[:, has] = np.swapaxes(rot[:, parents[has]], -1, -2) @ rot[:, has]
     return local
+
+
+def leg_turns(hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray, goal: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Two-bone leg IK as world-space turns (T x 3 each point): (thigh turn, shin turn (T x 3 x 3
+    each, left-multiplying the bones' world rotations), new knee, ankle reached). The thigh and
+    shin keep their lengths and the knee bends the way it bent; a goal out of reach stops at the
+    straight leg."""
+    new_knee, reached = _two_bone_ik(hip, knee, ankle, goal)
+    S1 = _swing(knee - hip, new_knee - hip)
+    S2 = _swing(np.einsum("tij,tj->ti", S1, ankle - hip) - (new_knee - hip), reached - new_knee)
+    return S1, S2 @ S1, new_knee, reached
+
+
+def lock_planted(points: np.ndarray, contact: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T x 3 goal, T bool moved) for one foot's point (T x 3): held on its median spot through
+    each contact run, easing in and out over EASE_FRAMES."""
+    target, weight = _foot_targets(points[:, None], contact)
+    return points + weight[:, None] * (target[:, 0] - points), weight > 0
 
 
 def _swing(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from engine.formats import WRITERS
 from engine.formats.scene import Animation, Scene, Skeleton, continuous_quaternions, matrix_to_quaternion
 from engine.motion.bone_maps import bone_map_document, read_bone_map
 from engine.motion.retarget import RetargetPlan, RetargetResult, plan_retarget, retarget
+from engine.motion.retarget_feet import lock_target_feet
 from engine.motion.retarget_gltf import write_glb
 from engine.motion.retarget_sources import GltfCharacter, load_target, read_motion
 
@@ -88,11 +89,14 @@ def summary(plan: RetargetPlan, result: RetargetResult) -> dict:
 
 def retarget_to_dir(motion_dir: str | Path, target: str | Path, out_dir: str | Path, *,
                     bone_map: str | Path | dict | None = None, convention: str | None = None, formats=None,
-                    with_curves: bool = False, progress: Progress = None) -> dict:
+                    with_curves: bool = False, feet: str = "lock", progress: Progress = None) -> dict:
     """Retarget an `animate` output onto a character file and write the result into out_dir
     (atomically). convention: read the character's bone names in this convention (a bone-map
-    convention or a rig table name) instead of detecting it. Returns the summary (and the
-    curves when asked)."""
+    convention or a rig table name) instead of detecting it. feet: "lock" holds the character's
+    feet where the motion's stand (when the motion carries foot contacts), "off" leaves the legs
+    as retargeted. Returns the summary (and the curves when asked)."""
+    if feet not in ("lock", "off"):
+        raise EngineError(f"feet {feet!r}: choose lock or off")
     formats = tuple(formats or DEFAULT_FORMATS)
     unknown = [f for f in formats if f != "glb" and (f not in WRITERS or "motion" not in WRITERS[f].kinds)]
     if unknown:
@@ -110,7 +114,12 @@ def retarget_to_dir(motion_dir: str | Path, target: str | Path, out_dir: str | P
     report("retarget", 0.3, f"{len(source.world)} frames onto {len(skeleton.names)} bones")
     plan = plan_retarget(source.skeleton, skeleton, mapping, target_convention=convention)
     result = retarget(plan, source.world, source.fps)
+    feet_report = {"locked": False, "note": "off"} if feet == "off" else {
+        "locked": False, "note": "the motion carries no foot contacts (animate --feet lock writes them)"}
+    if feet == "lock" and source.contact is not None:
+        result, feet_report = lock_target_feet(plan, source.world, result, source.contact)
     out = summary(plan, result)
+    out["feet"] = feet_report
     report("write", 0.6, "writing outputs")
     files: dict[str, str] = {}
     with fileio.atomic_directory(Path(out_dir)) as tmp:

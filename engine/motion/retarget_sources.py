@@ -212,10 +212,11 @@ class SourceMotion:
     world: np.ndarray               # T x B x 4 x 4 bone frames per frame (avatar frame)
     fps: float
     filled: np.ndarray              # T bool
+    contact: np.ndarray | None = None   # T x 2 bool [left, right]: the foot stands (animate --feet lock)
 
 
 def motion_from_local(skeleton: RestSkeleton, rotations: np.ndarray, root_positions: np.ndarray,
-                      fps: float, filled: np.ndarray | None = None) -> SourceMotion:
+                      fps: float, filled: np.ndarray | None = None, contact: np.ndarray | None = None) -> SourceMotion:
     """Bone rotations relative to the parent (T x B x 3 x 3) and the root's positions (T x 3)
     with the rest skeleton's bone offsets -> world bone frames."""
     T, B = rotations.shape[:2]
@@ -229,7 +230,8 @@ def motion_from_local(skeleton: RestSkeleton, rotations: np.ndarray, root_positi
         else:
             world[:, b, :3, :3] = world[:, p, :3, :3] @ rotations[:, b]
             world[:, b, :3, 3] = world[:, p, :3, 3] + world[:, p, :3, :3] @ offsets[b]
-    return SourceMotion(skeleton, world, float(fps), np.zeros(T, bool) if filled is None else np.asarray(filled, bool))
+    return SourceMotion(skeleton, world, float(fps), np.zeros(T, bool) if filled is None else np.asarray(filled, bool),
+                        None if contact is None else np.asarray(contact, bool))
 
 
 def read_motion(motion_dir: str | Path) -> SourceMotion:
@@ -257,6 +259,8 @@ def read_motion(motion_dir: str | Path) -> SourceMotion:
     quats = np.zeros((len(files), len(skeleton.names), 4))
     root = np.zeros((len(files), 3))
     filled = np.zeros(len(files), bool)
+    contact = np.zeros((len(files), 2), bool)
+    has_contacts = False
     for t, f in enumerate(files):
         try:
             doc = json.loads(f.read_text())
@@ -264,11 +268,14 @@ def read_motion(motion_dir: str | Path) -> SourceMotion:
             quats[t] = [bones[n]["rotation"] for n in skeleton.names]
             root[t] = doc["root_position"]
             filled[t] = bool(doc.get("filled", False))
+            if "contacts" in doc:      # animate --feet lock: which foot stands in this frame
+                contact[t] = [bool(doc["contacts"].get(side, False)) for side in ("L", "R")]
+                has_contacts = True
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise EngineError(f"{f}: not a motion frame of this skeleton ({type(exc).__name__}: {exc})") from None
     _check_frames(files, skeleton.names, quats, root)
     rotations = Rotation.from_quat(quats.reshape(-1, 4)).as_matrix().reshape(len(files), -1, 3, 3)
-    return motion_from_local(skeleton, rotations, root, fps, filled)
+    return motion_from_local(skeleton, rotations, root, fps, filled, contact if has_contacts else None)
 
 
 def _json_object(path: Path, what: str) -> dict:

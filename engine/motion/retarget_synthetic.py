@@ -32,21 +32,25 @@ def joint_tracks(track) -> tuple[list[str], np.ndarray]:
 
 def _animate_motion(kind: str, n_frames: int, fps: float, height_m: float, convention: str):
     from engine.motion.animate import motion_from_tracks
+    from engine.motion.contacts import SIDES, contact_runs
     from engine.synthetic import make_motion
 
     track = make_motion(n_frames, kind, fps=fps, height_m=height_m)
     names, tracks = joint_tracks(track)
     motion, _ = motion_from_tracks(names, tracks, np.ones(tracks.shape[:2], bool), fps,
                                    convention=convention, height=height_m, smooth=False)
-    return motion, names, tracks
+    if track.contacts is not None:       # grounded motions: the truth's contacts, as --feet lock writes them
+        motion.feet = {"contact_frames": {side: contact_runs(track.contacts[:, k]) for k, side in enumerate(SIDES)}}
+    return motion, names, tracks, track.contacts
 
 
 def synthetic_motion(kind: str = "walk", n_frames: int = 60, *, fps: float = 30.0, height_m: float = 1.75,
                      convention: str = "rigify") -> SourceMotion:
     """An exact source motion: engine.synthetic's `kind` through the animate pipeline's skeleton
-    building (body frame = avatar frame: +Y up, the person faces +Z, origin on the ground)."""
-    motion, _, _ = _animate_motion(kind, n_frames, fps, height_m, convention)
-    return SourceMotion(skeleton_from_json(motion.skeleton), motion.world(), fps, np.zeros(n_frames, bool))
+    building (body frame = avatar frame: +Y up, the person faces +Z, origin on the ground); the
+    grounded motions (walk_line, turn, squat, jump, side_step) carry their true foot contacts."""
+    motion, _, _, contact = _animate_motion(kind, n_frames, fps, height_m, convention)
+    return SourceMotion(skeleton_from_json(motion.skeleton), motion.world(), fps, np.zeros(n_frames, bool), contact)
 
 
 def write_motion_dir(out_dir, kind: str = "walk", n_frames: int = 30, *, fps: float = 30.0,
@@ -57,7 +61,7 @@ def write_motion_dir(out_dir, kind: str = "walk", n_frames: int = 30, *, fps: fl
 
     from engine.motion.animate import write_frame_json
 
-    motion, names, tracks = _animate_motion(kind, n_frames, fps, height_m, convention)
+    motion, names, tracks, _ = _animate_motion(kind, n_frames, fps, height_m, convention)
     out = Path(out_dir)
     (out / "frames").mkdir(parents=True, exist_ok=True)
     write_frame_json(out / "frames", motion, tracks, names, [f"synthetic {kind} {t}" for t in range(n_frames)])
@@ -84,14 +88,16 @@ def _rename(skeleton: RestSkeleton, convention: str) -> list[str]:
 
 
 def character(source: RestSkeleton, *, rest_pose: str = "same", roll_seed: int | None = None,
-              scale: float = 1.0, arm_scale: float = 1.0, names: str | None = None) -> RestSkeleton:
+              scale: float = 1.0, arm_scale: float = 1.0, shin_scale: float = 1.0,
+              names: str | None = None) -> RestSkeleton:
     """A target made from `source`'s rest skeleton.
 
     rest_pose: "same", "tpose" (arms out sideways, legs straight down) or "apose" (arms 45 degrees
     down), reached by turning each limb bone at its head, children following;
     roll_seed: every bone's axes turned about the bone by a random angle (other roll conventions);
     scale: every length times this; arm_scale: arm bones (shoulder to finger tips) also times
-    this; names: a convention (CONVENTIONS) to rename the bones into."""
+    this; shin_scale: the shins also times this (legs proportioned unlike the source's); names: a
+    convention (CONVENTIONS) to rename the bones into."""
     _, parts = detect(source.names)
     B = len(source.names)
     parents = source.parents
@@ -107,6 +113,7 @@ def character(source: RestSkeleton, *, rest_pose: str = "same", roll_seed: int |
     for b in range(B):   # the hands' descendants (fingers, palms) are arm too
         if parents[b] >= 0 and arm[parents[b]]:
             arm[b] = True
+    shin = np.isin(np.arange(B), [source.names.index(parts[p]) for p in ("leftLowerLeg", "rightLowerLeg") if p in parts])
     # new world rotations: pose the limbs, parents first
     turn = {}
     if rest_pose in ("tpose", "apose"):
@@ -120,11 +127,12 @@ def character(source: RestSkeleton, *, rest_pose: str = "same", roll_seed: int |
     elif rest_pose != "same":
         raise ValueError(f"unknown rest pose {rest_pose!r}")
     world = np.zeros_like(rest)
-    lengths = scale * np.where(arm, arm_scale, 1.0)          # each bone's own length factor
+    lengths = scale * np.where(arm, arm_scale, 1.0) * np.where(shin, shin_scale, 1.0)   # each bone's own
     for b in range(B):                                        # parents first: children follow
         p = parents[b]
         m = local[b].copy()
-        m[:3, 3] *= scale * (arm_scale if p >= 0 and arm[b] and arm[p] else 1.0)
+        m[:3, 3] *= scale * (arm_scale if p >= 0 and arm[b] and arm[p] else 1.0) * (
+            shin_scale if p >= 0 and shin[p] else 1.0)
         world[b] = m if p < 0 else world[p] @ m
         if b in turn:
             child, direction = turn[b]
