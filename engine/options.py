@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -228,7 +229,33 @@ def _check_string(option: Option, value: Any) -> str:
 def _check_path(option: Option, value: Any) -> str:
     if not isinstance(value, str) or not value or "\0" in value:
         raise _bad_type(option, value, "a path (a non-empty string)")
+    problem = path_lookup_problem(value)
+    if problem:
+        raise OptionError(option.name, problem)
     return value
+
+
+NAME_MAX_BYTES = 255   # the longest file or folder name of ext4, APFS, NTFS (in its units), XFS
+
+
+def path_lookup_problem(path: str | os.PathLike) -> str | None:
+    """Why the file system will not even look `path` up (a name too long, a folder without
+    permission), in words, or None: said where a path is first checked, not as an OSError from the
+    first exists() that meets it. A path that is not there is no problem here (an output to make,
+    or an input whose job says it is missing)."""
+    text = os.fspath(path)
+    shown = text if len(text) <= 80 else f"{text[:40]}...{text[-30:]}"
+    # a folder that is not there yet hides a name too long below it from lstat (ENOENT comes first)
+    longest = max((len(os.fsencode(part)) for part in text.split(os.sep)), default=0)
+    if longest > NAME_MAX_BYTES:
+        return f"{shown}: a name in it is {longest} bytes long; file systems take at most {NAME_MAX_BYTES}"
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        return f"{shown}: {exc.strerror or exc}"
+    return None
 
 
 def _check_paths(option: Option, value: Any) -> list[str]:
