@@ -1350,6 +1350,29 @@ def _(ws, out):
     return _req("predict", {**_predict_params(ws, out), "photos": [str(ws.inputs / (LONG_NAME + ".png"))]})
 
 
+def _named_pipe(ws: Workspace, name: str) -> Path:
+    """A FIFO: opening it for reading waits for a writer that never comes."""
+    path = ws.bad(f"pipes/{name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+@case("protocol job: predict a named pipe named .png", "serve", owner="predict")
+def _(ws, out):
+    return _req("predict", {**_predict_params(ws, out), "photos": [str(_named_pipe(ws, "proto.png"))]})
+
+
+@case("bundle: a named pipe given as the bundle", owner="options/jobs")
+def _(ws, out):
+    return ["build", _named_pipe(ws, "bundle"), "--out", out]
+
+
+@case("retarget: target is a named pipe named .glb", owner="options/jobs")
+def _(ws, out):
+    return ["retarget", ws.animation, "--target", _named_pipe(ws, "target.glb"), "--out", out]
+
+
 @case("protocol job: build into an out_dir with a 300-character name", "serve", owner="options/jobs")
 def _(ws, out):
     return _req("build", {"bundle_dir": str(ws.bundle), "out_dir": str(out / LONG_NAME)})

@@ -67,6 +67,9 @@ def check_size(path: Path, width: int, height: int) -> None:
 
 def load_photo(path: str | Path) -> Photo:
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        # a named pipe would block the open until some writer comes; a device never ends
+        raise InputImageError(f"{path}: a named pipe or device, not a photo file")
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)

@@ -25,6 +25,7 @@ import argparse
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -240,9 +241,10 @@ NAME_MAX_BYTES = 255   # the longest file or folder name of ext4, APFS, NTFS (in
 
 def path_lookup_problem(path: str | os.PathLike) -> str | None:
     """Why the file system will not even look `path` up (a name too long, a folder without
-    permission), in words, or None: said where a path is first checked, not as an OSError from the
-    first exists() that meets it. A path that is not there is no problem here (an output to make,
-    or an input whose job says it is missing)."""
+    permission) or it names no file or folder (a named pipe, a device), in words, or None: said
+    where a path is first checked, not as an OSError from the first exists() that meets it or a
+    read that never returns. A path that is not there is no problem here (an output to make, or an
+    input whose job says it is missing)."""
     text = os.fspath(path)
     shown = text if len(text) <= 80 else f"{text[:40]}...{text[-30:]}"
     # a folder that is not there yet hides a name too long below it from lstat (ENOENT comes first)
@@ -251,10 +253,15 @@ def path_lookup_problem(path: str | os.PathLike) -> str | None:
         return f"{shown}: a name in it is {longest} bytes long; file systems take at most {NAME_MAX_BYTES}"
     try:
         os.lstat(path)
+        mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
         return f"{shown}: {exc.strerror or exc}"
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        # reading a named pipe waits for a writer forever; a device never ends
+        kind = "named pipe" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device"
+        return f"{shown}: a {kind}, not a file or a folder"
     return None
 
 
