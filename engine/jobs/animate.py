@@ -9,6 +9,7 @@ from pathlib import Path
 from engine.errors import EngineError
 from engine.jobs import checked_progress
 from engine.jobs.outputs import check_output_dir, relative_files
+from engine.jobs.predictors import predictor_for
 from engine.options import BY_NAME
 
 # option name -> animate_frames keyword, where they differ
@@ -33,5 +34,9 @@ def run(options: dict, progress=None, cancel=None) -> dict:
         default = BY_NAME["formats"].default_for("animate")
         if list(formats) != list(default):
             raise EngineError(f"formats {','.join(formats)}: animate writes only {','.join(default)} so far")
+    if "predictor_scope" in takes:
+        # images and video frames are predicted with the process's Predictor: under `serve` the
+        # models load once for every animation, not once per job
+        keywords["predictor_scope"] = predictor_for
     output = Path(animate_frames(options["frames"], out_dir, progress=checked_progress(progress, cancel), **keywords))
     return {"output": str(output), "files": relative_files(output)}

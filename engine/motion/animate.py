@@ -249,12 +249,14 @@ def write_frame_json(dir_: Path, motion: Motion, tracks: np.ndarray, joint_names
 def animate_frames(frames: str | Path, out_dir: str | Path, *, convention: str = "rigify", fps: float | None = None,
                    smooth: bool = True, min_cutoff: float = 1.0, beta: float = 2.0, size: str = "0.4b",
                    checkpoints=None, device: str = "auto", backend: str = "torch", formats=None,
-                   feet: str = "lock", progress: Progress = None) -> Path:
+                   feet: str = "lock", progress: Progress = None, predictor_scope=None) -> Path:
     """Animate a skeleton from a directory of frames (images, or predictions bundles) or a video.
 
     fps: frame rate of the sequence (default: the video's own, else 30). formats: the motion
     formats to write (engine.formats.WRITERS; default glb and bvh). feet: "lock" keeps standing
-    feet planted and the body above the ground (engine.motion.feet), "off" leaves the joints as lifted. Writes into out_dir:
+    feet planted and the body above the ground (engine.motion.feet), "off" leaves the joints as lifted.
+    predictor_scope: where images and video frames get their Predictor (engine.motion.frames.predict_frames;
+    a job passes the process's shared one). Writes into out_dir:
     animation.glb, animation.bvh (animation.usdc with "usd"), skeleton.json (rest), animation.json (summary) and
     frames/NNNNNN.json (per-frame joints, bone rotations, filled flag). Every input frame keeps
     its place: one that cannot be used is filled from its neighbours and marked. Decoded video
@@ -275,7 +277,7 @@ def animate_frames(frames: str | Path, out_dir: str | Path, *, convention: str =
             sources = [f"{frames}#{i}" for i in range(len(paths))]
         if kind in ("images", "video"):
             entries = frame_io.predict_frames(paths, work / "bundles", size=size, checkpoints=checkpoints, device=device,
-                                     backend=backend, progress=progress)
+                                              backend=backend, progress=progress, predictor_scope=predictor_scope)
         return _animate(read_frames(entries, sources, progress), out_dir, convention=convention, fps=fps or 30.0,
                         smooth=smooth, min_cutoff=min_cutoff, beta=beta, writers=writers, feet=feet,
                         progress=progress)

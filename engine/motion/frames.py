@@ -10,6 +10,7 @@ is written.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -63,20 +64,33 @@ def list_frames(frames: str | Path) -> tuple[str, list[Path]]:
     raise InputImageError(f"{path}: no frames in it (expected images or predictions bundles)")
 
 
-def predict_frames(paths: list[Path], out_dir: Path, *, size="0.4b", checkpoints=None, device="auto",
-                   backend="torch", progress: Progress = None) -> list[Path | str]:
-    """Predict every image; per image, in order, its bundle path or the reason it failed (str).
-    The models load once for the whole sequence."""
+FRAME_TASKS = ["pose", "seg", "pointmap"]      # what joints are lifted from
+
+
+@contextmanager
+def own_predictor(model: dict):
+    """A Predictor for this sequence alone, closed after it (scripts; jobs share the process's)."""
     try:
         from engine.predict import Predictor
     except ImportError as exc:
         raise EngineError(f"predicting frames needs engine.predict ({exc})") from exc
-    predictor = Predictor(tasks=["pose", "seg", "pointmap"], size=size, checkpoints=checkpoints, device=device,
-                          backend=backend)
+    predictor = Predictor(**model)
     try:
-        results = predictor.predict(paths, out_dir, on_error=lambda path, exc: None, progress=progress)
+        yield predictor
     finally:
         predictor.close()
+
+
+def predict_frames(paths: list[Path], out_dir: Path, *, size="0.4b", checkpoints=None, device="auto",
+                   backend="torch", progress: Progress = None, predictor_scope=None) -> list[Path | str]:
+    """Predict every image; per image, in order, its bundle path or the reason it failed (str).
+    The models load once for the whole sequence. predictor_scope(model keywords) -> a context
+    manager giving the Predictor to use (a job passes the process's shared one, so that `serve`
+    loads the models once for every animation); default: own_predictor."""
+    model = {"tasks": list(FRAME_TASKS), "size": size, "checkpoints": checkpoints, "device": device,
+             "backend": backend}
+    with (predictor_scope or own_predictor)(model) as predictor:
+        results = predictor.predict(paths, out_dir, on_error=lambda path, exc: None, progress=progress)
     out: list[Path | str] = []
     for r in results:
         if getattr(r, "bundles", None):
