@@ -319,3 +319,37 @@ def test_predict_without_the_option_writes_no_crops(tmp_path):
     option = BY_NAME["detail_crops"]
     assert option.default_for("predict") is False
     assert option.default_for("avatar") is True and option.default_for("build") is True
+
+
+def test_the_texture_takes_the_crops_resolution(tmp_path, person, crops):
+    """A pattern finer than a photo pixel in the crop's albedo reaches the texture; averaged per
+    photo pixel (the fused maps) it would be flat grey."""
+    from dataclasses import replace
+
+    from engine.avatar.build import build_avatar
+    from engine.fileio import read_exr
+    from engine.synthetic import to_bundle
+
+    hand = crops[0]
+    h, w = hand.mask.shape
+    checker = ((np.arange(h)[:, None] // 2 + np.arange(w)[None, :] // 2) % 2).astype(np.float32)
+    pattern = np.repeat((0.2 + 0.6 * checker)[..., None], 3, axis=2)   # squares of half a photo pixel
+    bundle = to_bundle(person)
+    bundle.crops = [replace(hand, albedo=pattern)]
+    write_bundle(bundle, tmp_path / "b")
+    out = build_avatar(tmp_path / "b", tmp_path / "avatar", watertight=False, formats=["glb"], texture_size=2048)
+    manifest = json.loads((out / "avatar.json").read_text())
+    texture = read_exr(out / "textures" / "albedo.exr")
+    x0, y0, x1, y1 = manifest["textures"]["layout"]["crop_photo_px"]
+    (region,) = [u["region"] for u in manifest["mesh"]["surface"]["detail_crops"]["used"]]
+    th, tw = texture.shape[:2]
+    island = manifest["textures"]["layout"]["island_width"]
+    # texels well inside the region, on the person: the fused maps' per-pixel average is 0.5 there
+    cx, cy = (region[0] + region[2]) / 2, (region[1] + region[3]) / 2
+    rows = slice(int((cy - 4 - y0) * th / (y1 - y0)), int((cy + 4 - y0) * th / (y1 - y0)))
+    cols = slice(int((cx - 4 - x0) * island / (x1 - x0)), int((cx + 4 - x0) * island / (x1 - x0)))
+    window = texture[rows, cols, 0]
+    on_hand = hand.mask[int((cy - hand.box[1]) * hand.factor), int((cx - hand.box[0]) * hand.factor)]
+    assert on_hand, "the region's centre should show the hand"
+    assert abs(window.mean() - 0.5) < 0.08
+    assert window.std() > 0.12, window.std()          # the pattern is there, not its average

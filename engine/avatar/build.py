@@ -18,7 +18,7 @@ from pathlib import Path
 
 from engine import fileio
 from engine.avatar import stages
-from engine.avatar.detail import fuse_crop_maps, fuse_crop_surface
+from engine.avatar.detail import fuse_crop_maps, fuse_crop_surface, fuse_crop_texture
 from engine.avatar.heap import reuse_freed_arrays
 from engine.avatar.labels import groups_table, labels_table
 from engine.avatar.manifest import (
@@ -152,6 +152,7 @@ def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target
         # the textures bake
         started = {} if rigging else stages.start_untextured(selected, stages.avatar_scene(mesh, textures, metadata=metadata), tmp, writers)
         appearance = stages.appearance(inputs, framed, plan, progress=progress)
+        appearance = fuse_crop_texture(appearance, crops, inputs.bundle.mask)
         lap("textures")
 
         rigged = None

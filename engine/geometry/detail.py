@@ -35,6 +35,9 @@ MIN_AGREE = 0.6              # of the overlap, else the crop is refused
 SCALE_RANGE = (0.2, 5.0)     # a crop whose scale is outside this is not the same surface
 INNER_MARGIN = 0.12          # of the box's side on each edge: aligned, not replaced
 FEATHER_PX = 3.0             # photo pixels over which the maps blend at the inner box's edge
+# a crop's mesh at most this many grid points: a hand's region at 4x is ~25-50k, a face's at 4x
+# ~300k (more than the rest of the body at full resolution): the face is meshed at 2x
+MAX_FINE_VERTICES = 120_000
 
 
 @dataclass
@@ -230,6 +233,33 @@ def _zipper(coarse_ids, coarse_pos, fine_ids, fine_pos) -> np.ndarray:
     return tris
 
 
+def mesh_density(factor: int, grid_factor: int, region_px: int) -> int:
+    """Fine vertices per photo pixel along each axis for a crop's mesh: the largest divisor of the
+    crop's factor that keeps the crop at most `factor` times finer than the build's grid (a half
+    or quarter resolution build stays lighter) and its region under MAX_FINE_VERTICES."""
+    for q in range(factor, 0, -1):
+        if factor % q == 0 and q * grid_factor <= factor and region_px * q * q <= MAX_FINE_VERTICES:
+            return q
+    return 1
+
+
+def _mesh_grid(points, normal, seg, step: int):
+    """The crop's window averaged over step x step blocks (step 1: as it is)."""
+    valid = np.isfinite(points).all(-1) & (points[..., 2] > 0)
+    if step == 1:
+        return points, valid, normal, seg
+    mean, fraction = block_mean(points, valid, step)
+    keep = fraction >= 0.5
+    points = np.where(keep[..., None], mean, np.nan).astype(np.float32)
+    if normal is not None:
+        n, _ = block_mean(normal, valid & np.isfinite(normal).all(-1), step)
+        n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-8)
+        normal = np.where(keep[..., None], n, np.nan).astype(np.float32)
+    if seg is not None:
+        seg = np.ascontiguousarray(seg[step // 2::step, step // 2::step])
+    return points, keep & np.isfinite(points).all(-1), normal, seg
+
+
 def fine_K(K: np.ndarray, origin_xy, factor: int) -> np.ndarray:
     """The photo's camera matrix for a grid `factor` times finer whose first pixel starts at photo
     point origin_xy (pixel centres at +0.5 on both grids)."""
@@ -267,21 +297,20 @@ def fuse_mesh(vertices, faces, labels, vertex_pixel, grid_hw, grid_factor: int, 
     count = len(vertices)
     for a in aligned:
         c, f = a.crop, int(a.crop.factor)
-        F = f * g                                           # fine pixels per grid pixel
+        q = mesh_density(f, g, (a.region[2] - a.region[0]) * (a.region[3] - a.region[1]))
+        F = q * g                                           # fine vertices per grid pixel
         rx0, ry0, rx1, ry1 = a.region
         gr0, gc0, gr1, gc1 = ry0 // g, rx0 // g, ry1 // g, rx1 // g
         bx0, by0 = c.box[:2]
         fine = (slice((ry0 - by0) * f, (ry1 - by0) * f), slice((rx0 - bx0) * f, (rx1 - bx0) * f))
         inside = (pixel[:, 0] >= gr0) & (pixel[:, 0] < gr1) & (pixel[:, 1] >= gc0) & (pixel[:, 1] < gc1) & on_grid
         keep_face &= ~inside[faces].any(1)
-        points = a.points[fine]
-        valid = np.isfinite(points).all(-1) & (points[..., 2] > 0)
-        normal = None if c.normal is None else c.normal[fine]
-        seg = None if c.seg is None else c.seg[fine]
+        points, valid, normal, seg = _mesh_grid(a.points[fine], None if c.normal is None else c.normal[fine],
+                                                None if c.seg is None else c.seg[fine], f // q)
         if refine and K is not None and normal is not None:
             from engine.geometry.normal_integration import refine_depth
 
-            refined, _ = refine_depth(np.where(valid[..., None], points, np.nan), normal, valid, fine_K(K, (rx0, ry0), f))
+            refined, _ = refine_depth(np.where(valid[..., None], points, np.nan), normal, valid, fine_K(K, (rx0, ry0), q))
             points = np.where(np.isfinite(refined), refined, points)
             valid = np.isfinite(points).all(-1) & (points[..., 2] > 0)
         mesh = grid_mesh(np.where(valid[..., None], points, np.nan), valid, normal=normal, seg=seg)
@@ -327,7 +356,7 @@ def fuse_mesh(vertices, faces, labels, vertex_pixel, grid_hw, grid_factor: int, 
         add_f.extend([fine_faces, zip_faces])
         fine_labels = mesh.labels if mesh.labels is not None else np.zeros(len(mesh.vertices), np.uint8)
         add_l.append(np.asarray(fine_labels, np.uint8))
-        stats.append({**a.summary(), "fine_vertices": int(len(mesh.vertices)), "fine_faces": int(len(fine_faces)),
+        stats.append({**a.summary(), "mesh_factor": int(q), "fine_vertices": int(len(mesh.vertices)), "fine_faces": int(len(fine_faces)),
                       "stitch_faces": int(stitched), "body_vertices_replaced": int(inside.sum())})
         count += len(mesh.vertices)
     all_v = np.concatenate([vertices, *add_v]) if add_v else vertices
