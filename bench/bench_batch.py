@@ -7,7 +7,8 @@ only) run end to end through the CLI.
 Two stages, each on --items inputs: predict (photos; tiny random models from
 engine.models.testing, tasks seg, normal, pointmap) and build (copies of the bundled sample,
 no rig, 512 texels). Random tiny models give maps no surface can be built from, so the build
-stage takes real bundles. Prints items/s per configuration and the ratios to the serial loop.
+stage takes real bundles. Prints items/s per configuration and the ratios to the serial loop, and
+the two stages' times added per item (predict + build of the same items).
 """
 
 from __future__ import annotations
@@ -120,10 +121,12 @@ def main() -> None:
         t0 = time.perf_counter()
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
         print(f"ray start-up (local, {args.cpus} CPUs): {time.perf_counter() - t0:.1f} s")
+        rates_by_step = {}
         for step, inputs in stages:
-            rates = {}
+            rates = rates_by_step[step] = {}
             for workers in (1, 2):
-                rates[workers] = timed_run(f"ray {step}, {workers} model worker(s)",
+                what = "model worker(s)" if step == "predict" else "build(s) at once"   # --workers, build only
+                rates[workers] = timed_run(f"ray {step}, {workers} {what}",
                                            options(inputs, root / f"ray_{step}_{workers}", checkpoints, [step],
                                                    workers=workers, cpus=args.cpus))
             timed_run(f"ray {step}, rerun (all skipped)",
@@ -131,6 +134,13 @@ def main() -> None:
             print(f"{step}: ratio to the serial loop: 1 worker {rates[1] / serial[step]:.2f}x, "
                   f"2 workers {rates[2] / serial[step]:.2f}x")
         ray.shutdown()
+        # the same items through both stages: their times add (tiny random models give maps no
+        # surface can be built from, so one run cannot do both on the same photos)
+        both = lambda p, b: 1.0 / (1.0 / p + 1.0 / b)  # noqa: E731
+        serial_both = both(serial["predict"], serial["build"])
+        ray_both = {w: both(rates_by_step["predict"][w], rates_by_step["build"][w]) for w in (1, 2)}
+        print(f"predict + build (stage times added): serial {serial_both:.3f} items/s, 1 worker {ray_both[1]:.3f} "
+              f"({ray_both[1] / serial_both:.2f}x), 2 workers {ray_both[2]:.3f} ({ray_both[2] / serial_both:.2f}x)")
         if not args.no_cluster:
             cluster_run(photos, root / "cluster", checkpoints)
     finally:

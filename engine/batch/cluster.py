@@ -68,13 +68,14 @@ def connect(options: dict):
     if ray.is_initialized():
         if _state["address"] is None or _state["address"] == (address or "local"):
             return ray   # ours with the same address, or started by the caller (tests, the bench)
+    if address is not None and host_port(address):
+        check_reachable(address)   # before letting go of a Ray this process holds
+    if ray.is_initialized():
         ray.shutdown()
     os.environ.setdefault("RAY_ACCEPT_ONNXRUNTIME_THREADS", "1")
     if address is None:
         ray.init(num_cpus=options.get("cpus") or os.cpu_count(), **_SETTINGS)
     else:
-        if host_port(address):
-            check_reachable(address)
         _init_within(ray, address)
     _state["address"] = address or "local"
     return ray

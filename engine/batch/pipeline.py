@@ -39,11 +39,13 @@ def ray_rows(rows: list[dict], options: dict) -> Iterator[dict]:
         # model worker books half a CPU (its torch threads still use what the machine has).
         ds = ds.map(stages.check_photo, num_cpus=0.1)
         ds = ds.map_batches(stages.PredictWorker, batch_format="pandas", batch_size=options.get("batch_size") or 4,
-                            concurrency=workers, num_gpus=1 if on_gpus else 0, num_cpus=1 if on_gpus else 0.5,
+                            compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=1 if on_gpus else 0,
+                            num_cpus=1 if on_gpus else 0.5,
                             fn_constructor_kwargs={"model_options": model_options(options),
                                                    "finish_after_predict": "build" not in steps})
     if "build" in steps:
-        build_tasks = {} if predicting else {"concurrency": workers}  # build only: workers = builds at once
+        # build only: workers = builds at once
+        build_tasks = {} if predicting else {"compute": ray.data.TaskPoolStrategy(size=workers)}
         ds = ds.map(stages.build_row, fn_kwargs={"run_options": run_options}, num_cpus=1, **build_tasks)
     yield from ds.iter_rows()
 
