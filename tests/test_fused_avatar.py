@@ -103,6 +103,8 @@ def test_views_of_another_person_are_refused_in_words(bundles, tmp_path):
 
 
 def test_fusing_needs_a_closed_solid_and_keypoints(bundles, tmp_path):
+    with pytest.raises(EngineError, match="given twice; each view once"):
+        run_job("build", {"bundle_dir": str(bundles[0]), "views": [str(bundles[0])], "out_dir": str(tmp_path / "a")})
     with pytest.raises(EngineError, match="fused into a closed solid"):
         run_job("build", {"bundle_dir": str(bundles[0]), "views": [str(bundles[1])], "out_dir": str(tmp_path / "a"),
                           "watertight": False})

@@ -74,6 +74,10 @@ def build_fused_avatar(
     bundle_dirs = [Path(b) for b in bundle_dirs]
     if len(bundle_dirs) < 2:
         raise EngineError("fusing views needs at least two predictions bundles of the same person")
+    resolved = [b.resolve() for b in bundle_dirs]
+    repeated = [str(b) for i, b in enumerate(bundle_dirs) if resolved[i] in resolved[:i]]
+    if repeated:
+        raise EngineError(f"{repeated[0]}: given twice; each view once (several views are several photos)")
     if not watertight:
         raise EngineError("several views are fused into a closed solid; the open relief (watertight off) "
                           "is made from one photo only")

@@ -182,16 +182,18 @@ def union_mask(views: list[ViewMaps]) -> np.ndarray:
 
 
 def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Bilinear samples of an H x W x C image at photo coordinates (centres at +0.5), edges clamped."""
+    """Bilinear samples (float32) of an H x W x C image at photo coordinates (centres at +0.5),
+    edges clamped. The four taps are gathered as whole pixels (tx.gather_rows)."""
     h, w = image.shape[:2]
+    flat = np.asarray(image, np.float32).reshape(h * w, -1)
     x = np.clip(xy[:, 0] - 0.5, 0, w - 1)
     y = np.clip(xy[:, 1] - 0.5, 0, h - 1)
     x0 = np.minimum(np.floor(x).astype(np.int64), max(w - 2, 0))
     y0 = np.minimum(np.floor(y).astype(np.int64), max(h - 2, 0))
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    fx, fy = (x - x0).astype(np.float32)[:, None], (y - y0).astype(np.float32)[:, None]
     x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
-    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+    top = tx.gather_rows(flat, y0 * w + x0) * (1 - fx) + tx.gather_rows(flat, y0 * w + x1) * fx
+    bottom = tx.gather_rows(flat, y1 * w + x0) * (1 - fx) + tx.gather_rows(flat, y1 * w + x1) * fx
     return top * (1 - fy) + bottom * fy
 
 
@@ -219,47 +221,42 @@ def view_weights(points_ref: np.ndarray, normals_ref: np.ndarray, view: ViewMaps
 
 def blend_views(points_ref: np.ndarray, normals_ref: np.ndarray, views: list[ViewMaps]):
     """Blended linear colour (N x 3), blended normal in the reference camera frame (N x 3, NaN
-    where no view sees the point) and the index of the view with the largest weight (-1: none)."""
-    colour_sum = np.zeros((len(points_ref), 3))
-    normal_sum = np.zeros((len(points_ref), 3))
-    weight_sum = np.zeros(len(points_ref))
-    normal_weight = np.zeros(len(points_ref))
-    fallback_sum = np.zeros((len(points_ref), 3))
-    fallback_weight = np.zeros(len(points_ref))
-    best_weight = np.zeros(len(points_ref))
-    best = np.full(len(points_ref), -1, np.int64)
-    for v, view in enumerate(views):
-        weight, loose, xy = view_weights(points_ref, normals_ref, view)
-        colour = _sample(view.colour, xy)
-        colour_sum += weight[:, None] * colour
-        weight_sum += weight
-        fallback_sum += loose[:, None] * colour
-        fallback_weight += loose
+    where no view sees the point) and the index of the view with the largest weight (-1: none).
+    Each view's maps are sampled only where it counts: where it sees the point, or (for points
+    no view sees) where the point faces it."""
+    n_points = len(points_ref)
+    per_view = [view_weights(points_ref, normals_ref, view) for view in views]
+    weights = np.stack([w for w, _, _ in per_view])  # V x N
+    unseen = weights.sum(axis=0) <= 0
+    colour_sum = np.zeros((n_points, 3), np.float32)
+    weight_sum = np.zeros(n_points, np.float32)
+    normal_sum = np.zeros((n_points, 3), np.float32)
+    normal_weight = np.zeros(n_points, np.float32)
+    for view, (weight, loose, xy) in zip(views, per_view):
+        effective = np.where(unseen, loose, weight).astype(np.float32)
+        chosen = np.flatnonzero(effective > 0)
+        colour_sum[chosen] += effective[chosen, None] * _sample(view.colour, xy[chosen])
+        weight_sum[chosen] += effective[chosen]
         if view.normal is not None:
-            seen = weight > 0
-            n = np.zeros((len(points_ref), 3))
-            n[seen] = _sample(view.normal, xy[seen])
-            good = seen & np.isfinite(n).all(axis=1)
-            n[~good] = 0.0
-            n = n @ view.T[:3, :3].T  # into the reference camera frame
-            normal_sum += np.where(good, weight, 0.0)[:, None] * n
-            normal_weight += np.where(good, weight, 0.0)
-        better = weight > best_weight
-        best[better], best_weight[better] = v, weight[better]
-    seen = weight_sum > 0
-    colour = np.where(seen[:, None], colour_sum / np.maximum(weight_sum, 1e-30)[:, None],
-                      fallback_sum / np.maximum(fallback_weight, 1e-30)[:, None])
-    normal = np.full((len(points_ref), 3), np.nan)
+            seen = np.flatnonzero(weight > 0)
+            n = _sample(view.normal, xy[seen])
+            good = np.isfinite(n).all(axis=1)
+            seen, n = seen[good], n[good] @ view.T[:3, :3].T.astype(np.float32)  # into the reference frame
+            normal_sum[seen] += weight[seen, None].astype(np.float32) * n
+            normal_weight[seen] += weight[seen].astype(np.float32)
+    colour = colour_sum / np.maximum(weight_sum, 1e-30)[:, None]
+    best = np.where(unseen, -1, np.argmax(weights, axis=0))
+    normal = np.full((n_points, 3), np.nan, np.float32)
     has_normal = normal_weight > 0
     length = np.linalg.norm(normal_sum[has_normal], axis=1, keepdims=True)
     normal[has_normal] = normal_sum[has_normal] / np.maximum(length, 1e-12)
-    return colour.astype(np.float32), normal, best
+    return colour, normal, best
 
 
 def edge_texels(raster: tx.Raster, texel_xy: np.ndarray, faces: np.ndarray, keep: np.ndarray):
     """Per texel (flattened): a face and barycentric weights (float64). Covered texels keep the
-    raster's; the texels of `keep` just outside the triangles take the nearest covered texel's
-    face, with the weights of their own centre on that face's plane (a little outside it): the
+    raster's; the texels of `keep` just outside the triangles take a covered neighbour's face
+    (grown one texel at a time), with the weights of their own centre on that face's plane (a little outside it): the
     bilinear taps at an island's edge then read the colour of the surface just past it, not the
     padding."""
     h, w = raster.face.shape
@@ -269,8 +266,12 @@ def edge_texels(raster: tx.Raster, texel_xy: np.ndarray, faces: np.ndarray, keep
     ring = np.flatnonzero((keep & ~covered).reshape(-1))
     if not len(ring) or not covered.any():
         return face_of, bary_of
-    _, (near_r, near_c) = ndimage.distance_transform_edt(~covered, return_indices=True)
-    face = raster.face[near_r.reshape(-1)[ring], near_c.reshape(-1)[ring]]
+    grown = raster.face
+    for _ in range(EDGE_TEXELS):
+        grown = np.where(grown >= 0, grown, ndimage.grey_dilation(grown, size=(3, 3)))
+    face = grown.reshape(-1)[ring]
+    inside = face >= 0  # keep is the covered texels dilated EDGE_TEXELS times: all reached
+    ring, face = ring[inside], face[inside]
     corners = texel_xy[faces[face]]  # n x 3 x 2
     centre = np.column_stack([ring % w + 0.5, ring // w + 0.5])
     ab, ac, ap = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0], centre - corners[:, 0]
