@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from engine.errors import CheckpointError
+from engine.options import path_lookup_problem
 
 TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
 TASK_SIZES = ("0.4b", "0.8b", "1b", "5b")
@@ -36,10 +37,13 @@ Progress = Callable[[str, float, str], None]
 
 
 def checkpoints_root(explicit: str | os.PathLike | None = None) -> Path:
-    for candidate in (explicit, os.environ.get("SAPIENS_CHECKPOINTS"),
-                      os.environ.get("SAPIENS_CHECKPOINT_ROOT")):
+    for source, candidate in (("--checkpoints", explicit), ("SAPIENS_CHECKPOINTS", os.environ.get("SAPIENS_CHECKPOINTS")),
+                              ("SAPIENS_CHECKPOINT_ROOT", os.environ.get("SAPIENS_CHECKPOINT_ROOT"))):
         if candidate:
-            return Path(candidate).expanduser()
+            root = Path(candidate).expanduser()
+            if problem := path_lookup_problem(root):
+                raise CheckpointError(f"{source} {problem}")
+            return root
     return DEFAULT_ROOT
 
 

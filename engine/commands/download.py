@@ -18,12 +18,7 @@ def run(args) -> int:
     from engine.checkpoints import checkpoints_root, download_checkpoint
     from engine.commands.predict import ProgressBar
 
-    from engine.errors import EngineError
-    from engine.options import path_lookup_problem
-
     root = checkpoints_root(args.checkpoints)
-    if problem := path_lookup_problem(root):
-        raise EngineError(f"--checkpoints {problem}")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     for task in tasks:
         bar = ProgressBar()

@@ -17,11 +17,7 @@ def run(args) -> int:
     from engine.checkpoints import checkpoints_root, download_command, list_checkpoints
     from engine.errors import EngineError
 
-    from engine.options import path_lookup_problem
-
     root = checkpoints_root(args.checkpoints)
-    if problem := path_lookup_problem(root):
-        raise EngineError(f"--checkpoints {problem}")
     if root.exists() and not root.is_dir():
         raise EngineError(f"--checkpoints {root}: is a file, not a folder of checkpoints")
     rows = list_checkpoints(root)
