@@ -763,6 +763,17 @@ for _name, _argv in {
     case(f"path: a 300-character file name as {_name}", owner="options/jobs")(_argv)
 
 
+@case("path: SAPIENS_CHECKPOINTS naming a folder with a 300-character name", owner="predict")
+def _(ws, out):
+    saved = dict(ws.env)
+    ws.env["SAPIENS_CHECKPOINTS"] = str(ws.inputs / LONG_NAME)
+    try:
+        return run_cli(ws, ["predict", ws.photo, "--out", out, "--tasks", "pose"])
+    finally:
+        ws.env.clear()
+        ws.env.update(saved)
+
+
 @case("out: export-onnx onto an existing file", owner="options/jobs")
 def _(ws, out):
     started = time.monotonic()
