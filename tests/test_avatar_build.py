@@ -101,7 +101,7 @@ def test_manifest_agrees_with_the_meshes_and_the_bundle(avatar_dir, bundle_dir):
     assert (manifest["format"], manifest["version"], manifest["units"]) == ("sapiens-avatar", "1.2", "metres")
     assert manifest["options"] == {"detail": "none", "resolution": "half", "watertight": False,
                                    "target_faces": None, "texture_size": 1024, "rig": None, "rest_pose": None,
-                                   "formats": ["glb", "obj", "ply"]}
+                                   "formats": ["glb", "obj", "ply"], "detail_crops": True}
     assert manifest["textures"]["albedo_source"] == "albedo"
     assert manifest["provenance"]["bundle"]["provenance"] == {"source": "shared sample person_101"}
     glb = glb_arrays(avatar_dir / "avatar.glb")
