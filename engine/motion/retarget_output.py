@@ -51,22 +51,28 @@ def curves(result: RetargetResult, decimals: int = 6) -> dict:
     """Per-bone curves for a client's armature: for every bone that moves, its rotation per frame
     relative to its rest, in its own rest axes (quaternions x y z w: Blender's pose-bone
     rotation_quaternion as w x y z), and for the bones that travel their location likewise (the
-    rest-relative offset in the bone's rest axes, Blender's pose-bone location); `pose`: the
-    bone's axes and head in the skeleton's space (Blender's pose space)."""
+    rest-relative offset in the bone's rest axes, Blender's pose-bone location); `pose` (keyed
+    bones whose parent is not keyed): the bone's axes and head in the skeleton's space (Blender's
+    pose space)."""
     plan = result.plan
     basis = result.basis()
     moving = plan.keyed
+    parents = plan.target.parents
+    # bones a client may have to key to their pose: keyed, under a bone that is not (only there can
+    # a constraint-driven bone come between a keyed bone and the keyed bone above it)
+    posed = moving & ((parents < 0) | ~moving[np.maximum(parents, 0)])
     quats = continuous_quaternions(matrix_to_quaternion(basis[..., :3, :3]))
-    world = continuous_quaternions(matrix_to_quaternion(result.world[:, moving, :3, :3]))
-    keyed_index = np.cumsum(moving) - 1
+    world = continuous_quaternions(matrix_to_quaternion(result.world[:, posed, :3, :3]))
+    posed_index = np.cumsum(posed) - 1
     bones = {}
     for b, name in enumerate(plan.target.names):
         entry = {}
         if moving[b]:
             entry["rotation"] = np.round(quats[:, b], decimals).tolist()
+        if posed[b]:
             # where the bone is meant to be, in the skeleton's own space (a client's armature
             # space): clients whose controls hang under constraint-driven bones key to this
-            entry["pose"] = {"rotation": np.round(world[:, keyed_index[b]], decimals).tolist(),
+            entry["pose"] = {"rotation": np.round(world[:, posed_index[b]], decimals).tolist(),
                              "location": np.round(result.world[:, b, :3, 3], decimals).tolist()}
         loc = basis[:, b, :3, 3]
         # only the travelling bone (and a keyed bone that really moves off its rest offset)
