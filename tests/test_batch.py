@@ -236,6 +236,42 @@ def test_an_address_with_no_cluster_is_refused_in_words_before_any_item_is_marke
     assert not out.exists()      # no item folder marked as pending, no report
 
 
+def test_a_batch_on_another_ray_waits_for_the_running_one(monkeypatch):
+    """In one engine process (serve runs jobs side by side) a batch does not shut down the Ray
+    another batch is running on to join a different one; with none running, it switches."""
+    import socket
+    import sys
+    import types
+
+    from engine.batch import cluster
+    from engine.errors import EngineError
+
+    calls = []
+    fake = types.SimpleNamespace(is_initialized=lambda: bool(calls) and calls[-1] != "shutdown",
+                                 shutdown=lambda: calls.append("shutdown"),
+                                 init=lambda **kw: calls.append(kw.get("address") or "local"))
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setattr(cluster, "_state", {"address": None, "users": 0, "stuck": None})
+    head = socket.socket()
+    head.bind(("127.0.0.1", 0))
+    head.listen()
+    address = f"127.0.0.1:{head.getsockname()[1]}"   # something listens: the TCP check passes
+    try:
+        with cluster.using({"cpus": 2}):
+            with cluster.using({"cpus": 2}):           # the same local Ray: shared
+                pass
+            with pytest.raises(EngineError, match=f"another batch in this engine is running on Ray at local; "
+                                                  f"a batch on {address} waits"):
+                with cluster.using({"address": address}):
+                    pass
+        assert calls == ["local"]
+        with cluster.using({"address": address}):        # nothing running: let go of the local Ray, join
+            pass
+        assert calls == ["local", "shutdown", address] and cluster._state["users"] == 0
+    finally:
+        head.close()
+
+
 @pytest.mark.slow
 def test_a_killed_driver_loses_only_the_items_in_flight(tmp_path):
     """SIGKILL the batch driver once an item is done; the next run does only what is missing."""

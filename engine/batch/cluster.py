@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import threading
+from contextlib import contextmanager
 
 from engine.errors import EngineError
 
@@ -33,7 +34,9 @@ class _WithoutSigtermNote(logging.Filter):
 
 
 _NOTE_FILTER = _WithoutSigtermNote()
-_state = {"address": None, "stuck": None}   # what this module connected to; a connect thread that hangs
+# what this module connected to; batches using it now; a connect thread that hangs
+_state = {"address": None, "users": 0, "stuck": None}
+_lock = threading.Lock()
 
 
 def host_port(address: str) -> tuple[str, int] | None:
@@ -68,6 +71,9 @@ def connect(options: dict):
     if ray.is_initialized():
         if _state["address"] is None or _state["address"] == (address or "local"):
             return ray   # ours with the same address, or started by the caller (tests, the bench)
+        if _state["users"]:
+            raise EngineError(f"another batch in this engine is running on Ray at {_state['address']}; a batch on "
+                              f"{address or 'a local Ray'} waits for it to end (or runs in an engine of its own)")
     if address is not None and host_port(address):
         check_reachable(address)   # before letting go of a Ray this process holds
     if ray.is_initialized():
@@ -79,6 +85,20 @@ def connect(options: dict):
         _init_within(ray, address)
     _state["address"] = address or "local"
     return ray
+
+
+@contextmanager
+def using(options: dict):
+    """connect() for the length of a batch: while one runs on a Ray, a batch that would need
+    another one (another address) is refused instead of pulling that Ray from under it."""
+    with _lock:
+        ray = connect(options)
+        _state["users"] += 1
+    try:
+        yield ray
+    finally:
+        with _lock:
+            _state["users"] -= 1
 
 
 def _init_within(ray, address: str) -> None:

@@ -10,6 +10,7 @@ failed job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -98,31 +99,33 @@ def run(options: dict, progress=None, cancel=None, *, serial: bool = False) -> d
     todo, settled = plan(options)
     if "predict" in options["steps"] and any(row["kind"] == "photo" for row in todo):
         _check_models(options)
-    if todo and not serial:   # the cluster (or a local Ray) first: an address with no cluster writes nothing
-        report("batch", 0.0, f"joining the Ray cluster at {options['address']}" if options.get("address")
-               else "using a local Ray")
-        cluster.connect(options)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for row in todo:   # marks the folder as this batch's before any work: a killed run is resumed, not refused
-        batch_items.write_record(Path(row["item_dir"]), {"name": row["name"], "input": row["path"], "kind": row["kind"],
-                                                         "key": row["key"], "status": "pending"})
-    writer = ReportWriter(out_dir)
-    total, ran = len(todo) + len(settled), 0
-    try:
-        for row in settled:
-            writer.add(row)
-        report("batch", len(settled) / max(total, 1), f"{len(todo)} to run, {len(settled)} settled already")
-        if not todo:
-            rows = []   # nothing to run: Ray is not even started
-        else:
-            rows = pipeline.serial_rows(todo, options) if serial else pipeline.ray_rows(todo, options)
-        for row in rows:
-            ran += 1
-            entry = writer.add(row)
-            report("batch", len(writer.rows) / max(total, 1), f"{entry['name']}: {entry['status']}"
-                   + (f" ({entry['error']})" if entry["error"] else ""))
-    finally:
-        writer.close()
+    with contextlib.ExitStack() as held:
+        if todo and not serial:   # the cluster (or a local Ray) first: an address with no cluster writes nothing
+            report("batch", 0.0, f"joining the Ray cluster at {options['address']}" if options.get("address")
+                   else "using a local Ray")
+            held.enter_context(cluster.using(options))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for row in todo:   # marks the folder as this batch's before any work: a killed run is resumed, not refused
+            batch_items.write_record(Path(row["item_dir"]), {"name": row["name"], "input": row["path"],
+                                                             "kind": row["kind"], "key": row["key"],
+                                                             "status": "pending"})
+        writer = ReportWriter(out_dir)
+        total, ran = len(todo) + len(settled), 0
+        try:
+            for row in settled:
+                writer.add(row)
+            report("batch", len(settled) / max(total, 1), f"{len(todo)} to run, {len(settled)} settled already")
+            if not todo:
+                rows = []   # nothing to run: Ray is not even started
+            else:
+                rows = pipeline.serial_rows(todo, options) if serial else pipeline.ray_rows(todo, options)
+            for row in rows:
+                ran += 1
+                entry = writer.add(row)
+                report("batch", len(writer.rows) / max(total, 1), f"{entry['name']}: {entry['status']}"
+                       + (f" ({entry['error']})" if entry["error"] else ""))
+        finally:
+            writer.close()
     seconds = time.perf_counter() - started
     return {"out_dir": str(out_dir), "report": str(out_dir / "batch_report.jsonl"),
             "sheet": str(out_dir / "batch_report.html"), "counts": counts(writer.rows),
