@@ -1,6 +1,7 @@
 """Batch: build avatars for many photos from a list; save a .blend (or FBX, USD, glb) per photo.
 
-    python -m sapiens_blender.batch LIST.yaml [--runner serial|ray] [--engine-python PY] [--engine-source DIR] [--size S ...]
+    python -m sapiens_blender.batch LIST.yaml [--runner serial|ray] [--engine-python PY]
+        [--engine-source DIR] [--size S ...]
     blender -b --factory-startup -P /path/to/sapiens_blender/batch.py -- LIST.yaml [...]
 
 The list (docs/blender.md): `engine_python`, `engine_source`, `cache_dir`, `output_dir`, engine
@@ -200,7 +201,8 @@ def _run_on_ray(spec: dict, requests: list[tuple], cache_root: Path, get_client,
             if row is None:
                 raise RuntimeError("the engine's batch report has no row for it")
             message = save_item(batch_ray.avatar_dir(out_dir, row), name, files, preset)
-            record.update(ok=True, message=message + (" (done in an earlier run)" if row["status"] == "skipped" else ""))
+            earlier = " (done in an earlier run)" if row["status"] == "skipped" else ""
+            record.update(ok=True, message=message + earlier)
         except Exception as exc:  # one bad photo must not stop the batch
             record["message"] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError) else str(exc)
         records.append(_ended(record, item_started, index, len(requests), log))
@@ -221,7 +223,8 @@ def save_item(avatar_dir: Path, name: str, files: list[Path], preset: str) -> st
     objects = [o for o in (result.armature_object, result.mesh_object) if o is not None]
     for path in files:
         export_avatar(objects, path, preset)
-    return f"{result.collection.name}: {len(result.mesh_object.data.vertices)} vertices" + (", an asset" if marked else "")
+    vertices = len(result.mesh_object.data.vertices)
+    return f"{result.collection.name}: {vertices} vertices" + (", an asset" if marked else "")
 
 
 def _mark_asset(collection, preview: Path) -> bool:

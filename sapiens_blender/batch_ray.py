@@ -40,7 +40,8 @@ def ray_options(spec: dict) -> dict:
     for key, value in given.items():
         found = option_table.find(key, specs)
         if found is None:
-            raise batch_list.BatchListError(f"ray.{key}: not an option of the Ray runner (options: {', '.join(RAY_KEYS)})")
+            raise batch_list.BatchListError(f"ray.{key}: not an option of the Ray runner "
+                                            f"(options: {', '.join(RAY_KEYS)})")
         try:
             options[found.name] = option_table.check_value(found, value, "ray.")
         except option_table.OptionError as exc:
