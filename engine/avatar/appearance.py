@@ -283,14 +283,16 @@ def _fade_to_flat_at_the_outline(tangent_normals: np.ndarray, mask: np.ndarray, 
     inside = ndimage.distance_transform_edt(np.pad(mask[rows, cols], 1))[1:-1, 1:-1]
     weight = np.clip((inside - 0.5) / SEAM_FADE_PX, 0.0, 1.0).astype(np.float32)[..., None]
     weight = tx.resample_crop(weight, layout, tx.FRONT, (rows.start, cols.start))[..., 0]
-    front = np.zeros(weight.shape, bool)
-    front[:, : layout.island_width] = True
-    w = np.where(front, weight, 1.0)[..., None]
-    flat = np.zeros_like(tangent_normals)
-    flat[..., 2] = 1.0
+    # only the band along the outline changes: the blend there, the rest of the texture untouched
+    band_rows, band_cols = np.nonzero(weight[:, : layout.island_width] < 1.0)
+    band = tangent_normals[band_rows, band_cols]
     # texels with no baked normal are zero and stay zero (the padding fills them)
-    baked = (tangent_normals != 0).any(-1, keepdims=True)
-    np.copyto(tangent_normals, w * tangent_normals + (1.0 - w) * flat, where=baked)
+    baked = (band != 0).any(-1)
+    band_rows, band_cols, band = band_rows[baked], band_cols[baked], band[baked]
+    w = weight[band_rows, band_cols][:, None]
+    faded = w * band
+    faded[:, 2] += 1.0 - w[:, 0]  # toward flat (0, 0, 1)
+    tangent_normals[band_rows, band_cols] = faded
 
 
 def make_appearance(
