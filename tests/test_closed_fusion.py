@@ -95,3 +95,20 @@ def test_an_opposite_view_is_turned_right_on_the_outlines():
     assert info["outline_pairs"] > 200
     assert after < 0.8 * before and after < 0.008
     assert turn_after < 0.6 < turn_before
+
+
+def test_a_side_view_is_refined_on_the_overlap_and_the_back_is_still_closed():
+    """Front and a side photo (yaw 90 deg): no photo from behind, so the reference's back is made
+    as for one photo (without it Poisson ballooned the open union: volume 4.4x the truth); the
+    side view, which overlaps the front over half its surface, is refined there by ICP
+    (measured: its points 1.43 -> 0.17 cm from the true pose; chamfer 0.42 cm, volume 1.04)."""
+    front = make_person(103, width=384, height=512)
+    side = render(front.posed, 384, 512, yaw_deg=90.0)
+    fused = fuse_views([view_of(front), view_of(side)])
+    assert "invented_back" in fused.stats and "icp_pairs" in fused.stats["views"][1]
+    T, truth_T = fused.transforms[1], true_back_to_front(front, side)
+    seen = side.pointmap[side.mask]
+    moved = np.linalg.norm((seen @ T[:3, :3].T + T[:3, 3]) - (seen @ truth_T[:3, :3].T + truth_T[:3, 3]), axis=1)
+    assert moved.mean() < 0.008
+    m = closed_metrics(truth_of(front, n_volume=100_000), fused.vertices, fused.faces)
+    assert m["watertight"] and m["chamfer_cm"] < 0.6 and abs(m["volume_ratio"] - 1) < 0.1

@@ -249,6 +249,6 @@ def views_table(inputs, bundle_dirs, names, fused, islands) -> list[dict]:
         }
         if i > 0:
             row.update({k: fit[k] for k in ("joint_residual_m", "joints", "joints_dropped", "joints_within_ceiling", "sides_swapped",
-                                            "outline_pairs", "outline_turn_deg") if k in fit})
+                                            "outline_pairs", "outline_turn_deg", "icp_pairs", "icp_rmse_m") if k in fit})
         rows.append(row)
     return rows

@@ -11,13 +11,17 @@ pixels, refined, refilled). The views are then registered into the first view's 
 2. a view seen from the opposite side (a back photo) has its rotation refined on the outlines,
    which both photos see along about the same curve round the body (refine_on_outline; its
    position stays the joint fit's);
-3. optionally (icp=True) refined where the surfaces overlap: point-to-plane ICP of the view's front onto
+3. a view that is not opposite (a side photo, which overlaps the front over half its surface)
+   is refined by the ICP below on the fronts registered so far (side_icp; measured on an
+   engine.synthetic front + side pair: its points 1.43 -> 0.17 cm from the true pose);
+   optionally (icp=True) every view is, opposite ones included: point-to-plane ICP of the view's front onto
    the fronts registered so far, starting from the joint fit, with a shrinking correspondence
    distance; only pairs whose normals agree are matched (a limb's front and back do not).
 
 The union of the registered fronts (each oriented toward its own camera, so outward) goes to
 the same screened Poisson solve as a single view (watertight.poisson_solid); no back is
-invented where another view saw it.
+invented where another view saw it. Without any view from behind (front and sides only) the
+reference's back is made as for one photo (watertight.back_surface) and joins the union.
 """
 
 from __future__ import annotations
@@ -258,7 +262,8 @@ def check_agreement(info: dict, name: str, reference: str) -> None:
 
 
 def fuse_views(views: list[View], *, refine: bool = True, icp: bool = False, outline: bool = True,
-               depth: int = POISSON_DEPTH, max_pixels: int | None = None, progress=None) -> FusedSolid:
+               side_icp: bool = True, depth: int = POISSON_DEPTH, max_pixels: int | None = None,
+               progress=None) -> FusedSolid:
     """One closed solid from several views of one person (module docstring), in the first
     view's camera frame. icp=True refines each registration on the overlap (off by default:
     measured on a front and back pair it moved a good joint fit, 1.3 cm mean displacement of
@@ -285,7 +290,7 @@ def fuse_views(views: list[View], *, refine: bool = True, icp: bool = False, out
             T, outline_info = refine_on_outline(T, outline_points(fronts[i]), outline_points(fronts[0]),
                                                 samples[i][0].mean(axis=0))
             info.update(outline_info)
-        if icp:
+        if icp or (side_icp and not _opposite(T)):
             T, icp_info = refine_registration(T, samples[i][0], samples[i][1], np.concatenate(points), np.concatenate(normals))
             info.update(icp_info)
         info["trust"] = fronts[i].stats["trust"]
@@ -298,6 +303,18 @@ def fuse_views(views: list[View], *, refine: bool = True, icp: bool = False, out
     labels = None
     if all(s[2] is not None for s in samples):
         labels = np.concatenate([s[2] for s in samples])
+    if not any(_opposite(T) for T in transforms[1:]):
+        # no photo from behind: the reference's back is made as for one photo (the side views
+        # add what they saw); without it the union is open at the back and Poisson balloons
+        from engine.geometry.watertight import back_surface
+
+        front = fronts[0]
+        back, back_normals, back_labels, back_stats = back_surface(front.points, front.valid, front.seg, front.K,
+                                                                   front.normals, trusted=front.trusted)
+        points.append(back)
+        normals.append(back_normals)
+        labels = None if labels is None else np.concatenate([labels, back_labels])
+        stats["invented_back"] = back_stats
     vertices, faces, vertex_labels, solid_stats = poisson_solid(np.concatenate(points), np.concatenate(normals), labels, depth=depth)
     stats.update(solid_stats)
     return FusedSolid(vertices, faces, vertex_labels, transforms, stats)
