@@ -938,9 +938,9 @@ def _(ws, out):
 @case("animate: a frames folder of bundles and images mixed", owner="rig/motion")
 def _(ws, out):
     for i in range(3):
-        shutil.copytree(ws.bundle, ws.bad(f"frames_mixed/f{i}"))
-    shutil.copy(ws.bundle / "image.png", ws.inputs / "frames_mixed" / "f3.png")   # taken alone, it dropped a frame
-    return ["animate", ws.inputs / "frames_mixed", "--out", out]
+        shutil.copytree(ws.bundle, ws.bad(f"frames_two_kinds/f{i}"))
+    shutil.copy(ws.bundle / "image.png", ws.inputs / "frames_two_kinds" / "f3.png")   # taken alone, it dropped a frame
+    return ["animate", ws.inputs / "frames_two_kinds", "--out", out]
 
 
 @case("animate: bundle frames of another photo size and person between the sample's", expect="any",
