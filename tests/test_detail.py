@@ -253,8 +253,13 @@ def test_avatar_with_crops_open_and_closed(tmp_path, person, crops):
         manifest = json.loads((out / "avatar.json").read_text())
         record = manifest["mesh"]["surface"]["detail_crops"]
         assert [u["name"] for u in record["used"]] == ["left_hand", "right_hand", "face"]
-        assert record["mesh"] == ("finer grid stitched in" if not closed else
-                                  "maps: the closed surface is built from the fused maps at the photo's resolution")
+        if closed:
+            assert record["mesh"].startswith("snapped: the closed surface")
+            assert all(u["snapped_vertices"] > 50 for u in record["used"])
+            # the front moved along the rays without folding a triangle over
+            assert all(u["faces_flipped"] <= 0.001 * manifest["mesh"]["faces"] for u in record["used"])
+        else:
+            assert record["mesh"] == "finer grid stitched in"
         assert manifest["options"]["detail_crops"] is True
     off = build_avatar(tmp_path / "b", tmp_path / "off", watertight=False, formats=["glb"], texture_size=512,
                        detail_crops=False)
@@ -353,3 +358,37 @@ def test_the_texture_takes_the_crops_resolution(tmp_path, person, crops):
     assert on_hand, "the region's centre should show the hand"
     assert abs(window.mean() - 0.5) < 0.08
     assert window.std() > 0.12, window.std()          # the pattern is there, not its average
+
+
+def test_a_closed_surface_takes_the_crops_depth_and_stays_closed(person, crops):
+    from engine.geometry import build_surface
+    from engine.geometry.detail import snap_to_crops
+    from engine.synthetic import to_bundle
+
+    bundle = to_bundle(person)
+    aligned, _ = align_crops(crops[:2], bundle.pointmap, bundle.mask)
+    closed = build_surface(fuse_maps(bundle, aligned), detail="none", watertight=True)
+    vertices, stats = snap_to_crops(closed.vertices, closed.faces, aligned, person.K)
+    assert vertices.shape == closed.vertices.shape          # same triangles: still closed
+    assert all(s["snapped_vertices"] > 50 for s in stats)
+    assert stats[0]["faces_flipped"] <= 0.001 * len(closed.faces)
+    # moved only along the camera rays: every vertex projects where it did
+    before = closed.vertices.astype(np.float64) @ person.K.T
+    after = vertices.astype(np.float64) @ person.K.T
+    assert np.abs(before[:, :2] / before[:, 2:] - after[:, :2] / after[:, 2:]).max() < 1e-3
+    # the true surface the crop shows is nearer the snapped solid (its blobs between the fingers
+    # stay: the solid's triangles are the same)
+    import open3d as o3d
+
+    def distance(v, points):
+        scene = o3d.t.geometry.RaycastingScene()
+        scene.add_triangles(o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(closed.faces.astype(np.uint32)))
+        return float(scene.compute_distance(o3d.core.Tensor(points.astype(np.float32))).numpy().mean())
+
+    for a in aligned:
+        x0, y0, x1, y1 = a.region
+        f, (bx0, by0) = a.crop.factor, a.crop.box[:2]
+        window = a.points[(y0 - by0) * f:(y1 - by0) * f, (x0 - bx0) * f:(x1 - bx0) * f]
+        truth = window[np.isfinite(window).all(-1)]       # exact maps: the aligned crop is the truth
+        was, now = distance(closed.vertices, truth), distance(vertices, truth)
+        assert now < 0.85 * was, (a.crop.name, was, now)

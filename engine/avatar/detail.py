@@ -48,9 +48,16 @@ def fuse_crop_surface(inputs, built, detail: Detail | None, *, watertight: bool,
     if not detail.aligned:
         return built
     if watertight or target_faces is not None or (built.vertex_pixel < 0).all():
+        from engine.geometry.detail import snap_to_crops
+        from engine.geometry.surface import project_uv, vertex_normals
+
         why = "the closed surface" if watertight else "a decimated surface"
-        record["mesh"] = f"maps: {why} is built from the fused maps at the photo's resolution"
-        return built
+        vertices, stats = snap_to_crops(built.vertices, built.faces, detail.aligned, inputs.K)
+        record["mesh"] = (f"snapped: {why}, built from the fused maps, has its front moved onto the crops' "
+                          "finer depth")
+        record["used"] = stats
+        return replace(built, vertices=vertices, vertex_normals=vertex_normals(vertices, built.faces),
+                       uv=project_uv(vertices, inputs.K, inputs.bundle.mask.shape))
     from engine.geometry.detail import fuse_mesh
     from engine.geometry.surface import project_uv, vertex_normals
 

@@ -373,6 +373,10 @@ def fuse_mesh(vertices, faces, labels, vertex_pixel, grid_hw, grid_factor: int, 
             fine_flag[used], stats)
 
 
+def _face_normals(v: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    return np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+
+
 def _lookup(index: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     ok = (rows >= 0) & (rows < index.shape[0]) & (cols >= 0) & (cols < index.shape[1])
     out = np.full(rows.shape, -1, np.int64)
@@ -384,3 +388,45 @@ def _area2(pos: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Twice the signed 2-D area of each face from vertex positions (N x 2)."""
     a, b, c = pos[faces[:, 0]], pos[faces[:, 1]], pos[faces[:, 2]]
     return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+
+
+SNAP_M = 0.015               # a closed surface's front vertex moves onto the crop's depth when this close
+
+
+def snap_to_crops(vertices, faces, aligned: list[AlignedCrop], K: np.ndarray):
+    """A closed surface's front inside each crop's region moved along the camera rays onto the
+    crop's finer depth (bilinear on its grid, where all four taps see the person), blended over
+    the region's edge band: the solid stays closed (no triangle is added or removed) and its
+    front takes the crop's shape where it lies within SNAP_M of it. Returns (vertices, stats)."""
+    from engine.geometry.surface import vertex_normals
+
+    v = np.asarray(vertices, np.float64).copy()
+    normals = vertex_normals(v, faces)
+    stats = []
+    for a in aligned:
+        c, f = a.crop, int(a.crop.factor)
+        rx0, ry0, rx1, ry1 = a.region
+        uvw = v @ np.asarray(K, np.float64).T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            x, y = uvw[:, 0] / uvw[:, 2], uvw[:, 1] / uvw[:, 2]
+        edge = np.minimum.reduce([x - rx0, rx1 - x, y - ry0, ry1 - y])
+        near = np.nonzero((edge > 0) & (v[:, 2] > 0))[0]
+        h, w = c.mask.shape
+        u, t = (x[near] - c.box[0]) * f - 0.5, (y[near] - c.box[1]) * f - 0.5
+        i0, j0 = np.clip(np.floor(t).astype(int), 0, h - 2), np.clip(np.floor(u).astype(int), 0, w - 2)
+        depth = a.points[..., 2]
+        taps = np.stack([depth[i0, j0], depth[i0, j0 + 1], depth[i0 + 1, j0], depth[i0 + 1, j0 + 1]], 1)
+        dt, du = np.clip(t - i0, 0, 1), np.clip(u - j0, 0, 1)
+        target = (1 - dt) * ((1 - du) * taps[:, 0] + du * taps[:, 1]) + dt * ((1 - du) * taps[:, 2] + du * taps[:, 3])
+        facing = (normals[near] * v[near]).sum(1) < 0            # seen from the camera
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(taps).all(1) & facing & (np.abs(v[near, 2] - target) < SNAP_M)
+        weight = np.clip(edge[near] / FEATHER_PX, 0.0, 1.0)
+        scale = np.where(ok, 1.0 + weight * (np.where(ok, target, 1.0) / v[near, 2] - 1.0), 1.0)
+        v[near] *= scale[:, None]
+        stats.append({**a.summary(), "snapped_vertices": int(ok.sum())})
+    before = np.asarray(vertices, np.float64)
+    flipped = int(((_face_normals(v, faces) * _face_normals(before, faces)).sum(1) < 0).sum())
+    for s_ in stats:
+        s_["faces_flipped"] = flipped   # over the whole mesh: a snap that folded a triangle over
+    return v.astype(np.float32), stats
