@@ -213,6 +213,21 @@ def test_inputs_expand_from_folders_globs_and_list_files(tmp_path, photos):
         batch_inputs.expand_inputs([str(tmp_path / "missing.png")])
 
 
+def test_every_build_option_reaches_the_builds_and_the_item_keys():
+    """The batch takes the build options from the option table: one added there (detail_crops was
+    missed by a hand-kept list) is passed to the builds and changes an item's key, so a rerun with
+    another value redoes the item instead of skipping it."""
+    from engine.batch.items import OUTPUT_OPTIONS, item_key
+    from engine.batch.stages import BUILD_OPTION_NAMES
+    from engine.options import OPTIONS
+
+    build = {o.name for o in OPTIONS if "build" in o.jobs} - {"bundle_dir", "views", "out_dir"}
+    assert build == set(BUILD_OPTION_NAMES) and build <= set(OUTPUT_OPTIONS)
+    assert item_key("d", {}, {"detail_crops": True}) != item_key("d", {}, {"detail_crops": False})
+    assert "detail_crops" not in batch_inputs.ITEM_OPTIONS      # a model-pass option: the run's
+    assert {"max_faces", "texture_size", "rig", "bbox"} <= set(batch_inputs.ITEM_OPTIONS)
+
+
 def test_an_existing_user_folder_where_an_item_goes_is_refused(tmp_path, photos):
     from engine.jobs.batch import plan
 

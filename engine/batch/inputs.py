@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import EngineError
+from engine.options import OPTIONS
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".exr", ".bmp")
 LIST_SUFFIXES = (".txt", ".csv", ".yaml", ".yml", ".json")
-# options an item may set for itself (everything else is the run's: models are shared)
-ITEM_OPTIONS = ("bbox", "detail", "resolution", "watertight", "max_faces", "texture_size", "rig", "rest_pose",
-                "formats")
+# options an item may set for itself: its person box and the build's options that the model
+# pass does not take (everything else is the run's: the workers share their models)
+ITEM_OPTIONS = ("bbox", *(o.name for o in OPTIONS if "build" in o.jobs and "predict" not in o.jobs
+                          and o.name not in ("bundle_dir", "views", "out_dir")))
 
 
 class BatchInputError(EngineError):

@@ -17,11 +17,14 @@ import os
 import tempfile
 from pathlib import Path
 
+from engine.options import OPTIONS
+
 RECORD = "batch_item.json"
 RECORD_VERSION = "1.0"
 # options that change what an item's outputs are (not where the work runs or how fast)
-OUTPUT_OPTIONS = ("steps", "tasks", "size", "dtype", "bbox", "detail", "resolution", "watertight",
-                  "max_faces", "texture_size", "rig", "rest_pose", "formats", "seg_probs", "all_people")
+# (the model pass's that do, then every build option from the option table)
+OUTPUT_OPTIONS = ("steps", "tasks", "size", "dtype", "bbox", "seg_probs", "all_people",
+                  *(o.name for o in OPTIONS if "build" in o.jobs and o.name not in ("bundle_dir", "views", "out_dir")))
 
 
 def input_digest(path: Path, kind: str) -> str:

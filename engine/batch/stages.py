@@ -16,9 +16,11 @@ from pathlib import Path
 
 from engine.batch.items import write_record
 from engine.errors import EngineError
+from engine.options import OPTIONS
 
-BUILD_OPTION_NAMES = ("detail", "resolution", "watertight", "max_faces", "texture_size", "rig", "rest_pose",
-                      "formats")
+# the build job's options (from the option table: a new build option reaches the batch's builds)
+BUILD_OPTION_NAMES = tuple(o.name for o in OPTIONS
+                           if "build" in o.jobs and o.name not in ("bundle_dir", "views", "out_dir"))
 
 
 def _timings(row: dict) -> dict:
