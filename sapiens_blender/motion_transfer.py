@@ -200,6 +200,11 @@ class SAPIENS_OT_apply_motion(_ArmatureOperator, bpy.types.Operator):
         action = apply_curves(context, obj, result["curves"])
         for note in result.get("notes", []):
             self.report({"WARNING"}, note)
+        feet = result.get("feet") or {}
+        if feet.get("locked"):
+            skate = feet["skate_mm_per_frame"]
+            self.report({"INFO"}, f"Feet held where the motion's stand: foot skate {skate['before']} -> {skate['after']} "
+                                  f"mm per frame")
         self.report({"INFO"}, f"{action.name}: {result['frames']} frames on {len(result['bone_map'])} bones "
                               f"({result['convention']} names)")
         return {"FINISHED"}
