@@ -226,6 +226,10 @@ def _nan_root(doc):
     doc["root_position"] = [0.0, float("nan"), 0.0]
 
 
+def _list_contacts(doc):
+    doc["contacts"] = [True, False]
+
+
 @pytest.mark.parametrize("file, edit, frame_edit, words", [
     ("skeleton.json", lambda d: [1], None, r"skeleton.json: holds a JSON list, not an object"),
     ("animation.json", lambda d: [1], None, r"animation.json: holds a JSON list, not an object"),
@@ -234,7 +238,9 @@ def _nan_root(doc):
     ("animation.json", lambda d: {**d, "fps": True}, None, r"animation.json: 'fps' is True"),
     (None, None, _zero_rotation, r"000000.json: bone '\S+' has rotation \[0.0, 0.0, 0.0, 0.0\], not a rotation quaternion"),
     (None, None, _nan_root, r"000000.json: 'root_position' is .*not finite"),
-], ids=["skeleton list", "animation list", "fps text", "fps negative", "fps bool", "zero quaternion", "NaN root"])
+    (None, None, _list_contacts, r"000000.json: not a motion frame .*'contacts' is \[True, False\]"),
+], ids=["skeleton list", "animation list", "fps text", "fps negative", "fps bool", "zero quaternion", "NaN root",
+        "contacts list"])
 def test_bad_motion_files_are_refused_naming_file_and_field(walk_dir, tmp_path, file, edit, frame_edit, words):
     motion = _edited_motion(walk_dir, tmp_path / "motion", file, edit, frame_edit)
     with pytest.raises(EngineError, match=words):

@@ -269,6 +269,8 @@ def read_motion(motion_dir: str | Path) -> SourceMotion:
             root[t] = doc["root_position"]
             filled[t] = bool(doc.get("filled", False))
             if "contacts" in doc:      # animate --feet lock: which foot stands in this frame
+                if not isinstance(doc["contacts"], dict):
+                    raise TypeError(f"'contacts' is {doc['contacts']!r}, not {{\"L\": bool, \"R\": bool}}")
                 contact[t] = [bool(doc["contacts"].get(side, False)) for side in ("L", "R")]
                 has_contacts = True
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
