@@ -76,6 +76,9 @@ def run_retarget(context, obj, motion_dir: str) -> dict:
     # the curves are what the add-on keys; the GLB beside them is for the user to take elsewhere
     params = {"motion": motion_dir, "target": str(target), "out_dir": str(work / "out"), "curves": True,
               "formats": ["glb"]}
+    animate_options = getattr(context.scene.sapiens, "animate", None)
+    if animate_options is not None and hasattr(animate_options, "feet"):
+        params["feet"] = animate_options.feet      # the one Feet option: animate's and the retarget's
     rows = [(item.bone, item.part) for item in obj.sapiens_bone_map if item.part]
     if rows:
         (work / "bone_map.json").write_text(json.dumps(retarget_io.bone_map_document(rows)))
@@ -438,6 +441,8 @@ def draw_motion_transfer(layout, context) -> None:
     if obj is None or obj.type != "ARMATURE":
         box.label(text="Select an armature", icon="INFO")
         return
+    if hasattr(context.scene.sapiens.animate, "feet"):
+        box.prop(context.scene.sapiens.animate, "feet")
     row = box.row(align=True)
     row.operator("sapiens.apply_motion", icon="PLAY")
     row.operator("sapiens.detect_bone_map", text="", icon="VIEWZOOM")

@@ -279,7 +279,7 @@ def test_panel_draws_the_motion_box_for_a_selected_armature(addon, walk_dir):
     apply(obj, walk_dir)
     drawn.clear()
     SAPIENS_PT_main.draw(SimpleNamespace(layout=Layout()), bpy.context)
-    assert "SAPIENS_UL_bone_map" in drawn
+    assert "SAPIENS_UL_bone_map" in drawn and "feet" in drawn       # the one Feet option, animate's
 
 
 def test_the_avatars_own_rig_and_its_mesh_receive_the_walk(addon, walk_dir, avatar_walk_dir, rigify_avatar):
@@ -528,3 +528,22 @@ def test_a_photo_and_a_sequence_give_a_moving_avatar_in_one_step(addon, tmp_path
     options.rig = "NONE"
     with pytest.raises(RuntimeError, match="needs a rig"):
         bpy.ops.sapiens.build_and_animate()
+
+
+def test_the_feet_option_reaches_the_retarget(addon, tmp_path):
+    """The panel's one Feet option (animate's) goes with Apply Motion: a squat with its contacts onto
+    a character with longer shins has its feet held, and not when Feet is off."""
+    from sapiens_blender import user_data
+
+    squat = write_motion_dir(tmp_path / "squat", "squat", FRAMES)
+    source = read_motion(squat)
+    obj = make_armature(character(source.skeleton, rest_pose="tpose", shin_scale=1.25, names="mixamo"), "shins")
+    written = user_data.user_dir("retarget", "shins") / "out" / "animation.json"
+    feet = {}
+    for mode in ("lock", "off"):
+        bpy.context.scene.sapiens.animate.feet = mode
+        apply(obj, squat)
+        feet[mode] = json.loads(written.read_text())["retarget"]["feet"]
+    skate = feet["lock"]["skate_mm_per_frame"]
+    assert feet["lock"]["locked"] and skate["after"] < skate["before"], feet
+    assert not feet["off"]["locked"]
