@@ -159,7 +159,7 @@ def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_si
         appearance = mv.bake_views(
             maps, vertices_ref=vertices, solid_normals=mv.smooth_normals(vertices, faces), islands=islands, layout=layout,
             texel_xy=texel_xy, uv=uv, tangents=tangents, normals_avatar=normals_avatar, camera_to_avatar=to_avatar,
-            progress=progress,
+            bundles=[v.bundle for v in inputs], progress=progress,
         )
         lap("textures")
 
@@ -185,11 +185,11 @@ def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_si
 
         reference = inputs[0]
         texture_info = textures_summary(appearance)
-        texture_info["layout"]["islands"] = [f"view {i + 1}" for i in range(len(maps))] + ["unseen"]
+        texture_info["layout"]["islands"] = islands.names
         texture_info["layout"]["gutter"] = layout.gutter
         texture_info["texels_led_by_view"] = appearance.stats["texels_led_by_view"]
         mesh_info = mesh_summary(mesh, framed, fused, closed=True)
-        mesh_info["hidden_faces"] = int((islands.face_island == len(maps)).sum())
+        mesh_info["hidden_faces"] = int((islands.face_island >= len(maps)).sum())
         manifest = avatar_manifest(
             name=names[0],
             camera_to_avatar=to_avatar,

@@ -16,8 +16,11 @@ every view that sees the point contributes, weighted by cos^2 of the angle betwe
 and its line of sight and by a ramp that fades to nothing over the last BLEND_PX photo pixels
 before that view's outline (where depth and colour are least sure). Neighbouring texels of two
 islands show neighbouring points, so the weights and the blended colour are the same on both
-sides of an island border: no seam. A texel no view sees takes the views' colours by how much
-the surface faces them (no occlusion test), and a flat normal.
+sides of an island border: no seam. With no photo from behind, the back (made as for one
+photo) has an island laid out from a camera behind the person and is coloured as a one-photo
+closed avatar's hidden side (each body part continued from the reference photo's outline)
+where no view sees it. Any other texel no view sees takes the colour of the nearest point a
+view sees (hair over the top of the head, the arm's colour into the armpit), and a flat normal.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from engine.avatar.islands import SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_R
 BLEND_PX = 6.0
 # weight a visible point keeps at the outline itself (a point only one view sees keeps it)
 OUTLINE_WEIGHT = 0.01
+# a view whose camera axis is at least this far from the reference's looks from behind
+OPPOSITE_DEG = 150.0
 # a face counts as seen by a view it faces at least this much (cos of the angle to the line of sight)
 MIN_FACING_COS = 0.05
 # texels sampled at once (bounds the per-view temporaries to some hundred MB)
@@ -72,14 +77,40 @@ def view_maps(bundle, K, T, name: str) -> ViewMaps:
 
 
 @dataclass
+class Projection:
+    """A camera that only lays out UVs (no photo): the one behind the person when no view is."""
+
+    T: np.ndarray
+    K: np.ndarray
+
+    def to_view(self, points_ref: np.ndarray) -> np.ndarray:
+        return (np.asarray(points_ref, np.float64) - self.T[:3, 3]) @ self.T[:3, :3]
+
+
+def behind(reference: ViewMaps, vertices_ref: np.ndarray) -> Projection:
+    """The reference camera turned half round the person's vertical axis through its centre."""
+    centre = vertices_ref.mean(axis=0)
+    R = np.diag([-1.0, 1.0, -1.0])
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R, centre - R @ centre
+    return Projection(T, reference.K)
+
+
+@dataclass
 class ViewIslands:
-    """The solid's faces split into one island per view (+ unseen), before the avatar frame."""
+    """The solid's faces split into one island per view (+ behind, + unseen), before the avatar frame."""
 
     faces: np.ndarray  # F x 3 into the split vertices
     source_vertex: np.ndarray  # split vertex -> solid vertex
     vertex_island: np.ndarray
-    face_island: np.ndarray  # F: view index, or len(views) for unseen
-    face_share: list  # per view: its share of the faces (then unseen)
+    face_island: np.ndarray  # F: index into projections, or len(projections) for the unseen cells
+    face_share: list  # per island: its share of the faces
+    projections: list  # the views, then (with no view from behind) the Projection behind
+
+    @property
+    def names(self) -> list[str]:
+        n_views = sum(isinstance(p, ViewMaps) for p in self.projections)
+        return [f"view {i + 1}" for i in range(n_views)] + ["behind"] * (len(self.projections) - n_views) + ["unseen"]
 
 
 def assign_views(vertices_ref: np.ndarray, faces: np.ndarray, views: list[ViewMaps]) -> ViewIslands:
@@ -96,14 +127,28 @@ def assign_views(vertices_ref: np.ndarray, faces: np.ndarray, views: list[ViewMa
         score[v] = np.where((cos > MIN_FACING_COS) & unoccluded(c, view), cos, -np.inf)
     best = np.argmax(score, axis=0)
     unseen = ~np.isfinite(score.max(axis=0))
+    projections: list = list(views)
     face_island = np.where(unseen, len(views), best).astype(np.int8)
+    if not any(v.T[2, 2] <= np.cos(np.radians(OPPOSITE_DEG)) for v in views[1:]):
+        # no photo from behind: the back (made as for one photo) gets an island of its own,
+        # laid out from a camera behind the person (a height field from there, like a view's)
+        back = behind(views[0], vertices_ref)
+        c = back.to_view(centre)
+        cos = -np.einsum("ij,ij->i", normal @ back.T[:3, :3], c) / np.maximum(np.linalg.norm(c, axis=1), 1e-12)
+        from_behind = unseen & (cos > MIN_FACING_COS)
+        projections.append(back)
+        face_island[unseen] = len(projections)
+        face_island[from_behind] = len(views)
+        unseen &= ~from_behind
+    cells = len(projections)
     # an unseen face is an island of its own: its own three vertices, its own cell (plan_uvs)
     key_island = face_island.astype(np.int64)
-    key_island[unseen] = len(views) + np.arange(int(unseen.sum()))
-    split_faces, source_vertex, vertex_key = _split(faces, key_island, len(views) + max(int(unseen.sum()), 1))
-    vertex_island = np.minimum(vertex_key, len(views)).astype(np.int8)
-    share = np.bincount(face_island, minlength=len(views) + 1) / max(len(faces), 1)
-    return ViewIslands(split_faces, source_vertex, vertex_island, face_island, [round(float(s), 4) for s in share])
+    key_island[unseen] = cells + np.arange(int(unseen.sum()))
+    split_faces, source_vertex, vertex_key = _split(faces, key_island, cells + max(int(unseen.sum()), 1))
+    vertex_island = np.minimum(vertex_key, cells).astype(np.int8)
+    share = np.bincount(face_island, minlength=cells + 1) / max(len(faces), 1)
+    return ViewIslands(split_faces, source_vertex, vertex_island, face_island, [round(float(s), 4) for s in share],
+                       projections)
 
 
 def _split(faces: np.ndarray, face_key: np.ndarray, n_keys: int):
@@ -131,20 +176,21 @@ def unoccluded(points_view: np.ndarray, view: ViewMaps) -> np.ndarray:
 
 
 def plan_uvs(vertices_ref: np.ndarray, islands: ViewIslands, views: list[ViewMaps], texture_size: int):
-    """The atlas layout (one island per view, then the unseen island) and each split vertex's
-    continuous texel position. A view's vertices land where they project in its photo (all
-    views share one crop of the photo frame); the unseen faces are packed one per cell of a grid
-    over the last island, each its own right triangle (they overlap in every projection)."""
-    n_views = len(views)
-    seen = islands.vertex_island < n_views
+    """The atlas layout (one island per view, the one behind when there is one, then the unseen
+    island) and each split vertex's continuous texel position. A view's vertices land where they
+    project in its photo (all islands share one crop of the photo frame); the unseen faces are
+    packed one per cell of a grid over the last island, each its own right triangle (they
+    overlap in every projection)."""
+    cells = len(islands.projections)
+    seen = islands.vertex_island < cells
     xy = np.zeros((len(vertices_ref), 2))
-    for v, view in enumerate(views):
-        chosen = islands.vertex_island == v
-        xy[chosen] = project(view.to_view(vertices_ref[chosen]), view.K)
-    layout = tx.plan_layout(union_mask(views), xy[seen], texture_size, n_views + 1)
+    for island, camera in enumerate(islands.projections):
+        chosen = islands.vertex_island == island
+        xy[chosen] = project(camera.to_view(vertices_ref[chosen]), camera.K)
+    layout = tx.plan_layout(union_mask(views), xy[seen], texture_size, cells + 1)
     texel_xy = np.zeros((len(vertices_ref), 2))
     texel_xy[seen] = layout.photo_to_texel(xy[seen], islands.vertex_island[seen])
-    unseen_faces = islands.faces[islands.face_island == n_views]
+    unseen_faces = islands.faces[islands.face_island == cells]
     if len(unseen_faces):
         cell = np.sqrt(layout.island_width * layout.height / len(unseen_faces))
         columns = max(int(layout.island_width // cell), 1)
@@ -152,7 +198,7 @@ def plan_uvs(vertices_ref: np.ndarray, islands: ViewIslands, views: list[ViewMap
             columns += 1
         cell = layout.island_width / columns
         index = np.arange(len(unseen_faces))
-        x0 = layout.island_x0(n_views) + (index % columns) * cell
+        x0 = layout.island_x0(cells) + (index % columns) * cell
         y0 = (index // columns) * cell
         margin = min(EDGE_TEXELS + 0.5, cell / 4)
         corners = np.stack([np.column_stack([x0 + margin, y0 + margin]), np.column_stack([x0 + cell - margin, y0 + margin]),
@@ -161,13 +207,13 @@ def plan_uvs(vertices_ref: np.ndarray, islands: ViewIslands, views: list[ViewMap
     return layout, texel_xy
 
 
-def island_depth(vertices_ref: np.ndarray, vertex_island: np.ndarray, views: list[ViewMaps]) -> np.ndarray:
+def island_depth(vertices_ref: np.ndarray, islands: ViewIslands) -> np.ndarray:
     """Each split vertex's depth in its island's camera (the rasteriser resolves overlaps by it;
     the unseen faces' cells do not overlap)."""
     depth = np.zeros(len(vertices_ref))
-    for v, view in enumerate(views):
-        chosen = vertex_island == v
-        depth[chosen] = view.to_view(vertices_ref[chosen])[:, 2]
+    for island, camera in enumerate(islands.projections):
+        chosen = islands.vertex_island == island
+        depth[chosen] = camera.to_view(vertices_ref[chosen])[:, 2]
     return depth
 
 
@@ -285,6 +331,33 @@ def edge_texels(raster: tx.Raster, texel_xy: np.ndarray, faces: np.ndarray, keep
     return face_of, bary_of
 
 
+def _colour_unseen_from_nearest_seen(albedo, texels, points, seen, max_sources: int = 200_000) -> None:
+    """Texels whose point no view sees take the colour of the nearest point some view sees (in
+    place): the sides' colours run on over an invented back, hair over the top of the head,
+    instead of the front's print read through the body by a projection."""
+    from scipy.spatial import cKDTree
+
+    if seen.all() or not seen.any():
+        return
+    sources = np.flatnonzero(seen)
+    if len(sources) > max_sources:
+        sources = sources[:: int(np.ceil(len(sources) / max_sources))]
+    unseen = np.flatnonzero(~seen)
+    _, nearest = cKDTree(points[sources]).query(points[unseen])
+    albedo[texels[unseen]] = albedo[texels[sources[nearest]]]
+
+
+def hidden_side_image(bundle, view: ViewMaps) -> np.ndarray:
+    """The reference photo's hidden-side colours (appearance._hidden_side_colour: each body part
+    continued from the band along the outline, the face replaced by hair) over the whole photo."""
+    from engine.avatar.appearance import _hidden_side_colour, _source_colour
+
+    h, w = view.mask.shape
+    whole = tx.AtlasLayout((0.0, 0.0, float(w), float(h)), w, h, w, 1)
+    _, valid, _ = _source_colour(bundle)
+    return _hidden_side_colour(bundle, view.colour, valid, whole)
+
+
 def smooth_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     from engine.geometry.surface import vertex_normals
 
@@ -304,6 +377,7 @@ def bake_views(
     tangents: np.ndarray,
     normals_avatar: np.ndarray,
     camera_to_avatar: np.ndarray,
+    bundles: list | None = None,
     progress=None,
 ) -> Appearance:
     """The base colour and the tangent-space normal map of the fused solid (module docstring).
@@ -317,7 +391,7 @@ def bake_views(
             progress("textures", fraction, message)
 
     faces = islands.faces
-    depth = island_depth(vertices_ref[islands.source_vertex], islands.vertex_island, views)
+    depth = island_depth(vertices_ref[islands.source_vertex], islands)
     raster = tx.rasterize(texel_xy, faces, depth, layout.width, layout.height)
     covered = raster.covered
     report(0.3, f"rasterised {len(faces)} triangles over {int(covered.sum())} texels, {layout.n_islands} islands")
@@ -326,8 +400,13 @@ def bake_views(
     texels = np.flatnonzero(keep.reshape(-1))
     albedo = np.zeros((layout.height * layout.width, 3), np.float32)
     target = np.full((layout.height * layout.width, 3), np.nan, np.float32)
-    chosen = np.zeros(len(views) + 1, np.int64)
+    chosen = np.zeros(len(views) + 1, np.int64)  # texels led by each view, then by none
     to_avatar = np.asarray(camera_to_avatar, np.float64)[:3, :3]
+    # a back no photo showed: the reference's colours continued per body part from its outline
+    # (the one-photo closed avatar's hidden side, engine.avatar.appearance)
+    behind_colour = hidden_side_image(bundles[0], views[0]) if len(islands.projections) > len(views) and bundles else None
+    texel_points = np.zeros((len(texels), 3), np.float32)
+    texel_seen = np.zeros(len(texels), bool)
     for start in range(0, len(texels), CHUNK_TEXELS):
         chunk = texels[start : start + CHUNK_TEXELS]
         corners = islands.source_vertex[faces[face_of[chunk]]]  # n x 3 solid vertices
@@ -336,10 +415,19 @@ def bake_views(
         normals = np.einsum("nk,nkd->nd", w, solid_normals[corners])
         normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
         colour, normal, best = blend_views(points, normals, views)
+        if behind_colour is not None:
+            from_behind = (best < 0) & (islands.face_island[face_of[chunk]] == len(views))
+            xy = project(views[0].to_view(points[from_behind]), views[0].K)
+            colour[from_behind] = _sample(behind_colour, xy)
+            best[from_behind] = len(views) + 1  # counted as led by none, kept from the nearest-seen fill
         albedo[chunk] = colour
         target[chunk] = normal @ to_avatar.T
+        texel_points[start : start + len(chunk)] = points
+        texel_seen[start : start + len(chunk)] = best >= 0
+        best[best > len(views)] = -1
         chosen += np.bincount(best + 1, minlength=len(views) + 1)[np.r_[1 : len(views) + 1, 0]]
         report(0.3 + 0.4 * min(1.0, (start + len(chunk)) / max(len(texels), 1)), "colour and normals blended from the views")
+    _colour_unseen_from_nearest_seen(albedo, texels, texel_points, texel_seen)
     albedo = albedo.reshape(layout.height, layout.width, 3)
     normal_rgb8, baked_fraction = None, 0.0
     if any(v.normal is not None for v in views):
