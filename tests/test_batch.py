@@ -251,6 +251,26 @@ def test_an_address_with_no_cluster_is_refused_in_words_before_any_item_is_marke
     assert not out.exists()      # no item folder marked as pending, no report
 
 
+def test_a_model_worker_that_cannot_start_is_said_in_words(tmp_path, photos, tiny_checkpoints):
+    """A device the local machine lacks is refused in the driver, before Ray and before OUT; a
+    worker failure Ray reports anyway is cut down to the engine's own message."""
+    import torch
+
+    from engine.batch.pipeline import ray_failure
+    from engine.errors import EngineError
+    from engine.jobs.batch import run
+
+    if not torch.cuda.is_available():
+        out = tmp_path / "out"
+        with pytest.raises(EngineError, match="device 'cuda' was asked for"):
+            run(_predict_options(photos, out, tiny_checkpoints, device="cuda"))
+        assert not out.exists()
+    died = RuntimeError("The actor died because of an error raised in its creation task\n  File \"x.py\", line 3\n"
+                        "engine.errors.CheckpointError: seg.safetensors: truncated\n")
+    assert ray_failure(died) == "seg.safetensors: truncated"
+    assert ray_failure(RuntimeError("\nnode 10.0.0.2 died\nmore")) == "RuntimeError: node 10.0.0.2 died"
+
+
 def test_a_batch_on_another_ray_waits_for_the_running_one(monkeypatch):
     """In one engine process (serve runs jobs side by side) a batch does not shut down the Ray
     another batch is running on to join a different one; with none running, it switches."""

@@ -8,9 +8,12 @@ tests compare the Ray run with, and the baseline of bench/bench_batch.py).
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Iterator
 
 from engine.batch import cluster, stages
+from engine.errors import EngineError
 
 
 def model_options(options: dict) -> dict:
@@ -25,7 +28,8 @@ def ray_rows(rows: list[dict], options: dict) -> Iterator[dict]:
 
     ray_module = cluster.connect(options)
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
+    context.enable_progress_bars = False   # the job reports progress per item itself
+    quiet_ray_data()
     steps = options["steps"]
     gpus = ray_module.cluster_resources().get("GPU", 0) if options.get("device") != "cpu" else 0
     workers = options.get("workers") or max(1, int(gpus))
@@ -47,7 +51,39 @@ def ray_rows(rows: list[dict], options: dict) -> Iterator[dict]:
         # build only: workers = builds at once
         build_tasks = {} if predicting else {"compute": ray.data.TaskPoolStrategy(size=workers)}
         ds = ds.map(stages.build_row, fn_kwargs={"run_options": run_options}, num_cpus=1, **build_tasks)
-    yield from ds.iter_rows()
+    try:
+        yield from ds.iter_rows()
+    except ray_module.exceptions.RayError as exc:   # a worker that could not start, a node that died
+        raise EngineError(f"the batch's Ray run stopped: {ray_failure(exc)}") from None
+
+
+class _Unless(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def quiet_ray_data() -> None:
+    """Ray Data's notes on every run (its execution plan, where its logs are, that progress bars
+    are off) stay in its log files; its warnings still reach the user."""
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    progress = logging.getLogger("ray.data._internal.progress")
+    if not any(isinstance(f, _Unless) for f in progress.filters):
+        progress.addFilter(_Unless("Progress bars disabled"))
+
+
+def ray_failure(exc: BaseException) -> str:
+    """What went wrong on a Ray worker, in words: an engine error raised there (a model worker
+    whose checkpoint will not load) by its own message, else Ray's first line."""
+    text = str(exc)
+    raised = re.findall(r"^engine\.errors\.\w+: (.+)$", text, flags=re.MULTILINE)
+    if raised:
+        return raised[-1].strip()
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first}"[:500]
 
 
 def serial_rows(rows: list[dict], options: dict) -> Iterator[dict]:

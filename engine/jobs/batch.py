@@ -81,13 +81,18 @@ def _check_item(item, item_dir: Path, steps) -> None:
 
 
 def _check_models(options: dict) -> None:
-    """The checkpoints the photos need, found in the driver (CheckpointError in words): a model
-    worker that cannot find them would end the whole run in Ray's ActorDiedError."""
+    """The checkpoints the photos need, found in the driver (CheckpointError in words), and on a
+    local Ray the device and number format too: a model worker that cannot start ends the whole
+    run, after pages of Ray's worker tracebacks. (On a cluster the workers' devices are not the
+    driver's: a CPU-only driver may send work to GPU nodes.)"""
     from engine.checkpoints import checkpoints_root
-    from engine.predict.selection import resolve_tasks
+    from engine.predict.selection import resolve_runtime, resolve_tasks
 
     resolve_tasks(options.get("tasks"), options.get("size") or "0.4b", checkpoints_root(options.get("checkpoints")),
                   bool(options.get("allow_pickle")))
+    if not options.get("address"):
+        resolve_runtime(options.get("backend") or "torch", options.get("device") or "auto",
+                        options.get("dtype") or "auto", options.get("compile"))
 
 
 def run(options: dict, progress=None, cancel=None, *, serial: bool = False) -> dict:
