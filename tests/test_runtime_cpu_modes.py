@@ -104,8 +104,11 @@ def test_bf16_mode_agrees_with_fp32_and_lets_the_file_go(tiny):
     runner = _runner(tiny["normal"], "bf16")
     assert runner.describe()["cpu_mode"] == "bf16"
     backbone, head = runner.model.backbone, runner.model.decode_head
-    # bf16 matmuls; the residual stream's norms and the patch embedding stay fp32; the head is bf16
-    assert {m.weight.dtype for m in backbone.modules() if type(m) is torch.nn.Linear} == {torch.bfloat16}
+    # bf16 matmuls but in the first quarter of the blocks (1 of the tiny model's 4); the residual
+    # stream's norms and the patch embedding stay fp32; the head is bf16
+    assert cpu_modes.fp32_leading_blocks(4) == 1 and cpu_modes.fp32_leading_blocks(24) == 6
+    linears = [{m.weight.dtype for m in block.modules() if type(m) is torch.nn.Linear} for block in backbone.blocks]
+    assert linears == [{torch.float32}] + [{torch.bfloat16}] * 3
     assert backbone.blocks[0].ln1.weight.dtype == backbone.patch_embed.projection.weight.dtype == torch.float32
     assert {p.dtype for p in head.parameters()} == {torch.bfloat16}
     assert backbone.rope_embed.periods.dtype == torch.bfloat16

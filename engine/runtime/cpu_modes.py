@@ -2,7 +2,9 @@
 
 - fp32: the model exactly as load_model returns it; the reference's numbers (the parity path).
 - bf16: the backbone's Linear layers (its matmuls: 56% of the fp32 time) in bf16, their outputs
-  back in fp32, so the residual stream, the norms and attention stay fp32 (attention runs the
+  back in fp32, except those of the first quarter of the blocks, which stay fp32: rounding there is
+  amplified by every later block (0.4b: blocks 0-5 in fp32 cut the feature error from 1.6% to
+  0.71%, the last 6 in fp32 only to 1.58%). The residual stream, the norms and attention stay fp32 (attention runs the
   same fused kernel in either format, no faster in bf16 on AVX-512; an all-bf16 residual stream
   tripled the pointmap scale error on the parity models: 4.5% against 1.3%); the head (3x3
   convolutions at up to the input resolution) wholly in bf16, outputs back to fp32 before
@@ -25,6 +27,7 @@ random weights), so auto stays on fp32 and bf16 is the user's choice (--dtype bf
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from functools import lru_cache
@@ -35,6 +38,8 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 CPU_MODES = ("fp32", "bf16", "int8")
+# the bf16 mode's leading blocks in fp32 (see the module docstring; measured: docs/performance.md)
+FP32_LEADING_FRACTION = 0.25
 ENV_OVERRIDE = "SAPIENS_CPU_MODE"
 # what auto picks, best first, when the CPU runs it natively: only modes within every tolerance of
 # docs/performance.md at the released sizes. bf16 is not (0.4b: seg agreement and pointmap median),
@@ -144,7 +149,7 @@ def prepare(model: nn.Module, mode: str, features: dict | None = None) -> nn.Mod
     model = _to_dtype(model, torch.float32)   # a model loaded in another format starts from fp32
     backbone = getattr(model, "backbone", model)
     if mode == "bf16":
-        bf16_linears(backbone)
+        bf16_linears(backbone, keep=fp32_leading(backbone))
     else:
         quantize_linears(backbone)
     head = getattr(model, "decode_head", None)
@@ -161,12 +166,28 @@ def in_bf16(module: nn.Module) -> nn.Module:
     return module
 
 
-def bf16_linears(module: nn.Module) -> nn.Module:
-    """Every nn.Linear under `module` computes in bf16 (weights stored so), fp32 in and out."""
+def bf16_linears(module: nn.Module, keep: frozenset[int] = frozenset()) -> nn.Module:
+    """Every nn.Linear under `module` but those whose id() is in `keep` computes in bf16 (weights
+    stored so), fp32 in and out."""
     for layer in module.modules():
-        if type(layer) is nn.Linear:
+        if type(layer) is nn.Linear and id(layer) not in keep:
             in_bf16(layer)
     return module
+
+
+def fp32_leading_blocks(num_blocks: int) -> int:
+    """How many of the first blocks keep fp32 linears in the bf16 mode: a quarter, rounded up."""
+    return math.ceil(num_blocks * FP32_LEADING_FRACTION)
+
+
+def fp32_leading(backbone: nn.Module) -> frozenset[int]:
+    """ids of the modules the bf16 mode leaves in fp32: the 4K tokenizer's (it runs first) and those of
+    the first fp32_leading_blocks() blocks."""
+    blocks = list(getattr(backbone, "blocks", None) or [])
+    early = [blocks[:fp32_leading_blocks(len(blocks))]]
+    if getattr(backbone, "tokenizer", None) is not None:
+        early.append([backbone.tokenizer])
+    return frozenset(id(m) for group in early for part in group for m in part.modules())
 
 
 def _to_dtype(model: nn.Module, dtype: torch.dtype) -> nn.Module:
