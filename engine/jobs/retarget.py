@@ -17,7 +17,8 @@ def run(options: dict, progress=None, cancel=None) -> dict:
         if not Path(options[name]).exists():
             raise EngineError(f"{options[name]}: not found ({name} must be {what})")
     if options.get("bone_map") and not Path(options["bone_map"]).is_file():
-        raise EngineError(f"{options['bone_map']}: bone map file not found")
+        what = "is a folder, not a bone map file" if Path(options["bone_map"]).is_dir() else "bone map file not found"
+        raise EngineError(f"{options['bone_map']}: {what}")
     out = out_dir.resolve()
     for name in ("motion", "target", "bone_map"):
         if options.get(name):
