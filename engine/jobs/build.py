@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.bundle.format import check_file_names
 from engine.errors import BundleError, EngineError
 from engine.jobs.outputs import check_output_dir, relative_files
 from engine.options import BY_NAME
@@ -39,7 +40,7 @@ def check_bundle_for_build(bundle_dir: Path, options: dict, source: str | None =
     if not isinstance(meta, dict):
         raise BundleError(f"{meta_path}: not a bundle description (a JSON object), but a JSON {type(meta).__name__}")
     files = meta.get("files") or {}
-    _check_file_names(files, meta_path)
+    check_file_names(files, meta_path)   # a bundle from elsewhere must not make the build read outside it
     if options.get("rig"):
         missing = [name for name in ("keypoints", "pointmap") if name not in files]
         if missing:
@@ -50,18 +51,6 @@ def check_bundle_for_build(bundle_dir: Path, options: dict, source: str | None =
             matrix = np.asarray(K, dtype=np.float64) if isinstance(K, list) else np.zeros(0)
             if matrix.shape != (3, 3) or not np.isfinite(matrix).all() or matrix[0, 0] <= 0 or matrix[1, 1] <= 0:
                 raise BundleError(f"{source}: K is not a valid pinhole intrinsics matrix: {K!r:.120}")
-
-
-def _check_file_names(files, meta_path: Path) -> None:
-    """bundle.json's `files` names files of the bundle itself: a bundle from elsewhere must not make
-    the build read (and publish into an avatar) a file outside its folder."""
-    if not isinstance(files, dict):
-        raise BundleError(f"{meta_path}: 'files' must map names to file names, not a JSON {type(files).__name__}")
-    for name, rel in files.items():
-        if not isinstance(rel, str) or not rel:
-            raise BundleError(f"{meta_path}: 'files' gives {name!r} as {rel!r}, not a file name")
-        if Path(rel).is_absolute() or ".." in Path(rel).parts:
-            raise BundleError(f"{meta_path}: 'files' gives {name!r} as {rel!r}, outside the bundle's folder")
 
 
 def build_keywords(options: dict, build_avatar) -> dict:
