@@ -38,6 +38,7 @@ from .pipeline import Pipeline, ProgressPrinter, RunRequest, options_key, photo_
 LIST_KEYS = frozenset({"engine_python", "engine_source", "cache_dir", "output_dir", "defaults", "items", "predict",
                        "preset", "runner", "ray"})
 ITEM_KEYS = frozenset({"photo", "bundle", "blend", "export", "preset"})
+RAY_SHUTDOWN_S = 30.0
 _RETIRED = {"reuse_predictions": "predictions are reused whenever photo, models and options are the same"}
 
 
@@ -143,6 +144,10 @@ def run_batch(spec: dict, *, list_dir: Path, engine_python: str | None = None, e
             return _run_on_ray(spec, requests, cache_root, lambda: session.client(settings), log)
         return _run_one_by_one(requests, cache_root, lambda: session.client(settings), log)
     finally:
+        if runner == "ray" and session.current is not None:
+            # the engine's exit takes its local Ray down (ray.shutdown at exit: 5-10 s here);
+            # the usual 2 s before the kill would cut that short
+            session.current.shutdown(timeout=RAY_SHUTDOWN_S)
         session.stop()
 
 
