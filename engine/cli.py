@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 from engine.errors import EngineError
 
@@ -71,8 +73,39 @@ def make_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None
     return parser, module
 
 
+class _Interrupt:
+    """Ctrl-C noted as it arrives: raised inside a C extension's import (open3d's, loaded when the
+    surface is closed) it comes out as that import's ImportError, still the user's interrupt."""
+
+    seen = False
+
+    @classmethod
+    def handle(cls, signum, frame):
+        cls.seen = True
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _Interrupt.seen = False
+    watch = threading.current_thread() is threading.main_thread() and \
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous = signal.signal(signal.SIGINT, _Interrupt.handle) if watch else None
+    try:
+        return _main(argv)
+    except (Exception, KeyboardInterrupt):
+        if _Interrupt.seen:
+            command = next((a for a in argv if a in COMMANDS), None)
+            print(f"sapiens-engine {command}: interrupted" if command else "sapiens-engine: interrupted",
+                  file=sys.stderr)
+            return 130
+        raise
+    finally:
+        if watch:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv: list[str]) -> int:
     parser, module = make_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -135,6 +135,34 @@ def test_a_legacy_pth_loads_and_one_holding_code_is_refused_in_the_engines_words
     assert not marker.exists()
 
 
+def test_ctrl_c_that_surfaces_as_an_import_error_is_said_as_an_interrupt(monkeypatch, capsys):
+    """Ctrl-C while a C extension initialises (open3d, imported when the surface is closed) comes
+    out as that import's ImportError: still the user's interrupt, said in words, exit 130."""
+    import os
+    import signal
+    import time
+
+    from engine import cli
+
+    class Command:
+        @staticmethod
+        def add_arguments(parser):
+            pass
+
+        @staticmethod
+        def run(args):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+            except KeyboardInterrupt as exc:
+                raise ImportError("initialization failed") from exc
+
+    monkeypatch.setattr(cli, "_load", lambda name: Command)
+    assert cli.main(["build"]) == 130
+    assert capsys.readouterr().err.strip().endswith("sapiens-engine build: interrupted")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler      # the handler is put back
+
+
 def test_the_compile_option_accepts_exactly_the_runtime_modes():
     """The option table cannot import torch; its pattern must still name exactly the modes the runtime takes."""
     from engine.options import BY_NAME
