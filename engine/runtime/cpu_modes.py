@@ -18,10 +18,11 @@
 
 `auto_mode()` picks the mode a run takes when the user leaves it to us: the fastest one whose
 accuracy loss stays within the tolerances docs/performance.md states, among those the CPU runs
-natively, fp32 otherwise. No fast mode qualifies today: bf16 keeps them on the parity fixtures but
-misses two at the released 0.4b depth (seg agreement 96.9 % < 97 %, pointmap median 3.6 % > 3 %,
-random weights), so auto stays on fp32 and bf16 is the user's choice (--dtype bf16). SAPIENS_CPU_MODE
-(fp32, bf16, int8) overrides the automatic choice.
+natively, fp32 otherwise. That is bf16 where the CPU has bf16 dot products: with its first blocks in
+fp32 it keeps every tolerance on the parity fixtures and at the released 0.4b depth (random
+weights; with all blocks bf16 it missed two there: seg agreement and pointmap median). int8 keeps
+none at 0.4b. SAPIENS_CPU_MODE (fp32, bf16, int8) overrides the automatic choice, e.g. to keep a
+test machine on the exact path.
 """
 
 from __future__ import annotations
@@ -42,9 +43,8 @@ CPU_MODES = ("fp32", "bf16", "int8")
 FP32_LEADING_FRACTION = 0.25
 ENV_OVERRIDE = "SAPIENS_CPU_MODE"
 # what auto picks, best first, when the CPU runs it natively: only modes within every tolerance of
-# docs/performance.md at the released sizes. bf16 is not (0.4b: seg agreement and pointmap median),
-# int8 far from it.
-AUTO_PREFERENCE: tuple[str, ...] = ()
+# docs/performance.md at the released sizes (measured there; int8 is far outside them)
+AUTO_PREFERENCE: tuple[str, ...] = ("bf16",)
 
 
 @lru_cache(maxsize=1)
