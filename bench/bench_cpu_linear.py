@@ -7,8 +7,8 @@ fp32 (the reference path), bf16 (the bf16 mode's linears: bf16 in, bf16 weights)
 (torch.ao quantize_dynamic: one activation scale per tensor, fbgemm; the int8 mode), and int8 with
 one activation scale per token and one weight scale per output channel through torch._int_mm,
 timed whole and in its three pieces (quantize the activations, the int8 matmul, dequantize +
-bias), plus the matmul alone through oneDNN's qlinear with the weight scales fused into its output
-where this torch has it. Each rep runs every variant once in turn (interleaved, so a load change
+bias), and with --onednn the matmul alone through oneDNN's qlinear with the weight scales fused into
+its output (off by default: with signed int8 activations it ran about 10x slower than fp32 here). Each rep runs every variant once in turn (interleaved, so a load change
 on a shared machine hits them alike); printed: median milliseconds, the median of the paired
 ratios to fp32 and to bf16, the relative L2 error of the output against fp32, the threads and the
 load average. Nothing is asserted.
@@ -37,6 +37,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", default="3081,1024,4096", help="tokens,in,out")
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--onednn", action="store_true", help="also time oneDNN's qlinear (slow here)")
     args = p.parse_args(argv)
     m, k, n = (int(v) for v in args.shape.split(","))
     g = torch.Generator().manual_seed(0)
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
         "  dequantize + bias": lambda: dequantize(acc0, s0),
     }
     onednn = getattr(torch.ops, "onednn", None)
-    if onednn is not None and hasattr(onednn, "qlinear_pointwise"):
+    if args.onednn and onednn is not None and hasattr(onednn, "qlinear_pointwise"):
         try:
             packed = onednn.qlinear_prepack(w_int8, [m, k])
             zero = torch.zeros(n, dtype=torch.long)
