@@ -170,17 +170,8 @@ def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_si
             lap("rig")
 
         report("write", 0.0, f"writing {out_dir}")
-        scene = stages.avatar_scene(mesh, textures, metadata=metadata, skeleton=rigged and rigged.skeleton,
-                                    skin=rigged and rigged.skin)
-        if rig:
-            started = stages.start_untextured(selected, scene, tmp, writers)
-        scene.texture("albedo").pixels = appearance.albedo_srgb8
-        if scene.texture("normal") is not None:
-            scene.texture("normal").pixels = appearance.normal_rgb8
-        files = stages.write(selected, scene, tmp, appearance.albedo_linear, started=started, pool=writers)
-        if rigged is not None:
-            (tmp / "skeleton.json").write_text(json.dumps(rigged.rig.skeleton, indent=1))
-            files["skeleton"] = "skeleton.json"
+        scene, files = stages.write_avatar(selected, mesh, textures, appearance, rigged, metadata=metadata, out_dir=tmp,
+                                    started=started, pool=writers)
         lap("write")
 
         reference = inputs[0]

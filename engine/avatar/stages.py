@@ -11,6 +11,7 @@ again for something an earlier stage already resolved (the camera matrix above a
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,7 +192,25 @@ def write(selected, scene: Scene, out_dir: Path, albedo_linear: np.ndarray, *, s
     return files
 
 
+def write_avatar(selected, mesh: Mesh, textures, appearance, rigged: Rigged | None, *, metadata: dict, out_dir: Path,
+                 started: dict, pool: Executor) -> tuple[Scene, dict[str, str]]:
+    """The avatar's files: the scene (with the skeleton and skin when rigged), the writers that
+    need no pixels started now when rigging kept them from starting earlier, the texture pixels,
+    every other format, and skeleton.json. Returns the scene and avatar.json's files table."""
+    scene = avatar_scene(mesh, textures, metadata=metadata, skeleton=rigged and rigged.skeleton, skin=rigged and rigged.skin)
+    if rigged is not None:
+        started = start_untextured(selected, scene, out_dir, pool)
+    scene.texture("albedo").pixels = appearance.albedo_srgb8
+    if scene.texture("normal") is not None:
+        scene.texture("normal").pixels = appearance.normal_rgb8
+    files = write(selected, scene, out_dir, appearance.albedo_linear, started=started, pool=pool)
+    if rigged is not None:
+        (out_dir / "skeleton.json").write_text(json.dumps(rigged.rig.skeleton, indent=1))
+        files["skeleton"] = "skeleton.json"
+    return scene, files
+
+
 __all__ = [
     "Inputs", "Framed", "Rigged", "read", "surface", "frame", "uv_plan", "final_mesh", "appearance", "load_rigging", "rig",
-    "start_untextured", "write", "avatar_scene", "unit_normals",
+    "start_untextured", "write", "write_avatar", "avatar_scene", "unit_normals",
 ]
