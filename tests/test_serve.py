@@ -36,11 +36,11 @@ FINAL_TYPES = ("result", "error")
 class ServeClient:
     """A minimal protocol client: one reader thread, messages kept per request id."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, env: dict | None = None):
         self.stderr_file = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine", "serve", *args],
-            cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr_file,
+            cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr_file, env=env,
         )
         self.messages: queue.Queue[dict] = queue.Queue()
         self.by_id: dict = {}
@@ -446,6 +446,59 @@ def test_client_closing_stdout_cancels_jobs_and_ends_the_engine():
 
 
 # --- framing, in process -----------------------------------------------------------------------
+
+def _processes_with(mark: str) -> dict:
+    """pid -> command line of every process whose environment holds `mark` (inherited from the
+    engine: the engine's own children, Ray's processes and theirs, wherever they were reparented)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if mark.encode() in (entry / "environ").read_bytes():
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the run's processes by their /proc environment")
+def test_a_killed_engine_leaves_no_ray_process_behind(tmp_path):
+    """A batch through the protocol starts a local Ray in the engine; when the engine is killed (as
+    a client does when its shutdown takes too long) no process of that Ray may outlive it. Ray's
+    DashboardAgent and RuntimeEnvAgent used to: they saw their raylet die and hung on their way out."""
+    import os
+    import shutil
+    import uuid
+
+    pytest.importorskip("ray.data")
+    from engine.paths import asset
+
+    mark = f"sapiens-test-ray-run-{uuid.uuid4().hex}"
+    client = ServeClient(env={**os.environ, "SAPIENS_TEST_RUN_MARK": mark})
+    try:
+        shutil.copytree(asset("sample"), tmp_path / "bundles" / "b0")
+        reply = client.call("batch", {"inputs": [str(tmp_path / "bundles")], "out_dir": str(tmp_path / "out"),
+                                      "steps": ["build"], "cpus": 1, "texture_size": 256, "formats": ["glb"]},
+                            timeout=600)
+        assert reply["type"] == "result" and reply["result"]["counts"]["done"] == 1, reply
+        started = _processes_with(mark)
+        assert any("raylet" in command for command in started.values()), started   # a Ray of this run ran
+        client.proc.kill()
+        client.proc.wait()
+        deadline = time.monotonic() + WAIT_S
+        while (left := _processes_with(mark)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not left, f"processes of the killed engine's Ray still running: {left}"
+    finally:
+        client.close()
+        for pid in _processes_with(mark):   # this test's own, found by its mark
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+
 
 def test_read_request_line_bounds_memory_and_resynchronises():
     stream = io.BytesIO(b"short\n" + b"x" * 100 + b"\nnext\r\nlast-without-newline")

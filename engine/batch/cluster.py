@@ -6,6 +6,10 @@ and port as typed (refused or unreachable: said at once), then `ray.init` on a h
 that gets CONNECT_TIMEOUT_S to finish (a port that accepts but is not a Ray head). A helper that
 is still stuck is left behind (a daemon thread: it does not keep the process alive), and later
 batches in the same engine process are refused until it gives up, instead of racing it.
+
+A local Ray this module starts is watched by engine/batch/reaper.py, a small process that stops
+Ray's processes once the engine is gone, however it ended (a kill leaves no time for
+ray.shutdown, and Ray's agents then outlive their raylet).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import logging
 import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -34,8 +40,9 @@ class _WithoutSigtermNote(logging.Filter):
 
 
 _NOTE_FILTER = _WithoutSigtermNote()
-# what this module connected to; batches using it now; a connect thread that hangs
-_state = {"address": None, "users": 0, "stuck": None}
+# what this module connected to; batches using it now; a connect thread that hangs; the reaper
+# watching the local Ray's processes and the pids it has been given
+_state = {"address": None, "users": 0, "stuck": None, "reaper": None, "watched": set()}
 _lock = threading.Lock()
 
 
@@ -80,7 +87,9 @@ def connect(options: dict):
         ray.shutdown()
     os.environ.setdefault("RAY_ACCEPT_ONNXRUNTIME_THREADS", "1")
     if address is None:
+        before = _descendants()
         ray.init(num_cpus=options.get("cpus") or os.cpu_count(), **_SETTINGS)
+        _watch(ray_processes=[p for p in _descendants().values() if p.pid not in before])
     else:
         _init_within(ray, address)
     _state["address"] = address or "local"
@@ -99,6 +108,56 @@ def using(options: dict):
     finally:
         with _lock:
             _state["users"] -= 1
+            _watch()   # the workers the local Ray started for this batch
+
+
+def _descendants() -> dict:
+    import psutil   # a dependency of Ray's (importable once ray is)
+
+    try:
+        return {p.pid: p for p in psutil.Process().children(recursive=True)}
+    except psutil.Error:
+        return {}
+
+
+def _watch(ray_processes=()) -> None:
+    """Hand the reaper the local Ray's processes (the ones ray.init started, and everything those
+    started since), starting the reaper with the first ones."""
+    import psutil
+
+    processes = list(ray_processes)
+    for pid in list(_state["watched"]):
+        try:
+            processes += psutil.Process(pid).children(recursive=True)
+        except psutil.Error:
+            _state["watched"].discard(pid)
+    lines = []
+    for process in processes:
+        if process.pid in _state["watched"] or (_state["reaper"] and process.pid == _state["reaper"].pid):
+            continue
+        try:
+            lines.append(f"{process.pid} {process.create_time()!r}\n")
+        except psutil.Error:
+            continue
+        _state["watched"].add(process.pid)
+    if not lines:
+        return
+    try:
+        if _state["reaper"] is None or _state["reaper"].poll() is not None:
+            _state["reaper"] = _start_reaper(os.path.dirname(os.path.dirname(psutil.__file__)))
+        _state["reaper"].stdin.write("".join(lines))
+        _state["reaper"].stdin.flush()
+    except OSError as exc:   # no watch: a killed engine may leave Ray's agents behind, as before
+        logging.getLogger(__name__).warning("could not watch the local Ray's processes: %s", exc)
+
+
+def _start_reaper(psutil_dir: str) -> subprocess.Popen:
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reaper.py")
+    # a session of its own: a signal to the engine's process group leaves the watch running
+    detach = {"start_new_session": True} if os.name == "posix" else \
+        {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
+    return subprocess.Popen([sys.executable, script, psutil_dir], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, text=True, **detach)
 
 
 def _init_within(ray, address: str) -> None:
