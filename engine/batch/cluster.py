@@ -40,9 +40,10 @@ class _WithoutSigtermNote(logging.Filter):
 
 
 _NOTE_FILTER = _WithoutSigtermNote()
-# what this module connected to; batches using it now; a connect thread that hangs; the reaper
-# watching the local Ray's processes and the pids it has been given
-_state = {"address": None, "users": 0, "stuck": None, "reaper": None, "watched": set()}
+# what this module connected to; batches using it now; a connect thread that hangs
+_state = {"address": None, "users": 0, "stuck": None}
+# the reaper watching the local Ray's processes, and the pids it has been given
+_watching = {"reaper": None, "watched": set()}
 _lock = threading.Lock()
 
 
@@ -126,27 +127,27 @@ def _watch(ray_processes=()) -> None:
     import psutil
 
     processes = list(ray_processes)
-    for pid in list(_state["watched"]):
+    for pid in list(_watching["watched"]):
         try:
             processes += psutil.Process(pid).children(recursive=True)
         except psutil.Error:
-            _state["watched"].discard(pid)
+            _watching["watched"].discard(pid)
     lines = []
     for process in processes:
-        if process.pid in _state["watched"] or (_state["reaper"] and process.pid == _state["reaper"].pid):
+        if process.pid in _watching["watched"] or (_watching["reaper"] and process.pid == _watching["reaper"].pid):
             continue
         try:
             lines.append(f"{process.pid} {process.create_time()!r}\n")
         except psutil.Error:
             continue
-        _state["watched"].add(process.pid)
+        _watching["watched"].add(process.pid)
     if not lines:
         return
     try:
-        if _state["reaper"] is None or _state["reaper"].poll() is not None:
-            _state["reaper"] = _start_reaper(os.path.dirname(os.path.dirname(psutil.__file__)))
-        _state["reaper"].stdin.write("".join(lines))
-        _state["reaper"].stdin.flush()
+        if _watching["reaper"] is None or _watching["reaper"].poll() is not None:
+            _watching["reaper"] = _start_reaper(os.path.dirname(os.path.dirname(psutil.__file__)))
+        _watching["reaper"].stdin.write("".join(lines))
+        _watching["reaper"].stdin.flush()
     except OSError as exc:   # no watch: a killed engine may leave Ray's agents behind, as before
         logging.getLogger(__name__).warning("could not watch the local Ray's processes: %s", exc)
 
