@@ -32,10 +32,13 @@ def degrade_pointmap(
     noise_m: float = 0.01,
     blur_px: float = 2.0,
     seed: int = 0,
+    centred: bool = False,
 ) -> np.ndarray:
     """Move each point along its viewing ray by smooth error + pixel noise, after a blur.
 
     smooth_m: amplitude (std) of a low-frequency depth error (correlation ~1/8 of the image);
+    its mean over the person is whatever the random field gives (an offset of the whole person
+    along the view, centimetres for some seeds) unless centred=True, which removes that mean;
     noise_m: std of independent per-pixel depth noise; blur_px: Gaussian blur of the depth over
     the person (rounds edges and smears small occlusion gaps, as network outputs do).
     """
@@ -48,6 +51,8 @@ def degrade_pointmap(
     field_sigma = max(H, W) / 8.0
     smooth = ndimage.gaussian_filter(rng.standard_normal((H, W)), field_sigma)
     smooth *= smooth_m / max(smooth[valid].std() if valid.any() else 1.0, 1e-12)
+    if centred and valid.any():
+        smooth -= smooth[valid].mean()
     depth = depth + smooth + noise_m * rng.standard_normal((H, W))
     with np.errstate(invalid="ignore", divide="ignore"):
         rays = pointmap / pointmap[..., 2:3]

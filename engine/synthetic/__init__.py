@@ -65,16 +65,17 @@ def to_bundle(person: Render, *, name: str = "synthetic"):
 
 
 def degrade(person: Render, seed: int = 0, *, pointmap_noise_m: float = 0.01, keypoint_noise_px: float = 3.0,
-            normal_noise_deg: float = 3.0, flying_rim_px: float = 0.0) -> Render:
+            normal_noise_deg: float = 3.0, flying_rim_px: float = 0.0, centred: bool = False) -> Render:
     """A copy with realistic prediction errors: a smooth depth error and pixel noise on the
     pointmap, jittered keypoints, slightly blurred and tilted normals; flying_rim_px > 0 also
-    strews that wide a rim of silhouette pixels toward the camera (engine.geometry.degrade.fly_rim).
+    strews that wide a rim of silhouette pixels toward the camera (engine.geometry.degrade.fly_rim);
+    centred=True removes the smooth error's mean over the person (else an offset along the view).
     The truth (mesh, joints) is unchanged."""
     from engine.geometry.degrade import degrade_normals, degrade_pointmap, fly_rim
 
     out = copy.copy(person)
     out.pointmap = degrade_pointmap(person.pointmap, person.mask, smooth_m=pointmap_noise_m,
-                                    noise_m=0.5 * pointmap_noise_m, blur_px=1.5, seed=seed)
+                                    noise_m=0.5 * pointmap_noise_m, blur_px=1.5, seed=seed, centred=centred)
     if flying_rim_px > 0:
         out.pointmap = fly_rim(out.pointmap, person.mask, width_px=flying_rim_px, seed=seed + 3)
     out.normal = degrade_normals(person.normal, person.mask, noise_deg=normal_noise_deg, seed=seed + 1)
@@ -86,7 +87,7 @@ def degrade(person: Render, seed: int = 0, *, pointmap_noise_m: float = 0.01, ke
     out.meta = {**person.meta, "degraded": {"seed": seed, "pointmap_noise_m": pointmap_noise_m,
                                             "keypoint_noise_px": keypoint_noise_px,
                                             "normal_noise_deg": normal_noise_deg,
-                                            "flying_rim_px": flying_rim_px}}
+                                            "flying_rim_px": flying_rim_px, "centred": centred}}
     return out
 
 
