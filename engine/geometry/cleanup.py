@@ -271,3 +271,25 @@ def _undirected_loops(boundary: np.ndarray, found: list, max_edges: int) -> list
         if current == start and len(loop) >= 3:
             loops.append(loop)
     return loops
+
+
+def subdivide(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each triangle into four at its edge midpoints. A midpoint is shared by the faces of its
+    edge, so a closed mesh stays closed and keeps its orientation.
+    Returns (vertices, faces, edge_ends: the two vertices each new vertex lies between)."""
+    v = np.asarray(vertices)
+    f = np.asarray(faces, np.int64)
+    edges = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    _, first, inverse = np.unique(_pair_key(edges[:, 0], edges[:, 1]), return_index=True, return_inverse=True)
+    ends = edges[first]
+    middle = len(v) + inverse.reshape(-1, 3)  # per face: the midpoints of (0 1), (1 2), (2 0)
+    out_vertices = np.concatenate([v, 0.5 * (v[ends[:, 0]] + v[ends[:, 1]])]).astype(v.dtype)
+    c0, c1, c2 = f.T
+    m01, m12, m20 = middle.T
+    out_faces = np.stack([
+        np.column_stack([c0, m01, m20]),
+        np.column_stack([m01, c1, m12]),
+        np.column_stack([m20, m12, c2]),
+        np.column_stack([m01, m12, m20]),
+    ], axis=1).reshape(-1, 3)
+    return out_vertices, out_faces, ends

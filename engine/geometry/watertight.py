@@ -20,7 +20,11 @@ ellipse aligned with the view). Concretely:
 4. screened Poisson reconstruction (Open3D) of the front and back points with their normals,
    then low-density trimming: whole components of mostly unsupported surface are dropped, never
    parts of the main one, so the solid stays closed; the few holes left where marching cubes
-   folded (duplicate or non-manifold faces removed) are closed by fans (cleanup.fill_holes).
+   folded (duplicate or non-manifold faces removed) are closed by fans (cleanup.fill_holes);
+5. the one-photo solid is solved at depth 7 (~15 mm cells, a quarter of depth 8's time), each
+   triangle is split in four (cleanup.subdivide) and the vertices on the seen front are moved
+   along their rays onto the front's depth (snap_to_front), which a depth-8 solve only
+   approximates; the front's detail then lives at the front grid's ~8 mm, as before.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import scipy.sparse as sp
 from scipy import ndimage
 from scipy.sparse.linalg import spsolve
 
-from engine.geometry.cleanup import clean_mesh, face_components, fill_holes
+from engine.geometry.cleanup import clean_mesh, face_components, fill_holes, subdivide
 from engine.geometry.grid_mesh import RTOL_HARD, downsample_maps, valid_pixels
 from engine.geometry.labels import class_names
 from engine.geometry.normal_integration import pixel_rays
@@ -97,13 +101,26 @@ BACK_MAX_PIXELS = 60_000  # the back is smooth: build it on a grid of at most th
 # (degraded), true body -> solid 0.56 vs 0.60 and 0.63 vs 0.64 cm, surface CPU time 3.1-4.5 vs
 # 4.3-7.5 s (shared machine).
 CLOSED_MAX_PIXELS = 40_000
-POISSON_DEPTH = 8  # ~8 mm cells for a 2 m person: 2-4 s here; depth 9 costs ~4x
+POISSON_DEPTH = 8  # ~8 mm cells for a 2 m person: 2-4 s here; depth 9 costs ~4x (the fused solid's)
 # one thread: Open3D's multi-threaded Poisson orders its vertices differently on every run and
 # moves them by up to 1e-6 m (summation order), and a different count of iso-vertices it cannot
 # place ("bad average roots") leaves different folds for the cleanup, so the solid's vertex count
 # varied between runs; single-threaded it is the same to the bit. Its CPU time is the same
 # either way (3.6-4.1 s on the 1024 x 768 bench person, measured both ways).
 POISSON_THREADS = 1
+# the one-photo solid: Poisson at depth 7 (~15 mm cells), each triangle then split in four and
+# the seen front snapped onto the front's depth (snap_to_front). On the 1024 x 768 bench person
+# (bench_avatar.py, 281k person pixels) the Poisson solve took 2.3-2.9 s CPU at depth 8 and
+# 0.6-0.8 s at depth 7 (its octree has ~4x fewer nodes; fewer samples would not help: ~34k
+# samples already give about one per depth-8 cell); the closed surface 3.7 -> 1.7 s CPU. Measured
+# on bench_closed.py's four held-out people against depth 8 without snapping: Chamfer (exact maps)
+# mean 0.432 -> 0.448 cm, worst 0.466 -> 0.486; degraded with the input offset removed
+# 0.494 -> 0.508, worst 0.526 -> 0.539; volume within 1 % of depth 8's.
+CLOSED_POISSON_DEPTH = 7
+CLOSED_SUBDIVISIONS = 1
+SNAP_COS = (0.2, 0.5)  # |n . view| over which a vertex's snap fades in
+SNAP_REACH_M = (0.015, 0.03)  # distance to the front over which it fades out
+SNAP_MAX_TURN_COS = 0.5  # a face the snap would turn by more than 60 deg keeps its corners
 DENSITY_QUANTILE = 0.02
 # a trusted pixel this close to the mask's outline (grid pixels) pins the membrane at the
 # contour; further in, the edge of untrusted pixels is a hole, not a silhouette
@@ -440,6 +457,73 @@ def poisson_solid(points, normals, labels=None, *, depth=POISSON_DEPTH, density_
     return cleaned.vertices.astype(np.float32), cleaned.faces.astype(np.int32), out_labels, stats
 
 
+def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals (float64)."""
+    corners = vertices[faces]
+    face_normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    out = np.zeros_like(vertices)
+    for axis in range(3):
+        out[:, axis] = np.bincount(faces.ravel(), np.repeat(face_normal[:, axis], 3), len(vertices))
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-20)
+
+
+def snap_to_front(vertices: np.ndarray, faces: np.ndarray, front: "SolidFront") -> tuple[np.ndarray, dict]:
+    """Vertices on the seen front moved along their rays onto the front's depth.
+
+    The coarse Poisson solve (CLOSED_POISSON_DEPTH) places the front within about a cell; the
+    front itself is known per pixel of the solid's grid. A vertex snaps when it projects
+    between four valid front pixels with no depth jump among them, faces the camera, and lies
+    within SNAP_REACH_M of the front there (further off it is a surface hidden behind the front,
+    say the torso behind an arm). The move fades out toward grazing normals and toward that reach,
+    so no crease forms where snapping stops.
+    """
+    v = np.asarray(vertices, np.float64)
+    K = front.K
+    h, w = front.valid.shape
+    z = v[:, 2]
+    ok = z > 1e-6
+    zs = np.where(ok, z, 1.0)
+    u = K[0, 0] * v[:, 0] / zs + K[0, 1] * v[:, 1] / zs + K[0, 2] - 0.5  # pixel-centre coordinates
+    t = K[1, 1] * v[:, 1] / zs + K[1, 2] - 0.5
+    c0 = np.floor(u).astype(np.int64)
+    r0 = np.floor(t).astype(np.int64)
+    ok &= (c0 >= 0) & (c0 < w - 1) & (r0 >= 0) & (r0 < h - 1)
+    c0, r0 = np.where(ok, c0, 0), np.where(ok, r0, 0)
+    depth = np.where(front.valid, front.points[..., 2], np.nan)
+    corners = np.stack([depth[r0, c0], depth[r0, c0 + 1], depth[r0 + 1, c0], depth[r0 + 1, c0 + 1]], axis=1)
+    with np.errstate(invalid="ignore"):
+        ok &= np.isfinite(corners).all(1)
+        ok &= corners.max(1) - corners.min(1) <= RTOL_HARD * corners.min(1)
+    fu, ft = u - c0, t - r0
+    weights = np.stack([(1 - fu) * (1 - ft), fu * (1 - ft), (1 - fu) * ft, fu * ft], axis=1)
+    front_z = (np.nan_to_num(corners) * weights).sum(1)
+    normal = _vertex_normals(v, np.asarray(faces, np.int64))
+    facing = -(normal * v).sum(1) / np.maximum(np.linalg.norm(v, axis=1), 1e-20)
+    gap = np.abs(front_z - z)
+    weight = (np.clip((facing - SNAP_COS[0]) / (SNAP_COS[1] - SNAP_COS[0]), 0.0, 1.0)
+              * np.clip((SNAP_REACH_M[1] - gap) / (SNAP_REACH_M[1] - SNAP_REACH_M[0]), 0.0, 1.0))
+    weight = np.where(ok, weight, 0.0)
+    # a vertex near the silhouette can snap past its neighbour and fold a face over; such faces'
+    # corners keep their place (a few passes, as a kept corner can fold the next face)
+    f = np.asarray(faces, np.int64)
+    before = _face_normals(v, f)
+    for _ in range(4):
+        out = v * (1.0 + weight * (front_z - z) / zs)[:, None]
+        folded = (before * _face_normals(out, f)).sum(1) < SNAP_MAX_TURN_COS
+        if not folded.any():
+            break
+        weight[f[folded].ravel()] = 0.0
+    else:
+        out = v * (1.0 + weight * (front_z - z) / zs)[:, None]
+    return out, {"snapped_vertices": int((weight > 0).sum()), "snapped_fully": int((weight >= 1).sum())}
+
+
+def _face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    corners = vertices[faces]
+    n = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)
+
+
 def _open_edges(faces: np.ndarray) -> int:
     """Edges used by other than two faces."""
     f = np.asarray(faces, np.int64)
@@ -455,7 +539,7 @@ def close_surface(
     K: np.ndarray,
     normal: np.ndarray | None = None,
     *,
-    depth: int = POISSON_DEPTH,
+    depth: int = CLOSED_POISSON_DEPTH,
     density_quantile: float = DENSITY_QUANTILE,
     refine: bool = False,
     max_pixels: int = CLOSED_MAX_PIXELS,
@@ -474,13 +558,24 @@ def close_surface(
         progress("watertight", 0.2, f"back surface from {stats['back_points']} samples")
     samples, sample_normals, sample_labels = front.samples()
     labels = None if sample_labels is None else np.concatenate([sample_labels, back_labels])
-    vertices, faces, vertex_labels, solid_stats = poisson_solid(
-        np.concatenate([samples, back]), np.concatenate([sample_normals, back_normals]), labels,
+    all_points = np.concatenate([samples, back])
+    vertices, faces, _, solid_stats = poisson_solid(
+        all_points, np.concatenate([sample_normals, back_normals]), None,
         depth=depth, density_quantile=density_quantile,
     )
     if progress is not None:
-        progress("watertight", 0.9, "screened Poisson done")
+        progress("watertight", 0.85, "screened Poisson done")
     stats.update(solid_stats)
+    for _ in range(CLOSED_SUBDIVISIONS):
+        vertices, faces, _ = subdivide(vertices, faces)
+    vertices, snap_stats = snap_to_front(vertices, faces, front)
+    vertices, faces = vertices.astype(np.float32), faces.astype(np.int32)
+    stats.update(snap_stats, subdivisions=CLOSED_SUBDIVISIONS)
+    vertex_labels = None
+    if labels is not None:
+        from engine.geometry.labels import transfer_labels
+
+        vertex_labels = transfer_labels(all_points, labels, vertices)
     # the front depth on the grid given, for telling seen vertices (nearest coarse pixel)
     H, W = np.asarray(mask).shape
     f = front.factor
