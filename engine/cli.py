@@ -4,16 +4,18 @@ Each command module defines HELP (one line), add_arguments(parser) and run(args)
 Commands are imported only when chosen, so `sapiens-engine serve` starts without importing torch.
 """
 
-from __future__ import annotations
-
-import argparse
-import importlib
-import logging
-import signal
+# No `from __future__` and no import before the Ctrl-C handler below: the console script's first
+# act is to import this module, and every module loaded before the handler is a moment in which
+# Ctrl-C gets Python's traceback. `sys`, `_signal` and `posix` / `nt` are built into the interpreter
+# and loaded before any script runs.
 import sys
-import threading
 
-from engine.errors import EngineError
+try:
+    import _signal as _early_signal
+except ImportError:   # not CPython
+    import signal as _early_signal
+
+_os = sys.modules.get("posix") or sys.modules.get("nt") or __import__("os")
 
 # command name -> module under engine.commands (kept in the order `--help` lists them)
 COMMANDS = {
@@ -29,6 +31,46 @@ COMMANDS = {
     "export-onnx": "export_onnx",
     "serve": "serve",
 }
+
+def _interrupted_line(argv: list[str]) -> str:
+    command = next((a for a in argv if a in COMMANDS), None)
+    return f"sapiens-engine {command}: interrupted" if command else "sapiens-engine: interrupted"
+
+
+def _interrupted_outside_main(signum, frame):
+    """Ctrl-C while the entry point is still importing (or after main() returned): nothing is
+    under way, so say it in the one line a later Ctrl-C gets and leave at once. Python's own
+    handler would raise KeyboardInterrupt inside an import and print its traceback."""
+    try:
+        sys.stdout.flush()
+    except Exception:   # noqa: BLE001 - interrupted inside a write; its bytes are the loss
+        pass
+    _os.write(2, (_interrupted_line(sys.argv[1:]) + "\n").encode())
+    _os._exit(130)
+
+
+def _started_as_the_engine() -> bool:
+    """The console script `sapiens-engine` or `python -m engine` (not a program importing the CLI)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    script = sys.argv[0].replace("\\", "/").rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else ""
+    return script.removesuffix(".exe") == "sapiens-engine" or getattr(spec, "name", None) == "engine.__main__"
+
+
+# First thing the console script runs (it imports this module, then calls main()): from here on a
+# Ctrl-C is the engine's to answer. Only where Python's own handler is still in place.
+if _started_as_the_engine() and _early_signal.getsignal(_early_signal.SIGINT) is _early_signal.default_int_handler:
+    try:
+        _early_signal.signal(_early_signal.SIGINT, _interrupted_outside_main)
+    except ValueError:   # imported off the main thread
+        pass
+
+import argparse  # noqa: E402 - after the handler: these imports are the start-up a Ctrl-C may cut
+import importlib  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import threading  # noqa: E402
+
+from engine.errors import EngineError  # noqa: E402
 
 # one-line help for each command, so `--help` does not import every module
 HELP = {
@@ -89,20 +131,20 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _Interrupt.seen = False
     watch = threading.current_thread() is threading.main_thread() and \
-        signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _interrupted_outside_main)
     previous = signal.signal(signal.SIGINT, _Interrupt.handle) if watch else None
     try:
-        return _main(argv)
+        code = _main(argv)
     except (Exception, KeyboardInterrupt):
-        if _Interrupt.seen:
-            command = next((a for a in argv if a in COMMANDS), None)
-            print(f"sapiens-engine {command}: interrupted" if command else "sapiens-engine: interrupted",
-                  file=sys.stderr)
-            return 130
-        raise
+        if not _Interrupt.seen:
+            raise
+        code = 130
     finally:
         if watch:
             signal.signal(signal.SIGINT, previous)
+    if _Interrupt.seen and code == 130:   # said once, here, whichever command caught it
+        print(_interrupted_line(argv), file=sys.stderr)
+    return code
 
 
 def _main(argv: list[str]) -> int:
@@ -122,7 +164,7 @@ def _main(argv: list[str]) -> int:
         print(f"sapiens-engine {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"sapiens-engine {args.command}: interrupted", file=sys.stderr)
+        _Interrupt.seen = True   # main() says it
         return 130
 
 

@@ -163,6 +163,56 @@ def test_ctrl_c_that_surfaces_as_an_import_error_is_said_as_an_interrupt(monkeyp
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler      # the handler is put back
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
+def test_ctrl_c_early_in_start_up_exits_130_with_one_line():
+    """Ctrl-C at any moment of `sapiens-engine serve`'s start-up: exit 130 and one line saying
+    "interrupted", never Python's traceback (it used to come while the CLI module imported).
+
+    What comes before the engine's CLI module runs is outside its reach, and allowed: a signal
+    before Python installs its own handler ends the process by SIGINT, silently (a shell shows
+    130); one while the interpreter sets itself up (its streams, site) or finds and loads the
+    `engine` package gets Python's traceback with no frame of the CLI. The console script runs with `python -S` and the engine on
+    PYTHONPATH, which leaves out the site module's .pth files (setuptools' editable-install finder
+    imports pathlib there for 25 ms, before any engine code)."""
+    import os
+    import signal
+    import subprocess
+    import sysconfig
+    import time
+
+    script = Path(sys.executable).with_name("sapiens-engine")
+    if not script.is_file():
+        pytest.skip("the console script is not installed beside this Python")
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), sysconfig.get_paths()["purelib"]])}
+    command = [sys.executable, "-S", str(script), "serve"]
+    started = time.monotonic()   # the delays follow this machine's start-up time (load changes it)
+    ready = subprocess.run(command, cwd=repo, env=env, input=b"", capture_output=True, timeout=60)
+    start_up = time.monotonic() - started
+    assert ready.returncode == 0 and b'"event":"ready"' in ready.stdout, ready
+    outcomes = []
+    for delay in [start_up * f for f in (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2)] * 2:
+        proc = subprocess.Popen(command, cwd=repo, env=env,
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)    # stdin stays open: only the interrupt ends serve
+        lines = err.decode(errors="replace").strip().splitlines()
+        outcomes.append((delay, proc.returncode, lines))
+        if proc.returncode == -signal.SIGINT and not lines:
+            continue                             # before Python's own handler: nothing ran
+        if proc.returncode != 130 and lines and lines[-1] == "KeyboardInterrupt":
+            # Python's start-up (its streams, site) or the import of the `engine` package: allowed
+            # only before the CLI module's first line, so no frame of any other engine file
+            frames = [line for line in lines if line.lstrip().startswith("File ")]
+            assert not [f for f in frames if str(repo / "engine") in f and "__init__.py" not in f], (delay, lines)
+            continue
+        assert proc.returncode == 130 and not any("Traceback" in line for line in lines), (delay, proc.returncode, lines)
+        assert [line for line in lines if "interrupted" in line] == ["sapiens-engine serve: interrupted"], (delay, lines)
+        assert lines[-1] == "sapiens-engine serve: interrupted", (delay, lines)
+    assert sum(code == 130 for _, code, _ in outcomes) >= 6, outcomes   # most came once the engine's code ran
+
+
 def test_the_compile_option_accepts_exactly_the_runtime_modes():
     """The option table cannot import torch; its pattern must still name exactly the modes the runtime takes."""
     from engine.options import BY_NAME

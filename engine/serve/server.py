@@ -108,7 +108,7 @@ class Server:
                 if self._handle_line(line) == "shutdown":
                     return 0
         except KeyboardInterrupt:
-            log.info("interrupted: cancelling jobs")
+            log.info("Ctrl-C: cancelling %d job(s)", len(self.scheduler))
             self._shutdown(cancel_jobs=True, timeout=5.0)
             return 130
 
