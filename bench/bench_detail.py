@@ -17,10 +17,19 @@ Measured per hand region (the region each crop replaces, photo pixels), on the o
 - mesh -> truth: points sampled uniformly on the mesh's triangles there, distance to the true
   surface (mean, 90th percentile, share over 5 mm: webbing between fingers shows here);
 - truth -> mesh: the true visible surface there (the exact render at the crop's grid), distance to
-  the mesh (mean, 90th percentile): missing fingertips and merged fingers show here.
-And the closed surface (built from the fused maps at the photo's resolution) the same way, and
-"open+ref": the open surface with the crops' depth also refined with their normals on their grid
-(not what the build does: it triples the build's time).
+  the mesh (mean, 90th percentile): missing fingertips and merged fingers show here;
+- spill / miss: rays through the crop's pixels, the share of background pixels the mesh covers
+  and of person pixels it misses;
+- gap free: fingers separable. The true gaps between the fingers (background pixels that a
+  closing of the true mask by a 1 cm disc fills: enclosed by the hand within about two finger
+  widths) and the share of them that no triangle covers: 100 % when every gap the photo shows is
+  open on the mesh, 0 % for a mitten. Averaged over the hands that have gaps, weighted by pixels.
+And the closed surface (the default: built from the fused maps, its hands re-solved from the hand
+crops, engine.geometry.detail_solid) the same way, with "closed/snap": the closed surface only
+snapped onto the crops as before that (its hands the body's solve); and "open+ref": the open
+surface with the crops' depth also refined with their normals on their grid (not what the build
+does: it triples the build's time). CPU s: the surface stage's CPU seconds, without the crops
+(fused maps, closed hands) against with them.
 
 Model time: the crops' second pass runs through the real predict code (engine.predict.crops.
 run_crops) with the tiny random test checkpoints on the CPU, against the whole-photo dense pass
@@ -43,6 +52,7 @@ sys.path.insert(0, str(REPO))
 
 PEOPLE = [(2, "open_hands"), (3, "bent"), (7, "arms_forward"), (1, "apose"), (11, None)]
 GUESS_SCALE, GUESS_SHIFT = 1.3, (0.1, -0.05, 0.6)
+GAP_CLOSING_M = 0.01   # finger_gaps: gaps narrower than about 2 cm between fingers
 
 
 def degraded_bundle(person, seed: int):
@@ -66,18 +76,26 @@ def degraded_crops(crops, seed: int):
     return crops
 
 
-def build(bundle, *, crops: bool, watertight: bool, refine: bool = False):
-    """The build's surface stage with its detail hooks (engine.avatar.build's order)."""
-    from engine.avatar.detail import fuse_crop_maps, fuse_crop_surface
+def build(bundle, *, crops: bool, watertight: bool, refine: bool = False, closed_hands: bool = True):
+    """The build's surface stage with its detail hooks (engine.avatar.build's order); its CPU
+    seconds (the machine is shared: wall time would measure the others). closed_hands=False: the
+    closed surface only snapped onto the crops, as before its hands were re-solved from them."""
+    import engine.avatar.detail as stage
     from engine.avatar.stages import Inputs
     from engine.geometry import build_surface
 
     inputs = Inputs(bundle, "bench", bundle.K, "bundle")
-    t0 = time.perf_counter()
-    detail = fuse_crop_maps(inputs, enabled=crops, resolution="full")
+    t0 = time.process_time()
+    detail = stage.fuse_crop_maps(inputs, enabled=crops, resolution="full")
     surface = build_surface(inputs.bundle, detail="normals", resolution="full", watertight=watertight)
-    surface = fuse_crop_surface(inputs, surface, detail, watertight=watertight, target_faces=None, refine=refine)
-    return surface, time.perf_counter() - t0, detail
+    solve_hands = stage.closed_hands
+    if not closed_hands:
+        stage.closed_hands = lambda inputs, built, detail: (built.vertices, built.faces, built.vertex_labels, {})
+    try:
+        surface = stage.fuse_crop_surface(inputs, surface, detail, watertight=watertight, target_faces=None, refine=refine)
+    finally:
+        stage.closed_hands = solve_hands
+    return surface, time.process_time() - t0, detail
 
 
 def sample_triangles(vertices, faces, n: int, rng) -> np.ndarray:
@@ -90,10 +108,10 @@ def sample_triangles(vertices, faces, n: int, rng) -> np.ndarray:
     return a[pick] + u[:, None] * (b[pick] - a[pick]) + v[:, None] * (c[pick] - a[pick])
 
 
-def coverage(surface, truth) -> tuple[float, float]:
+def coverage(surface, truth) -> tuple[float, float, float]:
     """Rays through the crop grid's pixel centres (the truth's camera): the share of pixels with no
-    true surface that the mesh covers (webbing between fingers, a halo), and of pixels with one
-    that it misses."""
+    true surface that the mesh covers (webbing between fingers, a halo), of pixels with one that
+    it misses, and of the true gaps between the fingers (truth.meta["gap"]) that no triangle covers."""
     import open3d as o3d
 
     from engine.synthetic.render import pixel_rays
@@ -102,8 +120,23 @@ def coverage(surface, truth) -> tuple[float, float]:
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.core.Tensor(surface.vertices.astype(np.float32)), o3d.core.Tensor(surface.faces.astype(np.uint32)))
     hit = np.isfinite(scene.cast_rays(o3d.core.Tensor(pixel_rays(truth.meta["K"], w, h)))["t_hit"].numpy()).reshape(h, w)
-    empty, full = ~truth.mask, truth.mask
-    return float((hit & empty).sum() / max(empty.sum(), 1)), float((~hit & full).sum() / max(full.sum(), 1))
+    empty, full, gap = ~truth.mask, truth.mask, truth.meta["gap"]
+    return (float((hit & empty).sum() / max(empty.sum(), 1)), float((~hit & full).sum() / max(full.sum(), 1)),
+            float((~hit & gap).sum() / gap.sum()) if gap.sum() else np.nan)
+
+
+def finger_gaps(truth) -> np.ndarray:
+    """The true gaps between the fingers on a crop's grid: background pixels that a closing of the
+    true mask by a disc of GAP_CLOSING_M (at the hand's depth) fills, i.e. background enclosed by
+    the hand within a finger's width: webbing there is what makes a mitten."""
+    from scipy import ndimage
+
+    depth = float(np.nanmedian(truth.pointmap[..., 2]))
+    radius = max(1, int(round(GAP_CLOSING_M * truth.meta["K"][0, 0] / depth)))
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    disc = xx**2 + yy**2 <= radius**2
+    closed = ndimage.binary_closing(np.pad(truth.mask, radius), structure=disc)[radius:-radius, radius:-radius]
+    return closed & ~truth.mask
 
 
 def region_errors(surface, K, region, truth_scene, truth_points, rng, truth=None) -> dict:
@@ -122,8 +155,8 @@ def region_errors(surface, K, region, truth_scene, truth_points, rng, truth=None
     mesh_scene = o3d.t.geometry.RaycastingScene()
     mesh_scene.add_triangles(o3d.core.Tensor(surface.vertices.astype(np.float32)), o3d.core.Tensor(surface.faces.astype(np.uint32)))
     to_mesh = mesh_scene.compute_distance(o3d.core.Tensor(truth_points.astype(np.float32))).numpy()
-    spill, miss = coverage(surface, truth) if truth is not None else (np.nan, np.nan)
-    return {"spill": spill, "miss": miss, "mesh_mean_mm": 1e3 * to_truth.mean(), "mesh_p90_mm": 1e3 * np.percentile(to_truth, 90),
+    spill, miss, gap_free = coverage(surface, truth) if truth is not None else (np.nan, np.nan, np.nan)
+    return {"spill": spill, "miss": miss, "gap_free": gap_free, "gap_px": int(truth.meta["gap"].sum()) if truth is not None else 0, "mesh_mean_mm": 1e3 * to_truth.mean(), "mesh_p90_mm": 1e3 * np.percentile(to_truth, 90),
             "mesh_over5mm": (to_truth > 0.005).mean(), "truth_mean_mm": 1e3 * to_mesh.mean(),
             "truth_p90_mm": 1e3 * np.percentile(to_mesh, 90), "faces": len(faces)}
 
@@ -144,6 +177,7 @@ def surface_figures(people: int) -> None:
         truth_of = {c.name: c for c in render_crops(person)}
         for c in truth_of.values():
             c.meta["K"] = crop_camera(person.camera, c.box, c.factor).K
+            c.meta["gap"] = finger_gaps(c)
         for case in ("exact", "degraded"):
             if case == "exact":
                 bundle = to_bundle(person)
@@ -158,6 +192,8 @@ def surface_figures(people: int) -> None:
                 refined, t_refined = None, None
                 if not watertight:
                     refined, t_refined, _ = build(bundle, crops=True, watertight=False, refine=True)
+                else:   # the closed surface as the crops left it before its hands were re-solved
+                    refined, t_refined, _ = build(bundle, crops=True, watertight=True, closed_hands=False)
                 bundle.crops = []
                 for aligned in detail.aligned:
                     if aligned.crop.name == "face":
@@ -176,27 +212,29 @@ def surface_figures(people: int) -> None:
                                  aligned.crop.name, before, after, t_plain, t_fused))
                     if refined is not None:
                         again = region_errors(refined, person.K, aligned.region, truth_scene, points, rng, window_truth)
-                        rows.append((f"seed {seed} {pose or 'random'}", case, "open+ref", aligned.crop.name, before, again,
-                                     t_plain, t_refined))
+                        rows.append((f"seed {seed} {pose or 'random'}", case, "closed/snap" if watertight else "open+ref",
+                                     aligned.crop.name, before, again, t_plain, t_refined))
                 for note in detail.notes:
                     print(f"  seed {seed} {case}: {note}")
         del exact_crops
     print("\nsurface error on the hand regions (mm); mesh->truth over points on the mesh's triangles, "
           "truth->mesh over the true visible surface at the crop's grid")
-    head = (f"{'person':22} {'maps':9} {'surface':7} {'hand':10} | {'mesh->truth mean/p90/>5mm':>27} | "
-            f"{'truth->mesh mean/p90':>13} | spill  miss | build s")
+    head = (f"{'person':22} {'maps':9} {'surface':11} {'hand':10} | {'mesh->truth mean/p90/>5mm':>27} | "
+            f"{'truth->mesh mean/p90':>13} | spill  miss  gap free (px) | CPU s")
     print(head)
     print("-" * len(head))
     for who, case, kind, hand, b, a, tp, tf in rows:
         if not b or not a:
-            print(f"{who:22} {case:9} {kind:7} {hand:10} | (no triangles in the region)")
+            print(f"{who:22} {case:9} {kind:11} {hand:10} | (no triangles in the region)")
             continue
-        print(f"{who:22} {case:9} {kind:7} {hand:10} | without {b['mesh_mean_mm']:5.2f}/{b['mesh_p90_mm']:5.2f}/{100 * b['mesh_over5mm']:4.1f}% "
-              f"| {b['truth_mean_mm']:5.2f}/{b['truth_p90_mm']:6.2f} | {100 * b['spill']:4.1f}% {100 * b['miss']:4.1f}% | {tp:5.2f}")
-        print(f"{'':22} {'':9} {'':7} {'':10} | with    {a['mesh_mean_mm']:5.2f}/{a['mesh_p90_mm']:5.2f}/{100 * a['mesh_over5mm']:4.1f}% "
-              f"| {a['truth_mean_mm']:5.2f}/{a['truth_p90_mm']:6.2f} | {100 * a['spill']:4.1f}% {100 * a['miss']:4.1f}% | {tf:5.2f}")
+        print(f"{who:22} {case:9} {kind:11} {hand:10} | without {b['mesh_mean_mm']:5.2f}/{b['mesh_p90_mm']:5.2f}/{100 * b['mesh_over5mm']:4.1f}% "
+              f"| {b['truth_mean_mm']:5.2f}/{b['truth_p90_mm']:6.2f} | {100 * b['spill']:4.1f}% {100 * b['miss']:4.1f}% "
+              f"{100 * b['gap_free']:5.1f}% ({b['gap_px']:5d}) | {tp:5.2f}")
+        print(f"{'':22} {'':9} {'':11} {'':10} | with    {a['mesh_mean_mm']:5.2f}/{a['mesh_p90_mm']:5.2f}/{100 * a['mesh_over5mm']:4.1f}% "
+              f"| {a['truth_mean_mm']:5.2f}/{a['truth_p90_mm']:6.2f} | {100 * a['spill']:4.1f}% {100 * a['miss']:4.1f}% "
+              f"{100 * a['gap_free']:5.1f}% ({a['gap_px']:5d}) | {tf:5.2f}")
     for case in ("exact", "degraded"):
-        for kind in ("open", "open+ref", "closed"):
+        for kind in ("open", "open+ref", "closed/snap", "closed"):
             sel = [(b, a) for _, c, k, _, b, a, _, _ in rows if c == case and k == kind and b and a]
             if sel:
                 mb = np.mean([b["truth_mean_mm"] for b, _ in sel])
@@ -205,8 +243,16 @@ def surface_figures(people: int) -> None:
                 ea = np.mean([a["mesh_mean_mm"] for _, a in sel])
                 sb = np.mean([b["spill"] for b, _ in sel])
                 sa = np.mean([a["spill"] for _, a in sel])
+                # gap free over the hands that show gaps (px-weighted: a hand with fingers together has none)
+                gaps = [(b, a) for b, a in sel if a["gap_px"] > 0]
+                gb = sum(b["gap_free"] * b["gap_px"] for b, _ in gaps) / max(sum(b["gap_px"] for b, _ in gaps), 1)
+                ga = sum(a["gap_free"] * a["gap_px"] for _, a in gaps) / max(sum(a["gap_px"] for _, a in gaps), 1)
+                tb = np.mean([r[6] for r in rows if r[1] == case and r[2] == kind])
+                ta = np.mean([r[7] for r in rows if r[1] == case and r[2] == kind])
                 print(f"mean over {len(sel)} hands, {case} maps, {kind} surface: truth->mesh {mb:.2f} -> {ma:.2f} mm, "
-                      f"mesh->truth {eb:.2f} -> {ea:.2f} mm, spill {100 * sb:.1f} -> {100 * sa:.1f}% (without -> with crops)")
+                      f"mesh->truth {eb:.2f} -> {ea:.2f} mm, spill {100 * sb:.1f} -> {100 * sa:.1f}%, "
+                      f"finger gaps free {100 * gb:.1f} -> {100 * ga:.1f}% ({len(gaps)} hands with gaps), "
+                      f"surface stage {tb:.2f} -> {ta:.2f} s (without -> with crops)")
 
 
 def _window(truth, region):
@@ -221,7 +267,7 @@ def _window(truth, region):
     K[0, 2] -= (x0 - bx0) * f
     K[1, 2] -= (y0 - by0) * f
     return replace(truth, box=tuple(region), mask=truth.mask[rows, cols], pointmap=truth.pointmap[rows, cols],
-                   normal=None, albedo=None, seg=None, meta={**truth.meta, "K": K})
+                   normal=None, albedo=None, seg=None, meta={**truth.meta, "K": K, "gap": truth.meta["gap"][rows, cols]})
 
 
 def model_figures() -> None:

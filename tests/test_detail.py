@@ -255,9 +255,13 @@ def test_avatar_with_crops_open_and_closed(tmp_path, person, crops):
         assert [u["name"] for u in record["used"]] == ["left_hand", "right_hand", "face"]
         if closed:
             assert record["mesh"].startswith("snapped: the closed surface")
-            assert all(u["snapped_vertices"] > 50 for u in record["used"])
+            assert record["mesh"].endswith("its hands solved again from the hand crops, finer, and put in place")
+            hands, face = record["used"][:2], record["used"][2]
+            assert all(u.get("solved_again") for u in hands)
+            assert face["snapped_vertices"] > 50
             # the front moved along the rays without folding a triangle over
-            assert all(u["faces_flipped"] <= 0.001 * manifest["mesh"]["faces"] for u in record["used"])
+            assert face["faces_flipped"] <= 0.001 * manifest["mesh"]["faces"]
+            assert [c["poisson_depth"] for c in record["closed_hands"]["crops"]] == [7, 7]
         else:
             assert record["mesh"] == "finer grid stitched in"
         assert manifest["options"]["detail_crops"] is True
@@ -392,3 +396,102 @@ def test_a_closed_surface_takes_the_crops_depth_and_stays_closed(person, crops):
         truth = window[np.isfinite(window).all(-1)]       # exact maps: the aligned crop is the truth
         was, now = distance(closed.vertices, truth), distance(vertices, truth)
         assert now < 0.85 * was, (a.crop.name, was, now)
+
+
+# ----------------------------------------------------------------------------- the closed surface's hands
+
+
+def _finger_gaps(truth, K) -> np.ndarray:
+    """Background pixels of a crop's true mask enclosed by the hand within ~2 cm (a closing by a
+    1 cm disc): the gaps between spread fingers."""
+    from scipy import ndimage
+
+    radius = int(round(0.01 * K[0, 0] / float(np.nanmedian(truth.pointmap[..., 2]))))
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    closed = ndimage.binary_closing(np.pad(truth.mask, radius), structure=xx**2 + yy**2 <= radius**2)
+    return closed[radius:-radius, radius:-radius] & ~truth.mask
+
+
+def _gaps_free(vertices, faces, person, aligned) -> list[float]:
+    """Per hand: the share of the true gaps between its fingers (inside the crop's region) that
+    rays through the crop's pixels find free of triangles."""
+    import open3d as o3d
+
+    from engine.synthetic.crops import crop_camera, render_crops
+    from engine.synthetic.render import pixel_rays
+
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(np.asarray(vertices, np.float32)), o3d.core.Tensor(np.asarray(faces, np.uint32)))
+    truths = {c.name: c for c in render_crops(person)}
+    out = []
+    for a in aligned:
+        truth = truths[a.crop.name]
+        K = crop_camera(person.camera, truth.box, truth.factor).K
+        h, w = truth.mask.shape
+        hit = np.isfinite(scene.cast_rays(o3d.core.Tensor(pixel_rays(K, w, h)))["t_hit"].numpy()).reshape(h, w)
+        x0, y0, x1, y1 = a.region
+        bx0, by0 = truth.box[:2]
+        f = truth.factor
+        window = (slice((y0 - by0) * f, (y1 - by0) * f), slice((x0 - bx0) * f, (x1 - bx0) * f))
+        gap = _finger_gaps(truth, K)[window]
+        assert gap.sum() > 1000, "the open-hands person should show gaps between the fingers"
+        out.append(float((~hit[window] & gap).sum() / gap.sum()))
+    return out
+
+
+def _closed_with_crops(person, crops, *, hands: bool = True):
+    from engine.avatar import detail as stage
+    from engine.avatar.stages import Inputs
+    from engine.geometry import build_surface
+    from engine.synthetic import to_bundle
+
+    bundle = to_bundle(person)
+    bundle.crops = crops[:2]
+    inputs = Inputs(bundle, "test", bundle.K, "bundle")
+    detail = stage.fuse_crop_maps(inputs, enabled=True, resolution="full")
+    built = build_surface(inputs.bundle, detail="normals", watertight=True)
+    if not hands:
+        return built, detail
+    return stage.fuse_crop_surface(inputs, built, detail, watertight=True, target_faces=None), detail
+
+
+def test_spread_fingers_come_apart_on_the_closed_surface(person, crops):
+    """The closed solid's hands are re-solved from the hand crops: the gaps between the spread
+    fingers open (the body's own solve webs every one of them: a mitten), and it stays closed."""
+    body, detail = _closed_with_crops(person, crops, hands=False)
+    closed, _ = _closed_with_crops(person, crops)
+    before = _gaps_free(body.vertices, body.faces, person, detail.aligned)
+    after = _gaps_free(closed.vertices, closed.faces, person, detail.aligned)
+    assert max(before) < 0.2, before
+    assert min(after) > 0.6, after
+    record = closed.stats["detail_crops"]
+    assert [c["name"] for c in record["closed_hands"]["crops"]] == ["left_hand", "right_hand"]
+    # a closed 2-manifold: every edge in exactly two triangles, each way round once
+    faces = np.asarray(closed.faces, np.int64)
+    directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    key = directed[:, 0] * len(closed.vertices) + directed[:, 1]
+    reverse = directed[:, 1] * len(closed.vertices) + directed[:, 0]
+    assert len(np.unique(key)) == len(key)
+    assert np.isin(reverse, key).all()
+    assert closed.vertex_labels is not None and len(closed.vertex_labels) == len(closed.vertices)
+    assert len(closed.uv) == len(closed.front) == len(closed.vertex_pixel) == len(closed.vertices)
+
+
+def test_closed_hands_are_deterministic_and_refuse_in_words(person, crops):
+    from engine.geometry.detail_solid import hand_solid_samples
+
+    body, detail = _closed_with_crops(person, crops, hands=False)
+    fine, notes = hand_solid_samples(detail.aligned, person.K)
+    assert notes == []
+    first = fine.apply(body.vertices, body.faces, body.vertex_labels)
+    again = fine.apply(body.vertices, body.faces, body.vertex_labels)
+    assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+    # without part labels the hands cannot be told from the rest: the body stays, and says so
+    vertices, faces, labels, stats = fine.apply(body.vertices, body.faces, None)
+    assert vertices is body.vertices and "no part labels" in stats["note"]
+    # a crop without a segmentation gives no samples, in words
+    from dataclasses import replace
+
+    bare = [replace(a, crop=replace(a.crop, seg=None)) for a in detail.aligned]
+    none, notes = hand_solid_samples(bare, person.K)
+    assert none is None and all("has no segmentation" in n for n in notes) and len(notes) == 2

@@ -52,12 +52,31 @@ def fuse_crop_surface(inputs, built, detail: Detail | None, *, watertight: bool,
         from engine.geometry.surface import project_uv, vertex_normals
 
         why = "the closed surface" if watertight else "a decimated surface"
-        vertices, stats = snap_to_crops(built.vertices, built.faces, detail.aligned, inputs.K)
+        faces, labels, vertices = built.faces, built.vertex_labels, built.vertices
+        hands, solved = None, set()
+        if watertight and target_faces is None:
+            vertices, faces, labels, hands = closed_hands(inputs, built, detail)
+            solved = {c["name"] for c in (hands or {}).get("crops", []) if "poisson_depth" in c}
+        # a hand solved again from its crop is the crop's surface already (snapping it onto the
+        # crop's raw depth would bring back the noise its solve smoothed)
+        vertices, snap_stats = snap_to_crops(vertices, faces, [a for a in detail.aligned if a.crop.name not in solved], inputs.K)
+        by_name = {st["name"]: st for st in snap_stats}
+        stats = [by_name.get(a.crop.name) or {**a.summary(), "snapped_vertices": 0, "solved_again": True}
+                 for a in detail.aligned]
         record["mesh"] = (f"snapped: {why}, built from the fused maps, has its front moved onto the crops' "
                           "finer depth")
         record["used"] = stats
-        return replace(built, vertices=vertices, vertex_normals=vertex_normals(vertices, built.faces),
-                       uv=project_uv(vertices, inputs.K, inputs.bundle.mask.shape))
+        if hands:
+            record["closed_hands"] = hands
+            if solved:
+                record["mesh"] += "; its hands solved again from the hand crops, finer, and put in place"
+        if faces is built.faces:
+            return replace(built, vertices=vertices, vertex_normals=vertex_normals(vertices, built.faces),
+                           uv=project_uv(vertices, inputs.K, inputs.bundle.mask.shape))
+        return replace(built, vertices=vertices, faces=faces, vertex_normals=vertex_normals(vertices, faces),
+                       uv=project_uv(vertices, inputs.K, inputs.bundle.mask.shape), vertex_labels=labels,
+                       vertex_pixel=np.full((len(vertices), 2), -1, np.int32), front=front_vertices(vertices, inputs),
+                       stats={**built.stats, "vertices": int(len(vertices)), "faces": int(len(faces))})
     from engine.geometry.detail import fuse_mesh
     from engine.geometry.surface import project_uv, vertex_normals
 
@@ -72,6 +91,34 @@ def fuse_crop_surface(inputs, built, detail: Detail | None, *, watertight: bool,
         uv=project_uv(vertices, inputs.K, inputs.bundle.mask.shape), vertex_labels=labels,
         vertex_pixel=pixel, front=np.ones(len(vertices), bool),
         stats={**built.stats, "vertices": int(len(vertices)), "faces": int(len(faces))})
+
+
+def closed_hands(inputs, built, detail: Detail):
+    """The closed surface with each hand re-solved from its crop (engine.geometry.detail_solid):
+    (vertices, faces, labels, record for avatar.json); the surface as it was when no hand crop
+    can be used, the record saying why."""
+    from engine.geometry.detail_solid import hand_solid_samples
+
+    fine, notes = hand_solid_samples(detail.aligned, inputs.K)
+    if fine is None:
+        return built.vertices, built.faces, built.vertex_labels, {"notes": notes}
+    vertices, faces, labels, stats = fine.apply(built.vertices, built.faces, built.vertex_labels)
+    if notes:
+        stats["notes"] = notes
+    return vertices, faces, labels, stats
+
+
+def front_vertices(vertices: np.ndarray, inputs) -> np.ndarray:
+    """Vertices at the seen front's depth of their photo pixel (the closed surface's own rule,
+    engine.geometry.surface.build_surface)."""
+    pointmap = inputs.bundle.pointmap
+    H, W = pointmap.shape[:2]
+    uvw = np.asarray(vertices, np.float64) @ np.asarray(inputs.K, np.float64).T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cols = np.clip(np.nan_to_num(uvw[:, 0] / uvw[:, 2]).astype(np.int64), 0, W - 1)
+        rows = np.clip(np.nan_to_num(uvw[:, 1] / uvw[:, 2]).astype(np.int64), 0, H - 1)
+        z = np.asarray(vertices, np.float64)[:, 2]
+        return np.abs(z - pointmap[rows, cols, 2]) < 0.01 + 0.01 * z
 
 
 def fuse_crop_texture(appearance, detail: Detail | None, mask: np.ndarray):
