@@ -955,6 +955,17 @@ def _(ws, out):
     return ["animate", ws.inputs / "frames_sizes", "--out", out]
 
 
+@case("animate: a bundle frame of another shape (a square crop) between the sample's", owner="jobs")
+def _(ws, out):
+    from engine.bundle import write_bundle
+    from engine.synthetic import make_person, to_bundle
+
+    shutil.copytree(ws.bundle, ws.bad("frames_shapes/f0"))
+    write_bundle(to_bundle(make_person(seed=3, width=512, height=512)), ws.inputs / "frames_shapes" / "f1")
+    shutil.copytree(ws.bundle, ws.inputs / "frames_shapes" / "f2")
+    return ["animate", ws.inputs / "frames_shapes", "--out", out]
+
+
 @case("animate: frames of NaN pointmaps", owner="rig/motion")
 def _(ws, out):
     import numpy as np
