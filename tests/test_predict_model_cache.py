@@ -73,3 +73,48 @@ def test_parse_memory():
     assert parse_memory("1000") == 1000 and parse_memory(None) is None
     with pytest.raises(ValueError, match="--max-memory"):
         parse_memory("lots")
+
+
+def _mapped_rss_kb(path) -> int:
+    """Resident kB of this process's mappings of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as fh:
+        for line in fh:
+            first = line.split(" ", 1)[0]
+            if "-" in first and all(c in "0123456789abcdef-" for c in first):
+                inside = line.rstrip().endswith(str(path))
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1])
+    return total
+
+
+def test_a_freed_tensor_gives_its_file_pages_back(tmp_path):
+    """A fast CPU mode converts layer by layer: each fp32 original's file pages must leave the
+    resident set when it is freed, not when the whole file is (the 0.4b four-task peak was the
+    fourth model's whole file resident beside the three converted ones)."""
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    from engine.models.safetensors_mmap import load_mmap
+
+    if not os.path.exists("/proc/self/smaps"):
+        pytest.skip("needs /proc/self/smaps (Linux) to see resident pages")
+    g = torch.Generator().manual_seed(0)
+    # odd sizes: neighbours share a page at every boundary
+    saved = {f"w{i}": torch.randn(1000 + i, 1023, generator=g) for i in range(8)}
+    path = tmp_path / "weights.safetensors"
+    save_file(saved, str(path))
+    tensors = load_mmap(path)
+    assert _mapped_rss_kb(path) < 100          # mapped, nothing read yet
+    assert all(torch.equal(tensors[k], v) for k, v in saved.items())
+    whole = _mapped_rss_kb(path)
+    assert whole > 0.95 * sum(v.numel() * 4 for v in saved.values()) / 1024
+    converted = {k: tensors.pop(k).to(torch.bfloat16) for k in ("w0", "w2", "w4", "w6")}
+    left = _mapped_rss_kb(path)
+    freed = sum(saved[k].numel() * 4 for k in converted) / 1024
+    assert left < whole - 0.95 * freed         # the converted ones' pages went, but for shared boundary pages
+    # the survivors (each sharing boundary pages with a freed neighbour) still read their values
+    assert all(torch.equal(tensors[k], saved[k]) for k in tensors)
+    assert all(torch.equal(converted[k], saved[k].to(torch.bfloat16)) for k in converted)
