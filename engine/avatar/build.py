@@ -152,7 +152,7 @@ def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target
         # the textures bake
         started = {} if rigging else stages.start_untextured(selected, stages.avatar_scene(mesh, textures, metadata=metadata), tmp, writers)
         appearance = stages.appearance(inputs, framed, plan, progress=progress)
-        appearance = fuse_crop_texture(appearance, crops, inputs.bundle.mask)
+        appearance = fuse_crop_texture(appearance, crops, inputs.bundle.mask, framed=framed, K=inputs.K)
         lap("textures")
 
         rigged = None

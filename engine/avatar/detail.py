@@ -121,12 +121,18 @@ def front_vertices(vertices: np.ndarray, inputs) -> np.ndarray:
         return np.abs(z - pointmap[rows, cols, 2]) < 0.01 + 0.01 * z
 
 
-def fuse_crop_texture(appearance, detail: Detail | None, mask: np.ndarray):
+def fuse_crop_texture(appearance, detail: Detail | None, mask: np.ndarray, *, framed=None, K=None):
     """The base colour texture at the crops' resolution inside their regions: each front texel
     there takes the crop's albedo at its photo position (bilinear on the crop's finer grid, where
     the crop sees the person), blended over the region's edge band. The texture is only as fine
-    as its texels: at 2048 over a 1000-pixel person that is about two texels per photo pixel."""
-    if detail is None or not detail.aligned or appearance.albedo_source != "albedo":
+    as its texels: at 2048 over a 1000-pixel person that is about two texels per photo pixel.
+    Given the framed mesh (engine.avatar.stages.Framed) and the photo's K, the normal map too
+    (fuse_crop_normals)."""
+    if detail is None or not detail.aligned:
+        return appearance
+    if framed is not None and K is not None:
+        appearance = fuse_crop_normals(appearance, detail, framed, K, mask)
+    if appearance.albedo_source != "albedo":
         return appearance
     from engine.avatar.textures import FRONT, linear_to_srgb8
     from engine.geometry.detail import FEATHER_PX
@@ -167,4 +173,116 @@ def fuse_crop_texture(appearance, detail: Detail | None, mask: np.ndarray):
     if changed:
         appearance.albedo_srgb8 = linear_to_srgb8(albedo)
         appearance.stats["detail_crop_texels"] = changed
+    return appearance
+
+
+# the crop's normals fade out where the whole-body map's do on a closed mesh (its front island
+# meets the flat hidden one at the outline): over the last NORMAL_FADE_PX photo pixels before the
+# crop's own outline, and where the surface turns edge-on to the camera (these cosines of the
+# normal against the pixel's ray), where one crop pixel's normal spans millimetres of surface
+NORMAL_FADE_PX = 4.0
+NORMAL_SQUARE_COS = (0.15, 0.35)
+
+
+def _bilinear(grid: np.ndarray, valid: np.ndarray, u: np.ndarray, v: np.ndarray):
+    """grid (h x w x C) at continuous pixel-centre coordinates (u along columns, v along rows):
+    (values, where all four taps are valid)."""
+    h, w = valid.shape
+    i0, j0 = np.clip(np.floor(v).astype(int), 0, h - 2), np.clip(np.floor(u).astype(int), 0, w - 2)
+    dv, du = np.clip(v - i0, 0, 1)[..., None], np.clip(u - j0, 0, 1)[..., None]
+    values = ((1 - dv) * ((1 - du) * grid[i0, j0] + du * grid[i0, j0 + 1])
+              + dv * ((1 - du) * grid[i0 + 1, j0] + du * grid[i0 + 1, j0 + 1]))
+    return values, valid[i0, j0] & valid[i0, j0 + 1] & valid[i0 + 1, j0] & valid[i0 + 1, j0 + 1]
+
+
+def fuse_crop_normals(appearance, detail: Detail, framed, K: np.ndarray, mask: np.ndarray):
+    """The normal map at the crops' resolution inside their regions.
+
+    The whole-body map is baked from the predicted normals per photo pixel (the fused maps hold
+    the crops' normals averaged per photo pixel there). Here each front texel inside a region
+    takes the crop's own normal at its photo position instead (bilinear on the crop's grid, where
+    all four taps see the person), expressed in the texel's tangent frame as the baker does
+    (engine.avatar.textures.interpolated_tbn over the faces seen there, rasterised again), blended
+    with the baked map over the region's edge band and faded where the whole-body map fades."""
+    if appearance.normal_rgb8 is None:
+        return appearance
+    from scipy import ndimage
+
+    from engine.avatar import textures as tx
+    from engine.geometry.detail import FEATHER_PX
+
+    layout = appearance.layout
+    used = [a for a in detail.aligned if a.crop.normal is not None]
+    if not used:
+        return appearance
+    # the front faces with a corner in some region: those are the texels that can change
+    faces = np.asarray(framed.faces, np.int64)
+    uvw = np.asarray(framed.vertices_camera, np.float64) @ np.asarray(K, np.float64).T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vx, vy = uvw[:, 0] / uvw[:, 2], uvw[:, 1] / uvw[:, 2]
+    near = np.zeros(len(uvw), bool)
+    for a in used:
+        rx0, ry0, rx1, ry1 = a.region
+        near |= (vx >= rx0 - 1) & (vx < rx1 + 1) & (vy >= ry0 - 1) & (vy < ry1 + 1)
+    pick = np.nonzero((np.asarray(framed.face_island) == tx.FRONT) & near[faces].any(1))[0]
+    if not len(pick):
+        return appearance
+    texel_xy = np.asarray(appearance.uv, np.float64) * [layout.width, layout.height]
+    raster = tx.rasterize(texel_xy, faces[pick], np.asarray(framed.vertices_camera)[:, 2].astype(np.float64),
+                          layout.width, layout.height)
+    rgb = appearance.normal_rgb8
+    changed = 0
+    closed = layout.n_islands > 1
+    for a in used:
+        c = a.crop
+        f = int(c.factor)
+        rx0, ry0, rx1, ry1 = a.region
+        (tx0, ty0), (tx1, ty1) = layout.photo_to_texel(np.array([[rx0, ry0], [rx1, ry1]], np.float64), tx.FRONT)
+        island0 = int(layout.island_x0(tx.FRONT))
+        cols = np.arange(max(int(np.floor(tx0)), island0), min(int(np.ceil(tx1)), island0 + layout.island_width))
+        rows = np.arange(max(int(np.floor(ty0)), 0), min(int(np.ceil(ty1)), layout.height))
+        if not len(cols) or not len(rows):
+            continue
+        rr, cc = np.meshgrid(rows, cols, indexing="ij")
+        covered = raster.face[rr, cc] >= 0
+        rr, cc = rr[covered], cc[covered]
+        photo = layout.texel_to_photo(np.stack([cc + 0.5, rr + 0.5], -1).astype(np.float64), tx.FRONT)
+        px, py = photo[:, 0], photo[:, 1]
+        edge = np.minimum.reduce([px - rx0, rx1 - px, py - ry0, ry1 - py])
+        u, v = (px - c.box[0]) * f - 0.5, (py - c.box[1]) * f - 0.5
+        seen = c.mask & np.isfinite(c.normal).all(-1)
+        normal, ok = _bilinear(np.nan_to_num(c.normal), seen, u, v)
+        on_person = mask[np.clip(py.astype(int), 0, mask.shape[0] - 1), np.clip(px.astype(int), 0, mask.shape[1] - 1)]
+        weight = np.clip(edge / FEATHER_PX, 0.0, 1.0) * (ok & on_person & (edge > 0))
+        if closed:
+            # the whole-body map's own fade (engine.avatar.appearance): toward the outline and
+            # where the surface turns edge-on, here on the crop's finer grid
+            inside = ndimage.distance_transform_edt(np.pad(seen, 1))[1:-1, 1:-1] / f
+            fade, _ = _bilinear(np.clip((inside - 0.5) / NORMAL_FADE_PX, 0.0, 1.0)[..., None], seen, u, v)
+            ray = np.nan_to_num(a.points)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cos = -(np.nan_to_num(c.normal) * ray).sum(-1) / np.linalg.norm(ray, axis=-1)
+            square = np.nan_to_num(np.clip((cos - NORMAL_SQUARE_COS[0]) / (NORMAL_SQUARE_COS[1] - NORMAL_SQUARE_COS[0]), 0, 1))
+            squared, _ = _bilinear(square[..., None], seen, u, v)
+            weight = weight * fade[:, 0] * squared[:, 0]
+        keep = weight > 0
+        if not keep.any():
+            continue
+        texels = (rr * layout.width + cc)[keep]
+        target = normal[keep].astype(np.float32)
+        target[:, 1:] *= -1.0   # camera -> avatar axes: (x, -y, -z), as the whole-body bake
+        texels, tan, bit, nrm = tx.interpolated_tbn(raster, faces[pick], framed.normals_avatar, appearance.tangents, texels)
+        target /= np.maximum(np.linalg.norm(target, axis=1, keepdims=True), 1e-12)
+        local = np.stack([(tan * target).sum(1), (bit * target).sum(1), (nrm * target).sum(1)], 1)
+        local[:, 2] = np.maximum(local[:, 2], 0.02)   # the baker's horizon clamp
+        local /= np.linalg.norm(local, axis=1, keepdims=True)
+        flat_rgb = rgb.reshape(-1, 3)
+        baked = tx.decode_normal_map(flat_rgb[texels])
+        w = weight[keep][:, None]
+        mixed = w * local + (1 - w) * baked
+        mixed /= np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
+        flat_rgb[texels] = tx.encode_normal_map(mixed.astype(np.float32))
+        changed += int(len(texels))
+    if changed:
+        appearance.stats["detail_crop_normal_texels"] = changed
     return appearance
