@@ -7,7 +7,8 @@ Stages (each reports progress as stage "surface"):
    (engine/geometry/normal_integration.py); then a pixel-grid mesh cut at depth
    discontinuities (grid_mesh.py), cleaned (cleanup.py);
 4. watertight=True instead: trusted front, refined on the solid's own grid, back, screened
-   Poisson (watertight.py, trust.py);
+   Poisson at depth 7, split in four, the seen front snapped onto the front's depth
+   (watertight.py, trust.py);
 6. target_faces: quadric decimation keeping UVs and labels (cleanup.decimate).
 
 UVs are the photo projection of each vertex: u = x / W, v = y / H with (x, y) = K (X/Z, Y/Z, 1)
