@@ -24,14 +24,23 @@ from engine.bundle import srgb_to_linear
 FRONT_ONLY_CLASSES = ("Face_Neck", "Eyeglass", "Lower_Lip", "Upper_Lip", "Lower_Teeth", "Upper_Teeth", "Tongue")
 # fewer hair pixels than this and the face is refilled from its surroundings instead
 MIN_HAIR_PIXELS = 50
+# a part's colours are taken this far (px) from its border with other parts when it has enough
+# pixels there: a segmentation's edge is a pixel or two off (a rim of cheek labelled hair), and
+# one wrong pixel continued along its row streaks the whole back
+PART_CORE_PX = 2.0
 # the band along the outline whose colours the hidden side continues (share of the person's
 # height in pixels: ~3 cm on an adult), and the fewest band pixels a part needs to use it
 BACK_BAND_FRACTION = 0.015
 MIN_BAND_PIXELS = 20
 # texels around the rasterised triangles that keep their own colour (bilinear taps at the edges)
 EDGE_TEXELS = 2
-# closed meshes: photo pixels before the outline over which the front's normal detail fades flat
+# closed meshes: the front's predicted normal detail fades flat toward the hidden island's flat
+# normals over the last SEAM_FADE_PX photo pixels before the outline, and where the surface turns
+# edge-on to the camera, between these cosines of the view angle (predicted normal against the
+# pixel's ray): there one pixel's normal spans centimetres of surface, and the baked detail
+# turned into dark streaks beside the islands' border
 SEAM_FADE_PX = 4.0
+SQUARE_COS = (0.15, 0.35)
 
 
 @dataclass
@@ -89,11 +98,13 @@ def _hidden_side_colour(bundle, window_colour, colour_valid, layout):
     # hair goes round the back of the head on the rows where it reaches the outline (beside the
     # face, down to the shoulders when long); below that the back of the neck is skin
     hair_rows = ndimage.binary_dilation((band & hair).any(axis=1), iterations=max(1, int(band_px)))
+    hair_ids = class_ids(["Hair"])
+    hair = _part_core(hair, person & ~np.isin(seg, hair_ids), MIN_HAIR_PIXELS)
     out = window_colour.copy()
     jobs = []
     for cls in np.unique(seg[person]):
         region = person & (seg == cls)
-        source = band & region
+        source = band & (hair if cls in hair_ids else region)
         if source.sum() < MIN_BAND_PIXELS:
             source = valid & region
         if front_only[region].any() and hair.sum() >= MIN_HAIR_PIXELS:
@@ -109,6 +120,22 @@ def _hidden_side_colour(bundle, window_colour, colour_valid, layout):
         filled = _continue_along_rows(window_colour[box], source[box], region[box] | source[box])
         out[box][region[box]] = filled[region[box]]
     return out
+
+
+def _part_core(source: np.ndarray, others: np.ndarray, fewest: int) -> np.ndarray:
+    """`source` without its pixels within PART_CORE_PX of `others` (the person's other parts),
+    unless fewer than `fewest` would be left."""
+    if not others.any():
+        return source
+    r, c = np.nonzero(source)
+    if len(r) == 0:
+        return source
+    # the distance only matters near the source: measure it over the source's box (plus a margin)
+    m = int(np.ceil(PART_CORE_PX)) + 1
+    box = (slice(max(r.min() - m, 0), r.max() + m + 1), slice(max(c.min() - m, 0), c.max() + m + 1))
+    core = source.copy()
+    core[box] &= ndimage.distance_transform_edt(~others[box]) > PART_CORE_PX
+    return core if core.sum() >= fewest else source
 
 
 def _continue_along_rows(colour: np.ndarray, source: np.ndarray, allowed: np.ndarray) -> np.ndarray:
@@ -275,13 +302,29 @@ def _albedo_padded(islands_job, keep: np.ndarray):
     return albedo, tx.linear_to_srgb8(albedo), source
 
 
-def _fade_to_flat_at_the_outline(tangent_normals: np.ndarray, mask: np.ndarray, layout: tx.AtlasLayout) -> None:
-    """On a closed mesh the hidden island's normal map is flat: the front's predicted detail
-    fades to flat over the last SEAM_FADE_PX photo pixels before the outline, so the shading
-    does not step where the islands meet (in place, front island only)."""
-    rows, cols = tx.crop_window(layout, mask.shape)
+def _normal_detail_weight(mask, rows: slice, cols: slice, normal=None, pointmap=None) -> np.ndarray:
+    """How much of the predicted normal detail the front island keeps per pixel of the window
+    (0-1, float32): fading to 0 over the last SEAM_FADE_PX pixels before the outline and, given
+    the predicted normals and the pointmap, where the surface turns edge-on (SQUARE_COS, the
+    normal against the pixel's ray: the pointmap's direction)."""
     inside = ndimage.distance_transform_edt(np.pad(mask[rows, cols], 1))[1:-1, 1:-1]
-    weight = np.clip((inside - 0.5) / SEAM_FADE_PX, 0.0, 1.0).astype(np.float32)[..., None]
+    weight = np.clip((inside - 0.5) / SEAM_FADE_PX, 0.0, 1.0).astype(np.float32)
+    if normal is not None and pointmap is not None:
+        ray = pointmap[rows, cols].astype(np.float32)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = -np.einsum("ijk,ijk->ij", normal[rows, cols].astype(np.float32), ray) / np.linalg.norm(ray, axis=-1)
+            square = np.clip((cos - SQUARE_COS[0]) / (SQUARE_COS[1] - SQUARE_COS[0]), 0.0, 1.0)
+        weight *= np.where(np.isfinite(square), square, 1.0).astype(np.float32)
+    return weight
+
+
+def _fade_to_flat_at_the_outline(tangent_normals: np.ndarray, mask: np.ndarray, layout: tx.AtlasLayout, normal=None,
+                                 pointmap=None) -> None:
+    """On a closed mesh the hidden island's normal map is flat: the front's predicted detail
+    fades to flat toward the outline (_normal_detail_weight), so the shading does not step
+    where the islands meet (in place, front island only)."""
+    rows, cols = tx.crop_window(layout, mask.shape)
+    weight = _normal_detail_weight(mask, rows, cols, normal, pointmap)[..., None]
     weight = tx.resample_crop(weight, layout, tx.FRONT, (rows.start, cols.start))[..., 0]
     # only the band along the outline changes: the blend there, the rest of the texture untouched
     band_rows, band_cols = np.nonzero(weight[:, : layout.island_width] < 1.0)
@@ -338,7 +381,7 @@ def make_appearance(
                 raster, faces, normals_avatar, tangents, target, bake_faces=face_island == tx.FRONT
             )
             if n_islands > 1:
-                _fade_to_flat_at_the_outline(tangent_normals, bundle.mask, layout)
+                _fade_to_flat_at_the_outline(tangent_normals, bundle.mask, layout, bundle.normal, bundle.pointmap)
             tangent_normals = tx.push_pull_fill(tangent_normals, keep, smooth_finest=False)
             tangent_normals /= np.maximum(np.linalg.norm(tangent_normals, axis=-1, keepdims=True), 1e-12)
             normal_rgb8 = tx.encode_normal_map(tangent_normals)

@@ -4,17 +4,34 @@ A front-only surface is one island: every face takes its texture from where it p
 photo. A closed surface also has faces the camera never saw (its back, the far side of limbs);
 they form a second island so they neither share texels with the front nor take its normal-map
 detail. Vertices on the border between the islands are duplicated (a UV seam).
+
+Which faces were seen is decided with a smooth weight, not a hard test per face: near the
+outline the surface turns away from the camera, one photo pixel spans centimetres of depth and
+a per-face depth test flips from face to face, which left a saw-tooth border with patches of
+either island on the other side (the front's colour and normal detail beside the back's). The
+weight (how squarely the face looks at the camera, how well it agrees with the seen depth
+around its pixel) is spread over the surface and cut at one half, so the border follows the
+outline in one smooth line and no island leaves specks in the other.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
+from scipy import ndimage
 
 from engine.avatar.textures import FRONT, HIDDEN
 
-# a face counts as seen when its centre is this close to the pointmap's depth at its pixel
+# a face counts as seen when its centre is this close to the pointmap's depth around its pixel
 SEEN_DEPTH_TOLERANCE_M = 0.02
 SEEN_DEPTH_TOLERANCE_REL = 0.01
+# facing weight: 0 for faces this edge-on to the camera (cosine of the view angle), 1 from the second
+GRAZING_COS = (0.05, 0.2)
+# the weight is spread over about this radius of surface before it is cut at one half
+VISIBILITY_SMOOTHING_M = 0.015
+MAX_SMOOTHING_STEPS = 60
+# a piece of one island smaller than this (m^2) inside the other joins it (specks the cut left)
+MIN_ISLAND_PIECE_M2 = 4e-4
 
 
 def project(points_camera: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -25,22 +42,102 @@ def project(points_camera: np.ndarray, K: np.ndarray) -> np.ndarray:
     return xy @ np.asarray(K, np.float64)[:2, :2].T + np.asarray(K, np.float64)[:2, 2]
 
 
-def seen_faces(vertices_camera: np.ndarray, faces: np.ndarray, pointmap: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """F bool: the face points toward the camera and lies on the surface the camera saw there."""
+def _depth_range(depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel, the nearest and farthest seen depth in its 3 x 3 neighbourhood (NaN: none):
+    at a grazing angle the surface a face lies on spans that range within one pixel."""
+    finite = np.isfinite(depth)
+    low, high = np.full(depth.shape, np.nan), np.full(depth.shape, np.nan)
+    if not finite.any():
+        return low, high
+    # filtered over the person's box (plus the filter's reach) only
+    r, c = np.nonzero(finite)
+    box = (slice(max(r.min() - 1, 0), r.max() + 2), slice(max(c.min() - 1, 0), c.max() + 2))
+    near = ndimage.minimum_filter(np.where(finite[box], depth[box], np.inf), size=3, mode="nearest")
+    far = ndimage.maximum_filter(np.where(finite[box], depth[box], -np.inf), size=3, mode="nearest")
+    low[box] = np.where(np.isfinite(near), near, np.nan)
+    high[box] = np.where(np.isfinite(far), far, np.nan)
+    return low, high
+
+
+def visibility_weights(vertices_camera: np.ndarray, faces: np.ndarray, pointmap: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """F weights in [0, 1], per face and before smoothing: facing the camera squarely (ramped
+    over GRAZING_COS) times lying on the seen surface (1 within the depth tolerance of the
+    seen depths around its pixel, falling to 0 at twice the tolerance). 0 off the photo and
+    where the camera saw no person."""
     corners = vertices_camera[faces].astype(np.float64)
     centre = corners.mean(axis=1)
     normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    facing = np.einsum("ij,ij->i", normal, -centre) > 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.einsum("ij,ij->i", normal, -centre) / (np.linalg.norm(normal, axis=1) * np.linalg.norm(centre, axis=1))
+    facing = np.clip((np.nan_to_num(cos, nan=-1.0) - GRAZING_COS[0]) / (GRAZING_COS[1] - GRAZING_COS[0]), 0.0, 1.0)
     h, w = pointmap.shape[:2]
     xy = project(centre, K)
     inside = np.isfinite(xy).all(axis=1) & (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
     col = np.clip(np.nan_to_num(xy[:, 0]).astype(np.int64), 0, w - 1)
     row = np.clip(np.nan_to_num(xy[:, 1]).astype(np.int64), 0, h - 1)
-    seen_depth = pointmap[row, col, 2].astype(np.float64)
-    tolerance = np.maximum(SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL * centre[:, 2])
-    with np.errstate(invalid="ignore"):
-        on_surface = np.abs(centre[:, 2] - seen_depth) <= tolerance  # NaN (unseen pixel) -> False
-    return facing & inside & on_surface
+    low, high = _depth_range(pointmap[..., 2].astype(np.float64))
+    z = centre[:, 2]
+    outside_range = np.maximum(low[row, col] - z, z - high[row, col])  # NaN where nothing was seen
+    tolerance = np.maximum(SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL * z)
+    on_surface = np.clip(2.0 - np.nan_to_num(outside_range, nan=np.inf) / tolerance, 0.0, 1.0)
+    return np.where(inside, facing * on_surface, 0.0)
+
+
+def _face_vertex_incidence(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
+    rows = np.repeat(np.arange(len(faces)), 3)
+    return sp.csr_matrix((np.ones(3 * len(faces)), (rows, faces.reshape(-1))), shape=(len(faces), n_vertices))
+
+
+def smooth_over_surface(face_values: np.ndarray, vertices: np.ndarray, faces: np.ndarray, radius_m: float) -> np.ndarray:
+    """Face values averaged over about `radius_m` of surface: alternately to the vertices
+    (area-weighted) and back to the faces, as many times as the mean edge length needs to
+    reach that far (diffusion: steps ~ (radius / edge)^2)."""
+    corners = vertices[faces].astype(np.float64)
+    area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
+    edge = float(np.mean(np.linalg.norm(corners[:, 1] - corners[:, 0], axis=1))) if len(faces) else 1.0
+    steps = int(np.clip(round((radius_m / max(edge, 1e-9)) ** 2), 1, MAX_SMOOTHING_STEPS))
+    incidence = _face_vertex_incidence(faces, len(vertices))
+    weighted = incidence.multiply(area[:, None]).tocsr()
+    to_vertices = sp.diags(1.0 / np.maximum(np.asarray(weighted.sum(axis=0)).ravel(), 1e-30)) @ weighted.T
+    to_faces = incidence / 3.0
+    values = np.asarray(face_values, np.float64)
+    for _ in range(steps):
+        values = to_faces @ (to_vertices @ values)
+    return values
+
+
+def _drop_small_pieces(seen: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Pieces of either island (faces joined by edges) under MIN_ISLAND_PIECE_M2 join the other."""
+    from scipy.sparse.csgraph import connected_components
+
+    corners = vertices[faces].astype(np.float64)
+    area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1).astype(np.int64)
+    face_of = np.tile(np.arange(len(faces)), 3)
+    order = np.argsort(edges[:, 0] * (len(vertices) + 1) + edges[:, 1])
+    key = edges[order, 0] * (len(vertices) + 1) + edges[order, 1]
+    pair = np.nonzero(key[1:] == key[:-1])[0]
+    a, b = face_of[order][pair], face_of[order][pair + 1]
+    out = seen.copy()
+    for value in (False, True):  # hidden specks in the front first, then front specks
+        same = (out[a] == value) & (out[b] == value)
+        graph = sp.coo_matrix((np.ones(int(same.sum())), (a[same], b[same])), shape=(len(faces), len(faces)))
+        _, piece = connected_components(graph, directed=False)
+        piece_area = np.bincount(piece, weights=np.where(out == value, area, 0.0))
+        small = (out == value) & (piece_area[piece] < MIN_ISLAND_PIECE_M2)
+        out[small] = not value
+    return out
+
+
+def seen_faces(vertices_camera: np.ndarray, faces: np.ndarray, pointmap: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """F bool: the face lies in the part of the surface the camera saw (visibility_weights
+    spread over VISIBILITY_SMOOTHING_M of surface, at least one half; specks dropped)."""
+    faces = np.asarray(faces, np.int64)
+    if len(faces) == 0:
+        return np.zeros(0, bool)
+    weights = visibility_weights(vertices_camera, faces, pointmap, K)
+    smooth = smooth_over_surface(weights, vertices_camera, faces, VISIBILITY_SMOOTHING_M)
+    return _drop_small_pieces(smooth >= 0.5, vertices_camera, faces)
 
 
 def split_islands(faces: np.ndarray, face_island: np.ndarray, n_islands: int = 2):

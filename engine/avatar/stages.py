@@ -66,6 +66,15 @@ def unit_normals(normals: np.ndarray) -> np.ndarray:
     return np.where(length > 0.5, normals / np.maximum(length, 1e-12), np.float32([0.0, 0.0, 1.0])).astype(np.float32)
 
 
+def seamless_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals with the copies of a vertex on a UV seam (same position)
+    taken as one: both sides of the islands' border get the same normal (normals of each side
+    alone would step the shading along the seam)."""
+    unique, weld = np.unique(np.asarray(vertices), axis=0, return_inverse=True)
+    weld = weld.reshape(-1)
+    return vertex_normals(unique, weld[faces])[weld]
+
+
 def read(bundle_dir, *, detail: str, rig: str | None) -> Inputs:
     """Read and check the bundle for these options; a bundle without a usable camera matrix (none
     stored, none fittable to its pointmap) fails here, before any surface is built."""
@@ -99,7 +108,7 @@ def frame(inputs: Inputs, built, *, watertight: bool) -> Framed:
     labels = np.asarray(source_labels, np.uint8)[source_vertex]
     to_avatar, origin = camera_to_avatar(vertices_camera, labels)
     vertices_avatar = apply_transform(to_avatar, vertices_camera)
-    normals_avatar = unit_normals(vertex_normals(vertices_avatar, faces))
+    normals_avatar = unit_normals(seamless_normals(vertices_avatar, faces))
     return Framed(vertices_camera, vertices_avatar, normals_avatar, faces, labels, face_island, vertex_island, to_avatar, origin)
 
 
@@ -169,7 +178,7 @@ def rig(inputs: Inputs, framed: Framed, mesh: Mesh, rigging, *, convention: str,
         from engine.avatar.textures import vertex_tangents
 
         mesh.vertices = np.asarray(result.rest_vertices, np.float32)
-        mesh.normals = unit_normals(vertex_normals(mesh.vertices, mesh.faces))
+        mesh.normals = unit_normals(seamless_normals(mesh.vertices, mesh.faces))
         mesh.tangents = vertex_tangents(mesh.vertices, mesh.normals, mesh.uv, mesh.faces)
     return Rigged(result, skeleton_description(result.skeleton), skin_description(result))
 
