@@ -2,15 +2,23 @@
 
 Usage: .venv/bin/python bench/bench_fusion.py [--size 768x1024] [--people 3] [--swap-sides]
                                               [--depth 8] [--no-colour]
+                                              [--cases exact,degraded,offset]
 
 Held-out engine.synthetic people (seeds 101..) are rendered from the front and, with the same
 pose, from behind (yaw 180 deg, its own camera). Each view's joints are lifted from its
 keypoints (engine.rig.lift); geometry.fusion registers the back view into the front camera
 (joint fit, then ICP) and closes the union. --swap-sides names the back view's keypoints by
 image side (left <-> right swapped), as a pose model that does not see the person's back may.
-Printed per person, exact and degraded maps (engine.synthetic.degrade + 2 px flying rim, seeded
-per view): Chamfer to the whole true body (as bench_closed.py), the one-photo closed solid's
-for comparison, the registration error (back camera's true pose vs the found one) and seconds.
+Printed per person and case: Chamfer to the whole true body (as bench_closed.py), the one-photo
+closed solid's of the same front for comparison, the registration error (back camera's true
+pose vs the found one) and seconds. Cases (as bench_closed.py's): exact maps; "degraded", the
+issue's degradation (engine.synthetic.degrade(centred=True): 1 cm smooth depth error with zero
+mean over each view's person, pixel noise, blur, 3 deg normal error, 2 px flying rim; seeded per
+view); "offset", the same with the smooth error's mean left in (what this bench called
+"degraded" until 2026-12-03): each photo then sits centimetres off along its own view, which
+no photo reveals, so its Chamfer is also printed with the reference's offset removed (the
+solid scaled about the front camera by the median true / given depth, bench_closed's
+depth_offset_ratio).
 Then the fused avatar (engine.avatar.fused, texture 1024) from the same two bundles: its texture
 colour at the vertices the true front / back camera sees against the true albedo there (sRGB
 levels, mean |difference|, as bench_back_colour.py measures the one-photo back), and its build
@@ -21,6 +29,7 @@ Nothing is asserted; the machine is shared, times are indicative.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,7 +58,7 @@ def true_back_to_front(front, back) -> np.ndarray:
 
 
 def main() -> None:
-    from bench_closed import build_closed, closed_metrics, truth_of
+    from bench_closed import build_closed, closed_metrics, depth_offset_ratio, truth_of
 
     from engine.geometry.fusion import fuse_views
     from engine.synthetic import degrade, make_person, render
@@ -60,21 +69,29 @@ def main() -> None:
     parser.add_argument("--swap-sides", action="store_true")
     parser.add_argument("--depth", type=int, default=None, help="Poisson depth of the fused solid")
     parser.add_argument("--no-colour", action="store_true", help="skip the fused avatar (colour errors)")
+    parser.add_argument("--cases", default="exact,degraded,offset", help="comma-separated: exact, degraded, offset")
     args = parser.parse_args()
+    cases = args.cases.split(",")
+    unknown = sorted(set(cases) - {"exact", "degraded", "offset"})
+    if unknown:
+        parser.error(f"unknown case {unknown[0]}: exact, degraded or offset")
     depth = {} if args.depth is None else {"depth": args.depth}
     totals: dict = {}
     width, height = (int(v) for v in args.size.split("x"))
     poses = ["bent", "arms_forward", None, "step", None, "apose"]
-    print(f"two views fused, {width} x {height}, back view sides swapped: {args.swap_sides}")
+    print(f"two views fused, {width} x {height}, back view sides swapped: {args.swap_sides}, "
+          f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())} (a shared machine: times are indicative)")
     for i in range(args.people):
         seed, pose = 101 + i, poses[i % len(poses)]
         front = make_person(seed, pose=pose, width=width, height=height)
         back = render(front.posed, width, height, yaw_deg=180.0)
         truth = truth_of(front)
         truth_T = true_back_to_front(front, back)
-        for case in ("exact", "degraded"):
+        for case in cases:
+            centred = case == "degraded"
             f, b = (front, back) if case == "exact" else (
-                degrade(front, seed=seed, flying_rim_px=2.0), degrade(back, seed=seed + 1000, flying_rim_px=2.0))
+                degrade(front, seed=seed, flying_rim_px=2.0, centred=centred),
+                degrade(back, seed=seed + 1000, flying_rim_px=2.0, centred=centred))
             start = time.perf_counter()
             fused = fuse_views([view_of(f), view_of(b, swap_sides=args.swap_sides)], **depth)
             seconds = time.perf_counter() - start
@@ -86,10 +103,19 @@ def main() -> None:
             seen = b.pointmap[b.mask]  # the back view's points: how far the found pose moves them from the true one
             shift = np.linalg.norm((seen @ T[:3, :3].T + T[:3, 3]) - (seen @ truth_T[:3, :3].T + truth_T[:3, 3]), axis=1).mean()
             reg = fused.stats["views"][1]
+            contour = (f", contour pairs {reg['contour_pairs']}, depth moved {reg['contour_depth_shift_m'] * 100:+.2f} cm"
+                       if "contour_pairs" in reg else "")
+            ratio = depth_offset_ratio(front, f)
+            removed = ""
+            if case == "offset":
+                fused_removed = closed_metrics(truth, fused.vertices * ratio, fused.faces)["chamfer_cm"]
+                one_removed = closed_metrics(truth, single.vertices * ratio, single.faces)["chamfer_cm"]
+                removed = f"  offset removed: fused {fused_removed:.3f}, one photo {one_removed:.3f} cm"
             print(f"{pose or 'random'}-{seed:<4d} {case:9s} fused chamfer {m['chamfer_cm']:.3f} cm (volume {m['volume_ratio']:.3f}, "
                   f"watertight {m['watertight']}, inward {m['inward']:.4f})  one photo {one['chamfer_cm']:.3f} cm  "
                   f"registration {angle:.2f} deg, back points moved {shift * 100:.2f} cm from the truth (joints "
-                  f"{reg['joint_residual_m'] * 100:.1f} cm rms, sides swapped {reg['sides_swapped']})  {seconds:.1f} s", flush=True)
+                  f"{reg['joint_residual_m'] * 100:.1f} cm rms, sides swapped {reg['sides_swapped']}{contour})  "
+                  f"{seconds:.1f} s{removed}", flush=True)
             row = [m["chamfer_cm"], one["chamfer_cm"], m["volume_ratio"]]
             if not args.no_colour:
                 front_error, back_error, avatar_seconds = fused_avatar_colour(f, b, front, back)
