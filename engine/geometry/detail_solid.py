@@ -55,6 +55,8 @@ CONTEXT_M = 0.02  # the body's vertices this far around that box are solved with
 # degraded crops, 3 mm per pixel, gave a hand as rough as sandpaper); fingers are 15-20 mm wide
 SMOOTH_M = 0.0015
 OVERLAP_M = 0.003  # the new hand reaches this far past the box, into the body left outside it
+SEAM_BAND_M = 0.004  # the band either side of the cut smoothed (_smooth_seams)
+SEAM_ROUNDS = 6
 MIN_PIECE_FACES = 200  # smaller pieces left after the cut (the body's mitten outside the box) go
 
 
@@ -192,6 +194,34 @@ def _manifold(vertices, faces):
                                                tri_verts=np.ascontiguousarray(faces, np.uint32)))
 
 
+def _smooth_seams(vertices: np.ndarray, faces: np.ndarray, boxes: list) -> tuple[np.ndarray, int]:
+    """Where the new hand meets the body (a band of SEAM_BAND_M either side of each cut box's
+    faces) the two solves differ by a millimetre or two, and the union leaves a step with thin
+    triangles along it that shades as a dark line: Taubin smoothing (no shrinking) over that
+    band only, SEAM_ROUNDS rounds."""
+    import scipy.sparse as sp
+
+    v = np.asarray(vertices, np.float64)
+    band = np.zeros(len(v), bool)
+    for lo, hi in boxes:
+        outer = ((v >= lo - OVERLAP_M - SEAM_BAND_M) & (v <= hi + OVERLAP_M + SEAM_BAND_M)).all(1)
+        inner = ((v > lo + SEAM_BAND_M) & (v < hi - SEAM_BAND_M)).all(1)
+        band |= outer & ~inner
+    if not band.any():
+        return vertices, 0
+    f = np.asarray(faces, np.int64)
+    i = np.concatenate([f[:, 0], f[:, 1], f[:, 2]])
+    j = np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
+    adjacency = sp.coo_matrix((np.ones(len(i)), (i, j)), shape=(len(v), len(v))).tocsr()
+    adjacency = ((adjacency + adjacency.T) > 0).astype(np.float64)
+    mean = sp.diags(1.0 / np.maximum(np.asarray(adjacency.sum(1)).ravel(), 1)) @ adjacency
+    move = band[:, None]
+    for _ in range(SEAM_ROUNDS):
+        for step in (0.5, -0.53):
+            v = np.where(move, v + step * (mean @ v - v), v)
+    return v.astype(np.float32), int(band.sum())
+
+
 def replace_hands(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray | None, fine: SolidSamples):
     """Each hand of the closed body re-solved on its own, finer, and put in place of the body's.
 
@@ -227,6 +257,7 @@ def replace_hands(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray | 
         stats["note"] = f"the closed surface is not a 2-manifold ({solid.status().name}): the hands are the body's"
         return vertices, faces, labels, stats
     label_points, label_values = [body_v], [body_l]
+    seams = []
     for k, region in enumerate(fine.regions):
         front_in = fine.in_region(front_p, region)
         back_in = fine.in_region(back_p, region)
@@ -235,13 +266,21 @@ def replace_hands(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray | 
         around = ((body_v >= zone_lo) & (body_v <= zone_hi)).all(1) & ~fine.replaced(body_v, body_l, region)
         points = np.concatenate([body_v[around], hand])
         normals = np.concatenate([body_n[around], front_n[front_in], back_n[back_in]])
-        depth = _local_depth(zone_lo, zone_hi)
-        hand_v, hand_f, _, local = poisson_solid(points, normals, None, depth=depth)
-        new_hand = _manifold(hand_v, hand_f)
-        if new_hand.status().name != "NoError" or local["open_edges"]:
-            stats["crops"][k]["note"] = "the hand's own solid is not closed: the body's hand stays"
+        # marching cubes can leave a fold the cleanup cannot close (a hand seen end-on, its
+        # thin back close to its front): then once more with cells twice as large
+        new_hand = None
+        for depth in (_local_depth(zone_lo, zone_hi), _local_depth(zone_lo, zone_hi) - 1):
+            hand_v, hand_f, _, local = poisson_solid(points, normals, None, depth=depth)
+            if not local["open_edges"]:
+                new_hand = _manifold(hand_v, hand_f)
+                if new_hand.status().name == "NoError":
+                    break
+            new_hand = None
+        if new_hand is None:
+            stats["crops"][k]["note"] = "the hand's own solid did not close: the body's hand stays"
             continue
         solid = (solid - _box(cut_lo, cut_hi)) + (new_hand ^ _box(cut_lo - OVERLAP_M, cut_hi + OVERLAP_M))
+        seams.append((cut_lo, cut_hi))
         stats["crops"][k].update(poisson_depth=depth, cell_mm=round(1e3 * 1.1 * float((zone_hi - zone_lo).max()) / 2**depth, 2),
                                  body_vertices_used=int(around.sum()), box_m=np.round(cut_hi - cut_lo, 4).tolist())
         label_points += [front_p[front_in], back_p[back_in]]
@@ -254,6 +293,7 @@ def replace_hands(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray | 
     mesh = manifold3d.Manifold.compose(kept).to_mesh() if kept else solid.to_mesh()
     out_v = np.asarray(mesh.vert_properties, np.float32)[:, :3]
     out_f = np.asarray(mesh.tri_verts, np.int32)
+    out_v, stats["seam_vertices_smoothed"] = _smooth_seams(out_v, out_f, seams)
     out_l = transfer_labels(np.concatenate(label_points), np.concatenate(label_values), out_v)
     stats.update(vertices_before=int(len(vertices)), vertices=int(len(out_v)), faces=int(len(out_f)))
     return out_v, out_f, out_l, stats
