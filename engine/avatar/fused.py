@@ -1,9 +1,12 @@
 """Several predictions bundles of one person (front, back, sides) -> one avatar directory.
 
 The stages of engine.avatar.build, with the surface and the textures made from every view:
-read and check each bundle -> lift each view's joints (engine.rig.lift) -> fuse (engine.geometry
+read and check each bundle -> each view's hand and face crops fused into its maps (engine.avatar
+.detail, as for one photo) -> lift each view's joints (engine.rig.lift) -> fuse (engine.geometry
 .fusion: views registered into the first view's camera from their joints, refused in words when
-they disagree, the union of their trusted fronts closed by Poisson) -> UV islands, one per view
+they disagree, the union of their trusted fronts closed by Poisson) -> each view's crops carried
+onto the solid through its registration (a hand solved again from the first view's crop that
+shows it, the other crops' finer depth snapped on along that view's rays) -> UV islands, one per view
 (engine.avatar.views) -> avatar frame -> textures blended from the views -> rig from the first
 (reference) view's keypoints -> the formats and avatar.json (with its "views" table), all
 written atomically as a one-photo avatar is.
@@ -20,6 +23,7 @@ import numpy as np
 from engine import fileio
 from engine.avatar import stages, views as mv
 from engine.avatar.build import _avatar_name, _check_options, _check_output, _engine_version, _writer_pool
+from engine.avatar.detail import fuse_crop_maps
 from engine.avatar.frame import apply_transform, camera_to_avatar
 from engine.avatar.heap import reuse_freed_arrays
 from engine.avatar.labels import groups_table, labels_table
@@ -65,12 +69,14 @@ def build_fused_avatar(
     rig: str | None = None,
     rest_pose: str = "photo",
     formats=None,
+    detail_crops: bool = True,
     progress=None,
 ) -> Path:
     """One avatar at `out_dir` from the bundles of several photos of one person (the first is the
     reference: its camera, its keypoints for the rig). Raises BundleError when a bundle cannot
     be fused or the views disagree (different people, another pose), EngineError for bad
-    options; nothing is left at `out_dir` then."""
+    options; nothing is left at `out_dir` then. detail_crops: each bundle's hand and face crops
+    are fused (a crop that cannot be used is a note in avatar.json, never a failure)."""
     bundle_dirs = [Path(b) for b in bundle_dirs]
     if len(bundle_dirs) < 2:
         raise EngineError("fusing views needs at least two predictions bundles of the same person")
@@ -83,10 +89,12 @@ def build_fused_avatar(
                           "is made from one photo only")
     with reuse_freed_arrays():
         return _build(bundle_dirs, Path(out_dir), detail=detail, resolution=resolution, target_faces=target_faces,
-                      texture_size=texture_size, rig=rig, rest_pose=rest_pose, formats=formats, progress=progress)
+                      texture_size=texture_size, rig=rig, rest_pose=rest_pose, formats=formats, detail_crops=detail_crops,
+                      progress=progress)
 
 
-def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_size, rig, rest_pose, formats, progress) -> Path:
+def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_size, rig, rest_pose, formats, detail_crops,
+           progress) -> Path:
     from engine.geometry.fusion import View, fuse_views
 
     _check_options(detail, resolution, target_faces, texture_size)
@@ -110,6 +118,8 @@ def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_si
     report("read", 0.0, f"reading {len(bundle_dirs)} views")
     inputs = _read_views(bundle_dirs, detail=detail, rig=rig)
     names = [_avatar_name(v.bundle, d) for v, d in zip(inputs, bundle_dirs)]
+    # each view's crops fused into its maps first: the solid, the joints and the textures read them
+    crops = [fuse_crop_maps(v, enabled=detail_crops, resolution=resolution) for v in inputs]
     geometry_views = [
         View(v.bundle.pointmap, v.bundle.mask, v.K, v.bundle.normal, v.bundle.seg, _view_joints(v, rigging[0]), name)
         for v, name in zip(inputs, names)
@@ -124,6 +134,10 @@ def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_si
         vertices, faces, labels = np.asarray(fused.vertices, np.float64), fused.faces, fused.labels
         if labels is None:
             labels = np.zeros(len(vertices), np.uint8)
+        if any(c is not None for c in crops):
+            report("surface", 0.8, "hand and face crops carried onto the solid")
+            vertices, faces, labels, record = crops_on_solid(inputs, crops, fused.transforms, names, vertices, faces, labels)
+            fused.stats["detail_crops"] = record
         if target_faces is not None and len(faces) > int(target_faces):
             from engine.geometry.cleanup import decimate
 
@@ -203,6 +217,7 @@ def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_si
                 "rig": rig,
                 "rest_pose": rest_pose if rig else None,
                 "formats": [w.name for w in selected],
+                "detail_crops": bool(detail_crops),
             },
             rig=None if rigged is None else rig_summary(rigged.rig, rig),
             provenance=provenance(reference.bundle, bundle_dirs[0], _engine_version()),
@@ -213,6 +228,51 @@ def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_si
         report("write", 0.9, "publishing")
     report("write", 1.0, f"avatar written to {out_dir} from {len(inputs)} views")
     return out_dir
+
+
+def crops_on_solid(inputs, crops, transforms, names, vertices, faces, labels):
+    """Each view's aligned crops (engine.avatar.detail.fuse_crop_maps) on the fused solid, in
+    that view's camera frame (the solid moved there through the view's registration and back):
+    a hand is solved again from the crop of the first view that shows it (engine.avatar.detail
+    .closed_hands, as for one photo), the other crops snap the solid's front as that view sees
+    it onto their finer depth (engine.geometry.detail.snap_to_crops). Returns (vertices, faces,
+    labels, the record for avatar.json's mesh.surface.detail_crops: one row per view)."""
+    from engine.avatar.detail import Detail, closed_hands
+    from engine.geometry.detail import snap_to_crops
+
+    rows, solved_by = [], {}
+    for view, detail, T, name in zip(inputs, crops, transforms, names):
+        if detail is None:
+            continue
+        row = {"view": name, "used": [a.summary() for a in detail.aligned], "notes": list(detail.notes)}
+        rows.append(row)
+        if not detail.aligned:
+            continue
+        T = np.asarray(T, np.float64)
+        own = (np.asarray(vertices, np.float64) - T[:3, 3]) @ T[:3, :3]  # reference frame -> this view's
+        hands = [a for a in detail.aligned if a.crop.name not in solved_by]
+        solid = _Solid(own, faces, labels)
+        own, faces, labels, hand_record = closed_hands(view, solid, Detail(hands, []))
+        now_solved = {c["name"] for c in hand_record.get("crops", []) if "poisson_depth" in c}
+        if hand_record.get("crops") or hand_record.get("notes"):
+            row["closed_hands"] = hand_record
+        solved_by.update({crop: name for crop in now_solved})
+        # a hand solved again (from this view's crop or an earlier one's) is not snapped: its
+        # solve is the crop's surface already, smoothed
+        own, snapped = snap_to_crops(own, faces, [a for a in detail.aligned if a.crop.name not in solved_by], view.K)
+        by_name = {st["name"]: st for st in snapped}
+        row["used"] = [by_name.get(a.crop.name) or {**a.summary(), "snapped_vertices": 0,
+                                                   "solved_again_from": solved_by[a.crop.name]}
+                       for a in detail.aligned]
+        vertices = np.asarray(own, np.float64) @ T[:3, :3].T + T[:3, 3]
+    return np.asarray(vertices, np.float64), np.asarray(faces), np.asarray(labels, np.uint8), {"views": rows}
+
+
+class _Solid:
+    """What engine.avatar.detail.closed_hands reads of a built surface."""
+
+    def __init__(self, vertices, faces, labels):
+        self.vertices, self.faces, self.vertex_labels = vertices, faces, labels
 
 
 class _Plan:
