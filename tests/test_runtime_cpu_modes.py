@@ -111,6 +111,9 @@ def test_bf16_mode_agrees_with_fp32_and_lets_the_file_go(tiny):
     assert linears == [{torch.float32}] + [{torch.bfloat16}] * 3
     assert backbone.blocks[0].ln1.weight.dtype == backbone.patch_embed.projection.weight.dtype == torch.float32
     assert {p.dtype for p in head.parameters()} == {torch.bfloat16}
+    # attention on bf16 products where the linears are bf16, the fused fp32 kernel before
+    from engine.runtime.cpu_attention import attention_bf16
+    assert [block.attn.attend for block in backbone.blocks] == [None] + [attention_bf16] * 3
     assert backbone.rope_embed.periods.dtype == torch.bfloat16
     assert not any(_is_mmap_backed(t) for t in [*runner.model.parameters(), *runner.model.buffers()])
     out = runner(x)
@@ -120,10 +123,44 @@ def test_bf16_mode_agrees_with_fp32_and_lets_the_file_go(tiny):
     assert normal_angle_deg(out, ref)["median"] < 2.0
 
 
+def _sdpa_reference(q, k, v):
+    group = q.shape[1] // k.shape[1]
+    return torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1))
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_bf16_attention_agrees_with_the_fused_fp32_kernel(kv_heads):
+    from engine.runtime.cpu_attention import attention_bf16
+
+    g = torch.Generator().manual_seed(0)
+    B, H, N, D = 2, 4, 45, 16
+    # q and k as RoPE leaves them (bf16 numbers in fp32); v a strided view, as the block makes it
+    q = torch.randn(B, H, N, D, generator=g).bfloat16().float()
+    k = torch.randn(B, kv_heads, N, D, generator=g).bfloat16().float()
+    v = torch.randn(B, N, kv_heads, D, generator=g).transpose(1, 2)
+    ref = _sdpa_reference(q, k, v)
+    threads = torch.get_num_threads()
+    with torch.inference_mode():   # the workers run under the caller's inference mode
+        outs = [attention_bf16(q, k, v, block_rows=16, threads=t) for t in (1, 3)]
+    assert torch.get_num_threads() == threads          # the intra-op threads are put back
+    for out in outs:
+        assert out.shape == ref.shape and out.dtype == torch.float32
+        # measured: 0.41 % / 0.38 % (bf16 scores, probabilities, v and output); keys of the wrong
+        # heads gave 140 %
+        assert raw_relative_l2(out, ref) < 0.01
+    assert raw_relative_l2(outs[0], outs[1]) < 0.001    # the split over workers changes no head (measured 0)
+
+
 def test_int8_mode_quantizes_the_backbone_linears(tiny):
     x = _image("pointmap")
     ref = _runner(tiny["pointmap"], "fp32")(x)
     runner = _runner(tiny["pointmap"], "int8")
+    head = runner.model.decode_head
+    if cpu_modes.cpu_features()["bf16_dot"]:   # the head in bf16 but its scale branch (FP32_HEAD_PARTS)
+        assert {p.dtype for p in head.conv_pointmap.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in [*head.scale_conv_layers.parameters(), *head.scale_final_layer.parameters()]} \
+        == {torch.float32}
     kinds = {type(m).__module__ for m in runner.model.backbone.modules() if type(m).__name__ == "Linear"}
     assert kinds == {"torch.ao.nn.quantized.dynamic.modules.linear"}
     assert not any(type(m) is torch.nn.Linear for m in runner.model.backbone.modules())
@@ -136,8 +173,9 @@ def test_int8_mode_quantizes_the_backbone_linears(tiny):
 
 # The tolerances docs/performance.md states for a mode auto may pick, on the parity fixtures
 # (tiny random-weight models: flat heatmaps, weak class margins, so pessimistic). Measured for
-# bf16 (first of the 4 blocks fp32): keypoints median 0.11 px, 91% within 4 px; seg 98.5%; normal
-# median 0.48 deg, p99 5.7; pointmap median 1.9%, scale 1.8%; albedo median 0.0011, p99 0.047.
+# bf16 (first of the 4 blocks fp32, bf16 attention after it, the pointmap's scale branch fp32):
+# keypoints median 0.11 px, 91% within 4 px; seg 98.5%; normal median 0.49 deg, p99 5.8; pointmap
+# median 1.4%, scale 0.4%; albedo median 0.0011, p99 0.047.
 TOLERANCES = {
     "pose": lambda f: f["keypoint_px"]["median"] <= 0.5 and f["keypoint_px"]["within_4px"] >= 0.85,
     "seg": lambda f: f["seg_agreement"] >= 0.97,

@@ -276,6 +276,10 @@ class GroupedQueryAttention(nn.Module):
         # grouped-query flag.
         self.rotate = apply_rope
         self.native_gqa = True
+        # None: the fused SDPA below (the reference's numbers). The CPU bf16 mode sets its own
+        # kernel, attend(q, k, v) -> (B, heads, N, head_dim) with k/v in their kv heads
+        # (engine/runtime/cpu_attention.py).
+        self.attend = None
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
         B, N, C = x.shape
@@ -287,6 +291,9 @@ class GroupedQueryAttention(nn.Module):
         if rope is not None:
             sin, cos = rope
             q, k = self.rotate(q, sin, cos), self.rotate(k, sin, cos)
+        if self.attend is not None:
+            out = self.attend(q, k, v)
+            return self.gamma(self.proj(out.transpose(1, 2).reshape(B, N, C)))
         grouped = self.num_kv_heads != self.num_heads
         if grouped and (q.dtype == torch.float32 or not self.native_gqa):
             # fp32 SDPA kernels take no grouped heads; repeating k/v is faster than the fallback.

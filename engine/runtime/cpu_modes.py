@@ -4,11 +4,13 @@
 - bf16: the backbone's Linear layers (its matmuls: 56% of the fp32 time) in bf16, their outputs
   back in fp32, except those of the first quarter of the blocks, which stay fp32: rounding there is
   amplified by every later block (0.4b: blocks 0-5 in fp32 cut the feature error from 1.6% to
-  0.71%, the last 6 in fp32 only to 1.58%). The residual stream, the norms and attention stay fp32 (attention runs the
-  same fused kernel in either format, no faster in bf16 on AVX-512; an all-bf16 residual stream
+  0.71%, the last 6 in fp32 only to 1.58%). Attention, where the linears are bf16, runs as bf16
+  matrix products with an fp32 softmax (engine.runtime.cpu_attention: torch's fused kernel is no
+  faster in bf16 on AVX-512 without AMX); in the leading fp32 blocks it stays the fused fp32
+  kernel. The residual stream and the norms stay fp32 (an all-bf16 residual stream
   tripled the pointmap scale error on the parity models: 4.5% against 1.3%); the head (3x3
-  convolutions at up to the input resolution) wholly in bf16, outputs back to fp32 before
-  decoding. Worth it where the CPU has bf16 dot products (AVX512-BF16, AMX-BF16): oneDNN's
+  convolutions at up to the input resolution) in bf16 but the pointmap's scale branch
+  (FP32_HEAD_PARTS), outputs back to fp32 before decoding. Worth it where the CPU has bf16 dot products (AVX512-BF16, AMX-BF16): oneDNN's
   convolutions and matmuls then run about 2-3x faster.
 - both fast modes flush denormal floats to zero while they compute (torch.set_flush_denormal,
   engine.runtime.torch_backend.cpu_flush_denormals): a bf16 head ran 1.7-1.8x faster so.
@@ -42,6 +44,11 @@ CPU_MODES = ("fp32", "bf16", "int8")
 # the bf16 mode's leading blocks in fp32 (see the module docstring; measured: docs/performance.md)
 FP32_LEADING_FRACTION = 0.25
 ENV_OVERRIDE = "SAPIENS_CPU_MODE"
+# parts of a bf16 head that stay fp32: the pointmap's scale branch, one number per photo (every
+# point is divided by it) from a few small convolutions and an MLP over the whole feature map;
+# in bf16 it carried most of the mode's pointmap error on the parity models (scale 1.8 % -> 0.4 %
+# in fp32, pointmap median 1.9 % -> 1.5 %) for under 0.1 % of the head's work
+FP32_HEAD_PARTS = ("scale_conv_layers", "scale_final_layer")
 # what auto picks, best first, when the CPU runs it natively: only modes within every tolerance of
 # docs/performance.md at the released sizes (measured there; int8 is far outside them)
 AUTO_PREFERENCE: tuple[str, ...] = ("bf16",)
@@ -149,13 +156,25 @@ def prepare(model: nn.Module, mode: str, features: dict | None = None) -> nn.Mod
     model = _to_dtype(model, torch.float32)   # a model loaded in another format starts from fp32
     backbone = getattr(model, "backbone", model)
     if mode == "bf16":
-        bf16_linears(backbone, keep=fp32_leading(backbone))
+        leading = fp32_leading(backbone)
+        bf16_linears(backbone, keep=leading)
+        bf16_attention(backbone, keep=leading)
     else:
         quantize_linears(backbone)
     head = getattr(model, "decode_head", None)
     if head is not None and (mode == "bf16" or features["bf16_dot"]):
         in_bf16(head)
+        for name in FP32_HEAD_PARTS:
+            if hasattr(head, name):
+                in_fp32(getattr(head, name))
     return own_memory(model)
+
+
+def in_fp32(module: nn.Module) -> nn.Module:
+    """`module` (inside a bf16 one) computes in fp32 from whatever its input arrives in."""
+    module.float()
+    module.register_forward_pre_hook(_inputs_to(torch.float32))
+    return module
 
 
 def in_bf16(module: nn.Module) -> nn.Module:
@@ -172,6 +191,17 @@ def bf16_linears(module: nn.Module, keep: frozenset[int] = frozenset()) -> nn.Mo
     for layer in module.modules():
         if type(layer) is nn.Linear and id(layer) not in keep:
             in_bf16(layer)
+    return module
+
+
+def bf16_attention(module: nn.Module, keep: frozenset[int] = frozenset()) -> nn.Module:
+    """Every attention under `module` but those whose id() is in `keep` computes its products in
+    bf16 (engine.runtime.cpu_attention) instead of the fused fp32 kernel."""
+    from engine.runtime.cpu_attention import attention_bf16
+
+    for layer in module.modules():
+        if hasattr(layer, "attend") and id(layer) not in keep:
+            layer.attend = attention_bf16
     return module
 
 
