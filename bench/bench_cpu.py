@@ -155,7 +155,7 @@ def child(args) -> int:
     x = torch.load(args.input)
     flip = json.loads(asset("keypoints308.json").read_text())["flip_indices"]
     cache = ModelCache(paths, device="cpu", dtype=args.child, batch_size=1)
-    times, outputs = {}, {}
+    times = {}
     for task in paths:
         t0 = time.perf_counter()
         with timeline.step(f"load {task}"):
@@ -165,9 +165,9 @@ def child(args) -> int:
         with timeline.step(f"forward {task}"):
             out = runner.pose_flip_test(x, flip) if task == "pose" else runner(x)
         times[task] = {"load": load, "forward": time.perf_counter() - t0}
-        outputs[task] = out
-    if args.save:
-        torch.save(outputs, args.save)
+        if args.save:   # written and let go at once, as predict decodes and lets go of them
+            torch.save(out, f"{args.save}.{task}")
+        del out
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"mode": args.child, "times": times, "peak_gb": peak_kb / 2**20,
                       "threads": torch.get_num_threads(), "runtime": cache.described,
@@ -213,7 +213,9 @@ def run_predict(mode: str, ckpt_dir: Path, size: str, tasks, photo: Path, out: P
     if proc.returncode:
         raise SystemExit(f"predict ({mode}) failed:\n" + "\n".join(l for _, l in lines[-30:]))
     steps, start = [], 0.0
-    for at, line in lines:   # the peak between one progress line and the next
+    for at, line in lines:   # the peak between one predict progress line and the next
+        if not line.strip().startswith("predict"):
+            continue
         inside = [s for t, s in samples if start <= t <= at]
         if inside and "%" in line:
             top = max(inside, key=lambda s: s.get("rss", 0))
@@ -301,9 +303,9 @@ def main(argv=None) -> int:
         report = summarize(runs, modes, tasks, loads)
         report["agreement"] = {}
         compared = modes[1:] if modes[0] == "fp32" else []
-        reference = torch.load(tmp / "out_fp32.pt") if compared else None
+        reference = {t: torch.load(tmp / f"out_fp32.pt.{t}") for t in tasks} if compared else None
         for mode in compared:
-            outs = torch.load(tmp / f"out_{mode}.pt")
+            outs = {t: torch.load(tmp / f"out_{mode}.pt.{t}") for t in tasks}
             report["agreement"][mode] = {t: compare(t, outs[t], reference[t], INPUT_HW) for t in tasks}
         print_agreement(report["agreement"])
     report.update(size=args.size, tasks=tasks, modes=modes, reps=args.reps, cpu=features)
