@@ -1,7 +1,7 @@
 """Hands in detail: surface error on the hand regions with and without the detail crops, and the
 model time the crops add.
 
-Usage: .venv/bin/python bench/bench_detail.py [--people N (0: model time only)] [--no-models]
+Usage: .venv/bin/python bench/bench_detail.py [--people N (0: none)] [--no-models] [--builds N]
 
 No real model can run here, so the predictions are faked the way the other synthetic benches do:
 engine.synthetic people (exact ground truth) rendered at 768 x 1024 (the model's own input size,
@@ -40,6 +40,7 @@ the released models take. No GPU figure is given (none was lent).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -307,16 +308,52 @@ def model_figures() -> None:
                       f"{len(work.crops[0])} crops, second pass {crops_s:.3f} s in all ({per_task})")
 
 
+def build_figures(repeats: int) -> None:
+    """The whole default build (closed, textured, no rig, glb) of the open-hands person from its
+    bundle with exact maps, with and without its crops, interleaved: CPU seconds per build and
+    the stages' wall seconds from avatar.json (the machine is shared: CPU time is the figure)."""
+    import json
+
+    from engine.avatar.build import build_avatar
+    from engine.bundle import write_bundle
+    from engine.synthetic import make_person, to_bundle
+    from engine.synthetic.crops import open_hands_pose, render_crops
+
+    person = make_person(seed=2, pose=open_hands_pose())
+    bundle = to_bundle(person)
+    bundle.crops = render_crops(person, scale=GUESS_SCALE, shift=GUESS_SHIFT)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_bundle(bundle, Path(tmp) / "bundle")
+        cpu = {False: [], True: []}
+        for repeat in range(repeats):
+            for crops in (False, True):
+                out = Path(tmp) / f"avatar_{repeat}_{int(crops)}"
+                t0 = time.process_time()
+                build_avatar(Path(tmp) / "bundle", out, formats=["glb"], rig=None, detail_crops=crops)
+                cpu[crops].append(time.process_time() - t0)
+                stages = json.loads((out / "avatar.json").read_text())["timings_s"]
+                print(f"run {repeat} crops {'on ' if crops else 'off'}: {cpu[crops][-1]:.2f} CPU s; stages (wall s) "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
+        print(f"default closed build, CPU s, median of {repeats}: without crops {np.median(cpu[False]):.2f}, "
+              f"with {np.median(cpu[True]):.2f} (+{np.median(cpu[True]) - np.median(cpu[False]):.2f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=3)
     parser.add_argument("--no-models", action="store_true")
+    parser.add_argument("--builds", type=int, default=0, help="whole default builds with and without the crops, N each")
     args = parser.parse_args()
+    print(f"load average at start {os.getloadavg()} (2 cores shared with other work)")
     if args.people > 0:
         surface_figures(args.people)
+    if args.builds > 0:
+        print("\nthe whole default build (closed, textured, glb, no rig), open-hands person, exact maps:")
+        build_figures(args.builds)
     if not args.no_models:
         print("\nmodel time (tiny random checkpoints, CPU, fp32; one 768 x 1024 photo, two hands and a face):")
         model_figures()
+    print(f"load average at end {os.getloadavg()}")
 
 
 if __name__ == "__main__":

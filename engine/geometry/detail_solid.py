@@ -243,7 +243,7 @@ def replace_hands(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray | 
         stats["note"] = "the closed surface has no part labels: the hands are the body's"
         return vertices, faces, labels, stats
     try:
-        import manifold3d  # noqa: F401
+        import manifold3d
     except ImportError:
         stats["note"] = "manifold3d is not installed: the hands are the body's"
         return vertices, faces, labels, stats
@@ -257,7 +257,7 @@ def replace_hands(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray | 
         stats["note"] = f"the closed surface is not a 2-manifold ({solid.status().name}): the hands are the body's"
         return vertices, faces, labels, stats
     label_points, label_values = [body_v], [body_l]
-    seams = []
+    seams, hands = [], []
     for k, region in enumerate(fine.regions):
         front_in = fine.in_region(front_p, region)
         back_in = fine.in_region(back_p, region)
@@ -279,17 +279,20 @@ def replace_hands(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray | 
         if new_hand is None:
             stats["crops"][k]["note"] = "the hand's own solid did not close: the body's hand stays"
             continue
-        solid = (solid - _box(cut_lo, cut_hi)) + (new_hand ^ _box(cut_lo - OVERLAP_M, cut_hi + OVERLAP_M))
+        hands.append(new_hand ^ _box(cut_lo - OVERLAP_M, cut_hi + OVERLAP_M))
         seams.append((cut_lo, cut_hi))
         stats["crops"][k].update(poisson_depth=depth, cell_mm=round(1e3 * 1.1 * float((zone_hi - zone_lo).max()) / 2**depth, 2),
                                  body_vertices_used=int(around.sum()), box_m=np.round(cut_hi - cut_lo, 4).tolist())
         label_points += [front_p[front_in], back_p[back_in]]
         label_values += [front_l[front_in], back_l[back_in]]
+    if hands:
+        # all the boxes cut at once, all the hands joined at once: each operation on the whole
+        # body costs about as much as the body's size, whatever the number of hands
+        solid = manifold3d.Manifold.batch_boolean([solid, *(_box(lo, hi) for lo, hi in seams)], manifold3d.OpType.Subtract)
+        solid = manifold3d.Manifold.batch_boolean([solid, *hands], manifold3d.OpType.Add)
     pieces = solid.decompose()
     kept = [p for p in pieces if p.num_tri() >= MIN_PIECE_FACES]
     stats["pieces_dropped"] = len(pieces) - len(kept)
-    import manifold3d
-
     mesh = manifold3d.Manifold.compose(kept).to_mesh() if kept else solid.to_mesh()
     out_v = np.asarray(mesh.vert_properties, np.float32)[:, :3]
     out_f = np.asarray(mesh.tri_verts, np.int32)
