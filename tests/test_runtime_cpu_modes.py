@@ -152,6 +152,22 @@ def test_bf16_attention_agrees_with_the_fused_fp32_kernel(kv_heads):
     assert raw_relative_l2(outs[0], outs[1]) < 0.001    # the split over workers changes no head (measured 0)
 
 
+def test_bf16_attention_from_two_threads_at_once_puts_the_thread_count_back():
+    # a server may run two jobs' models at once; torch's intra-op thread count is process-wide
+    from concurrent.futures import ThreadPoolExecutor
+
+    from engine.runtime.cpu_attention import attention_bf16
+
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 4, 300, 16, generator=g) for _ in range(3))
+    ref = _sdpa_reference(q, k, v)
+    before = torch.get_num_threads()
+    with ThreadPoolExecutor(2) as callers:
+        outs = list(callers.map(lambda _: attention_bf16(q, k, v, block_rows=32, threads=2), range(6)))
+    assert torch.get_num_threads() == before
+    assert all(raw_relative_l2(out, ref) < 0.01 for out in outs)
+
+
 def test_int8_mode_quantizes_the_backbone_linears(tiny):
     x = _image("pointmap")
     ref = _runner(tiny["pointmap"], "fp32")(x)

@@ -19,6 +19,7 @@ descheduled, and those waits cost more than the products (measured: bench/bench_
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -31,16 +32,43 @@ from torch import Tensor
 # and than 128 (bench/bench_cpu_block.py --rows 128,256,512, shared machine)
 BLOCK_ROWS = 512
 
-_pool: ThreadPoolExecutor | None = None
+_pools: dict[int, ThreadPoolExecutor] = {}   # by worker count
 _pool_lock = threading.Lock()
+# torch's intra-op thread count is process-wide: while any attention runs its workers it is 1, and
+# the count from before the first of them is put back when the last one ends (a server may run two
+# jobs' models at once; meanwhile their other operations run single-threaded too)
+_single_users = 0
+_threads_before = 1
 
 
 def _workers(count: int) -> ThreadPoolExecutor:
-    global _pool
     with _pool_lock:
-        if _pool is None or _pool._max_workers != count:
-            _pool = ThreadPoolExecutor(count, thread_name_prefix="sapiens-attention")
-        return _pool
+        if count not in _pools:
+            _pools[count] = ThreadPoolExecutor(count, thread_name_prefix="sapiens-attention")
+        return _pools[count]
+
+
+@contextlib.contextmanager
+def _single_threaded_products():
+    global _single_users, _threads_before
+    with _pool_lock:
+        if _single_users == 0:
+            _threads_before = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _single_users += 1
+    try:
+        yield
+    finally:
+        with _pool_lock:
+            _single_users -= 1
+            if _single_users == 0:
+                torch.set_num_threads(_threads_before)
+
+
+def _intra_op_threads() -> int:
+    """torch's intra-op threads as set by the user or the runner (not our temporary 1)."""
+    with _pool_lock:
+        return _threads_before if _single_users else torch.get_num_threads()
 
 
 def attention_bf16(q: Tensor, k: Tensor, v: Tensor, block_rows: int = BLOCK_ROWS,
@@ -71,14 +99,11 @@ def attention_bf16(q: Tensor, k: Tensor, v: Tensor, block_rows: int = BLOCK_ROWS
                 scores = torch.mm(q_h[start:start + block_rows], k_h)
                 torch.mm(torch.softmax(scores, dim=-1), v_h, out=out_h[start:start + block_rows])
 
-    threads = min(threads or torch.get_num_threads(), B * kv_heads)
+    threads = min(threads or _intra_op_threads(), B * kv_heads)
     if threads <= 1:
         heads(range(B * kv_heads))
     else:
-        intra = torch.get_num_threads()
-        torch.set_num_threads(1)   # each worker's products single-threaded; put back below
-        try:
-            list(_workers(threads).map(heads, [range(i, B * kv_heads, threads) for i in range(threads)]))
-        finally:
-            torch.set_num_threads(intra)
+        pool = _workers(threads)
+        with _single_threaded_products():
+            list(pool.map(heads, [range(i, B * kv_heads, threads) for i in range(threads)]))
     return out.view(B, H, N, D).to(q.dtype)
