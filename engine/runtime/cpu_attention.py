@@ -3,7 +3,7 @@
 torch's fused CPU attention (scaled_dot_product_attention) runs no faster in bf16 than in fp32 on
 a CPU with AVX512-BF16 but no AMX (docs/performance.md), while oneDNN's bf16 matrix products run
 2-3x faster than fp32 ones. So the bf16 mode computes attention as plain matrix products, one key
-head and one block of query rows at a time so the score block stays in the core's cache:
+head and one block of query rows at a time so the score block stays in cache:
 scores = (q / sqrt(d)) k^T and out = softmax(scores) v, both products in bf16 (fp32 accumulation
 inside oneDNN), the softmax computed in fp32 on the bf16 scores (torch's CPU softmax widens bf16
 input and rounds its output), the query heads of a grouped-query block sharing their key head.
@@ -28,8 +28,8 @@ import torch
 from torch import Tensor
 
 # query rows per block: a block's bf16 scores (rows x tokens: 512 x 3081 = 3.2 MB at 1024 x 768,
-# one block per worker) stay in the L3 cache; with two workers 512 rows ran 5-15 % faster than 256
-# and than 128 (bench/bench_cpu_block.py --rows 128,256,512, shared machine)
+# one block per worker) stay in the L3 cache; with two workers 512 rows ran 5-17 % faster than 256
+# (bench/bench_cpu_block.py --rows 256,512, shared machine), 128 and 64 slower still
 BLOCK_ROWS = 512
 
 _pools: dict[int, ThreadPoolExecutor] = {}   # by worker count
