@@ -29,7 +29,8 @@ from torch import Tensor
 
 # query rows per block: a block's bf16 scores (rows x tokens: 512 x 3081 = 3.2 MB at 1024 x 768,
 # one block per worker) stay in the L3 cache; with two workers 512 rows ran 5-17 % faster than 256
-# (bench/bench_cpu_block.py --rows 256,512, shared machine), 128 and 64 slower still
+# (bench/bench_cpu_block.py --rows 256,512, shared machine); one thread alone ran 128-512 rows
+# within about 10 % of each other
 BLOCK_ROWS = 512
 
 _pools: dict[int, ThreadPoolExecutor] = {}   # by worker count
