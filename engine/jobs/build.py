@@ -76,8 +76,8 @@ def build_one(bundle_dir, out_dir, options: dict, progress=None, source: str | N
 
 def build_fused(bundle_dirs, out_dir, options: dict, progress=None, sources=None) -> Path:
     """Check every bundle, then fuse them (several views of one person, the first the reference)
-    into one avatar; returns its directory. Options the fused build does not take (the hand and
-    face crops) are not applied (docs/avatar.md, Several views)."""
+    into one avatar; returns its directory. Options the fused build does not take are not
+    applied (docs/avatar.md, Several views)."""
     from engine.avatar.fused import build_fused_avatar
 
     takes = inspect.signature(build_fused_avatar).parameters
