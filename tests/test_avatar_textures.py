@@ -226,6 +226,41 @@ def test_hair_continues_round_the_back_without_the_rim_a_segmentation_mislabels(
     assert np.abs(hidden[face_window] - hair_colour).max() < 0.02
 
 
+def test_hair_framing_a_face_covers_the_back_of_the_head_past_the_outline():
+    """Hair frames the face down to the jaw, and on some rows the face's pixel reaches the
+    outline. The hidden side is hair on those rows, and so past the outline (where a hidden
+    triangle reaching beyond the last pixel, or a bilinear tap, reads): before, that was the
+    photo's fill, the cheek's skin, seen as light dashes over the hair on the side of the head."""
+    from types import SimpleNamespace
+
+    from engine.avatar.appearance import _hidden_side_colour
+    from engine.avatar.labels import class_ids
+
+    hair_id, face_id = class_ids(["Hair", "Face_Neck"])
+    h, w = 120, 100
+    rows, cols = np.mgrid[0:h, 0:w]
+    mask = ((rows - 60) / 50.0) ** 2 + ((cols - 50) / 35.0) ** 2 <= 1.0
+    inside = ndimage_distance(mask)
+    framing = mask & (inside <= 3.0) & (rows < 95)
+    framing &= ~((rows >= 58) & (rows < 60))  # rows where the face's pixel reaches the outline
+    hair = mask & ((rows < 40) | framing)
+    seg = np.where(mask, np.where(hair, hair_id, face_id), 0).astype(np.uint8)
+    hair_colour, skin_colour = np.float32([0.05, 0.03, 0.02]), np.float32([0.6, 0.4, 0.3])
+    photo = np.where(hair[..., None], hair_colour, skin_colour).astype(np.float32)
+    layout = tx.plan_layout(mask, np.empty((0, 2)), 256, 2)
+    window_rows, window_cols = tx.crop_window(layout, mask.shape)
+    window_mask = mask[window_rows, window_cols]
+    window_colour = tx.push_pull_fill(photo[window_rows, window_cols], window_mask)  # as the builder fills it
+    hidden = _hidden_side_colour(SimpleNamespace(mask=mask, seg=seg), window_colour, mask, layout)
+    beside_head = ~window_mask & (ndimage_distance(~window_mask) <= 1.0) & (rows[window_rows, window_cols] >= 40)
+    beside_head &= rows[window_rows, window_cols] < 80
+    assert beside_head.sum() > 40
+    assert np.abs(hidden[beside_head] - hair_colour).max() < 0.08  # 0.43 before (the cheek's skin)
+    # the face's hidden side on the hair's rows is hair, the gap's rows included
+    face = window_mask & (seg[window_rows, window_cols] == face_id) & (rows[window_rows, window_cols] < 80)
+    assert np.abs(hidden[face] - hair_colour).max() < 0.02
+
+
 def ndimage_distance(mask):
     from scipy import ndimage
 

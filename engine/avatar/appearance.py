@@ -119,7 +119,10 @@ def _hidden_side_colour(bundle, window_colour, colour_valid, layout):
         box = (slice(r.min(), r.max() + 1), slice(c.min(), c.max() + 1))
         filled = _continue_along_rows(window_colour[box], source[box], region[box] | source[box])
         out[box][region[box]] = filled[region[box]]
-    return out
+    # past the outline the hidden side continues its own colours, not the photo's: a hidden
+    # triangle reaching beyond the last pixel (or a bilinear tap there) read the photo's fill,
+    # the cheek's skin where the face reaches the outline, as light dashes on the hair beside it
+    return tx.push_pull_fill(out, person) if person.any() else out
 
 
 def _part_core(source: np.ndarray, others: np.ndarray, fewest: int) -> np.ndarray:
