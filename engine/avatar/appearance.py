@@ -96,33 +96,57 @@ def _hidden_side_colour(bundle, window_colour, colour_valid, layout):
     front_only = np.isin(seg, class_ids(FRONT_ONLY_CLASSES))
     hair = valid & np.isin(seg, class_ids(["Hair"]))
     # hair goes round the back of the head on the rows where it reaches the outline (beside the
-    # face, down to the shoulders when long); below that the back of the neck is skin
-    hair_rows = ndimage.binary_dilation((band & hair).any(axis=1), iterations=max(1, int(band_px)))
+    # face, down to the shoulders when long), and on the rows between; below, the back of the
+    # neck is skin, blended over one band's rows
+    hair_rows = _hair_row_weight((band & hair).any(axis=1), band_px)
     hair_ids = class_ids(["Hair"])
     hair = _part_core(hair, person & ~np.isin(seg, hair_ids), MIN_HAIR_PIXELS)
-    out = window_colour.copy()
-    jobs = []
+    jobs = []  # (region, its source pixels, weight per row or None for 1)
     for cls in np.unique(seg[person]):
         region = person & (seg == cls)
         source = band & (hair if cls in hair_ids else region)
         if source.sum() < MIN_BAND_PIXELS:
             source = valid & region
         if front_only[region].any() and hair.sum() >= MIN_HAIR_PIXELS:
-            jobs.append((region & hair_rows[:, None], hair))
-            region = region & ~hair_rows[:, None]  # the rest (the neck) continues its own skin
-        jobs.append((region, source))
-    for region, source in jobs:
+            jobs.append((region & (hair_rows > 0)[:, None], hair, hair_rows))
+            jobs.append((region & (hair_rows < 1)[:, None], source, 1.0 - hair_rows))  # the neck's own skin
+        else:
+            jobs.append((region, source, None))
+    out = window_colour.copy()
+    total = np.zeros_like(window_colour)
+    weight = np.zeros(window_colour.shape[:2], np.float32)
+    for region, source, row_weight in jobs:
         if not region.any() or not source.any():
             continue
         # fill over the part's bounding box (with its sources), not the whole window
         r, c = np.nonzero(region | source)
         box = (slice(r.min(), r.max() + 1), slice(c.min(), c.max() + 1))
         filled = _continue_along_rows(window_colour[box], source[box], region[box] | source[box])
-        out[box][region[box]] = filled[region[box]]
+        w = np.ones(region[box].shape, np.float32) if row_weight is None else np.broadcast_to(
+            row_weight[box[0], None], region[box].shape).astype(np.float32)
+        w = np.where(region[box], w, 0.0)
+        total[box] += w[..., None] * filled
+        weight[box] += w
+    done = weight > 0
+    out[done] = total[done] / weight[done][:, None]
     # past the outline the hidden side continues its own colours, not the photo's: a hidden
     # triangle reaching beyond the last pixel (or a bilinear tap there) read the photo's fill,
     # the cheek's skin where the face reaches the outline, as light dashes on the hair beside it
     return tx.push_pull_fill(out, person) if person.any() else out
+
+
+def _hair_row_weight(at_outline: np.ndarray, band_px: float) -> np.ndarray:
+    """Per row, how much the back of the head is hair (0-1, float32): 1 on the rows where hair
+    reaches the outline (`at_outline`) and in gaps of up to two bands between them, falling to 0
+    over `band_px` rows beyond (the lowest hair seen at the sides is where the back's hair ends
+    too: a margin of hair rows below it put hair on the back of a short-haired person's neck)."""
+    if not at_outline.any():
+        return np.zeros(len(at_outline), np.float32)
+    reach = max(1, int(round(band_px)))
+    padded = np.pad(at_outline, 2 * reach)
+    closed = ndimage.binary_closing(padded, structure=np.ones(2 * reach + 1, bool))[2 * reach: -2 * reach]
+    beyond = ndimage.distance_transform_edt(~closed)
+    return np.clip(1.0 - beyond / max(band_px, 1.0), 0.0, 1.0).astype(np.float32)
 
 
 def _part_core(source: np.ndarray, others: np.ndarray, fewest: int) -> np.ndarray:
