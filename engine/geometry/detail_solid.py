@@ -54,6 +54,7 @@ CONTEXT_M = 0.02  # the body's vertices this far around that box are solved with
 # the rays) before it is solved: cells of 2 mm follow a network's per-pixel noise (bench_detail's
 # degraded crops, 3 mm per pixel, gave a hand as rough as sandpaper); fingers are 15-20 mm wide
 SMOOTH_M = 0.0015
+OLD_HAND_REACH_M = 0.015  # the body's hand vertices this near the crop's hand samples are replaced
 OVERLAP_M = 0.003  # the new hand reaches this far past the box, into the body left outside it
 SEAM_BAND_M = 0.004  # the band either side of the cut smoothed (_smooth_seams)
 SEAM_ROUNDS = 6
@@ -234,6 +235,8 @@ def replace_hands(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray | 
     MIN_PIECE_FACES triangles). Returns (vertices, faces, labels, stats); the body unchanged,
     with a note in stats, when the crops cannot be used this way.
     """
+    from scipy.spatial import cKDTree
+
     from engine.geometry.labels import transfer_labels
     from engine.geometry.surface import vertex_normals
     from engine.geometry.watertight import poisson_solid
@@ -262,8 +265,16 @@ def replace_hands(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray | 
         front_in = fine.in_region(front_p, region)
         back_in = fine.in_region(back_p, region)
         hand = np.concatenate([front_p[front_in], back_p[back_in]])
-        (cut_lo, cut_hi), (zone_lo, zone_hi) = _zone_boxes(hand)
-        around = ((body_v >= zone_lo) & (body_v <= zone_hi)).all(1) & ~fine.replaced(body_v, body_l, region)
+        # the body's own hand there: hand-labelled, in the region, and near the crop's hand (a
+        # wrist labelled hand but not in the crop's hand pixels stays a sample, or the new solid
+        # would be dented there); the box covers it too, so no piece of the old mitten (its back
+        # is often thicker than the new hand's) stays outside
+        old = fine.replaced(body_v, body_l, region)
+        if old.any():
+            distance, _ = cKDTree(hand).query(body_v[old], k=1)
+            old[np.nonzero(old)[0][distance > OLD_HAND_REACH_M]] = False
+        (cut_lo, cut_hi), (zone_lo, zone_hi) = _zone_boxes(np.concatenate([hand, body_v[old]]))
+        around = ((body_v >= zone_lo) & (body_v <= zone_hi)).all(1) & ~old
         points = np.concatenate([body_v[around], hand])
         normals = np.concatenate([body_n[around], front_n[front_in], back_n[back_in]])
         # marching cubes can leave a fold the cleanup cannot close (a hand seen end-on, its
