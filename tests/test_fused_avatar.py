@@ -253,3 +253,32 @@ def test_each_views_crops_reach_the_fused_avatar(tmp_path):
         mesh.merge_vertices(merge_tex=True, merge_norm=True)
         assert mesh.is_watertight
     assert error[True] < 0.8 * error[False]
+
+
+def test_a_views_crop_colours_its_region_finer_than_the_photo():
+    """Inside a crop's region a view's colour is the crop's albedo (on its finer grid), blended
+    in over the region's edge band; outside it, the photo's."""
+    from types import SimpleNamespace
+
+    from engine.avatar.views import ViewMaps
+    from engine.geometry.detail import FEATHER_PX
+
+    h, w, f = 40, 60, 4
+    colour = np.full((h, w, 3), 0.2, np.float32)
+    box, region = (10, 8, 30, 28), (12, 10, 28, 26)  # photo pixels
+    albedo = np.zeros(((box[3] - box[1]) * f, (box[2] - box[0]) * f, 3), np.float32)
+    albedo[..., 0] = np.arange(albedo.shape[1])[None, :] / albedo.shape[1]  # varies within a photo pixel
+    crop = SimpleNamespace(crop=SimpleNamespace(albedo=albedo, mask=np.ones(albedo.shape[:2], bool), box=box, factor=f),
+                           region=region)
+    view = ViewMaps("v", np.eye(4), np.eye(3), np.zeros((h, w, 3), np.float32), np.ones((h, w), bool), colour, "albedo",
+                    np.ones((h, w), np.float32), None, [crop])
+    inner = np.array([[20.0, 18.0], [20.3, 18.0], [20.6, 18.0]])  # FEATHER_PX or more inside the region
+    assert np.all(np.minimum.reduce([inner[:, 0] - region[0], region[2] - inner[:, 0]]) >= FEATHER_PX)
+    got = view.colour_at(inner)
+    expected_red = ((inner[:, 0] - box[0]) * f - 0.5) / albedo.shape[1]  # the crop's own sub-pixel ramp
+    assert np.allclose(got[:, 0], expected_red, atol=1e-5) and np.allclose(got[:, 1], 0.0)
+    outside = view.colour_at(np.array([[5.0, 5.0], [35.0, 30.0]]))
+    assert np.allclose(outside, 0.2)
+    edge = view.colour_at(np.array([[region[0] + 0.5 * FEATHER_PX, 18.0]]))  # half way into the band
+    crop_red = ((region[0] + 0.5 * FEATHER_PX - box[0]) * f - 0.5) / albedo.shape[1]
+    assert np.allclose(edge[0, 0], 0.5 * crop_red + 0.5 * 0.2, atol=1e-5)

@@ -147,7 +147,8 @@ def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_si
         lap("surface")
 
         report("frame", 0.0, "UV islands per view and avatar frame")
-        maps = [mv.view_maps(v.bundle, v.K, T, name) for v, T, name in zip(inputs, fused.transforms, names)]
+        maps = [mv.view_maps(v.bundle, v.K, T, name, crops=None if c is None else c.aligned)
+                for v, T, name, c in zip(inputs, fused.transforms, names, crops)]
         islands = mv.assign_views(vertices, np.asarray(faces, np.int64), maps)
         vertices_camera = vertices[islands.source_vertex]
         split_labels = np.asarray(labels, np.uint8)[islands.source_vertex]

@@ -14,7 +14,8 @@ projection they would overlap).
 Colour and normals are not read per island but per texel, from the 3-D point each texel shows:
 every view that sees the point contributes, weighted by cos^2 of the angle between the surface
 and its line of sight and by a ramp that fades to nothing over the last BLEND_PX photo pixels
-before that view's outline (where depth and colour are least sure). Neighbouring texels of two
+before that view's outline (where depth and colour are least sure). Inside a view's hand or face
+crop region its colour is read from the crop's albedo, finer than the photo (ViewMaps.colour_at). Neighbouring texels of two
 islands show neighbouring points, so the weights and the blended colour are the same on both
 sides of an island border: no seam. With no photo from behind, the back (made as for one
 photo) has an island laid out from a camera behind the person and is coloured as a one-photo
@@ -25,7 +26,7 @@ view sees (hair over the top of the head, the arm's colour into the armpit), and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -59,21 +60,55 @@ class ViewMaps:
     colour_source: str  # "albedo" or "photo"
     inside_px: np.ndarray  # H x W distance to the outline (0 off the person)
     normal: np.ndarray | None  # H x W x 3 camera frame (NaN where unknown)
+    # this view's aligned hand and face crops with an albedo (engine.geometry.detail.AlignedCrop):
+    # inside their regions the colour is read from them, finer than the photo
+    crops: list = field(default_factory=list)
 
     def to_view(self, points_ref: np.ndarray) -> np.ndarray:
         R, t = self.T[:3, :3], self.T[:3, 3]
         return (np.asarray(points_ref, np.float64) - t) @ R
 
+    def colour_at(self, xy: np.ndarray) -> np.ndarray:
+        """Linear colour (float32) at photo coordinates: the photo's maps, and inside each crop's
+        region the crop's albedo (bilinear on its finer grid where all four taps see the person),
+        blended in over the region's edge band as a one-photo avatar's texture is
+        (engine.avatar.detail.fuse_crop_texture)."""
+        colour = _sample(self.colour, xy)
+        for a in self.crops:
+            from engine.geometry.detail import FEATHER_PX
 
-def view_maps(bundle, K, T, name: str) -> ViewMaps:
+            c, f = a.crop, int(a.crop.factor)
+            rx0, ry0, rx1, ry1 = a.region
+            x, y = xy[:, 0], xy[:, 1]
+            edge = np.minimum.reduce([x - rx0, rx1 - x, y - ry0, ry1 - y])
+            near = np.flatnonzero(edge > 0)
+            if not len(near):
+                continue
+            u, v = (x[near] - c.box[0]) * f - 0.5, (y[near] - c.box[1]) * f - 0.5
+            h, w = c.mask.shape
+            i0, j0 = np.clip(np.floor(v).astype(np.int64), 0, h - 2), np.clip(np.floor(u).astype(np.int64), 0, w - 2)
+            dv, du = np.clip(v - i0, 0, 1)[:, None], np.clip(u - j0, 0, 1)[:, None]
+            albedo = np.asarray(c.albedo, np.float32)
+            sample = ((1 - dv) * ((1 - du) * albedo[i0, j0] + du * albedo[i0, j0 + 1])
+                      + dv * ((1 - du) * albedo[i0 + 1, j0] + du * albedo[i0 + 1, j0 + 1]))
+            seen = c.mask[i0, j0] & c.mask[i0, j0 + 1] & c.mask[i0 + 1, j0] & c.mask[i0 + 1, j0 + 1]
+            weight = (np.clip(edge[near] / FEATHER_PX, 0.0, 1.0) * seen)[:, None].astype(np.float32)
+            colour[near] = weight * sample.astype(np.float32) + (1 - weight) * colour[near]
+        return colour
+
+
+def view_maps(bundle, K, T, name: str, crops=None) -> ViewMaps:
+    """A view's maps for the textures; crops: its aligned crops (engine.avatar.detail.Detail
+    .aligned), whose albedo colours their regions when the view's colour is the albedo."""
     colour, valid, source = _source_colour(bundle)
     filled = tx.push_pull_fill(colour, valid)
     inside = ndimage.distance_transform_edt(np.pad(bundle.mask, 1))[1:-1, 1:-1].astype(np.float32)
     normal = None
     if bundle.normal is not None:
         normal = np.where(bundle.mask[..., None], bundle.normal, np.nan).astype(np.float32)
+    usable = [a for a in crops or [] if a.crop.albedo is not None] if source == "albedo" else []
     return ViewMaps(name, np.asarray(T, np.float64), np.asarray(K, np.float64), bundle.pointmap, bundle.mask,
-                    filled, source, inside, normal)
+                    filled, source, inside, normal, usable)
 
 
 @dataclass
@@ -281,7 +316,7 @@ def blend_views(points_ref: np.ndarray, normals_ref: np.ndarray, views: list[Vie
     for view, (weight, loose, xy) in zip(views, per_view):
         effective = np.where(unseen, loose, weight).astype(np.float32)
         chosen = np.flatnonzero(effective > 0)
-        colour_sum[chosen] += effective[chosen, None] * _sample(view.colour, xy[chosen])
+        colour_sum[chosen] += effective[chosen, None] * view.colour_at(xy[chosen])
         weight_sum[chosen] += effective[chosen]
         if view.normal is not None:
             seen = np.flatnonzero(weight > 0)
