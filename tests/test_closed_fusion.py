@@ -130,6 +130,9 @@ def test_an_opposite_view_takes_its_depth_from_the_cross_sections_both_photos_se
     # too few centres: the placement is kept
     kept, few = refine_depth_on_contours(T, view_centres[:10], ref_centres)
     assert few["contour_pairs"] == 0 and np.array_equal(kept, T)
+    # a depth far from the joints' (here the view's centres pushed 10 cm along its view): kept too
+    far, refused = refine_depth_on_contours(T, view_centres + [0.0, 0.0, 0.1], ref_centres)
+    assert np.array_equal(far, T) and abs(refused["contour_depth_refused_m"]) > 0.05
 
 
 def test_a_side_view_is_refined_on_the_overlap_and_the_back_is_still_closed():

@@ -68,6 +68,9 @@ VOXEL_M = 0.008  # clouds thinned to this spacing for ICP
 # steeper normals measured worse (the cross-sections are not circles far from the outline)
 CONTOUR_BAND_PX, CONTOUR_COS, CONTOUR_RADIUS_M, CONTOUR_PAIR_M = 12.0, (0.15, 0.5), (0.01, 0.25), 0.01
 MIN_CONTOUR_PAIRS = 200
+# a depth the centres put further than this from the joints' is not believed (the joints of views
+# that agree are at most MAX_JOINT_RESIDUAL_M apart; measured shifts 0.1-2.4 cm)
+CONTOUR_MAX_SHIFT_M = 0.05
 # each view's samples that face its camera less than this (cos of the angle to the line of
 # sight) stay out of the union: on the sides, where the views overlap, the grazing depths of
 # both views disagree and Poisson bulged between them (measured on engine.synthetic front/back
@@ -279,7 +282,8 @@ def refine_depth_on_contours(T, view_centres, ref_centres):
 
     Each of the view's centres, placed by T, is paired with the reference's centre nearest to
     it across the reference's line of sight (within CONTOUR_PAIR_M); the median of their depth
-    differences moves the view along the reference's z. Too few pairs: T is kept."""
+    differences moves the view along the reference's z. Too few pairs, or a move further than
+    CONTOUR_MAX_SHIFT_M: T is kept."""
     from scipy.spatial import cKDTree
 
     if len(view_centres) < MIN_CONTOUR_PAIRS or len(ref_centres) < MIN_CONTOUR_PAIRS:
@@ -294,6 +298,8 @@ def refine_depth_on_contours(T, view_centres, ref_centres):
     if pairs < MIN_CONTOUR_PAIRS:
         return T, {"contour_pairs": pairs}
     shift = float(np.median(ref_centres[index[paired], 2] - moved[paired, 2]))
+    if abs(shift) > CONTOUR_MAX_SHIFT_M:
+        return T, {"contour_pairs": pairs, "contour_depth_refused_m": round(shift, 5)}
     out = T.copy()
     out[2, 3] += shift
     return out, {"contour_pairs": pairs, "contour_depth_shift_m": round(shift, 5)}
