@@ -103,8 +103,11 @@ def main() -> None:
             seen = b.pointmap[b.mask]  # the back view's points: how far the found pose moves them from the true one
             shift = np.linalg.norm((seen @ T[:3, :3].T + T[:3, 3]) - (seen @ truth_T[:3, :3].T + truth_T[:3, 3]), axis=1).mean()
             reg = fused.stats["views"][1]
-            contour = (f", contour pairs {reg['contour_pairs']}, depth moved {reg['contour_depth_shift_m'] * 100:+.2f} cm"
-                       if "contour_pairs" in reg else "")
+            contour = ""
+            if "contour_depth_shift_m" in reg:
+                contour = f", contour pairs {reg['contour_pairs']}, depth moved {reg['contour_depth_shift_m'] * 100:+.2f} cm"
+            elif "contour_pairs" in reg:  # too few pairs, or a depth too far from the joints': kept
+                contour = f", contour pairs {reg['contour_pairs']}, depth kept ({reg.get('contour_depth_refused_m')})"
             ratio = depth_offset_ratio(front, f)
             removed = ""
             if case == "offset":
