@@ -186,8 +186,8 @@ def outline_points(front) -> np.ndarray:
 
 
 def refine_on_outline(T, view_outline, ref_outline, view_centre):
-    """The rotation of a view seen from the opposite side, and its place across the reference's
-    view, refined on the outlines; (T, info).
+    """The rotation of a view seen from the opposite side, and its place sideways, refined on
+    the outlines; (T, info).
 
     Seen from opposite sides, the two photos' outlines run along about the same curve round the
     body (where the surface turns away from both cameras): their points are matched (nearest
