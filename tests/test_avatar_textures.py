@@ -261,6 +261,34 @@ def test_hair_framing_a_face_covers_the_back_of_the_head_past_the_outline():
     assert np.abs(hidden[face] - hair_colour).max() < 0.02
 
 
+def test_the_back_of_a_hair_framed_head_is_labelled_hair_down_to_the_lowest_side_hair():
+    """The hidden island's face vertices take the Hair class (the glb's matte hair slot, not the
+    skin's) on the rows where hair reaches the outline; below the lowest side hair (the neck),
+    and on the front island, they keep their class."""
+    from types import SimpleNamespace
+
+    from engine.avatar.appearance import hidden_hair_labels
+    from engine.avatar.labels import class_ids
+
+    hair_id, face_id, shirt_id = class_ids(["Hair", "Face_Neck", "Upper_Clothing"])
+    h, w = 120, 100
+    rows, cols = np.mgrid[0:h, 0:w]
+    mask = ((rows - 60) / 50.0) ** 2 + ((cols - 50) / 35.0) ** 2 <= 1.0
+    hair = mask & ((rows < 40) | ((ndimage_distance(mask) <= 3.0) & (rows < 80)))
+    seg = np.where(mask, np.where(hair, hair_id, face_id), 0).astype(np.uint8)
+    K = np.array([[100.0, 0, 50], [0, 100.0, 60], [0, 0, 1]])
+    pixel_rows = np.array([30.5, 70.5, 79.5, 100.5, 70.5, 70.5])
+    points = np.column_stack([np.zeros(6), (pixel_rows - 60) / 100.0, np.ones(6)])
+    labels = np.array([face_id, face_id, face_id, face_id, face_id, shirt_id], np.uint8)
+    island = np.array([tx.HIDDEN, tx.HIDDEN, tx.HIDDEN, tx.HIDDEN, tx.FRONT, tx.HIDDEN], np.int8)
+    bundle = SimpleNamespace(mask=mask, seg=seg, pointmap=None)
+    out = hidden_hair_labels(labels, island, points, bundle, K)
+    assert out.tolist() == [hair_id, hair_id, hair_id, face_id, face_id, shirt_id]
+    # without hair the face stays the face
+    bald = SimpleNamespace(mask=mask, seg=np.where(mask, face_id, 0).astype(np.uint8), pointmap=None)
+    assert hidden_hair_labels(labels, island, points, bald, K).tolist() == labels.tolist()
+
+
 def ndimage_distance(mask):
     from scipy import ndimage
 

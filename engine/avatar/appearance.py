@@ -17,11 +17,9 @@ from scipy import ndimage
 
 from engine.avatar import textures as tx
 from engine.avatar.islands import project
-from engine.avatar.labels import class_ids
+from engine.avatar.labels import FRONT_ONLY_CLASSES, class_ids, front_only_to_hair
 from engine.bundle import srgb_to_linear
 
-# classes that only the front of a person shows (refilled on the hidden side)
-FRONT_ONLY_CLASSES = ("Face_Neck", "Eyeglass", "Lower_Lip", "Upper_Lip", "Lower_Teeth", "Upper_Teeth", "Tongue")
 # fewer hair pixels than this and the face is refilled from its surroundings instead
 MIN_HAIR_PIXELS = 50
 # a part's colours are taken this far (px) from its border with other parts when it has enough
@@ -86,9 +84,7 @@ def _hidden_side_colour(bundle, window_colour, colour_valid, layout):
     rows, cols = tx.crop_window(layout, colour_valid.shape)
     valid = colour_valid[rows, cols]
     person = bundle.mask[rows, cols]
-    height_px = np.ptp(np.nonzero(person)[0]) + 1 if person.any() else 1
-    band_px = max(2.0, BACK_BAND_FRACTION * height_px)
-    outline_distance = ndimage.distance_transform_edt(np.pad(person, 1))[1:-1, 1:-1]
+    band_px, outline_distance = _outline_band(person)
     band = valid & (outline_distance <= band_px)
     if bundle.seg is None:
         return tx.push_pull_fill(window_colour, band) if band.any() else window_colour
@@ -147,6 +143,38 @@ def _hair_row_weight(at_outline: np.ndarray, band_px: float) -> np.ndarray:
     closed = ndimage.binary_closing(padded, structure=np.ones(2 * reach + 1, bool))[2 * reach: -2 * reach]
     beyond = ndimage.distance_transform_edt(~closed)
     return np.clip(1.0 - beyond / max(band_px, 1.0), 0.0, 1.0).astype(np.float32)
+
+
+def hidden_hair_labels(vertex_labels, vertex_island, vertices_camera, bundle, K) -> np.ndarray:
+    """Vertex classes with the hidden island's face (FRONT_ONLY_CLASSES) turned Hair where its
+    colour is the hair's (_hidden_side_colour: the back of the head on the rows where hair
+    reaches the outline, at least one half), read at the photo row the vertex takes its colour
+    from: the back of the head falls in the glb's hair material slot (matte, selected with the
+    hair), not the skin's (with a sheen) beside hair-coloured texels."""
+    hidden = np.asarray(vertex_island) == tx.HIDDEN
+    if bundle.seg is None or not hidden.any():
+        return vertex_labels
+    person = bundle.mask
+    band_px, outline_distance = _outline_band(person)
+    hair = person & np.isin(bundle.seg, class_ids(["Hair"]))
+    if hair.sum() < MIN_HAIR_PIXELS:
+        return vertex_labels
+    weight = _hair_row_weight((hair & (outline_distance <= band_px)).any(axis=1), band_px)
+    xy = project(vertices_camera[hidden], K)
+    if bundle.pointmap is not None:
+        xy = _through_the_front(vertices_camera[hidden], xy, bundle.pointmap, K)
+    row = np.clip(np.nan_to_num(xy[:, 1]).astype(np.int64), 0, len(weight) - 1)
+    to_hair = np.zeros(len(hidden), bool)
+    to_hair[hidden] = weight[row] >= 0.5
+    return front_only_to_hair(vertex_labels, to_hair)
+
+
+def _outline_band(person: np.ndarray):
+    """The band along the person's outline whose colours the hidden side continues: its width
+    in pixels (BACK_BAND_FRACTION of the person's height) and each pixel's distance inside."""
+    height_px = np.ptp(np.nonzero(person)[0]) + 1 if person.any() else 1
+    band_px = max(2.0, BACK_BAND_FRACTION * height_px)
+    return band_px, ndimage.distance_transform_edt(np.pad(person, 1))[1:-1, 1:-1]
 
 
 def _part_core(source: np.ndarray, others: np.ndarray, fewest: int) -> np.ndarray:

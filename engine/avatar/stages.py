@@ -106,6 +106,10 @@ def frame(inputs: Inputs, built, *, watertight: bool) -> Framed:
     faces, source_vertex, vertex_island = split_islands(built.faces, face_island)
     vertices_camera = vertices_source[source_vertex]
     labels = np.asarray(source_labels, np.uint8)[source_vertex]
+    if watertight:
+        from engine.avatar.appearance import hidden_hair_labels
+
+        labels = hidden_hair_labels(labels, vertex_island, vertices_camera, inputs.bundle, inputs.K)
     to_avatar, origin = camera_to_avatar(vertices_camera, labels)
     vertices_avatar = apply_transform(to_avatar, vertices_camera)
     normals_avatar = unit_normals(seamless_normals(vertices_avatar, faces))
