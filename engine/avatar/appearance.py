@@ -77,9 +77,11 @@ def _hidden_side_colour(bundle, window_colour, colour_valid, layout):
     The back of a part is most like its sides: each part's hidden colour is filled (push-pull)
     from its own pixels within a band along the person's outline, so a shirt's print, a face or
     a logo in the middle of the front never reaches the back, while a sleeve, a trouser leg or
-    skin continues around. Face, lips, teeth and glasses are filled from the hair when the
-    person has some (the back of most heads), else from the skin near the head's outline. At
-    the outline itself the hidden colour equals the seen one: no seam where the islands meet.
+    skin continues around. Face, lips, teeth and glasses are filled from the hair on the rows
+    where hair reaches the outline (_hair_row_weight: the back of most heads), else from the
+    skin near the head's outline. At the outline itself the hidden colour equals the seen one
+    (no seam where the islands meet) but for the face beside hair framing it; past the outline
+    each part continues its own hidden colour.
     """
     rows, cols = tx.crop_window(layout, colour_valid.shape)
     valid = colour_valid[rows, cols]
