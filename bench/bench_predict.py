@@ -11,12 +11,14 @@ counted), as a second run would find them. Prints figures; asserts nothing.
 
     .venv/bin/python bench/bench_predict.py [--models tiny,0.1b] [--backend torch,onnxruntime]
                                             [--photos 3] [--size 1536x1152]
+                                            [--writes threaded,serial --reps 2]   # the writer thread's overlap
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -72,7 +74,30 @@ def export_onnx(root: Path) -> float:
     return time.perf_counter() - t0
 
 
-def run_one(kind: str, backend: str, n_photos: int, size_hw, threads: int | None) -> dict:
+def serial_writes() -> None:
+    """The Predictor's map-back and writes made in the main thread, after each batch's passes (no
+    overlap): the baseline the writer thread is measured against (--writes serial)."""
+    from concurrent.futures import Future
+
+    import engine.predict.predictor as predictor
+    from engine.predict.writing import BundleWriter
+
+    class SerialWriter(BundleWriter):
+        def submit(self, works, job) -> None:
+            batch = []
+            for work in works:
+                done = Future()
+                try:
+                    done.set_result(job(work))
+                except Exception as exc:   # reported per photo by collect(), as the thread's are
+                    done.set_exception(exc)
+                batch.append((work, done))
+            self._batches.append(batch)
+
+    predictor.BundleWriter = SerialWriter
+
+
+def run_one(kind: str, backend: str, n_photos: int, size_hw, threads: int | None, writes: str = "threaded") -> dict:
     import torch
 
     from engine.bundle import read_bundle
@@ -80,6 +105,8 @@ def run_one(kind: str, backend: str, n_photos: int, size_hw, threads: int | None
 
     if threads:
         torch.set_num_threads(threads)
+    if writes == "serial":
+        serial_writes()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
@@ -115,7 +142,7 @@ def run_one(kind: str, backend: str, n_photos: int, size_hw, threads: int | None
     outside_wall = wall / len(dirs) - sum(forward.values()) - loading
     del recorded
     per_photo_load = loading
-    return {"models": kind, "backend": backend, "export_s": export, "photos": len(dirs), "photo_hw": list(size_hw), "setup_s": setup,
+    return {"models": kind, "backend": backend, "writes": writes, "export_s": export, "photos": len(dirs), "photo_hw": list(size_hw), "setup_s": setup,
             "hash_s": hashing, "model_load_s_per_photo": per_photo_load,
             "wall_s_per_photo": wall / len(dirs), "cpu_s_per_photo": cpu / len(dirs),
             "forward_s_per_photo": forward, "outside_s_per_photo": outside, "outside_wall_s_per_photo": outside_wall,
@@ -124,8 +151,8 @@ def run_one(kind: str, backend: str, n_photos: int, size_hw, threads: int | None
 
 
 def report(r: dict) -> None:
-    print(f"\n== {r['models']} models, {r['backend']} backend: {r['photos']} photo(s) of {r['photo_hw'][1]} x {r['photo_hw'][0]}, "
-          f"{r['torch_threads']} torch threads ==")
+    print(f"\n== {r['models']} models, {r['backend']} backend, {r.get('writes', 'threaded')} writes: {r['photos']} photo(s) "
+          f"of {r['photo_hw'][1]} x {r['photo_hw'][0]}, {r['torch_threads']} torch threads ==")
     print(f"  wall per photo {r['wall_s_per_photo']:.2f} s, CPU per photo {r['cpu_s_per_photo']:.2f} s "
           f"(model setup {r['setup_s']:.1f} s, not counted)")
     for task, s in r["forward_s_per_photo"].items():
@@ -148,26 +175,33 @@ def main() -> int:
     ap.add_argument("--photos-0.1b", dest="photos_big", type=int, default=1)
     ap.add_argument("--size", default="1536x1152", help="photo W x H... given as HxW")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--writes", default="threaded",
+                    help="comma list of threaded (the writer thread, as predict runs) and serial (map-back and "
+                         "writes after each batch's passes): both measure the overlap; the order alternates per rep")
+    ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     size_hw = tuple(int(v) for v in args.size.split("x"))
     if args.one:
         n = args.photos if args.one == "tiny" else args.photos_big
-        print(json.dumps(run_one(args.one, args.backend, n, size_hw, args.threads)))
+        print(json.dumps(run_one(args.one, args.backend, n, size_hw, args.threads, args.writes)))
         return 0
     results = []
-    for kind in args.models.split(","):
-        for backend in args.backend.split(","):
-            cmd = [sys.executable, __file__, "--one", kind, "--backend", backend, "--photos", str(args.photos),
-                   "--photos-0.1b", str(args.photos_big), "--size", args.size]
-            if args.threads:
-                cmd += ["--threads", str(args.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode:
-                print(out.stderr[-3000:], file=sys.stderr)
-                return out.returncode
-            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            report(results[-1])
+    writes_modes = args.writes.split(",")
+    runs = [(kind, backend, writes_modes[(rep + i) % len(writes_modes)])
+            for kind in args.models.split(",") for backend in args.backend.split(",")
+            for rep in range(args.reps) for i in range(len(writes_modes))]
+    for kind, backend, writes in runs:
+        cmd = [sys.executable, __file__, "--one", kind, "--backend", backend, "--photos", str(args.photos),
+               "--photos-0.1b", str(args.photos_big), "--size", args.size, "--writes", writes]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode:
+            print(out.stderr[-3000:], file=sys.stderr)
+            return out.returncode
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        report(results[-1])
     summary(results)
     return 0
 
@@ -175,10 +209,13 @@ def main() -> int:
 def summary(results: list[dict]) -> None:
     """One table: forward seconds per photo per task, and the whole photo, for each run."""
     print("\n== forward s/photo per task (CPU), and wall / CPU s per photo ==")
-    print(f"  {'models':<6} {'backend':<12}" + "".join(f"{t:>9}" for t in TASKS) + f"{'wall':>9}{'cpu':>9}")
+    print(f"  {'models':<6} {'backend':<12} {'writes':<9}" + "".join(f"{t:>9}" for t in TASKS)
+          + f"{'wall':>9}{'cpu':>9}{'outside':>9}")
     for r in results:
-        print(f"  {r['models']:<6} {r['backend']:<12}" + "".join(f"{r['forward_s_per_photo'][t]:9.3f}" for t in TASKS)
-              + f"{r['wall_s_per_photo']:9.3f}{r['cpu_s_per_photo']:9.3f}")
+        print(f"  {r['models']:<6} {r['backend']:<12} {r.get('writes', 'threaded'):<9}"
+              + "".join(f"{r['forward_s_per_photo'][t]:9.3f}" for t in TASKS)
+              + f"{r['wall_s_per_photo']:9.3f}{r['cpu_s_per_photo']:9.3f}{r['outside_wall_s_per_photo']:9.3f}")
+    print(f"  load average (1 min) now {os.getloadavg()[0]:.1f} (2 cores shared with other work)")
 
 
 if __name__ == "__main__":
