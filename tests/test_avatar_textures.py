@@ -298,7 +298,8 @@ def ndimage_distance(mask):
 def test_no_colour_step_where_front_and_back_meet(tmp_path):
     """bench/bench_back_colour.py's seam figure on one synthetic person: crossing the islands'
     border, the texture's colour step against the true albedo's step there (sRGB levels), and the
-    border's length. Measured 2.5 levels and 13.7 m; with the per-face depth test (a saw-tooth
+    border's length. Measured 2.3 levels and 13.7 m (2.5 while the back's hair reached a band
+    below the lowest side hair); with the per-face depth test (a saw-tooth
     border with specks of either island in the other) 5.6 levels and 22 m."""
     import sys
     from pathlib import Path
