@@ -118,3 +118,38 @@ def test_a_freed_tensor_gives_its_file_pages_back(tmp_path):
     # the survivors (each sharing boundary pages with a freed neighbour) still read their values
     assert all(torch.equal(tensors[k], saved[k]) for k in tensors)
     assert all(torch.equal(converted[k], saved[k].to(torch.bfloat16)) for k in converted)
+
+
+def test_a_fast_mode_load_holds_only_the_unconverted_part_of_the_file(tmp_path, monkeypatch):
+    """The real load path (ModelCache -> load_model -> cpu_modes.prepare): by the time the bf16
+    mode has converted its layers, the file pages resident are about those of the tensors still
+    mapped, not of the whole file it read (the 0.4b four-task peak was that whole file)."""
+    import os
+
+    from engine.models.testing import write_tiny_checkpoint
+    from engine.runtime import cpu_modes
+
+    if not os.path.exists("/proc/self/smaps"):
+        pytest.skip("needs /proc/self/smaps (Linux) to see resident pages")
+    # 256 wide: layers of 0.25-1 MB, so the pages a layer shares with its neighbours, or that the
+    # kernel maps around a neighbour's page faults (64 kB windows), are a small part of it
+    path = write_tiny_checkpoint(tmp_path / "normal" / "wide.safetensors", "normal", img_size=(256, 192),
+                                 embed_dims=256, num_heads=4)
+    seen = {}
+    real = cpu_modes.own_memory
+
+    def measuring(model):
+        mapped = [t for t in list(model.parameters()) + list(model.buffers())
+                  if not t.untyped_storage().resizable()]
+        seen["mapped_kb"] = sum(t.numel() * t.element_size() for t in mapped) / 1024
+        seen["resident_kb"] = _mapped_rss_kb(path)
+        return real(model)
+
+    monkeypatch.setattr(cpu_modes, "own_memory", measuring)
+    runner = ModelCache({"normal": path}, dtype="bf16").get("normal")
+    assert runner.cpu_mode == "bf16"
+    file_kb = path.stat().st_size / 1024
+    converted_kb = file_kb - seen["mapped_kb"]
+    assert converted_kb > 0.5 * file_kb            # most of the model was converted: its pages were read
+    assert seen["resident_kb"] < seen["mapped_kb"] + 0.15 * converted_kb   # and let go (before: all)
+    assert _mapped_rss_kb(path) == 0               # after the load nothing of the file stays resident
