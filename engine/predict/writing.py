@@ -46,7 +46,10 @@ def write_bundles(work, out_dir: Path, tasks, all_people: bool, provenance: dict
                      "dense": work.dense_box,
                      "pose": work.pose_crops[index] if index < len(work.pose_crops) else None},
             "intrinsics": intrinsics.as_dict() if intrinsics else None,
-            "provenance": {**provenance, "timings_s": {k: round(v, 4) for k, v in work.timings.items()},
+            # a bundle cannot hold the time of its own write (not over when this is written): left
+            # out rather than recorded as a misleading 0
+            "provenance": {**provenance, "timings_s": {k: round(v, 4) for k, v in work.timings.items()
+                                                       if k != "write"},
                            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
             "notes": notes,
         }
