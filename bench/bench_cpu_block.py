@@ -1,7 +1,7 @@
 """One 0.4b backbone block on the CPU: attention and the whole block, fp32 against the bf16 mode's pieces.
 
     .venv/bin/python bench/bench_cpu_block.py [--tokens 3081] [--batch 1] [--kv-heads 16] [--reps 5]
-        [--rows 64,128,256] [--threads N]
+        [--rows 256,512] [--threads N]
 
 At the 0.4b shape (1024 dims, 16 heads of 64, 4096-wide SwiGLU; 3081 tokens = one 1024 x 768
 photo's patches plus the 9 prefix tokens; --kv-heads 8 for the grouped-query middle blocks),
