@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from bench_cpu_linear import interleaved_times  # noqa: E402  (this script's own folder)
 
 
 def main(argv=None) -> int:
@@ -95,14 +94,7 @@ def main(argv=None) -> int:
     with torch.inference_mode():
         # also the warm-up; a block's error is taken on what it adds to the residual stream
         outputs = {name: fn().float() - (x if name.startswith("block") else 0) for name, fn in variants.items()}
-        times = {name: [] for name in variants}
-        load_before = os.getloadavg()
-        for _ in range(args.reps):
-            for name, fn in variants.items():
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
-        load_after = os.getloadavg()
+        times, load_before, load_after = interleaved_times(variants, args.reps)
 
     print(f"0.4b block shape: batch {B}, {N} tokens, {heads} heads of {head_dim}, {args.kv_heads} kv heads; "
           f"{torch.get_num_threads()} threads, torch {torch.__version__} "

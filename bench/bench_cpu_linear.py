@@ -33,6 +33,19 @@ def per_token_int8(x: torch.Tensor):
     return torch.round(x / scale).to(torch.int8), scale
 
 
+def interleaved_times(variants: dict, reps: int):
+    """Each variant run once per rep, in turn (a load change hits them alike): the seconds per
+    variant and rep, and the 1-minute load before and after."""
+    times = {name: [] for name in variants}
+    load_before = os.getloadavg()
+    for _ in range(reps):
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times, load_before, os.getloadavg()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", default="3081,1024,4096", help="tokens,in,out")
@@ -93,16 +106,9 @@ def main(argv=None) -> int:
     reference = variants["fp32"]()
     errors = {"bf16": variants["bf16"](), "int8 dynamic (per tensor)": variants["int8 dynamic (per tensor)"](),
               "int8 per token, whole": int8_token()}
-    times = {name: [] for name in variants}
     for fn in variants.values():
         fn()   # warm-up: oneDNN primitive caches, page faults of the first outputs
-    load_before = os.getloadavg()
-    for _ in range(args.reps):
-        for name, fn in variants.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    load_after = os.getloadavg()
+    times, load_before, load_after = interleaved_times(variants, args.reps)
 
     print(f"Linear {m} x {k} -> {n}, {torch.get_num_threads()} threads, torch {torch.__version__} "
           f"({torch.backends.cpu.get_cpu_capability()}), {args.reps} interleaved reps, load (1 min) "
