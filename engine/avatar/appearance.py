@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from engine.avatar import textures as tx
-from engine.avatar.islands import project
-from engine.avatar.labels import FRONT_ONLY_CLASSES, class_ids, front_only_to_hair
+from engine.avatar.islands import SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL, project
+from engine.avatar.labels import FRONT_ONLY_CLASSES, class_ids, front_only_to_hair, smooth_hairline
 from engine.bundle import srgb_to_linear
 
 # fewer hair pixels than this and the face is refilled from its surroundings instead
@@ -38,6 +39,9 @@ EDGE_TEXELS = 2
 # pixel's ray): there one pixel's normal spans centimetres of surface, and the baked detail
 # turned into dark streaks beside the islands' border
 SEAM_FADE_PX = 4.0
+# a seen vertex in front of the surface its pixel shows reads the pixel of the nearest point
+# the photo saw, when one lies this close (_onto_its_own_layer)
+LAYER_REACH_M = 0.03
 SQUARE_COS = (0.15, 0.35)
 
 
@@ -148,12 +152,16 @@ def _hair_row_weight(at_outline: np.ndarray, band_px: float) -> np.ndarray:
 
 
 def hidden_hair_labels(vertex_labels, vertex_island, vertices_camera, bundle, K) -> np.ndarray:
-    """Vertex classes with the hidden island's face (FRONT_ONLY_CLASSES) turned Hair where its
-    colour is the hair's (_hidden_side_colour: the back of the head on the rows where hair
-    reaches the outline, at least one half), read at the photo row the vertex takes its colour
-    from: the back of the head falls in the glb's hair material slot (matte, selected with the
-    hair), not the skin's (with a sheen) beside hair-coloured texels."""
+    """The head's hair classes a photo decides. On the hidden island (far side): its face
+    (FRONT_ONLY_CLASSES) turned Hair where its colour is the hair's (_hidden_side_colour: the
+    back of the head on the rows where hair reaches the outline, at least one half), read at
+    the photo row the vertex takes its colour from: the back of the head falls in the glb's
+    hair material slot (matte, selected with the hair), not the skin's (with a sheen) beside
+    hair-coloured texels. On the other vertices: Hair or face by a vote of the head vertices
+    around them (labels.smooth_hairline): the slots' border runs smooth along the hairline
+    instead of the segmentation's ragged edge and pixel staircase."""
     hidden = np.asarray(vertex_island) == tx.HIDDEN
+    vertex_labels = smooth_hairline(vertex_labels, vertices_camera, ~hidden)
     if bundle.seg is None or not hidden.any():
         return vertex_labels
     person = bundle.mask
@@ -276,6 +284,38 @@ def _onto_the_person(photo_xy: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def _onto_its_own_layer(vertices_camera, photo_xy, pointmap) -> np.ndarray:
+    """A seen vertex beside an occluding edge (the side of a face, edge-on, in front of the hair
+    behind it at the outline) projects onto a pixel that shows a surface centimetres behind it,
+    and took that surface's colour: the hair strip's brown in teeth along the cheek. Such
+    vertices (more than islands.SEEN_DEPTH_TOLERANCE in front of their pixel's point) read the
+    pixel whose point is nearest to them instead (none within LAYER_REACH_M: they stay)."""
+    h, w = pointmap.shape[:2]
+    col = np.clip(np.nan_to_num(photo_xy[:, 0]).astype(np.int64), 0, w - 1)
+    row = np.clip(np.nan_to_num(photo_xy[:, 1]).astype(np.int64), 0, h - 1)
+    z = np.asarray(vertices_camera, np.float64)[:, 2]
+    tolerance = np.maximum(SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL * z)
+    with np.errstate(invalid="ignore"):
+        behind = pointmap[row, col, 2] - z > tolerance
+    if not behind.any():
+        return photo_xy
+    margin = 32
+    r0, r1 = max(0, row[behind].min() - margin), min(h, row[behind].max() + margin + 1)
+    c0, c1 = max(0, col[behind].min() - margin), min(w, col[behind].max() + margin + 1)
+    window = pointmap[r0:r1, c0:c1]
+    valid = np.isfinite(window).all(axis=-1)
+    if not valid.any():
+        return photo_xy
+    pixel_r, pixel_c = np.nonzero(valid)
+    distance, nearest = cKDTree(window[valid].astype(np.float64)).query(np.asarray(vertices_camera, np.float64)[behind])
+    near = distance < LAYER_REACH_M
+    moved = np.nonzero(behind)[0][near]
+    out = photo_xy.copy()
+    out[moved, 0] = pixel_c[nearest[near]] + c0 + 0.5
+    out[moved, 1] = pixel_r[nearest[near]] + r0 + 0.5
+    return out
+
+
 @dataclass
 class UvPlan:
     """The texture layout and where every vertex lands in it: all the mesh files need of the
@@ -309,6 +349,7 @@ def plan_uvs(
     if n_islands > 1 and bundle is not None and bundle.pointmap is not None:
         hidden = vertex_island == tx.HIDDEN
         photo_xy[hidden] = _through_the_front(vertices_camera[hidden], photo_xy[hidden], bundle.pointmap, K)
+        photo_xy[~hidden] = _onto_its_own_layer(vertices_camera[~hidden], photo_xy[~hidden], bundle.pointmap)
         photo_xy = _onto_the_person(photo_xy, mask)
     # every vertex, hidden ones included (a closed surface may bulge past the silhouette), must
     # land inside its island

@@ -1,0 +1,294 @@
+"""The face/hair border on closed one-photo avatars: labels and colour against the truth.
+
+Usage: .venv/bin/python bench/bench_hairline.py [--size 768x1024] [--synthetic 3] [--samples]
+                                                [--band-cm 3] [--keep DIR] [--compare]
+
+Each person is built as a closed avatar (build_avatar's defaults, glb only): engine.synthetic
+people (seeds 101..., exact maps) and, with --samples, the three people of ../shared/samples
+(their ground-truth maps as a predictions bundle). The avatar's surface is sampled (four points
+per triangle, area-weighted); each sample has the material slot of its triangle and the base
+colour of the texture at its interpolated UV (bilinear). The truth at a sample:
+
+- engine.synthetic: the class and albedo of the true surface where the camera's ray through
+  the sample hits it (within 2 cm of the sample), else at the nearest point of its outer skin;
+- ../shared/samples: only samples the photo sees (within 1.5 cm of the true pointmap's depth at
+  their pixel); class Hair or skin by which of the two colours the true albedo there is nearer
+  (the samples' seg map is ragged on purpose, their albedo is not), colour the true albedo.
+
+Over the samples whose true class is Hair or Face_Neck and that lie within --band-cm of a sample
+of the other class (the hairline band) it prints, per person and island (seen = front island,
+hidden = the rest of a closed avatar): `skin->hair` the share of true skin in the hair slot,
+`hair->skin` the share of true hair in another slot, `colour` the mean |texture - true albedo|
+in sRGB levels (0-255, all channels); and `border` the length (m) of the mesh edges between the
+hair slot and the skin slot above the shoulders (a saw-tooth border is long). --compare also
+builds every person without the hairline's fixes (`raw`: no vote on the head's labels, every
+seen vertex reads its own pixel), in the same tree and process, so the two differ only by them. Printed, nothing asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SAMPLES = REPO.parent / "shared" / "samples"
+# four points per triangle (barycentric): the centre and one toward each corner
+BARYCENTRIC = np.array([[1 / 3, 1 / 3, 1 / 3], [2 / 3, 1 / 6, 1 / 6], [1 / 6, 2 / 3, 1 / 6], [1 / 6, 1 / 6, 2 / 3]])
+
+
+def avatar_samples(out_dir: Path) -> dict:
+    """The avatar's surface as area samples in the camera frame: points, weights, slot names,
+    texture colour (sRGB 0-255, bilinear at the UV), island (0 front, 1 hidden); and the hair/skin
+    slot border length above the shoulders."""
+    import trimesh
+    from PIL import Image
+
+    manifest = json.loads((out_dir / "avatar.json").read_text())
+    layout = manifest["textures"]["layout"]
+    to_camera = np.linalg.inv(np.asarray(manifest["camera_to_avatar"], np.float64))
+    texture = np.asarray(Image.open(out_dir / "textures" / "albedo.png").convert("RGB"), np.float64)
+    th, tw = texture.shape[:2]
+    scene = trimesh.load(out_dir / "avatar.glb", force="scene", process=False)
+    points, weights, slots, uvs, corners = [], [], [], [], []
+    for node in scene.graph.nodes_geometry:
+        transform, name = scene.graph[node]
+        geometry = scene.geometry[name]
+        vertices = trimesh.transform_points(trimesh.transform_points(geometry.vertices, transform), to_camera)
+        faces = np.asarray(geometry.faces)
+        uv = np.column_stack([geometry.visual.uv[:, 0] * tw, (1.0 - geometry.visual.uv[:, 1]) * th])
+        area = 0.5 * np.linalg.norm(np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]],
+                                             vertices[faces[:, 2]] - vertices[faces[:, 0]]), axis=1)
+        for bary in BARYCENTRIC:
+            points.append(np.einsum("k,fkd->fd", bary, vertices[faces]))
+            uvs.append(np.einsum("k,fkd->fd", bary, uv[faces]))
+            weights.append(area / len(BARYCENTRIC))
+            slots.append(np.full(len(faces), geometry.visual.material.name, object))
+        corners.append((geometry.visual.material.name, vertices[faces]))
+    uv = np.concatenate(uvs)
+    return {
+        "points": np.concatenate(points), "weights": np.concatenate(weights), "slots": np.concatenate(slots),
+        "colours": bilinear(texture, uv - 0.5),
+        "island": (uv[:, 0] >= layout["island_width"] + layout["gutter"] / 2).astype(np.int64),
+        "border_m": slot_border_length(corners),
+    }
+
+
+def bilinear(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    x0 = np.clip(np.floor(xy[:, 0]).astype(np.int64), 0, w - 2)
+    y0 = np.clip(np.floor(xy[:, 1]).astype(np.int64), 0, h - 2)
+    fx = np.clip(xy[:, 0] - x0, 0.0, 1.0)[:, None]
+    fy = np.clip(xy[:, 1] - y0, 0.0, 1.0)[:, None]
+    top = (1 - fx) * image[y0, x0] + fx * image[y0, x0 + 1]
+    bottom = (1 - fx) * image[y0 + 1, x0] + fx * image[y0 + 1, x0 + 1]
+    return (1 - fy) * top + fy * bottom
+
+
+def slot_border_length(corners: list) -> float:
+    """Length (m) of the edges that a hair-slot triangle and a skin-slot triangle share."""
+    chosen = [(slot, triangles) for slot, triangles in corners if slot in ("hair", "skin")]
+    if len({slot for slot, _ in chosen}) < 2:
+        return 0.0
+    # corners welded by position (UV seams split vertices), numbered together
+    keys = np.round(np.concatenate([t.reshape(-1, 3) for _, t in chosen]) * 1e6).astype(np.int64)
+    _, ids = np.unique(keys, axis=0, return_inverse=True)
+    ids = ids.reshape(-1)
+    n = np.int64(ids.max() + 1)
+    edges, start = {}, 0
+    for slot, triangles in chosen:
+        corner = ids[start: start + triangles.size // 3].reshape(-1, 3)
+        start += triangles.size // 3
+        pairs = np.sort(np.concatenate([corner[:, [0, 1]], corner[:, [1, 2]], corner[:, [2, 0]]]), axis=1)
+        lengths = np.linalg.norm(np.concatenate([triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 1],
+                                                 triangles[:, 0] - triangles[:, 2]]), axis=1)
+        edges.setdefault(slot, {}).update(zip((pairs[:, 0] * n + pairs[:, 1]).tolist(), lengths.tolist()))
+    return float(sum(edges["hair"][key] for key in edges["hair"].keys() & edges["skin"].keys()))
+
+
+def synthetic_truth(person, points_camera: np.ndarray):
+    """(class id, albedo sRGB 0-255) of the true surface at each point: where the camera's ray
+    through the point hits the true surface within 2 cm of it, the hit (the seen sides of the
+    head, exactly); elsewhere the nearest point of the true outer surface, the union's triangles
+    without those the hair cap covers (the head's skin under it, which is no surface one sees:
+    a closed avatar a few millimetres inside the cap is nearest to it)."""
+    import open3d as o3d
+
+    from engine.avatar.labels import class_ids
+    from engine.colour import linear_to_srgb
+    from engine.synthetic.body import MATERIAL_COLOURS, build_body
+
+    body = build_body(person.posed, person.meta.get("outfit", "trousers"), person.meta.get("detail", True))
+    vertices = np.asarray(person.mesh.vertices, np.float64)
+    triangles = vertices[body.faces]
+    normal = np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])
+    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)), o3d.core.Tensor(body.faces.astype(np.uint32)))
+    rays = np.concatenate([triangles.mean(axis=1) + 1e-4 * normal, normal], axis=1).astype(np.float32)
+    hit = scene.cast_rays(o3d.core.Tensor(rays))
+    hit_face = hit["primitive_ids"].numpy().astype(np.int64)
+    hair_id = class_ids(["Hair"])[0]
+    covered = (hit["t_hit"].numpy() < 0.03) & (body.face_labels[np.clip(hit_face, 0, len(body.faces) - 1)] == hair_id)
+    covered &= body.face_labels != hair_id
+    keep = np.nonzero(~covered)[0]
+    outer = o3d.t.geometry.RaycastingScene()
+    outer.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)), o3d.core.Tensor(body.faces[keep].astype(np.uint32)))
+    points = np.asarray(points_camera, np.float64)
+    face = keep[outer.compute_closest_points(o3d.core.Tensor(points.astype(np.float32)))["primitive_ids"].numpy().astype(np.int64)]
+    # a point the camera sees is what the camera's ray through it hits (its texture comes from there)
+    distance = np.linalg.norm(points, axis=1)
+    along = np.concatenate([np.zeros_like(points), points / distance[:, None]], axis=1).astype(np.float32)
+    hit = scene.cast_rays(o3d.core.Tensor(along))
+    seen = np.abs(hit["t_hit"].numpy() - distance) < 0.02
+    face = np.where(seen, hit["primitive_ids"].numpy().astype(np.int64), face)
+    # the head's classes only matter here: the shirt's stripes are left plain
+    return body.face_labels[face].astype(np.int64), 255.0 * linear_to_srgb(MATERIAL_COLOURS[body.face_materials[face]])
+
+
+def sample_truth(maps: dict, points_camera: np.ndarray):
+    """(class id or -1 where unseen, albedo sRGB 0-255) from a shared sample's true maps: Hair or
+    Face_Neck by the nearer of the two colours, over the head pixels the seg calls either."""
+    from engine.avatar.labels import class_ids
+    from engine.colour import linear_to_srgb
+
+    hair_id, face_id = class_ids(["Hair", "Face_Neck"])
+    albedo, seg, pointmap, K = maps["albedo"], maps["seg"], maps["pointmap"], maps["K"]
+    h, w = seg.shape
+    xy = (points_camera @ K.T)[:, :2] / points_camera[:, 2:3]
+    col = np.clip(np.floor(xy[:, 0]).astype(np.int64), 0, w - 1)
+    row = np.clip(np.floor(xy[:, 1]).astype(np.int64), 0, h - 1)
+    with np.errstate(invalid="ignore"):
+        seen = np.abs(pointmap[row, col, 2] - points_camera[:, 2]) < 0.015
+    head = np.isin(seg, [hair_id, face_id])
+    hair_colour = np.median(albedo[seg == hair_id], axis=0)
+    skin_colour = np.median(albedo[seg == face_id], axis=0)
+    axis = skin_colour - hair_colour
+    towards_skin = ((albedo[row, col] - hair_colour) @ axis) / (axis @ axis)
+    cls = np.where(towards_skin < 0.5, hair_id, face_id)
+    cls = np.where(seen & head[row, col], cls, np.where(seen, seg[row, col], -1))
+    return cls.astype(np.int64), 255.0 * linear_to_srgb(np.clip(albedo[row, col], 0.0, 1.0))
+
+
+def hairline_figures(avatar: dict, truth_class: np.ndarray, truth_colour: np.ndarray, band_m: float) -> dict:
+    from scipy.spatial import cKDTree
+
+    from engine.avatar.labels import class_ids
+
+    hair_id, face_id = class_ids(["Hair", "Face_Neck"])
+    points = avatar["points"]
+    is_hair, is_face = truth_class == hair_id, truth_class == face_id
+    out = {}
+    if not is_hair.any() or not is_face.any():
+        return out
+    near_face = cKDTree(points[is_face]).query(points, distance_upper_bound=band_m)[0] < band_m
+    near_hair = cKDTree(points[is_hair]).query(points, distance_upper_bound=band_m)[0] < band_m
+    band_face, band_hair = is_face & near_hair, is_hair & near_face
+    for island, name in ((0, "seen"), (1, "hidden")):
+        on = avatar["island"] == island
+        wf, wh = avatar["weights"] * (band_face & on), avatar["weights"] * (band_hair & on)
+        if wf.sum() == 0 or wh.sum() == 0:
+            continue
+        slot_hair = avatar["slots"] == "hair"
+        error = np.abs(avatar["colours"] - truth_colour).mean(axis=1)
+        band = wf + wh
+        out[name] = {
+            "skin->hair": float((wf * slot_hair).sum() / wf.sum()),
+            "hair->skin": float((wh * ~slot_hair).sum() / wh.sum()),
+            "colour": float((band * error).sum() / band.sum()),
+            "area_cm2": float(band.sum() * 1e4),
+        }
+    return out
+
+
+@contextmanager
+def hairline(smooth: bool):
+    """The build as it is (smooth) or without the hairline's fixes (`raw`): the head's labels
+    as transferred (no vote) and every seen vertex reading its own pixel's colour."""
+    from engine.avatar import appearance
+
+    saved = appearance.smooth_hairline, appearance._onto_its_own_layer
+    if not smooth:
+        appearance.smooth_hairline = lambda labels, *rest: labels
+        appearance._onto_its_own_layer = lambda vertices, photo_xy, pointmap: photo_xy
+    try:
+        yield
+    finally:
+        appearance.smooth_hairline, appearance._onto_its_own_layer = saved
+
+
+def people(args):
+    """(name, bundle, truth function) for each person benched."""
+    from engine.synthetic import make_person, to_bundle
+
+    width, height = (int(v) for v in args.size.split("x"))
+    poses = ["bent", "arms_forward", None, "step", None, "apose"]
+    for i in range(args.synthetic):
+        seed, pose = 101 + i, poses[i % len(poses)]
+        person = make_person(seed, pose=pose, width=width, height=height)
+        yield f"synthetic {pose or 'random'}-{seed}", to_bundle(person), lambda p, person=person: synthetic_truth(person, p)
+    if args.samples:
+        from PIL import Image
+
+        from engine.bundle import Bundle
+
+        for sample in sorted(SAMPLES.glob("person_*")):
+            maps = dict(np.load(sample / "gt_maps.npz"))
+            keypoints = np.array(json.loads((sample / "keypoints.json").read_text())["keypoints"], np.float32)
+            image = np.asarray(Image.open(sample / "image.png").convert("RGB"))
+            bundle = Bundle(image=image, mask=maps["mask"], keypoints=keypoints, seg=maps["seg"], normal=maps["normal"],
+                            pointmap=maps["pointmap"], albedo=maps["albedo"], K=maps["K"],
+                            meta={"photo": {"name": sample.name + ".png"}, "notes": []})
+            yield f"sample {sample.name}", bundle, lambda p, maps=maps: sample_truth(maps, p)
+
+
+def main() -> None:
+    from engine.avatar.build import build_avatar
+    from engine.bundle import write_bundle
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="768x1024", help="synthetic people's photo size WxH")
+    parser.add_argument("--synthetic", type=int, default=3, help="how many engine.synthetic people")
+    parser.add_argument("--samples", action="store_true", help="also ../shared/samples' three people")
+    parser.add_argument("--band-cm", type=float, default=3.0)
+    parser.add_argument("--keep", type=Path, help="keep the avatars under this folder")
+    parser.add_argument("--compare", action="store_true", help="also without the smoothed hairline")
+    args = parser.parse_args()
+    print(f"hairline band {args.band_cm} cm; skin->hair, hair->skin: shares of the band's true skin/hair area in the "
+          "wrong slot; colour: mean |texture - true albedo|, sRGB levels")
+    totals: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.keep or Path(tmp)
+        for name, bundle, truth in people(args):
+            slug = name.replace(" ", "_")
+            bundle_dir = write_bundle(bundle, Path(tmp) / f"{slug}_bundle")
+            for variant in (["smooth", "raw"] if args.compare else ["smooth"]):
+                with hairline(variant == "smooth"):
+                    out = build_avatar(bundle_dir, root / f"{slug}_{variant}", formats="glb")
+                avatar = avatar_samples(out)
+                truth_class, truth_colour = truth(avatar["points"])
+                figures = hairline_figures(avatar, truth_class, truth_colour, args.band_cm / 100.0)
+                line = f"{name:28s} {variant:6s} border {avatar['border_m']:5.2f} m"
+                for island, f in figures.items():
+                    line += (f"  {island}: skin->hair {100 * f['skin->hair']:5.1f} %  hair->skin {100 * f['hair->skin']:5.1f} %  "
+                             f"colour {f['colour']:6.2f} ({f['area_cm2']:4.0f} cm2)")
+                    totals.setdefault((name.split()[0], variant, island), []).append(
+                        (f["skin->hair"], f["hair->skin"], f["colour"], avatar["border_m"]))
+                print(line, flush=True)
+    for (kind, variant, island), values in sorted(totals.items()):
+        s2h, h2s, colour, border = np.mean(values, axis=0)
+        print(f"mean {kind:9s} {variant:6s} {island:6s} skin->hair {100 * s2h:5.1f} %  hair->skin {100 * h2s:5.1f} %  colour {colour:6.2f}  "
+              f"border {border:5.2f} m")
+    print(f"load average {os.getloadavg()[0]:.1f} (a shared machine: figures only, no timings)")
+
+
+if __name__ == "__main__":
+    main()
