@@ -39,6 +39,7 @@ from scipy.sparse.linalg import spsolve
 from engine.geometry.cleanup import clean_mesh, face_components, fill_holes, subdivide
 from engine.geometry.grid_mesh import RTOL_HARD, downsample_maps, valid_pixels
 from engine.geometry.labels import class_names
+from engine.geometry.limb_depth import view_stretch
 from engine.geometry.normal_integration import pixel_rays
 
 # Per body part: (scale of the mirrored bulge, minimum thickness m, maximum thickness m).
@@ -91,6 +92,7 @@ PREDICTION_SCALE = 1.24
 CONTOUR_OFFSET_CAP = 2.0  # see _contour_offset
 BACK_SMOOTH_M = 0.025  # the scale below which the front's relief is not mirrored onto the back
 CAP_KNEE = 0.3  # the thickness cap bends the back's bulge over this share of what it allows
+STRETCH_SMOOTH_M = 0.03  # the scale over which a part's tilt (limb_depth.view_stretch) is averaged
 BACK_MAX_PIXELS = 60_000  # the back is smooth: build it on a grid of at most this many pixels
 # the solid's front samples: Poisson's depth-8 grid spans the person's extent in ~2^8 / 1.1 cells,
 # so a person's front covers some 20-30k cells whatever the photo's size; a grid of 20-40k person
@@ -294,6 +296,11 @@ def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixel
         _, (near_r, near_c) = ndimage.distance_transform_edt(~pinned, return_indices=True)
         membrane = np.where(pinned, membrane, membrane[near_r, near_c])
     relief = np.clip(membrane - depth, 0.0, None)
+    # a limb tilted out of the image plane is crossed obliquely, deeper than its cross-section:
+    # its cap grows with the membrane's slope (limb_depth; smoothed, the slope is noisy per pixel)
+    stretch = smoothed_over_surface(view_stretch(membrane, valid, footprint), depth, valid,
+                                    STRETCH_SMOOTH_M / np.nanmedian(footprint[valid]))
+    maximum = maximum * np.where(valid, np.clip(stretch, 1.0, None), 1.0)
 
     # Distance to the outline in metres (pixels times the pixel footprint at that depth).
     inside_px = ndimage.distance_transform_edt(np.pad(valid, 1))[1:-1, 1:-1] - 0.5
