@@ -195,7 +195,8 @@ def _bilinear(grid: np.ndarray, valid: np.ndarray, u: np.ndarray, v: np.ndarray)
     return values, valid[i0, j0] & valid[i0, j0 + 1] & valid[i0 + 1, j0] & valid[i0 + 1, j0 + 1]
 
 
-def fuse_crop_normals(appearance, detail: Detail, framed, K: np.ndarray, mask: np.ndarray):
+def fuse_crop_normals(appearance, detail: Detail, framed, K: np.ndarray, mask: np.ndarray, *, island: int | None = None,
+                      to_avatar: np.ndarray | None = None):
     """The normal map at the crops' resolution inside their regions.
 
     The whole-body map is baked from the predicted normals per photo pixel (the fused maps hold
@@ -203,7 +204,12 @@ def fuse_crop_normals(appearance, detail: Detail, framed, K: np.ndarray, mask: n
     takes the crop's own normal at its photo position instead (bilinear on the crop's grid, where
     all four taps see the person), expressed in the texel's tangent frame as the baker does
     (engine.avatar.textures.interpolated_tbn over the faces seen there, rasterised again), blended
-    with the baked map over the region's edge band and faded where the whole-body map fades."""
+    with the baked map over the region's edge band and faded where the whole-body map fades.
+
+    A fused avatar (engine.avatar.fused) calls it per view: `island` that view's UV island (the
+    front by default), `framed` its vertices in that view's camera frame, K and mask its own,
+    and `to_avatar` the 3 x 3 rotation from its camera frame to the avatar frame (by default the
+    photo's own camera axes turned, (x, -y, -z))."""
     if appearance.normal_rgb8 is None:
         return appearance
     from scipy import ndimage
@@ -224,7 +230,8 @@ def fuse_crop_normals(appearance, detail: Detail, framed, K: np.ndarray, mask: n
     for a in used:
         rx0, ry0, rx1, ry1 = a.region
         near |= (vx >= rx0 - 1) & (vx < rx1 + 1) & (vy >= ry0 - 1) & (vy < ry1 + 1)
-    pick = np.nonzero((np.asarray(framed.face_island) == tx.FRONT) & near[faces].any(1))[0]
+    island = tx.FRONT if island is None else int(island)
+    pick = np.nonzero((np.asarray(framed.face_island) == island) & near[faces].any(1))[0]
     if not len(pick):
         return appearance
     texel_xy = np.asarray(appearance.uv, np.float64) * [layout.width, layout.height]
@@ -237,8 +244,8 @@ def fuse_crop_normals(appearance, detail: Detail, framed, K: np.ndarray, mask: n
         c = a.crop
         f = int(c.factor)
         rx0, ry0, rx1, ry1 = a.region
-        (tx0, ty0), (tx1, ty1) = layout.photo_to_texel(np.array([[rx0, ry0], [rx1, ry1]], np.float64), tx.FRONT)
-        island0 = int(layout.island_x0(tx.FRONT))
+        (tx0, ty0), (tx1, ty1) = layout.photo_to_texel(np.array([[rx0, ry0], [rx1, ry1]], np.float64), island)
+        island0 = int(layout.island_x0(island))
         cols = np.arange(max(int(np.floor(tx0)), island0), min(int(np.ceil(tx1)), island0 + layout.island_width))
         rows = np.arange(max(int(np.floor(ty0)), 0), min(int(np.ceil(ty1)), layout.height))
         if not len(cols) or not len(rows):
@@ -246,7 +253,7 @@ def fuse_crop_normals(appearance, detail: Detail, framed, K: np.ndarray, mask: n
         rr, cc = np.meshgrid(rows, cols, indexing="ij")
         covered = raster.face[rr, cc] >= 0
         rr, cc = rr[covered], cc[covered]
-        photo = layout.texel_to_photo(np.stack([cc + 0.5, rr + 0.5], -1).astype(np.float64), tx.FRONT)
+        photo = layout.texel_to_photo(np.stack([cc + 0.5, rr + 0.5], -1).astype(np.float64), island)
         px, py = photo[:, 0], photo[:, 1]
         edge = np.minimum.reduce([px - rx0, rx1 - px, py - ry0, ry1 - py])
         u, v = (px - c.box[0]) * f - 0.5, (py - c.box[1]) * f - 0.5
@@ -270,7 +277,10 @@ def fuse_crop_normals(appearance, detail: Detail, framed, K: np.ndarray, mask: n
             continue
         texels = (rr * layout.width + cc)[keep]
         target = normal[keep].astype(np.float32)
-        target[:, 1:] *= -1.0   # camera -> avatar axes: (x, -y, -z), as the whole-body bake
+        if to_avatar is None:
+            target[:, 1:] *= -1.0   # camera -> avatar axes: (x, -y, -z), as the whole-body bake
+        else:
+            target = (target @ np.asarray(to_avatar, np.float64).T).astype(np.float32)
         texels, tan, bit, nrm = tx.interpolated_tbn(raster, faces[pick], framed.normals_avatar, appearance.tangents, texels)
         target /= np.maximum(np.linalg.norm(target, axis=1, keepdims=True), 1e-12)
         local = np.stack([(tan * target).sum(1), (bit * target).sum(1), (nrm * target).sum(1)], 1)

@@ -24,7 +24,6 @@ from engine import fileio
 from engine.avatar import stages, views as mv
 from engine.avatar.build import _avatar_name, _check_options, _check_output, _engine_version, _writer_pool
 from engine.avatar.detail import fuse_crop_maps
-from engine.avatar.frame import apply_transform, camera_to_avatar
 from engine.avatar.heap import reuse_freed_arrays
 from engine.avatar.labels import groups_table, labels_table
 from engine.avatar.manifest import (
@@ -150,15 +149,15 @@ def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_si
         maps = [mv.view_maps(v.bundle, v.K, T, name, crops=None if c is None else c.aligned)
                 for v, T, name, c in zip(inputs, fused.transforms, names, crops)]
         islands = mv.assign_views(vertices, np.asarray(faces, np.int64), maps)
-        vertices_camera = vertices[islands.source_vertex]
-        split_labels = np.asarray(labels, np.uint8)[islands.source_vertex]
-        to_avatar, origin = camera_to_avatar(vertices_camera, split_labels)
-        vertices_avatar = apply_transform(to_avatar, vertices_camera)
-        from engine.geometry.surface import vertex_normals
-
-        normals_avatar = stages.unit_normals(vertex_normals(vertices_avatar, islands.faces))
-        framed = stages.Framed(vertices_camera, vertices_avatar, normals_avatar, islands.faces, split_labels,
-                               islands.face_island, islands.vertex_island, to_avatar, origin)
+        solid_normals = mv.smooth_normals(vertices, faces)
+        # the one-photo build's last frame step: the back of the head's hair (decided by the
+        # photo each hidden vertex turns away from), the avatar frame, one normal per position
+        framed = stages.place(vertices[islands.source_vertex], islands.faces,
+                              np.asarray(labels, np.uint8)[islands.source_vertex], islands.face_island,
+                              islands.vertex_island,
+                              hair_views=mv.hair_views(vertices, solid_normals, islands, maps, [v.bundle for v in inputs]))
+        vertices_camera, vertices_avatar, normals_avatar = framed.vertices_camera, framed.vertices_avatar, framed.normals_avatar
+        to_avatar = framed.camera_to_avatar
         from engine.avatar import textures as tx
 
         layout, texel_xy = mv.plan_uvs(vertices_camera, islands, maps, int(texture_size))
@@ -172,10 +171,11 @@ def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_si
 
         started = {} if rig else stages.start_untextured(selected, stages.avatar_scene(mesh, textures, metadata=metadata), tmp, writers)
         appearance = mv.bake_views(
-            maps, vertices_ref=vertices, solid_normals=mv.smooth_normals(vertices, faces), islands=islands, layout=layout,
+            maps, vertices_ref=vertices, solid_normals=solid_normals, islands=islands, layout=layout,
             texel_xy=texel_xy, uv=uv, tangents=tangents, normals_avatar=normals_avatar, camera_to_avatar=to_avatar,
             bundles=[v.bundle for v in inputs], progress=progress,
         )
+        appearance, crop_normal_texels = crop_normals(appearance, inputs, crops, framed, fused.transforms)
         lap("textures")
 
         rigged = None
@@ -194,12 +194,14 @@ def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_si
         texture_info["layout"]["islands"] = islands.names
         texture_info["layout"]["gutter"] = layout.gutter
         texture_info["texels_led_by_view"] = appearance.stats["texels_led_by_view"]
+        if any(c is not None for c in crops):
+            texture_info["detail_crop_normal_texels"] = crop_normal_texels
         mesh_info = mesh_summary(mesh, framed, fused, closed=True)
         mesh_info["hidden_faces"] = int((islands.face_island >= len(maps)).sum())
         manifest = avatar_manifest(
             name=names[0],
             camera_to_avatar=to_avatar,
-            origin=origin,
+            origin=framed.origin,
             K=reference.K,
             K_source=reference.K_source,
             photo_size=reference.bundle.size,
@@ -267,6 +269,29 @@ def crops_on_solid(inputs, crops, transforms, names, vertices, faces, labels):
                        for a in detail.aligned]
         vertices = np.asarray(own, np.float64) @ T[:3, :3].T + T[:3, 3]
     return np.asarray(vertices, np.float64), np.asarray(faces), np.asarray(labels, np.uint8), {"views": rows}
+
+
+def crop_normals(appearance, inputs, crops, framed, transforms):
+    """The normal map at each view's crops' resolution in that view's island (engine.avatar
+    .detail.fuse_crop_normals, as for one photo): the mesh moved into the view's camera frame
+    through its registration, the crop's normals turned from that frame to the avatar's.
+    Returns (appearance, texels changed per view)."""
+    from dataclasses import replace
+
+    from engine.avatar.detail import fuse_crop_normals
+
+    changed = []
+    for island, (view, detail, T) in enumerate(zip(inputs, crops, transforms)):
+        if detail is None or not detail.aligned or appearance.normal_rgb8 is None:
+            changed.append(0)
+            continue
+        T = np.asarray(T, np.float64)
+        own = replace(framed, vertices_camera=(framed.vertices_camera - T[:3, 3]) @ T[:3, :3])  # reference -> this view
+        appearance.stats.pop("detail_crop_normal_texels", None)
+        appearance = fuse_crop_normals(appearance, detail, own, view.K, view.bundle.mask, island=island,
+                                       to_avatar=framed.camera_to_avatar[:3, :3] @ T[:3, :3])
+        changed.append(int(appearance.stats.pop("detail_crop_normal_texels", 0)))
+    return appearance, changed
 
 
 class _Solid:

@@ -1,9 +1,10 @@
 """The named stages of an avatar build (engine.avatar.build runs them in this order):
 
 read (bundle read and checked, camera matrix resolved once) -> surface (engine.geometry) ->
-frame (UV islands split, mesh moved to the avatar frame) -> uv plan (texture layout, UVs,
-tangents) -> appearance (textures baked) -> rig (skeleton and skin, when asked) -> write (the
-formats table) -> manifest (engine.avatar.manifest).
+frame (UV islands split, then `place`: the back of the head's hair, the mesh moved to the avatar
+frame, one normal per position; the fused build, engine.avatar.fused, ends its frame stage
+there too) -> uv plan (texture layout, UVs, tangents) -> appearance (textures baked) -> rig
+(skeleton and skin, when asked) -> write (the formats table) -> manifest (engine.avatar.manifest).
 
 Each stage takes what the earlier ones made and returns a named result; none reads the bundle
 again for something an earlier stage already resolved (the camera matrix above all).
@@ -22,6 +23,7 @@ from engine.avatar.describe import avatar_mesh, avatar_scene
 from engine.avatar.frame import apply_transform, camera_to_avatar
 from engine.avatar.inputs import camera_matrix, check_buildable
 from engine.avatar.islands import assign_islands, split_islands
+from engine.avatar.textures import FRONT, HIDDEN
 from engine.errors import EngineError
 from engine.formats.scene import Mesh, Scene
 from engine.formats.textures import write_textures
@@ -97,6 +99,19 @@ def surface(inputs: Inputs, *, detail, resolution, watertight, target_faces, pro
     return built
 
 
+@dataclass
+class HairView:
+    """A photo that says where the hidden back of the head is hair (engine.avatar.appearance
+    .hidden_hair_labels: the rows where its hair reaches its outline): its bundle and camera
+    matrix, the mesh's vertices in its camera frame, and the vertices it should decide (those
+    on its far side that no photo shows)."""
+
+    bundle: object
+    K: np.ndarray
+    vertices_camera: np.ndarray  # V x 3, this photo's camera frame
+    hidden: np.ndarray  # V bool
+
+
 def frame(inputs: Inputs, built, *, watertight: bool) -> Framed:
     vertices_source = np.asarray(built.vertices, np.float64)
     source_labels = built.vertex_labels
@@ -106,10 +121,22 @@ def frame(inputs: Inputs, built, *, watertight: bool) -> Framed:
     faces, source_vertex, vertex_island = split_islands(built.faces, face_island)
     vertices_camera = vertices_source[source_vertex]
     labels = np.asarray(source_labels, np.uint8)[source_vertex]
-    if watertight:
+    hair = [HairView(inputs.bundle, inputs.K, vertices_camera, vertex_island == HIDDEN)] if watertight else []
+    return place(vertices_camera, faces, labels, face_island, vertex_island, hair_views=hair)
+
+
+def place(vertices_camera, faces, labels, face_island, vertex_island, *, hair_views=()) -> Framed:
+    """The mesh split into its UV islands (camera frame of the photo the avatar is framed by)
+    made an avatar: the back of the head relabelled Hair by each of `hair_views` (a closed
+    solid's hidden side; engine.avatar.appearance.hidden_hair_labels), moved to the avatar frame
+    (origin between the feet) with one normal per position (seamless_normals: the islands'
+    borders shade as one surface). The one-photo build and the fused one (engine.avatar.fused)
+    both end their frame stage here."""
+    for view in hair_views:
         from engine.avatar.appearance import hidden_hair_labels
 
-        labels = hidden_hair_labels(labels, vertex_island, vertices_camera, inputs.bundle, inputs.K)
+        islands = np.where(view.hidden, HIDDEN, FRONT).astype(np.int8)
+        labels = hidden_hair_labels(labels, islands, view.vertices_camera, view.bundle, view.K)
     to_avatar, origin = camera_to_avatar(vertices_camera, labels)
     vertices_avatar = apply_transform(to_avatar, vertices_camera)
     normals_avatar = unit_normals(seamless_normals(vertices_avatar, faces))
@@ -224,6 +251,6 @@ def write_avatar(selected, mesh: Mesh, textures, appearance, rigged: Rigged | No
 
 
 __all__ = [
-    "Inputs", "Framed", "Rigged", "read", "surface", "frame", "uv_plan", "final_mesh", "appearance", "load_rigging", "rig",
+    "Inputs", "Framed", "Rigged", "HairView", "read", "surface", "frame", "place", "uv_plan", "final_mesh", "appearance", "load_rigging", "rig",
     "start_untextured", "write", "write_avatar", "avatar_scene", "unit_normals",
 ]

@@ -34,11 +34,19 @@ from scipy import ndimage
 from engine.avatar import textures as tx
 from engine.avatar.appearance import EDGE_TEXELS, Appearance, _source_colour
 from engine.avatar.islands import SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL, project, split_islands
+from engine.avatar.stages import HairView
 
 # photo pixels before a view's outline over which its weight fades to (almost) nothing
 BLEND_PX = 6.0
 # weight a visible point keeps at the outline itself (a point only one view sees keeps it)
 OUTLINE_WEIGHT = 0.01
+# the views' summed weight at which their normals are the normal map's whole detail; below it the
+# detail fades to the surface's own normal (flat): cos 0.35 of the line of sight at full ramp, as
+# a one-photo closed avatar's front fades (engine.avatar.appearance SQUARE_COS). A point one view
+# sees edge-on or at its outline would otherwise take that view's normal whole (a lone view's
+# weight cancels out of the mean), an outline pixel's normal tilted across the surface: dark
+# dashes in the shading along the views' border
+FULL_DETAIL_WEIGHT = 0.35 ** 2
 # a view whose camera axis is at least this far from the reference's looks from behind
 OPPOSITE_DEG = 150.0
 # a face counts as seen by a view it faces at least this much (cos of the angle to the line of sight)
@@ -210,6 +218,26 @@ def unoccluded(points_view: np.ndarray, view: ViewMaps) -> np.ndarray:
     return inside & (points_view[:, 2] > 0) & ~behind
 
 
+def hair_views(vertices_ref: np.ndarray, solid_normals: np.ndarray, islands: ViewIslands, views: list[ViewMaps],
+               bundles: list) -> list:
+    """Which photo decides whether each hidden vertex of the head is hair (engine.avatar.stages
+    .HairView, for stages.place): a vertex no photo shows (the island behind, the unseen cells)
+    goes to the photo it turns farthest away from, the one for which it is the back of the head
+    as the hidden side is for one photo (its hair reaching its outline at the vertex's height
+    says the back is hair there). vertices_ref / solid_normals: per solid vertex, reference frame."""
+    split_points = vertices_ref[islands.source_vertex]
+    split_normals = solid_normals[islands.source_vertex]
+    hidden = islands.vertex_island >= len(views)
+    away = np.full((len(views), len(split_points)), -np.inf)
+    for v, view in enumerate(views):
+        p = view.to_view(split_points[hidden])
+        n = split_normals[hidden] @ view.T[:3, :3]
+        away[v, hidden] = np.einsum("ij,ij->i", n, p) / np.maximum(np.linalg.norm(p, axis=1), 1e-12)
+    farthest = np.argmax(away, axis=0)
+    return [HairView(bundle, view.K, view.to_view(split_points), hidden & (farthest == v) & (away[v] > 0))
+            for v, (view, bundle) in enumerate(zip(views, bundles))]
+
+
 def plan_uvs(vertices_ref: np.ndarray, islands: ViewIslands, views: list[ViewMaps], texture_size: int):
     """The atlas layout (one island per view, the one behind when there is one, then the unseen
     island) and each split vertex's continuous texel position. A view's vertices land where they
@@ -302,7 +330,8 @@ def view_weights(points_ref: np.ndarray, normals_ref: np.ndarray, view: ViewMaps
 
 def blend_views(points_ref: np.ndarray, normals_ref: np.ndarray, views: list[ViewMaps]):
     """Blended linear colour (N x 3), blended normal in the reference camera frame (N x 3, NaN
-    where no view sees the point) and the index of the view with the largest weight (-1: none).
+    where no view sees the point; faded toward normals_ref where the views see it edge-on or at
+    their outlines, FULL_DETAIL_WEIGHT) and the index of the view with the largest weight (-1: none).
     Each view's maps are sampled only where it counts: where it sees the point, or (for points
     no view sees) where the point faces it."""
     n_points = len(points_ref)
@@ -329,8 +358,11 @@ def blend_views(points_ref: np.ndarray, normals_ref: np.ndarray, views: list[Vie
     best = np.where(unseen, -1, np.argmax(weights, axis=0))
     normal = np.full((n_points, 3), np.nan, np.float32)
     has_normal = normal_weight > 0
-    length = np.linalg.norm(normal_sum[has_normal], axis=1, keepdims=True)
-    normal[has_normal] = normal_sum[has_normal] / np.maximum(length, 1e-12)
+    weight = normal_weight[has_normal, None]
+    detail = np.minimum(weight / FULL_DETAIL_WEIGHT, 1.0)
+    mixed = detail * (normal_sum[has_normal] / weight) + (1.0 - detail) * normals_ref[has_normal].astype(np.float32)
+    length = np.linalg.norm(mixed, axis=1, keepdims=True)
+    normal[has_normal] = mixed / np.maximum(length, 1e-12)
     return colour, normal, best
 
 
