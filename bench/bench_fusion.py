@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/bench_fusion.py [--size 768x1024] [--people 3] [--swap-sides]
                                               [--depth 8] [--no-colour]
-                                              [--cases exact,degraded,offset]
+                                              [--cases exact,degraded,offset] [--no-carve]
 
 Held-out engine.synthetic people (seeds 101..) are rendered from the front and, with the same
 pose, from behind (yaw 180 deg, its own camera). Each view's joints are lifted from its
@@ -22,7 +22,9 @@ depth_offset_ratio).
 Then the fused avatar (engine.avatar.fused, texture 1024) from the same two bundles: its texture
 colour at the vertices the true front / back camera sees against the true albedo there (sRGB
 levels, mean |difference|, as bench_back_colour.py measures the one-photo back), and its build
-time. --depth sets the Poisson depth of the fused solid (default watertight.POISSON_DEPTH).
+time. --depth sets the Poisson depth of the fused solid (default watertight.POISSON_DEPTH);
+--no-carve leaves the solid's bulges past the views' outlines (geometry.fusion.carve_to_outlines)
+as Poisson made them (the fused avatar is built as always).
 Nothing is asserted; the machine is shared, times are indicative.
 """
 
@@ -69,6 +71,7 @@ def main() -> None:
     parser.add_argument("--swap-sides", action="store_true")
     parser.add_argument("--depth", type=int, default=None, help="Poisson depth of the fused solid")
     parser.add_argument("--no-colour", action="store_true", help="skip the fused avatar (colour errors)")
+    parser.add_argument("--no-carve", action="store_true", help="the fused solid not carved to the outlines")
     parser.add_argument("--cases", default="exact,degraded,offset", help="comma-separated: exact, degraded, offset")
     args = parser.parse_args()
     cases = args.cases.split(",")
@@ -76,6 +79,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown case {unknown[0]}: exact, degraded or offset")
     depth = {} if args.depth is None else {"depth": args.depth}
+    depth["carve"] = not args.no_carve
     totals: dict = {}
     width, height = (int(v) for v in args.size.split("x"))
     poses = ["bent", "arms_forward", None, "step", None, "apose"]
