@@ -1,7 +1,7 @@
 """Closed (watertight) surface on engine.synthetic people: accuracy against the whole true body.
 
 Usage: .venv/bin/python bench/bench_closed.py [--size 768x1024] [--people 4] [--detail normals]
-                                             [--resolution half]
+                                             [--resolution half] [--cases exact,degraded,offset]
 
 Held-out people (seeds 101.., random poses, none of the tests' seeds) are rendered with exact
 maps; each is built closed from its exact maps and from degraded ones, seeded with the person's
@@ -24,6 +24,11 @@ Printed per case (nothing asserted):
   closest point of the true outer skin (until 2026-12-03 the closest point of any part was used,
   printed as inward_any_part: a part's surface inside another part, e.g. the foot's top inside
   the shin, faces into the body, and a built face near it counted as inward);
+  inward, ambiguous: the part of `inward` where the nearest true point is ambiguous: an outer-skin
+  point whose normal agrees with the face lies within AMBIGUOUS_M (5 mm) farther than the nearest
+  one (the face sits between two true surfaces facing different ways: a mitten's web between
+  true fingers, the wall of a solid between the forearm and the elbow it enters); "clear" is
+  the rest. Both are printed, with the inward area per body part of the nearest true point;
 - into_itself: area share of built faces whose front side (0.2 mm along the normal) is inside the
   built solid: a face wound the wrong way;
 - volume: built volume / true volume (the union's, by Monte Carlo occupancy over its parts);
@@ -59,10 +64,17 @@ def _scene(vertices, faces):
     return scene
 
 
+AMBIGUOUS_M = 0.005  # see the docstring's "inward, ambiguous"
+SKIN_SAMPLES = 300_000  # oriented outer-skin samples for that test: ~2.5 mm apart on an adult
+
+
 def truth_of(render, n_outer: int = 30000, n_volume: int = 400_000, seed: int = 0) -> dict:
     """The true body: a distance scene, its outer skin samples, and the union's volume."""
     import open3d as o3d
     import trimesh
+    from scipy.spatial import cKDTree
+
+    from engine.geometry.labels import class_names
 
     mesh = render.mesh
     parts = mesh.split(only_watertight=True)
@@ -76,16 +88,25 @@ def truth_of(render, n_outer: int = 30000, n_volume: int = 400_000, seed: int = 
         return inside
 
     points, face = trimesh.sample.sample_surface(mesh, n_outer, seed=seed)
-    outer = points[~occupied(points + 0.002 * mesh.face_normals[face])]
+    outer_points = points[~occupied(points + 0.002 * mesh.face_normals[face])]
     # the outer skin's triangles: those whose centre, 2 mm out, is in no part (a part's surface
     # inside another part is not the body's surface; its normal says nothing of the outside)
-    outer_faces = mesh.faces[~occupied(mesh.triangles_center + 0.002 * mesh.face_normals)]
+    outer = ~occupied(mesh.triangles_center + 0.002 * mesh.face_normals)
+    outer_index = np.flatnonzero(outer)
+    outer_faces = mesh.faces[outer_index]
+    skin = trimesh.Trimesh(mesh.vertices, outer_faces, process=False)
+    skin_points, skin_face = trimesh.sample.sample_surface(skin, SKIN_SAMPLES, seed=seed)
+    labels = getattr(render, "face_labels", None)
+    names = class_names()
+    part_names = None if labels is None else [names[int(c)] if 0 <= int(c) < len(names) else str(int(c))
+                                              for c in np.asarray(labels)[outer_index]]
     rng = np.random.default_rng(seed)
     low, high = mesh.bounds
     box = rng.uniform(low, high, (n_volume, 3))
     volume = float(np.prod(high - low) * occupied(box).mean())
-    return {"scene": _scene(mesh.vertices, mesh.faces), "outer": outer, "volume": volume,
-            "skin_scene": _scene(mesh.vertices, outer_faces)}
+    return {"scene": _scene(mesh.vertices, mesh.faces), "outer": outer_points, "volume": volume,
+            "skin_scene": _scene(mesh.vertices, outer_faces), "skin_part": part_names,
+            "skin_tree": cKDTree(skin_points), "skin_normals": skin.face_normals[skin_face]}
 
 
 def closed_metrics(truth: dict, vertices: np.ndarray, faces: np.ndarray) -> dict:
@@ -101,9 +122,23 @@ def closed_metrics(truth: dict, vertices: np.ndarray, faces: np.ndarray) -> dict
     area = 0.5 * np.linalg.norm(cross, axis=1)
     normal = cross / np.maximum(2.0 * area, 1e-20)[:, None]
     centres = o3d.core.Tensor(corners.mean(1).astype(np.float32))
-    skin_normal = truth["skin_scene"].compute_closest_points(centres)["primitive_normals"].numpy()
+    closest = truth["skin_scene"].compute_closest_points(centres)
+    skin_normal = closest["primitive_normals"].numpy()
     any_part_normal = truth["scene"].compute_closest_points(centres)["primitive_normals"].numpy()
-    inward = float(area[(normal * skin_normal).sum(1) < 0].sum() / max(area.sum(), 1e-20))
+    turned = (normal * skin_normal).sum(1) < 0
+    inward = float(area[turned].sum() / max(area.sum(), 1e-20))
+    ambiguous = np.zeros(len(faces), bool)
+    if "skin_tree" in truth and turned.any():
+        at = np.flatnonzero(turned)
+        nearest = np.linalg.norm(closest["points"].numpy()[at] - corners[at].mean(1), axis=1)
+        reach = truth["skin_tree"].query_ball_point(corners[at].mean(1), nearest + AMBIGUOUS_M)
+        for i, found in zip(at, reach):
+            ambiguous[i] = bool(found) and bool(((truth["skin_normals"][found] @ normal[i]) > 0).any())
+    by_part = {}
+    if truth.get("skin_part") is not None and turned.any():
+        part = np.asarray(truth["skin_part"], object)[closest["primitive_ids"].numpy()[turned]]
+        for name in np.unique(part):
+            by_part[str(name)] = round(float(area[turned][part == name].sum() / max(area.sum(), 1e-20)), 4)
     inward_any_part = float(area[(normal * any_part_normal).sum(1) < 0].sum() / max(area.sum(), 1e-20))
     # the built mesh's own orientation: faces whose front side (0.2 mm along the normal) is inside
     # it (2 mm also caught correctly wound faces with another sheet of the solid that close)
@@ -117,6 +152,9 @@ def closed_metrics(truth: dict, vertices: np.ndarray, faces: np.ndarray) -> dict
         "to_truth_max_cm": round(100 * float(to_truth.max()), 2),
         "inward": round(inward, 4),
         "inward_any_part": round(inward_any_part, 4),
+        "inward_ambiguous": round(float(area[ambiguous].sum() / max(area.sum(), 1e-20)), 4),
+        "inward_clear": round(float(area[turned & ~ambiguous].sum() / max(area.sum(), 1e-20)), 4),
+        "inward_by_part": dict(sorted(by_part.items(), key=lambda kv: -kv[1])),
         "facing_into_itself": round(float(area[into_itself].sum() / max(area.sum(), 1e-20)), 4),
         "watertight": bool(mesh.is_watertight),
         "volume_ratio": round(float(mesh.volume) / truth["volume"], 4),
@@ -169,17 +207,20 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=4)
     parser.add_argument("--detail", default="normals", choices=("normals", "none"))
     parser.add_argument("--resolution", default="full", choices=("full", "half", "quarter"))
+    parser.add_argument("--cases", default="exact,degraded,offset", help="comma-separated: exact, degraded, offset")
     args = parser.parse_args()
+    wanted = args.cases.split(",")
     width, height = (int(v) for v in args.size.split("x"))
     print(f"closed surface, {width} x {height}, detail={args.detail}, resolution={args.resolution}")
     rows = []
     for name, person in held_out_people(args.people, width, height):
         truth = truth_of(person)
         seed = int(name.rsplit("-", 1)[1])
-        cases = {"exact": person,
-                 "degraded": degrade(person, seed=seed, flying_rim_px=2.0, centred=True),
-                 "offset": degrade(person, seed=seed, flying_rim_px=2.0, centred=False)}
-        for case, render in cases.items():
+        cases = {"exact": lambda: person,
+                 "degraded": lambda: degrade(person, seed=seed, flying_rim_px=2.0, centred=True),
+                 "offset": lambda: degrade(person, seed=seed, flying_rim_px=2.0, centred=False)}
+        for case in wanted:
+            render = cases[case]()
             try:
                 surface, seconds = build_closed(render, detail=args.detail, resolution=args.resolution)
             except EngineError as exc:
@@ -195,16 +236,20 @@ def main() -> None:
             rows.append(m)
             print(f"{name:16s} {case:9s} chamfer {m['chamfer_cm']:6.3f} cm (built->truth {m['built_to_truth_cm']:.3f}, "
                   f"truth->built {m['truth_to_built_cm']:.3f}, worst {m['to_truth_max_cm']:.1f})  inward {m['inward']:.4f} "
-                  f"(any part {m['inward_any_part']:.4f}, into itself {m['facing_into_itself']:.4f})  "
+                  f"(clear {m['inward_clear']:.4f}, ambiguous {m['inward_ambiguous']:.4f}; any part "
+                  f"{m['inward_any_part']:.4f}, into itself {m['facing_into_itself']:.4f})  "
                   f"volume {m['volume_ratio']:.3f}  watertight {m['watertight']}  {m['seconds']:.2f} s  "
                   f"(open front of the same maps -> truth {m['front_only_cm']:.3f}; input depth offset "
                   f"{100 * (1 / ratio - 1):+.2f} %, removed: chamfer {m['chamfer_offset_removed_cm']:.3f} cm, "
                   f"volume {m['volume_offset_removed']:.3f})", flush=True)
+            parts = ", ".join(f"{k} {v:.4f}" for k, v in m["inward_by_part"].items() if v >= 0.0002)
+            print(f"{'':16s} {case:9s} inward by nearest true part: {parts or '-'}", flush=True)
     for case in ("exact", "degraded", "offset"):
         sel = [r for r in rows if r["case"] == case]
         if sel:
             print(f"mean {case:9s} chamfer {np.mean([r['chamfer_cm'] for r in sel]):.3f} cm  worst chamfer "
-                  f"{max(r['chamfer_cm'] for r in sel):.3f}  inward max {max(r['inward'] for r in sel):.4f} (any part "
+                  f"{max(r['chamfer_cm'] for r in sel):.3f}  inward max {max(r['inward'] for r in sel):.4f} (clear max "
+                  f"{max(r['inward_clear'] for r in sel):.4f}; any part "
                   f"{max(r['inward_any_part'] for r in sel):.4f}, into itself {max(r['facing_into_itself'] for r in sel):.4f})  volume "
                   f"{min(r['volume_ratio'] for r in sel):.3f}-{max(r['volume_ratio'] for r in sel):.3f}  "
                   f"seconds {np.mean([r['seconds'] for r in sel]):.2f}")
