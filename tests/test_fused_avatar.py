@@ -59,6 +59,9 @@ def test_two_views_make_one_closed_rigged_avatar(fused, bundles):
     # each view colours a large share of the surface; little is left to no view
     assert min(views[0]["face_share"], views[1]["face_share"]) > 0.3
     assert manifest["textures"]["layout"]["islands"] == ["view 1", "view 2", "unseen"]
+    # shares of the covered texels (counted over the edge ring around the triangles too, they
+    # summed to 1.7 here)
+    assert abs(sum(manifest["textures"]["texels_led_by_view"]) - 1.0) < 1e-3
     assert manifest["mesh"]["closed"] and manifest["rig"]["bones"] > 20
     assert manifest["mesh"]["surface"]["open_edges"] == 0  # the fused solid, before the UV seams split it
     mesh = trimesh.load(fused / "mesh.ply", process=False)

@@ -492,7 +492,10 @@ def bake_views(
         texel_points[start : start + len(chunk)] = points
         texel_seen[start : start + len(chunk)] = best >= 0
         best[best > len(views)] = -1
-        chosen += np.bincount(best + 1, minlength=len(views) + 1)[np.r_[1 : len(views) + 1, 0]]
+        # counted over the covered texels only (the share's denominator), not the edge ring
+        # around every triangle, which the unseen island's one-face cells made larger than them
+        led = best[covered.reshape(-1)[chunk]]
+        chosen += np.bincount(led + 1, minlength=len(views) + 1)[np.r_[1 : len(views) + 1, 0]]
         report(0.3 + 0.4 * min(1.0, (start + len(chunk)) / max(len(texels), 1)), "colour and normals blended from the views")
     _colour_unseen_from_nearest_seen(albedo, texels, texel_points, texel_seen)
     albedo = albedo.reshape(layout.height, layout.width, 3)
