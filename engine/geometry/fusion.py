@@ -279,11 +279,41 @@ def contour_circles(points, mask, normal, K, trusted, seg=None) -> ContourCircle
     return ContourCircles(centres, centres + radius[:, None] * outward, outward, labels)
 
 
+def level_points(circles: ContourCircles, rotation=None) -> np.ndarray:
+    """Each circle's point level with its centre along the reference camera's view, on its
+    outward side (in the circles' own frame; `rotation` turns that frame into the reference's):
+    the centre moved its radius across the reference's line of sight, so the point keeps the
+    centre's depth but lies at the outline, where the other photo's circles of the same
+    cross-section lie too.
+
+    Paired at their centres (as until 2026-12-03), a view's circles met the other photo's
+    centres of other cross-sections: on a cross-section that is not a circle (the trunk's, wider
+    than deep) the centres of pixels further from the outline drift inward and away from the
+    camera that sees them, each photo's the other way, and on degraded maps, whose blurred and
+    noisy normals spread the centres, those mismatched pairs pushed the back view away: measured
+    from the true pose on six engine.synthetic front/back pairs at 768 x 1024 (bench_fusion.py's
+    degraded maps), the depth the centres gave was 0.23-1.33 cm too far (mean 0.75), these
+    points give 0.05-0.42 (mean 0.27); exact maps 0.08 and 0.07 cm mean off either way; at
+    384 x 512 (the blur and the flying rim reach twice as far into a limb) they measured alike,
+    0.24 and 0.26 cm mean on four people. The contour
+    points themselves would not do: each is where its own camera's rays graze the
+    cross-section, a little toward that camera (0.3-0.5 cm thin on exact maps)."""
+    R = np.eye(3) if rotation is None else np.asarray(rotation, np.float64)
+    across = circles.outward @ R.T
+    across[:, 2] = 0.0
+    length = np.linalg.norm(across, axis=1, keepdims=True)
+    radius = np.linalg.norm(circles.contour - circles.centres, axis=1, keepdims=True)
+    keep = length[:, 0] > 0.5  # an outward normal mostly across the reference's view
+    across = across[keep] / length[keep]
+    return circles.centres[keep] + radius[keep] * (across @ R)
+
+
 def refine_depth_on_contours(T, view_centres, ref_centres):
     """The depth along the reference camera's view of a view seen from the opposite side,
-    from the cross-section centres both photos see (contour_circles); (T, info).
+    from the cross-section centres both photos see (contour_circles; fuse_views passes each
+    circle's level_points, which keep their centre's depth); (T, info).
 
-    Each of the view's centres, placed by T, is paired with the reference's centre nearest to
+    Each of the view's points, placed by T, is paired with the reference's point nearest to
     it across the reference's line of sight (within CONTOUR_PAIR_M); the median of their depth
     differences moves the view along the reference's z. Too few pairs, or a move further than
     CONTOUR_MAX_SHIFT_M: T is kept."""
@@ -470,7 +500,7 @@ def fuse_views(views: list[View], *, refine: bool = True, icp: bool = False, out
             for k in (0, i):
                 if k not in circles:
                     circles[k] = _view_circles(views[k])
-            T, contour_info = refine_depth_on_contours(T, circles[i].centres, circles[0].centres)
+            T, contour_info = refine_depth_on_contours(T, level_points(circles[i], T[:3, :3]), level_points(circles[0]))
             info.update(contour_info)
         if icp or (side_icp and not _opposite(T)):
             T, icp_info = refine_registration(T, samples[i][0], samples[i][1], np.concatenate(points), np.concatenate(normals))
