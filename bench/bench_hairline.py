@@ -21,8 +21,8 @@ hidden = the rest of a closed avatar): `skin->hair` the share of true skin in th
 `hair->skin` the share of true hair in another slot, `colour` the mean |texture - true albedo|
 in sRGB levels (0-255, all channels); and `border` the length (m) of the mesh edges between the
 hair slot and the skin slot above the shoulders (a saw-tooth border is long). --compare also
-builds every person without the hairline's fixes (`raw`: no vote on the head's labels, every
-seen vertex reads its own pixel), in the same tree and process, so the two differ only by them. Printed, nothing asserted.
+builds every person without the hairline's fix (`raw`: every seen vertex reads its own pixel,
+also beside an occluding edge), in the same tree and process, so the two differ only by them. Printed, nothing asserted.
 """
 
 from __future__ import annotations
@@ -211,18 +211,17 @@ def hairline_figures(avatar: dict, truth_class: np.ndarray, truth_colour: np.nda
 
 @contextmanager
 def hairline(smooth: bool):
-    """The build as it is (smooth) or without the hairline's fixes (`raw`): the head's labels
-    as transferred (no vote) and every seen vertex reading its own pixel's colour."""
+    """The build as it is (smooth) or without the hairline's fix (`raw`): every seen vertex
+    reading its own pixel's colour, also beside an occluding edge."""
     from engine.avatar import appearance
 
-    saved = appearance.smooth_hairline, appearance._onto_its_own_layer
+    saved = appearance._onto_its_own_layer
     if not smooth:
-        appearance.smooth_hairline = lambda labels, *rest: labels
         appearance._onto_its_own_layer = lambda vertices, photo_xy, pointmap: photo_xy
     try:
         yield
     finally:
-        appearance.smooth_hairline, appearance._onto_its_own_layer = saved
+        appearance._onto_its_own_layer = saved
 
 
 def people(args):

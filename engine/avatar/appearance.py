@@ -18,7 +18,7 @@ from scipy.spatial import cKDTree
 
 from engine.avatar import textures as tx
 from engine.avatar.islands import SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL, project
-from engine.avatar.labels import FRONT_ONLY_CLASSES, class_ids, front_only_to_hair, smooth_hairline
+from engine.avatar.labels import FRONT_ONLY_CLASSES, class_ids, front_only_to_hair
 from engine.bundle import srgb_to_linear
 
 # fewer hair pixels than this and the face is refilled from its surroundings instead
@@ -152,16 +152,12 @@ def _hair_row_weight(at_outline: np.ndarray, band_px: float) -> np.ndarray:
 
 
 def hidden_hair_labels(vertex_labels, vertex_island, vertices_camera, bundle, K) -> np.ndarray:
-    """The head's hair classes a photo decides. On the hidden island (far side): its face
-    (FRONT_ONLY_CLASSES) turned Hair where its colour is the hair's (_hidden_side_colour: the
-    back of the head on the rows where hair reaches the outline, at least one half), read at
-    the photo row the vertex takes its colour from: the back of the head falls in the glb's
-    hair material slot (matte, selected with the hair), not the skin's (with a sheen) beside
-    hair-coloured texels. On the other vertices: Hair or face by a vote of the head vertices
-    around them (labels.smooth_hairline): the slots' border runs smooth along the hairline
-    instead of the segmentation's ragged edge and pixel staircase."""
+    """Vertex classes with the hidden island's face (FRONT_ONLY_CLASSES) turned Hair where its
+    colour is the hair's (_hidden_side_colour: the back of the head on the rows where hair
+    reaches the outline, at least one half), read at the photo row the vertex takes its colour
+    from: the back of the head falls in the glb's hair material slot (matte, selected with the
+    hair), not the skin's (with a sheen) beside hair-coloured texels."""
     hidden = np.asarray(vertex_island) == tx.HIDDEN
-    vertex_labels = smooth_hairline(vertex_labels, vertices_camera, ~hidden)
     if bundle.seg is None or not hidden.any():
         return vertex_labels
     person = bundle.mask
