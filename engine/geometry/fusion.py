@@ -66,10 +66,15 @@ VOXEL_M = 0.008  # clouds thinned to this spacing for ICP
 # contour centres (refine_depth_on_contours): trusted pixels within CONTOUR_BAND_PX of the
 # person's outline whose normal's cos to the line of sight lies in CONTOUR_COS, on circles of
 # radius CONTOUR_RADIUS_M; pairs matched across the reference's view within CONTOUR_PAIR_M.
-# Measured on engine.synthetic front/back pairs at 768 x 1024, exact maps: the depth found with
-# the true pose is 0.01-0.10 cm off (the joints: 0.2-0.8 cm); bands reaching further inward or
-# steeper normals measured worse (the cross-sections are not circles far from the outline)
-CONTOUR_BAND_PX, CONTOUR_COS, CONTOUR_RADIUS_M, CONTOUR_PAIR_M = 12.0, (0.15, 0.5), (0.01, 0.25), 0.01
+# Measured from the true pose on six engine.synthetic front/back pairs at 768 x 1024 (level
+# points, bench_fusion.py's degraded maps): a band of 12 px and cos 0.15-0.5 (until 2026-12-03)
+# put the back 0.05-0.42 cm too far on degraded maps (mean +0.27; exact maps -0.11..+0.06):
+# a window on the predicted normal's cos selects by the normal's own noise, and a pixel whose
+# noise pulls its cos under the upper bound has its radius, so its centre's depth, overgrown;
+# the wide window over the outermost 6 px gives -0.03..+0.11 (mean +0.02) degraded, -0.16..+0.05
+# (mean -0.09) exact. A band of 12 px with the wide window: degraded mean -0.08, exact -0.14
+# (the cross-sections are not circles far from the outline)
+CONTOUR_BAND_PX, CONTOUR_COS, CONTOUR_RADIUS_M, CONTOUR_PAIR_M = 6.0, (0.05, 0.9), (0.01, 0.25), 0.01
 MIN_CONTOUR_PAIRS = 200
 # a depth the centres put further than this from the joints' is not believed (the joints of views
 # that agree are at most MAX_JOINT_RESIDUAL_M apart; measured shifts 0.1-2.4 cm)
