@@ -18,7 +18,7 @@ from pathlib import Path
 
 from engine import fileio
 from engine.avatar import stages
-from engine.avatar.detail import fuse_crop_maps, fuse_crop_surface, fuse_crop_texture
+from engine.avatar.detail import fuse_crop_maps, fuse_crop_surface, fuse_crop_texture, start_closed_hands
 from engine.avatar.heap import reuse_freed_arrays
 from engine.avatar.labels import groups_table, labels_table
 from engine.avatar.manifest import (
@@ -134,6 +134,8 @@ def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target
     # cancel drops the ones not started) before the staging directory is published or removed.
     with fileio.atomic_directory(out_dir) as tmp, _writer_pool() as writers:
         crops = fuse_crop_maps(inputs, enabled=detail_crops, resolution=resolution)
+        # the hands' second solve starts now, beside the body's (engine.geometry.detail_solid.HandSolve)
+        start_closed_hands(inputs, crops, watertight=watertight, target_faces=target_faces, progress=progress)
         built = stages.surface(
             inputs, detail=detail, resolution=resolution, watertight=watertight, target_faces=target_faces, progress=progress
         )

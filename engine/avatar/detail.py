@@ -19,6 +19,7 @@ import numpy as np
 class Detail:
     aligned: list = field(default_factory=list)   # engine.geometry.detail.AlignedCrop
     notes: list[str] = field(default_factory=list)
+    hands: object = None   # engine.geometry.detail_solid.HandSolve, when start_closed_hands started one
 
 
 def fuse_crop_maps(inputs, *, enabled: bool, resolution: str) -> Detail | None:
@@ -93,19 +94,28 @@ def fuse_crop_surface(inputs, built, detail: Detail | None, *, watertight: bool,
         stats={**built.stats, "vertices": int(len(vertices)), "faces": int(len(faces))})
 
 
+def start_closed_hands(inputs, detail: Detail | None, *, watertight: bool, target_faces, progress=None):
+    """The hands' second solve started before the closed surface's own (HandSolve: the crops'
+    samples made in the engine's geometry worker process beside the body's solve), kept in
+    `detail.hands` for closed_hands; None when the build has no closed hands to solve (an open
+    or decimated surface, no hand crop)."""
+    if detail is None or not detail.aligned or not watertight or target_faces is not None:
+        return None
+    from engine.geometry.detail_solid import HandSolve
+
+    detail.hands = HandSolve.start(detail.aligned, inputs.K, progress=progress)
+    return detail.hands
+
+
 def closed_hands(inputs, built, detail: Detail):
     """The closed surface with each hand re-solved from its crop (engine.geometry.detail_solid):
     (vertices, faces, labels, record for avatar.json); the surface as it was when no hand crop
-    can be used, the record saying why."""
-    from engine.geometry.detail_solid import hand_solid_samples
+    can be used, the record saying why. The solve start_closed_hands started is finished here
+    (a hand in the worker process, the others here meanwhile); without one it all runs here."""
+    from engine.geometry.detail_solid import HandSolve
 
-    fine, notes = hand_solid_samples(detail.aligned, inputs.K)
-    if fine is None:
-        return built.vertices, built.faces, built.vertex_labels, {"notes": notes}
-    vertices, faces, labels, stats = fine.apply(built.vertices, built.faces, built.vertex_labels)
-    if notes:
-        stats["notes"] = notes
-    return vertices, faces, labels, stats
+    solve = detail.hands if detail.hands is not None else HandSolve(detail.aligned, inputs.K)
+    return solve.apply(built.vertices, built.faces, built.vertex_labels)
 
 
 def front_vertices(vertices: np.ndarray, inputs) -> np.ndarray:

@@ -17,12 +17,17 @@ than the photo: its mask has the gaps, its points and normals the fingers' front
      has its own back and the gaps stay open behind as in front.
    Only the crop's pixels labelled as a hand inside its region (the part of its box the build
    replaces, detail.inner_region) are used.
-2. `replace_hands` (SolidSamples.apply, called by the closed surface once the body's solid is
-   made): per hand, a Poisson solve over a box around the hand alone (cells of about
-   LOCAL_CELL_M) from those samples and the body's own vertices near it that are not the hand
-   being replaced (the forearm, a torso behind the hand); then the body less the hand's box,
-   united with the new solid inside that box (manifold3d's booleans: the result stays a closed
-   2-manifold).
+2. `replace_hands` (SolidSamples.apply), once the body's solid is made: per hand, a Poisson
+   solve over a box around the hand alone (cells of about LOCAL_CELL_M) from those samples and
+   the body's own vertices near it that are not the hand being replaced (the forearm, a torso
+   behind the hand); then the body less the hand's box, united with the new solid inside that
+   box (manifold3d's booleans: the result stays a closed 2-manifold).
+3. `HandSolve`, what the build runs: the same steps, split with the geometry worker process
+   (engine.geometry.solve_worker) on the machine's other core, since open3d's Poisson holds the
+   GIL: the crops' samples made there while the build solves the body, then the first hand's
+   solve there while the build solves the other hand and cuts the boxes from the body. The same
+   bytes come out wherever a step ran; a lost worker means the step runs in the build's process,
+   with a note.
 
 Measured by bench/bench_detail.py ("gap free": the share of the true gaps between the fingers
 that no triangle covers).
@@ -30,6 +35,7 @@ that no triangle covers).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,6 +65,8 @@ OVERLAP_M = 0.003  # the new hand reaches this far past the box, into the body l
 SEAM_BAND_M = 0.004  # the band either side of the cut smoothed (_smooth_seams)
 SEAM_ROUNDS = 6
 MIN_PIECE_FACES = 200  # smaller pieces left after the cut (the body's mitten outside the box) go
+WAIT_POLL_S = 0.1  # a wait for the worker polls the build's progress (its cancel) this often
+WORKER_TIMEOUT_S = 300.0  # a worker silent this long is stopped, the step done in the build's process
 
 
 @dataclass
@@ -157,6 +165,119 @@ def hand_solid_samples(aligned: list, K: np.ndarray) -> tuple[SolidSamples | Non
     return SolidSamples(joined(fronts), joined(backs), regions, np.asarray(K, np.float64), class_ids, stats), notes
 
 
+class HandSolve:
+    """The hands' second solve, split between the build's process and the geometry worker process
+    (engine.geometry.solve_worker), which holds the machine's other core.
+
+    The closed build starts it as soon as the crops are aligned (`start`): the hand crops' samples
+    (hand_solid_samples) are made in the worker while this process solves the body. Once the
+    body's solid is made (`apply`), the first hand's own Poisson solve goes to the worker and this
+    process solves the others and cuts the hands' boxes from the body meanwhile; then the union
+    (replace_hands' steps, in the same order on the same samples, so the result is the same
+    bytes wherever each step ran). Without a worker (none could be started, it died, it failed)
+    the step runs here instead, with a note saying why; nothing waits forever: a wait polls
+    `progress` (which raises Cancelled when the build is cancelled) and gives up on a worker
+    silent for WORKER_TIMEOUT_S.
+    """
+
+    def __init__(self, aligned: list, K: np.ndarray, *, progress=None, worker=None):
+        from dataclasses import replace
+
+        # what the worker needs of each hand crop (its albedo and raw pointmap stay here)
+        self.aligned = [replace(a, crop=replace(a.crop, albedo=None, pointmap=None))
+                        for a in aligned if a.crop.name in HAND_CROPS]
+        self.K = np.asarray(K, np.float64)
+        self.progress = progress
+        self.worker = worker if self.aligned else None
+        self.notes: list[str] = []
+        self._samples = None       # (SolidSamples or None, notes) once known
+        self._samples_future = None
+        self.solved_in_worker = 0  # hands whose Poisson solve the worker made
+        if self.worker is not None:
+            self._samples_future = self.worker.submit(hand_solid_samples, self.aligned, self.K)
+
+    @classmethod
+    def start(cls, aligned: list, K: np.ndarray, *, progress=None, use_worker: bool = True) -> "HandSolve":
+        """The solve started: in the engine's shared worker process (started now if none runs)
+        when `use_worker`, else everything here when it is applied."""
+        worker = None
+        if use_worker and any(a.crop.name in HAND_CROPS for a in aligned):
+            from engine.geometry import solve_worker
+
+            worker = solve_worker.shared()
+        job = cls(aligned, K, progress=progress, worker=worker)
+        if use_worker and worker is None and job.aligned:
+            job.notes.append("the hands' solve process could not be started: the hands were solved in the build's process")
+        return job
+
+    def samples(self) -> tuple[SolidSamples | None, list[str]]:
+        """The hand crops' samples and notes (hand_solid_samples), from the worker or made here."""
+        if self._samples is None:
+            result = self._wait(self._samples_future, "the hand crops' samples")
+            self._samples = result if result is not None else hand_solid_samples(self.aligned, self.K)
+        return self._samples
+
+    def apply(self, vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray | None):
+        """The closed body with its hands replaced: (vertices, faces, labels, stats) as
+        replace_hands; the body as it was, with notes, when no hand crop can be used."""
+        fine, notes = self.samples()
+        if fine is None:
+            return vertices, faces, labels, {"notes": notes + self.notes}
+        stats = {"crops": [dict(c) for c in fine.stats]}
+        note = _cannot_join(vertices, faces, labels)
+        if note:
+            stats["note"] = note
+        else:
+            context = _body_context(vertices, faces, labels)
+            zones = hand_zones(fine, context[0], context[2])
+            inputs = [hand_inputs(fine, context, zone) for zone in zones]
+            # the first hand to the worker; the others, and the body's cut, here meanwhile
+            first = None if self.worker is None else self.worker.submit(solve_hand, *inputs[0])
+            solved = [None] + [solve_hand(*hand) for hand in inputs[1:]]
+            cut, note = cut_hand_boxes(vertices, faces, zones)
+            solved[0] = self._wait(first, "the first hand's solve")
+            if solved[0] is None:
+                solved[0] = solve_hand(*inputs[0])
+            else:
+                self.solved_in_worker = 1
+            if cut is None:
+                stats["note"] = note
+            else:
+                vertices, faces, labels, stats = join_hands(vertices, faces, labels, fine, zones, solved, stats, cut=cut)
+        stats["hands_solved_in_worker"] = self.solved_in_worker
+        if notes or self.notes:
+            stats["notes"] = notes + self.notes
+        return vertices, faces, labels, stats
+
+    def _wait(self, future, what: str):
+        """The future's result, polling `progress` (a cancel raises from it); None, with a note,
+        when the worker was lost, failed or stayed silent over WORKER_TIMEOUT_S (the caller then
+        does the step here)."""
+        if future is None:
+            return None
+        from concurrent.futures import TimeoutError as FutureTimeout
+
+        from engine.geometry import solve_worker
+
+        began = time.monotonic()
+        while True:
+            try:
+                return future.result(timeout=WAIT_POLL_S)
+            except FutureTimeout:
+                if self.progress is not None:
+                    self.progress("surface", 0.95, "hands solved again from their crops")
+                if time.monotonic() - began > WORKER_TIMEOUT_S:
+                    solve_worker.shutdown()
+                    why = f"silent for {WORKER_TIMEOUT_S:.0f} s, stopped"
+                    break
+            except Exception as exc:  # noqa: BLE001: a lost or failing worker: the step runs here
+                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                break
+        self.notes.append(f"the hands' solve process failed on {what} ({why}): solved in the build's process")
+        self.worker = None
+        return None
+
+
 def _smoothed_along_rays(points: np.ndarray, valid: np.ndarray, sigma_px: float) -> np.ndarray:
     """Each valid point moved along its ray to the Gaussian-weighted mean depth of the valid
     points around it (normalised convolution: the gaps between fingers do not pull it)."""
@@ -226,88 +347,159 @@ def _smooth_seams(vertices: np.ndarray, faces: np.ndarray, boxes: list) -> tuple
 def replace_hands(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray | None, fine: SolidSamples):
     """Each hand of the closed body re-solved on its own, finer, and put in place of the body's.
 
-    Per hand crop: a screened Poisson solve over a box around the hand (the crop's front and back
-    samples, and the body's own vertices there that are not the replaced hand: the forearm, a
-    torso behind), with cells of about LOCAL_CELL_M where the body's solve has 8-16 mm ones;
-    then the body without the hand's box, united with the new solid inside that box (grown by
-    OVERLAP_M, so the two overlap and join). The boolean operations (manifold3d) keep the result
-    a closed 2-manifold. Pieces of the body's mitten left outside the box are dropped (under
-    MIN_PIECE_FACES triangles). Returns (vertices, faces, labels, stats); the body unchanged,
-    with a note in stats, when the crops cannot be used this way.
+    Per hand crop: a screened Poisson solve over a box around the hand (solve_hand: the crop's
+    front and back samples, and the body's own vertices there that are not the replaced hand: the
+    forearm, a torso behind), with cells of about LOCAL_CELL_M where the body's solve has 8-16 mm
+    ones; then the body without the hand's box, united with the new solid inside that box (grown
+    by OVERLAP_M, so the two overlap and join: join_hands). All here, one hand after the other;
+    HandSolve runs the same steps with a hand in the worker process. Returns (vertices, faces,
+    labels, stats); the body unchanged, with a note in stats, when the crops cannot be used this
+    way.
     """
+    stats = {"crops": [dict(c) for c in fine.stats]}
+    note = _cannot_join(vertices, faces, labels)
+    if note:
+        stats["note"] = note
+        return vertices, faces, labels, stats
+    context = _body_context(vertices, faces, labels)
+    zones = hand_zones(fine, context[0], context[2])
+    solved = [solve_hand(*hand_inputs(fine, context, zone)) for zone in zones]
+    return join_hands(vertices, faces, labels, fine, zones, solved, stats)
+
+
+def _cannot_join(vertices, faces, labels) -> str | None:
+    """Why the closed body cannot take new hands (a note), or None."""
+    if labels is None:
+        return "the closed surface has no part labels: the hands are the body's"
+    try:
+        import manifold3d  # noqa: F401
+    except ImportError:
+        return "manifold3d is not installed: the hands are the body's"
+    return None
+
+
+def _body_context(vertices, faces, labels):
+    """The closed body's vertices, their normals and labels: the samples a hand is solved with."""
+    from engine.geometry.surface import vertex_normals
+
+    body_v = np.asarray(vertices, np.float64)
+    return body_v, vertex_normals(body_v, np.asarray(faces, np.int64)).astype(np.float64), np.asarray(labels, np.uint8)
+
+
+def hand_zones(fine: SolidSamples, points: np.ndarray, labels: np.ndarray) -> list:
+    """Per region of `fine`, where its hand is solved and cut, given the body's samples (points
+    N x 3, labels N): (front_in, back_in: which of fine's samples are this hand's; old: which body
+    samples are the hand replaced; the cut box (lo, hi); the box of samples solved).
+
+    The body's own hand is its samples labelled hand, in the region, and near the crop's hand (a
+    wrist labelled hand but not in the crop's hand pixels stays a sample, or the new solid would
+    be dented there); the cut box covers it too, so no piece of the old mitten (its back is often
+    thicker than the new hand's) stays outside."""
     from scipy.spatial import cKDTree
 
-    from engine.geometry.labels import transfer_labels
-    from engine.geometry.surface import vertex_normals
-    from engine.geometry.watertight import poisson_solid
-
-    stats = {"crops": list(fine.stats)}
-    if labels is None:
-        stats["note"] = "the closed surface has no part labels: the hands are the body's"
-        return vertices, faces, labels, stats
-    try:
-        import manifold3d
-    except ImportError:
-        stats["note"] = "manifold3d is not installed: the hands are the body's"
-        return vertices, faces, labels, stats
-    body_v = np.asarray(vertices, np.float64)
-    body_n = vertex_normals(body_v, np.asarray(faces, np.int64)).astype(np.float64)
-    body_l = np.asarray(labels, np.uint8)
-    front_p, front_n, front_l = fine.front
-    back_p, back_n, back_l = fine.back
-    solid = _manifold(vertices, faces)
-    if solid.status().name != "NoError":
-        stats["note"] = f"the closed surface is not a 2-manifold ({solid.status().name}): the hands are the body's"
-        return vertices, faces, labels, stats
-    label_points, label_values = [body_v], [body_l]
-    seams, hands = [], []
-    for k, region in enumerate(fine.regions):
+    front_p, back_p = fine.front[0], fine.back[0]
+    points = np.asarray(points, np.float64)
+    zones = []
+    for region in fine.regions:
         front_in = fine.in_region(front_p, region)
         back_in = fine.in_region(back_p, region)
         hand = np.concatenate([front_p[front_in], back_p[back_in]])
-        # the body's own hand there: hand-labelled, in the region, and near the crop's hand (a
-        # wrist labelled hand but not in the crop's hand pixels stays a sample, or the new solid
-        # would be dented there); the box covers it too, so no piece of the old mitten (its back
-        # is often thicker than the new hand's) stays outside
-        old = fine.replaced(body_v, body_l, region)
+        old = fine.replaced(points, labels, region)
         if old.any():
-            distance, _ = cKDTree(hand).query(body_v[old], k=1)
+            distance, _ = cKDTree(hand).query(points[old], k=1)
             old[np.nonzero(old)[0][distance > OLD_HAND_REACH_M]] = False
-        (cut_lo, cut_hi), (zone_lo, zone_hi) = _zone_boxes(np.concatenate([hand, body_v[old]]))
-        around = ((body_v >= zone_lo) & (body_v <= zone_hi)).all(1) & ~old
-        points = np.concatenate([body_v[around], hand])
-        normals = np.concatenate([body_n[around], front_n[front_in], back_n[back_in]])
-        # marching cubes can leave a fold the cleanup cannot close (a hand seen end-on, its
-        # thin back close to its front): then once more with cells twice as large
+        cut, zone = _zone_boxes(np.concatenate([hand, points[old]]))
+        zones.append((front_in, back_in, old, cut, zone))
+    return zones
+
+
+def hand_inputs(fine: SolidSamples, context, zone) -> tuple:
+    """What solve_hand needs for one hand: its oriented samples (the crop's, and the body's
+    `context` samples in the zone's box that are not the hand replaced), the zone and cut boxes."""
+    points_c, normals_c, _ = context
+    front_in, back_in, old, cut, (zone_lo, zone_hi) = zone
+    around = ((points_c >= zone_lo) & (points_c <= zone_hi)).all(1) & ~old
+    points = np.concatenate([points_c[around], fine.front[0][front_in], fine.back[0][back_in]])
+    normals = np.concatenate([normals_c[around], fine.front[1][front_in], fine.back[1][back_in]])
+    return points, normals, (zone_lo, zone_hi), cut, int(around.sum())
+
+
+def solve_hand(points: np.ndarray, normals: np.ndarray, zone, cut, body_used: int) -> dict:
+    """One hand's own solid: a screened Poisson solve of its samples over the zone's box (cells
+    of about LOCAL_CELL_M), cut to the cut box grown by OVERLAP_M: {"vertices", "faces",
+    "stats"}, or {"note"} when it did not close. Runs in the geometry worker process
+    (solve_worker) or here."""
+    from engine.geometry.watertight import poisson_solid
+
+    (zone_lo, zone_hi), (cut_lo, cut_hi) = zone, cut
+    # marching cubes can leave a fold the cleanup cannot close (a hand seen end-on, its thin
+    # back close to its front): then once more with cells twice as large
+    new_hand = None
+    for depth in (_local_depth(zone_lo, zone_hi), _local_depth(zone_lo, zone_hi) - 1):
+        hand_v, hand_f, _, local = poisson_solid(points, normals, None, depth=depth)
+        if not local["open_edges"]:
+            new_hand = _manifold(hand_v, hand_f)
+            # a solid wound inside out (negative volume) would cut the hand away, not add it
+            if new_hand.status().name == "NoError" and new_hand.volume() > 0:
+                break
         new_hand = None
-        for depth in (_local_depth(zone_lo, zone_hi), _local_depth(zone_lo, zone_hi) - 1):
-            hand_v, hand_f, _, local = poisson_solid(points, normals, None, depth=depth)
-            if not local["open_edges"]:
-                new_hand = _manifold(hand_v, hand_f)
-                if new_hand.status().name == "NoError":
-                    break
-            new_hand = None
-        if new_hand is None:
-            stats["crops"][k]["note"] = "the hand's own solid did not close: the body's hand stays"
-            continue
-        hands.append(new_hand ^ _box(cut_lo - OVERLAP_M, cut_hi + OVERLAP_M))
-        seams.append((cut_lo, cut_hi))
-        stats["crops"][k].update(poisson_depth=depth, cell_mm=round(1e3 * 1.1 * float((zone_hi - zone_lo).max()) / 2**depth, 2),
-                                 body_vertices_used=int(around.sum()), box_m=np.round(cut_hi - cut_lo, 4).tolist())
-        label_points += [front_p[front_in], back_p[back_in]]
-        label_values += [front_l[front_in], back_l[back_in]]
-    if hands:
-        # all the boxes cut at once, all the hands joined at once: each operation on the whole
-        # body costs about as much as the body's size, whatever the number of hands
-        solid = manifold3d.Manifold.batch_boolean([solid, *(_box(lo, hi) for lo, hi in seams)], manifold3d.OpType.Subtract)
-        solid = manifold3d.Manifold.batch_boolean([solid, *hands], manifold3d.OpType.Add)
+    if new_hand is None:
+        return {"note": "the hand's own solid did not close: the body's hand stays"}
+    mesh = (new_hand ^ _box(cut_lo - OVERLAP_M, cut_hi + OVERLAP_M)).to_mesh()
+    return {"vertices": np.asarray(mesh.vert_properties, np.float32)[:, :3].copy(),
+            "faces": np.asarray(mesh.tri_verts, np.uint32).copy(),
+            "stats": {"poisson_depth": depth, "cell_mm": round(1e3 * 1.1 * float((zone_hi - zone_lo).max()) / 2**depth, 2),
+                      "body_vertices_used": body_used, "box_m": np.round(cut_hi - cut_lo, 4).tolist()}}
+
+
+def cut_hand_boxes(vertices: np.ndarray, faces: np.ndarray, zones: list):
+    """The closed body as a manifold3d solid less every hand's cut box (one batch operation: its
+    cost follows the body's size, whatever the number of hands); None (and why) when the body is
+    not a 2-manifold."""
+    import manifold3d
+
+    solid = _manifold(vertices, faces)
+    if solid.status().name != "NoError":
+        return None, f"the closed surface is not a 2-manifold ({solid.status().name}): the hands are the body's"
+    return manifold3d.Manifold.batch_boolean([solid, *(_box(*zone[3]) for zone in zones)], manifold3d.OpType.Subtract), None
+
+
+def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved: list, stats: dict, cut=None):
+    """The body less the hands' boxes (`cut`, from cut_hand_boxes; made here when None) united
+    with the hands solve_hands made (one batch operation); pieces of the body's mitten left
+    outside the boxes dropped (under MIN_PIECE_FACES triangles), the seams smoothed, labels
+    carried over from the body and the crops' samples. Returns (vertices, faces, labels, stats)."""
+    import manifold3d
+
+    from engine.geometry.labels import transfer_labels
+
+    zones = [z for z, s in zip(zones, solved) if "note" not in s]
+    for k, s in enumerate(solved):
+        if "note" in s:
+            stats["crops"][k]["note"] = s["note"]
+        else:
+            stats["crops"][k].update(s["stats"])
+    if not zones:
+        return vertices, faces, labels, stats
+    if cut is None:
+        cut, note = cut_hand_boxes(vertices, faces, zones)
+        if cut is None:
+            stats["note"] = note
+            return vertices, faces, labels, stats
+    hands = [_manifold(s["vertices"], s["faces"]) for s in solved if "note" not in s]
+    solid = manifold3d.Manifold.batch_boolean([cut, *hands], manifold3d.OpType.Add)
     pieces = solid.decompose()
     kept = [p for p in pieces if p.num_tri() >= MIN_PIECE_FACES]
     stats["pieces_dropped"] = len(pieces) - len(kept)
     mesh = manifold3d.Manifold.compose(kept).to_mesh() if kept else solid.to_mesh()
     out_v = np.asarray(mesh.vert_properties, np.float32)[:, :3]
     out_f = np.asarray(mesh.tri_verts, np.int32)
+    seams = [zone[3] for zone in zones]
     out_v, stats["seam_vertices_smoothed"] = _smooth_seams(out_v, out_f, seams)
+    label_points, label_values = [np.asarray(vertices, np.float64)], [np.asarray(labels, np.uint8)]
+    for front_in, back_in, *_ in zones:
+        label_points += [fine.front[0][front_in], fine.back[0][back_in]]
+        label_values += [fine.front[2][front_in], fine.back[2][back_in]]
     out_l = transfer_labels(np.concatenate(label_points), np.concatenate(label_values), out_v)
     stats.update(vertices_before=int(len(vertices)), vertices=int(len(out_v)), faces=int(len(out_f)))
     return out_v, out_f, out_l, stats

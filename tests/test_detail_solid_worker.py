@@ -1,0 +1,195 @@
+"""The closed hands solved partly in the geometry worker process (engine.geometry.detail_solid.
+HandSolve, engine.geometry.solve_worker): the same bytes as solved all in the build's process,
+run to run; a killed or failing worker falls back with a note; a cancel reaches a build that
+waits for it; the worker ends with the engine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("open3d")
+pytest.importorskip("manifold3d")
+
+GUESS = {"scale": 1.3, "shift": (0.1, -0.05, 0.6)}
+
+
+@pytest.fixture(scope="module")
+def person():
+    from engine.synthetic import make_person
+    from engine.synthetic.crops import open_hands_pose
+
+    return make_person(seed=2, pose=open_hands_pose())
+
+
+@pytest.fixture(scope="module")
+def crops(person):
+    from engine.synthetic.crops import render_crops
+
+    return render_crops(person, **GUESS)
+
+
+@pytest.fixture(scope="module")
+def worker():
+    from engine.geometry import solve_worker
+
+    started = solve_worker.shared()
+    assert started is not None and started.wait_ready() > 0
+    yield started
+    solve_worker.shutdown()
+
+
+def _aligned(person, crops):
+    from engine.avatar import detail as stage
+    from engine.avatar.stages import Inputs
+    from engine.synthetic import to_bundle
+
+    bundle = to_bundle(person)
+    bundle.crops = crops[:2]
+    inputs = Inputs(bundle, "test", bundle.K, "bundle")
+    detail = stage.fuse_crop_maps(inputs, enabled=True, resolution="full")
+    return inputs, detail
+
+
+def _closed(inputs, detail, *, use_worker: bool, progress=None, kill_after: str | None = None):
+    """The closed surface with its hands solved by a HandSolve started as the build starts it;
+    kill_after "start" or "hand": the worker killed right after it was sent the crops' samples
+    to make, or the first hand to solve."""
+    from engine.geometry import build_surface
+    from engine.geometry.detail_solid import HandSolve
+
+    solve = HandSolve.start(detail.aligned, inputs.K, progress=progress, use_worker=use_worker)
+    if kill_after == "start":
+        _kill(solve.worker)
+    built = build_surface(inputs.bundle, detail="normals", watertight=True)
+    if kill_after == "hand":
+        submit = solve.worker.submit
+
+        def submit_then_kill(*args):
+            future = submit(*args)
+            _kill(solve.worker)
+            return future
+
+        solve.worker.submit = submit_then_kill
+    return solve.apply(built.vertices, built.faces, built.vertex_labels)
+
+
+def _kill(worker) -> None:
+    os.kill(worker.process.pid, signal.SIGKILL)
+
+
+def _same(a, b) -> bool:
+    return all(np.array_equal(x, y) and x.dtype == y.dtype for x, y in zip(a[:3], b[:3]))
+
+
+def test_hands_solved_in_the_worker_are_the_bytes_solved_here(person, crops, worker):
+    inputs, detail = _aligned(person, crops)
+    in_worker = _closed(inputs, detail, use_worker=True)
+    again = _closed(inputs, detail, use_worker=True)
+    here = _closed(inputs, detail, use_worker=False)
+    stats = in_worker[3]
+    assert stats["hands_solved_in_worker"] == 1 and "notes" not in stats, stats
+    assert here[3]["hands_solved_in_worker"] == 0
+    assert [c.get("poisson_depth") for c in stats["crops"]] == [7, 7], stats["crops"]
+    assert len(in_worker[0]) > 1.05 * stats["vertices_before"]   # the hands' finer solids are in
+    assert _same(in_worker, again), "the worker's hands differ run to run"
+    assert _same(in_worker, here), "the worker's hands differ from the build process's"
+    # a closed 2-manifold: every directed edge once, and its reverse once
+    faces = np.asarray(in_worker[1], np.int64)
+    directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    key = directed[:, 0] * len(in_worker[0]) + directed[:, 1]
+    assert len(np.unique(key)) == len(key)
+    assert np.isin(directed[:, 1] * len(in_worker[0]) + directed[:, 0], key).all()
+
+
+@pytest.mark.parametrize("kill_after", ["start", "hand"])
+def test_a_killed_worker_falls_back_to_the_build_process_with_a_note(person, crops, worker, kill_after):
+    """Killed while it makes the crops' samples, or while it solves a hand: the build makes them
+    itself, the same bytes, and says so; the next build starts a fresh worker."""
+    from engine.geometry import solve_worker
+
+    inputs, detail = _aligned(person, crops)
+    here = _closed(inputs, detail, use_worker=False)
+    solve_worker.shared().wait_ready()
+    began = time.monotonic()
+    lost = _closed(inputs, detail, use_worker=True, kill_after=kill_after)
+    assert time.monotonic() - began < 120
+    assert _same(lost, here), "the fallback's hands differ from the build process's own"
+    assert lost[3]["hands_solved_in_worker"] == 0
+    assert any("solve process failed" in note and "solved in the build's process" in note for note in lost[3]["notes"]), lost[3]
+    fresh = solve_worker.shared()
+    assert fresh is not None and fresh.alive and fresh.wait_ready() > 0
+    assert _closed(inputs, detail, use_worker=True)[3]["hands_solved_in_worker"] == 1
+
+
+def test_a_cancel_reaches_a_build_waiting_for_the_worker(person, crops):
+    from engine.errors import Cancelled
+    from engine.geometry import solve_worker
+    from engine.geometry.detail_solid import HandSolve
+
+    inputs, detail = _aligned(person, crops)
+    solve_worker.shared().wait_ready()
+    calls = []
+
+    def progress(stage, fraction, message):
+        calls.append(stage)
+        raise Cancelled("cancelled by the test")
+
+    solve = HandSolve.start(detail.aligned, inputs.K, progress=progress)
+    pid = solve.worker.process.pid
+    os.kill(pid, signal.SIGSTOP)   # the worker cannot answer: the build waits, polling its progress
+    try:
+        with pytest.raises(Cancelled):
+            solve.samples()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert calls == ["surface"]
+
+
+def test_a_function_failing_in_the_worker_fails_its_future_only():
+    from engine.geometry import solve_worker
+    from engine.geometry.detail_solid import hand_solid_samples
+
+    worker = solve_worker.shared()
+
+    failed = worker.submit(hand_solid_samples, "not crops", None)
+    with pytest.raises(solve_worker.WorkerError, match="Error"):
+        failed.result(timeout=60)
+    assert worker.alive
+    with pytest.raises(ValueError, match="engine.geometry functions only"):
+        worker.submit(os.getpid)
+
+
+def test_the_worker_ends_with_the_engine_process(tmp_path):
+    """Killed without a chance to clean up, the engine leaves no worker behind: the worker's
+    request pipe reads end-of-file and it exits."""
+    script = ("import sys, time\n"
+              "from engine.geometry import solve_worker\n"
+              "w = solve_worker.shared(); w.wait_ready()\n"
+              "print(w.process.pid, flush=True)\n"
+              "time.sleep(600)\n")
+    engine = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        worker_pid = int(engine.stdout.readline())
+        assert _running(worker_pid)
+    finally:
+        engine.kill()
+        engine.wait()
+    deadline = time.monotonic() + 20
+    while _running(worker_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(worker_pid), "the worker outlived the engine process"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
