@@ -222,7 +222,9 @@ def test_each_views_crops_reach_the_fused_avatar(tmp_path):
     carried onto the solid through its registration; each hand is solved again from the first
     view's crop that shows it (the back photo's hand crops are then left to it), the face crop
     snaps the front. The hands come nearer the true surface (measured at this size: the hand
-    vertices 1.49 mm from the true body without the crops, 0.94 mm with them)."""
+    vertices 1.49 mm from the true body without the crops, 0.94 mm with them; since the fused
+    solid's contour circles came from the outermost pixels (8dce8d8) the body's own hands are
+    nearer, 1.00 mm without the crops, and the crops still bring them to 0.94)."""
     import open3d as o3d
     import trimesh
 
@@ -264,7 +266,7 @@ def test_each_views_crops_reach_the_fused_avatar(tmp_path):
         # still one closed solid once the UV seams are merged
         mesh.merge_vertices(merge_tex=True, merge_norm=True)
         assert mesh.is_watertight
-    assert error[True] < 0.8 * error[False]
+    assert error[True] < 0.97 * error[False]
 
 
 def test_a_views_crop_colours_its_region_finer_than_the_photo():
@@ -356,6 +358,13 @@ def test_the_back_of_the_head_without_a_photo_from_behind_is_hair(front_and_side
     assert behind_hair.sum() > 300
     share = float((labels[behind_hair] == hair).mean())
     assert share > 0.95, share
+    # the side photo's island: its head vertices take the class its segmentation gives them
+    # (views.head_labels_seen), not the invented back's face class crowding in among its samples
+    # (measured: 0.74 of its true-hair vertices were Hair before, 0.96 after)
+    side_hair = (island == 1) & (true_class == hair)
+    assert side_hair.sum() > 300
+    share = float((labels[side_hair] == hair).mean())
+    assert share > 0.9, share
 
 
 def test_a_views_crop_normals_reach_its_island_through_its_registration(tmp_path):

@@ -152,10 +152,10 @@ def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_si
         solid_normals = mv.smooth_normals(vertices, faces)
         # the one-photo build's last frame step: the back of the head's hair (decided by the
         # photo each hidden vertex turns away from), the avatar frame, one normal per position
-        framed = stages.place(vertices[islands.source_vertex], islands.faces,
-                              np.asarray(labels, np.uint8)[islands.source_vertex], islands.face_island,
-                              islands.vertex_island,
-                              hair_views=mv.hair_views(vertices, solid_normals, islands, maps, [v.bundle for v in inputs]))
+        bundles = [v.bundle for v in inputs]
+        split_labels = mv.head_labels_seen(np.asarray(labels, np.uint8)[islands.source_vertex], vertices, islands, maps, bundles)
+        framed = stages.place(vertices[islands.source_vertex], islands.faces, split_labels, islands.face_island,
+                              islands.vertex_island, hair_views=mv.hair_views(vertices, solid_normals, islands, maps, bundles))
         vertices_camera, vertices_avatar, normals_avatar = framed.vertices_camera, framed.vertices_avatar, framed.normals_avatar
         to_avatar = framed.camera_to_avatar
         from engine.avatar import textures as tx
@@ -173,7 +173,7 @@ def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_si
         appearance = mv.bake_views(
             maps, vertices_ref=vertices, solid_normals=solid_normals, islands=islands, layout=layout,
             texel_xy=texel_xy, uv=uv, tangents=tangents, normals_avatar=normals_avatar, camera_to_avatar=to_avatar,
-            bundles=[v.bundle for v in inputs], progress=progress,
+            bundles=bundles, progress=progress,
         )
         appearance, crop_normal_texels = crop_normals(appearance, inputs, crops, framed, fused.transforms)
         lap("textures")

@@ -34,6 +34,7 @@ from scipy import ndimage
 from engine.avatar import textures as tx
 from engine.avatar.appearance import EDGE_TEXELS, Appearance, _source_colour
 from engine.avatar.islands import SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL, project, split_islands
+from engine.avatar.labels import FRONT_ONLY_CLASSES, class_ids
 from engine.avatar.stages import HairView
 
 # photo pixels before a view's outline over which its weight fades to (almost) nothing
@@ -216,6 +217,38 @@ def unoccluded(points_view: np.ndarray, view: ViewMaps) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         behind = np.isfinite(seen_depth) & (points_view[:, 2] > seen_depth + tolerance)
     return inside & (points_view[:, 2] > 0) & ~behind
+
+
+def head_labels_seen(labels: np.ndarray, vertices_ref: np.ndarray, islands: ViewIslands, views: list[ViewMaps],
+                     bundles: list) -> np.ndarray:
+    """Per split vertex: a head vertex (Hair or a face class) in a view's island takes the class
+    that view's segmentation gives the pixel it projects to, when that view sees it there (its
+    depth within the islands' tolerance of the view's pointmap): the view that colours it says
+    whether it is hair. The solid's own labels are those of its nearest samples, and without a
+    photo from behind the invented back's (the front's classes copied onto the back of the
+    head) crowd in among a side photo's samples at the back of the head: a ragged patch of the
+    face's class over hair-coloured texels. vertices_ref: per solid vertex, reference frame."""
+    head_ids = np.append(class_ids(FRONT_ONLY_CLASSES), class_ids(["Hair"]))
+    out = np.asarray(labels, np.uint8).copy()
+    head = np.isin(out, head_ids)
+    for v, (view, bundle) in enumerate(zip(views, bundles)):
+        chosen = np.flatnonzero(head & (islands.vertex_island == v))
+        if not len(chosen) or bundle.seg is None:
+            continue
+        p = view.to_view(vertices_ref[islands.source_vertex[chosen]])
+        xy = project(p, view.K)
+        h, w = view.mask.shape
+        inside = np.isfinite(xy).all(axis=1) & (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+        col = np.clip(np.nan_to_num(xy[:, 0]).astype(np.int64), 0, w - 1)
+        row = np.clip(np.nan_to_num(xy[:, 1]).astype(np.int64), 0, h - 1)
+        seen_depth = view.pointmap[row, col, 2].astype(np.float64)
+        tolerance = np.maximum(SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL * p[:, 2])
+        with np.errstate(invalid="ignore"):
+            seen = inside & view.mask[row, col] & (np.abs(p[:, 2] - seen_depth) <= tolerance)
+        seen_class = np.asarray(bundle.seg)[row, col]
+        take = seen & np.isin(seen_class, head_ids)
+        out[chosen[take]] = seen_class[take]
+    return out
 
 
 def hair_views(vertices_ref: np.ndarray, solid_normals: np.ndarray, islands: ViewIslands, views: list[ViewMaps],
