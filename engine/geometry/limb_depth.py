@@ -14,6 +14,7 @@ elbow).
 The slope of the membrane (the depth stretched over the part's outline, watertight
 .membrane_depth) tells the tilt: along a limb's axis its depth changes by tan(alpha) per metre
 across the image, so the cap is stretched by sqrt(1 + |grad membrane|^2) = 1 / cos(alpha).
+Only the limbs' caps are (LIMB_PARTS).
 """
 
 from __future__ import annotations
@@ -27,6 +28,23 @@ MAX_STRETCH = 3.0
 # a membrane step steeper than this (depth per lateral metre) is the border between two of its
 # regions (an arm in front of the torso), not a tilt: 1.5 x the slope MAX_STRETCH allows
 JUMP_SLOPE = 1.5 * np.sqrt(MAX_STRETCH**2 - 1.0)
+
+
+# the parts stretched: the limbs. A hand's crop grid (detail_solid) sees its fingers' outline at
+# many depths, and stretched there the hands solved again from crops came out 1.5-3 mm further
+# from the truth (bench_detail, arms_forward-7 degraded, mesh -> truth 4.8 -> 6.6-7.8 mm) and one
+# was lost; a sleeve or trouser leg is labelled with the torso's clothing, which is not stretched.
+LIMB_PARTS = tuple(f"{side}_{part}" for side in ("Left", "Right")
+                   for part in ("Upper_Arm", "Lower_Arm", "Upper_Leg", "Lower_Leg"))
+
+
+def limb_pixels(labels: np.ndarray) -> np.ndarray:
+    """Pixels (bool, the shape of `labels`, class ids) of the parts in LIMB_PARTS."""
+    from engine.geometry.labels import class_names
+
+    names = class_names()
+    ids = [names.index(n) for n in LIMB_PARTS if n in names]
+    return np.isin(labels, ids)
 
 
 def membrane_slope(membrane: np.ndarray, valid: np.ndarray, footprint: np.ndarray) -> np.ndarray:

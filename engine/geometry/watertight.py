@@ -39,7 +39,7 @@ from scipy.sparse.linalg import spsolve
 from engine.geometry.cleanup import clean_mesh, face_components, fill_holes, subdivide
 from engine.geometry.grid_mesh import RTOL_HARD, downsample_maps, valid_pixels
 from engine.geometry.labels import class_names
-from engine.geometry.limb_depth import view_stretch
+from engine.geometry.limb_depth import limb_pixels, view_stretch
 from engine.geometry.normal_integration import pixel_rays
 
 # Per body part: (scale of the mirrored bulge, minimum thickness m, maximum thickness m).
@@ -298,9 +298,11 @@ def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixel
     relief = np.clip(membrane - depth, 0.0, None)
     # a limb tilted out of the image plane is crossed obliquely, deeper than its cross-section:
     # its cap grows with the membrane's slope (limb_depth; smoothed, the slope is noisy per pixel)
-    stretch = smoothed_over_surface(view_stretch(membrane, valid, footprint), depth, valid,
-                                    STRETCH_SMOOTH_M / np.nanmedian(footprint[valid]))
-    maximum = maximum * np.where(valid, np.clip(stretch, 1.0, None), 1.0)
+    limbs = valid & limb_pixels(cls)
+    if limbs.any():
+        stretch = smoothed_over_surface(view_stretch(membrane, valid, footprint), depth, valid,
+                                        STRETCH_SMOOTH_M / np.nanmedian(footprint[valid]))
+        maximum = np.where(limbs, maximum * np.clip(stretch, 1.0, None), maximum)
 
     # Distance to the outline in metres (pixels times the pixel footprint at that depth).
     inside_px = ndimage.distance_transform_edt(np.pad(valid, 1))[1:-1, 1:-1] - 0.5
