@@ -297,8 +297,9 @@ def level_points(circles: ContourCircles, rotation=None) -> np.ndarray:
     camera that sees them, each photo's the other way, and on degraded maps, whose blurred and
     noisy normals spread the centres, those mismatched pairs pushed the back view away: measured
     from the true pose on six engine.synthetic front/back pairs at 768 x 1024 (bench_fusion.py's
-    degraded maps), the depth the centres gave was 0.23-1.33 cm too far (mean 0.75), these
-    points give 0.05-0.42 (mean 0.27); exact maps 0.08 and 0.07 cm mean off either way; at
+    degraded maps; circles of the 12 px band and cos window 0.15-0.5 used then), the depth the
+    centres gave was 0.23-1.33 cm too far (mean 0.75), these points give 0.05-0.42 (mean 0.27);
+    exact maps 0.08 and 0.07 cm mean off either way; at
     384 x 512 (the blur and the flying rim reach twice as far into a limb) they measured alike,
     0.24 and 0.26 cm mean on four people. The contour
     points themselves would not do: each is where its own camera's rays graze the
