@@ -1,24 +1,34 @@
 """Avatar build: seconds and peak memory of the whole build, and of the texture baking alone.
 
 Usage: .venv/bin/python bench/bench_avatar.py [--source shared|generated] [--samples ../shared/samples]
-                                             [--texture-size 2048]
+                                             [--texture-size 2048] [--cases CASE ...] [--reps N]
 
 Input: a 1024 x 768 bundle with ~300k person pixels, made as bench/bench_surface.py makes its
 own (a shared synthetic person ray-cast from a closer camera, exact maps then degraded), plus
 the person's albedo and photo carried along the same rays; with --source generated, the
 project's own generator's person (bench_surface.generated_person, ~300k person pixels) with its
-rendered photo and albedo. Cases (each in its own process, so
-its peak resident memory, ru_maxrss, is its own):
-  mesh        detail none (no refinement)
-  refined     detail normals
-  watertight  detail normals, watertight
-Each prints wall seconds per stage (avatar.json's timings), CPU seconds, peak memory, and the
+rendered photo and albedo, and its hand and face crops (engine.synthetic.crops.render_crops, as
+bench/bench_detail.py makes them: the crop's pointmap at a wrong guessed scale and shift that the
+build must undo, degraded as a network's crop output: 3 mm noise, 1.5 px blur). Cases (each in
+its own process, so its peak resident memory, ru_maxrss, is its own):
+  mesh              detail none (no refinement)
+  refined           detail normals
+  watertight        detail normals, watertight, the crops off
+  watertight+crops  as watertight with the detail crops on (the default build: the hands solved
+                    again from their crops, partly in the geometry worker process); only with
+                    --source generated (the shared people have no crops); default with it
+  watertight+crops/serial  the same, the hands solved all in the build's process (what the
+                    worker saves); not a default case
+Each prints wall seconds per stage (avatar.json's timings), CPU seconds (the build's process and the
+geometry worker's), peak memory, and the
 texture-baking seconds separately. Figures are printed; nothing is asserted.
 The build is timed as a running engine does it: open3d (the closed solid's Poisson, 0.8-0.9 s
 to import) is imported once per engine process, by the first closed build, so the child
 imports it before the clock starts and prints that import's seconds apart ("open3d import").
-A one-shot CLI run pays it on top of the figure printed. The load average is printed with the
-figures (the machine may be shared).
+A one-shot CLI run pays it on top of the figure printed. Likewise the hand-solve worker process
+(engine.geometry.solve_worker) that a running engine keeps warm: the child starts it before the
+clock and prints its start-up apart. The load average is printed with the figures (the machine
+may be shared); --reps N runs every case N times, interleaved.
 """
 
 from __future__ import annotations
@@ -36,8 +46,12 @@ REPO = Path(__file__).resolve().parent.parent
 CASES = {
     "mesh": dict(detail="none", watertight=False),
     "refined": dict(detail="normals", watertight=False),
-    "watertight": dict(detail="normals", watertight=True),
+    "watertight": dict(detail="normals", watertight=True, detail_crops=False),
+    "watertight+crops": dict(detail="normals", watertight=True, detail_crops=True),
+    # the same with the hands solved all in the build's process (no geometry worker)
+    "watertight+crops/serial": dict(detail="normals", watertight=True, detail_crops=True),
 }
+NEEDS_CROPS = ("watertight+crops", "watertight+crops/serial")
 
 
 def make_bundle(samples: Path, out_dir: Path, name: str = "person_101") -> Path:
@@ -76,19 +90,23 @@ def make_bundle(samples: Path, out_dir: Path, name: str = "person_101") -> Path:
 
 
 def make_generated_avatar_bundle(out_dir: Path) -> Path:
-    """The generated ~300k-pixel person, degraded as the surface bench does, as a bundle directory."""
+    """The generated ~300k-pixel person, degraded as the surface bench does, with its hand and
+    face crops (bench_detail's guessed scale and shift, degraded), as a bundle directory."""
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / "bench"))
+    from bench_detail import GUESS_SCALE, GUESS_SHIFT, degraded_crops
     from bench_surface import generated_person, make_generated_bundle
 
     from engine.bundle import write_bundle
     from engine.synthetic import to_bundle
+    from engine.synthetic.crops import render_crops
 
     person = generated_person()
     make_generated_bundle(out_dir / "maps.npz", person)
     maps = np.load(out_dir / "maps.npz")
     bundle = to_bundle(person, name="bench")
     bundle.pointmap, bundle.normal = maps["pointmap"], maps["normal"]
+    bundle.crops = degraded_crops(render_crops(person, scale=GUESS_SCALE, shift=GUESS_SHIFT), seed=5)
     return write_bundle(bundle, out_dir / "bundle")
 
 
@@ -98,6 +116,7 @@ def run_case(case: str, bundle: str, texture_size: int) -> dict:
     import time
 
     sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(REPO / "bench"))
     from engine.avatar.build import build_avatar
     from engine.formats import writers_for
 
@@ -110,22 +129,50 @@ def run_case(case: str, bundle: str, texture_size: int) -> dict:
     import engine.geometry.watertight  # noqa: F401
 
     import_seconds = time.perf_counter() - import_seconds
+    worker_seconds = None
+    if case.endswith("/serial"):
+        from engine.geometry import solve_worker
+
+        solve_worker.shared = lambda start=True: None  # no worker: the build solves the hands itself
+    elif CASES[case].get("detail_crops"):
+        # the hands' solve process a running engine keeps warm (started by its first closed build
+        # with crops): started and ready before the clock, its start-up printed apart
+        from engine.geometry import solve_worker
+
+        worker_seconds = solve_worker.shared().wait_ready()
     with tempfile.TemporaryDirectory() as tmp:
-        wall, cpu = time.perf_counter(), time.process_time()
+        from bench_detail import worker_cpu_seconds
+
+        wall, cpu, worker_cpu = time.perf_counter(), time.process_time(), worker_cpu_seconds()
         out = build_avatar(bundle, Path(tmp) / "avatar", texture_size=texture_size, **CASES[case])
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        wall, cpu, worker_cpu = time.perf_counter() - wall, time.process_time() - cpu, worker_cpu_seconds() - worker_cpu
         manifest = json.loads((out / "avatar.json").read_text())
     return {
         "case": case,
         "seconds": round(wall, 2),
-        "cpu_seconds": round(cpu, 2),
+        "cpu_seconds": round(cpu + worker_cpu, 2),
+        "worker_cpu_seconds": round(worker_cpu, 2),
         "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "stages": manifest["timings_s"],
         "vertices": manifest["mesh"]["vertices"],
         "faces": manifest["mesh"]["faces"],
         "texture": manifest["textures"]["size"],
         "open3d_import_seconds": round(import_seconds, 2),
+        "worker_start_seconds": None if worker_seconds is None else round(worker_seconds, 2),
+        "load": " ".join(f"{x:.2f}" for x in __import__("os").getloadavg()),
+        "hands": _hands_summary(manifest),
     }
+
+
+def _hands_summary(manifest: dict) -> str:
+    """What became of the hands, from avatar.json: solved again (Poisson depth) or why not."""
+    record = manifest["mesh"].get("surface", {}).get("detail_crops", {}).get("closed_hands")
+    if not record:
+        return ""
+    words = [f"{c['name']} " + (f"solved again (depth {c['poisson_depth']})" if "poisson_depth" in c else c.get("note", "kept"))
+             for c in record.get("crops", [])]
+    return ("hands: " + ", ".join(words) + f", {record.get('hands_solved_in_worker', 0)} in the worker process"
+            + (f" ({record['note']})" if record.get("note") else "") + "".join(f"; {n}" for n in record.get("notes", [])))
 
 
 def main() -> None:
@@ -133,7 +180,9 @@ def main() -> None:
     parser.add_argument("--samples", type=Path, default=REPO.parent / "shared" / "samples")
     parser.add_argument("--source", choices=("shared", "generated"), default="shared")
     parser.add_argument("--texture-size", type=int, default=2048)
-    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--cases", nargs="*", default=None, choices=list(CASES),
+                        help="default: all (watertight+crops only with --source generated)")
+    parser.add_argument("--reps", type=int, default=1, help="runs of every case, interleaved")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--bundle", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -143,22 +192,30 @@ def main() -> None:
 
     import os
 
+    cases = args.cases if args.cases is not None else [c for c in CASES if not c.endswith("/serial")
+                                                       and (args.source == "generated" or c not in NEEDS_CROPS)]
+    if args.source != "generated" and any(c in NEEDS_CROPS for c in cases):
+        parser.error(f"{', '.join(c for c in cases if c in NEEDS_CROPS)} needs --source generated (the shared people have no crops)")
     with tempfile.TemporaryDirectory() as tmp:
         bundle = make_bundle(args.samples, Path(tmp)) if args.source == "shared" else make_generated_avatar_bundle(Path(tmp))
         person = int(np.count_nonzero(np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(bundle / "mask.png"))))
         print(f"bundle ({args.source}): 1024 x 768, {person} person pixels, texture {args.texture_size}; machine: {os.cpu_count()} CPU cores; "
               f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        for case in args.cases:
-            child = subprocess.run(
-                [sys.executable, __file__, "--case", case, "--bundle", str(bundle), "--texture-size", str(args.texture_size)],
-                capture_output=True, text=True, check=True,
-            )
-            r = json.loads(child.stdout.strip().splitlines()[-1])
-            stages = ", ".join(f"{k} {v:.2f}" for k, v in r["stages"].items())
-            print(f"{case:<11} {r['seconds']:6.2f} s wall ({r['cpu_seconds']:.2f} s CPU), peak {r['peak_mb']} MB, "
-                  f"{r['vertices']} vertices / {r['faces']} faces, texture {r['texture'][0]} x {r['texture'][1]}")
-            print(f"{'':<11} stages (s): {stages}; texture baking {r['stages']['textures']:.2f} s; "
-                  f"open3d import before the clock {r['open3d_import_seconds']:.2f} s")
+        for rep in range(args.reps):
+            for case in cases:
+                child = subprocess.run(
+                    [sys.executable, __file__, "--case", case, "--bundle", str(bundle), "--texture-size", str(args.texture_size)],
+                    capture_output=True, text=True, check=True,
+                )
+                r = json.loads(child.stdout.strip().splitlines()[-1])
+                stages = ", ".join(f"{k} {v:.2f}" for k, v in r["stages"].items())
+                print(f"{case:<23} {r['seconds']:6.2f} s wall ({r['cpu_seconds']:.2f} s CPU, the worker's {r['worker_cpu_seconds']:.2f}), peak {r['peak_mb']} MB, "
+                      f"{r['vertices']} vertices / {r['faces']} faces, texture {r['texture'][0]} x {r['texture'][1]}; "
+                      f"load average {r['load']}")
+                print(f"{'':<23} stages (s): {stages}; texture baking {r['stages']['textures']:.2f} s; "
+                      f"before the clock: open3d import {r['open3d_import_seconds']:.2f} s"
+                      + (f", hand-solve worker start {r['worker_start_seconds']:.2f} s" if r.get("worker_start_seconds") is not None else "")
+                      + (f"; {r['hands']}" if r.get("hands") else ""))
 
 
 if __name__ == "__main__":
