@@ -92,7 +92,6 @@ PREDICTION_SCALE = 1.24
 CONTOUR_OFFSET_CAP = 2.0  # see _contour_offset
 BACK_SMOOTH_M = 0.025  # the scale below which the front's relief is not mirrored onto the back
 CAP_KNEE = 0.3  # the thickness cap bends the back's bulge over this share of what it allows
-STRETCH_SMOOTH_M = 0.03  # the scale over which a part's tilt (limb_depth.view_stretch) is averaged
 BACK_MAX_PIXELS = 60_000  # the back is smooth: build it on a grid of at most this many pixels
 # the solid's front samples: Poisson's depth-8 grid spans the person's extent in ~2^8 / 1.1 cells,
 # so a person's front covers some 20-30k cells whatever the photo's size; a grid of 20-40k person
@@ -185,13 +184,15 @@ def _surface_laplacian(depth: np.ndarray, valid: np.ndarray, rtol: float):
 
 def smoothed_over_surface(values: np.ndarray, depth: np.ndarray, valid: np.ndarray, sigma_px: float,
                           rtol: float = RTOL_HARD) -> np.ndarray:
-    """`values` (H x W) smoothed over the valid pixels by ~sigma_px without crossing a depth jump
-    (an arm's values do not leak into the torso behind it): the screened solve
-    (I + sigma^2 L) x = values on the jump-cut grid. NaN outside `valid`."""
+    """`values` (H x W, or H x W x k: k maps through one factorisation) smoothed over the valid
+    pixels by ~sigma_px without crossing a depth jump (an arm's values do not leak into the torso
+    behind it): the screened solve (I + sigma^2 L) x = values on the jump-cut grid. NaN outside
+    `valid`."""
     laplacian, _ = _surface_laplacian(depth, valid, rtol)
     system = (sp.identity(laplacian.shape[0], format="csr") + sigma_px**2 * laplacian).tocsc()
-    out = np.full(valid.shape, np.nan)
-    out[valid] = spsolve(system, values[valid].astype(np.float64))
+    out = np.full(values.shape, np.nan)
+    rhs = values[valid].astype(np.float64)
+    out[valid] = spsolve(system, rhs).reshape(rhs.shape)
     return out
 
 
@@ -297,13 +298,6 @@ def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixel
         _, (near_r, near_c) = ndimage.distance_transform_edt(~pinned, return_indices=True)
         membrane = np.where(pinned, membrane, membrane[near_r, near_c])
     relief = np.clip(membrane - depth, 0.0, None)
-    # a limb tilted out of the image plane is crossed obliquely, deeper than its cross-section:
-    # its cap grows with the membrane's slope (limb_depth; smoothed, the slope is noisy per pixel)
-    limbs = valid & limb_pixels(cls)
-    if limbs.any():
-        stretch = smoothed_over_surface(view_stretch(membrane, valid, footprint), depth, valid,
-                                        STRETCH_SMOOTH_M / np.nanmedian(footprint[valid]))
-        maximum = np.where(limbs, maximum * np.clip(stretch, 1.0, None), maximum)
 
     # Distance to the outline in metres (pixels times the pixel footprint at that depth).
     inside_px = ndimage.distance_transform_edt(np.pad(valid, 1))[1:-1, 1:-1] - 0.5
@@ -315,7 +309,16 @@ def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixel
     # So the mirrored relief is smoothed over BACK_SMOOTH_M along the surface (blended in from
     # the outline inward, where the relief rises steeply and a smoothed one would thicken the
     # silhouette), and the cap bends the bulge smoothly instead of cutting it.
-    smooth = smoothed_over_surface(relief, depth, valid, BACK_SMOOTH_M / np.nanmedian(footprint[valid]))
+    # A limb tilted out of the image plane is crossed obliquely, deeper than its cross-section:
+    # its cap grows with the membrane's slope (limb_depth), smoothed in the same solve as the
+    # relief (the slope is noisy per pixel).
+    limbs = valid & limb_pixels(cls)
+    maps = [relief] + ([view_stretch(membrane, valid, footprint)] if limbs.any() else [])
+    smoothed = smoothed_over_surface(np.stack(maps, axis=-1), depth, valid,
+                                     BACK_SMOOTH_M / np.nanmedian(footprint[valid]))
+    smooth = smoothed[..., 0]
+    if limbs.any():
+        maximum = np.where(limbs, maximum * np.clip(smoothed[..., 1], 1.0, None), maximum)
     inward = np.clip(inside_px * footprint / (2.0 * BACK_SMOOTH_M), 0.0, 1.0)
     mirrored = np.where(valid, inward * smooth + (1.0 - inward) * relief, 0.0)
     allowed = np.maximum(maximum - mirrored, 0.0)
