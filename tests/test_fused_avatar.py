@@ -427,3 +427,28 @@ def test_a_views_crop_normals_reach_its_island_through_its_registration(tmp_path
     across = normal_map[rows, cols + step, 0]
     correlation = float((across * sign)[inside].mean())
     assert correlation > 0.08, correlation
+
+
+def test_the_unseen_cells_lie_beside_cells_of_nearby_faces(fused):
+    """The unseen island packs one face per cell of a few texels; a renderer's mipmaps and
+    bilinear taps read the cells around. Filled row by row in the solid's own face order, the
+    cell below a face's held one from anywhere on the body (a hand's skin specks on degraded
+    trousers); rows by height, round the body within a row (views.cell_order), the cells above
+    and below hold faces near it. Measured (the faces' centres, cell and the cell below):
+    median 30 cm apart before, 2.8 cm after (degraded 384 x 512 bent-101: 43 -> 2.7 cm)."""
+    vertices, _, _, island, manifest = _ply(fused)
+    mesh = trimesh.load(fused / "mesh.ply", process=False)
+    raw = mesh.metadata["_ply_raw"]["vertex"]["data"]
+    size, layout = manifest["textures"]["size"], manifest["textures"]["layout"]
+    faces = np.asarray(mesh.faces)
+    unseen = faces[(island[faces] == len(layout["islands"]) - 1).all(axis=1)]
+    assert len(unseen) > 1000
+    cx = np.asarray(raw["s"], np.float64)[unseen].mean(axis=1) * size[0]
+    cy = np.asarray(raw["t"], np.float64)[unseen].mean(axis=1) * size[1]
+    centres = vertices[unseen].astype(np.float64).mean(axis=1)
+    rows, cols = np.unique(np.round(cy, 1), return_inverse=True)[1].ravel(), np.round(cx, 1)
+    cell = {(r, c): i for i, (r, c) in enumerate(zip(rows, cols))}
+    below = np.array([(i, cell[(r + 1, c)]) for i, (r, c) in enumerate(zip(rows, cols)) if (r + 1, c) in cell])
+    assert len(below) > 500
+    apart = np.linalg.norm(centres[below[:, 0]] - centres[below[:, 1]], axis=1)
+    assert np.median(apart) < 0.05, np.median(apart)

@@ -293,6 +293,7 @@ def plan_uvs(vertices_ref: np.ndarray, islands: ViewIslands, views: list[ViewMap
         while columns * int(layout.height // (layout.island_width / columns)) < len(unseen_faces):
             columns += 1
         cell = layout.island_width / columns
+        unseen_faces = unseen_faces[cell_order(vertices_ref[unseen_faces].mean(axis=1), columns)]
         index = np.arange(len(unseen_faces))
         x0 = layout.island_x0(cells) + (index % columns) * cell
         y0 = (index // columns) * cell
@@ -301,6 +302,21 @@ def plan_uvs(vertices_ref: np.ndarray, islands: ViewIslands, views: list[ViewMap
                             np.column_stack([x0 + margin, y0 + cell - margin])], axis=1)
         texel_xy[unseen_faces.reshape(-1)] = corners.reshape(-1, 2)
     return layout, texel_xy
+
+
+def cell_order(centres: np.ndarray, columns: int) -> np.ndarray:
+    """The order in which the unseen faces (their centres, reference camera frame) fill the rows
+    of `columns` cells: rows by height, each row round the body (azimuth about the vertical
+    through the centres' mean), so that cells beside each other in the atlas hold faces near
+    each other on the body. A texture sampled at a few texels per cell (mipmaps, bilinear taps)
+    then bleeds a neighbour's like colour, not a face from elsewhere (skin-coloured specks on the
+    trousers from a hand's cell next door)."""
+    by_height = np.argsort(centres[:, 1], kind="stable")
+    row = np.empty(len(centres), np.int64)
+    row[by_height] = np.arange(len(centres)) // max(int(columns), 1)
+    offset = centres - centres.mean(axis=0)
+    azimuth = np.arctan2(offset[:, 0], offset[:, 2])
+    return np.lexsort((azimuth, row))
 
 
 def island_depth(vertices_ref: np.ndarray, islands: ViewIslands) -> np.ndarray:
