@@ -471,6 +471,7 @@ def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved:
     carried over from the body and the crops' samples. Returns (vertices, faces, labels, stats)."""
     import manifold3d
 
+    from engine.geometry.cleanup import face_components
     from engine.geometry.labels import transfer_labels
 
     zones = [z for z, s in zip(zones, solved) if "note" not in s]
@@ -488,12 +489,18 @@ def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved:
             return vertices, faces, labels, stats
     hands = [_manifold(s["vertices"], s["faces"]) for s in solved if "note" not in s]
     solid = manifold3d.Manifold.batch_boolean([cut, *hands], manifold3d.OpType.Add)
-    pieces = solid.decompose()
-    kept = [p for p in pieces if p.num_tri() >= MIN_PIECE_FACES]
-    stats["pieces_dropped"] = len(pieces) - len(kept)
-    mesh = manifold3d.Manifold.compose(kept).to_mesh() if kept else solid.to_mesh()
-    out_v = np.asarray(mesh.vert_properties, np.float32)[:, :3]
-    out_f = np.asarray(mesh.tri_verts, np.int32)
+    # the pieces counted on the arrays (manifold3d's decompose and compose cost 0.25 s here)
+    mesh = solid.to_mesh()
+    out_f = np.asarray(mesh.tri_verts, np.int64)
+    piece = face_components(out_f, len(mesh.vert_properties))
+    sizes = np.bincount(piece)
+    small = sizes < MIN_PIECE_FACES
+    stats["pieces_dropped"] = int((small & (sizes > 0)).sum()) if not small[piece].all() else 0
+    if stats["pieces_dropped"]:
+        out_f = out_f[~small[piece]]
+    used, out_f = np.unique(out_f, return_inverse=True)
+    out_v = np.asarray(mesh.vert_properties, np.float32)[used, :3]
+    out_f = out_f.reshape(-1, 3).astype(np.int32)
     seams = [zone[3] for zone in zones]
     out_v, stats["seam_vertices_smoothed"] = _smooth_seams(out_v, out_f, seams)
     label_points, label_values = [np.asarray(vertices, np.float64)], [np.asarray(labels, np.uint8)]
