@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python bench/bench_closed.py [--size 768x1024] [--people 4] [--detail normals]
                                              [--resolution half] [--cases exact,degraded,offset]
+                                             [--crops without,with]
 
 Held-out people (seeds 101.., random poses, none of the tests' seeds) are rendered with exact
 maps; each is built closed from its exact maps and from degraded ones, seeded with the person's
@@ -14,6 +15,15 @@ seed:
   until 2026-12-03), reported apart: that mean is an offset of the whole person along the view
   (bent-101: 2.8 cm toward the camera, a smooth error of 3 cm rms rather than 1 cm), beyond the
   issue's "1 cm noise"; see "offset removed" below.
+
+Each case is built without and with hand and face crops (--crops): "with" is the default closed
+avatar as the build makes it (engine.avatar.build's detail hooks, engine.avatar.detail:
+fuse_crop_maps, start_closed_hands, build_surface, fuse_crop_surface: the crops fused into the
+maps, each hand solved again from its crop and put in place, the face snapped onto its crop).
+The crops are the person rendered through the camera zoomed onto each box
+(engine.synthetic.crops.render_crops) with bench_detail's wrong guessed metric scale and shift,
+which the build's alignment must undo; exact in the exact case, degraded as bench_detail
+degrades them (3 mm noise, 1.5 px blur, 3 deg normals) in the degraded and offset cases.
 
 Printed per case (nothing asserted):
 - chamfer: the mean of the two directed mean distances, built surface -> true body and
@@ -54,6 +64,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))   # bench_detail's crops
 
 
 def _scene(vertices, faces):
@@ -176,13 +187,47 @@ def depth_offset_ratio(truth_render, render) -> float:
     return float(np.median((truth_render.pointmap[..., 2] / render.pointmap[..., 2])[ok]))
 
 
-def build_closed(render, *, detail: str, resolution: str):
+def build_closed(render, *, detail: str, resolution: str, crops=None):
+    """The closed surface of `render`'s maps; given crops (engine.bundle DetailCrop list), as the
+    default build makes it with them (engine.avatar.build's surface stage and its detail hooks)."""
     from engine.geometry import build_surface
 
+    if crops is None:
+        start = time.perf_counter()
+        surface = build_surface(render.pointmap, render.normal, render.mask, render.seg, render.K,
+                                detail=detail, resolution=resolution, watertight=True)
+        return surface, time.perf_counter() - start
+    import engine.avatar.detail as stage
+    from engine.avatar.stages import Inputs
+    from engine.synthetic import to_bundle
+
+    bundle = to_bundle(render)
+    bundle.crops = crops
+    inputs = Inputs(bundle, "bench", bundle.K, "bundle")
     start = time.perf_counter()
-    surface = build_surface(render.pointmap, render.normal, render.mask, render.seg, render.K,
-                            detail=detail, resolution=resolution, watertight=True)
+    fused = stage.fuse_crop_maps(inputs, enabled=True, resolution=resolution)
+    stage.start_closed_hands(inputs, fused, watertight=True, target_faces=None)
+    surface = build_surface(inputs.bundle, detail=detail, resolution=resolution, watertight=True)
+    surface = stage.fuse_crop_surface(inputs, surface, fused, watertight=True, target_faces=None)
     return surface, time.perf_counter() - start
+
+
+def person_crops(person, case: str, seed: int):
+    """The person's hand and face crops as bench_detail makes them: its guessed scale and shift,
+    exact maps for the exact case, degraded in the crops' own pixels otherwise."""
+    from bench_detail import GUESS_SCALE, GUESS_SHIFT, degraded_crops
+
+    from engine.synthetic.crops import render_crops
+
+    crops = render_crops(person, scale=GUESS_SCALE, shift=GUESS_SHIFT)
+    return crops if case == "exact" else degraded_crops(crops, seed)
+
+
+def hands_record(surface) -> str:
+    """What became of the crops on the built surface (avatar.json's mesh.surface.detail_crops)."""
+    record = surface.stats.get("detail_crops") or {}
+    solved = [c["name"] for c in (record.get("closed_hands") or {}).get("crops", []) if "poisson_depth" in c]
+    return f"hands solved again: {', '.join(solved) or 'none'}" + (f"; notes: {record['notes']}" if record.get("notes") else "")
 
 
 def front_only_error(truth: dict, render, *, detail: str, resolution: str) -> float:
@@ -208,8 +253,11 @@ def main() -> None:
     parser.add_argument("--detail", default="normals", choices=("normals", "none"))
     parser.add_argument("--resolution", default="full", choices=("full", "half", "quarter"))
     parser.add_argument("--cases", default="exact,degraded,offset", help="comma-separated: exact, degraded, offset")
+    parser.add_argument("--crops", default="without,with",
+                        help="comma-separated: without (the maps alone), with (hand and face crops, the default build's)")
     args = parser.parse_args()
     wanted = args.cases.split(",")
+    with_crops = args.crops.split(",")
     width, height = (int(v) for v in args.size.split("x"))
     print(f"closed surface, {width} x {height}, detail={args.detail}, resolution={args.resolution}")
     rows = []
@@ -219,22 +267,24 @@ def main() -> None:
         cases = {"exact": lambda: person,
                  "degraded": lambda: degrade(person, seed=seed, flying_rim_px=2.0, centred=True),
                  "offset": lambda: degrade(person, seed=seed, flying_rim_px=2.0, centred=False)}
-        for case in wanted:
+        for case, crops in ((c, k) for c in wanted for k in with_crops):
             render = cases[case]()
+            label = case if crops == "without" else f"{case}+crops"
             try:
-                surface, seconds = build_closed(render, detail=args.detail, resolution=args.resolution)
+                surface, seconds = build_closed(render, detail=args.detail, resolution=args.resolution,
+                                                crops=person_crops(person, case, seed) if crops == "with" else None)
             except EngineError as exc:
-                print(f"{name:16s} {case:9s} refused: {exc}")
+                print(f"{name:16s} {label:15s} refused: {exc}")
                 continue
             m = closed_metrics(truth, surface.vertices, surface.faces)
-            m.update(person=name, case=case, seconds=round(seconds, 2), pixels=int(person.mask.sum()))
+            m.update(person=name, case=label, seconds=round(seconds, 2), pixels=int(person.mask.sum()))
             m["front_only_cm"] = front_only_error(truth, render, detail=args.detail, resolution=args.resolution)
             ratio = depth_offset_ratio(person, render)
             aligned = closed_metrics(truth, surface.vertices * ratio, surface.faces)
             m.update(offset_ratio=round(ratio, 4), chamfer_offset_removed_cm=aligned["chamfer_cm"],
                      volume_offset_removed=aligned["volume_ratio"])
             rows.append(m)
-            print(f"{name:16s} {case:9s} chamfer {m['chamfer_cm']:6.3f} cm (built->truth {m['built_to_truth_cm']:.3f}, "
+            print(f"{name:16s} {label:15s} chamfer {m['chamfer_cm']:6.3f} cm (built->truth {m['built_to_truth_cm']:.3f}, "
                   f"truth->built {m['truth_to_built_cm']:.3f}, worst {m['to_truth_max_cm']:.1f})  inward {m['inward']:.4f} "
                   f"(clear {m['inward_clear']:.4f}, ambiguous {m['inward_ambiguous']:.4f}; any part "
                   f"{m['inward_any_part']:.4f}, into itself {m['facing_into_itself']:.4f})  "
@@ -243,17 +293,26 @@ def main() -> None:
                   f"{100 * (1 / ratio - 1):+.2f} %, removed: chamfer {m['chamfer_offset_removed_cm']:.3f} cm, "
                   f"volume {m['volume_offset_removed']:.3f})", flush=True)
             parts = ", ".join(f"{k} {v:.4f}" for k, v in m["inward_by_part"].items() if v >= 0.0002)
-            print(f"{'':16s} {case:9s} inward by nearest true part: {parts or '-'}", flush=True)
-    for case in ("exact", "degraded", "offset"):
+            print(f"{'':16s} {label:15s} inward by nearest true part: {parts or '-'}", flush=True)
+            if crops == "with":
+                print(f"{'':16s} {label:15s} {hands_record(surface)}", flush=True)
+    for case in [f"{c}{'' if k == 'without' else '+crops'}" for c in ("exact", "degraded", "offset") for k in with_crops]:
         sel = [r for r in rows if r["case"] == case]
         if sel:
-            print(f"mean {case:9s} chamfer {np.mean([r['chamfer_cm'] for r in sel]):.3f} cm  worst chamfer "
+            print(f"mean {case:15s} chamfer {np.mean([r['chamfer_cm'] for r in sel]):.3f} cm  worst chamfer "
                   f"{max(r['chamfer_cm'] for r in sel):.3f}  inward max {max(r['inward'] for r in sel):.4f} (clear max "
                   f"{max(r['inward_clear'] for r in sel):.4f}; any part "
                   f"{max(r['inward_any_part'] for r in sel):.4f}, into itself {max(r['facing_into_itself'] for r in sel):.4f})  volume "
                   f"{min(r['volume_ratio'] for r in sel):.3f}-{max(r['volume_ratio'] for r in sel):.3f}  "
                   f"seconds {np.mean([r['seconds'] for r in sel]):.2f}")
-            print(f"     {case:9s} input depth offset removed: chamfer mean "
+            worst = {}
+            for r in sel:
+                for part, share in r["inward_by_part"].items():
+                    worst[part] = max(worst.get(part, 0.0), share)
+            parts = ", ".join(f"{k} {v:.4f}" for k, v in sorted(worst.items(), key=lambda kv: -kv[1]) if v >= 0.0002)
+            print(f"     {case:15s} inward by nearest true part, max over people: {parts or '-'}; watertight "
+                  f"{sum(r['watertight'] for r in sel)}/{len(sel)}; ambiguous max {max(r['inward_ambiguous'] for r in sel):.4f}")
+            print(f"     {case:15s} input depth offset removed: chamfer mean "
                   f"{np.mean([r['chamfer_offset_removed_cm'] for r in sel]):.3f} worst "
                   f"{max(r['chamfer_offset_removed_cm'] for r in sel):.3f} cm  volume "
                   f"{min(r['volume_offset_removed'] for r in sel):.3f}-{max(r['volume_offset_removed'] for r in sel):.3f}")
