@@ -85,6 +85,9 @@ CONTOUR_MAX_SHIFT_M = 0.05
 # pairs at 768 x 1024: chamfer 0.317 -> 0.309, 0.447 -> 0.419, 0.355 -> 0.356 cm; degraded
 # 0.878 -> 0.860, 1.585 -> 1.581)
 GRAZING_COS = 0.1
+# carve_to_outlines: the outline's signed distance smoothed over this many photo pixels (its zero
+# level a smooth curve, not the mask's pixel staircase), reached in this many Newton steps
+OUTLINE_SMOOTH_PX, CARVE_STEPS = 1.0, 4
 
 
 @dataclass
@@ -412,10 +415,21 @@ def _view_circles(view: View) -> ContourCircles:
     return contour_circles(view.points, view.mask, view.normal, view.K, trusted, view.seg)
 
 
+def outline_distance(person: np.ndarray, smooth_px: float = OUTLINE_SMOOTH_PX) -> np.ndarray:
+    """Signed distance (photo pixels, positive outside) from each pixel centre to the person's
+    outline, half a pixel beyond the outermost person pixel's centre, smoothed over smooth_px:
+    its zero level is a smooth curve rather than the mask's staircase of pixel edges."""
+    from scipy import ndimage
+
+    person = np.asarray(person, bool)
+    signed = np.where(person, 0.5 - ndimage.distance_transform_edt(person), ndimage.distance_transform_edt(~person) - 0.5)
+    return ndimage.gaussian_filter(signed, smooth_px) if smooth_px > 0 else signed
+
+
 def carve_to_outlines(vertices, views, transforms):
     """The solid's vertices that project outside a view's person mask (inside its photo) moved,
-    at their depth in that view, onto the outline there: the ray half a pixel beyond the nearest
-    person pixel's centre, toward where the vertex projected; (vertices float32, moved count).
+    at their depth in that view, onto the outline there (the zero level of outline_distance,
+    reached by Newton steps along its gradient); (vertices float32, moved count).
 
     Every point of the person lies inside every view's silhouette, but Poisson does not know
     that: where the fronts leave a gap (a hand or a shoe seen edge-on, the seam between a view
@@ -423,8 +437,10 @@ def carve_to_outlines(vertices, views, transforms):
     front/back pairs at 768 x 1024 (bench_fusion.py; the solid's vertices outside a silhouette
     lay a median 2.5-2.8 cm off the true body, over hands, shoes and forearms): exact maps
     chamfer 0.248 -> 0.205, 0.225 -> 0.184 cm, volume 1.06 -> 1.03; degraded 0.552 -> 0.487,
-    0.418 -> 0.354 cm, volume 1.17 -> 1.12, 1.13 -> 1.08. Only the vertices move: the solid
-    stays closed. A vertex past a photo's border is left alone (the person may go on there)."""
+    0.418 -> 0.354 cm, volume 1.17 -> 1.12, 1.13 -> 1.08. Carved onto the mask's own pixel
+    edges, a hand seen from the front showed their staircase in a Cycles close-up; the smoothed
+    outline does not. Only the vertices move: the solid stays closed. A vertex past a photo's
+    border is left alone (the person may go on there)."""
     from scipy import ndimage
 
     moved_points = np.asarray(vertices, np.float64).copy()
@@ -432,7 +448,8 @@ def carve_to_outlines(vertices, views, transforms):
     for view, T in zip(views, transforms):
         person = np.asarray(view.mask, bool)
         H, W = person.shape
-        _, (nearest_row, nearest_col) = ndimage.distance_transform_edt(~person, return_indices=True)
+        distance = outline_distance(person)
+        slope_v, slope_u = np.gradient(distance)
         to_view = np.linalg.inv(T)
         q = _apply(to_view, moved_points)
         K = np.asarray(view.K, np.float64)
@@ -440,21 +457,24 @@ def carve_to_outlines(vertices, views, transforms):
             u = K[0, 0] * q[:, 0] / q[:, 2] + K[0, 2]
             v = K[1, 1] * q[:, 1] / q[:, 2] + K[1, 2]
         in_photo = (q[:, 2] > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-        col = np.where(in_photo, u, 0).astype(np.int64)
-        row = np.where(in_photo, v, 0).astype(np.int64)
-        outside = in_photo & ~person[row, col]
-        if not outside.any():
+
+        def sample(field, uu, vv):  # bilinear, pixel centres at (col + 0.5, row + 0.5)
+            return ndimage.map_coordinates(field, [vv - 0.5, uu - 0.5], order=1, mode="nearest")
+
+        outside = np.flatnonzero(in_photo)
+        outside = outside[sample(distance, u[outside], v[outside]) > 0]
+        if not len(outside):
             continue
-        centre_u = nearest_col[row[outside], col[outside]] + 0.5
-        centre_v = nearest_row[row[outside], col[outside]] + 0.5
-        du, dv = u[outside] - centre_u, v[outside] - centre_v
-        distance = np.maximum(np.hypot(du, dv), 1e-9)
-        step = np.minimum(0.5, distance) / distance
+        uu, vv = u[outside], v[outside]
+        for _ in range(CARVE_STEPS):
+            d = sample(distance, uu, vv)
+            gu, gv = sample(slope_u, uu, vv), sample(slope_v, uu, vv)
+            step = np.where(d > 0, d / np.maximum(gu**2 + gv**2, 1e-6), 0.0)
+            uu, vv = uu - step * gu, vv - step * gv
         depth = q[outside, 2]
-        carved = np.stack([(centre_u + du * step - K[0, 2]) / K[0, 0] * depth,
-                           (centre_v + dv * step - K[1, 2]) / K[1, 1] * depth, depth], axis=1)
+        carved = np.stack([(uu - K[0, 2]) / K[0, 0] * depth, (vv - K[1, 2]) / K[1, 1] * depth, depth], axis=1)
         moved_points[outside] = _apply(T, carved)
-        moved |= outside
+        moved[outside] = True
     return moved_points.astype(np.float32), int(moved.sum())
 
 
