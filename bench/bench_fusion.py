@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/bench_fusion.py [--size 768x1024] [--people 3] [--swap-sides]
                                               [--depth 8] [--no-colour]
-                                              [--cases exact,degraded,offset] [--no-carve]
+                                              [--cases exact,degraded,offset] [--no-carve] [--parts]
 
 Held-out engine.synthetic people (seeds 101..) are rendered from the front and, with the same
 pose, from behind (yaw 180 deg, its own camera). Each view's joints are lifted from its
@@ -24,7 +24,12 @@ colour at the vertices the true front / back camera sees against the true albedo
 levels, mean |difference|, as bench_back_colour.py measures the one-photo back), and its build
 time. --depth sets the Poisson depth of the fused solid (default watertight.POISSON_DEPTH);
 --no-carve leaves the solid's bulges past the views' outlines (geometry.fusion.carve_to_outlines)
-as Poisson made them (the fused avatar is built as always).
+as Poisson made them (the fused avatar is built as always). --parts also prints, per person and
+case, where the fused solid's depth and volume go wrong (parts_report): from the true pose,
+how far the contour circles would move the back view (their level points, as fuse_views pairs
+them, and their centres) and, per body part, the median depth difference of the circles paired
+there; and the solid's excess volume outside a photo's silhouette and inside both but in
+front of neither seen true surface (seen by neither photo), in litres.
 Nothing is asserted; the machine is shared, times are indicative.
 """
 
@@ -72,6 +77,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=None, help="Poisson depth of the fused solid")
     parser.add_argument("--no-colour", action="store_true", help="skip the fused avatar (colour errors)")
     parser.add_argument("--no-carve", action="store_true", help="the fused solid not carved to the outlines")
+    parser.add_argument("--parts", action="store_true", help="per body part: where depth and volume go wrong")
     parser.add_argument("--cases", default="exact,degraded,offset", help="comma-separated: exact, degraded, offset")
     args = parser.parse_args()
     cases = args.cases.split(",")
@@ -130,10 +136,67 @@ def main() -> None:
                 print(f"{'':14s} fused avatar: colour error front {front_error:.2f}, back {back_error:.2f} sRGB levels "
                       f"(back/front {back_error / max(front_error, 1e-9):.2f})  build {avatar_seconds:.1f} s", flush=True)
             totals.setdefault(case, []).append(row)
+            if args.parts:
+                parts_report(f, b, front, truth_T, fused)
     for case, rows in totals.items():
         mean = np.mean(rows, axis=0)
         colour = f", colour error front {mean[3]:.2f} back {mean[4]:.2f}" if len(mean) > 3 else ""
         print(f"mean {case:9s} fused chamfer {mean[0]:.3f} cm (one photo {mean[1]:.3f}), volume {mean[2]:.3f}{colour}")
+
+
+def parts_report(front_maps, back_maps, front_truth, truth_T, fused) -> None:
+    """Print where the back view's depth and the solid's volume go wrong (--parts)."""
+    import open3d as o3d
+    from bench_closed import _scene
+    from scipy.spatial import cKDTree
+
+    from engine.geometry import fusion
+    from engine.geometry.labels import class_names
+
+    names = class_names()
+    ref, view = fusion._view_circles(view_of(front_maps)), fusion._view_circles(view_of(back_maps))
+    _, level = fusion.refine_depth_on_contours(truth_T, fusion.level_points(view, truth_T[:3, :3]), fusion.level_points(ref))
+    _, centres = fusion.refine_depth_on_contours(truth_T, view.centres, ref.centres)
+    moved = view.centres @ truth_T[:3, :3].T + truth_T[:3, 3]
+    placed = fusion.level_points(view, truth_T[:3, :3]) @ truth_T[:3, :3].T + truth_T[:3, 3]
+    ref_level = fusion.level_points(ref)
+    gap, index = cKDTree(ref_level[:, :2] / ref_level[:, 2:3]).query(placed[:, :2] / placed[:, 2:3])
+    paired = gap * placed[:, 2] <= fusion.CONTOUR_PAIR_M
+    difference = ref.centres[index[paired], 2] - moved[paired, 2]
+    label = ref.labels[index[paired]]
+    per_part = []
+    for part in np.unique(label):
+        chosen = label == part
+        if chosen.sum() >= 100:
+            per_part.append(f"{names[part]} {np.median(difference[chosen]) * 100:+.2f} ({int(chosen.sum())})")
+    print(f"{'':14s} from the true pose the circles move the back {level.get('contour_depth_shift_m', float('nan')) * 100:+.2f} cm "
+          f"(their centres: {centres.get('contour_depth_shift_m', float('nan')) * 100:+.2f}); per body part, cm (pairs): "
+          + ", ".join(per_part), flush=True)
+    # excess volume: Monte Carlo over the true body's box
+    mesh = front_truth.mesh
+    rng = np.random.default_rng(0)
+    low, high = mesh.bounds[0] - 0.05, mesh.bounds[1] + 0.05
+    box = rng.uniform(low, high, (400_000, 3))
+    cell = float(np.prod(high - low)) / len(box)
+    query = o3d.core.Tensor(box.astype(np.float32))
+    in_truth = np.zeros(len(box), bool)
+    for part in mesh.split(only_watertight=True):
+        in_truth |= _scene(part.vertices, part.faces).compute_occupancy(query).numpy() > 0.5
+    in_fused = _scene(fused.vertices, fused.faces).compute_occupancy(query).numpy() > 0.5
+    excess = in_fused & ~in_truth
+    seen_by = []
+    for render, T in ((front_truth, np.eye(4)), (None, truth_T)):
+        maps = render if render is not None else back_maps
+        q = box @ np.linalg.inv(T)[:3, :3].T + np.linalg.inv(T)[:3, 3]
+        u = (maps.K[0, 0] * q[:, 0] / q[:, 2] + maps.K[0, 2]).astype(int)
+        v = (maps.K[1, 1] * q[:, 1] / q[:, 2] + maps.K[1, 2]).astype(int)
+        H, W = maps.mask.shape
+        inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+        inside[inside] = maps.mask[v[inside], u[inside]]
+        seen_by.append(inside)
+    outside = excess & ~(seen_by[0] & seen_by[1])
+    print(f"{'':14s} volume: truth {in_truth.sum() * cell * 1e3:.1f} L, excess {excess.sum() * cell * 1e3:.2f} L "
+          f"(outside a silhouette {outside.sum() * cell * 1e3:.2f}), missing {(in_truth & ~in_fused).sum() * cell * 1e3:.2f} L", flush=True)
 
 
 def fused_avatar_colour(front_maps, back_maps, front_truth, back_truth):
