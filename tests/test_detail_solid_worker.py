@@ -193,3 +193,22 @@ def _running(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_hand_back_is_at_most_the_hand_thickness_behind_its_front():
+    """A crop's hand back samples deeper than HAND_MAX_THICKNESS_M behind the front of their own
+    pixel move along their rays to that depth; shallower ones, and other parts', stay."""
+    from engine.geometry.detail_solid import HAND_MAX_THICKNESS_M, _thinned_hand_back
+
+    K = np.array([[100.0, 0, 2.0], [0, 100.0, 2.0], [0, 0, 1]])
+    rows, cols = np.mgrid[0:4, 0:4]
+    rays = np.stack([(cols + 0.5 - 2.0) / 100.0, (rows + 0.5 - 2.0) / 100.0, np.ones((4, 4))], -1)
+    front = (rays * 2.0).astype(np.float32)                       # a flat front 2 m away
+    pixels = [(0, 0), (1, 2), (3, 3)]
+    depth = np.array([2.0 + 3 * HAND_MAX_THICKNESS_M, 2.0 + 0.5 * HAND_MAX_THICKNESS_M, 2.5])
+    back = np.stack([rays[r, c] * d for (r, c), d in zip(pixels, depth)]).astype(np.float32)
+    labels = np.array([14, 14, 3], np.uint8)                       # hand, hand, another part
+    out = _thinned_hand_back(back, labels, front, K, np.array([14], np.uint8))
+    assert out[0, 2] == pytest.approx(2.0 + HAND_MAX_THICKNESS_M, abs=1e-5)
+    assert np.allclose(np.cross(out[0], back[0]), 0, atol=1e-6)    # along its own ray
+    assert np.array_equal(out[1:], back[1:])

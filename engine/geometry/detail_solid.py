@@ -13,8 +13,9 @@ than the photo: its mask has the gaps, its points and normals the fingers' front
    - front: the crop's aligned points, normals turned toward the camera;
    - back: the per-part thickness the solid gives the body (watertight.back_surface, on the
      crop's grid: the front's bulge over a membrane pinned on the crop's outlines, mirrored and
-     scaled, at least the part's minimum thickness away from the silhouette), so every finger
-     has its own back and the gaps stay open behind as in front.
+     scaled, at least the part's minimum thickness away from the silhouette; at most
+     HAND_MAX_THICKNESS_M behind the front), so every finger has its own back and the gaps stay
+     open behind as in front.
    Only the crop's pixels labelled as a hand inside its region (the part of its box the build
    replaces, detail.inner_region) are used.
 2. `replace_hands` (SolidSamples.apply), once the body's solid is made: per hand, a Poisson
@@ -60,6 +61,16 @@ CONTEXT_M = 0.02  # the body's vertices this far around that box are solved with
 # the rays) before it is solved: cells of 2 mm follow a network's per-pixel noise (bench_detail's
 # degraded crops, 3 mm per pixel, gave a hand as rough as sandpaper); fingers are 15-20 mm wide
 SMOOTH_M = 0.0015
+# a hand's back at most this far behind its front, along the ray: back_surface's per-part rule
+# (the front's bulge over the membrane mirrored and scaled 1.3 x 1.24, calibrated on whole photos,
+# where a hand is a blob of a few hundred pixels) gave the crops' hands a median 64 mm where a ray
+# crosses the true hand over 13-37 mm (bench_detail's rest, bent people); measured on bench_detail's
+# open-hands, bent and arms-forward people (exact and degraded, the same tree), 40 mm against none:
+# mesh -> truth 5.37 -> 3.70 (exact) / 4.96 -> 3.79 mm (degraded) on the bent right hand,
+# 4.72-4.90 -> 4.32-4.79 on the arms-forward hands, the open hands unchanged, the bent left +0.05-0.1; truth -> mesh within
+# 0.1 mm; gaps free up on the foreshortened hands (arms-forward 19-38 -> 30-57 %). 30 mm thinned
+# the open hands too (mesh -> truth 1.38 -> 1.07) but closed the bent left hand's gaps (40 -> 7 %)
+HAND_MAX_THICKNESS_M = 0.04
 OLD_HAND_REACH_M = 0.015  # the body's hand vertices this near the crop's hand samples are replaced
 OVERLAP_M = 0.003  # the new hand reaches this far past the box, into the body left outside it
 SEAM_BAND_M = 0.004  # the band either side of the cut smoothed (_smooth_seams)
@@ -139,6 +150,7 @@ def hand_solid_samples(aligned: list, K: np.ndarray) -> tuple[SolidSamples | Non
         grid_points = np.where(on[..., None], points, np.nan).astype(np.float32)
         # the back over the whole crop box (its outline pins the membrane; the region is 12 % in)
         back, back_normals, back_labels, info = back_surface(grid_points, on, seg, Kq, normals)
+        back = _thinned_hand_back(back, back_labels, grid_points, Kq, class_ids)
         h, w = on.shape
         rows, cols = np.mgrid[0:h, 0:w]
         px, py = x0 + (cols + 0.5) / q, y0 + (rows + 0.5) / q
@@ -276,6 +288,21 @@ class HandSolve:
         self.notes.append(f"the hands' solve process failed on {what} ({why}): solved in the build's process")
         self.worker = None
         return None
+
+
+def _thinned_hand_back(back: np.ndarray, labels: np.ndarray, front: np.ndarray, K: np.ndarray, class_ids) -> np.ndarray:
+    """Hand back samples at most HAND_MAX_THICKNESS_M deeper than the front of their own grid pixel
+    (front: h x w x 3 on the grid of K), moved along their rays."""
+    h, w = front.shape[:2]
+    uvw = np.asarray(back, np.float64) @ np.asarray(K, np.float64).T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cols = np.clip(np.nan_to_num(uvw[:, 0] / uvw[:, 2]).astype(np.int64), 0, w - 1)
+        rows = np.clip(np.nan_to_num(uvw[:, 1] / uvw[:, 2]).astype(np.int64), 0, h - 1)
+    front_z = front[rows, cols, 2].astype(np.float64)
+    z = np.asarray(back, np.float64)[:, 2]
+    hand = np.isin(labels, class_ids) & np.isfinite(front_z) & (front_z > 0)
+    limit = np.where(hand, np.minimum(z, front_z + HAND_MAX_THICKNESS_M), z)
+    return (back * (limit / z)[:, None]).astype(back.dtype)
 
 
 def _smoothed_along_rays(points: np.ndarray, valid: np.ndarray, sigma_px: float) -> np.ndarray:
