@@ -1,7 +1,7 @@
 """The face/hair border on closed one-photo avatars: labels and colour against the truth.
 
 Usage: .venv/bin/python bench/bench_hairline.py [--size 768x1024] [--synthetic 3] [--samples]
-                                                [--band-cm 3] [--keep DIR] [--compare]
+                                                [--band-cm 3] [--keep DIR] [--compare [--against coarse|raw]]
 
 Each person is built as a closed avatar (build_avatar's defaults, glb only): engine.synthetic
 people (seeds 101..., exact maps) and, with --samples, the three people of ../shared/samples
@@ -21,8 +21,10 @@ hidden = the rest of a closed avatar): `skin->hair` the share of true skin in th
 `hair->skin` the share of true hair in another slot, `colour` the mean |texture - true albedo|
 in sRGB levels (0-255, all channels); and `border` the length (m) of the mesh edges between the
 hair slot and the skin slot above the shoulders (a saw-tooth border is long). --compare also
-builds every person without the hairline's fix (`raw`: every seen vertex reads its own pixel,
-also beside an occluding edge), in the same tree and process, so the two differ only by them. Printed, nothing asserted.
+builds every person without one of the hairline's fixes, in the same tree and process, so the
+two differ only by it: --against coarse (default) without engine.geometry.refine_border (the
+slots follow the solid's own 7-11 mm triangles), --against raw without the occluding-edge colour
+fix (every seen vertex reads its own pixel). Printed, nothing asserted.
 """
 
 from __future__ import annotations
@@ -210,18 +212,22 @@ def hairline_figures(avatar: dict, truth_class: np.ndarray, truth_colour: np.nda
 
 
 @contextmanager
-def hairline(smooth: bool):
-    """The build as it is (smooth) or without the hairline's fix (`raw`): every seen vertex
-    reading its own pixel's colour, also beside an occluding edge."""
-    from engine.avatar import appearance
+def hairline(variant: str):
+    """The build as it is (`smooth`), without the occluding-edge colour fix (`raw`: every seen
+    vertex reading its own pixel's colour, also beside an occluding edge) or without the
+    border's refinement (`coarse`: engine.geometry.refine_border skipped, slots follow the
+    solid's own triangles)."""
+    from engine.avatar import appearance, stages
 
-    saved = appearance._onto_its_own_layer
-    if not smooth:
+    saved_layer, saved_refine = appearance._onto_its_own_layer, stages.refine_border
+    if variant == "raw":
         appearance._onto_its_own_layer = lambda vertices, photo_xy, pointmap: photo_xy
+    if variant == "coarse":
+        stages.refine_border = lambda vertices, faces, labels, **_: (vertices, faces, labels)
     try:
         yield
     finally:
-        appearance._onto_its_own_layer = saved
+        appearance._onto_its_own_layer, stages.refine_border = saved_layer, saved_refine
 
 
 def people(args):
@@ -259,7 +265,9 @@ def main() -> None:
     parser.add_argument("--samples", action="store_true", help="also ../shared/samples' three people")
     parser.add_argument("--band-cm", type=float, default=3.0)
     parser.add_argument("--keep", type=Path, help="keep the avatars under this folder")
-    parser.add_argument("--compare", action="store_true", help="also without the smoothed hairline")
+    parser.add_argument("--compare", action="store_true", help="also without one of the hairline's fixes (--against)")
+    parser.add_argument("--against", choices=["coarse", "raw"], default="coarse",
+                        help="coarse: without the border's refinement; raw: without the occluding-edge colour fix")
     args = parser.parse_args()
     print(f"hairline band {args.band_cm} cm; skin->hair, hair->skin: shares of the band's true skin/hair area in the "
           "wrong slot; colour: mean |texture - true albedo|, sRGB levels")
@@ -269,8 +277,8 @@ def main() -> None:
         for name, bundle, truth in people(args):
             slug = name.replace(" ", "_")
             bundle_dir = write_bundle(bundle, Path(tmp) / f"{slug}_bundle")
-            for variant in (["smooth", "raw"] if args.compare else ["smooth"]):
-                with hairline(variant == "smooth"):
+            for variant in (["smooth", args.against] if args.compare else ["smooth"]):
+                with hairline(variant):
                     out = build_avatar(bundle_dir, root / f"{slug}_{variant}", formats="glb")
                 avatar = avatar_samples(out)
                 truth_class, truth_colour = truth(avatar["points"])

@@ -27,6 +27,7 @@ from engine.avatar.textures import FRONT, HIDDEN
 from engine.errors import EngineError
 from engine.formats.scene import Mesh, Scene
 from engine.formats.textures import write_textures
+from engine.geometry.refine_border import refine_border
 from engine.geometry.surface import vertex_normals  # area-weighted: the normal map adds detail on top
 
 
@@ -112,13 +113,16 @@ class HairView:
     hidden: np.ndarray  # V bool
 
 
-def frame(inputs: Inputs, built, *, watertight: bool) -> Framed:
+def frame(inputs: Inputs, built, *, watertight: bool, target_faces: int | None = None) -> Framed:
     vertices_source = np.asarray(built.vertices, np.float64)
     source_labels = built.vertex_labels
     if source_labels is None:
         source_labels = np.zeros(len(vertices_source), np.uint8)
-    face_island = assign_islands(vertices_source, built.faces, inputs.bundle.pointmap, inputs.K, closed=watertight)
-    faces, source_vertex, vertex_island = split_islands(built.faces, face_island)
+    # the head's face/hair border split fine before the islands (material slots follow triangles)
+    vertices_source, faces, source_labels = refine_border(vertices_source, built.faces, source_labels, seg=inputs.bundle.seg,
+                                                          pointmap=inputs.bundle.pointmap, K=inputs.K, max_faces=target_faces)
+    face_island = assign_islands(vertices_source, faces, inputs.bundle.pointmap, inputs.K, closed=watertight)
+    faces, source_vertex, vertex_island = split_islands(faces, face_island)
     vertices_camera = vertices_source[source_vertex]
     labels = np.asarray(source_labels, np.uint8)[source_vertex]
     hair = [HairView(inputs.bundle, inputs.K, vertices_camera, vertex_island == HIDDEN)] if watertight else []

@@ -1,0 +1,179 @@
+"""The face/hair border made fine: the head's triangles that straddle it split 1 -> 4, twice.
+
+Material slots and the label-driven colours follow whole triangles; the closed solid's head
+edges are 7-11 mm long, so the hairline drawn along them is a saw-tooth in a side view. Before
+the mesh is split into UV islands, the triangles whose corners mix Hair with a face class are
+split at their edges' midpoints (red split); a neighbour that shares one split edge is halved
+(green split), one that shares two or three is split 1 -> 4 too, so the mesh stays a closed
+2-manifold without T-junctions (each midpoint is one shared vertex). Two rounds take the border's
+edges to a quarter of their length (~2-3 mm on the head).
+
+A new vertex the photo sees (its depth within SEEN_DEPTH_M of the pointmap's at its pixel, so
+the face's edge-on side does not read the hair strip behind it) takes the class the photo's
+segmentation gives its pixel when that is Hair or a face class; else the class its edge's four
+vertices (the edge's ends and the corners facing it) mostly carry, ties to the lower-numbered
+end. The surface's shape does not change (midpoints lie on the old triangles).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.geometry.labels import class_names
+
+# the classes on the face side of the hairline (a triangle mixing these with Hair is split)
+FACE_CLASSES = ("Face_Neck", "Eyeglass", "Lower_Lip", "Upper_Lip", "Lower_Teeth", "Upper_Teeth", "Tongue")
+# a new vertex is seen when its depth is this close to the photo's at its pixel
+SEEN_DEPTH_M = 0.015
+ROUNDS = 2
+
+
+def _ids(names) -> np.ndarray:
+    lookup = {name: i for i, name in enumerate(class_names())}
+    return np.array([lookup[n] for n in names], np.int64)
+
+
+def border_faces(faces: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """F bool: the face has a Hair corner and a face-class corner."""
+    n = len(class_names())
+    hair_table = np.zeros(n + 1, bool)
+    hair_table[_ids(["Hair"])] = True
+    face_table = np.zeros(n + 1, bool)
+    face_table[_ids(FACE_CLASSES)] = True
+    corner = np.minimum(np.asarray(labels, np.int64), n)[faces].T  # ids past the table: neither
+    return (hair_table[corner[0]] | hair_table[corner[1]] | hair_table[corner[2]]) & (
+        face_table[corner[0]] | face_table[corner[1]] | face_table[corner[2]])
+
+
+def _any_corner(flag: np.ndarray, columns) -> np.ndarray:
+    """F bool: any corner flagged (three gathers: faster than .any(axis=1) over F x 3)."""
+    return flag[columns[0]] | flag[columns[1]] | flag[columns[2]]
+
+
+# rings of faces around the marked ones whose edges are numbered at once (the promotions to
+# red rarely reach further; when they do the region grows and is numbered again)
+REGION_RINGS = 3
+
+
+def _conforming_split(n_vertices: int, faces: np.ndarray, marked: np.ndarray):
+    """The split edges of a conforming red-green refinement of the `marked` faces.
+
+    Returns (local face indices, their F' x 3 edge ids, the edges' E x 2 vertex pairs, E bool
+    split). Only the faces near a marked face are numbered (any face with a split edge has both
+    its ends on a marked face); a face with two or more split edges is marked (all three split)
+    until none is left with two."""
+    columns = [np.ascontiguousarray(faces[:, j]) for j in range(3)]
+    touched = np.zeros(n_vertices, bool)
+    touched[faces[marked].reshape(-1)] = True
+    while True:
+        for _ in range(REGION_RINGS):
+            touched[faces[_any_corner(touched, columns)].reshape(-1)] = True
+        near = np.nonzero(_any_corner(touched, columns))[0]
+        corner = faces[near]
+        inner = touched[corner].all(axis=1)  # its neighbours are all in `near`
+        pairs = np.sort(np.stack([corner[:, [0, 1]], corner[:, [1, 2]], corner[:, [2, 0]]], axis=1), axis=2).reshape(-1, 2)
+        keys, face_edge = np.unique(pairs[:, 0] * np.int64(n_vertices) + pairs[:, 1], return_inverse=True)
+        edges = np.column_stack([keys // n_vertices, keys % n_vertices])
+        face_edge = face_edge.reshape(-1, 3)
+        local = marked[near].copy()
+        while True:
+            split = np.zeros(len(edges), bool)
+            split[face_edge[local].reshape(-1)] = True
+            promote = (split[face_edge].sum(axis=1) >= 2) & ~local
+            if not promote.any():
+                break
+            local |= promote
+        if inner[local].all():
+            return near, face_edge, edges, split
+        touched[corner[local].reshape(-1)] = True  # a promotion reached the region's edge: grow it
+
+
+def refine_once(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, marked: np.ndarray, *,
+                seg=None, pointmap=None, K=None):
+    """One red-green round over the `marked` faces: (vertices, faces, labels) with the new
+    vertices appended in the order of their edges (sorted vertex pairs) and the faces that were
+    split replaced by their pieces at the end."""
+    faces = np.asarray(faces, np.int64)
+    if not marked.any():
+        return vertices, faces, labels
+    near, face_edge, edges, split = _conforming_split(len(vertices), faces, np.asarray(marked, bool))
+    split_ids = np.nonzero(split)[0]
+    new_index = np.full(len(edges), -1, np.int64)
+    new_index[split_ids] = len(vertices) + np.arange(len(split_ids))
+    ends = edges[split_ids]
+    midpoints = 0.5 * (vertices[ends[:, 0]] + vertices[ends[:, 1]])
+    new_labels = _midpoint_labels(midpoints, ends, labels, faces[near], face_edge, split_ids, seg, pointmap, K)
+
+    count = split[face_edge].sum(axis=1)
+    corner = faces[near]
+    mid = new_index[face_edge]  # F' x 3: midpoint of edge (0,1), (1,2), (2,0) or -1
+    red = count == 3
+    a, b, c = corner[red].T
+    ab, bc, ca = mid[red].T
+    red_faces = np.stack([np.stack([a, ab, ca], 1), np.stack([ab, b, bc], 1), np.stack([ca, bc, c], 1),
+                          np.stack([ab, bc, ca], 1)], axis=1).reshape(-1, 3)
+    green = count == 1
+    k = np.argmax(mid[green] >= 0, axis=1)  # which edge is split: rotate it to (0, 1)
+    rows = np.arange(int(green.sum()))[:, None]
+    rotated = corner[green][rows, (k[:, None] + np.arange(3)) % 3]
+    m = mid[green][rows[:, 0], k]
+    green_faces = np.stack([np.stack([rotated[:, 0], m, rotated[:, 2]], 1),
+                            np.stack([m, rotated[:, 1], rotated[:, 2]], 1)], axis=1).reshape(-1, 3)
+    keep = np.ones(len(faces), bool)
+    keep[near[count > 0]] = False
+    out_faces = np.concatenate([faces[keep], green_faces, red_faces])
+    return (np.concatenate([vertices, midpoints]), out_faces,
+            np.concatenate([np.asarray(labels), new_labels.astype(np.asarray(labels).dtype)]))
+
+
+def _midpoint_labels(midpoints, ends, labels, corner, face_edge, split_ids, seg, pointmap, K):
+    """Each new vertex's class: the photo's where it sees the vertex and says Hair or a face
+    class; else the class most of its edge's four vertices carry (ties: the lower end's)."""
+    labels = np.asarray(labels, np.int64)
+    # the corner facing each (face, edge): edge j = (j, j+1) faces corner j+2
+    opposite = corner[:, [2, 0, 1]].reshape(-1)
+    edge_of = face_edge.reshape(-1)
+    position = np.searchsorted(split_ids, edge_of)
+    on_split = (position < len(split_ids)) & (split_ids[np.minimum(position, len(split_ids) - 1)] == edge_of)
+    n = len(split_ids)
+    first = labels[ends[:, 0]]
+    votes_first = 2 * np.ones(n) - (labels[ends[:, 1]] != first)  # the two ends
+    opposite_first = np.bincount(position[on_split], weights=(labels[opposite[on_split]] == first[position[on_split]]), minlength=n)
+    opposite_count = np.bincount(position[on_split], minlength=n)
+    votes_first = votes_first + opposite_first
+    total = 2 + opposite_count
+    out = np.where(2 * votes_first >= total, first, labels[ends[:, 1]])
+    if seg is None or pointmap is None or K is None:
+        return out
+    K = np.asarray(K, np.float64)
+    h, w = seg.shape[:2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xy = midpoints[:, :2] / midpoints[:, 2:3] @ K[:2, :2].T + K[:2, 2]
+    inside = np.isfinite(xy).all(axis=1) & (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+    col = np.clip(np.nan_to_num(xy[:, 0]).astype(np.int64), 0, w - 1)
+    row = np.clip(np.nan_to_num(xy[:, 1]).astype(np.int64), 0, h - 1)
+    with np.errstate(invalid="ignore"):
+        seen = inside & (np.abs(pointmap[row, col, 2].astype(np.float64) - midpoints[:, 2]) < SEEN_DEPTH_M)
+    photo = np.asarray(seg)[row, col].astype(np.int64)
+    head = np.isin(photo, np.concatenate([_ids(["Hair"]), _ids(FACE_CLASSES)]))
+    return np.where(seen & head, photo, out)
+
+
+def refine_border(vertices, faces, labels, *, seg=None, pointmap=None, K=None, rounds: int = ROUNDS,
+                  max_faces: int | None = None):
+    """The mesh with its face/hair border's triangles split 1 -> 4 `rounds` times (conforming:
+    a closed 2-manifold stays one). Returns (vertices, faces, labels); the old vertices keep
+    their indices and classes. A round that would take the mesh past `max_faces` (the user's
+    face budget) is not made."""
+    vertices = np.asarray(vertices, np.float64)
+    faces = np.asarray(faces, np.int64)
+    labels = np.asarray(labels)
+    for _ in range(rounds):
+        marked = border_faces(faces, labels)
+        if not marked.any():
+            break
+        refined = refine_once(vertices, faces, labels, marked, seg=seg, pointmap=pointmap, K=K)
+        if max_faces is not None and len(refined[1]) > int(max_faces):
+            break
+        vertices, faces, labels = refined
+    return vertices, faces, labels
