@@ -119,3 +119,17 @@ def test_a_face_budget_is_kept():
     kept = refine_border(vertices, faces, labels, max_faces=len(full) - 1)[1]
     np.testing.assert_array_equal(kept, one_round)
     assert len(refine_border(vertices, faces, labels, max_faces=len(faces))[1]) == len(faces)
+
+
+def test_no_round_finer_than_a_photo_pixel():
+    """Seen from 1 m through a lens of focal length f, a pixel covers 1/f m: border edges of
+    ~2 cm (the sphere's) are split while a pixel is smaller than them, not once it is larger."""
+    vertices, faces = _sphere()
+    vertices = vertices + [0.0, 0.0, 1.0]
+    labels = _labels(vertices)
+    seg = np.zeros((4, 4), np.uint8)
+    pointmap = np.full((4, 4, 3), np.nan, np.float32)  # nothing seen: the vote decides
+    fine = refine_border(vertices, faces, labels, seg=seg, pointmap=pointmap, K=np.diag([2000.0, 2000.0, 1.0]))
+    coarse = refine_border(vertices, faces, labels, seg=seg, pointmap=pointmap, K=np.diag([20.0, 20.0, 1.0]))
+    assert len(fine[1]) == len(refine_border(vertices, faces, labels)[1])
+    assert len(coarse[1]) == len(faces)

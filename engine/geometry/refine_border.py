@@ -159,6 +159,18 @@ def _midpoint_labels(midpoints, ends, labels, corner, face_edge, split_ids, seg,
     return np.where(seen & head, photo, out)
 
 
+def _finer_than_the_photo(vertices: np.ndarray, faces: np.ndarray, K) -> bool:
+    """The border's edges (median) are already shorter than a photo pixel's footprint at their
+    depth: halved they would be under half a pixel, finer than the segmentation can place the
+    border."""
+    if K is None:
+        return False
+    corners = vertices[faces]
+    edge = np.median(np.linalg.norm(corners[:, 1] - corners[:, 0], axis=1))
+    footprint = np.median(np.abs(corners[:, 0, 2])) / float(np.asarray(K)[0, 0])
+    return bool(edge < footprint)
+
+
 def refine_border(vertices, faces, labels, *, seg=None, pointmap=None, K=None, rounds: int = ROUNDS,
                   max_faces: int | None = None):
     """The mesh with its face/hair border's triangles split 1 -> 4 `rounds` times (conforming:
@@ -170,7 +182,7 @@ def refine_border(vertices, faces, labels, *, seg=None, pointmap=None, K=None, r
     labels = np.asarray(labels)
     for _ in range(rounds):
         marked = border_faces(faces, labels)
-        if not marked.any():
+        if not marked.any() or _finer_than_the_photo(vertices, faces[marked], K):
             break
         refined = refine_once(vertices, faces, labels, marked, seg=seg, pointmap=pointmap, K=K)
         if max_faces is not None and len(refined[1]) > int(max_faces):
