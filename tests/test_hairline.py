@@ -62,3 +62,37 @@ def test_the_side_of_a_face_reads_less_of_the_hair_behind_it(tmp_path):
     before, after = reads_hair(own_pixel), reads_hair(read)
     assert before >= 10, before  # the case arises here
     assert 1.5 * after <= before, (before, after)
+
+
+def test_the_closed_heads_border_is_split_finer_and_stays_closed(tmp_path):
+    """engine.geometry.refine_border on a real closed solid (engine.synthetic, 384 x 512: one
+    round, its border edges already near a pixel's footprint after it): every edge still shared
+    by two faces, the border's triangles about half as long, the same bytes run to run."""
+    from engine.avatar import stages
+    from engine.bundle import write_bundle
+    from engine.geometry.refine_border import border_faces, refine_border
+    from engine.synthetic import make_person, to_bundle
+
+    bundle_dir = write_bundle(to_bundle(make_person(101, pose="bent", width=384, height=512)), tmp_path / "b")
+    inputs = stages.read(bundle_dir, detail="normals", rig=None)
+    built = stages.surface(inputs, detail="normals", resolution="full", watertight=True, target_faces=None, progress=None)
+    vertices, faces, labels = np.asarray(built.vertices, np.float64), np.asarray(built.faces, np.int64), built.vertex_labels
+    maps = dict(seg=inputs.bundle.seg, pointmap=inputs.bundle.pointmap, K=inputs.K)
+    out_v, out_f, out_l = refine_border(vertices, faces, labels, **maps)
+    again = refine_border(vertices.copy(), faces.copy(), labels.copy(), **maps)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip((out_v, out_f, out_l), again))
+
+    def edge_counts(f):
+        pairs = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+        return np.unique(pairs, axis=0, return_counts=True)[1]
+
+    assert (edge_counts(faces) == 2).all()  # the solid is closed to start with
+    assert (edge_counts(out_f) == 2).all()
+
+    def border_edge(v, f, lab):
+        tri = v[f[border_faces(f, lab)]]
+        return float(np.median(np.linalg.norm(tri[:, 1] - tri[:, 0], axis=1)))
+
+    before, after = border_edge(vertices, faces, labels), border_edge(out_v, out_f, out_l)
+    assert len(out_f) > len(faces)
+    assert after < 0.7 * before, (before, after)
