@@ -358,16 +358,21 @@ def _smooth_seams(vertices: np.ndarray, faces: np.ndarray, boxes: list) -> tuple
         band |= outer & ~inner
     if not band.any():
         return vertices, 0
+    # only the band's rows of the neighbour mean are needed: the faces touching the band give
+    # each band vertex all its neighbours (the same rows, summed in the same order, as over the
+    # whole mesh), and the products run over the band alone
     f = np.asarray(faces, np.int64)
+    f = f[band[f].any(1)]
     i = np.concatenate([f[:, 0], f[:, 1], f[:, 2]])
     j = np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
     adjacency = sp.coo_matrix((np.ones(len(i)), (i, j)), shape=(len(v), len(v))).tocsr()
     adjacency = ((adjacency + adjacency.T) > 0).astype(np.float64)
+    moved = np.nonzero(band)[0]
+    adjacency = adjacency[moved]
     mean = sp.diags(1.0 / np.maximum(np.asarray(adjacency.sum(1)).ravel(), 1)) @ adjacency
-    move = band[:, None]
     for _ in range(SEAM_ROUNDS):
         for step in (0.5, -0.53):
-            v = np.where(move, v + step * (mean @ v - v), v)
+            v[moved] = v[moved] + step * (mean @ v - v[moved])
     return v.astype(np.float32), int(band.sum())
 
 
