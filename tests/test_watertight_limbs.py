@@ -121,3 +121,40 @@ def test_only_limbs_are_stretched():
     assert limb_pixels(np.array([class_names().index(n) for n in ("Left_Lower_Arm", "Right_Upper_Leg", "Left_Hand",
                                                                    "Upper_Clothing", "Torso")])).tolist() == [
         True, True, False, False, False]
+
+
+def test_a_shoe_outline_gets_side_wall_samples_between_its_front_and_back():
+    """A shoe-sized capsule pointing toward the camera (its sides run along the rays): each
+    outermost pixel thicker than WALL_MIN_THICKNESS_M gets samples on its ray between front and
+    back, their normals across the ray and out of the outline; a forearm's outline gets none."""
+    from engine.geometry.watertight import WALL_FRACTIONS, WALL_MIN_THICKNESS_M
+
+    points, normal, mask, seg, K, _ = _capsule_maps(60.0, part="Left_Shoe")
+    back, normals, labels, info = back_surface(points, mask, seg, K, normal)
+    walls = info["wall_points"]
+    assert walls > 0 and walls % len(WALL_FRACTIONS) == 0 and len(back) == info["back_points"] + walls
+    wall, wall_normal = back[-walls:], normals[-walls:]
+    ray = wall / np.linalg.norm(wall, axis=1, keepdims=True)
+    assert np.abs((wall_normal * ray).sum(1)).max() < 1e-6          # across the ray
+    np.testing.assert_allclose(np.linalg.norm(wall_normal, axis=1), 1.0, atol=1e-6)
+    # out of the outline: a step along the normal's image direction leaves the mask
+    uvw = wall @ K.T
+    xy = uvw[:, :2] / uvw[:, 2:3]
+    ahead = wall + 0.01 * wall_normal
+    auv = ahead @ K.T
+    axy = auv[:, :2] / auv[:, 2:3]
+    centre = np.array([K[0, 2], K[1, 2]])
+    assert (np.linalg.norm(axy - centre, axis=1) > np.linalg.norm(xy - centre, axis=1)).mean() > 0.9
+    # between the front of the pixel and the back: deeper than the front by at least a quarter
+    # of the minimum thickness
+    cols = np.clip(xy[:, 0].astype(int), 0, mask.shape[1] - 1)
+    rows = np.clip(xy[:, 1].astype(int), 0, mask.shape[0] - 1)
+    front_z = points[rows, cols, 2]
+    ok = np.isfinite(front_z)
+    assert ok.mean() > 0.8
+    assert (wall[ok, 2] - front_z[ok] > 0.2 * WALL_MIN_THICKNESS_M).mean() > 0.9
+    assert (labels[-walls:] == class_names().index("Left_Shoe")).all()
+
+    points, normal, mask, seg, K, _ = _capsule_maps(60.0, part="Left_Lower_Arm")
+    _, _, _, arm = back_surface(points, mask, seg, K, normal)
+    assert arm["wall_points"] == 0
