@@ -1,7 +1,7 @@
 """Avatar build: seconds and peak memory of the whole build, and of the texture baking alone.
 
 Usage: .venv/bin/python bench/bench_avatar.py [--source shared|generated] [--samples ../shared/samples]
-                                             [--texture-size 2048] [--cases CASE ...] [--reps N]
+                                             [--texture-size 2048] [--cases CASE ...] [--reps N] [--profile DIR]
 
 Input: a 1024 x 768 bundle with ~300k person pixels, made as bench/bench_surface.py makes its
 own (a shared synthetic person ray-cast from a closer camera, exact maps then degraded), plus
@@ -21,7 +21,9 @@ its own process, so its peak resident memory, ru_maxrss, is its own):
                     worker saves); not a default case
 Each prints wall seconds per stage (avatar.json's timings), CPU seconds (the build's process and the
 geometry worker's), peak memory, and the
-texture-baking seconds separately. Figures are printed; nothing is asserted.
+texture-baking seconds separately. Figures are printed; nothing is asserted. --profile DIR: each
+build also profiled (cProfile, the build's process only, its times inflated by the profiler),
+statistics in DIR/CASE-REP.prof and its 12 costliest functions by own time printed.
 The build is timed as a running engine does it: open3d (the closed solid's Poisson, 0.8-0.9 s
 to import) is imported once per engine process, by the first closed build, so the child
 imports it before the clock starts and prints that import's seconds apart ("open3d import").
@@ -110,8 +112,9 @@ def make_generated_avatar_bundle(out_dir: Path) -> Path:
     return write_bundle(bundle, out_dir / "bundle")
 
 
-def run_case(case: str, bundle: str, texture_size: int) -> dict:
-    """Runs in a child process: one build, its timings and peak memory."""
+def run_case(case: str, bundle: str, texture_size: int, profile: str | None = None) -> dict:
+    """Runs in a child process: one build, its timings and peak memory; with `profile`, the
+    build process's cProfile statistics written to that file (the worker's are not in them)."""
     import resource
     import time
 
@@ -143,8 +146,18 @@ def run_case(case: str, bundle: str, texture_size: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         from bench_detail import worker_cpu_seconds
 
+        profiler = None
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
         wall, cpu, worker_cpu = time.perf_counter(), time.process_time(), worker_cpu_seconds()
+        if profiler is not None:
+            profiler.enable()
         out = build_avatar(bundle, Path(tmp) / "avatar", texture_size=texture_size, **CASES[case])
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
         wall, cpu, worker_cpu = time.perf_counter() - wall, time.process_time() - cpu, worker_cpu_seconds() - worker_cpu
         manifest = json.loads((out / "avatar.json").read_text())
     return {
@@ -175,6 +188,19 @@ def _hands_summary(manifest: dict) -> str:
             + (f" ({record['note']})" if record.get("note") else "") + "".join(f"; {n}" for n in record.get("notes", [])))
 
 
+def _print_profile(path: Path, top: int = 12) -> None:
+    """The profiled build's costliest functions by own time (where the build process's CPU went)."""
+    import io
+    import pstats
+
+    text = io.StringIO()
+    pstats.Stats(str(path), stream=text).sort_stats("tottime").print_stats(top)
+    rows = [line for line in text.getvalue().splitlines() if line.strip()[:1].isdigit() and "function calls" not in line]
+    print(f"{'':<23} profile {path} (ncalls, own s, per call, cumulative s, per call, function):")
+    for line in rows[:top]:
+        print(f"{'':<25}{line.strip()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=Path, default=REPO.parent / "shared" / "samples")
@@ -183,11 +209,14 @@ def main() -> None:
     parser.add_argument("--cases", nargs="*", default=None, choices=list(CASES),
                         help="default: all (watertight+crops only with --source generated)")
     parser.add_argument("--reps", type=int, default=1, help="runs of every case, interleaved")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="write each build's cProfile statistics (the build process only; its times inflated by "
+                             "the profiler) to DIR/CASE-REP.prof and print its 12 costliest functions by own time")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--bundle", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_case(args.case, args.bundle, args.texture_size)))
+        print(json.dumps(run_case(args.case, args.bundle, args.texture_size, str(args.profile) if args.profile else None)))
         return
 
     import os
@@ -203,8 +232,13 @@ def main() -> None:
               f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         for rep in range(args.reps):
             for case in cases:
+                profile = None
+                if args.profile:
+                    args.profile.mkdir(parents=True, exist_ok=True)
+                    profile = args.profile / f"{case.replace('/', '-')}-{rep}.prof"
                 child = subprocess.run(
-                    [sys.executable, __file__, "--case", case, "--bundle", str(bundle), "--texture-size", str(args.texture_size)],
+                    [sys.executable, __file__, "--case", case, "--bundle", str(bundle), "--texture-size", str(args.texture_size)]
+                    + (["--profile", str(profile)] if profile else []),
                     capture_output=True, text=True, check=True,
                 )
                 r = json.loads(child.stdout.strip().splitlines()[-1])
@@ -216,6 +250,8 @@ def main() -> None:
                       f"before the clock: open3d import {r['open3d_import_seconds']:.2f} s"
                       + (f", hand-solve worker start {r['worker_start_seconds']:.2f} s" if r.get("worker_start_seconds") is not None else "")
                       + (f"; {r['hands']}" if r.get("hands") else ""))
+                if profile:
+                    _print_profile(profile)
 
 
 if __name__ == "__main__":
