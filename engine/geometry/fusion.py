@@ -94,9 +94,11 @@ OUTLINE_SMOOTH_PX, CARVE_STEPS = 1.0, 4
 # lands inside the silhouette, on the wrong cross-section, and Poisson dented the surface there.
 # Since the 6 px band with the wide cos window (8dce8d8) engine.synthetic person 2 (open hands,
 # front + back, 384 x 512) had a pit at the neck's sides, seen in Cycles: the solid 0.66 cm inside
-# the true body there, 0.34 cm with these circles left out (~2.5 % of them; at 768 x 1024 no pit
-# either way, 0.33 cm)
-SEAM_REACH_PX = 1.5
+# the true body there, 0.34 cm with these circles left out (~4 % of them; at 768 x 1024 no pit
+# either way, 0.33 cm). 2 px left half the pit (0.51 cm); 1.5 px left random-103's exact solid
+# open (Poisson's repair, given that sample set, kept 12 open edges); 1 px closes all six of
+# bench_fusion.py's people
+SEAM_REACH_PX = 1.0
 
 
 @dataclass
