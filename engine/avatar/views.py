@@ -202,11 +202,10 @@ def _split(faces: np.ndarray, face_key: np.ndarray, n_keys: int):
     return inverse.reshape(-1, 3).astype(np.int64), keys // n_keys, keys % n_keys
 
 
-def unoccluded(points_view: np.ndarray, view: ViewMaps) -> np.ndarray:
-    """N bool: nothing the view saw lies in front of the point (it projects off the person, or
-    not farther than the view's depth there plus the islands' tolerance). Unlike seen_faces, a
-    point the fused solid puts a little in front of this view's own surface (the other view's
-    samples, the sides at grazing angles) counts as seen."""
+def view_pixels(points_view: np.ndarray, view: ViewMaps):
+    """Where points (N x 3, the view's camera frame) fall in the view's photo: (xy N x 2, inside
+    the photo N bool, row, col (clipped into it), the view's own depth there (NaN off the person),
+    the islands' depth tolerance at each point)."""
     xy = project(points_view, view.K)
     h, w = view.mask.shape
     inside = np.isfinite(xy).all(axis=1) & (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
@@ -214,6 +213,15 @@ def unoccluded(points_view: np.ndarray, view: ViewMaps) -> np.ndarray:
     row = np.clip(np.nan_to_num(xy[:, 1]).astype(np.int64), 0, h - 1)
     seen_depth = view.pointmap[row, col, 2].astype(np.float64)
     tolerance = np.maximum(SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL * points_view[:, 2])
+    return xy, inside, row, col, seen_depth, tolerance
+
+
+def unoccluded(points_view: np.ndarray, view: ViewMaps) -> np.ndarray:
+    """N bool: nothing the view saw lies in front of the point (it projects off the person, or
+    not farther than the view's depth there plus the islands' tolerance). Unlike seen_faces, a
+    point the fused solid puts a little in front of this view's own surface (the other view's
+    samples, the sides at grazing angles) counts as seen."""
+    _, inside, _, _, seen_depth, tolerance = view_pixels(points_view, view)
     with np.errstate(invalid="ignore"):
         behind = np.isfinite(seen_depth) & (points_view[:, 2] > seen_depth + tolerance)
     return inside & (points_view[:, 2] > 0) & ~behind
@@ -236,13 +244,7 @@ def head_labels_seen(labels: np.ndarray, vertices_ref: np.ndarray, islands: View
         if not len(chosen) or bundle.seg is None:
             continue
         p = view.to_view(vertices_ref[islands.source_vertex[chosen]])
-        xy = project(p, view.K)
-        h, w = view.mask.shape
-        inside = np.isfinite(xy).all(axis=1) & (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
-        col = np.clip(np.nan_to_num(xy[:, 0]).astype(np.int64), 0, w - 1)
-        row = np.clip(np.nan_to_num(xy[:, 1]).astype(np.int64), 0, h - 1)
-        seen_depth = view.pointmap[row, col, 2].astype(np.float64)
-        tolerance = np.maximum(SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL * p[:, 2])
+        _, inside, row, col, seen_depth, tolerance = view_pixels(p, view)
         with np.errstate(invalid="ignore"):
             seen = inside & view.mask[row, col] & (np.abs(p[:, 2] - seen_depth) <= tolerance)
         seen_class = np.asarray(bundle.seg)[row, col]
@@ -363,14 +365,8 @@ def view_weights(points_ref: np.ndarray, normals_ref: np.ndarray, view: ViewMaps
     distance = np.maximum(np.linalg.norm(p, axis=1), 1e-12)
     cos = -np.einsum("ij,ij->i", n, p) / distance
     facing = np.maximum(cos, 0.0) ** 2
-    xy = project(p, view.K)
-    h, w = view.mask.shape
-    ok = np.isfinite(xy).all(axis=1) & (p[:, 2] > 0)
-    col = np.clip(np.nan_to_num(xy[:, 0]).astype(np.int64), 0, w - 1)
-    row = np.clip(np.nan_to_num(xy[:, 1]).astype(np.int64), 0, h - 1)
-    ok &= (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
-    seen_depth = view.pointmap[row, col, 2].astype(np.float64)
-    tolerance = np.maximum(SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL * p[:, 2])
+    xy, inside, row, col, seen_depth, tolerance = view_pixels(p, view)
+    ok = inside & (p[:, 2] > 0)
     with np.errstate(invalid="ignore"):
         visible = ok & (np.abs(p[:, 2] - seen_depth) <= tolerance)  # NaN (off the person) -> False
     ramp = np.clip((view.inside_px[row, col] - 0.5) / BLEND_PX, OUTLINE_WEIGHT, 1.0)
