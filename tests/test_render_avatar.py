@@ -1,0 +1,55 @@
+"""bench/render_avatar.py: an avatar imported through the add-on's importer and rendered by Cycles from named cameras."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from render_avatar import BACKGROUND, Anchors, plan_views, render_avatar  # noqa: E402
+from test_blender_io import write_test_avatar  # noqa: E402
+
+from sapiens_blender.io.avatar import read_avatar  # noqa: E402
+
+pytestmark = pytest.mark.blender
+
+
+def test_views_are_planned_from_the_body_part_labels(tmp_path):
+    avatar = read_avatar(write_test_avatar(tmp_path / "avatar"))
+    anchors = Anchors(avatar)
+    views, missing = plan_views(anchors, ("front", "back", "hand_left", "hairline", "seam_left"))
+    by_name = {v.name: v for v in views}
+    assert set(by_name) == {"front", "back", "seam_left"}
+    # the test body has no hands and no hair: those views are reported, not framed on nothing
+    assert sorted(note.split(":")[0] for note in missing) == ["hairline", "hand_left"]
+    lo, hi = anchors.positions.min(0), anchors.positions.max(0)
+    np.testing.assert_allclose(by_name["front"].target, (lo + hi) / 2)
+    assert by_name["front"].half_extent >= 0.5 * (hi - lo)[2]
+    # the flank close-up sits on the person's left (+X in Blender) of the trunk
+    assert by_name["seam_left"].target[0] > (lo + hi)[0] / 2
+
+
+def test_front_view_shows_the_whole_avatar_and_a_sheet(tmp_path):
+    avatar_dir = write_test_avatar(tmp_path / "avatar")
+    done = render_avatar(avatar_dir, tmp_path / "renders", views=("front",), size=40, samples=1, clay=False)
+    assert done["missing"] == [] and set(done["views"]) == {"front"}
+    from PIL import Image
+
+    image = np.asarray(Image.open(done["views"]["front"]).convert("RGB"), np.float64)
+    assert image.shape == (40, 40, 3)
+    # the world's colour (linear, shown with the Standard view transform as sRGB) fills the corners
+    background = 255 * np.where(np.array(BACKGROUND) <= 0.0031308, 12.92 * np.array(BACKGROUND),
+                                1.055 * np.array(BACKGROUND) ** (1 / 2.4) - 0.055)
+    person = np.abs(image - background).max(-1) > 12
+    assert not person[:3, :3].any() and not person[-3:, -3:].any()
+    rows = np.flatnonzero(person.any(1))
+    # the body is framed whole and large: it spans most of the height without touching the edges
+    assert rows.min() > 0 and rows.max() < 39 and rows.max() - rows.min() > 0.6 * 40
+    assert person[20, 20]
+    sheet = Image.open(done["sheet"])
+    assert sheet.size[0] == 40 and sheet.size[1] > 40
