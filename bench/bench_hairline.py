@@ -20,11 +20,23 @@ of the other class (the hairline band) it prints, per person and island (seen = 
 hidden = the rest of a closed avatar): `skin->hair` the share of true skin in the hair slot,
 `hair->skin` the share of true hair in another slot, `colour` the mean |texture - true albedo|
 in sRGB levels (0-255, all channels); and `border` the length (m) of the mesh edges between the
-hair slot and the skin slot above the shoulders (a saw-tooth border is long). --compare also
-builds every person without one of the hairline's fixes, in the same tree and process, so the
-two differ only by it: --against coarse (default) without engine.geometry.refine_border (the
-slots follow the solid's own 7-11 mm triangles), --against raw without the occluding-edge colour
-fix (every seen vertex reads its own pixel). Printed, nothing asserted.
+hair slot and the skin slot above the shoulders (a saw-tooth border is long).
+
+The head's seen/hidden UV island seam (the mesh.ply's edges between a front-island and a
+hidden-island triangle that both have a Hair or face-class corner): `seam wobble` the mean
+distance (mm) of its vertices from the line the seam runs along around them (the principal
+axis of its edges within 1 cm, length-weighted): a seam along whole 7-11 mm triangles is a
+staircase some millimetres off its own course, a fine one is not; `seam colour` the mean
+|texture - true albedo| (sRGB levels) of the samples within 1 cm of the seam, where a staircase
+puts the hidden side's colour on seen skin and the photo's on the hidden hair (synthetic: every
+sample; ../shared/samples: the seen ones only, the truth is a photo).
+
+--compare also builds every person without one of the hairline's fixes, in the same tree and
+process, so the two differ only by it: --against coarse (default) without engine.geometry
+.refine_border's face/hair split (the slots follow the solid's own 7-11 mm triangles), --against
+seam without its split along the head's island seam (refine_seam: the seam follows whole
+triangles), --against raw without the occluding-edge colour fix (every seen vertex reads its
+own pixel). Printed, nothing asserted.
 """
 
 from __future__ import annotations
@@ -114,6 +126,76 @@ def slot_border_length(corners: list) -> float:
                                                  triangles[:, 0] - triangles[:, 2]]), axis=1)
         edges.setdefault(slot, {}).update(zip((pairs[:, 0] * n + pairs[:, 1]).tolist(), lengths.tolist()))
     return float(sum(edges["hair"][key] for key in edges["hair"].keys() & edges["skin"].keys()))
+
+
+def head_seam(out_dir: Path) -> dict:
+    """The head's seen/hidden island seam in the camera frame: `points` along its edges every
+    millimetre, `wobble_mm` (module docstring), `length_m`."""
+    import trimesh
+    from PIL import Image
+    from scipy.spatial import cKDTree
+
+    from engine.avatar.labels import FRONT_ONLY_CLASSES, class_ids
+
+    manifest = json.loads((out_dir / "avatar.json").read_text())
+    layout = manifest["textures"]["layout"]
+    to_camera = np.linalg.inv(np.asarray(manifest["camera_to_avatar"], np.float64))
+    mesh = trimesh.load(out_dir / "mesh.ply", process=False)
+    raw = mesh.metadata["_ply_raw"]["vertex"]["data"]
+    vertices = trimesh.transform_points(np.asarray(mesh.vertices, np.float64), to_camera)
+    faces = np.asarray(mesh.faces, np.int64)
+    tw = Image.open(out_dir / "textures" / "albedo.png").size[0]
+    hidden_vertex = np.asarray(raw["s"], np.float64) * tw >= layout["island_width"] + layout["gutter"] / 2
+    head_vertex = np.isin(np.asarray(raw["label"]), np.append(class_ids(FRONT_ONLY_CLASSES), class_ids(["Hair"])))
+    face_hidden = hidden_vertex[faces[:, 0]]
+    face_head = head_vertex[faces].any(axis=1)
+    _, weld = np.unique(np.round(vertices * 1e6).astype(np.int64), axis=0, return_inverse=True)
+    weld = weld.reshape(-1)
+    point = np.zeros((weld.max() + 1, 3))
+    point[weld] = vertices
+    sides = []
+    for hidden in (False, True):
+        f = weld[faces[face_head & (face_hidden == hidden)]]
+        edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+        sides.append(np.unique(edges[:, 0] * np.int64(len(point)) + edges[:, 1]))
+    keys = np.intersect1d(sides[0], sides[1])
+    if len(keys) == 0:
+        return {"points": np.zeros((0, 3)), "wobble_mm": float("nan"), "length_m": 0.0}
+    a, b = point[keys // len(point)], point[keys % len(point)]
+    length = np.linalg.norm(b - a, axis=1)
+    mid = 0.5 * (a + b)
+    ends = np.unique(np.concatenate([keys // len(point), keys % len(point)]))
+    tree = cKDTree(mid)
+    offsets = []
+    for p, near in zip(point[ends], tree.query_ball_point(point[ends], 0.01)):
+        if len(near) < 3:
+            continue
+        w = length[near] / length[near].sum()
+        centre = w @ mid[near]
+        d = mid[near] - centre
+        axis = np.linalg.eigh((d * w[:, None]).T @ d)[1][:, -1]
+        off = p - centre
+        offsets.append(np.linalg.norm(off - (off @ axis) * axis))
+    steps = np.maximum(np.ceil(length / 0.001).astype(np.int64), 1)
+    t = np.concatenate([(np.arange(n) + 0.5) / n for n in steps])
+    along = np.repeat(a, steps, axis=0) + t[:, None] * np.repeat(b - a, steps, axis=0)
+    return {"points": along, "wobble_mm": 1000.0 * float(np.mean(offsets)) if offsets else float("nan"),
+            "length_m": float(length.sum())}
+
+
+def seam_colour(avatar: dict, seam: dict, truth_class: np.ndarray, truth_colour: np.ndarray, within_m: float = 0.01):
+    """Mean |texture - true albedo| (sRGB levels) of the samples within `within_m` of the seam
+    whose truth is known (truth_class >= 0); NaN when none."""
+    from scipy.spatial import cKDTree
+
+    if not len(seam["points"]):
+        return float("nan")
+    near = cKDTree(seam["points"]).query(avatar["points"], distance_upper_bound=within_m)[0] < within_m
+    chosen = near & (truth_class >= 0)
+    if not chosen.any():
+        return float("nan")
+    error = np.abs(avatar["colours"] - truth_colour).mean(axis=1)
+    return float((avatar["weights"] * error)[chosen].sum() / avatar["weights"][chosen].sum())
 
 
 def synthetic_truth(person, points_camera: np.ndarray):
@@ -214,20 +296,25 @@ def hairline_figures(avatar: dict, truth_class: np.ndarray, truth_colour: np.nda
 @contextmanager
 def hairline(variant: str):
     """The build as it is (`smooth`), without the occluding-edge colour fix (`raw`: every seen
-    vertex reading its own pixel's colour, also beside an occluding edge) or without the
+    vertex reading its own pixel's colour, also beside an occluding edge), without the face/hair
     border's refinement (`coarse`: engine.geometry.refine_border skipped, slots follow the
-    solid's own triangles)."""
+    solid's own triangles) or without the split along the head's island seam (`seam`:
+    refine_seam skipped, the islands cut along whole triangles as every face reads its own
+    weight)."""
     from engine.avatar import appearance, stages
+    from engine.geometry import refine_border as refine
 
-    saved_layer, saved_refine = appearance._onto_its_own_layer, stages.refine_border
+    saved_layer, saved_refine, saved_seam = appearance._onto_its_own_layer, stages.refine_border, refine.refine_seam
     if variant == "raw":
         appearance._onto_its_own_layer = lambda vertices, photo_xy, pointmap: photo_xy
     if variant == "coarse":
         stages.refine_border = lambda vertices, faces, labels, **_: (vertices, faces, labels)
+    if variant == "seam":
+        refine.refine_seam = lambda v, f, lab, fw, vw, **_: (v, f, lab, fw, vw, np.zeros(len(f), bool))
     try:
         yield
     finally:
-        appearance._onto_its_own_layer, stages.refine_border = saved_layer, saved_refine
+        appearance._onto_its_own_layer, stages.refine_border, refine.refine_seam = saved_layer, saved_refine, saved_seam
 
 
 def people(args):
@@ -266,8 +353,9 @@ def main() -> None:
     parser.add_argument("--band-cm", type=float, default=3.0)
     parser.add_argument("--keep", type=Path, help="keep the avatars under this folder")
     parser.add_argument("--compare", action="store_true", help="also without one of the hairline's fixes (--against)")
-    parser.add_argument("--against", choices=["coarse", "raw"], default="coarse",
-                        help="coarse: without the border's refinement; raw: without the occluding-edge colour fix")
+    parser.add_argument("--against", choices=["coarse", "seam", "raw"], default="coarse",
+                        help="coarse: without the border's refinement; seam: without the split along the head's island seam; "
+                             "raw: without the occluding-edge colour fix")
     args = parser.parse_args()
     print(f"hairline band {args.band_cm} cm; skin->hair, hair->skin: shares of the band's true skin/hair area in the "
           "wrong slot; colour: mean |texture - true albedo|, sRGB levels")
@@ -279,11 +367,15 @@ def main() -> None:
             bundle_dir = write_bundle(bundle, Path(tmp) / f"{slug}_bundle")
             for variant in (["smooth", args.against] if args.compare else ["smooth"]):
                 with hairline(variant):
-                    out = build_avatar(bundle_dir, root / f"{slug}_{variant}", formats="glb")
+                    out = build_avatar(bundle_dir, root / f"{slug}_{variant}", formats="glb,ply")
                 avatar = avatar_samples(out)
                 truth_class, truth_colour = truth(avatar["points"])
                 figures = hairline_figures(avatar, truth_class, truth_colour, args.band_cm / 100.0)
-                line = f"{name:28s} {variant:6s} border {avatar['border_m']:5.2f} m"
+                seam = head_seam(out)
+                seam_figures = (seam["wobble_mm"], seam_colour(avatar, seam, truth_class, truth_colour), seam["length_m"])
+                totals.setdefault((name.split()[0], variant, "seam"), []).append(seam_figures)
+                line = (f"{name:28s} {variant:6s} border {avatar['border_m']:5.2f} m  head seam: wobble {seam_figures[0]:4.2f} mm  "
+                        f"colour {seam_figures[1]:6.2f}  length {seam_figures[2]:4.2f} m")
                 for island, f in figures.items():
                     line += (f"  {island}: skin->hair {100 * f['skin->hair']:5.1f} %  hair->skin {100 * f['hair->skin']:5.1f} %  "
                              f"colour {f['colour']:6.2f} ({f['area_cm2']:4.0f} cm2)")
@@ -291,6 +383,10 @@ def main() -> None:
                         (f["skin->hair"], f["hair->skin"], f["colour"], avatar["border_m"]))
                 print(line, flush=True)
     for (kind, variant, island), values in sorted(totals.items()):
+        if island == "seam":
+            wobble, colour, length = np.nanmean(values, axis=0)
+            print(f"mean {kind:9s} {variant:6s} head seam wobble {wobble:4.2f} mm  colour {colour:6.2f}  length {length:4.2f} m")
+            continue
         s2h, h2s, colour, border = np.mean(values, axis=0)
         print(f"mean {kind:9s} {variant:6s} {island:6s} skin->hair {100 * s2h:5.1f} %  hair->skin {100 * h2s:5.1f} %  colour {colour:6.2f}  "
               f"border {border:5.2f} m")

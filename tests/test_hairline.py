@@ -70,16 +70,16 @@ def test_the_closed_heads_border_is_split_finer_and_stays_closed(tmp_path):
     by two faces, the border's triangles about half as long, the same bytes run to run."""
     from engine.avatar import stages
     from engine.bundle import write_bundle
-    from engine.geometry.refine_border import border_faces, refine_border
+    from engine.geometry.refine_border import Photo, border_faces, refine_border
     from engine.synthetic import make_person, to_bundle
 
     bundle_dir = write_bundle(to_bundle(make_person(101, pose="bent", width=384, height=512)), tmp_path / "b")
     inputs = stages.read(bundle_dir, detail="normals", rig=None)
     built = stages.surface(inputs, detail="normals", resolution="full", watertight=True, target_faces=None, progress=None)
     vertices, faces, labels = np.asarray(built.vertices, np.float64), np.asarray(built.faces, np.int64), built.vertex_labels
-    maps = dict(seg=inputs.bundle.seg, pointmap=inputs.bundle.pointmap, K=inputs.K)
-    out_v, out_f, out_l = refine_border(vertices, faces, labels, **maps)
-    again = refine_border(vertices.copy(), faces.copy(), labels.copy(), **maps)
+    photos = [Photo(inputs.bundle.seg, inputs.bundle.pointmap, inputs.K)]
+    out_v, out_f, out_l = refine_border(vertices, faces, labels, photos=photos)
+    again = refine_border(vertices.copy(), faces.copy(), labels.copy(), photos=photos)
     assert all(a.tobytes() == b.tobytes() for a, b in zip((out_v, out_f, out_l), again))
 
     def edge_counts(f):

@@ -32,6 +32,7 @@ from engine.avatar.manifest import (
 from engine.errors import BundleError, EngineError
 from engine.formats import writers_for
 from engine.formats.textures import avatar_textures
+from engine.geometry.refine_border import Photo
 
 # grid size of each view's front for the solid, per resolution option (watertight.CLOSED_MAX_PIXELS
 # at full resolution)
@@ -146,6 +147,11 @@ def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_si
         lap("surface")
 
         report("frame", 0.0, "UV islands per view and avatar frame")
+        # the head's face/hair border split fine before the islands, as for one photo (each new
+        # vertex reads the first view that sees it)
+        photos = [Photo(v.bundle.seg, v.bundle.pointmap, v.K, T) for v, T in zip(inputs, fused.transforms)
+                  if v.bundle.seg is not None]
+        vertices, faces, labels = stages.refine_head(vertices, faces, labels, photos, max_faces=target_faces)
         maps = [mv.view_maps(v.bundle, v.K, T, name, crops=None if c is None else c.aligned)
                 for v, T, name, c in zip(inputs, fused.transforms, names, crops)]
         islands = mv.assign_views(vertices, np.asarray(faces, np.int64), maps)

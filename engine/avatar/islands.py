@@ -11,7 +11,9 @@ a per-face depth test flips from face to face, which left a saw-tooth border wit
 either island on the other side (the front's colour and normal detail beside the back's). The
 weight (how squarely the face looks at the camera, how well it agrees with the seen depth
 around its pixel) is spread over the surface and cut at one half, so the border follows the
-outline in one smooth line and no island leaves specks in the other.
+outline in one smooth line and no island leaves specks in the other. On the head the cut reads
+the weight at the vertices (carried to the faces split along it by engine.geometry.refine_border
+.refine_seam), so the seam there follows a line finer than the solid's triangles.
 """
 
 from __future__ import annotations
@@ -88,18 +90,26 @@ def _face_vertex_incidence(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(3 * len(faces)), (rows, faces.reshape(-1))), shape=(len(faces), n_vertices))
 
 
+def _face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    corners = vertices[faces].astype(np.float64)
+    return 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
+
+
+def faces_to_vertices(vertices: np.ndarray, faces: np.ndarray):
+    """V x F: each vertex the area-weighted mean of its faces' values."""
+    weighted = _face_vertex_incidence(faces, len(vertices)).multiply(_face_areas(vertices, faces)[:, None]).tocsr()
+    return sp.diags(1.0 / np.maximum(np.asarray(weighted.sum(axis=0)).ravel(), 1e-30)) @ weighted.T
+
+
 def smooth_over_surface(face_values: np.ndarray, vertices: np.ndarray, faces: np.ndarray, radius_m: float) -> np.ndarray:
     """Face values averaged over about `radius_m` of surface: alternately to the vertices
     (area-weighted) and back to the faces, as many times as the mean edge length needs to
     reach that far (diffusion: steps ~ (radius / edge)^2)."""
     corners = vertices[faces].astype(np.float64)
-    area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
     edge = float(np.mean(np.linalg.norm(corners[:, 1] - corners[:, 0], axis=1))) if len(faces) else 1.0
     steps = int(np.clip(round((radius_m / max(edge, 1e-9)) ** 2), 1, MAX_SMOOTHING_STEPS))
-    incidence = _face_vertex_incidence(faces, len(vertices))
-    weighted = incidence.multiply(area[:, None]).tocsr()
-    to_vertices = sp.diags(1.0 / np.maximum(np.asarray(weighted.sum(axis=0)).ravel(), 1e-30)) @ weighted.T
-    to_faces = incidence / 3.0
+    to_vertices = faces_to_vertices(vertices, faces)
+    to_faces = _face_vertex_incidence(faces, len(vertices)) / 3.0
     values = np.asarray(face_values, np.float64)
     for _ in range(steps):
         values = to_faces @ (to_vertices @ values)
@@ -110,8 +120,7 @@ def _drop_small_pieces(seen: np.ndarray, vertices: np.ndarray, faces: np.ndarray
     """Pieces of either island (faces joined by edges) under MIN_ISLAND_PIECE_M2 join the other."""
     from scipy.sparse.csgraph import connected_components
 
-    corners = vertices[faces].astype(np.float64)
-    area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
+    area = _face_areas(vertices, faces)
     edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1).astype(np.int64)
     face_of = np.tile(np.arange(len(faces)), 3)
     order = np.argsort(edges[:, 0] * (len(vertices) + 1) + edges[:, 1])
@@ -129,15 +138,31 @@ def _drop_small_pieces(seen: np.ndarray, vertices: np.ndarray, faces: np.ndarray
     return out
 
 
+def seen_weight(vertices_camera: np.ndarray, faces: np.ndarray, pointmap: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """F in [0, 1]: visibility_weights spread over VISIBILITY_SMOOTHING_M of surface (the
+    islands are cut where it crosses one half)."""
+    weights = visibility_weights(vertices_camera, faces, pointmap, K)
+    return smooth_over_surface(weights, vertices_camera, faces, VISIBILITY_SMOOTHING_M)
+
+
 def seen_faces(vertices_camera: np.ndarray, faces: np.ndarray, pointmap: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """F bool: the face lies in the part of the surface the camera saw (visibility_weights
-    spread over VISIBILITY_SMOOTHING_M of surface, at least one half; specks dropped)."""
+    """F bool: the face lies in the part of the surface the camera saw (seen_weight at least one
+    half; specks dropped)."""
     faces = np.asarray(faces, np.int64)
     if len(faces) == 0:
         return np.zeros(0, bool)
-    weights = visibility_weights(vertices_camera, faces, pointmap, K)
-    smooth = smooth_over_surface(weights, vertices_camera, faces, VISIBILITY_SMOOTHING_M)
-    return _drop_small_pieces(smooth >= 0.5, vertices_camera, faces)
+    return cut_islands(seen_weight(vertices_camera, faces, pointmap, K), vertices_camera, faces)
+
+
+def cut_islands(face_weight: np.ndarray, vertices: np.ndarray, faces: np.ndarray, vertex_weight=None,
+                at_corners=None) -> np.ndarray:
+    """F bool seen: the weight at least one half, specks dropped. Faces flagged `at_corners`
+    (the head, split along the cut by refine_seam) read the mean of their corners'
+    `vertex_weight` instead of their own."""
+    weight = np.asarray(face_weight, np.float64)
+    if at_corners is not None and np.any(at_corners):
+        weight = np.where(at_corners, np.asarray(vertex_weight, np.float64)[faces].mean(axis=1), weight)
+    return _drop_small_pieces(weight >= 0.5, vertices, faces)
 
 
 def split_islands(faces: np.ndarray, face_island: np.ndarray, n_islands: int = 2):
@@ -151,8 +176,20 @@ def split_islands(faces: np.ndarray, face_island: np.ndarray, n_islands: int = 2
     return inverse.reshape(-1, 3).astype(np.int64), keys // n_islands, (keys % n_islands).astype(np.int8)
 
 
-def assign_islands(vertices_camera, faces, pointmap, K, *, closed: bool) -> np.ndarray:
-    """F int8 island per face: all FRONT for a front-only surface, FRONT / HIDDEN for a closed one."""
-    if not closed:
-        return np.full(len(faces), FRONT, np.int8)
-    return np.where(seen_faces(vertices_camera, faces, pointmap, K), FRONT, HIDDEN).astype(np.int8)
+def assign_islands(vertices_camera, faces, labels, pointmap, K, *, closed: bool, photos=(), max_faces=None):
+    """The mesh and its F int8 island per face: all FRONT for a front-only surface, FRONT /
+    HIDDEN for a closed one, whose head is first split along the cut (refine_seam: the seen
+    weight's half-way line on the head, 2-3 mm fine, not along whole triangles). Returns
+    (vertices, faces, labels, face island); photos: as refine_border's, for the new vertices'
+    classes; a split past `max_faces` is not made."""
+    from engine.geometry.refine_border import refine_seam
+
+    faces = np.asarray(faces, np.int64)
+    if not closed or len(faces) == 0:
+        return vertices_camera, faces, labels, np.full(len(faces), FRONT, np.int8)
+    weight = seen_weight(vertices_camera, faces, pointmap, K)
+    vertex_weight = faces_to_vertices(vertices_camera, faces) @ weight
+    vertices_camera, faces, labels, weight, vertex_weight, head = refine_seam(
+        vertices_camera, faces, labels, weight, vertex_weight, photos=photos, max_faces=max_faces)
+    seen = cut_islands(weight, vertices_camera, faces, vertex_weight, at_corners=head)
+    return vertices_camera, faces, labels, np.where(seen, FRONT, HIDDEN).astype(np.int8)

@@ -1,10 +1,11 @@
 """The named stages of an avatar build (engine.avatar.build runs them in this order):
 
 read (bundle read and checked, camera matrix resolved once) -> surface (engine.geometry) ->
-frame (UV islands split, then `place`: the back of the head's hair, the mesh moved to the avatar
-frame, one normal per position; the fused build, engine.avatar.fused, ends its frame stage
-there too) -> uv plan (texture layout, UVs, tangents) -> appearance (textures baked) -> rig
-(skeleton and skin, when asked) -> write (the formats table) -> manifest (engine.avatar.manifest).
+frame (`refine_head`: the head's face/hair border split fine; UV islands split; then `place`:
+the back of the head's hair, the mesh moved to the avatar frame, one normal per position; the
+fused build, engine.avatar.fused, takes `refine_head` before its own islands and ends its frame
+stage in `place` too) -> uv plan (texture layout, UVs, tangents) -> appearance (textures baked)
+-> rig (skeleton and skin, when asked) -> write (the formats table) -> manifest (engine.avatar.manifest).
 
 Each stage takes what the earlier ones made and returns a named result; none reads the bundle
 again for something an earlier stage already resolved (the camera matrix above all).
@@ -27,7 +28,7 @@ from engine.avatar.textures import FRONT, HIDDEN
 from engine.errors import EngineError
 from engine.formats.scene import Mesh, Scene
 from engine.formats.textures import write_textures
-from engine.geometry.refine_border import refine_border
+from engine.geometry.refine_border import Photo, refine_border
 from engine.geometry.surface import vertex_normals  # area-weighted: the normal map adds detail on top
 
 
@@ -113,15 +114,27 @@ class HairView:
     hidden: np.ndarray  # V bool
 
 
+def refine_head(vertices, faces, labels, photos, *, max_faces: int | None = None):
+    """The step both builds take on their surface before its UV islands are made (the one-photo
+    build in `frame`, the fused one in engine.avatar.fused): the head's face/hair border split
+    fine (engine.geometry.refine_border; material slots and label colours follow triangles).
+    photos: engine.geometry.refine_border.Photo per view, the mesh's own frame's first.
+    Returns (vertices, faces, labels)."""
+    return refine_border(vertices, faces, labels, photos=photos, max_faces=max_faces)
+
+
 def frame(inputs: Inputs, built, *, watertight: bool, target_faces: int | None = None) -> Framed:
     vertices_source = np.asarray(built.vertices, np.float64)
     source_labels = built.vertex_labels
     if source_labels is None:
         source_labels = np.zeros(len(vertices_source), np.uint8)
-    # the head's face/hair border split fine before the islands (material slots follow triangles)
-    vertices_source, faces, source_labels = refine_border(vertices_source, built.faces, source_labels, seg=inputs.bundle.seg,
-                                                          pointmap=inputs.bundle.pointmap, K=inputs.K, max_faces=target_faces)
-    face_island = assign_islands(vertices_source, faces, inputs.bundle.pointmap, inputs.K, closed=watertight)
+    bundle = inputs.bundle
+    photos = [Photo(bundle.seg, bundle.pointmap, inputs.K)] if bundle.seg is not None and bundle.pointmap is not None else []
+    vertices_source, faces, source_labels = refine_head(vertices_source, built.faces, source_labels, photos, max_faces=target_faces)
+    # a closed solid's head is split along the seen/hidden cut too (islands.assign_islands)
+    vertices_source, faces, source_labels, face_island = assign_islands(
+        vertices_source, faces, source_labels, inputs.bundle.pointmap, inputs.K, closed=watertight, photos=photos,
+        max_faces=target_faces)
     faces, source_vertex, vertex_island = split_islands(faces, face_island)
     vertices_camera = vertices_source[source_vertex]
     labels = np.asarray(source_labels, np.uint8)[source_vertex]
@@ -255,6 +268,6 @@ def write_avatar(selected, mesh: Mesh, textures, appearance, rigged: Rigged | No
 
 
 __all__ = [
-    "Inputs", "Framed", "Rigged", "HairView", "read", "surface", "frame", "place", "uv_plan", "final_mesh", "appearance", "load_rigging", "rig",
+    "Inputs", "Framed", "Rigged", "HairView", "read", "surface", "refine_head", "frame", "place", "uv_plan", "final_mesh", "appearance", "load_rigging", "rig",
     "start_untextured", "write", "write_avatar", "avatar_scene", "unit_normals",
 ]
