@@ -96,6 +96,7 @@ def test_hands_solved_in_the_worker_are_the_bytes_solved_here(person, crops, wor
     stats = in_worker[3]
     assert stats["hands_solved_in_worker"] == 1 and "notes" not in stats, stats
     assert here[3]["hands_solved_in_worker"] == 0
+    assert stats["near_boolean"], "the hands were joined on the whole body, not its part near them"
     assert [c.get("poisson_depth") for c in stats["crops"]] == [7, 7], stats["crops"]
     assert len(in_worker[0]) > 1.05 * stats["vertices_before"]   # the hands' finer solids are in
     assert _same(in_worker, again), "the worker's hands differ run to run"
@@ -106,6 +107,38 @@ def test_hands_solved_in_the_worker_are_the_bytes_solved_here(person, crops, wor
     key = directed[:, 0] * len(in_worker[0]) + directed[:, 1]
     assert len(np.unique(key)) == len(key)
     assert np.isin(directed[:, 1] * len(in_worker[0]) + directed[:, 0], key).all()
+
+
+def test_the_hands_joined_on_the_near_part_are_the_whole_bodys_join(person, crops):
+    """join_hands on the body's part near the hands' boxes (near_boolean) against the whole
+    body's booleans: the same solid (volume, every vertex on the other's), the same labels."""
+    from scipy.spatial import cKDTree
+
+    from engine.geometry import build_surface, detail_solid
+    from engine.geometry.near_boolean import NearCut
+
+    inputs, detail = _aligned(person, crops)
+    fine, _ = detail_solid.hand_solid_samples(detail.aligned, inputs.K)
+    built = build_surface(inputs.bundle, detail="normals", watertight=True)
+    v, f, l = built.vertices, built.faces, built.vertex_labels
+    context = detail_solid._body_context(v, f, l)
+    zones = detail_solid.hand_zones(fine, context[0], context[2])
+    solved = [detail_solid.solve_hand(*detail_solid.hand_inputs(fine, context, zone)) for zone in zones]
+    joined = []
+    for cut, _ in (detail_solid.cut_hand_boxes(v, f, zones), detail_solid._whole_body_cut(v, f, zones)):
+        joined.append(detail_solid.join_hands(v, f, l, fine, zones, solved, {"crops": [dict(c) for c in fine.stats]}, cut=cut))
+        assert joined[-1][3]["near_boolean"] == isinstance(cut, NearCut)
+    (near_v, near_f, near_l, near_stats), (whole_v, whole_f, whole_l, _) = joined
+    assert near_stats["near_boolean"]
+
+    def volume(vertices, faces):
+        t = np.asarray(vertices, np.float64)[np.asarray(faces, np.int64)]
+        return np.einsum("ij,ij->i", t[:, 0], np.cross(t[:, 1], t[:, 2])).sum() / 6.0
+
+    assert volume(near_v, near_f) == pytest.approx(volume(whole_v, whole_f), rel=1e-5)
+    distance, nearest = cKDTree(whole_v).query(near_v)
+    assert distance.max() < 5e-4 and cKDTree(near_v).query(whole_v)[0].max() < 5e-4
+    assert (near_l[distance < 1e-6] == whole_l[nearest[distance < 1e-6]]).mean() > 0.999
 
 
 @pytest.mark.parametrize("kill_after", ["start", "hand"])

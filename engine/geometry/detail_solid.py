@@ -331,16 +331,15 @@ def _local_depth(lo: np.ndarray, hi: np.ndarray) -> int:
 
 
 def _box(lo, hi):
-    import manifold3d
+    from engine.geometry.near_boolean import box_solid
 
-    return manifold3d.Manifold.cube(tuple(float(v) for v in hi - lo)).translate(tuple(float(v) for v in lo))
+    return box_solid(lo, hi)
 
 
 def _manifold(vertices, faces):
-    import manifold3d
+    from engine.geometry.near_boolean import mesh_solid
 
-    return manifold3d.Manifold(manifold3d.Mesh(vert_properties=np.ascontiguousarray(vertices, np.float32),
-                                               tri_verts=np.ascontiguousarray(faces, np.uint32)))
+    return mesh_solid(vertices, faces)
 
 
 def _smooth_seams(vertices: np.ndarray, faces: np.ndarray, boxes: list) -> tuple[np.ndarray, int]:
@@ -485,9 +484,19 @@ def solve_hand(points: np.ndarray, normals: np.ndarray, zone, cut, body_used: in
 
 
 def cut_hand_boxes(vertices: np.ndarray, faces: np.ndarray, zones: list):
-    """The closed body as a manifold3d solid less every hand's cut box (one batch operation: its
-    cost follows the body's size, whatever the number of hands); None (and why) when the body is
-    not a 2-manifold."""
+    """The closed body less every hand's cut box: its part near the boxes only (a
+    near_boolean.NearCut: manifold3d's cost then follows that part, not the whole body), or,
+    where that part cannot stand for the body, the whole body as a manifold3d solid less the
+    boxes (one batch operation); None (and why) when the body is not a 2-manifold."""
+    from engine.geometry import near_boolean
+
+    near = near_boolean.cut(vertices, faces, [zone[3] for zone in zones], OVERLAP_M + SEAM_BAND_M)
+    if near is not None:
+        return near, None
+    return _whole_body_cut(vertices, faces, zones)
+
+
+def _whole_body_cut(vertices: np.ndarray, faces: np.ndarray, zones: list):
     import manifold3d
 
     solid = _manifold(vertices, faces)
@@ -503,6 +512,7 @@ def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved:
     carried over from the body and the crops' samples. Returns (vertices, faces, labels, stats)."""
     import manifold3d
 
+    from engine.geometry import near_boolean
     from engine.geometry.cleanup import face_components
     from engine.geometry.labels import transfer_labels
 
@@ -520,22 +530,33 @@ def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved:
             stats["note"] = note
             return vertices, faces, labels, stats
     hands = [_manifold(s["vertices"], s["faces"]) for s in solved if "note" not in s]
-    solid = manifold3d.Manifold.batch_boolean([cut, *hands], manifold3d.OpType.Add)
+    joined = near_boolean.union(cut, hands) if isinstance(cut, near_boolean.NearCut) else None
+    if joined is not None:
+        # body_index: the body's vertex a result vertex is, untouched and far from the seams, or -1
+        out_v, out_f, body_index = joined
+    else:
+        if isinstance(cut, near_boolean.NearCut):  # a cap did not come out whole: the whole body's boolean
+            cut, note = _whole_body_cut(vertices, faces, zones)
+            if cut is None:
+                stats["note"] = note
+                return vertices, faces, labels, stats
+        mesh = manifold3d.Manifold.batch_boolean([cut, *hands], manifold3d.OpType.Add).to_mesh()
+        out_v = np.asarray(mesh.vert_properties, np.float32)[:, :3]
+        out_f = np.asarray(mesh.tri_verts, np.int64).reshape(-1, 3)
+        body_index = np.full(len(out_v), -1, np.int64)
+    stats["near_boolean"] = joined is not None
     # the pieces counted on the arrays (manifold3d's decompose and compose cost 0.25 s here)
-    mesh = solid.to_mesh()
-    out_f = np.asarray(mesh.tri_verts, np.int64)
-    piece = face_components(out_f, len(mesh.vert_properties))
+    piece = face_components(out_f, len(out_v))
     sizes = np.bincount(piece)
     small = sizes < MIN_PIECE_FACES
     stats["pieces_dropped"] = int((small & (sizes > 0)).sum()) if not small[piece].all() else 0
     if stats["pieces_dropped"]:
         out_f = out_f[~small[piece]]
-    out_v = np.asarray(mesh.vert_properties, np.float32)
     if stats["pieces_dropped"] or np.bincount(out_f.ravel(), minlength=len(out_v)).min() == 0:
         used, out_f = np.unique(out_f, return_inverse=True)
-        out_v = out_v[used, :3]
+        out_v, body_index = out_v[used], body_index[used]
     else:  # every vertex used: the renumbering would be the identity (np.unique cost 0.07 s here)
-        out_v = np.ascontiguousarray(out_v[:, :3])
+        out_v = np.ascontiguousarray(out_v)
     out_f = out_f.reshape(-1, 3).astype(np.int32)
     seams = [zone[3] for zone in zones]
     out_v, stats["seam_vertices_smoothed"] = _smooth_seams(out_v, out_f, seams)
@@ -543,6 +564,9 @@ def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved:
     for front_in, back_in, *_ in zones:
         label_points += [fine.front[0][front_in], fine.back[0][back_in]]
         label_values += [fine.front[2][front_in], fine.back[2][back_in]]
-    out_l = transfer_labels(np.concatenate(label_points), np.concatenate(label_values), out_v)
+    # the body's own vertices keep their labels (the nearest labelled point is themselves)
+    out_l = np.asarray(labels, np.uint8)[np.maximum(body_index, 0)]
+    moved = body_index < 0
+    out_l[moved] = transfer_labels(np.concatenate(label_points), np.concatenate(label_values), out_v[moved])
     stats.update(vertices_before=int(len(vertices)), vertices=int(len(out_v)), faces=int(len(out_f)))
     return out_v, out_f, out_l, stats

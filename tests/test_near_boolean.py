@@ -1,0 +1,87 @@
+"""engine.geometry.near_boolean: a closed body's cut by small boxes and union with solids inside
+them, done on its part near the boxes, is the whole body's boolean (same volume, closed, the
+far part's vertices untouched), the same bytes run to run; where the near part cannot stand for
+the body (a box inside a fold, the whole body near) it says so and the whole body's boolean is
+made; the closed hands take it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+manifold3d = pytest.importorskip("manifold3d")
+
+from engine.geometry import near_boolean  # noqa: E402
+
+
+def _arrays(solid):
+    mesh = solid.to_mesh()
+    return np.asarray(mesh.vert_properties, np.float32)[:, :3].copy(), np.asarray(mesh.tri_verts, np.int64).reshape(-1, 3)
+
+
+def _body():
+    """A capsule-like closed body 1 m long (a stretched sphere, fine triangles), outward wound."""
+    return _arrays(manifold3d.Manifold.sphere(0.1, 160).scale((1.0, 1.0, 5.0)))
+
+
+def _closed_2_manifold(faces: np.ndarray, n: int) -> bool:
+    directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).astype(np.int64)
+    key = directed[:, 0] * n + directed[:, 1]
+    return len(np.unique(key)) == len(key) and bool(np.isin(directed[:, 1] * n + directed[:, 0], key).all())
+
+
+def _whole(vertices, faces, boxes, solids):
+    body = near_boolean.mesh_solid(vertices, faces)
+    cut = manifold3d.Manifold.batch_boolean([body, *(near_boolean.box_solid(lo, hi) for lo, hi in boxes)],
+                                            manifold3d.OpType.Subtract)
+    return manifold3d.Manifold.batch_boolean([cut, *solids], manifold3d.OpType.Add)
+
+
+def _volume(vertices, faces) -> float:
+    v = np.asarray(vertices, np.float64)[faces]
+    return float(np.einsum("ij,ij->i", v[:, 0], np.cross(v[:, 1], v[:, 2])).sum() / 6.0)
+
+
+def test_the_near_part_gives_the_whole_bodys_boolean():
+    vertices, faces = _body()
+    # a box across the body's end (a hand's box across the wrist), and a new end inside it grown
+    lo, hi = np.array([-0.15, -0.15, 0.36]), np.array([0.15, 0.15, 0.52])
+    grow = 0.005
+    end = manifold3d.Manifold.sphere(0.09, 96).scale((1.0, 1.0, 1.3)).translate((0.02, 0.0, 0.44))
+    end = end ^ near_boolean.box_solid(lo - grow, hi + grow)
+    near = near_boolean.cut(vertices, faces, [(lo, hi)], grow)
+    assert near is not None
+    assert len(near.far_faces) > 0.5 * len(faces)   # most of the body never reaches manifold3d
+    out_v, out_f, body_index = near_boolean.union(near, [end])
+    again = near_boolean.union(near_boolean.cut(vertices, faces, [(lo, hi)], grow), [end])
+    assert all(np.array_equal(a, b) for a, b in zip((out_v, out_f, body_index), again))
+    assert _closed_2_manifold(out_f, len(out_v))
+    whole = _whole(vertices, faces, [(lo, hi)], [end])
+    assert _volume(out_v, out_f) == pytest.approx(whole.volume(), rel=1e-6)
+    # the far part's vertices are the body's own, to the bit, and said so
+    kept = body_index >= 0
+    assert kept.sum() > 0.5 * len(vertices)
+    assert np.array_equal(out_v[kept], vertices[body_index[kept]])
+    # every vertex of the result lies on the whole body's result
+    whole_v, _ = _arrays(whole)
+    from scipy.spatial import cKDTree
+
+    assert cKDTree(whole_v).query(out_v)[0].max() < 1e-3
+
+
+def test_a_box_the_near_part_cannot_stand_for_is_refused():
+    vertices, faces = _body()
+    # a box holding the whole body: no far part, nothing to save
+    assert near_boolean.cut(vertices, faces, [(np.full(3, -1.0), np.full(3, 1.0))], 0.005) is None
+    # a box inside the body's middle, deep in it: no face comes near it, the near part is empty
+    assert near_boolean.cut(vertices, faces, [(np.array([-0.01, -0.01, -0.01]), np.array([0.01, 0.01, 0.01]))], 0.0) is None
+
+
+def test_a_box_inside_the_far_part_is_refused():
+    """Rays from a box inside the body closed by the caps cross it an odd number of times."""
+    vertices, faces = _body()
+    v = np.asarray(vertices, np.float64)
+    tri = near_boolean._Triangles(v, faces, np.zeros((0, 3, 3)))
+    inside, outside = np.array([0.001, 0.002, 0.1]), np.array([0.3, 0.002, 0.1])
+    assert all(tri.crossings(inside, axis) % 2 == 1 for axis in range(3))
+    assert all(tri.crossings(outside, axis) % 2 == 0 for axis in range(3))
