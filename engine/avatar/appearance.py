@@ -43,6 +43,10 @@ SEAM_FADE_PX = 4.0
 # the photo saw, when one lies this close (_onto_its_own_layer)
 LAYER_REACH_M = 0.03
 SQUARE_COS = (0.15, 0.35)
+# a hidden vertex's front point (_through_the_front) must land on a pixel whose depth is within
+# this of its own (metres, share of the depth): a few pixels along a slanted surface pass, a
+# flying outline pixel's point far from where it lands does not
+THROUGH_DEPTH_TOLERANCE = (0.05, 0.02)
 
 
 @dataclass
@@ -243,17 +247,29 @@ def _through_the_front(vertices_camera, photo_xy, pointmap, K) -> np.ndarray:
     centimetres higher or lower (the ray slants through the body's depth), which shears a
     stripe or a hem between the front and the back; the front point at the same height and
     side, (X, Y, Z_front), lines them up. Z_front is the pointmap's depth where the vertex
-    projects; vertices projecting onto no person pixel keep their projection.
+    projects; vertices projecting onto no person pixel keep their projection, and so do those
+    whose front point lands on a pixel that does not show it (the pointmap's depth there is
+    more than THROUGH_DEPTH_TOLERANCE off Z_front): a flying pixel at the outline, its depth
+    pulled a metre toward the camera, sent the front point 100 px away, and the back of the neck
+    and the sleeves took specks of hair and shoe colour from there.
     """
     h, w = pointmap.shape[:2]
-    col = np.clip(np.nan_to_num(photo_xy[:, 0]).astype(np.int64), 0, w - 1)
-    row = np.clip(np.nan_to_num(photo_xy[:, 1]).astype(np.int64), 0, h - 1)
-    front_depth = pointmap[row, col, 2].astype(np.float64)
+
+    def pixel(xy):
+        return (np.clip(np.nan_to_num(xy[:, 1]).astype(np.int64), 0, h - 1),
+                np.clip(np.nan_to_num(xy[:, 0]).astype(np.int64), 0, w - 1))
+
+    front_depth = pointmap[pixel(photo_xy) + (2,)].astype(np.float64)
     ok = np.isfinite(front_depth) & (front_depth > 0)
     moved = np.asarray(vertices_camera, np.float64)[ok].copy()
     moved[:, 2] = front_depth[ok]
+    moved_xy = project(moved, K)
+    there = pointmap[pixel(moved_xy) + (2,)].astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        shown = np.abs(there - front_depth[ok]) <= np.maximum(THROUGH_DEPTH_TOLERANCE[0], THROUGH_DEPTH_TOLERANCE[1] * front_depth[ok])
+    ok[ok] = shown
     out = photo_xy.copy()
-    out[ok] = project(moved, K)
+    out[ok] = moved_xy[shown]
     return out
 
 
