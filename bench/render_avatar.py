@@ -1,7 +1,7 @@
 """Look at avatars as an artist does: small Cycles CPU renders from fixed, named cameras, one contact sheet each.
 
     .venv/bin/python bench/render_avatar.py AVATAR_DIR [AVATAR_DIR ...] --out DIR
-        [--views front,back,...] [--size 320] [--samples 8] [--no-clay] [--denoise]
+        [--views front,back,...] [--size 320] [--samples 8] [--no-clay] [--islands] [--denoise]
 
 Each avatar directory (what `sapiens-engine avatar` / `build` writes) is imported through the
 add-on's own importer (sapiens_blender.blender.import_avatar: mesh, custom normals, materials with
@@ -18,8 +18,9 @@ frames that part on any avatar:
 
 Each view is rendered textured and, unless --no-clay, again in grey clay (geometry only: the
 normal maps and albedo off, the engine's custom normals kept), under one key light that follows
-the camera. Writes DIR/<avatar>/<view>.png, <view>_clay.png and DIR/<avatar>/sheet.png (textured
-row over clay row), and prints the seconds per avatar with the load average (the machine may be
+the camera; with --islands once more with the albedo tinted by UV island (front red, hidden
+green), to tell which island a patch of colour comes from. Writes DIR/<avatar>/<view>.png,
+<view>_clay.png (<view>_islands.png) and DIR/<avatar>/sheet.png (textured row over clay row), and prints the seconds per avatar with the load average (the machine may be
 shared: the figures are for judging the cost, not for comparing builds).
 """
 
@@ -97,6 +98,16 @@ def box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (lo + hi) / 2, hi - lo
 
 
+def side_on_yaw(points: np.ndarray, yaws, elevation_deg: float) -> float:
+    """The first of `yaws` that sees the points' long axis
+    about as side-on as the best of them: a hand held toward the camera is seen from the side."""
+    if len(points) < 3:
+        return yaws[0]
+    axis = np.linalg.svd(points - points.mean(0), full_matrices=False)[2][0]
+    along = [abs(float(np.dot(axis, np.asarray(direction(yaw, elevation_deg))))) for yaw in yaws]
+    return next(yaw for yaw, a in zip(yaws, along) if a <= min(along) + 0.1)
+
+
 def plan_views(anchors: Anchors, names) -> tuple[list[View], list[str]]:
     """The named views this avatar can show, and a note per view it cannot (its part is missing)."""
     centre, size = box(anchors.positions)
@@ -134,7 +145,10 @@ def plan_views(anchors: Anchors, names) -> tuple[list[View], list[str]]:
             part(name, line, 0.0, 12.0, 0.6, 0.09)
         elif name in ("hand_left", "hand_right"):
             side = "Left" if name == "hand_left" else "Right"
-            part(name, anchors.points((f"{side}_Hand",)), 35.0 if side == "Left" else -35.0, 10.0, 0.75, 0.07)
+            points = anchors.points((f"{side}_Hand",))
+            outward = 1.0 if side == "Left" else -1.0  # the person's left is +X
+            yaw = side_on_yaw(points, [outward * y for y in (35.0, 90.0, 0.0)], 10.0)
+            part(name, points, yaw, 10.0, 0.75, 0.07)
         elif name == "seam_left":
             trunk = anchors.points(TRUNK)
             if len(trunk):
@@ -208,6 +222,28 @@ def clay_material() -> bpy.types.Material:
     return material
 
 
+def tint_islands(avatar: Avatar, mesh_object) -> bool:
+    """The albedo images tinted by UV island (front red, hidden green: avatar.json's
+    textures.layout), to see which island a patch of colour belongs to; False without a layout."""
+    layout = (avatar.meta.get("textures") or {}).get("layout") or {}
+    if not layout.get("island_width") or len(layout.get("islands") or []) < 2:
+        return False
+    step = layout["island_width"] + layout.get("gutter", 0)
+    images = {node.image for slot in mesh_object.material_slots if slot.material
+              for node in slot.material.node_tree.nodes if node.name == "Albedo" and node.image}
+    for image in images:
+        width, height = image.size
+        pixels = np.empty(width * height * 4, np.float32)
+        image.pixels.foreach_get(pixels)
+        pixels = pixels.reshape(height, width, 4)
+        island = np.minimum(np.arange(width) // step, 1)
+        tint = np.where(island[:, None] == 0, [[1.0, 0.25, 0.25]], [[0.25, 1.0, 0.25]]).astype(np.float32)
+        pixels[..., :3] = 0.5 * pixels[..., :3] + 0.5 * tint[None]
+        image.pixels.foreach_set(pixels.ravel())
+        image.update()
+    return bool(images)
+
+
 def label(tile: Image.Image, text: str) -> Image.Image:
     draw = ImageDraw.Draw(tile)
     draw.text((5, 4), text, fill=(0, 0, 0))
@@ -217,7 +253,7 @@ def label(tile: Image.Image, text: str) -> Image.Image:
 
 def contact_sheet(rows: list[list[tuple[str, Path]]], path: Path, title: str, columns: int = 5) -> Path:
     """The tiles, each labelled with its view, `columns` to a row: every textured row of views is
-    followed by the same views in clay, so a view's two looks sit one above the other."""
+    followed by the same views in clay (and islands), so a view's looks sit one above the other."""
     rows = [row for row in rows if row]
     size = Image.open(rows[0][0][1]).size
     columns = min(columns, max(len(row) for row in rows))
@@ -234,7 +270,7 @@ def contact_sheet(rows: list[list[tuple[str, Path]]], path: Path, title: str, co
 
 
 def render_avatar(avatar_dir: Path, out_dir: Path, *, views=VIEW_NAMES, size: int = 320, samples: int = 8,
-                  clay: bool = True, denoise: bool = False, with_rig: bool = True) -> dict:
+                  clay: bool = True, islands: bool = False, denoise: bool = False, with_rig: bool = True) -> dict:
     """Render one avatar's views into out_dir; returns {"views": {name: png}, "clay": {...}, "sheet",
     "missing": [notes], "seconds": {...}}."""
     started = time.perf_counter()
@@ -246,19 +282,24 @@ def render_avatar(avatar_dir: Path, out_dir: Path, *, views=VIEW_NAMES, size: in
     planned, missing = plan_views(Anchors(avatar), views)
     camera, sun = set_up_scene(size, samples, denoise)
     scene, layer = bpy.context.scene, bpy.context.view_layer
-    rendered: dict[str, dict[str, Path]] = {"views": {}, "clay": {}}
-    passes = [("views", None)] + ([("clay", clay_material())] if clay else [])
+    rendered: dict[str, dict[str, Path]] = {"views": {}, "clay": {}, "islands": {}}
+    passes = [("views", None)] + ([("clay", clay_material())] if clay else []) + ([("islands", None)] if islands else [])
     for kind, override in passes:
         layer.material_override = override
+        if kind == "islands":
+            if not tint_islands(avatar, result.mesh_object):
+                missing.append("islands: the avatar has one UV island (or no layout in avatar.json)")
+                continue
+            scene.render.use_persistent_data = False  # the kept scene would keep the untinted images
         for view in planned:
             place(camera, sun, view)
-            path = out_dir / (f"{view.name}.png" if override is None else f"{view.name}_clay.png")
+            path = out_dir / (f"{view.name}.png" if kind == "views" else f"{view.name}_{kind}.png")
             scene.render.filepath = str(path)
             bpy.ops.render.render(write_still=True)
             rendered[kind][view.name] = path
     layer.material_override = None
     finished = time.perf_counter()
-    rows = [[(n, p) for n, p in rendered["views"].items()], [(f"{n} clay", p) for n, p in rendered["clay"].items()]]
+    rows = [[(n if kind == "views" else f"{n} {kind}", p) for n, p in rendered[kind].items()] for kind in rendered]
     title = f"{avatar_dir}  ({len(result.mesh_object.data.vertices)} vertices)"
     sheet = contact_sheet(rows, out_dir / "sheet.png", title) if rendered["views"] else None
     return {**rendered, "sheet": sheet, "missing": missing,
@@ -274,6 +315,8 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=320, help="square render size in pixels (default 320)")
     parser.add_argument("--samples", type=int, default=8, help="Cycles samples per pixel (default 8)")
     parser.add_argument("--no-clay", action="store_true", help="textured renders only (no grey clay row)")
+    parser.add_argument("--islands", action="store_true",
+                        help="a third row with the albedo tinted by UV island (front red, hidden green)")
     parser.add_argument("--denoise", action="store_true", help="Cycles' denoiser on (OpenImageDenoise)")
     parser.add_argument("--no-rig", action="store_true", help="import the mesh without its armature")
     args = parser.parse_args(argv)
@@ -284,7 +327,7 @@ def main(argv=None) -> None:
         seen[key] = seen.get(key, 0) + 1
         folder = args.out / (key if seen[key] == 1 else f"{key}_{seen[key]}")
         done = render_avatar(avatar_dir, folder, views=views, size=args.size, samples=args.samples,
-                             clay=not args.no_clay, denoise=args.denoise, with_rig=not args.no_rig)
+                             clay=not args.no_clay, islands=args.islands, denoise=args.denoise, with_rig=not args.no_rig)
         seconds = done["seconds"]
         for note in done["missing"]:
             print(f"{avatar_dir}: view {note}")
