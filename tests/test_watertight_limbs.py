@@ -158,3 +158,50 @@ def test_a_shoe_outline_gets_side_wall_samples_between_its_front_and_back():
     points, normal, mask, seg, K, _ = _capsule_maps(60.0, part="Left_Lower_Arm")
     _, _, _, arm = back_surface(points, mask, seg, K, normal)
     assert arm["wall_points"] == 0
+
+
+def _ray_cast(mesh, size, focal, part):
+    """Exact pointmap, camera-facing normals, mask and labels of `mesh` seen from the origin."""
+    import open3d as o3d
+
+    K = np.array([[focal, 0, size[1] / 2], [0, focal, size[0] / 2], [0, 0, 1.0]])
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(mesh.vertices.astype(np.float32)), o3d.core.Tensor(mesh.faces.astype(np.uint32)))
+    v, u = np.mgrid[0:size[0], 0:size[1]] + 0.5
+    rays = np.stack([(u - K[0, 2]) / focal, (v - K[1, 2]) / focal, np.ones_like(u)], -1).reshape(-1, 3)
+    rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+    hit = scene.cast_rays(o3d.core.Tensor(np.concatenate([np.zeros_like(rays), rays], 1).astype(np.float32)))
+    t = hit["t_hit"].numpy().astype(np.float64)
+    seen = np.isfinite(t)
+    normal = hit["primitive_normals"].numpy().astype(np.float64)
+    normal = np.where((normal * rays).sum(1, keepdims=True) > 0, -normal, normal)
+    mask = seen.reshape(size)
+    seg = np.where(mask, class_names().index(part), 0).astype(np.uint8)
+    return (np.where(seen[:, None], rays * t[:, None], np.nan).reshape(size + (3,)).astype(np.float32),
+            np.where(seen[:, None], normal, np.nan).reshape(size + (3,)).astype(np.float32), mask, seg, K)
+
+
+def test_a_sole_below_the_camera_gets_back_normals_facing_down():
+    """A shoe-sized capsule lying along the view 1 m below the camera (rays 17 deg below the
+    axis): the back under it runs flatter than the rays, so its outward normal points down and
+    slightly toward the camera. Oriented "away along the optical axis" (along_rays=False, what
+    the crop hands keep) 52 of the 116 samples below the capsule's axis point up, into the shoe
+    (step-104's pocket in bench_closed); oriented along each pixel's ray (the one-photo solid's)
+    none does."""
+    import trimesh
+
+    shoe = trimesh.creation.capsule(height=0.18, radius=0.045, count=[48, 48])  # axis along the view
+    shoe.apply_scale([1.0, 0.8, 1.0])
+    shoe.apply_translation([0.0, 0.99, 3.3])
+    points, normal, mask, seg, K = _ray_cast(shoe, (400, 200), 600.0, "Left_Shoe")
+    back, normals, _, info = back_surface(points, mask, seg, K, normal, along_rays=True)
+    back, normals = back[: info["back_points"]], normals[: info["back_points"]]
+    ray = back / np.linalg.norm(back, axis=1, keepdims=True)
+    assert ((normals * ray).sum(1) > 0).all()
+    below = back[:, 1] - 0.3 * back[:, 2] > 0.01   # more than 1 cm below the capsule's axis
+    assert below.sum() > 50
+    assert (normals[below, 1] > 0).all()
+    # the case this is about: normals there with a component toward the camera
+    assert (normals[below, 2] < 0).sum() > 20
+    _, axis_normals, _, _ = back_surface(points, mask, seg, K, normal)
+    assert (axis_normals[: info["back_points"]][below, 1] < 0).sum() > 20

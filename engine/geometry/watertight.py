@@ -259,13 +259,17 @@ def _contour_offset(normal, rays, footprint, lateral_px=None, max_radius=None):
     return np.nan_to_num(offset)
 
 
-def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixels=BACK_MAX_PIXELS):
+def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixels=BACK_MAX_PIXELS,
+                 along_rays=False):
     """Back points and outward normals (N x 3 each) plus their labels, on a coarse grid.
 
     trusted (H x W bool, optional): the pixels whose depth was measured rather than refilled;
     the membrane is pinned on the outline of those only, each pin carried out to the mask's
     outline (a refilled rim has the interior's depth, short of the contour, and would thin
     the solid).
+    along_rays: the normals point away from the camera along each pixel's ray (the one-photo
+    solid, close_surface), else along the optical axis (what the crop hands' solves and the
+    fused reference's back were measured with; see _facing).
     """
     valid_full = valid_pixels(pointmap, mask)
     if trusted is not None:
@@ -335,12 +339,13 @@ def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixel
     # outline block's points lie inside its centre, and its centre's ray would widen the solid
     with np.errstate(invalid="ignore", divide="ignore"):
         back = points * ((depth + thickness) / depth)[..., None]
-    # Normals of the back grid by finite differences, pointing away from the camera.
+    # Normals of the back grid by finite differences, pointing away from the camera (along_rays:
+    # see the docstring and _facing).
     du = np.gradient(back, axis=1)
     dv = np.gradient(back, axis=0)
     normals = np.cross(du, dv)
     normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
-    normals *= np.where(normals[..., 2:3] < 0, -1.0, 1.0)
+    normals *= np.where(_facing(normals, points, along_rays)[..., None] < 0, -1.0, 1.0)
     ok = valid & np.isfinite(back).all(-1) & np.isfinite(normals).all(-1) & (thickness > 1e-4)
     wall, wall_normals, wall_labels = _outline_walls(points, depth, thickness, inside_px, valid & ok, cls)
     return (np.concatenate([back[ok], wall]), np.concatenate([normals[ok], wall_normals]),
@@ -376,6 +381,26 @@ def _outline_walls(points, depth, thickness, inside_px, usable, cls):
     walls = [front * ((z + t * th) / z)[:, None] for t in WALL_FRACTIONS]
     n = len(WALL_FRACTIONS)
     return np.concatenate(walls), np.tile(out, (n, 1)), np.tile(cls[rim][keep], n)
+
+
+def _facing(normals: np.ndarray, points: np.ndarray, along_rays: bool) -> np.ndarray:
+    """How far each back normal points away from the camera: along its point's ray, or along
+    the optical axis.
+
+    Where the back runs nearly along the rays (a shoe's sole seen from above, rays 15-20 deg
+    below the axis) its outward normal lies across the axis and may lean toward the camera:
+    "away along the axis" turned it into the shoe, and Poisson hung a lobe under step-104's sole
+    with a pocket above it (bench_closed: 0.17 % of that solid facing inward). A surface given
+    as a depth along each pixel's ray has its grid normal du x dv on one side of the ray
+    where the depth is smooth, so the ray's side is the outward one. The crop hands' solves
+    (detail_solid) keep the axis for now: with the rays, bench_closed's default avatar with crops
+    (on 2026-12-03's working tree) faced inward less (bent-101 exact 1.64 -> 1.13 %,
+    arms_forward-102 exact 1.66 -> 1.32 %), but bent-101's degraded right hand no longer closed
+    (poisson_solid's repair looped on a rim whose faces disagree), fell back to the body's
+    mitten, and that avatar's Chamfer went 0.518 -> 0.627 cm."""
+    if along_rays:
+        return (normals * points).sum(-1)
+    return normals[..., 2]
 
 
 def _smooth_min(a: np.ndarray, b: np.ndarray, width: np.ndarray) -> np.ndarray:
@@ -623,7 +648,7 @@ def close_surface(
     The solid is made on a grid of at most `max_pixels` person pixels (solid_front)."""
     front = solid_front(points, mask, seg, K, normal, refine=refine, max_pixels=max_pixels, progress=progress)
     back, back_normals, back_labels, stats = back_surface(
-        front.points, front.valid, front.seg, front.K, front.normals, trusted=front.trusted
+        front.points, front.valid, front.seg, front.K, front.normals, trusted=front.trusted, along_rays=True
     )
     stats.update(front.stats)
     if progress is not None:
