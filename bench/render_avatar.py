@@ -12,6 +12,7 @@ frames that part on any avatar:
     front, back, left, right   the whole body (left = the person's left side)
     head_back34                the head from behind, three quarters (the lumpy back of the head)
     hairline                   where hair meets the face, from the front and a little above
+    head_side                  the head from its left, a little in front (hair framing the face, the seam)
     hand_left, hand_right      each hand from the front and outside (mittens, fingers)
     seam_left                  the person's left flank from the side and above (front/back seam)
     feet                       the shoes from the front and outside
@@ -48,7 +49,7 @@ from sapiens_blender.blender.axes import to_blender_axes  # noqa: E402
 from sapiens_blender.blender.import_avatar import import_avatar  # noqa: E402
 from sapiens_blender.io.avatar import Avatar, read_avatar  # noqa: E402
 
-VIEW_NAMES = ("front", "back", "left", "right", "head_back34", "hairline", "hand_left", "hand_right",
+VIEW_NAMES = ("front", "back", "left", "right", "head_back34", "hairline", "head_side", "hand_left", "hand_right",
               "seam_left", "feet")
 BACKGROUND = (0.32, 0.36, 0.42)  # linear; a blue-grey that neither skin, hair nor a white shirt matches
 CLAY = (0.55, 0.55, 0.55, 1.0)
@@ -143,6 +144,8 @@ def plan_views(anchors: Anchors, names) -> tuple[list[View], list[str]]:
             if len(line) and len(head):  # the front of the head: the border's part facing the camera
                 line = line[line[:, 1] < box(head)[0][1]]
             part(name, line, 0.0, 12.0, 0.6, 0.09)
+        elif name == "head_side":
+            part(name, head, 70.0, 5.0, 0.55, 0.12)
         elif name in ("hand_left", "hand_right"):
             side = "Left" if name == "hand_left" else "Right"
             points = anchors.points((f"{side}_Hand",))
