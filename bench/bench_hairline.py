@@ -36,7 +36,9 @@ process, so the two differ only by it: --against coarse (default) without engine
 .refine_border's face/hair split (the slots follow the solid's own 7-11 mm triangles), --against
 seam without its split along the head's island seam (refine_seam: the seam follows whole
 triangles), --against raw without the occluding-edge colour fix (every seen vertex reads its
-own pixel). Printed, nothing asserted.
+own pixel). --time R: per person also the seconds of the two splits on its built surface
+(stages.refine_head; the seam split as assign_islands with it minus without, interleaved, median
+of R runs each), with the load average. Printed, nothing asserted.
 """
 
 from __future__ import annotations
@@ -317,6 +319,36 @@ def hairline(variant: str):
         appearance._onto_its_own_layer, stages.refine_border, refine.refine_seam = saved_layer, saved_refine, saved_seam
 
 
+def split_seconds(bundle_dir: Path, reps: int) -> dict:
+    """Median seconds over `reps` interleaved runs on the bundle's closed surface: refine_head,
+    and assign_islands with and without the seam split (module docstring, --time)."""
+    import time
+
+    from engine.avatar import islands, stages
+    from engine.geometry import refine_border as refine
+    from engine.geometry.refine_border import Photo
+
+    inputs = stages.read(bundle_dir, detail="normals", rig=None)
+    built = stages.surface(inputs, detail="normals", resolution="full", watertight=True, target_faces=None, progress=None)
+    bundle = inputs.bundle
+    photos = [Photo(bundle.seg, bundle.pointmap, inputs.K)]
+    runs: dict = {"refine_head": [], "islands": [], "islands without seam split": []}
+    saved = refine.refine_seam
+    for _ in range(reps):
+        clock = time.perf_counter()
+        vertices, faces, labels = stages.refine_head(np.asarray(built.vertices, np.float64), built.faces, built.vertex_labels, photos)
+        runs["refine_head"].append(time.perf_counter() - clock)
+        for name, seam in (("islands", saved), ("islands without seam split", None)):
+            refine.refine_seam = seam or (lambda v, f, lab, fw, vw, **_: (v, f, lab, fw, vw, np.zeros(len(f), bool)))
+            try:
+                clock = time.perf_counter()
+                islands.assign_islands(vertices, faces, labels, bundle.pointmap, inputs.K, closed=True, photos=photos)
+                runs[name].append(time.perf_counter() - clock)
+            finally:
+                refine.refine_seam = saved
+    return {name: float(np.median(values)) for name, values in runs.items()}
+
+
 def people(args):
     """(name, bundle, truth function) for each person benched."""
     from engine.synthetic import make_person, to_bundle
@@ -352,6 +384,7 @@ def main() -> None:
     parser.add_argument("--samples", action="store_true", help="also ../shared/samples' three people")
     parser.add_argument("--band-cm", type=float, default=3.0)
     parser.add_argument("--keep", type=Path, help="keep the avatars under this folder")
+    parser.add_argument("--time", type=int, default=0, metavar="R", help="also time the splits, median of R runs")
     parser.add_argument("--compare", action="store_true", help="also without one of the hairline's fixes (--against)")
     parser.add_argument("--against", choices=["coarse", "seam", "raw"], default="coarse",
                         help="coarse: without the border's refinement; seam: without the split along the head's island seam; "
@@ -365,6 +398,11 @@ def main() -> None:
         for name, bundle, truth in people(args):
             slug = name.replace(" ", "_")
             bundle_dir = write_bundle(bundle, Path(tmp) / f"{slug}_bundle")
+            if args.time:
+                seconds = split_seconds(bundle_dir, args.time)
+                print(f"{name:28s} refine_head {seconds['refine_head']:.3f} s  islands {seconds['islands']:.3f} s, without the seam "
+                      f"split {seconds['islands without seam split']:.3f} s (median of {args.time}; load {os.getloadavg()[0]:.1f})",
+                      flush=True)
             for variant in (["smooth", args.against] if args.compare else ["smooth"]):
                 with hairline(variant):
                     out = build_avatar(bundle_dir, root / f"{slug}_{variant}", formats="glb,ply")

@@ -169,6 +169,13 @@ def test_the_island_seam_is_split_and_the_mesh_stays_a_closed_oriented_manifold(
     assert not ((corner.min(axis=1) < 0.5 - 1e-9) & (corner.max(axis=1) > 0.5 + 1e-9)).any()
     # each piece carries its source face's own weight
     assert len(out_fw) == len(out_f) and set(np.round(out_fw, 12)) <= set(np.round(face_weight, 12))
+    # the line leaves the head (Torso below y = 0): faces off it sharing a split edge are halved,
+    # none is split through otherwise, and the mesh stays closed
+    half = np.where(vertices[:, 1] > 0.0, HAIR, TORSO).astype(np.uint8)
+    part = refine_seam(vertices, faces, half, face_weight, vertex_weight)
+    counts, directed = _edge_uses(part[1])
+    assert (counts == 2).all() and (directed == 1).all()
+    assert len(faces) < len(part[1]) < len(out_f)
     # not on the head (no Hair or face corner): nothing split
     torso = np.full(len(vertices), TORSO, np.uint8)
     still = refine_seam(vertices, faces, torso, face_weight, vertex_weight)

@@ -178,8 +178,9 @@ def split_islands(faces: np.ndarray, face_island: np.ndarray, n_islands: int = 2
 
 def assign_islands(vertices_camera, faces, labels, pointmap, K, *, closed: bool, photos=(), max_faces=None):
     """The mesh and its F int8 island per face: all FRONT for a front-only surface, FRONT /
-    HIDDEN for a closed one, whose head is first split along the cut (refine_seam: the seen
-    weight's half-way line on the head, 2-3 mm fine, not along whole triangles). Returns
+    HIDDEN for a closed one, whose head is first split along the cut (refine_seam: along the
+    line where the seen weight read at the vertices is one half, not along whole triangles,
+    which on the head's 7-11 mm triangles was a colour staircase). Returns
     (vertices, faces, labels, face island); photos: as refine_border's, for the new vertices'
     classes; a split past `max_faces` is not made."""
     from engine.geometry.refine_border import refine_seam

@@ -15,13 +15,13 @@ vertices (the edge's ends and the corners facing it) mostly carry, ties to the l
 end. With several photos (a fused build) the first that sees the vertex says. The surface's
 shape does not change (midpoints lie on the old triangles).
 
-The same split follows the head's seen/hidden UV island seam (refine_seam): a closed avatar's
-islands are cut where a smoothed visibility weight (engine.avatar.islands) crosses one half;
-along whole 7-11 mm triangles that cut is a colour staircase where the photo's colour meets the
-hidden side's. The head's triangles whose corners' weight straddles one half are split the same
-conforming way, but an edge the half-way line crosses is split where the weight (linear along
-it) is one half, not at its midpoint: the pieces then lie wholly on one side, and the islands'
-border runs along the line itself (a polyline through the crossings) instead of a staircase.
+The head's seen/hidden UV island seam is split too (refine_seam): a closed avatar's islands are
+cut where a smoothed visibility weight (engine.avatar.islands) crosses one half; along whole 7-11
+mm triangles that cut is a colour staircase where the photo's colour meets the hidden side's. The
+head's triangles are split along the line where the weight, linear over each triangle, is one
+half (split_at_level: each crossed edge split at its crossing, a triangle halved or cut in three,
+no other edge split), so every piece lies on one side and the islands' border runs along that
+line, a polyline through the crossings, instead of a staircase.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ FACE_CLASSES = ("Face_Neck", "Eyeglass", "Lower_Lip", "Upper_Lip", "Lower_Teeth"
 # a new vertex is seen when its depth is this close to the photo's at its pixel
 SEEN_DEPTH_M = 0.015
 ROUNDS = 2
-# an edge crossed by a cut is split where the weight crosses, kept this far from its ends (no
-# sliver thinner than a tenth of the edge)
+# a crossing of the level this close to an edge's end (fraction of the edge) moves onto that
+# vertex: no sliver thinner than a tenth of the edge
 CROSSING_CLAMP = 0.1
 
 
@@ -99,10 +99,8 @@ def _any_corner(flag: np.ndarray, columns) -> np.ndarray:
 REGION_RINGS = 3
 
 
-def _conforming_split(n_vertices: int, faces: np.ndarray, marked: np.ndarray, seed=None):
-    """The split edges of a conforming red-green refinement of the `marked` faces (all their
-    edges split), or with `seed` (E x 2 sorted vertex pairs -> E bool) of the seeded edges only,
-    which must all lie on marked faces.
+def _conforming_split(n_vertices: int, faces: np.ndarray, marked: np.ndarray):
+    """The split edges of a conforming red-green refinement of the `marked` faces.
 
     Returns (local face indices, their F' x 3 edge ids, the edges' E x 2 vertex pairs, E bool
     split). Only the faces near a marked face are numbered (any face with a split edge has both
@@ -121,10 +119,9 @@ def _conforming_split(n_vertices: int, faces: np.ndarray, marked: np.ndarray, se
         keys, face_edge = np.unique(pairs[:, 0] * np.int64(n_vertices) + pairs[:, 1], return_inverse=True)
         edges = np.column_stack([keys // n_vertices, keys % n_vertices])
         face_edge = face_edge.reshape(-1, 3)
-        seeded = np.zeros(len(edges), bool) if seed is None else seed(edges)
-        local = marked[near].copy() if seed is None else np.zeros(len(near), bool)
+        local = marked[near].copy()
         while True:
-            split = seeded.copy()
+            split = np.zeros(len(edges), bool)
             split[face_edge[local].reshape(-1)] = True
             promote = (split[face_edge].sum(axis=1) >= 2) & ~local
             if not promote.any():
@@ -136,38 +133,19 @@ def _conforming_split(n_vertices: int, faces: np.ndarray, marked: np.ndarray, se
 
 
 def refine_once(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, marked: np.ndarray, *,
-                photos=(), values=(), crossing=None) -> Refined:
+                photos=()) -> Refined:
     """One red-green round over the `marked` faces: the new vertices appended in the order of
     their edges (sorted vertex pairs), the faces that were split replaced by their pieces at the
-    end; `values` (per-vertex arrays) interpolated linearly at the new vertices. Edges are split
-    at their midpoints. With crossing=(V weight, level) only the edges of the marked faces whose
-    ends' weights lie on either side of `level` are split, where their linear weight equals it
-    (CROSSING_CLAMP), and the faces the closure needs: a face crossed through a corner is halved
-    along the line, one crossed through two edges split 1 -> 4 (its third edge at the midpoint),
-    so every piece lies on one side of the level."""
+    end (Refined.values empty)."""
     faces = np.asarray(faces, np.int64)
-    values = [np.asarray(v) for v in values]
     if not marked.any():
-        return Refined(vertices, faces, labels, np.arange(len(faces)), values)
-    seed = None
-    if crossing is not None:
-        weight, level = np.asarray(crossing[0], np.float64), float(crossing[1])
-
-        def seed(edges):  # the edges the level crosses
-            w0, w1 = weight[edges[:, 0]], weight[edges[:, 1]]
-            return (np.minimum(w0, w1) < level) & (np.maximum(w0, w1) > level)
-    near, face_edge, edges, split = _conforming_split(len(vertices), faces, np.asarray(marked, bool), seed)
+        return Refined(vertices, faces, labels, np.arange(len(faces)), [])
+    near, face_edge, edges, split = _conforming_split(len(vertices), faces, np.asarray(marked, bool))
     split_ids = np.nonzero(split)[0]
     new_index = np.full(len(edges), -1, np.int64)
     new_index[split_ids] = len(vertices) + np.arange(len(split_ids))
     ends = edges[split_ids]
-    t = np.full(len(ends), 0.5)
-    if crossing is not None:
-        w0, w1 = weight[ends[:, 0]], weight[ends[:, 1]]
-        crossed = seed(ends)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where(crossed, np.clip((level - w0) / (w1 - w0), CROSSING_CLAMP, 1.0 - CROSSING_CLAMP), 0.5)
-    midpoints = vertices[ends[:, 0]] + t[:, None] * (vertices[ends[:, 1]] - vertices[ends[:, 0]])
+    midpoints = 0.5 * (vertices[ends[:, 0]] + vertices[ends[:, 1]])
     new_labels = _midpoint_labels(midpoints, ends, labels, faces[near], face_edge, split_ids, photos)
 
     count = split[face_edge].sum(axis=1)
@@ -189,13 +167,13 @@ def refine_once(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, mar
     keep[near[count > 0]] = False
     out_faces = np.concatenate([faces[keep], green_faces, red_faces])
     parent = np.concatenate([np.nonzero(keep)[0], np.repeat(near[green], 2), np.repeat(near[red], 4)])
-    carried = [np.concatenate([v, (v[ends[:, 0]] + t * (v[ends[:, 1]] - v[ends[:, 0]])).astype(v.dtype)]) for v in values]
     return Refined(np.concatenate([vertices, midpoints]), out_faces,
-                   np.concatenate([np.asarray(labels), new_labels.astype(np.asarray(labels).dtype)]), parent, carried)
+                   np.concatenate([np.asarray(labels), new_labels.astype(np.asarray(labels).dtype)]), parent, [])
 
 
 def _midpoint_labels(midpoints, ends, labels, corner, face_edge, split_ids, photos):
-    """Each new vertex's class: the first photo's that sees the vertex and says Hair or a face
+    """Each new vertex's class (face_edge: the faces' edge ids, split_ids: the sorted ids of the
+    split edges, in the order of `midpoints`): the first photo's that sees the vertex and says Hair or a face
     class; else the class most of its edge's four vertices carry (ties: the lower end's)."""
     labels = np.asarray(labels, np.int64)
     # the corner facing each (face, edge): edge j = (j, j+1) faces corner j+2
@@ -291,31 +269,92 @@ def _snap_to_level(weight: np.ndarray, faces: np.ndarray, level: float) -> np.nd
     return weight
 
 
-def refine_seam(vertices, faces, labels, face_weight, vertex_weight, *, cut: float = 0.5, photos=(), rounds: int = ROUNDS,
-                max_faces: int | None = None):
-    """The head's triangles whose corners' weight (`vertex_weight`, e.g. engine.avatar.islands'
-    visibility) lies on both sides of `cut` split along the line (refine_once's crossing; a
-    crossing near a vertex moves onto it), up to `rounds` times (one round leaves none such as
-    a rule: the next finds nothing to do). Conforming as refine_border; labels as
-    refine_border's. Returns (vertices, faces, labels, face weight (each piece its source
-    face's), vertex weight (linear at the new vertices), F bool head: the faces that should read
-    the weight at their corners). A round past `max_faces` is not made."""
+def split_at_level(vertices, faces, labels, weight, level: float, region: np.ndarray, *, photos=()) -> Refined:
+    """The mesh split along the line where the per-vertex `weight` (linear over each triangle)
+    equals `level`, over the `region` faces: each edge of a region face whose ends lie on either
+    side is split where the weight equals the level (a new vertex, its weight the level, its class
+    as refine_border's midpoints'); a triangle with one such edge is halved from it to the
+    opposite corner, one with two cut into the corner's triangle and the other side's quad (two
+    triangles, the shorter diagonal). No other edge is split, so nothing spreads: a face outside
+    the region that shares a split edge is halved the same way, and the mesh stays conforming.
+    Every piece of a region face lies on one side of the level. Refined.values: [the weight]."""
     vertices = np.asarray(vertices, np.float64)
     faces = np.asarray(faces, np.int64)
-    labels = np.asarray(labels)
-    face_weight = np.asarray(face_weight, np.float64)
-    weight = np.asarray(vertex_weight, np.float64)
-    photos = list(photos)
-    for _ in range(rounds):
-        head = head_faces(faces, labels)
-        weight = _snap_to_level(weight, faces[head], cut)
-        corner = weight[faces]
-        marked = head & (corner.min(axis=1) < cut) & (corner.max(axis=1) > cut)
-        if not marked.any():
-            break
-        refined = refine_once(vertices, faces, labels, marked, photos=photos, values=[weight], crossing=(weight, cut))
-        if max_faces is not None and len(refined.faces) > int(max_faces):
-            break
-        vertices, faces, labels, weight = refined.vertices, refined.faces, refined.labels, refined.values[0]
-        face_weight = face_weight[refined.parent]
-    return vertices, faces, labels, face_weight, weight, head_faces(faces, labels)
+    weight = np.asarray(weight, np.float64)
+    n = np.int64(len(vertices))
+
+    def keys(f):
+        pairs = np.sort(np.stack([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], axis=1), axis=2)
+        return pairs[..., 0] * n + pairs[..., 1]  # F x 3, edge (j, j+1)
+
+    region_keys = keys(faces[region])
+    a, b = region_keys // n, region_keys % n
+    crossed = (np.minimum(weight[a], weight[b]) < level) & (np.maximum(weight[a], weight[b]) > level)
+    cut_keys = np.unique(region_keys[crossed])
+    if not len(cut_keys):
+        return Refined(vertices, faces, labels, np.arange(len(faces)), [weight])
+    # the faces holding a cut edge: both its ends lie on region faces
+    on_region = np.zeros(len(vertices), bool)
+    on_region[faces[region].reshape(-1)] = True
+    candidate = np.nonzero(on_region[faces].sum(axis=1) >= 2)[0]
+    candidate_keys = keys(faces[candidate])
+    position = np.searchsorted(cut_keys, candidate_keys)
+    is_cut = cut_keys[np.minimum(position, len(cut_keys) - 1)] == candidate_keys
+    cut_faces = candidate[is_cut.any(axis=1)]
+    face_edge = position[is_cut.any(axis=1)]
+    mid = np.where(is_cut[is_cut.any(axis=1)], len(vertices) + face_edge, -1)  # new vertex per edge (j, j+1) or -1
+
+    ends = np.column_stack([cut_keys // n, cut_keys % n])
+    w0, w1 = weight[ends[:, 0]], weight[ends[:, 1]]
+    t = (level - w0) / (w1 - w0)
+    points = vertices[ends[:, 0]] + t[:, None] * (vertices[ends[:, 1]] - vertices[ends[:, 0]])
+    new_labels = _midpoint_labels(points, ends, labels, faces[cut_faces], np.where(mid >= 0, face_edge, -1),
+                                  np.arange(len(cut_keys)), photos)
+
+    corner = faces[cut_faces]
+    count = (mid >= 0).sum(axis=1)
+    one = count == 1
+    k = np.argmax(mid[one] >= 0, axis=1)  # the cut edge rotated to (0, 1)
+    rows = np.arange(int(one.sum()))[:, None]
+    r = corner[one][rows, (k[:, None] + np.arange(3)) % 3]
+    m = mid[one][rows[:, 0], k]
+    halves = np.stack([np.stack([r[:, 0], m, r[:, 2]], 1), np.stack([m, r[:, 1], r[:, 2]], 1)], axis=1).reshape(-1, 3)
+    two = count == 2
+    k = np.argmax(mid[two] < 0, axis=1)  # the uncut edge rotated to (1, 2): the cut ones are (0, 1), (2, 0)
+    k = (k + 2) % 3
+    rows = np.arange(int(two.sum()))[:, None]
+    r = corner[two][rows, (k[:, None] + np.arange(3)) % 3]
+    m01 = mid[two][rows[:, 0], k]
+    m20 = mid[two][rows[:, 0], (k + 2) % 3]
+    every = np.concatenate([vertices, points])
+    # the quad (m01, r1, r2, m20) split along its shorter diagonal
+    short = np.linalg.norm(every[m01] - every[r[:, 2]], axis=1) <= np.linalg.norm(every[r[:, 1]] - every[m20], axis=1)
+    quad = np.where(short[:, None, None],
+                    np.stack([np.stack([m01, r[:, 1], r[:, 2]], 1), np.stack([m01, r[:, 2], m20], 1)], axis=1),
+                    np.stack([np.stack([m01, r[:, 1], m20], 1), np.stack([r[:, 1], r[:, 2], m20], 1)], axis=1))
+    thirds = np.concatenate([np.stack([r[:, 0], m01, m20], 1)[:, None], quad], axis=1).reshape(-1, 3)
+    keep = np.ones(len(faces), bool)
+    keep[cut_faces] = False
+    out_faces = np.concatenate([faces[keep], halves, thirds])
+    parent = np.concatenate([np.nonzero(keep)[0], np.repeat(cut_faces[one], 2), np.repeat(cut_faces[two], 3)])
+    return Refined(every, out_faces, np.concatenate([np.asarray(labels), new_labels.astype(np.asarray(labels).dtype)]),
+                   parent, [np.concatenate([weight, np.full(len(points), float(level))])])
+
+
+def refine_seam(vertices, faces, labels, face_weight, vertex_weight, *, cut: float = 0.5, photos=(),
+                max_faces: int | None = None):
+    """The head's triangles split along the line where `vertex_weight` (e.g. engine.avatar
+    .islands' visibility, linear over each triangle) equals `cut` (split_at_level; a crossing
+    within CROSSING_CLAMP of a vertex moves onto it, so no sliver is made). Returns (vertices,
+    faces, labels, face weight (each piece its source face's), vertex weight, F bool head: the
+    faces that should read the weight at their corners, every piece of which lies on one side of
+    the cut). Not made when it would take the mesh past `max_faces`."""
+    vertices = np.asarray(vertices, np.float64)
+    faces = np.asarray(faces, np.int64)
+    head = head_faces(faces, labels)
+    weight = _snap_to_level(np.asarray(vertex_weight, np.float64), faces[head], cut)
+    refined = split_at_level(vertices, faces, labels, weight, cut, head, photos=photos)
+    if max_faces is not None and len(refined.faces) > int(max_faces):
+        return vertices, faces, labels, np.asarray(face_weight, np.float64), weight, head
+    return (refined.vertices, refined.faces, refined.labels, np.asarray(face_weight, np.float64)[refined.parent],
+            refined.values[0], head_faces(refined.faces, refined.labels))
