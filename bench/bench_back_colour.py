@@ -1,6 +1,6 @@
 """Back colour of a closed avatar from one photo, against the true albedo of the back; and the seam.
 
-Usage: .venv/bin/python bench/bench_back_colour.py [--size 384x512] [--people 3] [--legacy]
+Usage: .venv/bin/python bench/bench_back_colour.py [--size 384x512] [--people 3] [--legacy] [--degraded]
 
 Held-out engine.synthetic people (seeds 101..) are built as closed avatars (build_avatar,
 watertight, exact maps with the true albedo, texture 1024). The same posed person is rendered
@@ -9,7 +9,9 @@ that the back camera sees (within 1.5 cm of its depth there) is coloured by the 
 at its UV and compared with the back render's albedo at its pixel; vertices seen by the front
 camera likewise against the front render. Errors are mean absolute differences in sRGB levels
 (0-255, all channels). --legacy also builds with the earlier hidden-side colour (the crop of
-the photo again, face refilled from hair) for comparison.
+the photo again, face refilled from hair) for comparison. --degraded builds from the issue's
+degraded maps instead (engine.synthetic.degrade, seeded per person: 1 cm smooth depth error with
+zero mean, noise, blur, 3 deg normals, 2 px flying rim); the truth stays the exact renders.
 
 The seam where the front and hidden islands meet: at every border vertex, the mean texture
 colour of the front island's faces around it minus that of the hidden island's faces (the
@@ -176,26 +178,28 @@ def main() -> None:
     from engine.avatar import appearance
     from engine.avatar.build import build_avatar
     from engine.bundle import write_bundle
-    from engine.synthetic import make_person, render, to_bundle
+    from engine.synthetic import degrade, make_person, render, to_bundle
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="384x512")
     parser.add_argument("--people", type=int, default=3)
     parser.add_argument("--legacy", action="store_true", help="also the earlier hidden-side colour")
+    parser.add_argument("--degraded", action="store_true", help="build from degraded maps (flying rim included)")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     poses = ["bent", "arms_forward", None, "step", None, "apose"]
     variants = {"current": appearance._hidden_side_colour}
     if args.legacy:
         variants["legacy"] = legacy_hidden_side_colour
-    print(f"back colour error, {width} x {height}, sRGB levels (mean |difference|)")
+    print(f"back colour error, {width} x {height}{', degraded maps' if args.degraded else ''}, sRGB levels (mean |difference|)")
     totals: dict = {}
     for i in range(args.people):
         seed, pose = 101 + i, poses[i % len(poses)]
         person = make_person(seed, pose=pose, width=width, height=height)
         back = render(person.posed, width, height, yaw_deg=180.0)
         with tempfile.TemporaryDirectory() as tmp:
-            bundle_dir = write_bundle(to_bundle(person), Path(tmp) / "bundle")
+            given = degrade(person, seed=seed, flying_rim_px=2.0, centred=True) if args.degraded else person
+            bundle_dir = write_bundle(to_bundle(given), Path(tmp) / "bundle")
             for name, hidden in variants.items():
                 appearance._hidden_side_colour = hidden
                 try:

@@ -254,12 +254,13 @@ def label(tile: Image.Image, text: str) -> Image.Image:
     return tile
 
 
-def contact_sheet(rows: list[list[tuple[str, Path]]], path: Path, title: str, columns: int = 5) -> Path:
+def contact_sheet(rows: list[list[tuple[str, Path]]], path: Path, title: str, columns: int | None = None) -> Path:
     """The tiles, each labelled with its view, `columns` to a row: every textured row of views is
     followed by the same views in clay (and islands), so a view's looks sit one above the other."""
     rows = [row for row in rows if row]
     size = Image.open(rows[0][0][1]).size
-    columns = min(columns, max(len(row) for row in rows))
+    longest = max(len(row) for row in rows)
+    columns = min(columns or -(-longest // 2), longest)  # default: the views in two bands
     bands = [[row[i:i + columns] for row in rows] for i in range(0, max(len(row) for row in rows), columns)]
     lines = [line for band in bands for line in band if line]
     header = 18
