@@ -10,7 +10,8 @@ keypoints (engine.rig.lift); geometry.fusion registers the back view into the fr
 (joint fit, then ICP) and closes the union. --swap-sides names the back view's keypoints by
 image side (left <-> right swapped), as a pose model that does not see the person's back may.
 Printed per person and case: Chamfer to the whole true body (as bench_closed.py), the one-photo
-closed solid's of the same front for comparison, the registration error (back camera's true
+closed solid's of the same front for comparison, the hands' Chamfer (part_metrics: the true
+hands' skin and the built vertices nearest it, mm), the registration error (back camera's true
 pose vs the found one) and seconds. Cases (as bench_closed.py's): exact maps; "degraded", the
 issue's degradation (engine.synthetic.degrade(centred=True): 1 cm smooth depth error with zero
 mean over each view's person, pixel noise, blur, 3 deg normal error, 2 px flying rim; seeded per
@@ -129,7 +130,11 @@ def main() -> None:
                   f"registration {angle:.2f} deg, back points moved {shift * 100:.2f} cm from the truth (joints "
                   f"{reg['joint_residual_m'] * 100:.1f} cm rms, sides swapped {reg['sides_swapped']}{contour})  "
                   f"{seconds:.1f} s{removed}", flush=True)
-            row = [m["chamfer_cm"], one["chamfer_cm"], m["volume_ratio"]]
+            hands = part_metrics(truth, fused.vertices, fused.faces, HAND_PARTS)
+            print(f"{'':14s} hands: fused {hands['chamfer_mm']:.2f} mm (built -> truth {hands['built_to_truth_mm']:.2f}, "
+                  f"truth -> built {hands['truth_to_built_mm']:.2f}, built -> truth 90th percentile "
+                  f"{hands['built_to_truth_p90_mm']:.2f})", flush=True)
+            row = [m["chamfer_cm"], one["chamfer_cm"], m["volume_ratio"], hands["chamfer_mm"]]
             if not args.no_colour:
                 front_error, back_error, avatar_seconds = fused_avatar_colour(f, b, front, back)
                 row += [front_error, back_error]
@@ -140,8 +145,31 @@ def main() -> None:
                 parts_report(f, b, front, truth_T, fused)
     for case, rows in totals.items():
         mean = np.mean(rows, axis=0)
-        colour = f", colour error front {mean[3]:.2f} back {mean[4]:.2f}" if len(mean) > 3 else ""
-        print(f"mean {case:9s} fused chamfer {mean[0]:.3f} cm (one photo {mean[1]:.3f}), volume {mean[2]:.3f}{colour}")
+        colour = f", colour error front {mean[4]:.2f} back {mean[5]:.2f}" if len(mean) > 4 else ""
+        print(f"mean {case:9s} fused chamfer {mean[0]:.3f} cm (one photo {mean[1]:.3f}), volume {mean[2]:.3f}, "
+              f"hands {mean[3]:.2f} mm{colour}")
+
+
+HAND_PARTS = ("Left_Hand", "Right_Hand")
+
+
+def part_metrics(truth: dict, vertices, faces, parts) -> dict:
+    """Chamfer over some body parts (mm): the true outer skin's samples of those parts to the
+    built surface, and the built vertices whose nearest true skin is of those parts to the true
+    body (bench_closed.truth_of's skin samples and part names)."""
+    import open3d as o3d
+    from bench_closed import _scene
+
+    part_of_face = np.isin(np.asarray(truth["skin_part"], object), parts)
+    skin = np.asarray(truth["skin_tree"].data, np.float32)
+    skin_in = part_of_face[truth["skin_scene"].compute_closest_points(o3d.core.Tensor(skin))["primitive_ids"].numpy()]
+    built = np.asarray(vertices, np.float32)
+    built_in = part_of_face[truth["skin_scene"].compute_closest_points(o3d.core.Tensor(built))["primitive_ids"].numpy()]
+    to_built = _scene(vertices, faces).compute_distance(o3d.core.Tensor(skin[skin_in])).numpy()
+    to_truth = truth["scene"].compute_distance(o3d.core.Tensor(built[built_in])).numpy()
+    return {"chamfer_mm": 1000 * 0.5 * (to_truth.mean() + to_built.mean()),
+            "built_to_truth_mm": 1000 * float(to_truth.mean()), "truth_to_built_mm": 1000 * float(to_built.mean()),
+            "built_to_truth_p90_mm": 1000 * float(np.percentile(to_truth, 90))}
 
 
 def parts_report(front_maps, back_maps, front_truth, truth_T, fused) -> None:
