@@ -50,3 +50,24 @@ def test_a_flying_outline_pixel_does_not_send_a_read_across_the_photo(person, mo
     monkeypatch.setattr(appearance, "THROUGH_DEPTH_TOLERANCE", (np.inf, np.inf))
     unchecked = appearance._through_the_front(points, plain.copy(), flying.pointmap, person.K)
     assert (np.linalg.norm(unchecked - pixel, axis=1) > 15.0).sum() > 60
+
+
+def test_a_short_move_stays_a_long_one_must_land_on_its_own_depth():
+    """The rule itself on a made-up photo: a person 1000 px tall (outline band 15 px), a plane at
+    2 m whose columns from 95 on are a surface at 2.5 m (a thigh behind a hand, say)."""
+    K = np.array([[500.0, 0, 0], [0, 500.0, 500.0], [0, 0, 1]])
+    rows, cols = np.mgrid[0:1000, 0:300]
+    depth = np.where(cols < 95, 2.0, 2.5)
+    pointmap = np.stack([(cols + 0.5) * depth / 500, (rows + 0.5 - 500) * depth / 500, depth], -1).astype(np.float32)
+    pointmap[:, 200:] = np.nan
+    behind = np.array([[0.4, 0.0, 2.2],   # plain col 90.9 on the plane; its front point lands 9 px on, at col 100
+                       [0.4, 0.0, 3.0]])  # plain col 66.7; the front point lands 33 px on, at col 100
+    plain = project(behind, K)
+    read = appearance._through_the_front(behind, plain.copy(), pointmap, K)
+    # the short move is kept though col 100 shows the farther surface; the long one is not
+    np.testing.assert_allclose(read[:, 0], [100.0, plain[1, 0]], atol=1e-6)
+    # where the landing pixel shows the front point's own depth, a long move is kept too
+    flat = pointmap.copy()
+    flat[:, :200, 2] = 2.0
+    read = appearance._through_the_front(behind, plain.copy(), flat, K)
+    np.testing.assert_allclose(read[:, 0], [100.0, 100.0], atol=1e-6)

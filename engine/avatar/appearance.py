@@ -248,10 +248,13 @@ def _through_the_front(vertices_camera, photo_xy, pointmap, K) -> np.ndarray:
     stripe or a hem between the front and the back; the front point at the same height and
     side, (X, Y, Z_front), lines them up. Z_front is the pointmap's depth where the vertex
     projects; vertices projecting onto no person pixel keep their projection, and so do those
-    whose front point lands on a pixel that does not show it (the pointmap's depth there is
-    more than THROUGH_DEPTH_TOLERANCE off Z_front): a flying pixel at the outline, its depth
-    pulled a metre toward the camera, sent the front point 100 px away, and the back of the neck
-    and the sleeves took specks of hair and shoe colour from there.
+    whose front point moves them farther than the outline band is wide (_outline_band) onto a
+    pixel that does not show it (off the person, or the pointmap's depth there more than
+    THROUGH_DEPTH_TOLERANCE off Z_front): a flying pixel at the outline, its depth pulled a metre
+    toward the camera, sent the front point 100 px away, and the back of the neck and the sleeves
+    took specks of hair and shoe colour from there. A short move stays even onto another surface
+    (the back of a hand beside the thigh that hides part of it reads the hand's pixels, not the
+    trousers its plain projection falls on).
     """
     h, w = pointmap.shape[:2]
 
@@ -267,6 +270,9 @@ def _through_the_front(vertices_camera, photo_xy, pointmap, K) -> np.ndarray:
     there = pointmap[pixel(moved_xy) + (2,)].astype(np.float64)
     with np.errstate(invalid="ignore"):
         shown = np.abs(there - front_depth[ok]) <= np.maximum(THROUGH_DEPTH_TOLERANCE[0], THROUGH_DEPTH_TOLERANCE[1] * front_depth[ok])
+    rows_seen = np.nonzero(np.isfinite(pointmap[..., 2]).any(axis=1))[0]
+    band_px = max(2.0, BACK_BAND_FRACTION * (np.ptp(rows_seen) + 1 if len(rows_seen) else 1))  # as _outline_band
+    shown |= np.linalg.norm(moved_xy - photo_xy[ok], axis=1) <= band_px
     ok[ok] = shown
     out = photo_xy.copy()
     out[ok] = moved_xy[shown]
