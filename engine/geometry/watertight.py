@@ -399,7 +399,7 @@ def _facing(normals: np.ndarray, points: np.ndarray, along_rays: bool) -> np.nda
     (poisson_solid's repair looped on a rim whose faces disagree), fell back to the body's
     mitten, and that avatar's Chamfer went 0.518 -> 0.627 cm."""
     if along_rays:
-        return (normals * points).sum(-1)
+        return np.einsum("...k,...k->...", normals, points)
     return normals[..., 2]
 
 
