@@ -260,7 +260,7 @@ def contact_sheet(rows: list[list[tuple[str, Path]]], path: Path, title: str, co
     rows = [row for row in rows if row]
     size = Image.open(rows[0][0][1]).size
     longest = max(len(row) for row in rows)
-    columns = min(columns or -(-longest // 2), longest)  # default: the views in two bands
+    columns = min(columns or max(4, -(-longest // 2)), longest)  # default: the views in two bands
     bands = [[row[i:i + columns] for row in rows] for i in range(0, max(len(row) for row in rows), columns)]
     lines = [line for band in bands for line in band if line]
     header = 18
