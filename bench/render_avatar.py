@@ -13,16 +13,18 @@ frames that part on any avatar:
     head_back34                the head from behind, three quarters (the lumpy back of the head)
     hairline                   where hair meets the face, from the front and a little above
     head_side                  the head from its left, a little in front (hair framing the face, the seam)
-    hand_left, hand_right      each hand from the front and outside (mittens, fingers)
+    hand_left, hand_right      each hand from the front and outside, side-on when held toward the camera
     seam_left                  the person's left flank from the side and above (front/back seam)
     feet                       the shoes from the front and outside
 
 Each view is rendered textured and, unless --no-clay, again in grey clay (geometry only: the
 normal maps and albedo off, the engine's custom normals kept), under one key light that follows
 the camera; with --islands once more with the albedo tinted by UV island (front red, hidden
-green), to tell which island a patch of colour comes from. Writes DIR/<avatar>/<view>.png,
-<view>_clay.png (<view>_islands.png) and DIR/<avatar>/sheet.png (textured row over clay row), and prints the seconds per avatar with the load average (the machine may be
-shared: the figures are for judging the cost, not for comparing builds).
+green; a fused avatar's views red, green, its unseen island blue), to tell which island a patch
+of colour comes from. Writes DIR/<avatar>/<view>.png, <view>_clay.png, <view>_islands.png and
+DIR/<avatar>/sheet.png (each band of views textured, then clay, then islands), and prints the
+seconds per avatar with the load average (the machine may be shared: the figures are for
+judging the cost, not for comparing builds).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ VIEW_NAMES = ("front", "back", "left", "right", "head_back34", "hairline", "head
               "seam_left", "feet")
 BACKGROUND = (0.32, 0.36, 0.42)  # linear; a blue-grey that neither skin, hair nor a white shirt matches
 CLAY = (0.55, 0.55, 0.55, 1.0)
+ISLAND_TINTS = np.array([[1.0, 0.25, 0.25], [0.25, 1.0, 0.25], [0.25, 0.4, 1.0], [1.0, 1.0, 0.25]], np.float32)
 LENS_MM, SENSOR_MM = 50.0, 36.0
 
 HEAD = ("Hair", "Face_Neck", "Upper_Lip", "Lower_Lip", "Eyeglass")
@@ -226,8 +229,9 @@ def clay_material() -> bpy.types.Material:
 
 
 def tint_islands(avatar: Avatar, mesh_object) -> bool:
-    """The albedo images tinted by UV island (front red, hidden green: avatar.json's
-    textures.layout), to see which island a patch of colour belongs to; False without a layout."""
+    """The albedo images tinted by UV island (avatar.json's textures.layout, in its order: front
+    red, hidden green; a fused avatar's views red, green, then its unseen island blue), to see
+    which island a patch of colour belongs to; False without a layout."""
     layout = (avatar.meta.get("textures") or {}).get("layout") or {}
     if not layout.get("island_width") or len(layout.get("islands") or []) < 2:
         return False
@@ -239,8 +243,8 @@ def tint_islands(avatar: Avatar, mesh_object) -> bool:
         pixels = np.empty(width * height * 4, np.float32)
         image.pixels.foreach_get(pixels)
         pixels = pixels.reshape(height, width, 4)
-        island = np.minimum(np.arange(width) // step, 1)
-        tint = np.where(island[:, None] == 0, [[1.0, 0.25, 0.25]], [[0.25, 1.0, 0.25]]).astype(np.float32)
+        island = np.minimum(np.arange(width) // step, len(layout["islands"]) - 1)
+        tint = ISLAND_TINTS[island % len(ISLAND_TINTS)]
         pixels[..., :3] = 0.5 * pixels[..., :3] + 0.5 * tint[None]
         image.pixels.foreach_set(pixels.ravel())
         image.update()
@@ -320,7 +324,7 @@ def main(argv=None) -> None:
     parser.add_argument("--samples", type=int, default=8, help="Cycles samples per pixel (default 8)")
     parser.add_argument("--no-clay", action="store_true", help="textured renders only (no grey clay row)")
     parser.add_argument("--islands", action="store_true",
-                        help="a third row with the albedo tinted by UV island (front red, hidden green)")
+                        help="a row with the albedo tinted by UV island (front red, hidden green, a third blue)")
     parser.add_argument("--denoise", action="store_true", help="Cycles' denoiser on (OpenImageDenoise)")
     parser.add_argument("--no-rig", action="store_true", help="import the mesh without its armature")
     args = parser.parse_args(argv)
