@@ -36,9 +36,9 @@ process, so the two differ only by it: --against coarse (default) without engine
 .refine_border's face/hair split (the slots follow the solid's own 7-11 mm triangles), --against
 seam without its split along the head's island seam (refine_seam: the seam follows whole
 triangles), --against raw without the occluding-edge colour fix (every seen vertex reads its
-own pixel). --time R: per person also the seconds of the two splits on its built surface
-(stages.refine_head; the seam split as assign_islands with it minus without, interleaved, median
-of R runs each), with the load average. Printed, nothing asserted.
+own pixel). --time R: per person also the seconds the two splits add to its build, on its
+built surface (stages.refine_head; the seen weight without and with its vertex average, which
+the seam split reads; refine_seam), median of R runs, with the load average. Printed, nothing asserted.
 """
 
 from __future__ import annotations
@@ -320,32 +320,32 @@ def hairline(variant: str):
 
 
 def split_seconds(bundle_dir: Path, reps: int) -> dict:
-    """Median seconds over `reps` interleaved runs on the bundle's closed surface: refine_head,
-    and assign_islands with and without the seam split (module docstring, --time)."""
+    """Median seconds over `reps` runs on the bundle's closed surface of what the two splits add
+    to a build: stages.refine_head; the seen weight alone (as without the seam split) and with
+    its vertex average (what the split reads); refine_border.refine_seam."""
     import time
 
     from engine.avatar import islands, stages
-    from engine.geometry import refine_border as refine
-    from engine.geometry.refine_border import Photo
+    from engine.geometry.refine_border import Photo, refine_seam
 
     inputs = stages.read(bundle_dir, detail="normals", rig=None)
     built = stages.surface(inputs, detail="normals", resolution="full", watertight=True, target_faces=None, progress=None)
     bundle = inputs.bundle
     photos = [Photo(bundle.seg, bundle.pointmap, inputs.K)]
-    runs: dict = {"refine_head": [], "islands": [], "islands without seam split": []}
-    saved = refine.refine_seam
+    runs: dict = {"refine_head": [], "seen weight": [], "seen weight with vertices": [], "seam split": []}
     for _ in range(reps):
         clock = time.perf_counter()
         vertices, faces, labels = stages.refine_head(np.asarray(built.vertices, np.float64), built.faces, built.vertex_labels, photos)
         runs["refine_head"].append(time.perf_counter() - clock)
-        for name, seam in (("islands", saved), ("islands without seam split", None)):
-            refine.refine_seam = seam or (lambda v, f, lab, fw, vw, **_: (v, f, lab, fw, vw, np.zeros(len(f), bool)))
-            try:
-                clock = time.perf_counter()
-                islands.assign_islands(vertices, faces, labels, bundle.pointmap, inputs.K, closed=True, photos=photos)
-                runs[name].append(time.perf_counter() - clock)
-            finally:
-                refine.refine_seam = saved
+        clock = time.perf_counter()
+        weight = islands.seen_weight(vertices, faces, bundle.pointmap, inputs.K)
+        runs["seen weight"].append(time.perf_counter() - clock)
+        clock = time.perf_counter()
+        weight, vertex_weight = islands.seen_weight(vertices, faces, bundle.pointmap, inputs.K, with_vertices=True)
+        runs["seen weight with vertices"].append(time.perf_counter() - clock)
+        clock = time.perf_counter()
+        refine_seam(vertices, faces, labels, weight, vertex_weight, photos=photos)
+        runs["seam split"].append(time.perf_counter() - clock)
     return {name: float(np.median(values)) for name, values in runs.items()}
 
 
@@ -400,9 +400,9 @@ def main() -> None:
             bundle_dir = write_bundle(bundle, Path(tmp) / f"{slug}_bundle")
             if args.time:
                 seconds = split_seconds(bundle_dir, args.time)
-                print(f"{name:28s} refine_head {seconds['refine_head']:.3f} s  islands {seconds['islands']:.3f} s, without the seam "
-                      f"split {seconds['islands without seam split']:.3f} s (median of {args.time}; load {os.getloadavg()[0]:.1f})",
-                      flush=True)
+                print(f"{name:28s} refine_head {seconds['refine_head']:.3f} s  seen weight {seconds['seen weight']:.3f} s, "
+                      f"with vertices {seconds['seen weight with vertices']:.3f} s  refine_seam {seconds['seam split']:.3f} s "
+                      f"(median of {args.time}; load {os.getloadavg()[0]:.1f})", flush=True)
             for variant in (["smooth", args.against] if args.compare else ["smooth"]):
                 with hairline(variant):
                     out = build_avatar(bundle_dir, root / f"{slug}_{variant}", formats="glb,ply")

@@ -101,10 +101,12 @@ def faces_to_vertices(vertices: np.ndarray, faces: np.ndarray):
     return sp.diags(1.0 / np.maximum(np.asarray(weighted.sum(axis=0)).ravel(), 1e-30)) @ weighted.T
 
 
-def smooth_over_surface(face_values: np.ndarray, vertices: np.ndarray, faces: np.ndarray, radius_m: float) -> np.ndarray:
+def smooth_over_surface(face_values: np.ndarray, vertices: np.ndarray, faces: np.ndarray, radius_m: float,
+                        with_vertices: bool = False):
     """Face values averaged over about `radius_m` of surface: alternately to the vertices
     (area-weighted) and back to the faces, as many times as the mean edge length needs to
-    reach that far (diffusion: steps ~ (radius / edge)^2)."""
+    reach that far (diffusion: steps ~ (radius / edge)^2). with_vertices: (face values, the
+    result averaged once more to the vertices)."""
     corners = vertices[faces].astype(np.float64)
     edge = float(np.mean(np.linalg.norm(corners[:, 1] - corners[:, 0], axis=1))) if len(faces) else 1.0
     steps = int(np.clip(round((radius_m / max(edge, 1e-9)) ** 2), 1, MAX_SMOOTHING_STEPS))
@@ -113,7 +115,7 @@ def smooth_over_surface(face_values: np.ndarray, vertices: np.ndarray, faces: np
     values = np.asarray(face_values, np.float64)
     for _ in range(steps):
         values = to_faces @ (to_vertices @ values)
-    return values
+    return (values, to_vertices @ values) if with_vertices else values
 
 
 def _drop_small_pieces(seen: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -138,11 +140,13 @@ def _drop_small_pieces(seen: np.ndarray, vertices: np.ndarray, faces: np.ndarray
     return out
 
 
-def seen_weight(vertices_camera: np.ndarray, faces: np.ndarray, pointmap: np.ndarray, K: np.ndarray) -> np.ndarray:
+def seen_weight(vertices_camera: np.ndarray, faces: np.ndarray, pointmap: np.ndarray, K: np.ndarray,
+                with_vertices: bool = False):
     """F in [0, 1]: visibility_weights spread over VISIBILITY_SMOOTHING_M of surface (the
-    islands are cut where it crosses one half)."""
+    islands are cut where it crosses one half). with_vertices: (that, V: it averaged to the
+    vertices)."""
     weights = visibility_weights(vertices_camera, faces, pointmap, K)
-    return smooth_over_surface(weights, vertices_camera, faces, VISIBILITY_SMOOTHING_M)
+    return smooth_over_surface(weights, vertices_camera, faces, VISIBILITY_SMOOTHING_M, with_vertices=with_vertices)
 
 
 def seen_faces(vertices_camera: np.ndarray, faces: np.ndarray, pointmap: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -188,8 +192,7 @@ def assign_islands(vertices_camera, faces, labels, pointmap, K, *, closed: bool,
     faces = np.asarray(faces, np.int64)
     if not closed or len(faces) == 0:
         return vertices_camera, faces, labels, np.full(len(faces), FRONT, np.int8)
-    weight = seen_weight(vertices_camera, faces, pointmap, K)
-    vertex_weight = faces_to_vertices(vertices_camera, faces) @ weight
+    weight, vertex_weight = seen_weight(vertices_camera, faces, pointmap, K, with_vertices=True)
     vertices_camera, faces, labels, weight, vertex_weight, head = refine_seam(
         vertices_camera, faces, labels, weight, vertex_weight, photos=photos, max_faces=max_faces)
     seen = cut_islands(weight, vertices_camera, faces, vertex_weight, at_corners=head)
