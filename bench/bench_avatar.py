@@ -184,7 +184,8 @@ def _hands_summary(manifest: dict) -> str:
         return ""
     words = [f"{c['name']} " + (f"solved again (depth {c['poisson_depth']})" if "poisson_depth" in c else c.get("note", "kept"))
              for c in record.get("crops", [])]
-    return ("hands: " + ", ".join(words) + f", {record.get('hands_solved_in_worker', 0)} in the worker process"
+    joined = {True: ", joined on the body's part near them", False: ", joined on the whole body"}.get(record.get("near_boolean"), "")
+    return ("hands: " + ", ".join(words) + f", {record.get('hands_solved_in_worker', 0)} in the worker process" + joined
             + (f" ({record['note']})" if record.get("note") else "") + "".join(f"; {n}" for n in record.get("notes", [])))
 
 
