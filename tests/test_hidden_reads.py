@@ -1,5 +1,6 @@
-"""Where a closed avatar's hidden vertices read the photo (engine.avatar.appearance._through_the_front)
-on degraded maps: a flying outline pixel must not send them across the picture."""
+"""A closed avatar's hidden side: where its vertices read the photo (engine.avatar.appearance.
+_through_the_front: on degraded maps a flying outline pixel must not send them across the
+picture) and what colour it has there (_hidden_side_colour: a part's sides continue round it)."""
 
 from __future__ import annotations
 
@@ -71,3 +72,33 @@ def test_a_short_move_stays_a_long_one_must_land_on_its_own_depth():
     flat[:, :200, 2] = 2.0
     read = appearance._through_the_front(behind, plain.copy(), flat, K)
     np.testing.assert_allclose(read[:, 0], [100.0, 100.0], atol=1e-6)
+
+
+def test_a_torso_between_arms_hanging_against_it_keeps_its_stripes_round_the_back():
+    """On the rows where both arms touch the torso the shirt has no outline of its own: its back
+    took one flat colour there (push-pull of the rows above and below), the stripes stopping at
+    the armpits. Its sides beside the arms continue round it like an outline's."""
+    from types import SimpleNamespace
+
+    from engine.avatar import textures as tx
+    from engine.avatar.labels import class_ids
+
+    shirt_id, left_id, right_id = class_ids(["Upper_Clothing", "Left_Upper_Arm", "Right_Upper_Arm"])
+    h, w = 120, 100
+    rows, cols = np.mgrid[0:h, 0:w]
+    torso = (rows >= 10) & (rows < 110) & (cols >= 30) & (cols < 70)
+    right_arm = (rows >= 10) & (rows < 70) & (cols >= 20) & (cols < 30)  # touching the torso
+    left_arm = (rows >= 10) & (rows < 70) & (cols >= 70) & (cols < 80)
+    mask = torso | right_arm | left_arm
+    seg = np.select([torso, right_arm, left_arm], [shirt_id, right_id, left_id], 0).astype(np.uint8)
+    blue, white, skin = np.float32([0.1, 0.2, 0.6]), np.float32([0.9, 0.9, 0.9]), np.float32([0.6, 0.4, 0.3])
+    stripe = np.where(((rows // 6) % 2 == 0)[..., None], blue, white)
+    photo = np.where(torso[..., None], stripe, skin).astype(np.float32)
+    layout = tx.plan_layout(mask, np.empty((0, 2)), 256, 2)
+    window_rows, window_cols = tx.crop_window(layout, mask.shape)
+    window_colour = tx.push_pull_fill(photo[window_rows, window_cols], mask[window_rows, window_cols])
+    hidden = appearance._hidden_side_colour(SimpleNamespace(mask=mask, seg=seg), window_colour, mask, layout)
+    between_arms = (torso & (rows >= 14) & (rows < 66))[window_rows, window_cols]
+    error = np.abs(hidden[between_arms] - stripe[window_rows, window_cols][between_arms]).max(-1)
+    # measured: the flat fill of before was off by 0.41 on average (up to 0.80), now 0
+    assert error.mean() < 0.01 and np.percentile(error, 99) < 0.05

@@ -110,7 +110,7 @@ def _hidden_side_colour(bundle, window_colour, colour_valid, layout):
     jobs = []  # (region, its source pixels, weight per row or None for 1)
     for cls in np.unique(seg[person]):
         region = person & (seg == cls)
-        source = band & (hair if cls in hair_ids else region)
+        source = band & hair if cls in hair_ids else (band | (valid & _row_ends(region, band_px))) & region
         if source.sum() < MIN_BAND_PIXELS:
             source = valid & region
         if front_only[region].any() and hair.sum() >= MIN_HAIR_PIXELS:
@@ -139,6 +139,18 @@ def _hidden_side_colour(bundle, window_colour, colour_valid, layout):
     # triangle reaching beyond the last pixel (or a bilinear tap there) read the photo's fill,
     # the cheek's skin where the face reaches the outline, as light dashes on the hair beside it
     return tx.push_pull_fill(out, person) if person.any() else out
+
+
+def _row_ends(region: np.ndarray, band_px: float) -> np.ndarray:
+    """The pixels of `region` within `band_px` of its first or last pixel on their row: a part's
+    sides, also where they meet another part instead of the outline (a torso between the arms
+    hanging against it has no outline on those rows; its back took one flat colour there, the
+    shirt's stripes stopping at the armpits)."""
+    h, w = region.shape
+    cols = np.arange(w)
+    first = np.argmax(region, axis=1)[:, None]
+    last = (w - 1 - np.argmax(region[:, ::-1], axis=1))[:, None]
+    return region & ((cols - first <= band_px) | (last - cols <= band_px))
 
 
 def _hair_row_weight(at_outline: np.ndarray, band_px: float) -> np.ndarray:
