@@ -146,7 +146,7 @@ def _row_ends(region: np.ndarray, band_px: float) -> np.ndarray:
     sides, also where they meet another part instead of the outline (a torso between the arms
     hanging against it has no outline on those rows; its back took one flat colour there, the
     shirt's stripes stopping at the armpits)."""
-    h, w = region.shape
+    w = region.shape[1]
     cols = np.arange(w)
     first = np.argmax(region, axis=1)[:, None]
     last = (w - 1 - np.argmax(region[:, ::-1], axis=1))[:, None]
