@@ -15,11 +15,12 @@ vertices. Here only the body's faces near the boxes go to manifold3d:
   vertices.
 
 The result is the whole body's boolean as long as nothing there could tell the two apart: the
-caps must stay clear of the grown boxes (each cap triangle's bounds tested), and no box may lie
-inside the far faces closed by those caps (rays from its centre along three axes must cross them
-an even number of times; a box pressed into a fold of the body could fail it), every rim vertex must start one rim edge (a simple rim),
-and every cap must come out of the boolean whole. When any of these fails `cut` or `union`
-returns None and the caller does the whole body's boolean.
+caps must stay clear of the grown boxes (each cap triangle's bounds tested); no box may lie inside
+the far faces closed by those caps (rays from its centre along three axes must cross them an even
+number of times; a box pressed into a fold of the body could fail it); every rim vertex must
+start one rim edge (a simple rim); every cap must come out of the boolean whole; and the result's
+open edges must be the rim's (so the far faces close it). When any of these fails `cut` or
+`union` returns None and the caller does the whole body's boolean.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class NearCut:
     vertices: np.ndarray  # the body's, V x 3 float32
     far_faces: np.ndarray  # F' x 3, body vertex indices
     rim: np.ndarray  # body vertex indices on the rim, shared by near and far faces
+    rim_edges: np.ndarray  # R x 2, the near faces' directed edges along the rim (body vertex indices)
     boxes: list
 
 
@@ -69,7 +71,7 @@ def cut(vertices: np.ndarray, faces: np.ndarray, boxes: list, grow: float) -> Ne
             break
     else:
         return None
-    near_f, far_f, rim_start, near_vertices, near_faces, cap_corners = capped
+    near_f, far_f, rim_start, rim_end, near_vertices, near_faces, cap_corners = capped
     # the far faces closed by the same caps must not hold a box (they do not cross it, so its
     # centre tells): rays from the centre along three axes must each cross them an even number
     # of times (a ray through an edge or a corner could count twice: then they disagree)
@@ -83,13 +85,13 @@ def cut(vertices: np.ndarray, faces: np.ndarray, boxes: list, grow: float) -> Ne
     run_id = int(solid.to_mesh().run_original_id[0])
     less = manifold3d.Manifold.batch_boolean([solid, *(box_solid(lo, hi) for lo, hi in boxes)], manifold3d.OpType.Subtract)
     return NearCut(less, run_id, int(len(near_f)), int(len(near_faces) - len(near_f)), np.asarray(vertices, np.float32),
-                   far_f, np.unique(rim_start), list(boxes))
+                   far_f, np.unique(rim_start), np.stack([rim_start, rim_end], 1), list(boxes))
 
 
 def _capped_near_part(v: np.ndarray, f: np.ndarray, boxes: list, grow: float, reach: float):
     """The faces with a corner within `reach` of a box, their rim closed by caps that stay clear of
-    the boxes grown by `grow`: (near faces, far faces, rim edges' start vertices, the capped near
-    part's vertices and faces, the caps' corners C x 3 x 3), or None."""
+    the boxes grown by `grow`: (near faces, far faces, the rim edges' start and end vertices, the
+    capped near part's vertices and faces, the caps' corners C x 3 x 3), or None."""
     from scipy import sparse
     from scipy.sparse.csgraph import connected_components
 
@@ -134,14 +136,15 @@ def _capped_near_part(v: np.ndarray, f: np.ndarray, boxes: list, grow: float, re
     local[used] = np.arange(len(used))
     near_vertices = np.concatenate([v[used], centres]).astype(np.float32)
     caps = np.stack([local[rim_end], local[rim_start], len(used) + loop], 1)
-    return near_f, far_f, rim_start, near_vertices, np.concatenate([local[near_f], caps]), cap_corners
+    return near_f, far_f, rim_start, rim_end, near_vertices, np.concatenate([local[near_f], caps]), cap_corners
 
 
 def union(near: NearCut, solids: list) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The body less the boxes (`near`) united with `solids` (manifold3d solids within the grown
     boxes): (vertices float32, faces int64, body_index) of the whole body, the near part's result
     first and the far faces' own vertices after it (body_index: their index in the body, -1 for
-    the near part's); None when a cap did not come out whole."""
+    the near part's); None when a cap did not come out whole or the result's open edges are not
+    the rim's."""
     import manifold3d
 
     mesh = manifold3d.Manifold.batch_boolean([near.solid, *solids], manifold3d.OpType.Add).to_mesh()
@@ -168,6 +171,16 @@ def union(near: NearCut, solids: list) -> tuple[np.ndarray, np.ndarray, np.ndarr
     n = len(near.vertices)
     index = np.full(n, -1, np.int64)
     index[near.rim] = rim_at
+    # the result's open edges must be the rim's, run as the near part ran them: then the far faces
+    # close it again (a cap's edges swapped into the near part's would leave a hole or a seam)
+    m = np.int64(len(out_v))
+    forward = tris.ravel() * m + tris[:, [1, 2, 0]].ravel()
+    backward = tris[:, [1, 2, 0]].ravel() * m + tris.ravel()
+    present = np.sort(forward)
+    at = np.minimum(np.searchsorted(present, backward), len(present) - 1)
+    open_edges = np.sort(forward[present[at] != backward])
+    if not np.array_equal(open_edges, np.sort(index[near.rim_edges[:, 0]] * m + index[near.rim_edges[:, 1]])):
+        return None
     far_only = np.setdiff1d(np.unique(near.far_faces), near.rim, assume_unique=True)
     index[far_only] = len(out_v) + np.arange(len(far_only))
     vertices = np.concatenate([out_v, near.vertices[far_only]])
