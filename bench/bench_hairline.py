@@ -1,9 +1,10 @@
 """The face/hair border on closed one-photo avatars: labels and colour against the truth.
 
 Usage: .venv/bin/python bench/bench_hairline.py [--size 768x1024] [--synthetic 3] [--samples]
-                                                [--band-cm 3] [--keep DIR] [--compare [--against coarse|raw]]
+                                                [--band-cm 3] [--keep DIR] [--compare [--against coarse|seam|raw]]
+                                                [--time R]
 
-Each person is built as a closed avatar (build_avatar's defaults, glb only): engine.synthetic
+Each person is built as a closed avatar (build_avatar's defaults, glb and ply): engine.synthetic
 people (seeds 101..., exact maps) and, with --samples, the three people of ../shared/samples
 (their ground-truth maps as a predictions bundle). The avatar's surface is sampled (four points
 per triangle, area-weighted); each sample has the material slot of its triangle and the base
@@ -38,7 +39,8 @@ seam without its split along the head's island seam (refine_seam: the seam follo
 triangles), --against raw without the occluding-edge colour fix (every seen vertex reads its
 own pixel). --time R: per person also the seconds the two splits add to its build, on its
 built surface (stages.refine_head; the seen weight without and with its vertex average, which
-the seam split reads; refine_seam), median of R runs, with the load average. Printed, nothing asserted.
+the seam split reads; refine_seam), median of R runs, with the load average. Printed, nothing
+asserted.
 """
 
 from __future__ import annotations
