@@ -11,7 +11,7 @@ import pytest
 bpy = pytest.importorskip("bpy")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from render_avatar import BACKGROUND, Anchors, plan_views, render_avatar  # noqa: E402
+from render_avatar import BACKGROUND, Anchors, plan_views, render_avatar, side_on_yaw  # noqa: E402
 from test_blender_io import write_test_avatar  # noqa: E402
 
 from sapiens_blender.io.avatar import read_avatar  # noqa: E402
@@ -53,3 +53,14 @@ def test_front_view_shows_the_whole_avatar_and_a_sheet(tmp_path):
     assert person[20, 20]
     sheet = Image.open(done["sheet"])
     assert sheet.size[0] == 40 and sheet.size[1] > 40
+
+
+def test_a_hand_held_toward_the_camera_is_seen_side_on():
+    rng = np.random.default_rng(0)
+    along = np.linspace(0.0, 0.18, 50)[:, None]
+    jitter = rng.normal(0.0, 0.01, (50, 3))
+    hanging = along * [0.0, 0.0, -1.0] + jitter  # Blender frame: Z up
+    forward = along * [0.0, -1.0, 0.0] + jitter  # the person faces -Y
+    assert side_on_yaw(hanging, (35.0, 90.0, 0.0), 10.0) == 35.0
+    assert side_on_yaw(forward, (35.0, 90.0, 0.0), 10.0) == 90.0
+    assert side_on_yaw(forward, (-35.0, -90.0, 0.0), 10.0) == -90.0
