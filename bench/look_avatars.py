@@ -1,15 +1,16 @@
 """Build the avatars an artist should look at, then render their contact sheets (bench/render_avatar.py).
 
-    .venv/bin/python bench/look_avatars.py --out DIR [--cases demo,shared,degraded,fused]
+    .venv/bin/python bench/look_avatars.py --out DIR [--cases demo,shared,crops,degraded,fused]
         [--size 768x1024] [--seed 102] [--render-args "--size 320 --samples 8"]
 
 Cases, each built with the default options of a Build Avatar (closed, detail normals, full
 resolution; texture 2048):
     demo       the bundled sample (assets/sample, what `sapiens-engine demo` builds)
     shared     ../shared/samples/person_101..103 from their exact maps (as tests/blender_support.py)
-    degraded   an engine.synthetic person (seed --seed) with the issue's degradation (1 cm smooth
-               depth error, noise, blur, 3 deg normals, 2 px flying rim) and degraded hand and face
-               crops (bench_closed.person_crops), i.e. the default avatar with crops from imperfect maps
+    crops      an engine.synthetic person (seed --seed) from exact maps with exact hand and face crops
+    degraded   the same person with the issue's degradation (1 cm smooth depth error, noise, blur,
+               3 deg normals, 2 px flying rim) and degraded hand and face crops
+               (bench_closed.person_crops), i.e. the default avatar with crops from imperfect maps
     fused      the same person photographed from the front and from behind, exact maps, fused
                (engine.avatar.fused); and "fused_degraded", both views degraded
 Avatars go to DIR/avatars/NAME, the renders to DIR/renders/NAME (sheet.png each), built again only
@@ -69,6 +70,10 @@ def bundles(case: str, work: Path, width: int, height: int, seed: int) -> dict[s
 
     poses = ["bent", "arms_forward", None, "step", None, "apose"]
     person = make_person(seed, pose=poses[(seed - 101) % len(poses)], width=width, height=height)
+    if case == "crops":
+        bundle = to_bundle(person, name=f"crops-{seed}")
+        bundle.crops = person_crops(person, "exact", seed)
+        return {f"crops-{seed}": [write_bundle(bundle, work / "bundles" / f"crops-{seed}")]}
     if case == "degraded":
         bundle = to_bundle(degrade(person, seed=seed, flying_rim_px=2.0, centred=True), name=f"degraded-{seed}")
         bundle.crops = person_crops(person, "degraded", seed)
@@ -84,7 +89,7 @@ def bundles(case: str, work: Path, width: int, height: int, seed: int) -> dict[s
             out[name] = [write_bundle(to_bundle(f, name="front"), work / "bundles" / name / "front"),
                          write_bundle(to_bundle(b, name="back"), work / "bundles" / name / "back")]
         return out
-    raise SystemExit(f"unknown case {case!r}: demo, shared, degraded or fused")
+    raise SystemExit(f"unknown case {case!r}: demo, shared, crops, degraded or fused")
 
 
 def build(bundle_dirs: list[Path], out: Path) -> float:
@@ -102,7 +107,7 @@ def build(bundle_dirs: list[Path], out: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--cases", default="demo,shared,degraded,fused")
+    parser.add_argument("--cases", default="demo,shared,crops,degraded,fused")
     parser.add_argument("--size", default="768x1024", help="synthetic photo size, WIDTHxHEIGHT")
     parser.add_argument("--seed", type=int, default=102, help="engine.synthetic person of the degraded and fused cases")
     parser.add_argument("--render-args", default="", help="passed on to bench/render_avatar.py")
