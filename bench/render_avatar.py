@@ -236,8 +236,10 @@ def tint_islands(avatar: Avatar, mesh_object) -> bool:
     if not layout.get("island_width") or len(layout.get("islands") or []) < 2:
         return False
     step = layout["island_width"] + layout.get("gutter", 0)
-    images = {node.image for slot in mesh_object.material_slots if slot.material
-              for node in slot.material.node_tree.nodes if node.name == "Albedo" and node.image}
+    nodes = [node for slot in mesh_object.material_slots if slot.material
+             for node in slot.material.node_tree.nodes if node.name == "Albedo" and node.image]
+    images = {node.image for node in nodes}
+    tinted = {}
     for image in images:
         width, height = image.size
         pixels = np.empty(width * height * 4, np.float32)
@@ -246,8 +248,12 @@ def tint_islands(avatar: Avatar, mesh_object) -> bool:
         island = np.minimum(np.arange(width) // step, len(layout["islands"]) - 1)
         tint = ISLAND_TINTS[island % len(ISLAND_TINTS)]
         pixels[..., :3] = 0.5 * pixels[..., :3] + 0.5 * tint[None]
-        image.pixels.foreach_set(pixels.ravel())
-        image.update()
+        # a new image, not the old one changed: the renderer keeps images it has loaded
+        tinted[image] = bpy.data.images.new(f"{image.name}_islands", width, height, alpha=True)
+        tinted[image].colorspace_settings.name = image.colorspace_settings.name
+        tinted[image].pixels.foreach_set(pixels.ravel())
+    for node in nodes:
+        node.image = tinted[node.image]
     return bool(images)
 
 
@@ -298,7 +304,6 @@ def render_avatar(avatar_dir: Path, out_dir: Path, *, views=VIEW_NAMES, size: in
             if not tint_islands(avatar, result.mesh_object):
                 missing.append("islands: the avatar has one UV island (or no layout in avatar.json)")
                 continue
-            scene.render.use_persistent_data = False  # the kept scene would keep the untinted images
         for view in planned:
             place(camera, sun, view)
             path = out_dir / (f"{view.name}.png" if kind == "views" else f"{view.name}_{kind}.png")

@@ -64,3 +64,31 @@ def test_a_hand_held_toward_the_camera_is_seen_side_on():
     assert side_on_yaw(hanging, (35.0, 90.0, 0.0), 10.0) == 35.0
     assert side_on_yaw(forward, (35.0, 90.0, 0.0), 10.0) == 90.0
     assert side_on_yaw(forward, (-35.0, -90.0, 0.0), 10.0) == -90.0
+
+
+def test_islands_row_tints_the_albedo_by_island(tmp_path):
+    import json
+
+    from render_avatar import import_avatar, read_avatar, tint_islands
+
+    avatar_dir = write_test_avatar(tmp_path / "avatar")
+    assert not tint_islands(read_avatar(avatar_dir), None)  # no layout in avatar.json: nothing to tint
+    meta = json.loads((avatar_dir / "avatar.json").read_text())
+    # the test albedo is 8 px wide: two islands of 4 texels, no gutter
+    meta["textures"] = {"layout": {"islands": ["front", "hidden"], "island_width": 4, "gutter": 0}}
+    (avatar_dir / "avatar.json").write_text(json.dumps(meta))
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    avatar = read_avatar(avatar_dir)
+    result = import_avatar(avatar, scene=bpy.context.scene)
+    albedo = result.mesh_object.material_slots[0].material.node_tree.nodes["Albedo"]
+    before = np.empty(len(albedo.image.pixels), np.float32)
+    albedo.image.pixels.foreach_get(before)
+    assert tint_islands(avatar, result.mesh_object)
+    # every material's albedo node reads a new, tinted image (8-bit; the renderer keeps the one it loaded)
+    images = {slot.material.node_tree.nodes["Albedo"].image.name for slot in result.mesh_object.material_slots}
+    assert images == {f"{albedo.image.name}"} and albedo.image.name.endswith("_islands")
+    after = np.empty(len(albedo.image.pixels), np.float32)
+    albedo.image.pixels.foreach_get(after)
+    before, after = before.reshape(8, 8, 4), after.reshape(8, 8, 4)
+    np.testing.assert_allclose(after[:, :4, :3], 0.5 * before[:, :4, :3] + 0.5 * np.float32([1.0, 0.25, 0.25]), atol=1 / 255)
+    np.testing.assert_allclose(after[:, 4:, :3], 0.5 * before[:, 4:, :3] + 0.5 * np.float32([0.25, 1.0, 0.25]), atol=1 / 255)
