@@ -43,9 +43,10 @@ SEAM_FADE_PX = 4.0
 # the photo saw, when one lies this close (_onto_its_own_layer)
 LAYER_REACH_M = 0.03
 SQUARE_COS = (0.15, 0.35)
-# a hidden vertex's front point (_through_the_front) must land on a pixel whose depth is within
-# this of its own (metres, share of the depth): a few pixels along a slanted surface pass, a
-# flying outline pixel's point far from where it lands does not
+# a hidden vertex's front point (_through_the_front) that moves its read farther than the outline
+# band is wide must land on a pixel whose depth is within this of its own (metres, share of the
+# depth): a slanted surface's pixels pass, a flying outline pixel's point far from where it lands
+# does not
 THROUGH_DEPTH_TOLERANCE = (0.05, 0.02)
 
 
