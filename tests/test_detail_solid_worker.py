@@ -139,6 +139,16 @@ def test_the_hands_joined_on_the_near_part_are_the_whole_bodys_join(person, crop
     distance, nearest = cKDTree(whole_v).query(near_v)
     assert distance.max() < 5e-4 and cKDTree(near_v).query(whole_v)[0].max() < 5e-4
     assert (near_l[distance < 1e-6] == whole_l[nearest[distance < 1e-6]]).mean() > 0.999
+    # a near part whose union cannot stand for the body's falls back to the whole body's join
+    from engine.geometry import near_boolean
+
+    union, near_boolean.union = near_boolean.union, lambda near, solids: None
+    try:
+        fallback = detail_solid.join_hands(v, f, l, fine, zones, solved, {"crops": [dict(c) for c in fine.stats]},
+                                           cut=detail_solid.cut_hand_boxes(v, f, zones)[0])
+    finally:
+        near_boolean.union = union
+    assert not fallback[3]["near_boolean"] and _same(fallback, joined[1])
 
 
 @pytest.mark.parametrize("kill_after", ["start", "hand"])

@@ -584,6 +584,9 @@ def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved:
             if cut is None:
                 stats["note"] = note
                 return vertices, faces, labels, stats
+            # imported again after the body, as that join imports them (manifold3d orders its
+            # result by the solids' ids: the same bytes as when the near part was never tried)
+            hands = [_manifold(s["vertices"], s["faces"]) for s in solved if "note" not in s]
         mesh = manifold3d.Manifold.batch_boolean([cut, *hands], manifold3d.OpType.Add).to_mesh()
         out_v = np.asarray(mesh.vert_properties, np.float32)[:, :3]
         out_f = np.asarray(mesh.tri_verts, np.int64).reshape(-1, 3)
