@@ -22,7 +22,8 @@ than the photo: its mask has the gaps, its points and normals the fingers' front
    solve over a box around the hand alone (cells of about LOCAL_CELL_M) from those samples and
    the body's own vertices near it that are not the hand being replaced (the forearm, a torso
    behind the hand); then the body less the hand's box, united with the new solid inside that
-   box (manifold3d's booleans: the result stays a closed 2-manifold).
+   box (manifold3d's booleans, on the body's faces near the boxes only: near_boolean; the result
+   stays a closed 2-manifold), each new hand simplified within SIMPLIFY_M first.
 3. `HandSolve`, what the build runs: the same steps, split with the geometry worker process
    (engine.geometry.solve_worker) on the machine's other core, since open3d's Poisson holds the
    GIL: the crops' samples made there while the build solves the body, then the first hand's
@@ -557,7 +558,8 @@ def _whole_body_cut(vertices: np.ndarray, faces: np.ndarray, zones: list):
 
 def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved: list, stats: dict, cut=None):
     """The body less the hands' boxes (`cut`, from cut_hand_boxes; made here when None) united
-    with the hands solve_hands made (one batch operation); pieces of the body's mitten left
+    with the hands solve_hand made (on the body's part near the boxes when cut_hand_boxes made a
+    near_boolean.NearCut, else the whole body's); pieces of the body's mitten left
     outside the boxes dropped (under MIN_PIECE_FACES triangles), the seams smoothed, labels
     carried over from the body and the crops' samples. Returns (vertices, faces, labels, stats)."""
     import manifold3d
