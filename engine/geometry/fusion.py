@@ -15,7 +15,10 @@ pixels, refined, refilled). The views are then registered into the first view's 
    the cross-sections the two photos share: near its outline each photo sees a limb or the
    trunk turn away, and the centre of that curve (a circle through the pixel's point with the
    pixel's normal, reaching the outline) is the same point seen from either side
-   (refine_depth_on_contours);
+   (refine_depth_on_contours). Between the two, its turn about the vertical and its place
+   across the reference's view are settled on the silhouettes, which a depth map's smooth error
+   does not move: each photo's contour points must land on the other photo's outline
+   (refine_on_silhouettes);
 3. a view that is not opposite (a side photo, which overlaps the front over half its surface)
    is refined by the ICP below on the fronts registered so far (side_icp; measured on an
    engine.synthetic front + side pair: its points 1.43 -> 0.17 cm from the true pose);
@@ -81,6 +84,17 @@ MIN_CONTOUR_PAIRS = 200
 # a depth the centres put further than this from the joints' is not believed (the joints of views
 # that agree are at most MAX_JOINT_RESIDUAL_M apart; measured shifts 0.1-2.4 cm)
 CONTOUR_MAX_SHIFT_M = 0.05
+# refine_on_silhouettes: the turn about the reference's vertical axis and the shifts across its
+# view searched within these bounds (a coarse grid, then a fine one round its best), each
+# contour point's distance to the other photo's outline counted up to SILHOUETTE_CLIP_PX (a
+# point off a limb the other photo sees differently, or a rim pixel, weighs no more than that),
+# SILHOUETTE_POINTS of each view's contour points used
+SILHOUETTE_TURN_DEG, SILHOUETTE_SHIFT_M, SILHOUETTE_CLIP_PX, SILHOUETTE_POINTS = 3.0, 0.04, 3.0, 3000
+# a move that brings the contour points less than this much nearer the outlines (mean photo
+# pixels) is not made: the grid's best is then the pixels' noise (engine.synthetic person 2 at
+# 288 x 384, exact maps: 0.467 -> 0.467 px for a 0.25 mm move that left the solid with its
+# crops open)
+SILHOUETTE_MIN_GAIN_PX = 0.01
 # each view's samples that face its camera less than this (cos of the angle to the line of
 # sight) stay out of the union: on the sides, where the views overlap, the grazing depths of
 # both views disagree and Poisson bulged between them (measured on engine.synthetic front/back
@@ -370,6 +384,98 @@ def refine_depth_on_contours(T, view_centres, ref_centres):
     out = T.copy()
     out[2, 3] += shift
     return out, {"contour_pairs": pairs, "contour_depth_shift_m": round(shift, 5)}
+
+
+def _turn_about_vertical(theta: float, pivot, shift_x: float, shift_y: float = 0.0) -> np.ndarray:
+    """4 x 4: a turn by theta about the vertical (y) axis through pivot, then a shift across the view."""
+    c, s = np.cos(theta), np.sin(theta)
+    S = np.eye(4)
+    S[:3, :3] = [[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]]
+    S[:3, 3] = pivot - S[:3, :3] @ pivot + [shift_x, shift_y, 0.0]
+    return S
+
+
+def refine_on_silhouettes(T, view_contour, ref_contour, view, reference, view_centre):
+    """The turn about the reference camera's vertical axis (through the view's centre) and the
+    place across its view (sideways and its height) of a view seen from the opposite side, from
+    the two silhouettes; (T, info). view_contour / ref_contour: each photo's occluding-contour
+    points in its own camera frame (its contour_circles that reach its outline).
+
+    refine_on_outline settles that turn on the depths of the two photos' outline bands, and a
+    predicted depth map's smooth error (centimetres over a body's width, one way on one side and
+    the other way on the other) turns the view with it: on bench_fusion.py's degraded
+    arms_forward-102 it left the back 1.15 deg off even when started from the true pose (0.91
+    of it from the smooth error alone), and the back's colour, projected through that pose, went
+    onto the wrong part of the body. Where a point lands in the other photo hardly depends on its
+    depth (a centimetre moves it about a pixel at the body's sides, outward on one side and inward
+    on the other, not sideways), but a turn moves it sideways in proportion to how far it lies in
+    front of or behind the turn's axis: each photo's contour points must land on the other's
+    outline. The mean distance (clipped at SILHOUETTE_CLIP_PX) of both photos' points to the
+    other's outline is minimised over the turn, the sideways shift and the height (which
+    refine_on_outline leaves at the joints': 0.6 cm low on that back, and its colour with it; the
+    silhouettes' tops and bottoms, the head's, the shoulders', a level arm's, settle it); the depth
+    is left to refine_depth_on_contours. Measured with bench_fusion.py (768 x 1024, three people,
+    the back's points' mean offset across the back camera's view from where the true pose puts
+    them): degraded 4.9, 6.4, 1.8 -> 1.6, 2.7, 0.9 mm, exact 2.6, 0.3, 1.0 -> 0.2, 0.2, 0.2 mm;
+    the fused avatar's back colour error with it (degraded back/front 1.52, 2.62, 1.01 -> 1.05,
+    1.64, 0.83)."""
+    from scipy import ndimage
+
+    view_contour, ref_contour = np.asarray(view_contour, np.float64), np.asarray(ref_contour, np.float64)
+    if len(view_contour) < MIN_CONTOUR_PAIRS or len(ref_contour) < MIN_CONTOUR_PAIRS:
+        return T, {"silhouette_points": 0}
+    rng = np.random.default_rng(0)
+
+    def thin(p):
+        return p if len(p) <= SILHOUETTE_POINTS else p[rng.choice(len(p), SILHOUETTE_POINTS, replace=False)]
+
+    view_contour, ref_contour = thin(view_contour), thin(ref_contour)
+    fields = [(outline_distance(reference.mask), np.asarray(reference.K, np.float64)),
+              (outline_distance(view.mask), np.asarray(view.K, np.float64))]
+    placed = _apply(T, view_contour)
+    pivot = _apply(T, np.asarray(view_centre, np.float64)[None])[0]
+    to_view = np.linalg.inv(T)
+
+    def off_outline(points, field, K):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = K[0, 0] * points[:, 0] / points[:, 2] + K[0, 2]
+            v = K[1, 1] * points[:, 1] / points[:, 2] + K[1, 2]
+        ok = (points[:, 2] > 0) & np.isfinite(u) & np.isfinite(v)
+        distance = np.full(len(points), SILHOUETTE_CLIP_PX)
+        distance[ok] = np.abs(ndimage.map_coordinates(field, [v[ok] - 0.5, u[ok] - 0.5], order=1, mode="nearest"))
+        return float(np.minimum(distance, SILHOUETTE_CLIP_PX).mean())
+
+    def cost(theta, shift_x, shift_y):
+        S = _turn_about_vertical(theta, pivot, shift_x, shift_y)
+        return (off_outline(_apply(S, placed), *fields[0])
+                + off_outline(_apply(to_view @ np.linalg.inv(S), ref_contour), *fields[1]))
+
+    best = (cost(0.0, 0.0, 0.0), 0.0, 0.0, 0.0)
+    start = best[0]
+    turn, shift = np.radians(SILHOUETTE_TURN_DEG), SILHOUETTE_SHIFT_M
+    # a coarse grid, then a fine one round its best: the turn with the sideways shift (which it
+    # trades with), then the height alone
+    for turn_step, shift_step in ((np.radians(0.25), 0.005), (np.radians(0.025), 0.0005)):
+        centre = best
+        for theta in centre[1] + np.arange(-turn, turn + 1e-12, turn_step):
+            for shift_x in centre[2] + np.arange(-shift, shift + 1e-12, shift_step):
+                value = cost(theta, shift_x, centre[3])
+                if value < best[0]:
+                    best = (value, theta, shift_x, centre[3])
+        centre = best
+        for shift_y in centre[3] + np.arange(-shift, shift + 1e-12, shift_step / 2):
+            value = cost(centre[1], centre[2], shift_y)
+            if value < best[0]:
+                best = (value, centre[1], centre[2], shift_y)
+        turn, shift = turn_step, shift_step
+    info = {"silhouette_points": len(view_contour) + len(ref_contour),
+            "silhouette_off_px": [round(start / 2, 3), round(float(best[0]) / 2, 3)]}
+    if (start - best[0]) / 2 < SILHOUETTE_MIN_GAIN_PX:
+        return T, info
+    out = _turn_about_vertical(best[1], pivot, best[2], best[3]) @ T
+    return out, {**info,
+                 "silhouette_turn_deg": round(float(np.degrees(best[1])), 3),
+                 "silhouette_shift_m": [round(float(best[2]), 5), round(float(best[3]), 5)]}
 
 
 def _opposite(T) -> bool:
@@ -700,7 +806,7 @@ def check_agreement(info: dict, name: str, reference: str) -> None:
 
 
 def fuse_views(views: list[View], *, refine: bool = True, icp: bool = False, outline: bool = True,
-               contours: bool = True, seam: bool = True, side_icp: bool = True, carve: bool = True, hands: bool = True, limbs: bool = True, depth: int = POISSON_DEPTH,
+               contours: bool = True, silhouettes: bool = True, seam: bool = True, side_icp: bool = True, carve: bool = True, hands: bool = True, limbs: bool = True, depth: int = POISSON_DEPTH,
                max_pixels: int | None = None, progress=None) -> FusedSolid:
     """One closed solid from several views of one person (module docstring), in the first
     view's camera frame. icp=True refines each registration on the overlap (off by default:
@@ -723,6 +829,7 @@ def fuse_views(views: list[View], *, refine: bool = True, icp: bool = False, out
     stats: dict = {"views": [{"trust": fronts[0].stats["trust"]}]}
     points, normals = [samples[0][0]], [samples[0][1]]
     circles: dict = {}  # per view index, made when an opposite view needs them
+    reach: dict = {}  # per view index: which of its circles' contour points reach its outline
     for i in range(1, len(views)):
         T, info = fits[i - 1]
         if outline and _opposite(T):
@@ -733,6 +840,11 @@ def fuse_views(views: list[View], *, refine: bool = True, icp: bool = False, out
             for k in (0, i):
                 if k not in circles:
                     circles[k] = _view_circles(views[k])
+                    reach[k] = reaching_outline(circles[k], views[k])
+            if silhouettes:
+                T, silhouette_info = refine_on_silhouettes(T, circles[i].contour[reach[i]], circles[0].contour[reach[0]],
+                                                           views[i], views[0], samples[i][0].mean(axis=0))
+                info.update(silhouette_info)
             T, contour_info = refine_depth_on_contours(T, level_points(circles[i], T[:3, :3]), level_points(circles[0]))
             info.update(contour_info)
         if icp or (side_icp and not _opposite(T)):
@@ -753,7 +865,6 @@ def fuse_views(views: list[View], *, refine: bool = True, icp: bool = False, out
         # Poisson bulged across the gap: the contour points the circles reach close it (measured
         # on arms_forward-102 at 768 x 1024: exact maps 0.259 -> 0.225 cm, volume 1.090 ->
         # 1.060; degraded 0.522 -> 0.418 cm, volume 1.20 -> 1.13)
-        reach = {k: reaching_outline(c, views[k]) for k, c in circles.items()}
         seam_points = sum(int(r.sum()) for r in reach.values())
         for k, c in sorted(circles.items()):
             points.append(_apply(transforms[k], c.contour[reach[k]]))
