@@ -416,7 +416,7 @@ def refine_on_silhouettes(T, view_contour, ref_contour, view, reference, view_ce
     silhouettes' tops and bottoms, the head's, the shoulders', a level arm's, settle it); the depth
     is left to refine_depth_on_contours. Measured with bench_fusion.py (768 x 1024, three people,
     the back's points' mean offset across the back camera's view from where the true pose puts
-    them): degraded 4.9, 6.4, 1.8 -> 1.6, 2.7, 0.9 mm, exact 2.6, 0.3, 1.0 -> 0.2, 0.2, 0.2 mm;
+    them): degraded 4.9, 6.4, 1.8 -> 1.6, 2.7, 0.9 mm, exact 2.6, 0.3, 1.0 -> 0.2, 0.3, 0.2 mm;
     the fused avatar's back colour error with it (degraded back/front 1.52, 2.62, 1.01 -> 1.05,
     1.64, 0.83)."""
     from scipy import ndimage
