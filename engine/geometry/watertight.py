@@ -507,25 +507,7 @@ def poisson_solid(points, normals, labels=None, *, depth=POISSON_DEPTH, density_
                                             return_inverse=True, return_counts=True)
     faces = faces[group_size[corner_group] == 1]
     cleaned = clean_mesh(vertices, faces, min_island_faces=200, min_island_fraction=0.01, area_eps=None)
-    # the folds and non-manifold edges marching cubes leaves, once removed, leave small holes;
-    # a fan can itself meet another fold, so clean and fill again while any edge stays open
-    # a rim whose faces disagree in their winding gets a fan wound as most of them run: the
-    # faces that then run an edge the same way as their neighbour (no solid can have them) go
-    # too, and the hole they leave is filled again. Foreshortened hands' own solves
-    # (detail_solid) had 2-11 such edges, which manifold3d refuses: the hand fell back to cells
-    # twice as large or to the body's mitten (bench_detail's bent and arms-forward right hands)
-    holes_filled = misoriented = 0
-    for _ in range(REPAIR_ROUNDS):
-        cleaned.vertices, cleaned.faces, filled = fill_holes(cleaned.vertices, cleaned.faces)
-        holes_filled += filled
-        wrong = _misoriented_faces(cleaned.faces)
-        if not _open_edges(cleaned.faces) and not wrong.any():
-            break
-        misoriented += int(wrong.sum())
-        removed = cleaned.removed
-        cleaned = clean_mesh(cleaned.vertices, cleaned.faces[~wrong], min_island_faces=200, min_island_fraction=0.01,
-                             area_eps=None)
-        cleaned.removed = {k: removed.get(k, 0) + v for k, v in cleaned.removed.items()}
+    cleaned, repairs = _repaired(cleaned)
     out_labels = None
     if labels is not None:
         from engine.geometry.labels import transfer_labels
@@ -536,8 +518,7 @@ def poisson_solid(points, normals, labels=None, *, depth=POISSON_DEPTH, density_
         "poisson_vertices": int(len(vertices)),
         "removed": cleaned.removed,
         "trimmed_components": int(n_components - 1),
-        "holes_filled": int(holes_filled),
-        "misoriented_faces_removed": int(misoriented),
+        **repairs,
         "open_edges": _open_edges(cleaned.faces) + int(_misoriented_faces(cleaned.faces).sum()),
     }
     return cleaned.vertices.astype(np.float32), cleaned.faces.astype(np.int32), out_labels, stats
@@ -619,6 +600,61 @@ def _misoriented_faces(faces: np.ndarray) -> np.ndarray:
     _, inverse, counts = np.unique(directed[:, 0] * (int(f.max()) + 1) + directed[:, 1], return_inverse=True,
                                    return_counts=True)
     return (counts[inverse] > 1).reshape(3, -1).any(0)
+
+
+def _repaired(cleaned):
+    """`cleaned` (clean_mesh's MeshArrays of a marching-cubes solid) with its holes filled and the
+    faces no solid can have removed, over at most REPAIR_ROUNDS rounds: (MeshArrays, counts).
+
+    The folds and non-manifold edges marching cubes leaves, once removed, leave small holes;
+    a fan can itself meet another fold, so it cleans and fills again while any edge stays open.
+    A rim whose faces disagree in their winding gets a fan wound as most of them run: the
+    faces that then run an edge the same way as their neighbour (no solid can have them) go
+    too, and the hole they leave is filled again. Foreshortened hands' own solves
+    (detail_solid) had 2-11 such edges, which manifold3d refuses: the hand fell back to cells
+    twice as large or to the body's mitten (bench_detail's bent and arms-forward right hands).
+    A rim that passes twice through one vertex (two holes touching at a corner) is walked as
+    one loop with that vertex twice, and its fan is not a manifold: removing the fan's
+    misoriented faces gave back the same rim round after round (bent-101's degraded right
+    hand kept 10 open edges and fell back to cells twice as large). The faces at such a
+    vertex go first, so the hole's rim no longer touches itself there."""
+    holes_filled = misoriented = pinched = 0
+    for _ in range(REPAIR_ROUNDS):
+        at_pinch = _pinched_rim_faces(cleaned.faces)
+        if at_pinch.any():
+            pinched += int(at_pinch.sum())
+            cleaned = _recleaned(cleaned, cleaned.faces[~at_pinch])
+        cleaned.vertices, cleaned.faces, filled = fill_holes(cleaned.vertices, cleaned.faces)
+        holes_filled += filled
+        wrong = _misoriented_faces(cleaned.faces)
+        if not _open_edges(cleaned.faces) and not wrong.any():
+            break
+        misoriented += int(wrong.sum())
+        cleaned = _recleaned(cleaned, cleaned.faces[~wrong])
+    return cleaned, {"holes_filled": int(holes_filled), "misoriented_faces_removed": int(misoriented),
+                     "pinched_rim_faces_removed": int(pinched)}
+
+
+def _recleaned(cleaned, faces: np.ndarray):
+    """clean_mesh of `cleaned`'s vertices with `faces`, its removal counts added to `cleaned`'s."""
+    removed = cleaned.removed
+    out = clean_mesh(cleaned.vertices, faces, min_island_faces=200, min_island_fraction=0.01, area_eps=None)
+    out.removed = {k: removed.get(k, 0) + v for k, v in out.removed.items()}
+    return out
+
+
+def _pinched_rim_faces(faces: np.ndarray) -> np.ndarray:
+    """Faces (F bool) at a vertex that more than two open edges meet (a hole's rim touching
+    itself, or two holes sharing a corner)."""
+    f = np.asarray(faces, np.int64)
+    if not len(f):
+        return np.zeros(0, bool)
+    edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+    _, inverse, counts = np.unique(edges[:, 0] * (int(f.max()) + 1) + edges[:, 1], return_inverse=True,
+                                   return_counts=True)
+    rim = edges[counts[inverse] == 1]
+    on_rim = np.bincount(rim.ravel(), minlength=int(f.max()) + 1)
+    return (on_rim[f] > 2).any(1)
 
 
 def _open_edges(faces: np.ndarray) -> int:
