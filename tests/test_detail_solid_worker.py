@@ -60,23 +60,24 @@ def _aligned(person, crops):
 def _closed(inputs, detail, *, use_worker: bool, progress=None, kill_after: str | None = None):
     """The closed surface with its hands solved by a HandSolve started as the build starts it;
     kill_after "start" or "hand": the worker killed right after it was sent the crops' samples
-    to make, or the first hand to solve."""
+    to make, or the first hand to solve (sent while the body is solved)."""
     from engine.geometry import build_surface
     from engine.geometry.detail_solid import HandSolve
 
     solve = HandSolve.start(detail.aligned, inputs.K, progress=progress, use_worker=use_worker)
     if kill_after == "start":
         _kill(solve.worker)
-    built = build_surface(inputs.bundle, detail="normals", watertight=True)
     if kill_after == "hand":
         submit = solve.worker.submit
 
-        def submit_then_kill(*args):
-            future = submit(*args)
-            _kill(solve.worker)
+        def submit_then_kill(function, *args):
+            future = submit(function, *args)
+            if function.__name__ == "solve_hand":
+                _kill(solve.worker)
             return future
 
         solve.worker.submit = submit_then_kill
+    built = build_surface(inputs.bundle, detail="normals", watertight=True)
     return solve.apply(built.vertices, built.faces, built.vertex_labels)
 
 
@@ -94,7 +95,7 @@ def test_hands_solved_in_the_worker_are_the_bytes_solved_here(person, crops, wor
     again = _closed(inputs, detail, use_worker=True)
     here = _closed(inputs, detail, use_worker=False)
     stats = in_worker[3]
-    assert stats["hands_solved_in_worker"] == 1 and "notes" not in stats, stats
+    assert stats["hands_solved_in_worker"] == 2 and "notes" not in stats, stats
     assert here[3]["hands_solved_in_worker"] == 0
     assert stats["near_boolean"], "the hands were joined on the whole body, not its part near them"
     assert [c.get("poisson_depth") for c in stats["crops"]] == [7, 7], stats["crops"]
@@ -168,7 +169,7 @@ def test_a_killed_worker_falls_back_to_the_build_process_with_a_note(person, cro
     assert any("solve process failed" in note and "solved in the build's process" in note for note in lost[3]["notes"]), lost[3]
     fresh = solve_worker.shared()
     assert fresh is not None and fresh.alive and fresh.wait_ready() > 0
-    assert _closed(inputs, detail, use_worker=True)[3]["hands_solved_in_worker"] == 1
+    assert _closed(inputs, detail, use_worker=True)[3]["hands_solved_in_worker"] == 2
 
 
 def test_a_cancel_reaches_a_build_waiting_for_the_worker(person, crops):
@@ -255,3 +256,30 @@ def test_a_hand_back_is_at_most_the_hand_thickness_behind_its_front():
     assert out[0, 2] == pytest.approx(2.0 + HAND_MAX_THICKNESS_M, abs=1e-5)
     assert np.allclose(np.cross(out[0], back[0]), 0, atol=1e-6)    # along its own ray
     assert np.array_equal(out[1:], back[1:])
+
+
+def test_the_hands_take_the_bodys_samples_and_a_dropped_solve_is_not_called(person, crops):
+    """close_surface gives a started HandSolve the body's Poisson samples (its hands' context),
+    through a weak reference: a HandSolve its build dropped (a failure before the solid) is not
+    called by the next solid."""
+    import gc
+
+    from engine.geometry import build_surface
+    from engine.geometry.detail_solid import HandSolve
+    from engine.geometry.watertight import BODY_SAMPLES_LISTENER
+
+    inputs, detail = _aligned(person, crops)
+    solve = HandSolve.start(detail.aligned, inputs.K, use_worker=False)
+    listener = BODY_SAMPLES_LISTENER.get()
+    assert listener() == solve.body_samples
+    del solve
+    gc.collect()
+    assert listener() is None
+    solve = HandSolve.start(detail.aligned, inputs.K, use_worker=False)
+    build_surface(inputs.bundle, detail="normals", watertight=True)
+    zones, inputs_, futures = solve._planned
+    assert len(zones) == 2 and futures == [None, None]
+    current = BODY_SAMPLES_LISTENER.get()
+    assert current is None or current() is None, "the listener is dropped once it was called"
+    # the context: body samples near each hand, beside the crop's own
+    assert all(hand[4] > 0 for hand in inputs_)

@@ -96,9 +96,11 @@ def fuse_crop_surface(inputs, built, detail: Detail | None, *, watertight: bool,
 
 def start_closed_hands(inputs, detail: Detail | None, *, watertight: bool, target_faces, progress=None):
     """The hands' second solve started before the closed surface's own (HandSolve: the crops'
-    samples made in the engine's geometry worker process beside the body's solve), kept in
+    samples made in the engine's geometry worker process, then, once close_surface has the
+    body's samples, both hands solved there beside the body's solve), kept in
     `detail.hands` for closed_hands; None when the build has no closed hands to solve (an open
-    or decimated surface, no hand crop)."""
+    or decimated surface, no hand crop). The HandSolve listens for the body's samples
+    (watertight.BODY_SAMPLES_LISTENER) until closed_hands."""
     if detail is None or not detail.aligned or not watertight or target_faces is not None:
         return None
     from engine.geometry.detail_solid import HandSolve
@@ -111,7 +113,8 @@ def closed_hands(inputs, built, detail: Detail):
     """The closed surface with each hand re-solved from its crop (engine.geometry.detail_solid):
     (vertices, faces, labels, record for avatar.json); the surface as it was when no hand crop
     can be used, the record saying why. The solve start_closed_hands started is finished here
-    (a hand in the worker process, the others here meanwhile); without one it all runs here."""
+    (the body cut here while the worker ends the hands' solves); without one it all runs here,
+    the hands' context then the surface's vertices (a fused solid has no samples to give)."""
     from engine.geometry.detail_solid import HandSolve
 
     solve = detail.hands if detail.hands is not None else HandSolve(detail.aligned, inputs.K)

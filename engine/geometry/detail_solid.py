@@ -26,10 +26,13 @@ than the photo: its mask has the gaps, its points and normals the fingers' front
    stays a closed 2-manifold), each new hand simplified within SIMPLIFY_M first.
 3. `HandSolve`, what the build runs: the same steps, split with the geometry worker process
    (engine.geometry.solve_worker) on the machine's other core, since open3d's Poisson holds the
-   GIL: the crops' samples made there while the build solves the body, then the first hand's
-   solve there while the build solves the other hand and cuts the boxes from the body. The same
-   bytes come out wherever a step ran; a lost worker means the step runs in the build's process,
-   with a note.
+   GIL: the crops' samples made there while the build makes the body's front; each hand's
+   context is then the body's Poisson samples near it (watertight.close_surface hands them over
+   before its solve: BODY_SAMPLES_LISTENER), not the body's vertices, so both hands are solved
+   there, one after the other, while the build solves the body; then the build cuts the boxes
+   and joins. The same bytes come out wherever a step ran; a lost worker means the step runs in
+   the build's process, with a note. Without the body's samples (a fused solid, replace_hands)
+   the context is the body's vertices.
 
 Measured by bench/bench_detail.py ("gap free": the share of the true gaps between the fingers
 that no triangle covers).
@@ -38,6 +41,7 @@ that no triangle covers).
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -205,11 +209,13 @@ class HandSolve:
     (engine.geometry.solve_worker), which holds the machine's other core.
 
     The closed build starts it as soon as the crops are aligned (`start`): the hand crops' samples
-    (hand_solid_samples) are made in the worker while this process solves the body. Once the
-    body's solid is made (`apply`), the first hand's own Poisson solve goes to the worker and this
-    process solves the others and cuts the hands' boxes from the body meanwhile; then the union
-    (replace_hands' steps, in the same order on the same samples, so the result is the same
-    bytes wherever each step ran). Without a worker (none could be started, it died, it failed)
+    (hand_solid_samples) are made in the worker while this process makes the body's front. When
+    close_surface has the body's samples (`body_samples`, before its Poisson solve) each hand's
+    zone and inputs are taken from them and every hand's solve goes to the worker; once the
+    body's solid is made (`apply`) this process cuts the hands' boxes from it and joins (the
+    same steps on the same samples, so the result is the same bytes wherever each step ran).
+    Applied without the body's samples, the context is the body's vertices, the first hand is
+    solved in the worker and the others here. Without a worker (none could be started, it died, it failed)
     the step runs here instead, with a note saying why; nothing waits forever: a wait polls
     `progress` (which raises Cancelled when the build is cancelled) and gives up on a worker
     silent for WORKER_TIMEOUT_S.
@@ -228,8 +234,14 @@ class HandSolve:
         self._samples = None       # (SolidSamples or None, notes) once known
         self._samples_future = None
         self.solved_in_worker = 0  # hands whose Poisson solve the worker made
+        self._planned = None       # (zones, inputs, futures) once the body's samples were given
+        self._listening = None     # the token of the listener set on watertight.close_surface
         if self.worker is not None:
             self._samples_future = self.worker.submit(hand_solid_samples, self.aligned, self.K)
+        if self.aligned:
+            from engine.geometry.watertight import BODY_SAMPLES_LISTENER
+
+            self._listening = BODY_SAMPLES_LISTENER.set(weakref.WeakMethod(self.body_samples))
 
     @classmethod
     def start(cls, aligned: list, K: np.ndarray, *, progress=None, use_worker: bool = True) -> "HandSolve":
@@ -252,9 +264,37 @@ class HandSolve:
             self._samples = result if result is not None else hand_solid_samples(self.aligned, self.K)
         return self._samples
 
+    def body_samples(self, points: np.ndarray, normals: np.ndarray, labels: np.ndarray) -> None:
+        """Called by watertight.close_surface with the body's oriented samples before its Poisson
+        solve: each hand's context (the body's samples near it) is taken from them, and every
+        hand's solve goes to the worker (one after the other there) while this process solves the
+        body; without a worker they are solved in `apply`."""
+        self._stop_listening()
+        fine, _ = self.samples()
+        if fine is None:
+            return
+        context = (np.asarray(points, np.float64), np.asarray(normals, np.float64), np.asarray(labels, np.uint8))
+        zones = hand_zones(fine, context[0], context[2])
+        inputs = [hand_inputs(fine, context, zone) for zone in zones]
+        futures = [None if self.worker is None else self.worker.submit(solve_hand, *hand) for hand in inputs]
+        self._planned = (zones, inputs, futures)
+
+    def _stop_listening(self) -> None:
+        if self._listening is not None:
+            from engine.geometry.watertight import BODY_SAMPLES_LISTENER
+
+            try:
+                BODY_SAMPLES_LISTENER.reset(self._listening)
+            except ValueError:  # set in another context (thread): that one ends with it
+                pass
+            self._listening = None
+
     def apply(self, vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray | None):
         """The closed body with its hands replaced: (vertices, faces, labels, stats) as
-        replace_hands; the body as it was, with notes, when no hand crop can be used."""
+        replace_hands (the hands' context the body's samples, when close_surface gave them:
+        `body_samples`; else its vertices); the body as it was, with notes, when no hand crop
+        can be used."""
+        self._stop_listening()
         fine, notes = self.samples()
         if fine is None:
             return vertices, faces, labels, {"notes": notes + self.notes}
@@ -262,6 +302,19 @@ class HandSolve:
         note = _cannot_join(vertices, faces, labels)
         if note:
             stats["note"] = note
+        elif self._planned is not None:
+            # every hand's solve sent to the worker beside the body's: only the cut waits here
+            zones, inputs, futures = self._planned
+            cut, note = cut_hand_boxes(vertices, faces, zones)
+            solved = []
+            for k, (hand, future) in enumerate(zip(inputs, futures)):
+                result = self._wait(future, f"hand {k + 1}'s solve") if self.worker is not None else None
+                self.solved_in_worker += result is not None
+                solved.append(result if result is not None else solve_hand(*hand))
+            if cut is None:
+                stats["note"] = note
+            else:
+                vertices, faces, labels, stats = join_hands(vertices, faces, labels, fine, zones, solved, stats, cut=cut)
         else:
             context = _body_context(vertices, faces, labels)
             zones = hand_zones(fine, context[0], context[2])

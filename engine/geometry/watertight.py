@@ -29,6 +29,7 @@ ellipse aligned with the view). Concretely:
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -665,6 +666,14 @@ def _open_edges(faces: np.ndarray) -> int:
     return int((counts != 2).sum())
 
 
+# when set, a weak reference (weakref.WeakMethod) to what close_surface calls with the body's
+# oriented samples (points, normals, labels: what its Poisson solve is given) before that solve
+# runs: the hands' second solve (engine.geometry.detail_solid.HandSolve) takes its context from
+# them, so it can run in the geometry worker process beside the body's solve instead of after
+# it. Weak, so that a build that failed before its solid leaves nothing called by the next one
+BODY_SAMPLES_LISTENER: ContextVar = ContextVar("body_samples_listener", default=None)
+
+
 def close_surface(
     points: np.ndarray,
     mask: np.ndarray,
@@ -692,8 +701,13 @@ def close_surface(
     samples, sample_normals, sample_labels = front.samples()
     labels = None if sample_labels is None else np.concatenate([sample_labels, back_labels])
     all_points = np.concatenate([samples, back])
+    all_normals = np.concatenate([sample_normals, back_normals])
+    listener = BODY_SAMPLES_LISTENER.get()
+    listener = None if listener is None else listener()
+    if listener is not None and labels is not None:
+        listener(all_points, all_normals, labels)
     vertices, faces, _, solid_stats = poisson_solid(
-        all_points, np.concatenate([sample_normals, back_normals]), None,
+        all_points, all_normals, None,
         depth=depth, density_quantile=density_quantile,
     )
     if progress is not None:
