@@ -37,7 +37,7 @@ import scipy.sparse as sp
 from scipy import ndimage
 from scipy.sparse.linalg import spsolve
 
-from engine.geometry.cleanup import clean_mesh, face_components, fill_holes, subdivide
+from engine.geometry.cleanup import _edge_face_table, clean_mesh, face_components, fill_holes, subdivide
 from engine.geometry.grid_mesh import RTOL_HARD, downsample_maps, valid_pixels
 from engine.geometry.labels import class_names
 from engine.geometry.limb_depth import limb_pixels, view_stretch
@@ -394,11 +394,9 @@ def _facing(normals: np.ndarray, points: np.ndarray, along_rays: bool) -> np.nda
     with a pocket above it (bench_closed: 0.17 % of that solid facing inward). A surface given
     as a depth along each pixel's ray has its grid normal du x dv on one side of the ray
     where the depth is smooth, so the ray's side is the outward one. The crop hands' solves
-    (detail_solid) keep the axis for now: with the rays, bench_closed's default avatar with crops
-    (on 2026-12-03's working tree) faced inward less (bent-101 exact 1.64 -> 1.13 %,
-    arms_forward-102 exact 1.66 -> 1.32 %), but bent-101's degraded right hand no longer closed
-    (poisson_solid's repair looped on a rim whose faces disagree), fell back to the body's
-    mitten, and that avatar's Chamfer went 0.518 -> 0.627 cm."""
+    (detail_solid) keep the axis: their back's inner samples get their own normals along the
+    rays (detail_solid._hand_back_normals), so the rule only reaches their outline samples,
+    where the rays measured no gain on bench_closed (see docs/avatar.md)."""
     if along_rays:
         return np.einsum("...k,...k->...", normals, points)
     return normals[..., 2]
@@ -650,10 +648,8 @@ def _pinched_rim_faces(faces: np.ndarray) -> np.ndarray:
     f = np.asarray(faces, np.int64)
     if not len(f):
         return np.zeros(0, bool)
-    edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
-    _, inverse, counts = np.unique(edges[:, 0] * (int(f.max()) + 1) + edges[:, 1], return_inverse=True,
-                                   return_counts=True)
-    rim = edges[counts[inverse] == 1]
+    edge_id, _, counts = _edge_face_table(f)
+    rim = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)[counts[edge_id] == 1]
     on_rim = np.bincount(rim.ravel(), minlength=int(f.max()) + 1)
     return (on_rim[f] > 2).any(1)
 
