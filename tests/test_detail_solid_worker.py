@@ -69,10 +69,13 @@ def _closed(inputs, detail, *, use_worker: bool, progress=None, kill_after: str 
         _kill(solve.worker)
     if kill_after == "hand":
         submit = solve.worker.submit
+        killed = []
 
         def submit_then_kill(function, *args):
             future = submit(function, *args)
-            if function.__name__ == "solve_hand":
+            # once: both hands are sent, and the second send may find the killed worker reaped
+            if function.__name__ == "solve_hand" and not killed:
+                killed.append(True)
                 _kill(solve.worker)
             return future
 
