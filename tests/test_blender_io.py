@@ -52,8 +52,9 @@ def grid_body(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     uvs = np.stack([c / (cols - 1), r / (rows - 1)], -1).reshape(-1, 2).astype(np.float32)
     v = (r[:-1, :-1] * cols + c[:-1, :-1]).ravel()
     right = (r[:-1, :-1] * cols + (c[:-1, :-1] + 1) % cols).ravel()
+    # counter-clockwise seen from outside, as the normals point (a glTF front face)
     faces = np.concatenate(
-        [np.stack([v, v + cols, right], 1), np.stack([right, v + cols, right + cols], 1)]
+        [np.stack([v, right, v + cols], 1), np.stack([right, right + cols, v + cols], 1)]
     ).astype(np.uint32)
     return positions, faces, uvs, normals
 

@@ -51,6 +51,8 @@ def test_front_view_shows_the_whole_avatar_and_a_sheet(tmp_path):
     # the body is framed whole and large: it spans most of the height without touching the edges
     assert rows.min() > 0 and rows.max() < 39 and rows.max() - rows.min() > 0.6 * 40
     assert person[20, 20]
+    # the fixture's faces are wound as its normals point: the body is lit, not a black back face
+    assert image[person].mean() > 40, image[person].mean()
     sheet = Image.open(done["sheet"])
     assert sheet.size[0] == 40 and sheet.size[1] > 40
 
