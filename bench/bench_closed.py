@@ -206,8 +206,9 @@ def build_closed(render, *, detail: str, resolution: str, crops=None):
     inputs = Inputs(bundle, "bench", bundle.K, "bundle")
     start = time.perf_counter()
     fused = stage.fuse_crop_maps(inputs, enabled=True, resolution=resolution)
-    stage.start_closed_hands(inputs, fused, watertight=True, target_faces=None)
-    surface = build_surface(inputs.bundle, detail=detail, resolution=resolution, watertight=True)
+    hands = stage.start_closed_hands(inputs, fused, watertight=True, target_faces=None)
+    surface = build_surface(inputs.bundle, detail=detail, resolution=resolution, watertight=True,
+                            on_samples=None if hands is None else hands.body_samples)
     surface = stage.fuse_crop_surface(inputs, surface, fused, watertight=True, target_faces=None)
     return surface, time.perf_counter() - start
 

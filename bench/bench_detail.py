@@ -91,8 +91,9 @@ def build(bundle, *, crops: bool, watertight: bool, refine: bool = False, closed
     inputs = Inputs(bundle, "bench", bundle.K, "bundle")
     t0 = time.process_time() + worker_cpu_seconds()
     detail = stage.fuse_crop_maps(inputs, enabled=crops, resolution="full")
-    stage.start_closed_hands(inputs, detail, watertight=watertight and closed_hands, target_faces=None)
-    surface = build_surface(inputs.bundle, detail="normals", resolution="full", watertight=watertight)
+    hands = stage.start_closed_hands(inputs, detail, watertight=watertight and closed_hands, target_faces=None)
+    surface = build_surface(inputs.bundle, detail="normals", resolution="full", watertight=watertight,
+                            on_samples=None if hands is None else hands.body_samples)
     solve_hands = stage.closed_hands
     if not closed_hands:
         stage.closed_hands = lambda inputs, built, detail: (built.vertices, built.faces, built.vertex_labels, {})

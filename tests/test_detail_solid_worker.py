@@ -80,7 +80,7 @@ def _closed(inputs, detail, *, use_worker: bool, progress=None, kill_after: str 
             return future
 
         solve.worker.submit = submit_then_kill
-    built = build_surface(inputs.bundle, detail="normals", watertight=True)
+    built = build_surface(inputs.bundle, detail="normals", watertight=True, on_samples=solve.body_samples)
     return solve.apply(built.vertices, built.faces, built.vertex_labels)
 
 
@@ -261,28 +261,30 @@ def test_a_hand_back_is_at_most_the_hand_thickness_behind_its_front():
     assert np.array_equal(out[1:], back[1:])
 
 
-def test_the_hands_take_the_bodys_samples_and_a_dropped_solve_is_not_called(person, crops):
-    """close_surface gives a started HandSolve the body's Poisson samples (its hands' context),
-    through a weak reference: a HandSolve its build dropped (a failure before the solid) is not
-    called by the next solid."""
-    import gc
-
+def test_the_hands_take_the_bodys_samples_given_to_build_surface(person, crops):
+    """build_surface(on_samples=HandSolve.body_samples) gives the HandSolve the body's Poisson
+    samples (its hands' context) before the body's solve, once; a surface built without it
+    leaves the HandSolve without them (its hands' context is then the body's vertices)."""
     from engine.geometry import build_surface
     from engine.geometry.detail_solid import HandSolve
-    from engine.geometry.watertight import BODY_SAMPLES_LISTENER
 
     inputs, detail = _aligned(person, crops)
-    solve = HandSolve.start(detail.aligned, inputs.K, use_worker=False)
-    listener = BODY_SAMPLES_LISTENER.get()
-    assert listener() == solve.body_samples
-    del solve
-    gc.collect()
-    assert listener() is None
-    solve = HandSolve.start(detail.aligned, inputs.K, use_worker=False)
+    unused = HandSolve.start(detail.aligned, inputs.K, use_worker=False)
     build_surface(inputs.bundle, detail="normals", watertight=True)
+    assert unused._planned is None
+    solve = HandSolve.start(detail.aligned, inputs.K, use_worker=False)
+    events, sizes = [], []
+
+    def given(points, normals, labels):
+        events.append("samples")
+        sizes.append(len(points))
+        solve.body_samples(points, normals, labels)
+
+    build_surface(inputs.bundle, detail="normals", watertight=True, on_samples=given,
+                  progress=lambda stage, fraction, message: events.append(message))
+    assert events.count("samples") == 1 and sizes[0] > 10000
+    assert events.index("samples") < events.index("screened Poisson done")
     zones, inputs_, futures = solve._planned
     assert len(zones) == 2 and futures == [None, None]
-    current = BODY_SAMPLES_LISTENER.get()
-    assert current is None or current() is None, "the listener is dropped once it was called"
     # the context: body samples near each hand, beside the crop's own
     assert all(hand[4] > 0 for hand in inputs_)

@@ -135,9 +135,10 @@ def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target
     with fileio.atomic_directory(out_dir) as tmp, _writer_pool() as writers:
         crops = fuse_crop_maps(inputs, enabled=detail_crops, resolution=resolution)
         # the hands' second solve starts now, beside the body's (engine.geometry.detail_solid.HandSolve)
-        start_closed_hands(inputs, crops, watertight=watertight, target_faces=target_faces, progress=progress)
+        hands = start_closed_hands(inputs, crops, watertight=watertight, target_faces=target_faces, progress=progress)
         built = stages.surface(
-            inputs, detail=detail, resolution=resolution, watertight=watertight, target_faces=target_faces, progress=progress
+            inputs, detail=detail, resolution=resolution, watertight=watertight, target_faces=target_faces, progress=progress,
+            on_samples=None if hands is None else hands.body_samples,
         )
         built = fuse_crop_surface(inputs, built, crops, watertight=watertight, target_faces=target_faces)
         lap("surface")

@@ -99,8 +99,8 @@ def start_closed_hands(inputs, detail: Detail | None, *, watertight: bool, targe
     samples made in the engine's geometry worker process, then, once close_surface has the
     body's samples, both hands solved there beside the body's solve), kept in
     `detail.hands` for closed_hands; None when the build has no closed hands to solve (an open
-    or decimated surface, no hand crop). The HandSolve listens for the body's samples
-    (watertight.BODY_SAMPLES_LISTENER) until closed_hands."""
+    or decimated surface, no hand crop). The caller hands its `body_samples` to the surface
+    stage (build_surface's on_samples) so that it gets the body's samples."""
     if detail is None or not detail.aligned or not watertight or target_faces is not None:
         return None
     from engine.geometry.detail_solid import HandSolve

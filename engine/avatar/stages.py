@@ -90,11 +90,14 @@ def read(bundle_dir, *, detail: str, rig: str | None) -> Inputs:
     return Inputs(bundle, str(bundle_dir), K, K_source)
 
 
-def surface(inputs: Inputs, *, detail, resolution, watertight, target_faces, progress):
+def surface(inputs: Inputs, *, detail, resolution, watertight, target_faces, progress, on_samples=None):
+    """The person's surface (engine.geometry.build_surface); on_samples: given the closed solid's
+    Poisson samples before its solve (the hands' second solve, engine.avatar.detail.start_closed_hands)."""
     from engine.geometry import build_surface
 
     built = build_surface(
-        inputs.bundle, detail=detail, resolution=resolution, watertight=watertight, target_faces=target_faces, progress=progress
+        inputs.bundle, detail=detail, resolution=resolution, watertight=watertight, target_faces=target_faces, progress=progress,
+        on_samples=on_samples,
     )
     if len(built.faces) == 0:
         raise EngineError(f"{inputs.source}: the surface has no triangles (is the pointmap valid over the mask?)")

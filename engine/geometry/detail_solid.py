@@ -28,7 +28,8 @@ than the photo: its mask has the gaps, its points and normals the fingers' front
    (engine.geometry.solve_worker) on the machine's other core, since open3d's Poisson holds the
    GIL: the crops' samples made there while the build makes the body's front; each hand's
    context is then the body's Poisson samples near it (watertight.close_surface hands them over
-   before its solve: BODY_SAMPLES_LISTENER), not the body's vertices, so both hands are solved
+   before its solve to its on_samples argument: HandSolve.body_samples), not the body's
+   vertices, so both hands are solved
    there, one after the other, while the build solves the body; then the build cuts the boxes
    and joins. The same bytes come out wherever a step ran; a lost worker means the step runs in
    the build's process, with a note. Without the body's samples (a fused solid, replace_hands)
@@ -41,7 +42,6 @@ that no triangle covers).
 from __future__ import annotations
 
 import time
-import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -235,13 +235,8 @@ class HandSolve:
         self._samples_future = None
         self.solved_in_worker = 0  # hands whose Poisson solve the worker made
         self._planned = None       # (zones, inputs, futures) once the body's samples were given
-        self._listening = None     # the token of the listener set on watertight.close_surface
         if self.worker is not None:
             self._samples_future = self.worker.submit(hand_solid_samples, self.aligned, self.K)
-        if self.aligned:
-            from engine.geometry.watertight import BODY_SAMPLES_LISTENER
-
-            self._listening = BODY_SAMPLES_LISTENER.set(weakref.WeakMethod(self.body_samples))
 
     @classmethod
     def start(cls, aligned: list, K: np.ndarray, *, progress=None, use_worker: bool = True) -> "HandSolve":
@@ -265,11 +260,13 @@ class HandSolve:
         return self._samples
 
     def body_samples(self, points: np.ndarray, normals: np.ndarray, labels: np.ndarray) -> None:
-        """Called by watertight.close_surface with the body's oriented samples before its Poisson
-        solve: each hand's context (the body's samples near it) is taken from them, and every
-        hand's solve goes to the worker (one after the other there) while this process solves the
-        body; without a worker they are solved in `apply`."""
-        self._stop_listening()
+        """Given to watertight.close_surface as its `on_samples` (through build_surface), which
+        calls it with the body's oriented samples before its Poisson solve: each hand's context
+        (the body's samples near it) is taken from them, and every hand's solve goes to the worker
+        (one after the other there) while this process solves the body; without a worker they
+        are solved in `apply`."""
+        if not self.aligned or self._planned is not None:
+            return
         fine, _ = self.samples()
         if fine is None:
             return
@@ -279,22 +276,11 @@ class HandSolve:
         futures = [None if self.worker is None else self.worker.submit(solve_hand, *hand) for hand in inputs]
         self._planned = (zones, inputs, futures)
 
-    def _stop_listening(self) -> None:
-        if self._listening is not None:
-            from engine.geometry.watertight import BODY_SAMPLES_LISTENER
-
-            try:
-                BODY_SAMPLES_LISTENER.reset(self._listening)
-            except ValueError:  # set in another context (thread): that one ends with it
-                pass
-            self._listening = None
-
     def apply(self, vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray | None):
         """The closed body with its hands replaced: (vertices, faces, labels, stats) as
         replace_hands (the hands' context the body's samples, when close_surface gave them:
         `body_samples`; else its vertices); the body as it was, with notes, when no hand crop
         can be used."""
-        self._stop_listening()
         fine, notes = self.samples()
         if fine is None:
             return vertices, faces, labels, {"notes": notes + self.notes}

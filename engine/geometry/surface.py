@@ -124,12 +124,15 @@ def build_surface(
     watertight: bool = False,
     target_faces: int | None = None,
     progress: Progress = None,
+    on_samples=None,
 ) -> Surface:
     """Mesh of the person from a pointmap (H x W x 3) or a Bundle (engine.bundle.Bundle).
 
     `source` is the pointmap, or a bundle-like object with .pointmap, .normal, .mask, .seg, .K
     (arguments given explicitly override its fields; without any K, one is fitted to the
     pointmap). Raises BundleError for unusable inputs and EngineError for unknown options.
+    on_samples: for a watertight surface, called with the closed solid's Poisson samples before
+    its solve (engine.geometry.watertight.close_surface).
     """
     start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -203,7 +206,8 @@ def build_surface(
         from engine.geometry.watertight import close_surface
 
         report(0.1, "closing the surface (trusted front, back, Poisson)")
-        solid = close_surface(points, grid_mask, grid_seg, grid_K, grid_normal, refine=detail == "normals", progress=progress)
+        solid = close_surface(points, grid_mask, grid_seg, grid_K, grid_normal, refine=detail == "normals", progress=progress,
+                              on_samples=on_samples)
         vertices, faces, labels = solid.vertices, solid.faces, solid.labels
         stats["person_pixels"] = int(grid_mask.sum())
         stats["watertight"] = solid.stats

@@ -29,7 +29,6 @@ ellipse aligned with the view). Concretely:
 
 from __future__ import annotations
 
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -662,14 +661,6 @@ def _open_edges(faces: np.ndarray) -> int:
     return int((counts != 2).sum())
 
 
-# when set, a weak reference (weakref.WeakMethod) to what close_surface calls with the body's
-# oriented samples (points, normals, labels: what its Poisson solve is given) before that solve
-# runs: the hands' second solve (engine.geometry.detail_solid.HandSolve) takes its context from
-# them, so it can run in the geometry worker process beside the body's solve instead of after
-# it. Weak, so that a build that failed before its solid leaves nothing called by the next one
-BODY_SAMPLES_LISTENER: ContextVar = ContextVar("body_samples_listener", default=None)
-
-
 def close_surface(
     points: np.ndarray,
     mask: np.ndarray,
@@ -682,11 +673,16 @@ def close_surface(
     refine: bool = False,
     max_pixels: int = CLOSED_MAX_PIXELS,
     progress=None,
+    on_samples=None,
 ) -> Solid:
     """Watertight solid from the front's maps on the processing grid (points H x W x 3, mask,
     seg, K, predicted normals). Only trusted front pixels (engine/geometry/trust.py) are used as
     measured; the others are refilled from them. Raises BundleError when too few are trusted.
-    The solid is made on a grid of at most `max_pixels` person pixels (solid_front)."""
+    The solid is made on a grid of at most `max_pixels` person pixels (solid_front).
+    on_samples(points, normals, labels): called with the oriented samples the Poisson solve is
+    given, before it runs, when there are labels (the hands' second solve, engine.geometry
+    .detail_solid.HandSolve.body_samples, takes its context from them so that it can run in the
+    geometry worker beside this solve)."""
     front = solid_front(points, mask, seg, K, normal, refine=refine, max_pixels=max_pixels, progress=progress)
     back, back_normals, back_labels, stats = back_surface(
         front.points, front.valid, front.seg, front.K, front.normals, trusted=front.trusted, along_rays=True
@@ -698,10 +694,8 @@ def close_surface(
     labels = None if sample_labels is None else np.concatenate([sample_labels, back_labels])
     all_points = np.concatenate([samples, back])
     all_normals = np.concatenate([sample_normals, back_normals])
-    listener = BODY_SAMPLES_LISTENER.get()
-    listener = None if listener is None else listener()
-    if listener is not None and labels is not None:
-        listener(all_points, all_normals, labels)
+    if on_samples is not None and labels is not None:
+        on_samples(all_points, all_normals, labels)
     vertices, faces, _, solid_stats = poisson_solid(
         all_points, all_normals, None,
         depth=depth, density_quantile=density_quantile,
