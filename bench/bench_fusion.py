@@ -15,7 +15,7 @@ closed solid's of the same front for comparison, the hands' Chamfer (part_metric
 hands' skin and the built vertices nearest it, mm), the registration error (the angle between
 the back camera's true rotation and the found one; the back view's points' mean distance from
 where the true pose puts them, and its part across the back camera's view, which moves the
-back's colour on the body) and seconds. Cases (as bench_closed.py's): exact maps; "degraded", the
+back's colour on the body) and seconds (and refine_on_silhouettes' own, CPU and wall). Cases (as bench_closed.py's): exact maps; "degraded", the
 issue's degradation (engine.synthetic.degrade(centred=True): 1 cm smooth depth error with zero
 mean over each view's person, pixel noise, blur, 3 deg normal error, 2 px flying rim; seeded per
 view); "offset", the same with the smooth error's mean left in (what this bench called
@@ -87,10 +87,21 @@ def main() -> None:
     parser.add_argument("--cases", default="exact,degraded,offset", help="comma-separated: exact, degraded, offset")
     args = parser.parse_args()
     cases = args.cases.split(",")
-    if args.no_silhouettes:  # fused solid and fused avatar alike: both reach it through fuse_views
-        from engine.geometry import fusion
+    from engine.geometry import fusion
 
+    silhouette_seconds: list = []  # refine_on_silhouettes' (CPU, wall) seconds in the fused solid, per person and case
+    if args.no_silhouettes:  # fused solid and fused avatar alike: both reach it through fuse_views
         fusion.refine_on_silhouettes = lambda T, *_, **__: (T, {})
+    else:
+        refine = fusion.refine_on_silhouettes
+
+        def timed(*a, **kw):
+            cpu, wall = time.process_time(), time.perf_counter()
+            out = refine(*a, **kw)
+            silhouette_seconds.append((time.process_time() - cpu, time.perf_counter() - wall))
+            return out
+
+        fusion.refine_on_silhouettes = timed
     unknown = sorted(set(cases) - {"exact", "degraded", "offset"})
     if unknown:
         parser.error(f"unknown case {unknown[0]}: exact, degraded or offset")
@@ -112,6 +123,7 @@ def main() -> None:
             f, b = (front, back) if case == "exact" else (
                 degrade(front, seed=seed, flying_rim_px=2.0, centred=centred),
                 degrade(back, seed=seed + 1000, flying_rim_px=2.0, centred=centred))
+            silhouette_seconds.clear()
             start = time.perf_counter()
             fused = fuse_views([view_of(f), view_of(b, swap_sides=args.swap_sides)], **depth)
             seconds = time.perf_counter() - start
@@ -143,6 +155,9 @@ def main() -> None:
                   f"across the back camera's view; joints "
                   f"{reg['joint_residual_m'] * 100:.1f} cm rms, sides swapped {reg['sides_swapped']}{contour})  "
                   f"{seconds:.1f} s{removed}", flush=True)
+            if silhouette_seconds:
+                cpu, wall = np.sum(silhouette_seconds, axis=0)
+                print(f"{'':14s} refine_on_silhouettes: {cpu:.2f} CPU s, {wall:.2f} wall s", flush=True)
             hands = part_metrics(truth, fused.vertices, fused.faces, HAND_PARTS)
             print(f"{'':14s} hands: fused {hands['chamfer_mm']:.2f} mm (built -> truth {hands['built_to_truth_mm']:.2f}, "
                   f"truth -> built {hands['truth_to_built_mm']:.2f}, built -> truth 90th percentile "

@@ -68,3 +68,44 @@ def test_degraded_maps_the_silhouettes_turn_the_back_nearer_than_the_outline_ban
     assert outline_error[0] > 0.8
     assert silhouette_error[0] < 0.6 * outline_error[0], (outline_error, silhouette_error, info)
     assert silhouette_error[1] < 4.0, (outline_error, silhouette_error, info)
+
+
+def test_the_grid_scored_as_arrays_matches_each_candidate_moved_by_its_own_matrix():
+    # refine_on_silhouettes scores its turn/shift grid through _SilhouetteCost (per-point terms
+    # times each candidate's cos, sin and shifts); the placement it stands for is
+    # _turn_about_vertical's 4 x 4 (the view's points moved by it, the reference's moved back by
+    # its inverse and the view's inverse registration)
+    from scipy import ndimage
+
+    from engine.geometry.fusion import SILHOUETTE_CLIP_PX, _SilhouetteCost, outline_distance
+
+    rng = np.random.default_rng(3)
+    H, W = 120, 90
+    K = np.array([[150.0, 0.0, 45.0], [0.0, 150.0, 60.0], [0.0, 0.0, 1.0]])
+    rows, cols = np.mgrid[:H, :W]
+    mask = ((cols - 45) / 25.0) ** 2 + ((rows - 60) / 45.0) ** 2 < 1.0
+    # a back view: turned half round about the vertical, 2 m in front of either camera
+    T = _turn_about_vertical(np.pi + 0.02, np.array([0.0, 0.0, 2.0]), 0.01, -0.005)
+    view_contour = rng.normal([0.0, 0.0, 2.0], [0.15, 0.3, 0.1], (500, 3))
+    ref_contour = rng.normal([0.0, 0.0, 2.0], [0.15, 0.3, 0.1], (400, 3))
+    ref_contour[:5, 2] = -1.0  # behind the view's camera once moved back: clipped
+    pivot = np.array([0.01, 0.02, 2.05])
+    fields = (outline_distance(mask), K), (outline_distance(mask[:, ::-1]), K)
+    placed = view_contour @ T[:3, :3].T + T[:3, 3]
+    cost = _SilhouetteCost(placed, ref_contour, pivot, np.linalg.inv(T), *fields)
+
+    def off(points, field, K):
+        u = K[0, 0] * points[:, 0] / points[:, 2] + K[0, 2]
+        v = K[1, 1] * points[:, 1] / points[:, 2] + K[1, 2]
+        at = np.abs(ndimage.map_coordinates(field, [v - 0.5, u - 0.5], order=1, mode="nearest"))
+        return np.where(points[:, 2] > 0, np.minimum(at, SILHOUETTE_CLIP_PX), SILHOUETTE_CLIP_PX).mean()
+
+    thetas, shifts_x, shifts_y = rng.uniform(-0.05, 0.05, 40), rng.uniform(-0.04, 0.04, 40), rng.uniform(-0.04, 0.04, 40)
+    cost.CHUNK = 3000  # several chunks
+    got = cost(thetas, shifts_x, shifts_y)
+    for theta, sx, sy, value in zip(thetas, shifts_x, shifts_y, got):
+        S = _turn_about_vertical(theta, pivot, sx, sy)
+        back = np.linalg.inv(T) @ np.linalg.inv(S)
+        expected = off(placed @ S[:3, :3].T + S[:3, 3], *fields[0]) + off(ref_contour @ back[:3, :3].T + back[:3, 3], *fields[1])
+        assert abs(value - expected) < 1e-9, (theta, sx, sy, value, expected)
+    assert np.ptp(got) > 0.05  # the candidates do score differently

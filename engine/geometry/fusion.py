@@ -430,43 +430,29 @@ def refine_on_silhouettes(T, view_contour, ref_contour, view, reference, view_ce
         return p if len(p) <= SILHOUETTE_POINTS else p[rng.choice(len(p), SILHOUETTE_POINTS, replace=False)]
 
     view_contour, ref_contour = thin(view_contour), thin(ref_contour)
-    fields = [(outline_distance(reference.mask), np.asarray(reference.K, np.float64)),
-              (outline_distance(view.mask), np.asarray(view.K, np.float64))]
-    placed = _apply(T, view_contour)
     pivot = _apply(T, np.asarray(view_centre, np.float64)[None])[0]
-    to_view = np.linalg.inv(T)
-
-    def off_outline(points, field, K):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = K[0, 0] * points[:, 0] / points[:, 2] + K[0, 2]
-            v = K[1, 1] * points[:, 1] / points[:, 2] + K[1, 2]
-        ok = (points[:, 2] > 0) & np.isfinite(u) & np.isfinite(v)
-        distance = np.full(len(points), SILHOUETTE_CLIP_PX)
-        distance[ok] = np.abs(ndimage.map_coordinates(field, [v[ok] - 0.5, u[ok] - 0.5], order=1, mode="nearest"))
-        return float(np.minimum(distance, SILHOUETTE_CLIP_PX).mean())
-
-    def cost(theta, shift_x, shift_y):
-        S = _turn_about_vertical(theta, pivot, shift_x, shift_y)
-        return (off_outline(_apply(S, placed), *fields[0])
-                + off_outline(_apply(to_view @ np.linalg.inv(S), ref_contour), *fields[1]))
-
-    best = (cost(0.0, 0.0, 0.0), 0.0, 0.0, 0.0)
-    start = best[0]
+    cost = _SilhouetteCost(_apply(T, view_contour), ref_contour, pivot, np.linalg.inv(T),
+                           (outline_distance(reference.mask), np.asarray(reference.K, np.float64)),
+                           (outline_distance(view.mask), np.asarray(view.K, np.float64)))
+    start = float(cost(np.zeros(1), np.zeros(1), np.zeros(1))[0])
+    best = (start, 0.0, 0.0, 0.0)
     turn, shift = np.radians(SILHOUETTE_TURN_DEG), SILHOUETTE_SHIFT_M
+
+    def keep_best(best, thetas, shifts_x, shifts_y):
+        # the first of the cheapest candidates, and only if it beats the best so far (the order
+        # and the strict comparison of a loop over the candidates)
+        values = cost(thetas, shifts_x, shifts_y)
+        i = int(np.argmin(values))
+        return (float(values[i]), float(thetas[i]), float(shifts_x[i]), float(shifts_y[i])) if values[i] < best[0] else best
+
     # a coarse grid, then a fine one round its best: the turn with the sideways shift (which it
     # trades with), then the height alone
     for turn_step, shift_step in ((np.radians(0.25), 0.005), (np.radians(0.025), 0.0005)):
-        centre = best
-        for theta in centre[1] + np.arange(-turn, turn + 1e-12, turn_step):
-            for shift_x in centre[2] + np.arange(-shift, shift + 1e-12, shift_step):
-                value = cost(theta, shift_x, centre[3])
-                if value < best[0]:
-                    best = (value, theta, shift_x, centre[3])
-        centre = best
-        for shift_y in centre[3] + np.arange(-shift, shift + 1e-12, shift_step / 2):
-            value = cost(centre[1], centre[2], shift_y)
-            if value < best[0]:
-                best = (value, centre[1], centre[2], shift_y)
+        thetas, shifts_x = np.meshgrid(best[1] + np.arange(-turn, turn + 1e-12, turn_step),
+                                       best[2] + np.arange(-shift, shift + 1e-12, shift_step), indexing="ij")
+        best = keep_best(best, thetas.ravel(), shifts_x.ravel(), np.full(thetas.size, best[3]))
+        shifts_y = best[3] + np.arange(-shift, shift + 1e-12, shift_step / 2)
+        best = keep_best(best, np.full(len(shifts_y), best[1]), np.full(len(shifts_y), best[2]), shifts_y)
         turn, shift = turn_step, shift_step
     info = {"silhouette_points": len(view_contour) + len(ref_contour),
             "silhouette_off_px": [round(start / 2, 3), round(float(best[0]) / 2, 3)]}
@@ -476,6 +462,70 @@ def refine_on_silhouettes(T, view_contour, ref_contour, view, reference, view_ce
     return out, {**info,
                  "silhouette_turn_deg": round(float(np.degrees(best[1])), 3),
                  "silhouette_shift_m": [round(float(best[2]), 5), round(float(best[3]), 5)]}
+
+
+class _SilhouetteCost:
+    """refine_on_silhouettes' cost of many candidate placements at once: per candidate (a turn
+    theta about the vertical through the pivot, then a shift across the reference's view), the
+    mean distance, clipped at SILHOUETTE_CLIP_PX, of the view's contour points (placed in the
+    reference frame) to the reference's outline plus that of the reference's contour points
+    (moved back into the view's frame) to the view's outline. The outlines are signed distance
+    fields (outline_distance), so each point's distance is a bilinear lookup; a turn about the
+    vertical mixes only x and z, so each point's coordinates under a candidate are a few products
+    of per-point terms with the candidate's cos, sin and shifts: no 4 x 4 matrix per candidate."""
+
+    CHUNK = 1 << 20  # candidates x points looked up at once (a few tens of MB of float64)
+
+    def __init__(self, placed, ref_contour, pivot, to_view, reference, view):
+        self.reference, self.view = reference, view
+        self.pivot = pivot
+        self.d = placed - pivot  # the view's contour points about the pivot, reference frame
+        # the reference's contour points p go back to the view's frame through to_view . S^-1:
+        # S^-1 p = R(theta)^T (p - pivot - shift) + pivot. With e = p - pivot and R^T e =
+        # (c ex - s ez, ey, s ex + c ez), to_view's rotation A gives c (A0 ex + A2 ez) + s (A2 ex
+        # - A0 ez) + A1 ey, plus to_view's own shift and A pivot; the shift enters as
+        # -(c A0 + s A2) sx - A1 sy
+        A, b = to_view[:3, :3], to_view[:3, 3]
+        e = ref_contour - pivot
+        self.with_cos = np.outer(e[:, 0], A[:, 0]) + np.outer(e[:, 2], A[:, 2])  # N x 3
+        self.with_sin = np.outer(e[:, 0], A[:, 2]) - np.outer(e[:, 2], A[:, 0])
+        self.fixed = np.outer(e[:, 1], A[:, 1]) + (A @ pivot + b)
+        self.A = A
+
+    def __call__(self, thetas, shifts_x, shifts_y) -> np.ndarray:
+        """The costs of len(thetas) candidates (turn, sideways shift, height shift)."""
+        thetas, shifts_x, shifts_y = (np.asarray(a, np.float64) for a in (thetas, shifts_x, shifts_y))
+        out = np.empty(len(thetas))
+        step = max(1, self.CHUNK // max(len(self.d), len(self.fixed)))
+        for at in range(0, len(thetas), step):
+            chosen = slice(at, at + step)
+            out[chosen] = self._costs(thetas[chosen, None], shifts_x[chosen, None], shifts_y[chosen, None])
+        return out
+
+    def _costs(self, theta, shift_x, shift_y):
+        c, s = np.cos(theta), np.sin(theta)
+        d, p = self.d, self.pivot
+        placed = (c * d[:, 0] + s * d[:, 2] + p[0] + shift_x, d[:, 1] + p[1] + shift_y, -s * d[:, 0] + c * d[:, 2] + p[2])
+        A = self.A
+        back = tuple(c * self.with_cos[:, k] + s * self.with_sin[:, k] + self.fixed[:, k]
+                     - (c * A[k, 0] + s * A[k, 2]) * shift_x - A[k, 1] * shift_y for k in range(3))
+        return _mean_off_outline(placed, *self.reference) + _mean_off_outline(back, *self.view)
+
+
+def _mean_off_outline(xyz, field, K) -> np.ndarray:
+    """Per row of the C x N coordinate arrays (x, y, z): the mean |outline distance| of its points'
+    projections (bilinear in `field`), each clipped at SILHOUETTE_CLIP_PX (as is a point behind
+    the camera)."""
+    from scipy import ndimage
+
+    x, y, z = xyz
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = K[0, 0] * x / z + K[0, 2]
+        v = K[1, 1] * y / z + K[1, 2]
+    ok = (z > 0) & np.isfinite(u) & np.isfinite(v)
+    distance = np.full(ok.shape, SILHOUETTE_CLIP_PX)
+    distance[ok] = np.abs(ndimage.map_coordinates(field, [v[ok] - 0.5, u[ok] - 0.5], order=1, mode="nearest"))
+    return np.minimum(distance, SILHOUETTE_CLIP_PX).mean(axis=1)
 
 
 def _opposite(T) -> bool:
