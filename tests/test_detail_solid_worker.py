@@ -60,7 +60,7 @@ def _aligned(person, crops):
 def _closed(inputs, detail, *, use_worker: bool, progress=None, kill_after: str | None = None):
     """The closed surface with its hands solved by a HandSolve started as the build starts it;
     kill_after "start" or "hand": the worker killed right after it was sent the crops' samples
-    to make, or the first hand to solve (sent while the body is solved)."""
+    to make, or the hands to solve (sent while the body is solved)."""
     from engine.geometry import build_surface
     from engine.geometry.detail_solid import HandSolve
 
@@ -73,8 +73,7 @@ def _closed(inputs, detail, *, use_worker: bool, progress=None, kill_after: str 
 
         def submit_then_kill(function, *args):
             future = submit(function, *args)
-            # once: both hands are sent, and the second send may find the killed worker reaped
-            if function.__name__ == "solve_hand" and not killed:
+            if function.__name__ == "solve_hands" and not killed:
                 killed.append(True)
                 _kill(solve.worker)
             return future
@@ -111,6 +110,27 @@ def test_hands_solved_in_the_worker_are_the_bytes_solved_here(person, crops, wor
     key = directed[:, 0] * len(in_worker[0]) + directed[:, 1]
     assert len(np.unique(key)) == len(key)
     assert np.isin(directed[:, 1] * len(in_worker[0]) + directed[:, 0], key).all()
+
+
+def test_the_hands_go_to_the_worker_in_one_request(person, crops, worker):
+    """The crops' samples, then every hand's solve in one request, sent when the worker is idle:
+    a second request sent while it solved the first hand would hold the build's process in the
+    send (a request of megabytes, more than the pipe holds) instead of solving the body."""
+    inputs, detail = _aligned(person, crops)
+    sent = []
+    submit = worker.submit
+
+    def recorded(function, *args):
+        sent.append(function.__name__)
+        return submit(function, *args)
+
+    worker.submit = recorded
+    try:
+        stats = _closed(inputs, detail, use_worker=True)[3]
+    finally:
+        del worker.submit
+    assert sent == ["hand_solid_samples", "solve_hands"]
+    assert stats["hands_solved_in_worker"] == 2
 
 
 def test_the_hands_joined_on_the_near_part_are_the_whole_bodys_join(person, crops):
@@ -284,7 +304,7 @@ def test_the_hands_take_the_bodys_samples_given_to_build_surface(person, crops):
                   progress=lambda stage, fraction, message: events.append(message))
     assert events.count("samples") == 1 and sizes[0] > 10000
     assert events.index("samples") < events.index("screened Poisson done")
-    zones, inputs_, futures = solve._planned
-    assert len(zones) == 2 and futures == [None, None]
+    zones, inputs_, future = solve._planned
+    assert len(zones) == 2 and future is None
     # the context: body samples near each hand, beside the crop's own
     assert all(hand[4] > 0 for hand in inputs_)

@@ -234,7 +234,7 @@ class HandSolve:
         self._samples = None       # (SolidSamples or None, notes) once known
         self._samples_future = None
         self.solved_in_worker = 0  # hands whose Poisson solve the worker made
-        self._planned = None       # (zones, inputs, futures) once the body's samples were given
+        self._planned = None       # (zones, inputs, the worker's future) once the body's samples were given
         if self.worker is not None:
             self._samples_future = self.worker.submit(hand_solid_samples, self.aligned, self.K)
 
@@ -273,8 +273,12 @@ class HandSolve:
         context = (np.asarray(points, np.float64), np.asarray(normals, np.float64), np.asarray(labels, np.uint8))
         zones = hand_zones(fine, context[0], context[2])
         inputs = [hand_inputs(fine, context, zone) for zone in zones]
-        futures = [None if self.worker is None else self.worker.submit(solve_hand, *hand) for hand in inputs]
-        self._planned = (zones, inputs, futures)
+        # one request for all hands: the worker is idle now (it gave the crops' samples), so it
+        # takes the whole request in at once; a second request (megabytes, more than the pipe
+        # holds) sent while it solves the first hand would hold this process in the send until
+        # that solve ended, when it should be solving the body
+        future = None if self.worker is None or not inputs else self.worker.submit(solve_hands, inputs)
+        self._planned = (zones, inputs, future)
 
     def apply(self, vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray | None):
         """The closed body with its hands replaced: (vertices, faces, labels, stats) as
@@ -290,13 +294,13 @@ class HandSolve:
             stats["note"] = note
         elif self._planned is not None:
             # every hand's solve sent to the worker beside the body's: only the cut waits here
-            zones, inputs, futures = self._planned
+            zones, inputs, future = self._planned
             cut, note = cut_hand_boxes(vertices, faces, zones)
-            solved = []
-            for k, (hand, future) in enumerate(zip(inputs, futures)):
-                result = self._wait(future, f"hand {k + 1}'s solve") if self.worker is not None else None
-                self.solved_in_worker += result is not None
-                solved.append(result if result is not None else solve_hand(*hand))
+            solved = self._wait(future, "the hands' solves") if self.worker is not None else None
+            if solved is None:
+                solved = solve_hands(inputs)
+            else:
+                self.solved_in_worker = len(solved)
             if cut is None:
                 stats["note"] = note
             else:
@@ -540,6 +544,12 @@ def hand_inputs(fine: SolidSamples, context, zone) -> tuple:
     points = np.concatenate([points_c[around], fine.front[0][front_in], fine.back[0][back_in]])
     normals = np.concatenate([normals_c[around], fine.front[1][front_in], fine.back[1][back_in]])
     return points, normals, (zone_lo, zone_hi), cut, int(around.sum())
+
+
+def solve_hands(hands: list) -> list[dict]:
+    """solve_hand on each of `hands` (hand_inputs' tuples), one after the other: what HandSolve
+    sends the geometry worker in one request."""
+    return [solve_hand(*hand) for hand in hands]
 
 
 def solve_hand(points: np.ndarray, normals: np.ndarray, zone, cut, body_used: int) -> dict:
