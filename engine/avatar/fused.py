@@ -95,7 +95,7 @@ def build_fused_avatar(
 
 def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_size, rig, rest_pose, formats, detail_crops,
            progress) -> Path:
-    from engine.geometry.fusion import View, fuse_views
+    from engine.geometry.fusion import View, fuse_views, weld_short_edges
 
     _check_options(detail, resolution, target_faces, texture_size)
     if rest_pose != "photo" and not rig:
@@ -138,6 +138,9 @@ def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_si
             report("surface", 0.8, "hand and face crops carried onto the solid")
             vertices, faces, labels, record = crops_on_solid(inputs, crops, fused.transforms, names, vertices, faces, labels)
             fused.stats["detail_crops"] = record
+        # micrometre edges (marching cubes beside a grid corner) would fold the closed mesh open once
+        # its positions are float32 or merged by distance
+        vertices, faces, labels, fused.stats["welded_short_edges"] = weld_short_edges(vertices, faces, labels)
         if target_faces is not None and len(faces) > int(target_faces):
             from engine.geometry.cleanup import decimate
 
