@@ -54,13 +54,25 @@ def fuse_crop_surface(inputs, built, detail: Detail | None, *, watertight: bool,
 
         why = "the closed surface" if watertight else "a decimated surface"
         faces, labels, vertices = built.faces, built.vertex_labels, built.vertices
-        hands, solved = None, set()
+        hands, solved, snap_stats, snapped = None, set(), [], set()
         if watertight and target_faces is None:
-            vertices, faces, labels, hands = closed_hands(inputs, built, detail)
+            from engine.geometry.detail_solid import HAND_CROPS
+
+            # the other crops (the face) snapped first: this runs while the geometry worker ends
+            # the hands' solves, which the join below waits for; and a re-solved hand that
+            # reaches into the face's region is not snapped onto the face crop's depth
+            others = [a for a in detail.aligned if a.crop.name not in HAND_CROPS]
+            if others:
+                vertices, snap_stats = snap_to_crops(vertices, faces, others, inputs.K)
+                snapped = {a.crop.name for a in others}
+            vertices, faces, labels, hands = closed_hands(inputs, replace(built, vertices=vertices), detail)
             solved = {c["name"] for c in (hands or {}).get("crops", []) if "poisson_depth" in c}
         # a hand solved again from its crop is the crop's surface already (snapping it onto the
         # crop's raw depth would bring back the noise its solve smoothed)
-        vertices, snap_stats = snap_to_crops(vertices, faces, [a for a in detail.aligned if a.crop.name not in solved], inputs.K)
+        rest = [a for a in detail.aligned if a.crop.name not in solved | snapped]
+        if rest or not snapped:
+            vertices, more = snap_to_crops(vertices, faces, rest, inputs.K)
+            snap_stats = snap_stats + more
         by_name = {st["name"]: st for st in snap_stats}
         stats = [by_name.get(a.crop.name) or {**a.summary(), "snapped_vertices": 0, "solved_again": True}
                  for a in detail.aligned]

@@ -656,10 +656,13 @@ def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved:
     stats["pieces_dropped"] = int((small & (sizes > 0)).sum()) if not small[piece].all() else 0
     if stats["pieces_dropped"]:
         out_f = out_f[~small[piece]]
-    if stats["pieces_dropped"] or np.bincount(out_f.ravel(), minlength=len(out_v)).min() == 0:
-        used, out_f = np.unique(out_f, return_inverse=True)
+    present = np.bincount(out_f.ravel(), minlength=len(out_v)) > 0
+    if not present.all():
+        # the used vertices renumbered in order (np.unique's result, without its sort: 0.07 s)
+        used = np.nonzero(present)[0]
+        out_f = (np.cumsum(present) - 1)[out_f]
         out_v, body_index = out_v[used], body_index[used]
-    else:  # every vertex used: the renumbering would be the identity (np.unique cost 0.07 s here)
+    else:  # every vertex used: the renumbering would be the identity
         out_v = np.ascontiguousarray(out_v)
     out_f = out_f.reshape(-1, 3).astype(np.int32)
     seams = [zone[3] for zone in zones]
