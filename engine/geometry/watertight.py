@@ -133,6 +133,7 @@ REPAIR_ROUNDS = 3  # rounds of hole filling and removal of faces that no solid c
 # a trusted pixel this close to the mask's outline (grid pixels) pins the membrane at the
 # contour; further in, the edge of untrusted pixels is a hole, not a silhouette
 OUTLINE_REACH_PX = 4.0
+ARM_CONTACTS = True  # the one-photo solid cuts an arm from the torso it lies against (limb_contacts.py)
 
 
 @dataclass
@@ -152,8 +153,9 @@ def _thickness_table() -> np.ndarray:
     return table
 
 
-def _jumps(depth: np.ndarray, valid: np.ndarray, rtol: float):
-    """Per axis (right, down): pairs of valid neighbours across a depth jump, and the near side."""
+def _jumps(depth: np.ndarray, valid: np.ndarray, rtol: float, contacts=None):
+    """Per axis (right, down): pairs of valid neighbours across a depth jump, and the near side.
+    contacts (limb_contacts.arm_contacts, optional): pairs cut as well, the arm the near side."""
     out = []
     H, W = valid.shape
     for di, dj in ((0, 1), (1, 0)):
@@ -161,11 +163,18 @@ def _jumps(depth: np.ndarray, valid: np.ndarray, rtol: float):
         both = valid[: H - di, : W - dj] & valid[di:, dj:]
         with np.errstate(invalid="ignore"):
             jump = both & (np.abs(a - b) > rtol * np.minimum(a, b))
-        out.append((both, jump, a < b))
+        near_first, near_second = jump & (a < b), jump & ~(a < b)
+        if contacts is not None:
+            contact, first_is_arm = contacts[len(out)]
+            contact = both & contact
+            jump |= contact
+            near_first = np.where(contact, first_is_arm, near_first)
+            near_second = np.where(contact, ~first_is_arm, near_second)
+        out.append((both, jump, near_first, near_second))
     return out
 
 
-def _surface_laplacian(depth: np.ndarray, valid: np.ndarray, rtol: float):
+def _surface_laplacian(depth: np.ndarray, valid: np.ndarray, rtol: float, contacts=None):
     """The graph Laplacian (n x n over the valid pixels, row-major) of the 4-neighbour grid less
     the links across depth jumps, and the near side of every jump (H x W bool)."""
     H, W = valid.shape
@@ -174,10 +183,10 @@ def _surface_laplacian(depth: np.ndarray, valid: np.ndarray, rtol: float):
     index[valid] = np.arange(n)
     near_side = np.zeros((H, W), bool)
     rows, cols = [], []
-    for axis, (both, jump, first_nearer) in enumerate(_jumps(depth, valid, rtol)):
+    for axis, (both, jump, near_first, near_second) in enumerate(_jumps(depth, valid, rtol, contacts)):
         di, dj = (0, 1) if axis == 0 else (1, 0)
-        near_side[: H - di, : W - dj] |= jump & first_nearer
-        near_side[di:, dj:] |= jump & ~first_nearer
+        near_side[: H - di, : W - dj] |= near_first
+        near_side[di:, dj:] |= near_second
         keep = both & ~jump
         rows.append(index[: H - di, : W - dj][keep])
         cols.append(index[di:, dj:][keep])
@@ -189,12 +198,12 @@ def _surface_laplacian(depth: np.ndarray, valid: np.ndarray, rtol: float):
 
 
 def smoothed_over_surface(values: np.ndarray, depth: np.ndarray, valid: np.ndarray, sigma_px: float,
-                          rtol: float = RTOL_HARD) -> np.ndarray:
+                          rtol: float = RTOL_HARD, contacts=None) -> np.ndarray:
     """`values` (H x W, or H x W x k: k maps through one factorisation) smoothed over the valid
     pixels by ~sigma_px without crossing a depth jump (an arm's values do not leak into the torso
     behind it): the screened solve (I + sigma^2 L) x = values on the jump-cut grid. NaN outside
     `valid`."""
-    laplacian, _ = _surface_laplacian(depth, valid, rtol)
+    laplacian, _ = _surface_laplacian(depth, valid, rtol, contacts)
     system = (sp.identity(laplacian.shape[0], format="csr") + sigma_px**2 * laplacian).tocsc()
     out = np.full(values.shape, np.nan)
     rhs = values[valid].astype(np.float64)
@@ -203,7 +212,7 @@ def smoothed_over_surface(values: np.ndarray, depth: np.ndarray, valid: np.ndarr
 
 
 def membrane_depth(depth: np.ndarray, valid: np.ndarray, rtol: float = RTOL_HARD, contour_offset=None,
-                   outline_allowed=None) -> np.ndarray:
+                   outline_allowed=None, contacts=None) -> np.ndarray:
     """Harmonic interpolation of the silhouette depths over the valid pixels (H x W, NaN outside).
 
     contour_offset (H x W, optional) is added to the depth at silhouette pixels: the outermost
@@ -219,7 +228,7 @@ def membrane_depth(depth: np.ndarray, valid: np.ndarray, rtol: float = RTOL_HARD
     silhouette = valid & ~interior
     if outline_allowed is not None:
         silhouette &= outline_allowed
-    laplacian, near_side = _surface_laplacian(depth, valid, rtol)
+    laplacian, near_side = _surface_laplacian(depth, valid, rtol, contacts)
     silhouette |= near_side
     fixed = silhouette[valid]
     z = depth[valid].astype(np.float64)
@@ -260,7 +269,7 @@ def _contour_offset(normal, rays, footprint, lateral_px=None, max_radius=None):
 
 
 def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixels=BACK_MAX_PIXELS,
-                 along_rays=False):
+                 along_rays=False, arm_contacts=False):
     """Back points and outward normals (N x 3 each) plus their labels, on a coarse grid.
 
     trusted (H x W bool, optional): the pixels whose depth was measured rather than refilled;
@@ -270,6 +279,8 @@ def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixel
     along_rays: the normals point away from the camera along each pixel's ray (the one-photo
     solid, close_surface), else along the optical axis (what the crop hands' solves and the
     fused reference's back were measured with; see _facing).
+    arm_contacts: an arm lying against the torso is cut from it as at a depth jump (the
+    one-photo solid; limb_contacts.py), given labels.
     """
     valid_full = valid_pixels(pointmap, mask)
     if trusted is not None:
@@ -301,9 +312,15 @@ def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixel
     cls = np.zeros(valid.shape, np.int64) if labels is None else labels.astype(np.int64)
     scale, minimum, maximum = table[cls, 0], table[cls, 1], table[cls, 2]
     offset = None if normal_l is None else _contour_offset(normal_l, rays, footprint, lateral, 0.5 * maximum)
+    contacts = None
+    if arm_contacts and labels is not None and normal_l is not None:
+        from engine.geometry.limb_contacts import arm_contacts as find_contacts
+
+        contacts = find_contacts(cls, valid, normal_l, depth)
     membrane = np.full(valid.shape, np.nan)
     outline_allowed = None if lateral is None else lateral <= OUTLINE_REACH_PX
-    membrane[pinned] = membrane_depth(depth, pinned, contour_offset=offset, outline_allowed=outline_allowed)[pinned]
+    membrane[pinned] = membrane_depth(depth, pinned, contour_offset=offset, outline_allowed=outline_allowed,
+                                      contacts=contacts)[pinned]
     if (valid & ~pinned).any():
         _, (near_r, near_c) = ndimage.distance_transform_edt(~pinned, return_indices=True)
         membrane = np.where(pinned, membrane, membrane[near_r, near_c])
@@ -325,7 +342,7 @@ def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixel
     limbs = valid & limb_pixels(cls)
     maps = [relief] + ([view_stretch(membrane, valid, footprint)] if limbs.any() else [])
     smoothed = smoothed_over_surface(np.stack(maps, axis=-1), depth, valid,
-                                     BACK_SMOOTH_M / np.nanmedian(footprint[valid]))
+                                     BACK_SMOOTH_M / np.nanmedian(footprint[valid]), contacts=contacts)
     smooth = smoothed[..., 0]
     if limbs.any():
         maximum = np.where(limbs, maximum * np.clip(smoothed[..., 1], 1.0, None), maximum)
@@ -685,7 +702,8 @@ def close_surface(
     geometry worker beside this solve)."""
     front = solid_front(points, mask, seg, K, normal, refine=refine, max_pixels=max_pixels, progress=progress)
     back, back_normals, back_labels, stats = back_surface(
-        front.points, front.valid, front.seg, front.K, front.normals, trusted=front.trusted, along_rays=True
+        front.points, front.valid, front.seg, front.K, front.normals, trusted=front.trusted, along_rays=True,
+        arm_contacts=ARM_CONTACTS,
     )
     stats.update(front.stats)
     if progress is not None:
