@@ -25,8 +25,10 @@ solid scaled about the front camera by the median true / given depth, bench_clos
 depth_offset_ratio).
 Then the fused avatar (engine.avatar.fused, texture 1024) from the same two bundles: its texture
 colour at the vertices the true front / back camera sees against the true albedo there (sRGB
-levels, mean |difference|, as bench_back_colour.py measures the one-photo back), and its build
-time. --depth sets the Poisson depth of the fused solid (default watertight.POISSON_DEPTH);
+levels, mean |difference|, as bench_back_colour.py measures the one-photo back), the same where
+the two views meet (side_band_colour_error: the vertices side cameras at yaw 90 and 270 see whose
+true normal is nearly perpendicular to the front camera's axis), and its build time. --depth sets
+the Poisson depth of the fused solid (default watertight.POISSON_DEPTH);
 --no-carve leaves the solid's bulges past the views' outlines (geometry.fusion.carve_to_outlines)
 as Poisson made them (the fused avatar is built as always). --parts also prints, per person and
 case, where the fused solid's depth and volume go wrong (parts_report): from the true pose,
@@ -164,16 +166,17 @@ def main() -> None:
                   f"{hands['built_to_truth_p90_mm']:.2f})", flush=True)
             row = [m["chamfer_cm"], one["chamfer_cm"], m["volume_ratio"], hands["chamfer_mm"]]
             if not args.no_colour:
-                front_error, back_error, avatar_seconds = fused_avatar_colour(f, b, front, back)
-                row += [front_error, back_error]
+                front_error, back_error, side_error, avatar_seconds = fused_avatar_colour(f, b, front, back)
+                row += [front_error, back_error, side_error]
                 print(f"{'':14s} fused avatar: colour error front {front_error:.2f}, back {back_error:.2f} sRGB levels "
-                      f"(back/front {back_error / max(front_error, 1e-9):.2f})  build {avatar_seconds:.1f} s", flush=True)
+                      f"(back/front {back_error / max(front_error, 1e-9):.2f}), where the views meet {side_error:.2f}  "
+                      f"build {avatar_seconds:.1f} s", flush=True)
             totals.setdefault(case, []).append(row)
             if args.parts:
                 parts_report(f, b, front, truth_T, fused)
     for case, rows in totals.items():
         mean = np.mean(rows, axis=0)
-        colour = f", colour error front {mean[4]:.2f} back {mean[5]:.2f}" if len(mean) > 4 else ""
+        colour = f", colour error front {mean[4]:.2f} back {mean[5]:.2f} where the views meet {mean[6]:.2f}" if len(mean) > 4 else ""
         print(f"mean {case:9s} fused chamfer {mean[0]:.3f} cm (one photo {mean[1]:.3f}), volume {mean[2]:.3f}, "
               f"hands {mean[3]:.2f} mm{colour}")
 
@@ -255,8 +258,38 @@ def parts_report(front_maps, back_maps, front_truth, truth_T, fused) -> None:
           f"(outside a silhouette {outside.sum() * cell * 1e3:.2f}), missing {(in_truth & ~in_fused).sum() * cell * 1e3:.2f} L", flush=True)
 
 
+# the sides, where a front and a back photo meet: vertices a side camera (yaw 90 / 270) sees whose true
+# normal's cos to the front camera's axis is under this (within ~17 deg of perpendicular to it)
+SIDE_BAND_COS = 0.3
+
+
+def side_band_colour_error(points_body, colours, front_truth) -> float:
+    """Mean |texture - true albedo| (sRGB levels) over the vertices where the front and back views
+    meet (SIDE_BAND_COS), as side cameras at yaw 90 and 270 see them (mean of the two)."""
+    from engine.colour import linear_to_srgb
+    from engine.synthetic import render
+
+    H, W = front_truth.mask.shape
+    front_axis = front_truth.camera.body_to_camera[2, :3]
+    errors = []
+    for yaw in (90.0, 270.0):
+        view = render(front_truth.posed, W, H, yaw_deg=yaw)
+        cam = view.camera.to_camera(points_body)
+        xy = view.camera.project(cam)
+        col, row = np.floor(xy[:, 0]).astype(int), np.floor(xy[:, 1]).astype(int)
+        inside = (col >= 0) & (col < W) & (row >= 0) & (row < H)
+        col, row = np.clip(col, 0, W - 1), np.clip(row, 0, H - 1)
+        seen = inside & view.mask[row, col] & (np.abs(view.pointmap[row, col, 2] - cam[:, 2]) < 0.015)
+        normal_body = view.normal[row, col] @ view.camera.body_to_camera[:3, :3]
+        band = seen & (np.abs(normal_body @ front_axis) < SIDE_BAND_COS)
+        truth = 255.0 * linear_to_srgb(view.albedo[row[band], col[band]])
+        errors.append(float(np.abs(colours[band] - truth).mean()))
+    return float(np.mean(errors))
+
+
 def fused_avatar_colour(front_maps, back_maps, front_truth, back_truth):
-    """The fused avatar of the two views' bundles; (front error, back error, build seconds)."""
+    """The fused avatar of the two views' bundles; (front error, back error, error where the
+    views meet, build seconds)."""
     import tempfile
 
     from bench_back_colour import avatar_vertex_colours, seen_colour_error
@@ -275,7 +308,8 @@ def fused_avatar_colour(front_maps, back_maps, front_truth, back_truth):
         camera, colours, _ = avatar_vertex_colours(out)
     to_body = front_truth.camera.body_to_camera
     body = (camera - to_body[:3, 3]) @ to_body[:3, :3]
-    return seen_colour_error(body, colours, front_truth)[0], seen_colour_error(body, colours, back_truth)[0], seconds
+    return (seen_colour_error(body, colours, front_truth)[0], seen_colour_error(body, colours, back_truth)[0],
+            side_band_colour_error(body, colours, front_truth), seconds)
 
 
 if __name__ == "__main__":
