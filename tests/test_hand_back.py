@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.geometry.detail_solid import (HAND_MAX_THICKNESS_M, _hand_back_normals, _smoothed_along_rays,
-                                          _thinned_hand_back)
+from engine.geometry.detail_solid import (HAND_MAX_THICKNESS_M, WRIST_CLEAR_M, _back_clear_of_the_arm,
+                                          _hand_back_normals, _smoothed_along_rays, _thinned_hand_back)
 
 HAND = 14
+FOREARM = 16
 F = 2000.0          # focal length, pixels: at 2 m a pixel is 1 mm
 
 
@@ -63,3 +64,23 @@ def test_a_back_capped_behind_the_smoothed_front_is_not_dented_behind_the_finger
     assert dented[30, 18:54].max() - dented[30, 18:54].min() > 0.005      # the fingers' relief, behind
     assert middle.max() - middle.min() < 0.001
     assert middle.mean() == pytest.approx(front_depth[30].mean() + HAND_MAX_THICKNESS_M, abs=0.002)
+
+
+def test_no_back_sample_near_the_forearm_but_near_the_background():
+    # a crop grid: hand pixels on the left, the forearm's from column 50 on, background above
+    # row 10; one back sample behind each pixel. Only samples farther than WRIST_CLEAR_M (across
+    # the image, at their depth) from the forearm's pixels stay, however near the background
+    K = _camera(60, 80)
+    seg = np.full((60, 80), HAND, np.uint8)
+    seg[:, 50:] = FOREARM
+    seg[:10] = 0
+    on = seg != 0
+    cols = np.arange(80)
+    for depth in (2.0, 4.0):                          # a pixel is 1 mm at 2 m, 2 mm at 4 m
+        back = _points(np.full((60, 80), depth), K).reshape(-1, 3)
+        keep = _back_clear_of_the_arm(back, on, seg, K, np.array([HAND])).reshape(60, 80)
+        far = (50 - cols) * depth / F > WRIST_CLEAR_M + 1e-9
+        assert far.any() and not far.all()
+        assert (keep[10] == far).all() and (keep[30] == far).all()   # row 10 borders the background
+    # a crop with no forearm pixels keeps every sample
+    assert _back_clear_of_the_arm(back, on, np.where(seg == FOREARM, HAND, seg), K, np.array([HAND])).all()
