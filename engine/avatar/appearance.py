@@ -48,6 +48,17 @@ SQUARE_COS = (0.15, 0.35)
 # depth): a slanted surface's pixels pass, a flying outline pixel's point far from where it lands
 # does not
 THROUGH_DEPTH_TOLERANCE = (0.05, 0.02)
+# a hidden vertex whose pixel shows another body part than its own label reads the nearest pixel
+# of its own part instead (_onto_its_own_part) when one lies within this share of the person's
+# height (px); rows count OWN_PART_ROW_COST times columns in that distance (a stripe or a hem
+# runs across the rows: a move along the row keeps it lined up), and the pixel read lies
+# OWN_PART_INSIDE_PX inside its part where the part is wide enough (a bilinear tap on its last
+# pixel mixes in the neighbour's colour)
+OWN_PART_REACH = 0.1
+OWN_PART_ROW_COST = 3.0
+OWN_PART_INSIDE_PX = 1.5
+OWN_PART_TRUNK = ("Torso", "Upper_Clothing", "Lower_Clothing", "Apparel")
+OWN_PART_LIMBS = ("Left_Upper_Arm", "Left_Lower_Arm", "Left_Hand", "Right_Upper_Arm", "Right_Lower_Arm", "Right_Hand")
 
 
 @dataclass
@@ -347,6 +358,58 @@ def _onto_its_own_layer(vertices_camera, photo_xy, pointmap) -> np.ndarray:
     return out
 
 
+def _on_the_border(vertices_camera: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+    """The vertices of either island at a position a vertex of the other island has too (the
+    islands were split apart along their border, each keeping a copy of its vertices)."""
+    rows = np.ascontiguousarray(np.asarray(vertices_camera)).view(
+        np.dtype((np.void, vertices_camera.dtype.itemsize * vertices_camera.shape[1])))[:, 0]
+    return np.where(hidden, np.isin(rows, rows[~hidden]), np.isin(rows, rows[hidden]))
+
+
+def _onto_its_own_part(photo_xy: np.ndarray, vertex_labels: np.ndarray, seg: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A hidden vertex reads the hidden side's colour of the part its pixel shows
+    (_hidden_side_colour); where another part lies in front of its own (an arm hanging against
+    the torso, a hand over the thigh), the back of the shirt behind the arm read the arm's
+    colour, skin patches on the shirt's back. A hidden vertex whose label differs from its
+    pixel's class reads the nearest pixel of its own class (OWN_PART_REACH, OWN_PART_ROW_COST,
+    OWN_PART_INSIDE_PX): the end of its part's row beside the arm, whose hidden colour is the
+    part's own. Hair reading a face's pixel stays (the face's hidden colour is the hair's on the
+    rows hidden_hair_labels turns Hair); a label with no pixels within reach stays too."""
+    h, w = seg.shape
+    col = np.clip(np.nan_to_num(photo_xy[:, 0]).astype(np.int64), 0, w - 1)
+    row = np.clip(np.nan_to_num(photo_xy[:, 1]).astype(np.int64), 0, h - 1)
+    labels = np.asarray(vertex_labels)
+    shown = seg[row, col]
+    other = (labels != shown) & np.isin(labels, class_ids(OWN_PART_TRUNK)) & np.isin(shown, class_ids(OWN_PART_LIMBS))
+    if not other.any():
+        return photo_xy
+    person_rows = np.nonzero(mask.any(axis=1))[0]
+    reach = OWN_PART_REACH * (np.ptp(person_rows) + 1 if len(person_rows) else 1)
+    out = photo_xy.copy()
+    for cls in np.unique(labels[other]):
+        movers = np.nonzero(other & (labels == cls))[0]
+        region = mask & (seg == cls)
+        if not region.any():
+            continue
+        # over the movers' box plus the reach: the distance only matters within it
+        m = int(np.ceil(reach)) + 1
+        r0, r1 = max(0, row[movers].min() - m), min(h, row[movers].max() + m + 1)
+        c0, c1 = max(0, col[movers].min() - m), min(w, col[movers].max() + m + 1)
+        part = region[r0:r1, c0:c1]
+        if not part.any():
+            continue
+        inside = ndimage.distance_transform_edt(np.pad(part, 1))[1:-1, 1:-1] > OWN_PART_INSIDE_PX
+        target = inside if inside.any() else part
+        distance, (near_r, near_c) = ndimage.distance_transform_edt(
+            ~target, sampling=(OWN_PART_ROW_COST, 1.0), return_indices=True)
+        at = (row[movers] - r0, col[movers] - c0)
+        near = distance[at] <= reach
+        moved = movers[near]
+        out[moved, 0] = near_c[at][near] + c0 + 0.5
+        out[moved, 1] = near_r[at][near] + r0 + 0.5
+    return out
+
+
 @dataclass
 class UvPlan:
     """The texture layout and where every vertex lands in it: all the mesh files need of the
@@ -372,9 +435,12 @@ def plan_uvs(
     texture_size: int,
     bundle=None,
     pool: Executor | None = None,
+    vertex_labels: np.ndarray | None = None,
 ) -> UvPlan:
     """With `bundle` and `pool`, the photo maps start resampling in `pool` as soon as the
-    layout is known (while the tangents are computed here)."""
+    layout is known (while the tangents are computed here). With `vertex_labels` (the mesh's
+    classes) and the bundle's segmentation, hidden vertices read their own part's pixels
+    (_onto_its_own_part)."""
     n_islands = int(vertex_island.max()) + 1 if len(vertex_island) else 1
     photo_xy = project(vertices_camera, K)
     if n_islands > 1 and bundle is not None and bundle.pointmap is not None:
@@ -382,6 +448,15 @@ def plan_uvs(
         photo_xy[hidden] = _through_the_front(vertices_camera[hidden], photo_xy[hidden], bundle.pointmap, K)
         photo_xy[~hidden] = _onto_its_own_layer(vertices_camera[~hidden], photo_xy[~hidden], bundle.pointmap)
         photo_xy = _onto_the_person(photo_xy, mask)
+        if vertex_labels is not None and bundle.seg is not None:
+            # the hidden island's border vertices and their neighbours read what the front reads
+            # there (moved, the triangles along the border took the part's colour from a row end
+            # beside the seam: a step where the islands meet)
+            border = _on_the_border(vertices_camera, hidden)
+            near_border = np.zeros(len(hidden), bool)
+            near_border[faces[border[faces].any(axis=1)].ravel()] = True
+            inner = hidden & ~near_border
+            photo_xy[inner] = _onto_its_own_part(photo_xy[inner], np.asarray(vertex_labels)[inner], bundle.seg, mask)
     # every vertex, hidden ones included (a closed surface may bulge past the silhouette), must
     # land inside its island
     layout = tx.plan_layout(mask, photo_xy, texture_size, n_islands)

@@ -178,6 +178,7 @@ def uv_plan(inputs: Inputs, framed: Framed, *, texture_size: int, pool: Executor
         texture_size=int(texture_size),
         bundle=inputs.bundle,
         pool=pool,
+        vertex_labels=framed.labels,
     )
 
 

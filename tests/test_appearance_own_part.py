@@ -1,0 +1,53 @@
+"""Hidden vertices read their own body part's pixels (engine.avatar.appearance._onto_its_own_part)."""
+
+import numpy as np
+
+from engine.avatar.appearance import OWN_PART_INSIDE_PX, _on_the_border, _onto_its_own_part
+from engine.avatar.labels import class_ids
+
+
+def _photo():
+    """A 100 x 60 person: a shirt (cols 10-39) with an arm hanging against it (cols 40-49)."""
+    seg = np.zeros((100, 60), np.uint8)
+    seg[:, 10:40] = class_ids(["Upper_Clothing"])[0]
+    seg[:, 40:50] = class_ids(["Left_Upper_Arm"])[0]
+    seg[:10, 10:40] = class_ids(["Face_Neck"])[0]
+    return seg, seg > 0
+
+
+def test_shirt_behind_the_arm_reads_the_shirt_on_its_own_row():
+    seg, mask = _photo()
+    shirt, arm = class_ids(["Upper_Clothing"])[0], class_ids(["Left_Upper_Arm"])[0]
+    xy = np.array([[45.5, 50.5], [42.5, 70.5], [45.5, 30.5]], np.float64)
+    labels = np.array([shirt, shirt, arm], np.uint8)
+    out = _onto_its_own_part(xy, labels, seg, mask)
+    rows, cols = out[:, 1].astype(int), out[:, 0].astype(int)
+    assert (seg[rows[:2], cols[:2]] == shirt).all()
+    # along the row (a stripe stays lined up), onto the shirt's last column a bilinear tap keeps clean
+    np.testing.assert_array_equal(rows[:2], [50, 70])
+    assert (cols[:2] < 40 - OWN_PART_INSIDE_PX).all() and (cols[:2] >= 36).all()
+    # the arm's own vertex on the arm's pixels stays
+    np.testing.assert_array_equal(out[2], xy[2])
+
+
+def test_hair_on_the_face_and_limbs_on_the_shirt_stay():
+    seg, mask = _photo()
+    hair, shirt = class_ids(["Hair"])[0], class_ids(["Upper_Clothing"])[0]
+    arm = class_ids(["Left_Upper_Arm"])[0]
+    # the face's hidden colour is the hair's where hidden_hair_labels turned it Hair; an arm's
+    # back over the shirt is not moved by this rule (only the trunk's parts behind a limb)
+    xy = np.array([[20.5, 5.5], [20.5, 50.5]], np.float64)
+    out = _onto_its_own_part(xy, np.array([hair, arm], np.uint8), seg, mask)
+    np.testing.assert_array_equal(out, xy)
+    # a shirt vertex with no shirt pixel within reach keeps its pixel
+    far = np.zeros_like(seg)
+    far[:, 50:60] = class_ids(["Left_Upper_Arm"])[0]
+    far[:2, :2] = shirt
+    out = _onto_its_own_part(np.array([[55.5, 90.5]]), np.array([shirt], np.uint8), far, far > 0)
+    np.testing.assert_array_equal(out, [[55.5, 90.5]])
+
+
+def test_border_vertices_are_the_positions_both_islands_have():
+    v = np.array([[0, 0, 1], [1, 0, 1], [0, 0, 1], [2, 0, 1]], np.float64)
+    hidden = np.array([False, False, True, True])
+    np.testing.assert_array_equal(_on_the_border(v, hidden), [True, False, True, False])
