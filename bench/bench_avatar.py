@@ -20,8 +20,9 @@ its own process, so its peak resident memory, ru_maxrss, is its own):
   watertight+crops/serial  the same, the hands solved all in the build's process (what the
                     worker saves); not a default case
 Each prints wall seconds per stage (avatar.json's timings), CPU seconds (the build's process and the
-geometry worker's), peak memory, and the
-texture-baking seconds separately. Figures are printed; nothing is asserted. --profile DIR: each
+geometry worker's), peak memory, the
+texture-baking seconds separately, and with crops the seconds the build waited for the worker's
+hands after its own solid (near 0: the worker keeps up; more: the worker is on the path). Figures are printed; nothing is asserted. --profile DIR: each
 build also profiled (cProfile, the build's process only, its times inflated by the profiler),
 statistics in DIR/CASE-REP.prof and its 12 costliest functions by own time printed.
 The build is timed as a running engine does it: open3d (the closed solid's Poisson, 0.8-0.9 s
@@ -143,6 +144,7 @@ def run_case(case: str, bundle: str, texture_size: int, profile: str | None = No
         from engine.geometry import solve_worker
 
         worker_seconds = solve_worker.shared().wait_ready()
+    waits = _time_hand_waits()
     with tempfile.TemporaryDirectory() as tmp:
         from bench_detail import worker_cpu_seconds
 
@@ -174,7 +176,31 @@ def run_case(case: str, bundle: str, texture_size: int, profile: str | None = No
         "worker_start_seconds": None if worker_seconds is None else round(worker_seconds, 2),
         "load": " ".join(f"{x:.2f}" for x in __import__("os").getloadavg()),
         "hands": _hands_summary(manifest),
+        "hand_wait_seconds": round(sum(waits), 2) if waits else None,
     }
+
+
+def _time_hand_waits() -> list:
+    """The seconds the build's process waits for the worker's hands (HandSolve._wait on the hands'
+    solves, after the body's solid; not the crops' samples): near 0 when the worker keeps up
+    with the body's solve, else the worker is the critical path there. Filled as the build runs."""
+    import time
+
+    from engine.geometry.detail_solid import HandSolve
+
+    waits = []
+    wait = HandSolve._wait
+
+    def timed(self, future, what):
+        began = time.perf_counter()
+        try:
+            return wait(self, future, what)
+        finally:
+            if "samples" not in what:
+                waits.append(time.perf_counter() - began)
+
+    HandSolve._wait = timed
+    return waits
 
 
 def _hands_summary(manifest: dict) -> str:
@@ -250,6 +276,7 @@ def main() -> None:
                 print(f"{'':<23} stages (s): {stages}; texture baking {r['stages']['textures']:.2f} s; "
                       f"before the clock: open3d import {r['open3d_import_seconds']:.2f} s"
                       + (f", hand-solve worker start {r['worker_start_seconds']:.2f} s" if r.get("worker_start_seconds") is not None else "")
+                      + (f"; waited {r['hand_wait_seconds']:.2f} s for the worker's hands" if r.get("hand_wait_seconds") is not None else "")
                       + (f"; {r['hands']}" if r.get("hands") else ""))
                 if profile:
                     _print_profile(profile)
