@@ -366,21 +366,24 @@ def _on_the_border(vertices_camera: np.ndarray, hidden: np.ndarray) -> np.ndarra
     return np.where(hidden, np.isin(rows, rows[~hidden]), np.isin(rows, rows[hidden]))
 
 
-def _onto_its_own_part(photo_xy: np.ndarray, vertex_labels: np.ndarray, seg: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def _onto_its_own_part(photo_xy: np.ndarray, vertex_labels: np.ndarray, seg: np.ndarray, mask: np.ndarray,
+                       parts=OWN_PART_TRUNK, off=OWN_PART_LIMBS) -> np.ndarray:
     """A hidden vertex reads the hidden side's colour of the part its pixel shows
     (_hidden_side_colour); where another part lies in front of its own (an arm hanging against
     the torso, a hand over the thigh), the back of the shirt behind the arm read the arm's
-    colour, skin patches on the shirt's back. A hidden vertex whose label differs from its
-    pixel's class reads the nearest pixel of its own class (OWN_PART_REACH, OWN_PART_ROW_COST,
-    OWN_PART_INSIDE_PX): the end of its part's row beside the arm, whose hidden colour is the
-    part's own. Hair reading a face's pixel stays (the face's hidden colour is the hair's on the
-    rows hidden_hair_labels turns Hair); a label with no pixels within reach stays too."""
+    colour, skin patches on the shirt's back. A vertex labelled one of `parts` whose pixel
+    shows one of `off` reads the nearest pixel of its own class (OWN_PART_REACH,
+    OWN_PART_ROW_COST, OWN_PART_INSIDE_PX): the end of its part's row beside the arm, whose
+    hidden colour is the part's own; a label with no pixels within reach stays. Only the trunk
+    behind a limb by default: with the limbs' backs moved off the trunk's pixels too, or every
+    part off every other, the back's error rose (bench_back_colour 5.61 -> 6.20 sRGB levels,
+    cause not traced); hair reading a face's pixel must stay (the face's hidden colour is the hair's on the rows hidden_hair_labels turns Hair)."""
     h, w = seg.shape
     col = np.clip(np.nan_to_num(photo_xy[:, 0]).astype(np.int64), 0, w - 1)
     row = np.clip(np.nan_to_num(photo_xy[:, 1]).astype(np.int64), 0, h - 1)
     labels = np.asarray(vertex_labels)
     shown = seg[row, col]
-    other = (labels != shown) & np.isin(labels, class_ids(OWN_PART_TRUNK)) & np.isin(shown, class_ids(OWN_PART_LIMBS))
+    other = (labels != shown) & np.isin(labels, class_ids(parts)) & np.isin(shown, class_ids(off))
     if not other.any():
         return photo_xy
     person_rows = np.nonzero(mask.any(axis=1))[0]
