@@ -181,7 +181,11 @@ def union(near: NearCut, solids: list) -> tuple[np.ndarray, np.ndarray, np.ndarr
     open_edges = np.sort(forward[present[at] != backward])
     if not np.array_equal(open_edges, np.sort(index[near.rim_edges[:, 0]] * m + index[near.rim_edges[:, 1]])):
         return None
-    far_only = np.setdiff1d(np.unique(near.far_faces), near.rim, assume_unique=True)
+    # the far faces' vertices that are not the rim's, in order (a mask: np.unique's sort cost 0.03 s)
+    far_used = np.zeros(n, bool)
+    far_used[near.far_faces.ravel()] = True
+    far_used[near.rim] = False
+    far_only = np.nonzero(far_used)[0]
     index[far_only] = len(out_v) + np.arange(len(far_only))
     vertices = np.concatenate([out_v, near.vertices[far_only]])
     body_index = np.concatenate([np.full(len(out_v), -1, np.int64), far_only])
