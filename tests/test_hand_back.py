@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.geometry.detail_solid import (HAND_MAX_THICKNESS_M, WRIST_CLEAR_M, _back_clear_of_the_arm,
+from engine.geometry.detail_solid import (HAND_MAX_THICKNESS_M, WRIST_CLEAR_M, WRIST_STEP_M, _back_clear_of_the_arm,
                                           _hand_back_normals, _smoothed_along_rays, _thinned_hand_back)
 
 HAND = 14
@@ -66,10 +66,12 @@ def test_a_back_capped_behind_the_smoothed_front_is_not_dented_behind_the_finger
     assert middle.mean() == pytest.approx(front_depth[30].mean() + HAND_MAX_THICKNESS_M, abs=0.002)
 
 
-def test_no_back_sample_near_the_forearm_but_near_the_background():
+def test_no_back_sample_near_a_forearm_behind_the_hand():
     # a crop grid: hand pixels on the left, the forearm's from column 50 on, background above
-    # row 10; one back sample behind each pixel. Only samples farther than WRIST_CLEAR_M (across
-    # the image, at their depth) from the forearm's pixels stay, however near the background
+    # row 10; one back sample behind each pixel. With the forearm's front WRIST_STEP_M and more
+    # behind the hand's (a forearm pointing at the camera), only samples farther than
+    # WRIST_CLEAR_M (across the image, at their depth) from its pixels stay, however near the
+    # background; a forearm that continues the hand at its depth takes none away
     K = _camera(60, 80)
     seg = np.full((60, 80), HAND, np.uint8)
     seg[:, 50:] = FOREARM
@@ -77,10 +79,14 @@ def test_no_back_sample_near_the_forearm_but_near_the_background():
     on = seg != 0
     cols = np.arange(80)
     for depth in (2.0, 4.0):                          # a pixel is 1 mm at 2 m, 2 mm at 4 m
-        back = _points(np.full((60, 80), depth), K).reshape(-1, 3)
-        keep = _back_clear_of_the_arm(back, on, seg, K, np.array([HAND])).reshape(60, 80)
-        far = (50 - cols) * depth / F > WRIST_CLEAR_M + 1e-9
+        front_depth = np.where(seg == FOREARM, depth + WRIST_STEP_M + 0.03, depth)
+        front = np.where(on[..., None], _points(front_depth, K), np.nan)
+        back = _points(np.full((60, 80), depth + 0.02), K).reshape(-1, 3)
+        keep = _back_clear_of_the_arm(back, front, on, seg, K, np.array([HAND])).reshape(60, 80)
+        far = (50 - cols) * (depth + 0.02) / F > WRIST_CLEAR_M
         assert far.any() and not far.all()
         assert (keep[10] == far).all() and (keep[30] == far).all()   # row 10 borders the background
+        level = np.where(on[..., None], _points(np.full((60, 80), depth), K), np.nan)
+        assert _back_clear_of_the_arm(back, level, on, seg, K, np.array([HAND])).all()
     # a crop with no forearm pixels keeps every sample
-    assert _back_clear_of_the_arm(back, on, np.where(seg == FOREARM, HAND, seg), K, np.array([HAND])).all()
+    assert _back_clear_of_the_arm(back, front, on, np.where(seg == FOREARM, HAND, seg), K, np.array([HAND])).all()

@@ -15,8 +15,8 @@ than the photo: its mask has the gaps, its points and normals the fingers' front
      crop's grid: the front's bulge over a membrane pinned on the crop's outlines, mirrored and
      scaled, at least the part's minimum thickness away from the silhouette; at most
      HAND_MAX_THICKNESS_M behind the front smoothed over CAP_SMOOTH_M, with the capped back's own
-     normals; none within WRIST_CLEAR_M of the forearm's pixels), so every finger has its own
-     back and the gaps stay open behind as in front.
+     normals; none within WRIST_CLEAR_M of a forearm behind the hand), so every finger has its
+     own back and the gaps stay open behind as in front.
    Only the crop's pixels labelled as a hand inside its region (the part of its box the build
    replaces, detail.inner_region) are used.
 2. `replace_hands` (SolidSamples.apply), once the body's solid is made: per hand, a Poisson
@@ -92,15 +92,20 @@ HAND_MAX_THICKNESS_M = 0.06
 # means), 0.53 / 0.57 % with both; the smoothed front alone 0.87 / 0.91, own normals alone 0.89 / 0.92
 CAP_SMOOTH_M = 0.015
 # no back samples closer than this (across the image, at their depth) to the crop's person pixels
-# that are not hand (the forearm, a sleeve): there the crop's capped back and the body's own
-# samples of the forearm, which the hand is solved with, lie centimetres apart, and the hand's
-# solve joined them with a ledge (a shelf along a forearm pointing at the camera, creases
-# that faced inward). Measured on bench_closed's held-out people (captured inputs, the hands
-# solved again; inward area of the whole body, max over the four, exact / degraded): none 0.74 /
-# 0.66 %, 15 mm 0.57 / 0.54, 30 mm 0.38 / 0.44, 45 mm 0.35 / 0.42, 60 mm 0.22 / 0.29, no back at
-# all 0.16 / 0.26; but bench_detail's hands grew past their outline from 60 mm on (closed
-# mesh -> truth 2.39 -> 3.10 mm, spill 2.8 -> 16.9 % exact)
+# that are not hand (the forearm, a sleeve) and lie more than WRIST_STEP_M behind the hand's
+# nearest pixel (a forearm pointing at the camera, seen around the hand): there the crop's capped
+# back and the body's own samples of the forearm, which the hand is solved with, lie centimetres
+# apart, and the hand's solve joined them with a ledge (a shelf along degraded-102's forearms)
+# and creases that faced inward. Measured on bench_closed's held-out people (captured inputs, the
+# hands solved again; inward area of the whole body, max over the four, exact / degraded): none
+# 0.74 / 0.66 %; 30 mm from any forearm pixel 0.38 / 0.44 (15 mm 0.57 / 0.54, 45 mm 0.35 / 0.42,
+# 60 mm 0.22 / 0.29, no back at all 0.16 / 0.26), but bench_detail's open hands, whose forearm
+# continues the hand at its depth, lost their back at the wrist (closed mesh -> truth 1.38-1.47
+# -> 1.82-2.04 mm) and from 45 mm on the hands spilled past their outline (spill 2.8 -> 6.6 %,
+# 60 mm 16.9 %, exact); only from forearm pixels 2 cm behind the hand: 0.43 / 0.47 %, the open
+# hands unchanged (45 mm so: spill 5.4 %)
 WRIST_CLEAR_M = 0.03
+WRIST_STEP_M = 0.02
 # the hand's solid simplified within this distance of the solve's surface (manifold3d's simplify:
 # edges collapsed where the surface moves less; it stays a closed 2-manifold)
 SIMPLIFY_M = 0.0002
@@ -189,8 +194,9 @@ def hand_solid_samples(aligned: list, K: np.ndarray) -> tuple[SolidSamples | Non
                                             / np.nanmedian(points[on][:, 2]))
         back = _thinned_hand_back(back, back_labels, smooth_front, Kq, class_ids)
         back_normals = _hand_back_normals(back, back_normals, Kq, int(info["back_factor"]), on.shape)
-        # none near the forearm: there the body's own samples (the hand's context) give the back
-        keep = _back_clear_of_the_arm(back, on, seg, Kq, class_ids)
+        # none near a forearm behind the hand: there the body's own samples (the hand's context)
+        # give the back
+        keep = _back_clear_of_the_arm(back, grid_points, on, seg, Kq, class_ids)
         back, back_normals, back_labels = back[keep], back_normals[keep], back_labels[keep]
         h, w = on.shape
         rows, cols = np.mgrid[0:h, 0:w]
@@ -385,14 +391,22 @@ def _thinned_hand_back(back: np.ndarray, labels: np.ndarray, front: np.ndarray, 
     return (back * (limit / z)[:, None]).astype(back.dtype)
 
 
-def _back_clear_of_the_arm(back: np.ndarray, on: np.ndarray, seg: np.ndarray, K: np.ndarray, class_ids) -> np.ndarray:
+def _back_clear_of_the_arm(back: np.ndarray, front: np.ndarray, on: np.ndarray, seg: np.ndarray, K: np.ndarray,
+                           class_ids) -> np.ndarray:
     """Which back samples (N x 3) lie farther than WRIST_CLEAR_M, across the image at their own
-    depth, from the crop's person pixels (`on`, labels `seg`, the grid of K) that are neither hand
-    (`class_ids`) nor background."""
+    depth, from the crop's person pixels (`on`, labels `seg`, points `front`, the grid of K) that
+    are neither hand (`class_ids`) nor background and lie more than WRIST_STEP_M behind the
+    nearest hand pixel."""
     from scipy import ndimage
 
     h, w = on.shape
-    other = on & ~np.isin(seg, class_ids) & (seg != 0)
+    hand = on & np.isin(seg, class_ids)
+    other = on & ~hand & (seg != 0)
+    if not other.any() or not hand.any():
+        return np.ones(len(back), bool)
+    _, (hand_row, hand_col) = ndimage.distance_transform_edt(~hand, return_indices=True)
+    with np.errstate(invalid="ignore"):
+        other &= np.nan_to_num(front[..., 2] - front[hand_row, hand_col, 2], nan=0.0) > WRIST_STEP_M
     if not other.any():
         return np.ones(len(back), bool)
     distance_px = ndimage.distance_transform_edt(~other)
