@@ -51,3 +51,22 @@ def test_border_vertices_are_the_positions_both_islands_have():
     v = np.array([[0, 0, 1], [1, 0, 1], [0, 0, 1], [2, 0, 1]], np.float64)
     hidden = np.array([False, False, True, True])
     np.testing.assert_array_equal(_on_the_border(v, hidden), [True, False, True, False])
+
+
+def test_a_sliver_of_hair_beside_the_face_is_not_hair_but_the_hair_beside_it_is():
+    from engine.avatar.appearance import _stray_hair
+
+    hair, face = class_ids(["Hair"])[0], class_ids(["Face_Neck"])[0]
+    seg = np.zeros((80, 60), np.uint8)
+    seg[:30, 10:50] = hair  # the top of the head
+    seg[30:80, 20:40] = face
+    seg[30:60, 15:20] = hair  # a lock of hair down the face's left side, 5 px wide
+    # one pixel of hair past the neck's right side in every other row, as a rim seen edge-on
+    seg[50:70:2, 40] = hair
+    stray = _stray_hair(seg, seg > 0)
+    expected = np.zeros_like(stray)
+    expected[50:70:2, 40] = True
+    np.testing.assert_array_equal(stray, expected)
+    # a thin lock joined to the hair's mass is hair, down to its lowest pixel
+    seg[30:50, 40:42] = hair
+    assert not _stray_hair(seg, seg > 0)[:51].any()

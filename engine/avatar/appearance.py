@@ -43,6 +43,9 @@ SEAM_FADE_PX = 4.0
 # the photo saw, when one lies this close (_onto_its_own_layer)
 LAYER_REACH_M = 0.03
 SQUARE_COS = (0.15, 0.35)
+# stray slivers of hair beside the face narrower than this along their rows (px) are not hair to
+# the closed avatar's colours (_stray_hair)
+THIN_HAIR_PX = 3
 # a hidden vertex's front point (_through_the_front) that moves its read farther than the outline
 # band is wide must land on a pixel whose depth is within this of its own (metres, share of the
 # depth): a slanted surface's pixels pass, a flying outline pixel's point far from where it lands
@@ -91,7 +94,7 @@ def _window_filled(values, valid, layout: tx.AtlasLayout):
     return tx.push_pull_fill(values[rows, cols], valid[rows, cols]), valid[rows, cols], (rows.start, cols.start)
 
 
-def _hidden_side_colour(bundle, window_colour, colour_valid, layout):
+def _hidden_side_colour(bundle, window_colour, colour_valid, layout, window_seg=None):
     """Colours for the far side, per body part, from what the photo shows near the silhouette.
 
     The back of a part is most like its sides: each part's hidden colour is filled (push-pull)
@@ -110,7 +113,7 @@ def _hidden_side_colour(bundle, window_colour, colour_valid, layout):
     band = valid & (outline_distance <= band_px)
     if bundle.seg is None:
         return tx.push_pull_fill(window_colour, band) if band.any() else window_colour
-    seg = bundle.seg[rows, cols]
+    seg = bundle.seg[rows, cols] if window_seg is None else window_seg
     front_only = np.isin(seg, class_ids(FRONT_ONLY_CLASSES))
     hair = valid & np.isin(seg, class_ids(["Hair"]))
     # hair goes round the back of the head on the rows where it reaches the outline (beside the
@@ -191,6 +194,7 @@ def hidden_hair_labels(vertex_labels, vertex_island, vertices_camera, bundle, K)
     person = bundle.mask
     band_px, outline_distance = _outline_band(person)
     hair = person & np.isin(bundle.seg, class_ids(["Hair"]))
+    hair &= ~_stray_hair(bundle.seg, person)  # as _hidden_side_colour's
     if hair.sum() < MIN_HAIR_PIXELS:
         return vertex_labels
     weight = _hair_row_weight((hair & (outline_distance <= band_px)).any(axis=1), band_px)
@@ -495,10 +499,50 @@ def _albedo_islands(bundle, layout: tx.AtlasLayout):
     """The base colour resampled onto its island(s), before padding; and its source."""
     colour, colour_valid, source = _source_colour(bundle)
     colour, _, origin = _window_filled(colour, colour_valid, layout)
+    if layout.n_islands == 1:
+        return tx.resample_crop(colour, layout, tx.FRONT, origin), source
+    window_seg = None
+    if bundle.seg is not None:
+        # both islands: the front without the slivers, the hidden side continuing the face there
+        colour, window_seg = _without_stray_hair(bundle, colour, colour_valid, layout)
     albedo = tx.resample_crop(colour, layout, tx.FRONT, origin)
-    if layout.n_islands > 1:
-        albedo += tx.resample_crop(_hidden_side_colour(bundle, colour, colour_valid, layout), layout, tx.HIDDEN, origin)
+    hidden = _hidden_side_colour(bundle, colour, colour_valid, layout, window_seg)
+    albedo += tx.resample_crop(hidden, layout, tx.HIDDEN, origin)
     return albedo, source
+
+
+def _stray_hair(seg: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The stray slivers of hair along the face (bool, as `seg`): hair pixels beside the face in
+    runs of under THIN_HAIR_PX along their row, in pieces of fewer than MIN_HAIR_PIXELS apart
+    from the rest of the hair. A rim of hair peeking past the neck's outline in every other row
+    was stretched over the edge-on side of the neck into comb teeth, and made the back of the
+    neck hair down to its lowest row (_hair_row_weight)."""
+    hair = np.isin(seg, class_ids(["Hair"])) & valid
+    if not hair.any():
+        return hair
+    face = np.isin(seg, class_ids(FRONT_ONLY_CLASSES)) & valid
+    thin = hair & ~ndimage.binary_opening(hair, structure=np.ones((1, THIN_HAIR_PX), bool))
+    thin &= ndimage.binary_dilation(face, structure=np.ones((1, 2 * THIN_HAIR_PX - 1), bool))
+    pieces, _ = ndimage.label(hair, structure=np.ones((3, 3), bool))
+    return thin & (np.bincount(pieces.ravel())[pieces] < MIN_HAIR_PIXELS)
+
+
+def _without_stray_hair(bundle, window_colour, colour_valid, layout):
+    """The window's colours with the stray slivers of hair (_stray_hair) refilled from the pixels
+    around them, and its classes with each sliver pixel made its nearest face pixel's."""
+    rows, cols = tx.crop_window(layout, colour_valid.shape)
+    seg = bundle.seg[rows, cols]
+    valid = colour_valid[rows, cols]
+    stray = _stray_hair(seg, valid)
+    if not stray.any():
+        return window_colour, seg
+    out = window_colour.copy()
+    out[stray] = tx.push_pull_fill(window_colour, valid & ~stray)[stray]
+    face = np.isin(seg, class_ids(FRONT_ONLY_CLASSES)) & valid
+    _, (near_r, near_c) = ndimage.distance_transform_edt(~face, return_indices=True)
+    seg = seg.copy()
+    seg[stray] = seg[near_r[stray], near_c[stray]]
+    return out, seg
 
 
 def _albedo_padded(islands_job, keep: np.ndarray):
