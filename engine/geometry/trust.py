@@ -74,12 +74,13 @@ def depth_normals(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
     Central differences where both neighbours are valid, one-sided where only one is."""
     H, W = valid.shape
     padded = np.full((H + 2, W + 2, 3), np.nan, np.float32)
-    padded[1:-1, 1:-1] = np.where(valid[..., None], points, np.nan)
+    np.copyto(padded[1:-1, 1:-1], points, casting="same_kind", where=valid[..., None])
     centre = padded[1:-1, 1:-1]
 
     def difference(after, before):
         d = after - before
-        one_sided = np.where(np.isfinite(after - centre), after - centre, centre - before)
+        forward = after - centre
+        one_sided = np.where(np.isfinite(forward), forward, centre - before)
         return np.where(np.isfinite(d), d, one_sided)
 
     du = difference(padded[1:-1, 2:], padded[1:-1, :-2])
