@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def legacy_hidden_side_colour(bundle, window_colour, colour_valid, layout):
+def legacy_hidden_side_colour(bundle, window_colour, colour_valid, layout, window_seg=None):
     """The hidden side as built before: the photo crop again, face pixels refilled from hair."""
     from engine.avatar import textures as tx
     from engine.avatar.appearance import FRONT_ONLY_CLASSES, MIN_HAIR_PIXELS
