@@ -1,0 +1,81 @@
+"""The faster forms in the closed build's front and crop maps (issue 13) give what the plain numpy
+forms they replace give: the same bools and classes exactly, the same sums (the same order on this
+numpy; to float32 rounding stated here, CPUs may differ)."""
+
+import numpy as np
+
+from engine.geometry.detail import block_mean
+from engine.geometry.grid_mesh import downsample_maps, finite_pixels
+from engine.geometry.trust import _dot, _length
+
+
+def _maps(seed=0, shape=(37, 50, 3)):
+    rng = np.random.default_rng(seed)
+    maps = rng.normal(size=shape).astype(np.float32)
+    maps.reshape(-1)[rng.choice(maps.size, maps.size // 9, replace=False)] = np.nan
+    maps.reshape(-1)[rng.choice(maps.size, 20, replace=False)] = np.inf
+    maps.reshape(-1)[rng.choice(maps.size, 20, replace=False)] = -np.inf
+    return maps
+
+
+def test_finite_pixels_is_isfinite_all():
+    maps = _maps()
+    assert np.array_equal(finite_pixels(maps), np.isfinite(maps).all(-1))
+    assert np.array_equal(finite_pixels(maps[:, ::2, :2]), np.isfinite(maps[:, ::2, :2]).all(-1))
+
+
+def test_dot_and_length_are_numpys():
+    a, b = np.nan_to_num(_maps(1), posinf=0.0, neginf=0.0), _maps(2).astype(np.float64)
+    with np.errstate(invalid="ignore"):  # inf * 0 is NaN in both
+        np.testing.assert_allclose(_dot(a, b), (a * b).sum(-1), rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(_length(a), np.linalg.norm(a, axis=-1, keepdims=True), rtol=1e-6)
+    assert _length(a).shape == a.shape[:2] + (1,)
+
+
+def test_block_mean_is_the_blocks_mean():
+    maps = _maps(3, (40, 48, 3))
+    valid = np.isfinite(maps).all(-1)
+    for f in (1, 2, 4):
+        mean, fraction = block_mean(maps, valid, f)
+        blocks = np.where(valid[..., None], maps, 0.0).reshape(40 // f, f, 48 // f, f, 3)
+        count = valid.reshape(40 // f, f, 48 // f, f).sum((1, 3))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            expected = (blocks.sum((1, 3)) / count[..., None]).astype(np.float32)
+        assert mean.dtype == np.float32 and mean.shape == expected.shape
+        np.testing.assert_allclose(mean, expected, rtol=1e-6, atol=1e-7, equal_nan=True)
+        assert np.array_equal(fraction, count / float(f * f))
+
+
+def test_downsample_maps_averages_and_votes_as_before():
+    rng = np.random.default_rng(4)
+    H, W, factor = 45, 61, 4
+    points = np.concatenate([rng.normal(size=(H, W, 2)), rng.uniform(2.0, 2.1, (H, W, 1))], -1).astype(np.float32)
+    points[rng.random((H, W)) < 0.1] = np.nan
+    normal = rng.normal(size=(H, W, 3)).astype(np.float32)
+    mask = rng.random((H, W)) < 0.8
+    seg = rng.choice(np.array([0, 3, 7, 20], np.uint8), (H, W))
+    out_points, out_mask, out_normal, out_seg, _ = downsample_maps(factor, points, mask, normal, seg)
+    # the plain forms: a block's average over its front layer's valid pixels, its most common class
+    h, w = -(-H // factor), -(-W // factor)
+    pad = ((0, h * factor - H), (0, w * factor - W))
+
+    def blocks(a, fill):
+        a = np.pad(a, pad + ((0, 0),) * (a.ndim - 2), constant_values=fill)
+        return np.moveaxis(a.reshape(h, factor, w, factor, *a.shape[2:]), 2, 1).reshape(h, w, factor * factor, *a.shape[2:])
+
+    valid = mask & np.isfinite(points).all(-1) & (points[..., 2] > 0) & np.isfinite(normal).all(-1)
+    depth = blocks(np.where(valid, points[..., 2], np.inf), np.inf)
+    use = blocks(valid, False) & (depth <= depth.min(axis=2, keepdims=True) * 1.02)
+    denom = np.maximum(use.sum(axis=2), 1)[..., None]
+    expected = (np.where(use[..., None], np.nan_to_num(blocks(points, 0.0)), 0.0).sum(axis=2) / denom).astype(np.float32)
+    kept = out_mask
+    assert kept.any()
+    np.testing.assert_allclose(out_points[kept], expected[kept], rtol=1e-6)
+    assert np.isnan(out_points[~kept]).all() and np.isnan(out_normal[~kept]).all()
+    seg_blocks = blocks(seg, 0)
+    classes, inverse = np.unique(seg_blocks, return_inverse=True)
+    votes = np.zeros((h, w, classes.size), int)
+    rows, cols, _ = np.nonzero(use)
+    np.add.at(votes, (rows, cols, inverse.reshape(seg_blocks.shape)[use]), 1)
+    assert np.array_equal(out_seg[kept], classes[votes.argmax(-1)][kept])
+    assert not out_seg[~kept].any()
