@@ -102,3 +102,24 @@ def test_a_torso_between_arms_hanging_against_it_keeps_its_stripes_round_the_bac
     error = np.abs(hidden[between_arms] - stripe[window_rows, window_cols][between_arms]).max(-1)
     # measured: the flat fill of before was off by 0.41 on average (up to 0.80), now 0
     assert error.mean() < 0.01 and np.percentile(error, 99) < 0.05
+
+
+def test_a_forearm_bulging_past_its_outline_reads_the_forearm_not_the_sleeve_behind_it():
+    # one row: a forearm (z 2.0 m) in columns 10-14, two background pixels, a sleeve 20 cm
+    # behind it in columns 17-25; a seen forearm vertex projects onto the gap at column 16,
+    # whose nearest person pixel is the sleeve's
+    K = np.array([[500.0, 0, 16], [0, 500.0, 2], [0, 0, 1]])
+    mask = np.zeros((5, 32), bool)
+    mask[:, 10:15] = mask[:, 17:26] = True
+    rows, cols = np.mgrid[0:5, 0:32]
+    z = np.where(cols < 16, 2.0, 2.2)
+    pointmap = np.stack([(cols + 0.5 - 16) * z / 500, (rows + 0.5 - 2) * z / 500, z], -1).astype(np.float32)
+    pointmap[~mask] = np.nan
+    vertex = np.array([[(16.3 - 16) * 2.0 / 500, 0.5 * 2.0 / 500, 2.0]])
+    photo_xy = project(vertex, K)
+    assert int(photo_xy[0, 0]) == 16 and not mask[2, 16]
+    read = appearance._reading_pixels(vertex, photo_xy, np.array([False]), mask, pointmap, K)
+    assert 10 <= read[0, 0] < 15, read  # the forearm's pixels, not the sleeve's (17-25)
+    # the moves in the other order (its own layer first, then onto the person) land on the sleeve
+    other = appearance._onto_the_person(appearance._onto_its_own_layer(vertex, photo_xy, pointmap), mask)
+    assert 17 <= other[0, 0] < 26, other

@@ -430,6 +430,18 @@ class UvPlan:
     photo_maps: PhotoMaps | None = None
 
 
+def _reading_pixels(vertices_camera, photo_xy, hidden, mask, pointmap, K) -> np.ndarray:
+    """Where each vertex of a two-island mesh reads the photo: hidden ones through the front,
+    then every vertex onto the person, then onto its own layer. The layer comes after the move
+    onto the person, not before: a forearm bulging a pixel past its outline lands on the nearest
+    person pixel, which can be the sleeve 20 cm behind it (a speck of sleeve colour on the
+    wrist); its own layer then finds the forearm's pixel."""
+    photo_xy = photo_xy.copy()
+    photo_xy[hidden] = _through_the_front(vertices_camera[hidden], photo_xy[hidden], pointmap, K)
+    photo_xy = _onto_the_person(photo_xy, mask)
+    return _onto_its_own_layer(vertices_camera, photo_xy, pointmap)
+
+
 def plan_uvs(
     mask: np.ndarray,
     *,
@@ -452,9 +464,7 @@ def plan_uvs(
     photo_xy = project(vertices_camera, K)
     if n_islands > 1 and bundle is not None and bundle.pointmap is not None:
         hidden = vertex_island == tx.HIDDEN
-        photo_xy[hidden] = _through_the_front(vertices_camera[hidden], photo_xy[hidden], bundle.pointmap, K)
-        photo_xy[~hidden] = _onto_its_own_layer(vertices_camera[~hidden], photo_xy[~hidden], bundle.pointmap)
-        photo_xy = _onto_the_person(photo_xy, mask)
+        photo_xy = _reading_pixels(vertices_camera, photo_xy, hidden, mask, bundle.pointmap, K)
         if vertex_labels is not None and bundle.seg is not None:
             # the hidden island's border vertices and their neighbours read what the front reads
             # there (moved, the triangles along the border took the part's colour from a row end
