@@ -153,10 +153,28 @@ def atomic_directory(out_dir: str | os.PathLike, error: type[EngineError] = Engi
         publish_dir(tmp, out_dir, error)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        elsewhere = _outside(exc.filename, tmp, out_dir)
+        if elsewhere is not None:
+            # a file the job reads (an asset, an input) failed, not the output being written
+            raise error(f"{elsewhere}: cannot read ({_os_words(exc)}); {out_dir} was not written") from exc
         raise error(f"{out_dir}: cannot write ({_os_words(exc)})") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _outside(filename, *folders: Path) -> str | None:
+    """`filename` when it names a file outside every one of `folders`; else None."""
+    if not filename:
+        return None
+    try:
+        path = Path(os.fsdecode(filename)).resolve()
+    except (TypeError, ValueError, OSError):
+        return None
+    for folder in folders:
+        if path == folder.resolve() or folder.resolve() in path.parents:
+            return None
+    return str(filename)
 
 
 def _os_words(exc: OSError) -> str:

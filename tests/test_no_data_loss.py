@@ -407,3 +407,20 @@ def test_every_command_that_writes_an_out_is_swept():
             writers.add(name)
     assert "predict" in writers and "models" not in writers      # the scan itself sees options
     assert writers == set(SWEPT), f"writers without a user-folder test: {sorted(writers - set(SWEPT))}"
+
+
+def test_a_file_the_job_reads_that_fails_is_named_not_the_output(tmp_path):
+    missing = tmp_path / "assets" / "seg_classes.json"
+    out = tmp_path / "avatar"
+    with pytest.raises(BundleError) as raised:
+        with fileio.atomic_directory(out, BundleError) as tmp:
+            (tmp / "mesh.ply").write_bytes(b"x")
+            missing.read_text()
+    message = str(raised.value)
+    assert message.startswith(f"{missing}: cannot read (No such file or directory)"), message
+    assert f"{out} was not written" in message and "cannot write" not in message
+    assert not out.exists() and _hidden_leftovers(tmp_path) == []
+    # a failure inside the output being written still names the output
+    with pytest.raises(BundleError, match=f"{out}: cannot write"):
+        with fileio.atomic_directory(out, BundleError) as tmp:
+            (tmp / "no_such_folder" / "mesh.ply").write_bytes(b"x")
