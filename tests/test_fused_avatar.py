@@ -217,6 +217,21 @@ def test_front_and_side_get_a_back_island_coloured_from_the_sides(front_and_side
     assert n_back > 1000 and back_error < 12.0
 
 
+def front_and_back_with_crops(tmp_path, width: int = W, height: int = H):
+    """Person 2 with open hands photographed from the front and the back, each bundle with its
+    hand and face crops: (the front view, [front bundle dir, back bundle dir])."""
+    from engine.synthetic.crops import open_hands_pose, render_crops
+
+    front = make_person(2, pose=open_hands_pose(), width=width, height=height)
+    back = render(front.posed, width, height, yaw_deg=180.0)
+    dirs = []
+    for name, view in (("front", front), ("back", back)):
+        bundle = to_bundle(view, name=name)
+        bundle.crops = render_crops(view)
+        dirs.append(write_bundle(bundle, tmp_path / name))
+    return front, dirs
+
+
 def test_each_views_crops_reach_the_fused_avatar(tmp_path):
     """Hand and face crops on a fused avatar: each view's crops are aligned to its own maps and
     carried onto the solid through its registration; each hand is solved again from the first
@@ -230,15 +245,8 @@ def test_each_views_crops_reach_the_fused_avatar(tmp_path):
 
     from bench_closed import _scene
     from engine.geometry.labels import class_names
-    from engine.synthetic.crops import open_hands_pose, render_crops
 
-    front = make_person(2, pose=open_hands_pose(), width=W, height=H)
-    back = render(front.posed, W, H, yaw_deg=180.0)
-    dirs = []
-    for name, view in (("front", front), ("back", back)):
-        bundle = to_bundle(view, name=name)
-        bundle.crops = render_crops(view)
-        dirs.append(write_bundle(bundle, tmp_path / name))
+    front, dirs = front_and_back_with_crops(tmp_path)
     names = class_names()
     hand_ids = [names.index("Left_Hand"), names.index("Right_Hand")]
     truth = _scene(front.mesh.vertices, front.mesh.faces)

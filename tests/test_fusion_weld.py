@@ -72,20 +72,12 @@ def test_micrometre_edges_are_collapsed_and_the_mesh_stays_closed():
 def test_a_fused_avatar_with_crops_stays_closed_when_its_registration_moves(tmp_path, monkeypatch, move_mm):
     """The back view's registration moved by a fraction of a millimetre (across the reference's
     view and in height) after refine_on_silhouettes: the avatar is closed once merged by position."""
-    from engine.bundle import write_bundle
+    from test_fused_avatar import front_and_back_with_crops
+
     from engine.geometry import fusion
     from engine.jobs import run_job
-    from engine.synthetic import make_person, render, to_bundle
-    from engine.synthetic.crops import open_hands_pose, render_crops
 
-    W, H = 288, 384
-    front = make_person(2, pose=open_hands_pose(), width=W, height=H)
-    back = render(front.posed, W, H, yaw_deg=180.0)
-    dirs = []
-    for name, view in (("front", front), ("back", back)):
-        bundle = to_bundle(view, name=name)
-        bundle.crops = render_crops(view)
-        dirs.append(write_bundle(bundle, tmp_path / name))
+    _, dirs = front_and_back_with_crops(tmp_path, 288, 384)
     refine = fusion.refine_on_silhouettes
 
     def moved(T, *args, **kwargs):
