@@ -19,6 +19,7 @@ from scipy.spatial import cKDTree
 from engine.avatar import textures as tx
 from engine.avatar.islands import SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL, project
 from engine.avatar.labels import FRONT_ONLY_CLASSES, class_ids, front_only_to_hair
+from engine.geometry.labels import ARM_CLASSES, TRUNK_CLASSES
 from engine.bundle import srgb_to_linear
 
 # fewer hair pixels than this and the face is refilled from its surroundings instead
@@ -60,8 +61,6 @@ THROUGH_DEPTH_TOLERANCE = (0.05, 0.02)
 OWN_PART_REACH = 0.1
 OWN_PART_ROW_COST = 3.0
 OWN_PART_INSIDE_PX = 1.5
-OWN_PART_TRUNK = ("Torso", "Upper_Clothing", "Lower_Clothing", "Apparel")
-OWN_PART_LIMBS = ("Left_Upper_Arm", "Left_Lower_Arm", "Left_Hand", "Right_Upper_Arm", "Right_Lower_Arm", "Right_Hand")
 
 
 @dataclass
@@ -371,7 +370,7 @@ def _on_the_border(vertices_camera: np.ndarray, hidden: np.ndarray) -> np.ndarra
 
 
 def _onto_its_own_part(photo_xy: np.ndarray, vertex_labels: np.ndarray, seg: np.ndarray, mask: np.ndarray,
-                       parts=OWN_PART_TRUNK, off=OWN_PART_LIMBS) -> np.ndarray:
+                       parts=TRUNK_CLASSES, off=ARM_CLASSES) -> np.ndarray:
     """A hidden vertex reads the hidden side's colour of the part its pixel shows
     (_hidden_side_colour); where another part lies in front of its own (an arm hanging against
     the torso, a hand over the thigh), the back of the shirt behind the arm read the arm's

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.geometry.labels import class_names, group_names, group_of_class, label_groups
+from engine.geometry.labels import class_ids, class_names, group_names, group_of_class, label_groups
 
 __all__ = ["class_names", "class_ids", "group_names", "group_of_class", "face_labels", "labels_table", "groups_table",
            "FRONT_ONLY_CLASSES", "front_only_to_hair"]
@@ -20,11 +20,6 @@ FOOT_CLASSES_LEFT = ("Left_Foot", "Left_Shoe", "Left_Sock")
 FOOT_CLASSES_RIGHT = ("Right_Foot", "Right_Shoe", "Right_Sock")
 # classes that only the front of a person shows: their hidden side is another part (hair, skin)
 FRONT_ONLY_CLASSES = ("Face_Neck", "Eyeglass", "Lower_Lip", "Upper_Lip", "Lower_Teeth", "Upper_Teeth", "Tongue")
-
-
-def class_ids(names) -> np.ndarray:
-    lookup = {name: i for i, name in enumerate(class_names())}
-    return np.array([lookup[n] for n in names], np.int64)
 
 
 def front_only_to_hair(vertex_labels: np.ndarray, where: np.ndarray) -> np.ndarray:

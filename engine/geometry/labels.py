@@ -24,6 +24,18 @@ def class_names() -> tuple[str, ...]:
     return tuple(c["name"] for c in sorted(table["classes"], key=lambda c: c["id"]))
 
 
+def class_ids(names) -> np.ndarray:
+    """The class ids of `names` (KeyError for a name the table does not have)."""
+    lookup = {name: i for i, name in enumerate(class_names())}
+    return np.array([lookup[n] for n in names], np.int64)
+
+
+# the arms (hands included) and the trunk with what covers it: an arm lying against the trunk
+# (limb_contacts), the trunk's hidden side behind an arm (engine.avatar.appearance)
+ARM_CLASSES = tuple(f"{side}_{part}" for side in ("Left", "Right") for part in ("Upper_Arm", "Lower_Arm", "Hand"))
+TRUNK_CLASSES = ("Torso", "Upper_Clothing", "Lower_Clothing", "Apparel")
+
+
 @lru_cache(maxsize=1)
 def label_groups() -> dict:
     """assets/label_groups.json: {'groups': {name: [class names]}, 'unlabelled_group': name}."""

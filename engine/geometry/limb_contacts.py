@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-ARM_PARTS = tuple(f"{side}_{part}" for side in ("Left", "Right") for part in ("Upper_Arm", "Lower_Arm", "Hand"))
-BODY_PARTS = ("Torso", "Upper_Clothing", "Lower_Clothing", "Apparel")
+from engine.geometry.labels import ARM_CLASSES, TRUNK_CLASSES, class_ids
+
 # a border step counts as across the arm when |cos| of its angle with the arm's axis is below
 # this (within 60 deg of the arm's cross-section)
 ALONG_COS = 0.5
@@ -37,20 +37,13 @@ ALONG_COS = 0.5
 TOWARD_MIN = 0.4
 
 
-def _ids(names: tuple[str, ...]) -> np.ndarray:
-    from engine.geometry.labels import class_names
-
-    all_names = class_names()
-    return np.array([all_names.index(n) for n in names if n in all_names], np.int64)
-
-
 def arm_axes(labels: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Per pixel (H x W x 2, image x and y), the unit principal axis of the connected pixels of
     its arm part; NaN off the arms."""
     H, W = labels.shape
     component = np.zeros((H, W), np.int64)
     count = 0
-    for part in _ids(ARM_PARTS):
+    for part in class_ids(ARM_CLASSES):
         found, n = ndimage.label(valid & (labels == part))
         component = np.where(found > 0, found + count, component)
         count += n
@@ -75,8 +68,8 @@ def arm_contacts(labels: np.ndarray, valid: np.ndarray, normal: np.ndarray,
     arm's pixel. labels: class ids; normal: unit, camera frame, facing the camera; depth: NaN
     off `valid`."""
     labels = np.asarray(labels, np.int64)
-    arm = valid & np.isin(labels, _ids(ARM_PARTS))
-    body = valid & np.isin(labels, _ids(BODY_PARTS))
+    arm = valid & np.isin(labels, class_ids(ARM_CLASSES))
+    body = valid & np.isin(labels, class_ids(TRUNK_CLASSES))
     axes = arm_axes(labels, valid)
     normal = np.nan_to_num(np.asarray(normal, np.float64))
     H, W = labels.shape

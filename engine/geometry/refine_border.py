@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.geometry.labels import class_names
+from engine.geometry.labels import class_ids, class_names
 
 # the classes on the face side of the hairline (a triangle mixing these with Hair is split)
 FACE_CLASSES = ("Face_Neck", "Eyeglass", "Lower_Lip", "Upper_Lip", "Lower_Teeth", "Upper_Teeth", "Tongue")
@@ -72,18 +72,13 @@ class Refined:
     values: list
 
 
-def _ids(names) -> np.ndarray:
-    lookup = {name: i for i, name in enumerate(class_names())}
-    return np.array([lookup[n] for n in names], np.int64)
-
-
 def border_faces(faces: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """F bool: the face has a Hair corner and a face-class corner."""
     n = len(class_names())
     hair_table = np.zeros(n + 1, bool)
-    hair_table[_ids(["Hair"])] = True
+    hair_table[class_ids(["Hair"])] = True
     face_table = np.zeros(n + 1, bool)
-    face_table[_ids(FACE_CLASSES)] = True
+    face_table[class_ids(FACE_CLASSES)] = True
     corner = np.minimum(np.asarray(labels, np.int64), n)[faces].T  # ids past the table: neither
     return (hair_table[corner[0]] | hair_table[corner[1]] | hair_table[corner[2]]) & (
         face_table[corner[0]] | face_table[corner[1]] | face_table[corner[2]])
@@ -190,7 +185,7 @@ def _midpoint_labels(midpoints, ends, labels, corner, face_edge, split_ids, phot
     total = 2 + opposite_count
     out = np.where(2 * votes_first >= total, first, labels[ends[:, 1]])
     decided = np.zeros(n, bool)
-    head_ids = np.concatenate([_ids(["Hair"]), _ids(FACE_CLASSES)])
+    head_ids = np.concatenate([class_ids(["Hair"]), class_ids(FACE_CLASSES)])
     for photo in photos:  # a few views at most
         points = photo.to_camera(midpoints)
         K = np.asarray(photo.K, np.float64)
@@ -247,8 +242,8 @@ def head_faces(faces: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """F bool: a corner is Hair or a face class."""
     n = len(class_names())
     table = np.zeros(n + 1, bool)
-    table[_ids(["Hair"])] = True
-    table[_ids(FACE_CLASSES)] = True
+    table[class_ids(["Hair"])] = True
+    table[class_ids(FACE_CLASSES)] = True
     return _any_corner(table[np.minimum(np.asarray(labels, np.int64), n)], faces.T)
 
 
