@@ -1,4 +1,4 @@
-"""The fused solid's micrometre edges are collapsed (engine/geometry/fusion.py weld_short_edges):
+"""The fused solid's micrometre edges are collapsed (engine/geometry/cleanup.py weld_short_edges):
 marching cubes leaves a few hundred where the surface passes beside a grid corner, and once the
 avatar's positions were float32 the two ends of such an edge became one vertex and the closed
 mesh read as open (engine.synthetic person 2 at 288 x 384 with crops: a 0.025 deg / 0.25 mm
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from engine.geometry.fusion import WELD_M, weld_short_edges
+from engine.geometry.cleanup import WELD_M, weld_short_edges
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 

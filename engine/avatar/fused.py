@@ -95,7 +95,8 @@ def build_fused_avatar(
 
 def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_size, rig, rest_pose, formats, detail_crops,
            progress) -> Path:
-    from engine.geometry.fusion import View, fuse_views, weld_short_edges
+    from engine.geometry.cleanup import weld_short_edges
+    from engine.geometry.fusion import View, fuse_views
 
     _check_options(detail, resolution, target_faces, texture_size)
     if rest_pose != "photo" and not rig:

@@ -94,7 +94,7 @@ SILHOUETTE_TURN_DEG, SILHOUETTE_SHIFT_M, SILHOUETTE_CLIP_PX, SILHOUETTE_POINTS =
 # pixels) is not made: the grid's best is then the pixels' noise (engine.synthetic person 2 at
 # 288 x 384, exact maps: 0.467 -> 0.467 px for a 0.25 mm move, which then left the avatar with its
 # crops open; the cause was the solid's micrometre edges folding in float32, now welded:
-# weld_short_edges)
+# engine.geometry.cleanup.weld_short_edges)
 SILHOUETTE_MIN_GAIN_PX = 0.01
 # each view's samples that face its camera less than this (cos of the angle to the line of
 # sight) stay out of the union: on the sides, where the views overlap, the grazing depths of
@@ -130,13 +130,6 @@ PALM_RADIUS, FINGER_RADIUS, SEEN_M, HAND_RELAX_ROUNDS = 0.2, 0.1, 0.005, 4
 LIMB_MIN_SEEN, LIMB_SEEN_PERCENTILE, LIMB_SLACK, HAND_MIN_SEEN = 50, 90.0, 1.15, 10
 
 
-# weld_short_edges: the solid's edges shorter than this are collapsed. Marching cubes (Poisson)
-# leaves a few hundred edges of a few micrometres where the surface passes next to a grid corner;
-# once the avatar's positions are float32 (or an artist merges by distance, Blender's default
-# 0.1 mm) the two ends of such an edge become one vertex, its two faces become slivers with a
-# repeated corner and the closed mesh reads as open (engine.synthetic person 2 at 288 x 384 with
-# crops: a 0.025 deg / 0.25 mm registration change left two edges of four faces at the head)
-WELD_M = 1e-4
 
 @dataclass
 class View:
@@ -848,53 +841,6 @@ def reaching_outline(circles: ContourCircles, view: View) -> np.ndarray:
     off = np.full(len(q), np.inf)
     off[ok] = ndimage.map_coordinates(distance, [v[ok] - 0.5, u[ok] - 0.5], order=1, mode="nearest")
     return np.abs(off) <= SEAM_REACH_PX
-
-
-def weld_short_edges(vertices, faces, labels=None, min_length: float = WELD_M, rounds: int = 8):
-    """A closed mesh's edges shorter than min_length collapsed to their midpoints; (vertices
-    float64, faces, labels or None, collapsed count). Per round, each vertex is in at most one
-    collapse (the shortest edge it is on) and an edge is collapsed only when its ends share
-    exactly two neighbours (the corners of its two faces: the link condition), so the mesh stays
-    closed and manifold; its two faces go."""
-    from scipy import sparse
-
-    v = np.asarray(vertices, np.float64).copy()
-    f = np.asarray(faces, np.int64)
-    n = len(v)
-    collapsed = 0
-    for _ in range(rounds):
-        pairs = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
-        key = np.unique(pairs[:, 0] * n + pairs[:, 1])
-        edges = np.stack([key // n, key % n], axis=1)
-        length = np.linalg.norm(v[edges[:, 0]] - v[edges[:, 1]], axis=1)
-        short = np.flatnonzero(length < min_length)
-        if not len(short):
-            break
-        short = short[np.argsort(length[short], kind="stable")]
-        first = np.full(n, len(short))  # per vertex: its shortest short edge (rank)
-        rank = np.arange(len(short))
-        np.minimum.at(first, edges[short, 0], rank)
-        np.minimum.at(first, edges[short, 1], rank)
-        pick = edges[short[(first[edges[short, 0]] == rank) & (first[edges[short, 1]] == rank)]]
-        adjacency = sparse.csr_matrix((np.ones(2 * len(edges)), (np.r_[edges[:, 0], edges[:, 1]], np.r_[edges[:, 1], edges[:, 0]])),
-                                      shape=(n, n))
-        shared = np.asarray(adjacency[pick[:, 0]].multiply(adjacency[pick[:, 1]]).sum(axis=1)).ravel()
-        pick = pick[shared == 2]
-        if not len(pick):
-            break
-        v[pick[:, 0]] = 0.5 * (v[pick[:, 0]] + v[pick[:, 1]])
-        remap = np.arange(n)
-        remap[pick[:, 1]] = pick[:, 0]
-        f = remap[f]
-        f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
-        collapsed += len(pick)
-    if not collapsed:
-        return v, np.asarray(faces), labels, 0
-    used = np.unique(f)
-    index = np.full(n, -1, np.int64)
-    index[used] = np.arange(len(used))
-    out_faces = index[f].astype(np.asarray(faces).dtype)
-    return v[used], out_faces, None if labels is None else np.asarray(labels)[used], int(collapsed)
 
 
 def check_agreement(info: dict, name: str, reference: str) -> None:
