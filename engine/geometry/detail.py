@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from engine.geometry.grid_mesh import RTOL_HARD, finite_pixels, grid_mesh
+from engine.geometry.grid_mesh import RTOL_HARD, block_mean, finite_pixels, grid_mesh
 
 MIN_OVERLAP_PX = 30          # photo pixels seen by both, after the silhouette band is dropped
 TRIM_KEEP = 0.8              # trimmed least squares: refit on the best 80 % of the pairs, 4 times
@@ -56,27 +56,6 @@ class AlignedCrop:
                 "region": list(self.region), "scale": round(self.scale, 5),
                 "shift_m": np.round(self.shift, 5).tolist(), "overlap_px": self.overlap_px,
                 "agree": round(self.agree, 4), "median_residual_m": round(self.median_residual_m, 5)}
-
-
-def block_mean(maps: np.ndarray, valid: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
-    """Average f x f blocks of an h x w x C map over its valid pixels -> (mean, valid fraction).
-
-    The blocks' pixels are added one offset at a time, in the order (row, then column in the
-    block) numpy's sum over the two block axes adds them (the same sums), 2-3x faster than that
-    sum, whose innermost loop runs over the C channels only."""
-    h, w = valid.shape
-    blocks = np.where(valid[..., None], maps, 0.0).reshape(h // f, f, w // f, f, -1)
-    valid_blocks = valid.reshape(h // f, f, w // f, f)
-    total = blocks[:, 0, :, 0].copy()
-    count = valid_blocks[:, 0, :, 0].astype(np.int64)
-    for row in range(f):
-        for col in range(f):
-            if row or col:
-                total += blocks[:, row, :, col]
-                count += valid_blocks[:, row, :, col]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / count[..., None]
-    return mean.astype(np.float32), count / float(f * f)
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:

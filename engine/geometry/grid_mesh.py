@@ -51,6 +51,27 @@ def finite_pixels(maps: np.ndarray) -> np.ndarray:
     return finite
 
 
+def block_mean(maps: np.ndarray, valid: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
+    """Average f x f blocks of an h x w x C map over its valid pixels -> (mean, valid fraction).
+
+    The blocks' pixels are added one offset at a time, in the order (row, then column in the
+    block) numpy's sum over the two block axes adds them (the same sums), 2-3x faster than that
+    sum, whose innermost loop runs over the C channels only."""
+    h, w = valid.shape
+    blocks = np.where(valid[..., None], maps, 0.0).reshape(h // f, f, w // f, f, -1)
+    valid_blocks = valid.reshape(h // f, f, w // f, f)
+    total = blocks[:, 0, :, 0].copy()
+    count = valid_blocks[:, 0, :, 0].astype(np.int64)
+    for row in range(f):
+        for col in range(f):
+            if row or col:
+                total += blocks[:, row, :, col]
+                count += valid_blocks[:, row, :, col]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count[..., None]
+    return mean.astype(np.float32), count / float(f * f)
+
+
 def valid_pixels(pointmap: np.ndarray, mask: np.ndarray, normal: np.ndarray | None = None) -> np.ndarray:
     """Mask pixels whose point (and normal, when given) is finite with positive depth."""
     with np.errstate(invalid="ignore"):
@@ -105,17 +126,9 @@ def downsample_maps(
     use_grid = use.reshape(h, w, factor, factor).transpose(0, 2, 1, 3)
 
     def average(a):
-        # channel by channel, a block's pixels added one at a time in the order numpy's
-        # sum(axis=2) over blocks(a) adds them (the same sums): 3x faster than that sum, whose
-        # innermost loop ran over the 3 channels only
-        b = np.empty((h, w, a.shape[-1]), np.float32)
-        for channel in range(a.shape[-1]):
-            grid = np.pad(np.nan_to_num(a[..., channel]), pad).reshape(h, factor, w, factor)
-            picked = np.where(use_grid, grid, 0.0)
-            total = picked[:, 0, :, 0].copy()
-            for k in range(1, factor * factor):
-                total += picked[:, k // factor, :, k % factor]
-            b[..., channel] = total / denom[..., 0]
+        # block_mean over the front-most layer's pixels of each block
+        padded = np.pad(np.nan_to_num(a), pad + ((0, 0),))
+        b, _ = block_mean(padded, use_grid.reshape(h * factor, w * factor), factor)
         b[~out_mask] = np.nan
         return b
 
