@@ -203,6 +203,17 @@ def read_exr(path: str | os.PathLike, error: type[EngineError] = EngineError) ->
     import OpenEXR
 
     try:
+        try:
+            # R, G and B of one pixel type come grouped, H x W x 3 as decoded (no stack of
+            # three planes); other channels, or R, G, B of mixed types, are read one by one
+            channels = OpenEXR.File(str(path)).channels()
+        except ValueError as exc:
+            if "coalesce" not in str(exc):  # a damaged file: said below
+                raise
+            channels = {}  # "cannot coalesce channels into RGB" (mixed pixel types)
+        grouped = channels.get("RGB")
+        if grouped is not None and grouped.pixels.ndim == 3 and grouped.pixels.shape[2] == 3:
+            return grouped.pixels.astype(np.float32, copy=False)
         channels = OpenEXR.File(str(path), separate_channels=True).channels()
     except Exception as exc:  # OpenEXR raises plain RuntimeError on a damaged file
         raise error(f"{path}: not a readable EXR file ({exc})") from exc

@@ -158,6 +158,65 @@ def test_read_reports_missing_and_mismatched_files(tmp_path):
         read_bundle(tmp_path / "nothing")
 
 
+def _with_crops(b: Bundle) -> Bundle:
+    from engine.bundle.crops import DetailCrop
+
+    rng = np.random.default_rng(3)
+    for name, box in (("left_hand", (10, 8, 18, 16)), ("face", (12, 10, 24, 20))):
+        hw = ((box[3] - box[1]) * 2, (box[2] - box[0]) * 2)
+        b.crops.append(DetailCrop(name, box, 2, np.ones(hw, bool), pointmap=rng.normal(size=(*hw, 3)).astype(np.float32),
+                                  albedo=rng.random((*hw, 3)).astype(np.float32)))
+    return b
+
+
+def test_crops_round_trip_and_read_errors_come_in_the_listed_order(tmp_path):
+    """The files are decoded in threads; the error reported is still the first one met reading
+    them in the listed order: the main maps, then the crops entry by entry."""
+    b = _with_crops(make_bundle(with_probs=False))
+    out = write_bundle(b, tmp_path / "b")
+    r = read_bundle(out)
+    assert [c.name for c in r.crops] == ["left_hand", "face"]
+    for got, want in zip(r.crops, b.crops):
+        assert got.box == want.box and np.array_equal(got.mask, want.mask)
+        assert np.array_equal(got.pointmap, want.pointmap)
+    meta = json.loads((out / "bundle.json").read_text())
+    # an unreadable crop EXR listed before a malformed entry: the EXR is the error
+    (out / "crops" / "left_hand" / "pointmap.exr").write_bytes(b"not an exr")
+    broken = json.loads(json.dumps(meta))
+    del broken["detail_crops"][1]["box"]
+    (out / "bundle.json").write_text(json.dumps(broken))
+    with pytest.raises(BundleError, match="left_hand/pointmap.exr: not a readable EXR"):
+        read_bundle(out)
+    # a damaged main map comes before any crop's error, the missing file of a later crop after
+    # an earlier crop's damaged one
+    (out / "bundle.json").write_text(json.dumps(meta))
+    (out / "crops" / "face" / "mask.png").unlink()
+    with pytest.raises(BundleError, match="left_hand/pointmap.exr: not a readable EXR"):
+        read_bundle(out)
+    (out / "albedo.exr").write_bytes(b"not an exr either")
+    with pytest.raises(BundleError, match=r"b/albedo.exr: not a readable EXR"):
+        read_bundle(out)
+
+
+def test_read_exr_takes_rgb_of_mixed_pixel_types(tmp_path):
+    """OpenEXR groups R, G, B into one array only when they share a pixel type; R in half floats
+    beside float G and B is read channel by channel, as before."""
+    import OpenEXR
+
+    rng = np.random.default_rng(1)
+    r, g, b = (rng.random((6, 5)).astype(np.float32) for _ in range(3))
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    with OpenEXR.File(header, {"R": r.astype(np.float16), "G": g, "B": b}) as exr:
+        exr.write(str(tmp_path / "mixed.exr"))
+    got = read_exr(tmp_path / "mixed.exr")
+    assert got.dtype == np.float32 and got.shape == (6, 5, 3)
+    assert np.array_equal(got, np.stack([r.astype(np.float16).astype(np.float32), g, b], axis=-1))
+    with OpenEXR.File(header, {"R": r, "G": g}) as exr:
+        exr.write(str(tmp_path / "rg.exr"))
+    with pytest.raises(BundleError, match=r"lacks channel\(s\) B"):
+        read_exr(tmp_path / "rg.exr")
+
+
 # --------------------------------------------------------------------------- reference demo outputs
 
 

@@ -11,6 +11,7 @@ Pointmaps are the model's own, unaligned: the build aligns each one to the whole
 from __future__ import annotations
 
 import json
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,12 +103,75 @@ def write_crop_files(crops: list[DetailCrop], bundle_dir: Path) -> None:
 def read_crops(bundle_dir: Path, meta: dict) -> list[DetailCrop]:
     """The crops bundle.json lists (none before 1.2); a listed file that is missing or unreadable
     is a BundleError naming it."""
+    return start_reading_crops(bundle_dir, meta).result()
+
+
+class CropReads:
+    """The crops' files being read (start_reading_crops); `result()` the crops, or the error
+    reading them one after the other would have met first."""
+
+    def __init__(self):
+        self.planned = []   # (name, box, factor, extra, {key: job}) per entry, in the listed order
+        self.failure = None  # what stopped the listing (a malformed entry, a file missing)
+
+    def result(self) -> list[DetailCrop]:
+        # every read started before the failure is waited for in the listed order: an unreadable
+        # file listed before a malformed entry is the error, as when read one after the other
+        resolved = [{key: job.result() for key, job in pending.items()} for *_, pending in self.planned]
+        if self.failure is not None:
+            raise self.failure
+        crops = []
+        for (name, box, factor, extra, _), maps in zip(self.planned, resolved):
+            maps["mask"] = maps["mask"] > 127
+            crops.append(DetailCrop(name=name, box=box, factor=factor, meta=extra, **maps))
+        return crops
+
+
+class Ready:
+    """A read done at once (no pool): its result, as a future's."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+def _read_crop_file(path: Path, exr: bool) -> np.ndarray:
     from PIL import Image
 
+    if exr:
+        return fileio.read_exr(path, BundleError)
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L"))
+    except OSError as exc:
+        raise BundleError(f"{path}: not a readable PNG ({exc})") from exc
+
+
+def start_reading_crops(bundle_dir: Path, meta: dict, pool: Executor | None = None) -> CropReads:
+    """read_crops with the files decoded in `pool` (threads: zlib and OpenEXR release the GIL),
+    started now; without a pool each is read here, at once. The listing's errors (a malformed
+    entry, a file missing) are kept for `result()`, which raises the first error in the order the
+    files are listed, as reading them one by one would."""
+    reads = CropReads()
+
+    def submit(path, exr):
+        return Ready(_read_crop_file(path, exr)) if pool is None else pool.submit(_read_crop_file, path, exr)
+
+    try:
+        _list_crops(bundle_dir, meta, reads.planned, submit)
+    except BundleError as exc:
+        if pool is None:
+            raise
+        reads.failure = exc
+    return reads
+
+
+def _list_crops(bundle_dir: Path, meta: dict, planned: list, submit) -> None:
     entries = meta.get("detail_crops") or []
     if not isinstance(entries, list):
         raise BundleError(f"{bundle_dir}: bundle.json's detail_crops must be a list")
-    crops = []
     for entry in entries:
         try:
             name, box, factor, files = entry["name"], tuple(int(v) for v in entry["box"]), entry["factor"], entry["files"]
@@ -115,7 +179,9 @@ def read_crops(bundle_dir: Path, meta: dict) -> list[DetailCrop]:
                 raise ValueError("a box of 4 numbers and files mapping names to files, a mask among them")
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{bundle_dir}: a detail_crops entry is malformed ({exc}): {json.dumps(entry)[:200]}") from exc
-        maps = {}
+        extra = {k: v for k, v in entry.items() if k not in ("name", "box", "factor", "grid_hw", "files")}
+        pending = {}
+        planned.append((name, box, factor, extra, pending))
         for key, rel in files.items():
             if key not in CROP_FILES:
                 continue
@@ -124,15 +190,4 @@ def read_crops(bundle_dir: Path, meta: dict) -> list[DetailCrop]:
             path = bundle_dir / rel
             if not path.is_file():
                 raise BundleError(f"{bundle_dir}: detail crop {name!r} lists {key} as {rel}, which is missing")
-            if rel.endswith(".exr"):
-                maps[key] = fileio.read_exr(path, BundleError)
-            else:
-                try:
-                    with Image.open(path) as im:
-                        maps[key] = np.asarray(im.convert("L"))
-                except OSError as exc:
-                    raise BundleError(f"{path}: not a readable PNG ({exc})") from exc
-        maps["mask"] = maps["mask"] > 127
-        extra = {k: v for k, v in entry.items() if k not in ("name", "box", "factor", "grid_hw", "files")}
-        crops.append(DetailCrop(name=name, box=box, factor=factor, meta=extra, **maps))
-    return crops
+            pending[key] = submit(path, rel.endswith(".exr"))

@@ -7,13 +7,16 @@ directory beside the target, then a rename), `read_engine_bundle` reads it back.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from engine import fileio
-from engine.bundle.crops import DetailCrop, crops_json, read_crops, validate_crops, write_crop_files
+from engine.bundle.crops import (
+    DetailCrop, Ready, crops_json, start_reading_crops, validate_crops, write_crop_files,
+)
 from engine.colour import linear_to_srgb
 from engine.errors import BundleError
 from engine.versions import check_format_version
@@ -24,6 +27,8 @@ NUM_KEYPOINTS = 308
 NUM_SEG_CLASSES = 29
 # a normal whose length is further than this from 1 is not a unit vector
 UNIT_TOLERANCE = 1e-3
+# threads decoding a bundle's files (read_engine_bundle): the build's machines have 2+ cores
+READ_THREADS = 2
 
 # file names inside a bundle directory (docs/bundle.md lists them)
 FILES = {
@@ -282,27 +287,34 @@ def read_engine_bundle(path: Path) -> Bundle:
         if not (path / rel).is_file():
             raise BundleError(f"{path}: bundle.json lists {name} as {rel}, which is missing")
 
-    def load(name, reader):
-        return reader(path / files[name]) if name in files else None
-
-    image = load("image", lambda p: _read_png(p, "RGB"))
-    photo = meta.get("photo")
-    photo = photo if isinstance(photo, dict) else {}
-    if (photo.get("width"), photo.get("height")) != (image.shape[1], image.shape[0]):
-        raise BundleError(f"{path}: bundle.json says the photo is {photo.get('width')} x "
-                          f"{photo.get('height')} but {files['image']} is {image.shape[1]} x {image.shape[0]}")
-    mask = load("mask", lambda p: _read_png(p, "L")) > 127
-    seg = load("seg", lambda p: _read_png(p, "L"))
-    keypoints = load("keypoints", _read_keypoints_json)
-    seg_probs = load("seg_probs", lambda p: np.load(p, allow_pickle=False))
-    normal = load("normal", read_exr)
-    pointmap = load("pointmap", read_exr)
-    albedo = load("albedo", read_exr)
-    K = _read_K(meta.get("K"), json_path)
+    # every file (the crops' too) is decoded in READ_THREADS threads (zlib, PIL and OpenEXR
+    # release the GIL) and taken in the order below: the error met first is the one reading the
+    # files one after the other meets
+    pool = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="bundle-read")
+    try:
+        readers = (("image", lambda p: _read_png(p, "RGB")), ("mask", lambda p: _read_png(p, "L")),
+                   ("seg", lambda p: _read_png(p, "L")), ("keypoints", _read_keypoints_json),
+                   ("seg_probs", lambda p: np.load(p, allow_pickle=False)), ("normal", read_exr),
+                   ("pointmap", read_exr), ("albedo", read_exr))
+        jobs = {name: pool.submit(reader, path / files[name]) if name in files else Ready(None) for name, reader in readers}
+        crop_reads = start_reading_crops(path, meta, pool)
+        image = jobs["image"].result()
+        photo = meta.get("photo")
+        photo = photo if isinstance(photo, dict) else {}
+        if (photo.get("width"), photo.get("height")) != (image.shape[1], image.shape[0]):
+            raise BundleError(f"{path}: bundle.json says the photo is {photo.get('width')} x "
+                              f"{photo.get('height')} but {files['image']} is {image.shape[1]} x {image.shape[0]}")
+        mask = jobs["mask"].result() > 127
+        seg, keypoints, seg_probs, normal, pointmap, albedo = (
+            jobs[name].result() for name in ("seg", "keypoints", "seg_probs", "normal", "pointmap", "albedo"))
+        K = _read_K(meta.get("K"), json_path)
+        crops = crop_reads.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     bundle = Bundle(
         image=image, mask=mask, keypoints=keypoints, seg=seg, normal=normal, pointmap=pointmap,
         albedo=albedo, K=K, seg_probs=seg_probs,
-        meta=meta, crops=read_crops(path, meta),
+        meta=meta, crops=crops,
     )
     validate_bundle(bundle, path)
     return bundle
