@@ -6,7 +6,7 @@ Usage: .venv/bin/python bench/bench_front_cpu.py [--old REV] [--pairs N]
 The inputs are those of a real build: bench_avatar's generated bundle (~300k person pixels, hand
 and face crops) is built once as the default closed build with crops, and the arguments the build
 passes to solid_front, align_crops and fuse_maps are kept. Then, in this one process, the older
-revision's engine/geometry/{trust,grid_mesh,detail}.py (read with `git show REV:...`, loaded
+revision's engine/geometry/{trust,grid_mesh,normal_integration,detail}.py (read with `git show REV:...`, loaded
 beside this tree's modules and swapped in for their functions) and this tree's run interleaved
 (old, new, old, new ...), N pairs, CPU seconds (time.process_time) each; every pair's outputs are
 compared byte for byte, and a difference stops the bench. Prints per-run CPU seconds, their
@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 SWAPPED = {"trust": ("trust_pixels", "refill_front", "depth_normals"),
            "grid_mesh": ("valid_pixels", "downsample_maps"),
+           "normal_integration": ("refine_depth", "_solve"),
            "detail": ("align_crops", "fuse_maps", "align_crop", "block_mean")}
 
 

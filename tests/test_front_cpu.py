@@ -79,3 +79,59 @@ def test_downsample_maps_averages_and_votes_as_before():
     np.add.at(votes, (rows, cols, inverse.reshape(seg_blocks.shape)[use]), 1)
     assert np.array_equal(out_seg[kept], classes[votes.argmax(-1)][kept])
     assert not out_seg[~kept].any()
+
+
+def test_jacobi_cg_is_scipys_cg():
+    """normal_integration's own Jacobi-preconditioned CG loop gives scipy's cg's x and count."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import LinearOperator, cg
+
+    from engine.geometry.normal_integration import _jacobi_cg
+
+    rng = np.random.default_rng(5)
+    n = 400
+    i = np.arange(n - 1)
+    off = sp.coo_matrix((-rng.uniform(0.1, 1.0, n - 1), (i, i + 1)), shape=(n, n))
+    far = sp.coo_matrix((-rng.uniform(0.1, 1.0, n - 20), (np.arange(n - 20), np.arange(20, n))), shape=(n, n))
+    lower = (off + far).tocsr()
+    matrix = (lower + lower.T + sp.diags(-np.asarray((lower + lower.T).sum(1)).ravel() + rng.uniform(1e-3, 1e-2, n))).tocsr()
+    rhs = rng.normal(size=n)
+    for x0, rtol, maxiter in ((np.zeros(n), 1e-6, None), (rng.normal(size=n), 1e-3, None), (rng.normal(size=n), 1e-9, 7)):
+        inverse_diag = 1.0 / matrix.diagonal()
+        count = [0]
+        expected, _ = cg(matrix, rhs, x0=x0, rtol=rtol, maxiter=maxiter, callback=lambda _: count.__setitem__(0, count[0] + 1),
+                         M=LinearOperator(matrix.shape, matvec=lambda x: inverse_diag * x, dtype=np.float64))
+        kept = x0.copy()
+        got, iterations = _jacobi_cg(matrix, rhs, inverse_diag, x0, rtol=rtol, maxiter=maxiter)
+        assert np.array_equal(x0, kept)  # x0 is not changed
+        assert iterations == count[0] and iterations > 0
+        assert np.array_equal(got, expected)
+
+
+def test_depth_normals_are_the_cross_product_of_the_differences():
+    """trust.depth_normals (channel by channel) against its interleaved numpy form: the same values."""
+    from engine.geometry.trust import depth_normals
+
+    rng = np.random.default_rng(6)
+    H, W = 31, 45
+    points = np.stack(np.meshgrid(np.linspace(-0.3, 0.3, W), np.linspace(-0.4, 0.4, H)) + [np.full((H, W), 2.0)], -1)
+    points[..., 2] += 0.05 * rng.normal(size=(H, W))
+    valid = rng.random((H, W)) > 0.25
+    for maps in (points, points.astype(np.float32)):
+        padded = np.full((H + 2, W + 2, 3), np.nan, np.float32)
+        padded[1:-1, 1:-1][valid] = maps[valid]
+        centre = padded[1:-1, 1:-1]
+
+        def difference(after, before):
+            d, forward = after - before, after - centre
+            return np.where(np.isfinite(d), d, np.where(np.isfinite(forward), forward, centre - before))
+
+        n = np.cross(difference(padded[2:, 1:-1], padded[:-2, 1:-1]), difference(padded[1:-1, 2:], padded[1:-1, :-2]))
+        length = np.sqrt((n * n).sum(-1, keepdims=True))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n = n / length
+        n = np.where(((n * centre).sum(-1) > 0)[..., None], -n, n)
+        n[~valid | ~(length[..., 0] > 1e-12)] = np.nan
+        got = depth_normals(maps, valid)
+        assert got.dtype == np.float32 and np.isfinite(got).any()
+        assert np.array_equal(got, n, equal_nan=True)

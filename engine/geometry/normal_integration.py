@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 from scipy import ndimage
-from scipy.sparse.linalg import cg
 
 from engine.geometry.grid_mesh import RTOL_HARD, downsample_maps, valid_pixels
 
@@ -75,12 +74,17 @@ class IntegrationInfo:
     levels: list[dict] = field(default_factory=list)
 
 
+def ray_axes(K: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """pixel_rays' x/z per column (W) and y/z per row (H)."""
+    H, W = shape
+    K = np.asarray(K, np.float64)
+    return (np.arange(W) + 0.5 - K[0, 2]) / K[0, 0], (np.arange(H) + 0.5 - K[1, 2]) / K[1, 1]
+
+
 def pixel_rays(K: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """H x W x 3 rays (x/z, y/z, 1) through the pixel centres (col + 0.5, row + 0.5)."""
     H, W = shape
-    K = np.asarray(K, np.float64)
-    x = (np.arange(W) + 0.5 - K[0, 2]) / K[0, 0]
-    y = (np.arange(H) + 0.5 - K[1, 2]) / K[1, 1]
+    x, y = ray_axes(K, shape)
     rays = np.empty((H, W, 3), np.float64)
     rays[..., 0] = x[None, :]
     rays[..., 1] = y[:, None]
@@ -196,23 +200,51 @@ class GridEnergy:
         return float(total)
 
 
+def _jacobi_cg(matrix, rhs, inverse_diag, x0, *, rtol, maxiter):
+    """(x, iterations): scipy.sparse.linalg.cg(matrix, rhs, x0=x0, rtol=rtol, maxiter=maxiter,
+    M=the operator x -> inverse_diag * x) with its iteration count, the same arithmetic in the
+    same order (scipy 1.17's loop: the same x to the last bit), without the LinearOperator
+    wrappers and shape checks that cost more than the matrix product on the coarse levels'
+    few thousand pixels (several thousand iterations per closed build).
+
+    The arrays are float64 (GridEnergy.system's); x0 is copied, not changed."""
+    b = np.asarray(rhs, np.float64)
+    bnrm2 = np.linalg.norm(b)
+    atol = max(0.0, float(rtol) * float(bnrm2))
+    if bnrm2 == 0:
+        return b, 0
+    if maxiter is None:
+        maxiter = len(b) * 10
+    x = np.array(x0, np.float64).ravel()
+    r = b - matrix @ x if x.any() else b.copy()
+    rho_prev, p = None, None
+    for iteration in range(maxiter):
+        if np.sqrt(r.dot(r)) < atol:  # np.linalg.norm(r)
+            return x, iteration
+        z = inverse_diag * r
+        rho_cur = np.dot(r, z)
+        if iteration > 0:
+            beta = rho_cur / rho_prev
+            p *= beta
+            p += z
+        else:
+            p = z.copy()
+        q = matrix @ p
+        alpha = rho_cur / np.dot(p, q)
+        x += alpha * p
+        r -= alpha * q
+        rho_prev = rho_cur
+    return x, maxiter
+
+
 def _solve(energy: GridEnergy, t, *, irls, cg_rtol, cg_maxiter, energy_tol=1e-4):
     cg_iterations = 0
     previous = energy.energy(t)
     steps = 0
     for steps in range(1, irls + 1):
         matrix, rhs, diag = energy.system()
-        counter = [0]
-
-        def count(_):
-            counter[0] += 1
-
-        inverse_diag = 1.0 / diag
-        preconditioner = sp.linalg.LinearOperator(
-            matrix.shape, matvec=lambda x: inverse_diag * x, dtype=np.float64
-        )
-        t, _ = cg(matrix, rhs, x0=t, rtol=cg_rtol, maxiter=cg_maxiter, M=preconditioner, callback=count)
-        cg_iterations += counter[0]
+        t, iterations = _jacobi_cg(matrix, rhs, 1.0 / diag, t, rtol=cg_rtol, maxiter=cg_maxiter)
+        cg_iterations += iterations
         energy.reweight(t)
         current = energy.energy(t)
         if abs(previous - current) <= energy_tol * max(previous, 1e-30):

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from engine.errors import BundleError
-from engine.geometry.normal_integration import pixel_rays
+from engine.geometry.normal_integration import pixel_rays, ray_axes
 
 SUPPORT_RADIUS = 2  # 5 x 5 neighbourhood
 MIN_SUPPORT = 5  # of 24 neighbours at the pixel's depth
@@ -52,10 +52,13 @@ class TrustedFront:
     stats: dict
 
 
-def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _dot(a, b) -> np.ndarray:
     """Per-pixel dot product of two H x W x 3 maps: (a * b).sum(-1)'s values (the same sums in the
-    same order, but for the sign of an all-zero one), without its slow reduction over the last axis."""
-    return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2]
+    same order, but for the sign of an all-zero one), without its slow reduction over the last axis.
+    Either map may be given as a sequence of its three H x W channels."""
+    a0, a1, a2 = (a[..., 0], a[..., 1], a[..., 2]) if isinstance(a, np.ndarray) else a
+    b0, b1, b2 = (b[..., 0], b[..., 1], b[..., 2]) if isinstance(b, np.ndarray) else b
+    return a0 * b0 + a1 * b1 + a2 * b2
 
 
 def _length(a: np.ndarray) -> np.ndarray:
@@ -72,26 +75,48 @@ def depth_normals(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Unit normals of a pointmap over valid pixels (float32), facing the camera; NaN elsewhere.
 
     Central differences where both neighbours are valid, one-sided where only one is."""
+    return _interleaved(_planar_normals([points[..., c] for c in range(3)], valid))
+
+
+def _interleaved(channels) -> np.ndarray:
+    """H x W x 3 from three H x W maps."""
+    out = np.empty(channels[0].shape + (3,), channels[0].dtype)
+    for c in range(3):
+        out[..., c] = channels[c]
+    return out
+
+
+def _planar_normals(channels, valid: np.ndarray):
+    """depth_normals of the point map given as its three H x W channels (x, y, z; float32, or
+    float64 rounded to float32 as depth_normals does), returned as three H x W float32 maps: the
+    same values, each step made on one contiguous channel at a time (the interleaved map's
+    strided passes cost 2-3x more), np.cross's products and differences in its order."""
     H, W = valid.shape
-    padded = np.full((H + 2, W + 2, 3), np.nan, np.float32)
-    np.copyto(padded[1:-1, 1:-1], points, casting="same_kind", where=valid[..., None])
-    centre = padded[1:-1, 1:-1]
-
-    def difference(after, before):
-        d = after - before
-        forward = after - centre
-        one_sided = np.where(np.isfinite(forward), forward, centre - before)
-        return np.where(np.isfinite(d), d, one_sided)
-
-    du = difference(padded[1:-1, 2:], padded[1:-1, :-2])
-    dv = difference(padded[2:, 1:-1], padded[:-2, 1:-1])
-    n = np.cross(dv, du)
-    length = _length(n)
+    centre, du, dv = [], [], []
+    for values in channels:
+        padded = np.full((H + 2, W + 2), np.nan, np.float32)
+        np.copyto(padded[1:-1, 1:-1], values, casting="same_kind", where=valid)
+        middle = padded[1:-1, 1:-1]
+        centre.append(middle)
+        for out, after, before in ((du, padded[1:-1, 2:], padded[1:-1, :-2]), (dv, padded[2:, 1:-1], padded[:-2, 1:-1])):
+            d = after - before
+            forward = after - middle
+            one_sided = np.where(np.isfinite(forward), forward, middle - before)
+            out.append(np.where(np.isfinite(d), d, one_sided))
+    # n = dv x du (np.cross(dv, du): a1 b2 - a2 b1, a2 b0 - a0 b2, a0 b1 - a1 b0)
+    n = [dv[1] * du[2], dv[2] * du[0], dv[0] * du[1]]
+    n[0] -= dv[2] * du[1]
+    n[1] -= dv[0] * du[2]
+    n[2] -= dv[1] * du[0]
+    length = np.sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2])
     with np.errstate(invalid="ignore", divide="ignore"):
-        n /= length
-    toward = (_dot(n, centre) > 0)[..., None]
-    np.negative(n, out=n, where=toward)  # toward the camera
-    n[~valid | ~(length[..., 0] > 1e-12)] = np.nan
+        for c in range(3):
+            n[c] /= length
+    toward = (n[0] * centre[0] + n[1] * centre[1] + n[2] * centre[2]) > 0
+    off = ~valid | ~(length > 1e-12)
+    for c in range(3):
+        np.negative(n[c], out=n[c], where=toward)  # toward the camera
+        n[c][off] = np.nan
     return n
 
 
@@ -112,24 +137,32 @@ def trust_pixels(points: np.ndarray, person: np.ndarray, normal: np.ndarray | No
 
     H, W = person.shape
     valid = valid_pixels(points, person)
-    rays = pixel_rays(K, (H, W))
-    view = rays / _length(rays)
+    # the rays and unit view directions as three H x W maps each (pixel_rays and rays / _length(rays),
+    # channel by channel: the same values, without the strided H x W x 3 passes)
+    x, y = ray_axes(K, (H, W))
+    ray_length = np.sqrt((x * x)[None, :] + (y * y)[:, None] + 1.0)
+    view = (x[None, :] / ray_length, y[:, None] / ray_length, 1.0 / ray_length)
     depth = np.where(valid, points[..., 2], np.nan).astype(np.float64)
     footprint = depth / np.sqrt(K[0, 0] * K[1, 1])
     has_normal = valid if normal is None else valid & finite_pixels(normal)
     if normal is None:
         cos_view = np.ones((H, W))
     else:
-        cos_view = np.abs(np.nan_to_num(_dot(normal, view)))
+        normal_view = _dot(normal, view)  # (normal * view).sum(-1), once for both tests below
+        cos_view = np.abs(np.nan_to_num(normal_view))
     cos_view = np.where(has_normal, cos_view, 0.5)  # no normal: assume a moderate slope
+    # the slope and the tolerance it gives, over the valid pixels only (the footprint is NaN on the
+    # others, and so was their tolerance)
+    cos_view = cos_view[valid]
     slope = np.minimum(np.sqrt(np.maximum(1.0 - cos_view**2, 0.0)) / np.maximum(cos_view, 1e-3), MAX_SLOPE)
 
-    support = np.zeros((H, W), np.int32)
+    support = np.zeros((H, W), np.uint8)  # at most 24
     r = SUPPORT_RADIUS
     padded = np.full((H + 2 * r, W + 2 * r), np.nan, np.float32)
     padded[r:-r, r:-r] = depth
-    depth32 = depth.astype(np.float32)
-    reach = ((1.0 + slope) * footprint).astype(np.float32)  # tolerance per pixel of distance
+    depth32 = padded[r:-r, r:-r]
+    reach = np.full((H, W), np.nan, np.float32)  # tolerance per pixel of distance
+    reach[valid] = (1.0 + slope) * footprint[valid]
     difference = np.empty((H, W), np.float32)
     near = np.empty((H, W), bool)
     tolerance = {}  # per neighbour distance (5 distinct among the 24): made once, not per neighbour
@@ -151,12 +184,15 @@ def trust_pixels(points: np.ndarray, person: np.ndarray, normal: np.ndarray | No
 
     # normals of the surface the supported pixels span, from their depth smoothed over a few
     # pixels; predicted normals must agree with them
-    smooth_normal = depth_normals(_smoothed_points(depth, supported, rays, AGREEMENT_SIGMA_PX), supported)
     if normal is None:
         agrees = supported
         normal_ok = np.zeros((H, W), bool)
     else:
-        facing = np.nan_to_num(-_dot(normal, view)) > GRAZING_COS
+        # the normals of the points along the rays at the smoothed depth (depth_normals), channel
+        # by channel (the z channel is the smoothed depth itself: rays' z is 1)
+        smoothed = _smoothed_depth(depth, supported, AGREEMENT_SIGMA_PX)
+        smooth_normal = _planar_normals((x[None, :] * smoothed, y[:, None] * smoothed, smoothed), supported)
+        facing = np.nan_to_num(-normal_view) > GRAZING_COS
         agreement = np.nan_to_num(_dot(normal, smooth_normal), nan=1.0)
         normal_ok = has_normal & facing
         agrees = supported & (~normal_ok | (agreement > NORMAL_AGREEMENT_COS))
@@ -182,12 +218,12 @@ def trust_pixels(points: np.ndarray, person: np.ndarray, normal: np.ndarray | No
     return trusted, normal_ok, stats
 
 
-def _smoothed_points(depth, valid, rays, sigma):
-    """Points along `rays` at the depth Gaussian-averaged over `valid` pixels only (NaN elsewhere)."""
+def _smoothed_depth(depth, valid, sigma):
+    """The depth Gaussian-averaged over `valid` pixels only (float32, NaN elsewhere)."""
     weight = ndimage.gaussian_filter(valid.astype(np.float32), sigma)
     with np.errstate(invalid="ignore", divide="ignore"):
         smoothed = ndimage.gaussian_filter(np.where(valid, depth, 0.0).astype(np.float32), sigma) / weight
-    return rays * np.where(valid, smoothed, np.nan)[..., None]
+    return np.where(valid, smoothed, np.nan)
 
 
 def refill_front(points, person, trusted, normal, K, normal_ok=None):
