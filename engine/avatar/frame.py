@@ -15,7 +15,20 @@ MIN_FOOT_VERTICES = 10
 
 
 def apply_transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    return points @ matrix[:3, :3].T + matrix[:3, 3]
+    rotation, shift = np.asarray(matrix)[:3, :3], np.asarray(matrix)[:3, 3]
+    points = np.asarray(points)
+    if (points.ndim == 2 and points.dtype == np.float64 and rotation.dtype == np.float64
+            and not (rotation - np.diag(np.diag(rotation))).any() and shift.all()):
+        # axes only turned (camera_to_avatar's matrix): the matrix product's numbers without a
+        # BLAS call (whose idle threads spin on the other core), one product per coordinate plus
+        # zeros (NaN from an infinite coordinate, as in the product); their signs vanish in the shift
+        out = np.empty_like(points)
+        with np.errstate(invalid="ignore"):
+            for k in range(3):
+                out[:, k] = points[:, 0] * rotation[k, 0] + points[:, 1] * rotation[k, 1] + points[:, 2] * rotation[k, 2]
+        out += shift
+        return out
+    return points @ rotation.T + shift
 
 
 def camera_to_avatar(vertices_camera: np.ndarray, vertex_labels: np.ndarray | None) -> tuple[np.ndarray, str]:

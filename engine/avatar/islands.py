@@ -39,9 +39,21 @@ MIN_ISLAND_PIECE_M2 = 4e-4
 def project(points_camera: np.ndarray, K: np.ndarray) -> np.ndarray:
     """Camera-frame points (N x 3) -> photo pixel coordinates (N x 2, centres at +0.5)."""
     p = np.asarray(points_camera, np.float64)
+    K = np.asarray(K, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         xy = p[:, :2] / p[:, 2:3]
-    return xy @ np.asarray(K, np.float64)[:2, :2].T + np.asarray(K, np.float64)[:2, 2]
+    if K[0, 1] == 0 and K[1, 0] == 0 and K[0, 2] != 0 and K[1, 2] != 0:
+        # no skew: the matrix product's numbers without a BLAS call (whose idle threads spin on
+        # the other core): one product per coordinate, the other term a zero (NaN from an
+        # infinite coordinate, as in the product); the zeros' signs vanish in the centre added
+        x, y = xy[:, 0], xy[:, 1]
+        out = np.empty_like(xy)
+        with np.errstate(invalid="ignore"):
+            out[:, 0] = x * K[0, 0] + y * K[0, 1]
+            out[:, 1] = x * K[1, 0] + y * K[1, 1]
+        out += K[:2, 2]
+        return out
+    return xy @ K[:2, :2].T + K[:2, 2]
 
 
 def _depth_range(depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,11 +78,12 @@ def visibility_weights(vertices_camera: np.ndarray, faces: np.ndarray, pointmap:
     over GRAZING_COS) times lying on the seen surface (1 within the depth tolerance of the
     seen depths around its pixel, falling to 0 at twice the tolerance). 0 off the photo and
     where the camera saw no person."""
-    corners = vertices_camera[faces].astype(np.float64)
-    centre = corners.mean(axis=1)
-    normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    v = np.asarray(vertices_camera, np.float64)
+    c0, c1, c2 = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
+    centre = (c0 + c1 + c2) / 3  # the corners' mean, added in the same order
+    normal = _cross(c1 - c0, c2 - c0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.einsum("ij,ij->i", normal, -centre) / (np.linalg.norm(normal, axis=1) * np.linalg.norm(centre, axis=1))
+        cos = np.einsum("ij,ij->i", normal, -centre) / (_length(normal) * _length(centre))
     facing = np.clip((np.nan_to_num(cos, nan=-1.0) - GRAZING_COS[0]) / (GRAZING_COS[1] - GRAZING_COS[0]), 0.0, 1.0)
     h, w = pointmap.shape[:2]
     xy = project(centre, K)
@@ -90,14 +103,34 @@ def _face_vertex_incidence(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(3 * len(faces)), (rows, faces.reshape(-1))), shape=(len(faces), n_vertices))
 
 
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.cross of N x 3 rows, the same products and differences one column at a time (np.cross
+    of rows costs several times more)."""
+    out = np.empty_like(a)
+    out[:, 0] = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
+    out[:, 1] = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
+    out[:, 2] = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    return out
+
+
+def _length(a: np.ndarray) -> np.ndarray:
+    """np.linalg.norm(a, axis=1) of N x 3 rows: the squares added in the same order."""
+    x, y, z = a[:, 0], a[:, 1], a[:, 2]
+    return np.sqrt(x * x + y * y + z * z)
+
+
 def _face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    corners = vertices[faces].astype(np.float64)
-    return 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
+    v = np.asarray(vertices, np.float64)
+    v0 = v[faces[:, 0]]
+    return 0.5 * _length(_cross(v[faces[:, 1]] - v0, v[faces[:, 2]] - v0))
 
 
-def faces_to_vertices(vertices: np.ndarray, faces: np.ndarray):
-    """V x F: each vertex the area-weighted mean of its faces' values."""
-    weighted = _face_vertex_incidence(faces, len(vertices)).multiply(_face_areas(vertices, faces)[:, None]).tocsr()
+def faces_to_vertices(vertices: np.ndarray, faces: np.ndarray, incidence=None):
+    """V x F: each vertex the area-weighted mean of its faces' values (incidence: the faces'
+    _face_vertex_incidence, when made already)."""
+    if incidence is None:
+        incidence = _face_vertex_incidence(faces, len(vertices))
+    weighted = incidence.multiply(_face_areas(vertices, faces)[:, None]).tocsr()
     return sp.diags(1.0 / np.maximum(np.asarray(weighted.sum(axis=0)).ravel(), 1e-30)) @ weighted.T
 
 
@@ -107,11 +140,12 @@ def smooth_over_surface(face_values: np.ndarray, vertices: np.ndarray, faces: np
     (area-weighted) and back to the faces, as many times as the mean edge length needs to
     reach that far (diffusion: steps ~ (radius / edge)^2). with_vertices: (face values, the
     result averaged once more to the vertices)."""
-    corners = vertices[faces].astype(np.float64)
-    edge = float(np.mean(np.linalg.norm(corners[:, 1] - corners[:, 0], axis=1))) if len(faces) else 1.0
+    v = np.asarray(vertices, np.float64)
+    edge = float(np.mean(_length(v[faces[:, 1]] - v[faces[:, 0]]))) if len(faces) else 1.0
     steps = int(np.clip(round((radius_m / max(edge, 1e-9)) ** 2), 1, MAX_SMOOTHING_STEPS))
-    to_vertices = faces_to_vertices(vertices, faces)
-    to_faces = _face_vertex_incidence(faces, len(vertices)) / 3.0
+    incidence = _face_vertex_incidence(faces, len(vertices))
+    to_vertices = faces_to_vertices(vertices, faces, incidence)
+    to_faces = incidence / 3.0
     values = np.asarray(face_values, np.float64)
     for _ in range(steps):
         values = to_faces @ (to_vertices @ values)
@@ -123,7 +157,8 @@ def _drop_small_pieces(seen: np.ndarray, vertices: np.ndarray, faces: np.ndarray
     from scipy.sparse.csgraph import connected_components
 
     area = _face_areas(vertices, faces)
-    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1).astype(np.int64)
+    first, second = np.asarray(faces, np.int64).T, np.roll(np.asarray(faces, np.int64), -1, axis=1).T
+    edges = np.stack([np.minimum(first, second).ravel(), np.maximum(first, second).ravel()], axis=1)
     face_of = np.tile(np.arange(len(faces)), 3)
     order = np.argsort(edges[:, 0] * (len(vertices) + 1) + edges[:, 1])
     key = edges[order, 0] * (len(vertices) + 1) + edges[order, 1]
@@ -176,8 +211,13 @@ def split_islands(faces: np.ndarray, face_island: np.ndarray, n_islands: int = 2
     face uses are dropped; new vertices keep the order of their source vertices.
     """
     corner_key = faces.astype(np.int64) * n_islands + np.repeat(face_island.astype(np.int64), 3).reshape(-1, 3)
-    keys, inverse = np.unique(corner_key.reshape(-1), return_inverse=True)
-    return inverse.reshape(-1, 3).astype(np.int64), keys // n_islands, (keys % n_islands).astype(np.int8)
+    # np.unique(corner_key, return_inverse=True) without its sort: the keys are small
+    # (vertex x island), a table of the ones used numbers them in increasing order
+    used = np.zeros(int(corner_key.max()) + 1 if corner_key.size else 0, bool)
+    used[corner_key.reshape(-1)] = True
+    keys = np.flatnonzero(used)
+    inverse = (np.cumsum(used) - 1)[corner_key]
+    return inverse.astype(np.int64), keys // n_islands, (keys % n_islands).astype(np.int8)
 
 
 def assign_islands(vertices_camera, faces, labels, pointmap, K, *, closed: bool, photos=(), max_faces=None):

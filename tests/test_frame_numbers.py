@@ -1,0 +1,115 @@
+"""The frame stage's faster forms give the numbers of the plain ones, byte for byte (issue 13):
+the seam weld of seamless_normals (np.unique over rows), split_islands (np.unique's inverse),
+project and apply_transform (a matrix product), the islands' areas and visibility weights."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.avatar import islands
+from engine.avatar.frame import apply_transform, camera_to_avatar
+from engine.avatar.stages import _same_positions, seamless_normals
+from engine.geometry.surface import vertex_normals
+
+
+def _mesh(seed=0, n=400):
+    rng = np.random.default_rng(seed)
+    vertices = rng.normal(size=(n, 3))
+    vertices[:, 2] += 4.0
+    faces = rng.integers(0, n, size=(3 * n, 3))
+    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
+    return vertices, faces
+
+
+def _reference_seamless(vertices, faces):
+    unique, weld = np.unique(np.asarray(vertices), axis=0, return_inverse=True)
+    weld = weld.reshape(-1)
+    return vertex_normals(unique, weld[faces])[weld]
+
+
+def test_seamless_normals_weld_copies_as_np_unique_does():
+    vertices, faces = _mesh()
+    island = (np.arange(len(faces)) % 3 == 0).astype(np.int8)
+    faces, source, _ = islands.split_islands(faces, island)
+    split = vertices[source]
+    split[:5, 0] = 0.0
+    split[5:10] = split[:5] * np.array([-1.0, 1.0, 1.0])  # -0.0 beside 0.0: one position
+    for v in (split, split.astype(np.float32)):
+        got, want = seamless_normals(v, faces), _reference_seamless(v, faces)
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+    group, first = _same_positions(split)
+    assert len(first) == len(np.unique(split, axis=0)) < len(split)
+    assert np.array_equal(split[first][group], split)
+
+
+def test_seamless_normals_falls_back_on_a_hash_clash(monkeypatch):
+    from engine.avatar import stages
+
+    vertices, faces = _mesh(1)
+    monkeypatch.setattr(stages, "_POSITION_HASH", np.zeros(3, np.uint64))  # every position's code 0
+    assert _same_positions(vertices) is None
+    assert seamless_normals(vertices, faces).tobytes() == _reference_seamless(vertices, faces).tobytes()
+
+
+def test_split_islands_numbers_as_np_unique():
+    _, faces = _mesh(2)
+    for n_islands in (2, 3):
+        island = np.random.default_rng(n_islands).integers(0, n_islands, len(faces)).astype(np.int8)
+        new_faces, source, vertex_island = islands.split_islands(faces, island, n_islands)
+        key = faces.astype(np.int64) * n_islands + np.repeat(island.astype(np.int64), 3).reshape(-1, 3)
+        keys, inverse = np.unique(key.reshape(-1), return_inverse=True)
+        assert new_faces.dtype == np.int64 and np.array_equal(new_faces, inverse.reshape(-1, 3))
+        assert np.array_equal(source, keys // n_islands) and np.array_equal(vertex_island, keys % n_islands)
+
+
+def test_project_and_apply_transform_give_the_matrix_products_numbers():
+    vertices, faces = _mesh(3, 2000)
+    vertices[:4] = [[np.inf, 1.0, 1.0], [1.0, np.nan, 2.0], [0.0, 1.0, 0.0], [-0.0, -0.0, 1.0]]
+    with np.errstate(all="ignore"):
+        for K in (np.array([[900.5, 0, 300.25], [0, 901.0, 410.5], [0, 0, 1]]),
+                  np.array([[900.5, 2.0, 300.25], [0, 901.0, 410.5], [0, 0, 1]])):  # skew: the product itself
+            p = np.asarray(vertices, np.float64)
+            xy = p[:, :2] / p[:, 2:3]
+            want = xy @ K[:2, :2].T + K[:2, 2]
+            assert islands.project(vertices, K).tobytes() == want.tobytes()
+        labels = np.zeros(len(vertices), np.uint8)
+        matrix, _ = camera_to_avatar(vertices[4:], labels[4:])
+        for m in (matrix, np.eye(4)):  # the identity's zero shift: the product itself
+            want = vertices @ m[:3, :3].T + m[:3, 3]
+            assert apply_transform(m, vertices).tobytes() == want.tobytes()
+
+
+def _reference_weights(vertices_camera, faces, pointmap, K):
+    """visibility_weights as it was written before (rows of corners, np.cross, np.linalg.norm)."""
+    corners = vertices_camera[faces].astype(np.float64)
+    centre = corners.mean(axis=1)
+    normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.einsum("ij,ij->i", normal, -centre) / (np.linalg.norm(normal, axis=1) * np.linalg.norm(centre, axis=1))
+    facing = np.clip((np.nan_to_num(cos, nan=-1.0) - islands.GRAZING_COS[0]) / (islands.GRAZING_COS[1] - islands.GRAZING_COS[0]), 0.0, 1.0)
+    h, w = pointmap.shape[:2]
+    p = centre
+    xy = p[:, :2] / p[:, 2:3] @ K[:2, :2].T + K[:2, 2]
+    inside = np.isfinite(xy).all(axis=1) & (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+    col = np.clip(np.nan_to_num(xy[:, 0]).astype(np.int64), 0, w - 1)
+    row = np.clip(np.nan_to_num(xy[:, 1]).astype(np.int64), 0, h - 1)
+    low, high = islands._depth_range(pointmap[..., 2].astype(np.float64))
+    z = centre[:, 2]
+    outside_range = np.maximum(low[row, col] - z, z - high[row, col])
+    tolerance = np.maximum(islands.SEEN_DEPTH_TOLERANCE_M, islands.SEEN_DEPTH_TOLERANCE_REL * z)
+    on_surface = np.clip(2.0 - np.nan_to_num(outside_range, nan=np.inf) / tolerance, 0.0, 1.0)
+    return np.where(inside, facing * on_surface, 0.0)
+
+
+def test_face_areas_and_visibility_weights_as_the_row_forms():
+    vertices, faces = _mesh(4)
+    corners = vertices[faces].astype(np.float64)
+    area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
+    assert islands._face_areas(vertices, faces).tobytes() == area.tobytes()
+    K = np.array([[60.0, 0, 32.5], [0, 60.0, 24.5], [0, 0, 1]])
+    pointmap = np.full((48, 64, 3), np.nan, np.float32)
+    pointmap[10:40, 10:50] = [0.0, 0.0, 4.0]
+    pointmap[20:30, 20:30, 2] = 3.5
+    weights = islands.visibility_weights(vertices, faces, pointmap, K)
+    assert np.any(weights > 0) and np.any((weights > 0) & (weights < 1))
+    assert weights.tobytes() == _reference_weights(vertices, faces, pointmap, K).tobytes()
