@@ -6,7 +6,7 @@ Usage: .venv/bin/python bench/bench_front_cpu.py [--old REV] [--pairs N]
 The inputs are those of a real build: bench_avatar's generated bundle (~300k person pixels, hand
 and face crops) is built once as the default closed build with crops, and the arguments the build
 passes to solid_front, align_crops and fuse_maps are kept. Then, in this one process, the older
-revision's engine/geometry/{trust,grid_mesh,normal_integration,detail}.py (read with `git show REV:...`, loaded
+revision's engine/geometry/{trust,grid_mesh,normal_integration,watertight,detail}.py (read with `git show REV:...`, loaded
 beside this tree's modules and swapped in for their functions) and this tree's run interleaved
 (old, new, old, new ...), N pairs, CPU seconds (time.process_time) each; every pair's outputs are
 compared byte for byte, and a difference stops the bench. Prints per-run CPU seconds, their
@@ -31,9 +31,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 SWAPPED = {"trust": ("trust_pixels", "refill_front", "depth_normals"),
-           "grid_mesh": ("valid_pixels", "downsample_maps"),
+           "grid_mesh": ("valid_pixels", "downsample_maps", "block_mean"),
            "normal_integration": ("refine_depth", "_solve"),
-           "detail": ("align_crops", "fuse_maps", "align_crop", "block_mean")}
+           "watertight": ("solid_front",),
+           "detail": ("align_crops", "fuse_maps", "align_crop")}  # block_mean: detail's own before d405334
 
 
 def capture(tmp: Path) -> dict:
@@ -83,13 +84,14 @@ def load_old(rev: str, tmp: Path) -> dict:
 
 
 def function_pairs(old: dict) -> list:
-    """(old, new) function of every swapped name, taken once, before any swap."""
+    """(old, new) function of every swapped name, taken once, before any swap (a name the older
+    module lacks is not swapped: its functions call their own forms)."""
     import importlib
 
     pairs = []
     for name, functions in SWAPPED.items():
         new = importlib.import_module(f"engine.geometry.{name}")
-        pairs += [(getattr(old[name], f), getattr(new, f)) for f in functions]
+        pairs += [(getattr(old[name], f), getattr(new, f)) for f in functions if hasattr(old[name], f)]
     return pairs
 
 

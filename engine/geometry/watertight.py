@@ -459,7 +459,10 @@ def solid_front(points, mask, seg, K, normal=None, *, refine=False, max_pixels=C
     while person.sum() / factor**2 > max_pixels:
         factor *= 2
     H, W = person.shape
-    measured = np.where(trusted[..., None], points, np.nan).astype(np.float32)
+    if factor == 1 or np.asarray(points).dtype != np.float32:
+        measured = np.where(trusted[..., None], points, np.nan).astype(np.float32)
+    else:  # a coarser grid's blocks average their trusted pixels' points only: no copy without the others
+        measured = points
     grid_points, grid_trusted, grid_normal, grid_seg, grid_K = downsample_maps(factor, measured, trusted, normal, seg, K)
     grid_person = _half_of_block(person, factor)  # downsample_maps' rule for a block's mask
     grid_trusted = valid_pixels(grid_points, grid_trusted)
@@ -482,8 +485,13 @@ def _half_of_block(flags: np.ndarray, factor: int) -> np.ndarray:
         return flags.copy()
     H, W = flags.shape
     h, w = -(-H // factor), -(-W // factor)
-    padded = np.pad(flags, ((0, h * factor - H), (0, w * factor - W)))
-    return padded.reshape(h, factor, w, factor).sum(axis=(1, 3)) * 2 >= factor * factor
+    blocks = np.pad(flags, ((0, h * factor - H), (0, w * factor - W))).reshape(h, factor, w, factor)
+    count = blocks[:, 0, :, 0].astype(np.int32)
+    for row in range(factor):
+        for col in range(factor):
+            if row or col:
+                count += blocks[:, row, :, col]  # the block's sum, a row of blocks at a time
+    return count * 2 >= factor * factor
 
 
 def poisson_solid(points, normals, labels=None, *, depth=POISSON_DEPTH, density_quantile=DENSITY_QUANTILE):
