@@ -72,13 +72,20 @@ def fit_scale_shift(source: np.ndarray, target: np.ndarray) -> tuple[float, np.n
     keep = np.ones(len(source), bool)
     s, t = 1.0, np.zeros(3)
     for _ in range(TRIM_ROUNDS):
-        mc, mt = source[keep].mean(0), target[keep].mean(0)
-        dc = source[keep] - mc
-        s = float((dc * (target[keep] - mt)).sum() / max((dc * dc).sum(), 1e-12))
+        kept_source, kept_target = source[keep], target[keep]
+        mc, mt = kept_source.mean(0), kept_target.mean(0)
+        dc = kept_source - mc
+        s = float((dc * (kept_target - mt)).sum() / max((dc * dc).sum(), 1e-12))
         t = mt - s * mc
-        residual = np.linalg.norm(s * source + t - target, axis=1)
+        residual = _row_lengths(s * source + t - target)
         keep = residual <= np.quantile(residual, TRIM_KEEP)
-    return s, t, np.linalg.norm(s * source + t - target, axis=1)
+    return s, t, _row_lengths(s * source + t - target)
+
+
+def _row_lengths(d: np.ndarray) -> np.ndarray:
+    """np.linalg.norm(d, axis=1) of an N x 3 array (its squares summed in its order), without its
+    reduction over the 3-long rows."""
+    return np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2])
 
 
 def inner_region(box, photo_hw, grid_factor: int = 1) -> tuple[int, int, int, int]:
@@ -116,7 +123,10 @@ def align_crop(crop, body_points: np.ndarray, body_mask: np.ndarray, *, grid_fac
                       f"shift, {100 * agree:.0f}% of {count} overlapping pixels agree within "
                       f"{100 * AGREE_M:.0f} cm + {100 * AGREE_REL:.0f}% of depth (median distance "
                       f"{100 * median:.1f} cm; needs {100 * MIN_AGREE:.0f}%)")
-    points = np.where(fine_valid[..., None], s * crop.pointmap + t.astype(np.float32), np.nan).astype(np.float32)
+    points = s * crop.pointmap  # + t, NaN off the valid pixels, float32: in place, the same values
+    points += t.astype(np.float32)
+    np.copyto(points, np.nan, where=~fine_valid[..., None])
+    points = points.astype(np.float32, copy=False)
     region = inner_region(crop.box, body_mask.shape, grid_factor)
     if region[2] - region[0] < 2 * grid_factor or region[3] - region[1] < 2 * grid_factor:
         return None, f"{words}: not used, its box is too small to replace anything on this grid"
@@ -197,10 +207,13 @@ def fuse_maps(bundle, aligned: list[AlignedCrop]):
         mask[area] = keep
     if seg is not None:
         mask &= seg > 0
+    # NaN off the mask, float32 (the copies made above, changed in place)
+    off = ~mask[..., None]
     if normal is not None:
-        normal = np.where(mask[..., None], normal, np.nan).astype(np.float32)
-    pointmap = np.where(mask[..., None], pointmap, np.nan).astype(np.float32)
-    return replace(bundle, pointmap=pointmap, normal=normal, albedo=albedo, seg=seg, mask=mask)
+        np.copyto(normal, np.nan, where=off)
+        normal = normal.astype(np.float32, copy=False)
+    np.copyto(pointmap, np.nan, where=off)
+    return replace(bundle, pointmap=pointmap.astype(np.float32, copy=False), normal=normal, albedo=albedo, seg=seg, mask=mask)
 
 
 # --------------------------------------------------------------------------- the finer mesh, stitched

@@ -26,7 +26,7 @@ import numpy as np
 
 from engine.errors import BundleError, EngineError
 from engine.geometry.cleanup import clean_mesh, decimate
-from engine.geometry.grid_mesh import downsample_maps, grid_mesh, valid_pixels
+from engine.geometry.grid_mesh import downsample_maps, finite_pixels, grid_mesh, valid_pixels
 
 RESOLUTIONS = {"full": 1, "half": 2, "quarter": 4}
 DETAILS = ("normals", "none")
@@ -85,7 +85,7 @@ def _check_inputs(pointmap, normal, mask, seg, K, detail):
             f"{int(mask.sum())} person pixels: it does not match the mask"
         )
     if normal is not None and detail == "normals":
-        with_normal = valid & np.isfinite(normal).all(-1)
+        with_normal = valid & finite_pixels(normal)
         if with_normal.sum() < 0.5 * valid.sum():
             raise BundleError("the normal map is NaN on most of the person: cannot refine with it (use detail='none')")
     return pointmap.astype(np.float32), normal, mask, seg, K
