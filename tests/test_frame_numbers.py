@@ -79,6 +79,41 @@ def test_project_and_apply_transform_give_the_matrix_products_numbers():
             assert apply_transform(m, vertices).tobytes() == want.tobytes()
 
 
+def _reference_depth_range(depth):
+    from scipy import ndimage
+
+    finite = np.isfinite(depth)
+    low, high = np.full(depth.shape, np.nan), np.full(depth.shape, np.nan)
+    if not finite.any():
+        return low, high
+    r, c = np.nonzero(finite)
+    box = (slice(max(r.min() - 1, 0), r.max() + 2), slice(max(c.min() - 1, 0), c.max() + 2))
+    near = ndimage.minimum_filter(np.where(finite[box], depth[box], np.inf), size=3, mode="nearest")
+    far = ndimage.maximum_filter(np.where(finite[box], depth[box], -np.inf), size=3, mode="nearest")
+    low[box] = np.where(np.isfinite(near), near, np.nan)
+    high[box] = np.where(np.isfinite(far), far, np.nan)
+    return low, high
+
+
+def test_depth_range_as_ndimage_filters():
+    rng = np.random.default_rng(5)
+    for case in range(6):
+        depth = rng.normal(3.0, 0.2, (37, 29)).astype(np.float32)
+        depth[rng.random(depth.shape) < 0.5] = np.nan
+        if case == 1:
+            depth[:] = np.nan
+            depth[0, 0] = 2.0  # a box at the photo's corner
+        if case == 2:
+            depth[:] = np.nan  # nothing seen
+        if case == 3:
+            depth[:, -1] = 2.5  # reaching the last column
+        row, col = rng.integers(-3, 40, 500), rng.integers(-3, 32, 500)
+        row, col = np.clip(row, 0, 36), np.clip(col, 0, 28)
+        low, high = _reference_depth_range(depth.astype(np.float64))
+        got = islands._depth_range_at(depth, row, col)
+        assert got[0].tobytes() == low[row, col].tobytes() and got[1].tobytes() == high[row, col].tobytes()
+
+
 def _reference_weights(vertices_camera, faces, pointmap, K):
     """visibility_weights as it was written before (rows of corners, np.cross, np.linalg.norm)."""
     corners = vertices_camera[faces].astype(np.float64)
@@ -93,7 +128,7 @@ def _reference_weights(vertices_camera, faces, pointmap, K):
     inside = np.isfinite(xy).all(axis=1) & (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
     col = np.clip(np.nan_to_num(xy[:, 0]).astype(np.int64), 0, w - 1)
     row = np.clip(np.nan_to_num(xy[:, 1]).astype(np.int64), 0, h - 1)
-    low, high = islands._depth_range(pointmap[..., 2].astype(np.float64))
+    low, high = _reference_depth_range(pointmap[..., 2].astype(np.float64))
     z = centre[:, 2]
     outside_range = np.maximum(low[row, col] - z, z - high[row, col])
     tolerance = np.maximum(islands.SEEN_DEPTH_TOLERANCE_M, islands.SEEN_DEPTH_TOLERANCE_REL * z)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from scipy import ndimage
 
 from engine.avatar.textures import FRONT, HIDDEN
 
@@ -56,20 +55,39 @@ def project(points_camera: np.ndarray, K: np.ndarray) -> np.ndarray:
     return xy @ K[:2, :2].T + K[:2, 2]
 
 
-def _depth_range(depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per pixel, the nearest and farthest seen depth in its 3 x 3 neighbourhood (NaN: none):
-    at a grazing angle the surface a face lies on spans that range within one pixel."""
+def _filter3(values: np.ndarray, pick) -> np.ndarray:
+    """ndimage's size-3 minimum_filter / maximum_filter (pick: np.minimum / np.maximum) with
+    mode='nearest': along the rows, then along the columns, each neighbour's value compared
+    (exact: a minimum or maximum picks one of the values)."""
+    out = values.copy()
+    pick(out[1:], values[:-1], out=out[1:])
+    pick(out[:-1], values[1:], out=out[:-1])
+    rows = out.copy()
+    pick(out[:, 1:], rows[:, :-1], out=out[:, 1:])
+    pick(out[:, :-1], rows[:, 1:], out=out[:, :-1])
+    return out
+
+
+def _depth_range_at(depth: np.ndarray, row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """At the pixels (row, col), the nearest and farthest seen depth in their 3 x 3
+    neighbourhood (NaN: none): at a grazing angle the surface a face lies on spans that range
+    within one pixel. Filtered over the person's box (plus the filter's reach) only."""
     finite = np.isfinite(depth)
-    low, high = np.full(depth.shape, np.nan), np.full(depth.shape, np.nan)
-    if not finite.any():
+    seen_rows, seen_cols = np.flatnonzero(finite.any(axis=1)), np.flatnonzero(finite.any(axis=0))
+    low, high = np.full(len(row), np.nan), np.full(len(row), np.nan)
+    if not len(seen_rows):
         return low, high
-    # filtered over the person's box (plus the filter's reach) only
-    r, c = np.nonzero(finite)
-    box = (slice(max(r.min() - 1, 0), r.max() + 2), slice(max(c.min() - 1, 0), c.max() + 2))
-    near = ndimage.minimum_filter(np.where(finite[box], depth[box], np.inf), size=3, mode="nearest")
-    far = ndimage.maximum_filter(np.where(finite[box], depth[box], -np.inf), size=3, mode="nearest")
-    low[box] = np.where(np.isfinite(near), near, np.nan)
-    high[box] = np.where(np.isfinite(far), far, np.nan)
+    r0, r1 = max(seen_rows[0] - 1, 0), min(seen_rows[-1] + 2, depth.shape[0])
+    c0, c1 = max(seen_cols[0] - 1, 0), min(seen_cols[-1] + 2, depth.shape[1])
+    box, seen = depth[r0:r1, c0:c1].astype(np.float64), finite[r0:r1, c0:c1]
+    near = _filter3(np.where(seen, box, np.inf), np.minimum)
+    far = _filter3(np.where(seen, box, -np.inf), np.maximum)
+    r, c = row - r0, col - c0
+    in_box = (r >= 0) & (r < r1 - r0) & (c >= 0) & (c < c1 - c0)
+    r, c = np.clip(r, 0, r1 - r0 - 1), np.clip(c, 0, c1 - c0 - 1)
+    near, far = near[r, c], far[r, c]
+    low[in_box & np.isfinite(near)] = near[in_box & np.isfinite(near)]
+    high[in_box & np.isfinite(far)] = far[in_box & np.isfinite(far)]
     return low, high
 
 
@@ -90,9 +108,9 @@ def visibility_weights(vertices_camera: np.ndarray, faces: np.ndarray, pointmap:
     inside = np.isfinite(xy).all(axis=1) & (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
     col = np.clip(np.nan_to_num(xy[:, 0]).astype(np.int64), 0, w - 1)
     row = np.clip(np.nan_to_num(xy[:, 1]).astype(np.int64), 0, h - 1)
-    low, high = _depth_range(pointmap[..., 2].astype(np.float64))
+    low, high = _depth_range_at(pointmap[..., 2], row, col)
     z = centre[:, 2]
-    outside_range = np.maximum(low[row, col] - z, z - high[row, col])  # NaN where nothing was seen
+    outside_range = np.maximum(low - z, z - high)  # NaN where nothing was seen
     tolerance = np.maximum(SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL * z)
     on_surface = np.clip(2.0 - np.nan_to_num(outside_range, nan=np.inf) / tolerance, 0.0, 1.0)
     return np.where(inside, facing * on_surface, 0.0)
