@@ -135,3 +135,19 @@ def test_depth_normals_are_the_cross_product_of_the_differences():
         got = depth_normals(maps, valid)
         assert got.dtype == np.float32 and np.isfinite(got).any()
         assert np.array_equal(got, n, equal_nan=True)
+
+
+def test_face_cross_and_row_sums_are_numpys():
+    """cleanup.face_cross / row_dots / row_lengths against np.cross, .sum(1), np.linalg.norm: the same values."""
+    from engine.geometry.cleanup import face_cross, row_dots, row_lengths
+
+    rng = np.random.default_rng(7)
+    for dtype in (np.float64, np.float32):
+        v = (rng.normal(size=(500, 3)) * rng.uniform(0.01, 100.0, (500, 3))).astype(dtype)
+        for faces in (rng.integers(0, 500, (2000, 3)), rng.integers(0, 500, (2000, 3)).astype(np.int32)):
+            expected = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+            got = face_cross(v, faces)
+            assert got.dtype == expected.dtype and np.array_equal(got, expected)
+        other = np.roll(expected, 1, axis=0)
+        assert np.array_equal(row_dots(expected, other), (expected * other).sum(1))
+        assert np.array_equal(row_lengths(expected), np.linalg.norm(expected, axis=1))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from engine.geometry.cleanup import face_cross, row_dots, row_lengths
 from engine.geometry.grid_mesh import RTOL_HARD, block_mean, finite_pixels, grid_mesh
 
 MIN_OVERLAP_PX = 30          # photo pixels seen by both, after the silhouette band is dropped
@@ -77,15 +78,9 @@ def fit_scale_shift(source: np.ndarray, target: np.ndarray) -> tuple[float, np.n
         dc = kept_source - mc
         s = float((dc * (kept_target - mt)).sum() / max((dc * dc).sum(), 1e-12))
         t = mt - s * mc
-        residual = _row_lengths(s * source + t - target)
+        residual = row_lengths(s * source + t - target)
         keep = residual <= np.quantile(residual, TRIM_KEEP)
-    return s, t, _row_lengths(s * source + t - target)
-
-
-def _row_lengths(d: np.ndarray) -> np.ndarray:
-    """np.linalg.norm(d, axis=1) of an N x 3 array (its squares summed in its order), without its
-    reduction over the 3-long rows."""
-    return np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2])
+    return s, t, row_lengths(s * source + t - target)
 
 
 def inner_region(box, photo_hw, grid_factor: int = 1) -> tuple[int, int, int, int]:
@@ -377,7 +372,7 @@ def fuse_mesh(vertices, faces, labels, vertex_pixel, grid_hw, grid_factor: int, 
 
 
 def _face_normals(v: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    return np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+    return face_cross(v, faces)
 
 
 def _lookup(index: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -444,7 +439,7 @@ def snap_to_crops(vertices, faces, aligned: list[AlignedCrop], K: np.ndarray):
         v *= scale[:, None]
         stats.append({**a.summary(), "snapped_vertices": int((ok & (scale != 1.0)).sum()), "held_back_vertices": held})
     before = np.asarray(vertices, np.float64)
-    flipped = int(((_face_normals(v, f) * _face_normals(before, f)).sum(1) < 0).sum())
+    flipped = int((row_dots(_face_normals(v, f), _face_normals(before, f)) < 0).sum())
     for s_ in stats:
         s_["faces_flipped"] = flipped   # over the whole mesh: 0 unless a crop undid another's guard
     return v.astype(np.float32), stats
@@ -469,7 +464,7 @@ def _snap_scale(v: np.ndarray, normals: np.ndarray, a: AlignedCrop, K: np.ndarra
     taps = np.stack([depth[i0, j0], depth[i0, j0 + 1], depth[i0 + 1, j0], depth[i0 + 1, j0 + 1]], 1)
     dt, du = np.clip(t - i0, 0, 1), np.clip(u - j0, 0, 1)
     target = (1 - dt) * ((1 - du) * taps[:, 0] + du * taps[:, 1]) + dt * ((1 - du) * taps[:, 2] + du * taps[:, 3])
-    facing = -(normals[near] * v[near]).sum(1) / np.maximum(np.linalg.norm(v[near], axis=1), 1e-20)
+    facing = -row_dots(normals[near], v[near]) / np.maximum(row_lengths(v[near]), 1e-20)
     with np.errstate(invalid="ignore"):
         hit = np.isfinite(taps).all(1) & (facing > SNAP_FACING_COS[0]) & (np.abs(v[near, 2] - target) < SNAP_M)
     weight = (np.clip(edge[near] / FEATHER_PX, 0.0, 1.0)
@@ -484,7 +479,7 @@ def _spikes_held(v: np.ndarray, faces: np.ndarray, scale: np.ndarray):
     all its neighbours' moves, or falls short of all of them, by more than SNAP_SPIKE_M; and how
     many. A vertex at the edge of a patch that moves as one has neighbours that move as much: it
     stays."""
-    move = (scale - 1.0) * np.linalg.norm(v, axis=1)
+    move = (scale - 1.0) * row_lengths(v)
     moved = scale != 1.0
     edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
     edges = edges[moved[edges].any(1)]
@@ -509,7 +504,7 @@ def _unfolded_scale(v: np.ndarray, faces: np.ndarray, scale: np.ndarray, before:
     held = 0
     while len(moved_faces):
         sub = faces[moved_faces]
-        turned = (before[moved_faces] * _unit_face_normals(v * scale[:, None], sub)).sum(1) < SNAP_MAX_TURN_COS
+        turned = row_dots(before[moved_faces], _unit_face_normals(v * scale[:, None], sub)) < SNAP_MAX_TURN_COS
         if not turned.any():
             break
         corners = np.unique(sub[turned].ravel())
@@ -522,4 +517,4 @@ def _unfolded_scale(v: np.ndarray, faces: np.ndarray, scale: np.ndarray, before:
 
 def _unit_face_normals(v: np.ndarray, faces: np.ndarray) -> np.ndarray:
     n = _face_normals(v, faces)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-30)
+    return n / np.maximum(row_lengths(n), 1e-30)[:, None]

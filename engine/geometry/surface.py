@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.errors import BundleError, EngineError
-from engine.geometry.cleanup import clean_mesh, decimate
+from engine.geometry.cleanup import clean_mesh, decimate, face_cross, row_lengths
 from engine.geometry.grid_mesh import downsample_maps, finite_pixels, grid_mesh, valid_pixels
 
 RESOLUTIONS = {"full": 1, "half": 2, "quarter": 4}
@@ -94,11 +94,11 @@ def _check_inputs(pointmap, normal, mask, seg, K, detail):
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Area-weighted vertex normals (unit; zero-length where a vertex has no face)."""
     v = np.asarray(vertices, np.float64)
-    face_normal = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+    face_normal = face_cross(v, faces)
     out = np.zeros_like(v)
     for axis in range(3):
         out[:, axis] = np.bincount(faces.ravel(), np.repeat(face_normal[:, axis], 3), len(v))
-    length = np.linalg.norm(out, axis=1, keepdims=True)
+    length = row_lengths(out)[:, None]
     return (out / np.where(length > 0, length, 1.0)).astype(np.float32)
 
 

@@ -36,7 +36,8 @@ import scipy.sparse as sp
 from scipy import ndimage
 from scipy.sparse.linalg import spsolve
 
-from engine.geometry.cleanup import _edge_face_table, clean_mesh, face_components, fill_holes, subdivide
+from engine.geometry.cleanup import (_edge_face_table, clean_mesh, face_components, face_cross, fill_holes, row_dots,
+                                     row_lengths, subdivide)
 from engine.geometry.grid_mesh import RTOL_HARD, downsample_maps, valid_pixels
 from engine.geometry.labels import class_names
 from engine.geometry.limb_depth import limb_pixels, view_stretch
@@ -549,12 +550,11 @@ def poisson_solid(points, normals, labels=None, *, depth=POISSON_DEPTH, density_
 
 def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Area-weighted unit vertex normals (float64)."""
-    corners = vertices[faces]
-    face_normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    face_normal = face_cross(vertices, faces)
     out = np.zeros_like(vertices)
     for axis in range(3):
         out[:, axis] = np.bincount(faces.ravel(), np.repeat(face_normal[:, axis], 3), len(vertices))
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-20)
+    return out / np.maximum(row_lengths(out), 1e-20)[:, None]
 
 
 def snap_to_front(vertices: np.ndarray, faces: np.ndarray, front: "SolidFront") -> tuple[np.ndarray, dict]:
@@ -588,7 +588,7 @@ def snap_to_front(vertices: np.ndarray, faces: np.ndarray, front: "SolidFront") 
     weights = np.stack([(1 - fu) * (1 - ft), fu * (1 - ft), (1 - fu) * ft, fu * ft], axis=1)
     front_z = (np.nan_to_num(corners) * weights).sum(1)
     normal = _vertex_normals(v, np.asarray(faces, np.int64))
-    facing = -(normal * v).sum(1) / np.maximum(np.linalg.norm(v, axis=1), 1e-20)
+    facing = -row_dots(normal, v) / np.maximum(row_lengths(v), 1e-20)
     gap = np.abs(front_z - z)
     weight = (np.clip((facing - SNAP_COS[0]) / (SNAP_COS[1] - SNAP_COS[0]), 0.0, 1.0)
               * np.clip((SNAP_REACH_M[1] - gap) / (SNAP_REACH_M[1] - SNAP_REACH_M[0]), 0.0, 1.0))
@@ -597,9 +597,16 @@ def snap_to_front(vertices: np.ndarray, faces: np.ndarray, front: "SolidFront") 
     # corners keep their place (a few passes, as a kept corner can fold the next face)
     f = np.asarray(faces, np.int64)
     before = _face_normals(v, f)
+    # a face none of whose corners moves (factor exactly 1) keeps `before` as its normal to the bit:
+    # its test is this one (a degenerate face's zero normal fails it), only the others are made again
+    unmoved_test = row_dots(before, before) < SNAP_MAX_TURN_COS
     for _ in range(4):
-        out = v * (1.0 + weight * (front_z - z) / zs)[:, None]
-        folded = (before * _face_normals(out, f)).sum(1) < SNAP_MAX_TURN_COS
+        factor = 1.0 + weight * (front_z - z) / zs
+        out = v * factor[:, None]
+        moves = factor != 1.0
+        moving = np.flatnonzero(moves[f[:, 0]] | moves[f[:, 1]] | moves[f[:, 2]])
+        folded = unmoved_test.copy()
+        folded[moving] = row_dots(before[moving], _face_normals(out, f[moving])) < SNAP_MAX_TURN_COS
         if not folded.any():
             break
         weight[f[folded].ravel()] = 0.0
@@ -609,9 +616,8 @@ def snap_to_front(vertices: np.ndarray, faces: np.ndarray, front: "SolidFront") 
 
 
 def _face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    corners = vertices[faces]
-    n = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)
+    n = face_cross(vertices, faces)
+    return n / np.maximum(row_lengths(n), 1e-20)[:, None]
 
 
 def _misoriented_faces(faces: np.ndarray) -> np.ndarray:
