@@ -8,7 +8,7 @@ import numpy as np
 
 from engine.avatar import islands
 from engine.avatar.frame import apply_transform, camera_to_avatar
-from engine.avatar.stages import _same_positions, seamless_normals
+from engine.avatar.stages import seamless_normals
 from engine.geometry.surface import vertex_normals
 
 
@@ -37,18 +37,43 @@ def test_seamless_normals_weld_copies_as_np_unique_does():
     for v in (split, split.astype(np.float32)):
         got, want = seamless_normals(v, faces), _reference_seamless(v, faces)
         assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
-    group, first = _same_positions(split)
+    group, first = islands.same_rows(split, as_numbers=True)
     assert len(first) == len(np.unique(split, axis=0)) < len(split)
     assert np.array_equal(split[first][group], split)
 
 
-def test_seamless_normals_falls_back_on_a_hash_clash(monkeypatch):
-    from engine.avatar import stages
+def test_seamless_normals_and_the_border_fall_back_on_a_hash_clash(monkeypatch):
+    from engine.avatar.appearance import _on_the_border
 
     vertices, faces = _mesh(1)
-    monkeypatch.setattr(stages, "_POSITION_HASH", np.zeros(3, np.uint64))  # every position's code 0
-    assert _same_positions(vertices) is None
+    hidden = np.arange(len(vertices)) % 2 == 0
+    vertices[1::2] = vertices[::2]
+    want = _reference_border(vertices, hidden)
+    monkeypatch.setattr(islands, "_ROW_HASH", np.zeros(4, np.uint64))  # every row's code 0
+    assert islands.same_rows(vertices, as_numbers=True) is None
     assert seamless_normals(vertices, faces).tobytes() == _reference_seamless(vertices, faces).tobytes()
+    assert np.array_equal(_on_the_border(vertices, hidden), want)
+
+
+def _reference_border(vertices, hidden):
+    rows = np.ascontiguousarray(vertices).view(np.dtype((np.void, vertices.dtype.itemsize * vertices.shape[1])))[:, 0]
+    return np.where(hidden, np.isin(rows, rows[~hidden]), np.isin(rows, rows[hidden]))
+
+
+def test_the_islands_border_compares_bytes_as_np_isin():
+    """appearance._on_the_border: a vertex whose position (its bytes: -0 is not 0 there, a NaN
+    row equals its copy) a vertex of the other island has too."""
+    from engine.avatar.appearance import _on_the_border
+
+    rng = np.random.default_rng(6)
+    vertices = rng.integers(0, 12, (3000, 3)).astype(np.float64)
+    vertices[::7, 0] = -0.0
+    vertices[::11] = np.nan
+    hidden = rng.random(len(vertices)) < 0.5
+    for v in (vertices, vertices.astype(np.float32), vertices[:, :2].copy()):
+        got, want = _on_the_border(v, hidden), _reference_border(v, hidden)
+        assert np.any(got) and np.array_equal(got, want)
+    assert not np.all(_on_the_border(vertices, hidden))
 
 
 def test_split_islands_numbers_as_np_unique():

@@ -17,7 +17,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from engine.avatar import textures as tx
-from engine.avatar.islands import SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL, project
+from engine.avatar.islands import SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL, project, same_rows
 from engine.avatar.labels import FRONT_ONLY_CLASSES, class_ids, front_only_to_hair
 from engine.geometry.labels import ARM_CLASSES, TRUNK_CLASSES
 from engine.bundle import srgb_to_linear
@@ -364,6 +364,11 @@ def _onto_its_own_layer(vertices_camera, photo_xy, pointmap) -> np.ndarray:
 def _on_the_border(vertices_camera: np.ndarray, hidden: np.ndarray) -> np.ndarray:
     """The vertices of either island at a position a vertex of the other island has too (the
     islands were split apart along their border, each keeping a copy of its vertices)."""
+    same = same_rows(vertices_camera, as_numbers=False)
+    if same is not None:  # equal bytes, as np.isin over the rows' bytes below (without its sorts)
+        group = same[0]
+        in_hidden, in_front = (np.bincount(group[side], minlength=len(same[1])) > 0 for side in (hidden, ~hidden))
+        return np.where(hidden, in_front[group], in_hidden[group])
     rows = np.ascontiguousarray(np.asarray(vertices_camera)).view(
         np.dtype((np.void, vertices_camera.dtype.itemsize * vertices_camera.shape[1])))[:, 0]
     return np.where(hidden, np.isin(rows, rows[~hidden]), np.isin(rows, rows[hidden]))

@@ -23,7 +23,7 @@ import numpy as np
 from engine.avatar.describe import avatar_mesh, avatar_scene
 from engine.avatar.frame import apply_transform, camera_to_avatar
 from engine.avatar.inputs import camera_matrix, check_buildable
-from engine.avatar.islands import assign_islands, split_islands
+from engine.avatar.islands import assign_islands, same_rows, split_islands
 from engine.avatar.textures import FRONT, HIDDEN
 from engine.errors import EngineError
 from engine.formats.scene import Mesh, Scene
@@ -75,7 +75,7 @@ def seamless_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     taken as one: both sides of the islands' border get the same normal (normals of each side
     alone would step the shading along the seam)."""
     vertices = np.asarray(vertices)
-    same = _same_positions(vertices)
+    same = same_rows(vertices, as_numbers=True) if vertices.shape[1:] == (3,) else None
     if same is None:
         unique, weld = np.unique(vertices, axis=0, return_inverse=True)
         weld = weld.reshape(-1)
@@ -83,30 +83,6 @@ def seamless_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     weld, first = same
     # a vertex's normal sums its faces in their order whatever the numbering: np.unique's bytes
     return vertex_normals(vertices[first], weld[faces])[weld]
-
-
-# odd multipliers mixing a position's three coordinates' bits into one 64-bit code (_same_positions)
-_POSITION_HASH = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], np.uint64)
-
-
-def _same_positions(vertices: np.ndarray):
-    """The vertices grouped by position (equal as numbers, -0 as 0), as np.unique(axis=0)
-    groups them but through a hash of the rows' bits and an integer sort (several times
-    faster): (group per vertex, the first vertex of each group). None when two positions share
-    a hash (then np.unique decides)."""
-    if vertices.ndim != 2 or vertices.shape[1] != 3 or vertices.dtype not in (np.float32, np.float64) or not len(vertices):
-        return None
-    bits = (np.asarray(vertices, np.float64) + 0.0).view(np.uint64)  # + 0.0: -0 -> 0
-    code = bits[:, 0] * _POSITION_HASH[0] ^ bits[:, 1] * _POSITION_HASH[1] ^ bits[:, 2] * _POSITION_HASH[2]
-    order = np.argsort(code, kind="stable")
-    sorted_bits = bits[order]
-    same_row = (sorted_bits[1:] == sorted_bits[:-1]).all(axis=1)
-    if np.any((code[order][1:] == code[order][:-1]) & ~same_row) or np.isnan(vertices).any():
-        return None
-    starts = np.concatenate([[True], ~same_row])
-    group = np.empty(len(vertices), np.int64)
-    group[order] = np.cumsum(starts) - 1
-    return group, order[starts]
 
 
 def read(bundle_dir, *, detail: str, rig: str | None) -> Inputs:
