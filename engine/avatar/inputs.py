@@ -40,18 +40,24 @@ def check_buildable(bundle, source, *, detail: str, rig: str | None = None) -> N
     if np.isinf(bundle.pointmap).any():
         raise BundleError(f"{source}: the pointmap holds infinite values")
     with np.errstate(invalid="ignore"):
-        depth_ok = np.isfinite(bundle.pointmap).all(axis=-1) & (bundle.pointmap[..., 2] > 0)
+        depth_ok = _finite_vectors(bundle.pointmap) & (bundle.pointmap[..., 2] > 0)
     coverage = float((depth_ok & bundle.mask).sum() / person)
     if coverage < MIN_POINTMAP_COVERAGE:
         raise BundleError(f"{source}: the pointmap is NaN or behind the camera on {1 - coverage:.0%} of the "
                           "person's pixels; it does not describe this person")
     if bundle.normal is not None:
-        normal_ok = np.isfinite(bundle.normal).all(axis=-1)
+        normal_ok = _finite_vectors(bundle.normal)
         normal_coverage = float((normal_ok & bundle.mask).sum() / person)
         if normal_coverage < MIN_POINTMAP_COVERAGE:
             raise BundleError(f"{source}: the normal map is NaN on {1 - normal_coverage:.0%} of the person's pixels")
     if bundle.albedo is not None and not np.isfinite(bundle.albedo[bundle.mask]).all():
         raise BundleError(f"{source}: the albedo map holds NaN or infinite values on the person")
+
+
+def _finite_vectors(maps: np.ndarray) -> np.ndarray:
+    """np.isfinite(maps).all(axis=-1) of an H x W x 3 map, channel by channel (numpy's
+    reductions over a 3-long last axis cost several times more)."""
+    return np.isfinite(maps[..., 0]) & np.isfinite(maps[..., 1]) & np.isfinite(maps[..., 2])
 
 
 def camera_matrix(bundle, source) -> tuple[np.ndarray, str]:
