@@ -151,3 +151,29 @@ def test_face_cross_and_row_sums_are_numpys():
         other = np.roll(expected, 1, axis=0)
         assert np.array_equal(row_dots(expected, other), (expected * other).sum(1))
         assert np.array_equal(row_lengths(expected), np.linalg.norm(expected, axis=1))
+
+
+def test_edge_census_counts_as_np_unique_does():
+    """cleanup.edge_census (one sort, kept for the same faces) against the np.unique forms the solid's
+    repair used: edge ids and counts, the repeated directed edges, open edges; a changed face list
+    (even the same array changed in place) is counted again."""
+    from engine.geometry.cleanup import _pair_key, edge_census
+    from engine.geometry.watertight import _misoriented_faces, _open_edges
+
+    rng = np.random.default_rng(8)
+    faces = rng.integers(0, 60, (400, 3))
+    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])]
+    faces = np.concatenate([faces, faces[:30], faces[30:50, ::-1]])  # repeated and reversed faces
+    for _ in range(2):
+        census = edge_census(faces)
+        half = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+        _, inverse, counts = np.unique(_pair_key(half[:, 0], half[:, 1]), return_inverse=True, return_counts=True)
+        assert np.array_equal(census.edge, inverse.ravel()) and np.array_equal(census.counts, counts)
+        assert np.array_equal(np.stack([census.a, census.b], 1), half)
+        _, directed_inverse, directed_counts = np.unique(half[:, 0] * 1000 + half[:, 1], return_inverse=True, return_counts=True)
+        assert np.array_equal(census.repeated, directed_counts[directed_inverse.ravel()] > 1)
+        assert census.repeated.any() and not census.repeated.all()
+        assert np.array_equal(_misoriented_faces(faces), (directed_counts[directed_inverse.ravel()] > 1).reshape(3, -1).any(0))
+        assert _open_edges(faces) == int((counts != 2).sum())
+        assert edge_census(faces.copy()) is census  # the same faces again: kept
+        faces[:5] = faces[5:10]  # changed in place: counted again on the next pass

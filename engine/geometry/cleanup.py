@@ -88,11 +88,56 @@ def duplicate_faces(faces: np.ndarray) -> np.ndarray:
     return duplicate
 
 
+@dataclass(frozen=True)
+class EdgeCensus:
+    """The edges of a face list, from one sort of its half-edges. Half-edges are taken edge-major:
+    every face's (0 1) edge, then every face's (1 2), then (2 0) (a: from, b: to)."""
+
+    a: np.ndarray  # per half-edge: its first vertex
+    b: np.ndarray  # per half-edge: its second vertex
+    edge: np.ndarray  # per half-edge: its undirected edge's id (the rank of its vertex pair, np.unique's inverse)
+    counts: np.ndarray  # per undirected edge: how many half-edges lie on it
+    repeated: np.ndarray  # per half-edge: another half-edge runs from the same vertex to the same vertex
+
+
+_LAST_CENSUS = None  # (faces as int64, their EdgeCensus): the closed solid's repair asks for it several times
+
+
+def edge_census(faces: np.ndarray) -> EdgeCensus:
+    """The EdgeCensus of `faces` (its arrays read-only). The last faces' census is kept: the same
+    faces again (equal values) give it back without sorting again (poisson_solid's repair rounds
+    and statistics ask for the edges of the same faces up to six times)."""
+    f = np.asarray(faces, np.int64).reshape(-1, 3)
+    last = _LAST_CENSUS
+    if last is not None and last[0].shape == f.shape and np.array_equal(last[0], f):
+        return last[1]
+    a = np.ascontiguousarray(f.T).ravel()
+    b = np.ascontiguousarray(f[:, [1, 2, 0]].T).ravel()
+    key = _pair_key(a, b)
+    order = np.argsort(key)
+    sorted_key = key[order]
+    starts = np.ones(len(key), bool)
+    starts[1:] = sorted_key[1:] != sorted_key[:-1]
+    rank = np.cumsum(starts) - 1
+    edge = np.empty(len(key), np.int64)
+    edge[order] = rank
+    counts = np.bincount(rank) if len(key) else np.zeros(0, np.int64)
+    # the half-edges of one undirected edge run either way: a repeat is a second one running
+    # the same way (a vertex pair (v, v) runs one way only)
+    forward = a < b
+    forward_count = np.bincount(edge[forward], minlength=len(counts))
+    repeated = np.where(forward, forward_count[edge] >= 2, (counts - forward_count)[edge] >= 2)
+    census = EdgeCensus(a, b, edge, counts, repeated)
+    for array in (a, b, edge, counts, repeated):
+        array.flags.writeable = False
+    globals()["_LAST_CENSUS"] = (f.copy(), census)
+    return census
+
+
 def _edge_face_table(faces: np.ndarray):
     """Undirected edges of every face: (edge id per face-edge, face per face-edge, n_edges)."""
-    edges = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    _, edge_id, counts = np.unique(_pair_key(edges[:, 0], edges[:, 1]), return_inverse=True, return_counts=True)
-    return edge_id.ravel(), np.repeat(np.arange(len(faces)), 3), counts
+    census = edge_census(faces)
+    return census.edge.reshape(3, -1).T.ravel(), np.repeat(np.arange(len(faces)), 3), census.counts
 
 
 def nonmanifold_faces(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -245,10 +290,9 @@ def fill_holes(vertices: np.ndarray, faces: np.ndarray, *, max_edges: int = 200)
     Returns (vertices, faces, holes filled).
     """
     faces = np.asarray(faces, np.int64)
-    half = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    key = np.minimum(half[:, 0], half[:, 1]) * len(vertices) + np.maximum(half[:, 0], half[:, 1])
-    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-    boundary = half[counts[inverse] == 1]
+    census = edge_census(faces)
+    on_one = census.counts[census.edge] == 1
+    boundary = np.stack([census.a[on_one], census.b[on_one]], axis=1)  # in the faces' (0 1), (1 2), (2 0) order
     if len(boundary) == 0:
         return vertices, faces, 0
     # walk the boundary half-edges (as the faces run them) edge by edge, so two holes touching

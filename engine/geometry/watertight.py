@@ -36,7 +36,7 @@ import scipy.sparse as sp
 from scipy import ndimage
 from scipy.sparse.linalg import spsolve
 
-from engine.geometry.cleanup import (_edge_face_table, clean_mesh, face_components, face_cross, fill_holes, row_dots,
+from engine.geometry.cleanup import (clean_mesh, edge_census, face_components, face_cross, fill_holes, row_dots,
                                      row_lengths, subdivide)
 from engine.geometry.grid_mesh import RTOL_HARD, downsample_maps, valid_pixels
 from engine.geometry.labels import class_names
@@ -625,10 +625,7 @@ def _misoriented_faces(faces: np.ndarray) -> np.ndarray:
     f = np.asarray(faces, np.int64)
     if not len(f):
         return np.zeros(0, bool)
-    directed = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-    _, inverse, counts = np.unique(directed[:, 0] * (int(f.max()) + 1) + directed[:, 1], return_inverse=True,
-                                   return_counts=True)
-    return (counts[inverse] > 1).reshape(3, -1).any(0)
+    return edge_census(f).repeated.reshape(3, -1).any(0)
 
 
 def _repaired(cleaned):
@@ -678,18 +675,15 @@ def _pinched_rim_faces(faces: np.ndarray) -> np.ndarray:
     f = np.asarray(faces, np.int64)
     if not len(f):
         return np.zeros(0, bool)
-    edge_id, _, counts = _edge_face_table(f)
-    rim = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)[counts[edge_id] == 1]
-    on_rim = np.bincount(rim.ravel(), minlength=int(f.max()) + 1)
+    census = edge_census(f)
+    rim = census.counts[census.edge] == 1
+    on_rim = np.bincount(np.concatenate([census.a[rim], census.b[rim]]), minlength=int(f.max()) + 1)
     return (on_rim[f] > 2).any(1)
 
 
 def _open_edges(faces: np.ndarray) -> int:
     """Edges used by other than two faces."""
-    f = np.asarray(faces, np.int64)
-    edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
-    _, counts = np.unique(edges[:, 0] * (int(f.max()) + 1) + edges[:, 1], return_counts=True)
-    return int((counts != 2).sum())
+    return int((edge_census(faces).counts != 2).sum())
 
 
 def close_surface(
