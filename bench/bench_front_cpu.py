@@ -1,13 +1,17 @@
-"""CPU seconds of the closed build's body front (watertight.solid_front) and of the crops' maps
-(detail.align_crops + detail.fuse_maps), this tree against an older revision, on the same inputs.
+"""CPU seconds of the closed build's body front (watertight.solid_front), of the crops' maps
+(detail.align_crops + detail.fuse_maps), of the solid's snaps onto the front and the face crop
+(watertight.snap_to_front, detail.snap_to_crops) and of the body's Poisson mesh's cleanup and repair
+(clean_mesh, _repaired and poisson_solid's open-edge count), this tree against an older revision,
+on the same inputs.
 
 Usage: .venv/bin/python bench/bench_front_cpu.py [--old REV] [--pairs N]
 
 The inputs are those of a real build: bench_avatar's generated bundle (~300k person pixels, hand
 and face crops) is built once as the default closed build with crops, and the arguments the build
-passes to solid_front, align_crops and fuse_maps are kept. Then, in this one process, the older
-revision's engine/geometry/{trust,grid_mesh,normal_integration,watertight,detail}.py (read with `git show REV:...`, loaded
-beside this tree's modules and swapped in for their functions) and this tree's run interleaved
+passes to those functions are kept. Then, in this one process, the older revision's
+engine/geometry/{trust,grid_mesh,normal_integration,watertight,cleanup,surface,detail}.py (read with
+`git show REV:...`, loaded beside this tree's modules and swapped in for their functions; a function
+the older module lacks is not swapped) and this tree's run interleaved
 (old, new, old, new ...), N pairs, CPU seconds (time.process_time) each; every pair's outputs are
 compared byte for byte, and a difference stops the bench. Prints per-run CPU seconds, their
 medians, the median saving per pair and the load average (the machine may be shared: figures
@@ -33,12 +37,16 @@ sys.path.insert(0, str(REPO / "bench"))
 SWAPPED = {"trust": ("trust_pixels", "refill_front", "depth_normals"),
            "grid_mesh": ("valid_pixels", "downsample_maps", "block_mean"),
            "normal_integration": ("refine_depth", "_solve"),
-           "watertight": ("solid_front",),
-           "detail": ("align_crops", "fuse_maps", "align_crop")}  # block_mean: detail's own before d405334
+           "watertight": ("solid_front", "snap_to_front", "_face_normals", "_vertex_normals", "_repaired",
+                          "_open_edges", "_misoriented_faces", "_pinched_rim_faces"),
+           "cleanup": ("clean_mesh", "fill_holes", "nonmanifold_faces", "_edge_face_table"),
+           "surface": ("vertex_normals",),
+           "detail": ("align_crops", "fuse_maps", "align_crop", "snap_to_crops")}  # block_mean: detail's own before d405334
 
 
 def capture(tmp: Path) -> dict:
-    """The arguments of solid_front, align_crops and fuse_maps in a default build with crops."""
+    """The arguments of solid_front, align_crops, fuse_maps, snap_to_front, snap_to_crops and of the
+    body's Poisson mesh's clean_mesh (poisson_solid's first) in a default build with crops."""
     from bench_avatar import make_generated_avatar_bundle
 
     import engine.geometry.detail as detail
@@ -48,12 +56,12 @@ def capture(tmp: Path) -> dict:
     (tmp / "gen").mkdir()
     bundle = make_generated_avatar_bundle(tmp / "gen")
     kept = {}
-    originals = {(watertight, "solid_front"): watertight.solid_front, (detail, "align_crops"): detail.align_crops,
-                 (detail, "fuse_maps"): detail.fuse_maps}
+    originals = {(watertight, name): getattr(watertight, name) for name in ("solid_front", "snap_to_front", "clean_mesh")}
+    originals.update({(detail, name): getattr(detail, name) for name in ("align_crops", "fuse_maps", "snap_to_crops")})
 
     def keeping(module, name, function):
         def kept_call(*args, **kwargs):
-            kept[name] = (args, {k: v for k, v in kwargs.items() if k != "progress"})
+            kept.setdefault(name, (args, {k: v for k, v in kwargs.items() if k != "progress"}))
             return function(*args, **kwargs)
         return kept_call
 
@@ -127,6 +135,27 @@ def crop_maps(kept):
             + [_bytes(getattr(fused, f)) for f in ("pointmap", "normal", "albedo", "seg", "mask")])
 
 
+def mesh_steps(kept):
+    import engine.geometry.detail as detail
+    import engine.geometry.watertight as watertight
+
+    out, stats = watertight.snap_to_front(*kept["snap_to_front"][0], **kept["snap_to_front"][1])
+    snapped, crop_stats = detail.snap_to_crops(*kept["snap_to_crops"][0], **kept["snap_to_crops"][1])
+    return [_bytes(out), stats, _bytes(snapped), crop_stats]
+
+
+def repair(kept):
+    import engine.geometry.cleanup as cleanup
+    import engine.geometry.watertight as watertight
+
+    if hasattr(cleanup, "_LAST_CENSUS"):
+        cleanup._LAST_CENSUS = None  # counted afresh, as in a build
+    cleaned = watertight.clean_mesh(*kept["clean_mesh"][0], **kept["clean_mesh"][1])
+    cleaned, repairs = watertight._repaired(cleaned)
+    open_edges = watertight._open_edges(cleaned.faces) + int(watertight._misoriented_faces(cleaned.faces).sum())
+    return [_bytes(cleaned.vertices), _bytes(cleaned.faces), cleaned.removed, repairs, open_edges]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", default="88bd8af", help="the revision to compare with (default: before this bench)")
@@ -135,7 +164,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         kept = capture(Path(tmp))
         pairs = function_pairs(load_old(args.old, Path(tmp)))
-        for what, run in (("solid_front", front), ("align_crops + fuse_maps", crop_maps)):
+        for what, run in (("solid_front", front), ("align_crops + fuse_maps", crop_maps),
+                          ("snap_to_front + snap_to_crops", mesh_steps),
+                          ("the body's Poisson mesh: clean_mesh + _repaired + open edges", repair)):
             for which in ("old", "new"):  # warm both
                 use(pairs, which)
                 run(kept)
