@@ -173,3 +173,33 @@ def test_face_areas_and_visibility_weights_as_the_row_forms():
     weights = islands.visibility_weights(vertices, faces, pointmap, K)
     assert np.any(weights > 0) and np.any((weights > 0) & (weights < 1))
     assert weights.tobytes() == _reference_weights(vertices, faces, pointmap, K).tobytes()
+
+
+def test_place_takes_the_hair_labels_beside_the_frame_and_places_again_if_the_feet_change(monkeypatch):
+    """stages.place decides the hair's labels in a thread beside the move to the avatar frame,
+    which reads the feet's labels only: the same Framed as one after the other; a relabelling
+    that touched the feet places the frame again from the new labels."""
+    from engine.avatar import stages
+    from engine.avatar.labels import FOOT_CLASSES_LEFT, FOOT_CLASSES_RIGHT, class_ids
+
+    vertices, faces = _mesh(7, 600)
+    labels = np.zeros(len(vertices), np.uint8)
+    low = np.argsort(vertices[:, 1])[-40:]  # the lowest vertices (camera y down) are feet
+    labels[low[:20]], labels[low[20:]] = class_ids(FOOT_CLASSES_LEFT)[0], class_ids(FOOT_CLASSES_RIGHT)[0]
+    face_island = np.zeros(len(faces), np.int8)
+    vertex_island = np.zeros(len(vertices), np.int8)
+    hair = labels.copy()
+    hair[:10] = 2  # not feet
+    monkeypatch.setattr(stages, "_hair_labels", lambda labels, views: hair)
+    framed = stages.place(vertices, faces, labels, face_island, vertex_island, hair_views=[object()])
+    serial = stages._placed(vertices, faces, hair, face_island, vertex_island)
+    assert np.array_equal(framed.labels, hair)
+    for name in ("vertices_avatar", "normals_avatar", "camera_to_avatar"):
+        assert getattr(framed, name).tobytes() == getattr(serial, name).tobytes()
+    moved = labels.copy()
+    moved[low[:20]] = 0  # the left foot's labels gone: the origin moves
+    monkeypatch.setattr(stages, "_hair_labels", lambda labels, views: moved)
+    framed = stages.place(vertices, faces, labels, face_island, vertex_island, hair_views=[object()])
+    serial = stages._placed(vertices, faces, moved, face_island, vertex_island)
+    assert not np.array_equal(framed.camera_to_avatar, stages._placed(vertices, faces, labels, face_island, vertex_island).camera_to_avatar)
+    assert framed.camera_to_avatar.tobytes() == serial.camera_to_avatar.tobytes() and framed.origin == serial.origin

@@ -14,7 +14,7 @@ again for something an earlier stage already resolved (the camera matrix above a
 from __future__ import annotations
 
 import json
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from engine.avatar.describe import avatar_mesh, avatar_scene
 from engine.avatar.frame import apply_transform, camera_to_avatar
 from engine.avatar.inputs import camera_matrix, check_buildable
 from engine.avatar.islands import assign_islands, same_rows, split_islands
+from engine.avatar.labels import FOOT_CLASSES_LEFT, FOOT_CLASSES_RIGHT, class_ids
 from engine.avatar.textures import FRONT, HIDDEN
 from engine.errors import EngineError
 from engine.formats.scene import Mesh, Scene
@@ -157,12 +158,43 @@ def place(vertices_camera, faces, labels, face_island, vertex_island, *, hair_vi
     solid's hidden side; engine.avatar.appearance.hidden_hair_labels), moved to the avatar frame
     (origin between the feet) with one normal per position (seamless_normals: the islands'
     borders shade as one surface). The one-photo build and the fused one (engine.avatar.fused)
-    both end their frame stage here."""
-    for view in hair_views:
-        from engine.avatar.appearance import hidden_hair_labels
+    both end their frame stage here.
 
+    The hair's labels are decided in a thread beside the move and the normals (numpy and
+    scipy release the GIL: the build's other core): the avatar frame reads the feet's labels
+    only, which the relabelling (front-only classes -> Hair) leaves as they are; were the feet's
+    labels to change, the frame is placed again from the new ones."""
+    if not hair_views:
+        return _placed(vertices_camera, faces, labels, face_island, vertex_island)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="avatar-hair") as pool:
+        hair = pool.submit(_hair_labels, labels, hair_views)
+        try:
+            framed = _placed(vertices_camera, faces, labels, face_island, vertex_island)
+        except BaseException:
+            hair.result()  # the hair's error first, as when it ran first
+            raise
+        hair_labels = hair.result()
+    if not np.array_equal(_feet(hair_labels), _feet(labels)):
+        return _placed(vertices_camera, faces, hair_labels, face_island, vertex_island)
+    framed.labels = hair_labels
+    return framed
+
+
+def _hair_labels(labels, hair_views):
+    from engine.avatar.appearance import hidden_hair_labels
+
+    for view in hair_views:
         islands = np.where(view.hidden, HIDDEN, FRONT).astype(np.int8)
         labels = hidden_hair_labels(labels, islands, view.vertices_camera, view.bundle, view.K)
+    return labels
+
+
+def _feet(labels) -> np.ndarray:
+    """The vertices camera_to_avatar reads the origin from (labelled feet, either side)."""
+    return np.stack([np.isin(labels, class_ids(FOOT_CLASSES_LEFT)), np.isin(labels, class_ids(FOOT_CLASSES_RIGHT))])
+
+
+def _placed(vertices_camera, faces, labels, face_island, vertex_island) -> Framed:
     to_avatar, origin = camera_to_avatar(vertices_camera, labels)
     vertices_avatar = apply_transform(to_avatar, vertices_camera)
     normals_avatar = unit_normals(seamless_normals(vertices_avatar, faces))
