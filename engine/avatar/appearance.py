@@ -559,12 +559,15 @@ def _without_stray_hair(bundle, window_colour, colour_valid, layout):
     return out, seg
 
 
-def _albedo_padded(islands_job, keep: np.ndarray):
-    """The base colour padded past the texels `keep` marks: linear float and 8-bit sRGB."""
+def _albedo_padded(islands_job, keep: np.ndarray, crops=None, layout: tx.AtlasLayout | None = None):
+    """The base colour padded past the texels `keep` marks, with the crops' albedo blended in
+    (crops: engine.avatar.detail.CropTexture, for a predicted albedo): linear float, 8-bit sRGB
+    (encoded once, after the crops), its source and the number of texels the crops changed."""
     albedo, source = islands_job.result()
     albedo = tx.push_pull_fill(albedo, keep, smooth_finest=False)  # padding: the islands' colours run into the gaps
     np.clip(albedo, 0.0, 1.0, out=albedo)
-    return albedo, tx.linear_to_srgb8(albedo), source
+    crop_texels = crops.fuse_colour(albedo, layout) if crops is not None and source == "albedo" else 0
+    return albedo, tx.linear_to_srgb8(albedo), source, crop_texels
 
 
 def _normal_detail_weight(mask, rows: slice, cols: slice, normal=None, pointmap=None) -> np.ndarray:
@@ -588,16 +591,27 @@ def _fade_to_flat_at_the_outline(tangent_normals: np.ndarray, mask: np.ndarray, 
     """On a closed mesh the hidden island's normal map is flat: the front's predicted detail
     fades to flat toward the outline (_normal_detail_weight), so the shading does not step
     where the islands meet (in place, front island only)."""
+    _fade_band(tangent_normals, _outline_fade(mask, layout, normal, pointmap))
+
+
+def _outline_fade(mask: np.ndarray, layout: tx.AtlasLayout, normal=None, pointmap=None):
+    """_fade_to_flat_at_the_outline's band, found before any texel is baked: the front island's
+    texels whose weight is under 1 (rows, columns) and their weights (n x 1)."""
     rows, cols = tx.crop_window(layout, mask.shape)
     weight = _normal_detail_weight(mask, rows, cols, normal, pointmap)[..., None]
     weight = tx.resample_crop(weight, layout, tx.FRONT, (rows.start, cols.start))[..., 0]
     # only the band along the outline changes: the blend there, the rest of the texture untouched
     band_rows, band_cols = np.nonzero(weight[:, : layout.island_width] < 1.0)
+    return band_rows, band_cols, weight[band_rows, band_cols][:, None]
+
+
+def _fade_band(tangent_normals: np.ndarray, fade) -> None:
+    """The band (_outline_fade) blended toward flat, in place."""
+    band_rows, band_cols, w = fade
     band = tangent_normals[band_rows, band_cols]
     # texels with no baked normal are zero and stay zero (the padding fills them)
     baked = (band != 0).any(-1)
-    band_rows, band_cols, band = band_rows[baked], band_cols[baked], band[baked]
-    w = weight[band_rows, band_cols][:, None]
+    band_rows, band_cols, band, w = band_rows[baked], band_cols[baked], band[baked], w[baked]
     faded = w * band
     faded[:, 2] += 1.0 - w[:, 0]  # toward flat (0, 0, 1)
     tangent_normals[band_rows, band_cols] = faded
@@ -612,8 +626,11 @@ def make_appearance(
     faces: np.ndarray,
     face_island: np.ndarray,
     progress: Callable[[str, float, str], None] | None = None,
+    crops=None,
 ) -> Appearance:
-    """Bake the textures of the mesh `uv_plan` (plan_uvs) was made for."""
+    """Bake the textures of the mesh `uv_plan` (plan_uvs) was made for; with `crops`
+    (engine.avatar.detail.crop_texture), the hand and face crops' albedo and normals fused in
+    (as engine.avatar.detail.fuse_crop_texture does afterwards)."""
 
     def report(fraction: float, message: str) -> None:
         if progress is not None:
@@ -629,14 +646,24 @@ def make_appearance(
     # bakes the normal map (numpy, scipy's sparse
     # products and ndimage release the GIL in their loops). Progress is reported from this
     # thread only, so a cancel raised by the callback stops here; leaving the pool waits for
-    # the colour thread, which writes nothing.
+    # the colour thread, which writes nothing. The outline's fade weights and the crops' normals
+    # in the texels' tangent frames (they need no baked texel) are found in the colour thread
+    # too, first, and applied once the map is baked (the crops' once it is encoded); the crops'
+    # albedo is blended into the padded colour there.
     with _colour_thread() as pool:
         photo_maps = uv_plan.photo_maps or start_photo_maps(pool, bundle, layout)
+        # the closed mesh's fade toward the outline needs no baked texel either
+        fade = None
+        if bundle.normal is not None and n_islands > 1:
+            fade = pool.submit(_outline_fade, bundle.mask, layout, bundle.normal, bundle.pointmap)
+        crop_normals = None
+        if crops is not None and crops.has_normals and bundle.normal is not None:
+            crop_normals = pool.submit(crops.normal_targets, layout, uv, tangents)
         raster = tx.rasterize(texel_xy, faces, vertices_camera[:, 2].astype(np.float64), layout.width, layout.height)
         covered = raster.covered
         keep = ndimage.binary_dilation(covered, iterations=EDGE_TEXELS)
         report(0.35, f"rasterised {len(faces)} triangles over {int(covered.sum())} texels")
-        albedo_job = pool.submit(_albedo_padded, photo_maps.colour, keep)
+        albedo_job = pool.submit(_albedo_padded, photo_maps.colour, keep, crops, layout)
 
         normal_rgb8 = None
         baked_fraction = 0.0
@@ -645,15 +672,16 @@ def make_appearance(
             tangent_normals, baked = tx.bake_tangent_normals(
                 raster, faces, normals_avatar, tangents, target, bake_faces=face_island == tx.FRONT
             )
-            if n_islands > 1:
-                _fade_to_flat_at_the_outline(tangent_normals, bundle.mask, layout, bundle.normal, bundle.pointmap)
+            if fade is not None:
+                _fade_band(tangent_normals, fade.result())
             tangent_normals = tx.push_pull_fill(tangent_normals, keep, smooth_finest=False)
             tangent_normals /= np.maximum(np.linalg.norm(tangent_normals, axis=-1, keepdims=True), 1e-12)
             normal_rgb8 = tx.encode_normal_map(tangent_normals)
             front_covered = covered & (face_island[np.maximum(raster.face, 0)] == tx.FRONT)
             baked_fraction = float(baked.sum() / max(front_covered.sum(), 1))
             report(0.9, f"normal map baked on {baked_fraction:.1%} of the seen texels")
-        albedo, albedo_srgb8, source = albedo_job.result()
+        crop_normal_texels = 0 if crop_normals is None else crops.fuse_normals(normal_rgb8, crop_normals.result())
+        albedo, albedo_srgb8, source, crop_texels = albedo_job.result()
     report(0.95, f"base colour from the {'predicted albedo' if source == 'albedo' else 'photo (no albedo in the bundle)'}")
 
     stats = {
@@ -661,5 +689,10 @@ def make_appearance(
         "texture_fill": float(covered.mean()),
         "normal_baked_fraction": baked_fraction,
     }
+    # the keys in fuse_crop_texture's order
+    if crop_normal_texels:
+        stats["detail_crop_normal_texels"] = crop_normal_texels
+    if crop_texels:
+        stats["detail_crop_texels"] = crop_texels
     report(1.0, "textures ready")
     return Appearance(uv, tangents, layout, albedo, albedo_srgb8, normal_rgb8, source, stats)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from engine import fileio
 from engine.avatar import stages
-from engine.avatar.detail import fuse_crop_maps, fuse_crop_surface, fuse_crop_texture, start_closed_hands
+from engine.avatar.detail import crop_texture, fuse_crop_maps, fuse_crop_surface, start_closed_hands
 from engine.avatar.heap import reuse_freed_arrays
 from engine.avatar.labels import groups_table, labels_table
 from engine.avatar.manifest import (
@@ -154,8 +154,9 @@ def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target
         # without a rig the mesh is final now: the formats that need no texture are written while
         # the textures bake
         started = {} if rigging else stages.start_untextured(selected, stages.avatar_scene(mesh, textures, metadata=metadata), tmp, writers)
-        appearance = stages.appearance(inputs, framed, plan, progress=progress)
-        appearance = fuse_crop_texture(appearance, crops, inputs.bundle.mask, framed=framed, K=inputs.K)
+        # the crops' albedo and normals are fused inside the bake (beside the normal map's)
+        appearance = stages.appearance(inputs, framed, plan, progress=progress,
+                                       crops=crop_texture(crops, inputs.bundle.mask, framed=framed, K=inputs.K))
         lap("textures")
 
         rigged = None

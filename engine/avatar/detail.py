@@ -152,53 +152,95 @@ def fuse_crop_texture(appearance, detail: Detail | None, mask: np.ndarray, *, fr
     the crop sees the person), blended over the region's edge band. The texture is only as fine
     as its texels: at 2048 over a 1000-pixel person that is about two texels per photo pixel.
     Given the framed mesh (engine.avatar.stages.Framed) and the photo's K, the normal map too
-    (fuse_crop_normals)."""
-    if detail is None or not detail.aligned:
+    (fuse_crop_normals). A build does the same work inside make_appearance (CropTexture: beside
+    the normal bake, and the colour before its one sRGB encoding)."""
+    crops = crop_texture(detail, mask, framed=framed, K=K)
+    if crops is None:
         return appearance
     if framed is not None and K is not None:
         appearance = fuse_crop_normals(appearance, detail, framed, K, mask)
     if appearance.albedo_source != "albedo":
         return appearance
-    from engine.avatar.textures import FRONT, linear_to_srgb8
-    from engine.geometry.detail import FEATHER_PX
+    from engine.avatar.textures import linear_to_srgb8
 
-    layout = appearance.layout
-    albedo = appearance.albedo_linear
-    changed = 0
-    for a in detail.aligned:
-        c = a.crop
-        if c.albedo is None:
-            continue
-        rx0, ry0, rx1, ry1 = a.region
-        (tx0, ty0), (tx1, ty1) = layout.photo_to_texel(np.array([[rx0, ry0], [rx1, ry1]], np.float64), FRONT)
-        island0 = int(layout.island_x0(FRONT))
-        cols = np.arange(max(int(np.floor(tx0)), island0), min(int(np.ceil(tx1)), island0 + layout.island_width))
-        rows = np.arange(max(int(np.floor(ty0)), 0), min(int(np.ceil(ty1)), layout.height))
-        if not len(cols) or not len(rows):
-            continue
-        txy = np.stack(np.meshgrid(cols + 0.5, rows + 0.5), -1)
-        photo = layout.texel_to_photo(txy, FRONT)
-        px, py = photo[..., 0], photo[..., 1]
-        edge = np.minimum.reduce([px - rx0, rx1 - px, py - ry0, ry1 - py])
-        f = int(c.factor)
-        u, v = (px - c.box[0]) * f - 0.5, (py - c.box[1]) * f - 0.5
-        h, w = c.mask.shape
-        i0, j0 = np.clip(np.floor(v).astype(int), 0, h - 2), np.clip(np.floor(u).astype(int), 0, w - 2)
-        dv, du = np.clip(v - i0, 0, 1)[..., None], np.clip(u - j0, 0, 1)[..., None]
-        sample = ((1 - dv) * ((1 - du) * c.albedo[i0, j0] + du * c.albedo[i0, j0 + 1])
-                  + dv * ((1 - du) * c.albedo[i0 + 1, j0] + du * c.albedo[i0 + 1, j0 + 1]))
-        # only where all four taps see the person (no background mixed in at the outline) and
-        # the photo-resolution mask says the texel shows the person
-        seen = c.mask[i0, j0] & c.mask[i0, j0 + 1] & c.mask[i0 + 1, j0] & c.mask[i0 + 1, j0 + 1]
-        on_person = mask[np.clip(py.astype(int), 0, mask.shape[0] - 1), np.clip(px.astype(int), 0, mask.shape[1] - 1)]
-        weight = (np.clip(edge / FEATHER_PX, 0.0, 1.0) * (seen & on_person & (edge > 0)))[..., None]
-        window = albedo[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-        window[:] = weight * sample + (1 - weight) * window
-        changed += int((weight[..., 0] > 0).sum())
+    changed = crops.fuse_colour(appearance.albedo_linear, appearance.layout)
     if changed:
-        appearance.albedo_srgb8 = linear_to_srgb8(albedo)
+        appearance.albedo_srgb8 = linear_to_srgb8(appearance.albedo_linear)
         appearance.stats["detail_crop_texels"] = changed
     return appearance
+
+
+def crop_texture(detail: Detail | None, mask: np.ndarray, *, framed=None, K=None):
+    """The crops' texture and normal fusion (fuse_crop_texture) for make_appearance, or None
+    when there is no aligned crop."""
+    if detail is None or not detail.aligned:
+        return None
+    return CropTexture(detail, mask, framed, K)
+
+
+@dataclass
+class CropTexture:
+    """fuse_crop_texture's work in the pieces make_appearance runs: the crops' normals in the
+    texels' tangent frames (normal_targets: they need the UVs and tangents, not the baked map)
+    while the normal map bakes, blended into the baked map once it is encoded (fuse_normals);
+    the crops' albedo blended into the padded base colour (fuse_colour) before its sRGB
+    encoding. The same texels and values as fuse_crop_texture."""
+
+    detail: Detail
+    mask: np.ndarray
+    framed: object = None
+    K: np.ndarray | None = None
+
+    @property
+    def has_normals(self) -> bool:
+        return self.framed is not None and self.K is not None
+
+    def normal_targets(self, layout, uv: np.ndarray, tangents: np.ndarray) -> list:
+        return _crop_normal_targets(layout, uv, tangents, self.detail, self.framed, self.K, self.mask)
+
+    @staticmethod
+    def fuse_normals(normal_rgb8: np.ndarray, targets: list) -> int:
+        return _blend_crop_normals(normal_rgb8, targets)
+
+    def fuse_colour(self, albedo_linear: np.ndarray, layout) -> int:
+        """The crops' albedo blended into the front island of `albedo_linear` (in place);
+        returns the number of texels changed."""
+        from engine.avatar.textures import FRONT
+        from engine.geometry.detail import FEATHER_PX
+
+        mask, albedo = self.mask, albedo_linear
+        changed = 0
+        for a in self.detail.aligned:
+            c = a.crop
+            if c.albedo is None:
+                continue
+            rx0, ry0, rx1, ry1 = a.region
+            (tx0, ty0), (tx1, ty1) = layout.photo_to_texel(np.array([[rx0, ry0], [rx1, ry1]], np.float64), FRONT)
+            island0 = int(layout.island_x0(FRONT))
+            cols = np.arange(max(int(np.floor(tx0)), island0), min(int(np.ceil(tx1)), island0 + layout.island_width))
+            rows = np.arange(max(int(np.floor(ty0)), 0), min(int(np.ceil(ty1)), layout.height))
+            if not len(cols) or not len(rows):
+                continue
+            txy = np.stack(np.meshgrid(cols + 0.5, rows + 0.5), -1)
+            photo = layout.texel_to_photo(txy, FRONT)
+            px, py = photo[..., 0], photo[..., 1]
+            edge = np.minimum.reduce([px - rx0, rx1 - px, py - ry0, ry1 - py])
+            f = int(c.factor)
+            u, v = (px - c.box[0]) * f - 0.5, (py - c.box[1]) * f - 0.5
+            h, w = c.mask.shape
+            i0, j0 = np.clip(np.floor(v).astype(int), 0, h - 2), np.clip(np.floor(u).astype(int), 0, w - 2)
+            dv, du = np.clip(v - i0, 0, 1)[..., None], np.clip(u - j0, 0, 1)[..., None]
+            sample = ((1 - dv) * ((1 - du) * c.albedo[i0, j0] + du * c.albedo[i0, j0 + 1])
+                      + dv * ((1 - du) * c.albedo[i0 + 1, j0] + du * c.albedo[i0 + 1, j0 + 1]))
+            # only where all four taps see the person (no background mixed in at the outline) and
+            # the photo-resolution mask says the texel shows the person
+            seen = c.mask[i0, j0] & c.mask[i0, j0 + 1] & c.mask[i0 + 1, j0] & c.mask[i0 + 1, j0 + 1]
+            on_person = mask[np.clip(py.astype(int), 0, mask.shape[0] - 1), np.clip(px.astype(int), 0, mask.shape[1] - 1)]
+            weight = (np.clip(edge / FEATHER_PX, 0.0, 1.0) * (seen & on_person & (edge > 0)))[..., None]
+            window = albedo[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+            window[:] = weight * sample + (1 - weight) * window
+            changed += int((weight[..., 0] > 0).sum())
+        return changed
 
 
 # the crop's normals fade out where the whole-body map's do on a closed mesh (its front island
@@ -237,15 +279,27 @@ def fuse_crop_normals(appearance, detail: Detail, framed, K: np.ndarray, mask: n
     photo's own camera axes turned, (x, -y, -z))."""
     if appearance.normal_rgb8 is None:
         return appearance
+    targets = _crop_normal_targets(appearance.layout, appearance.uv, appearance.tangents, detail, framed, K, mask,
+                                   island=island, to_avatar=to_avatar)
+    changed = _blend_crop_normals(appearance.normal_rgb8, targets)
+    if changed:
+        appearance.stats["detail_crop_normal_texels"] = changed
+    return appearance
+
+
+def _crop_normal_targets(layout, uv: np.ndarray, tangents: np.ndarray, detail: Detail, framed, K: np.ndarray,
+                         mask: np.ndarray, *, island: int | None = None, to_avatar: np.ndarray | None = None) -> list:
+    """fuse_crop_normals' targets, crop by crop: (texels of the flattened texture, the crop's
+    unit normals in those texels' tangent frames, their blend weights). They need the UVs and
+    tangents, not the baked map."""
     from scipy import ndimage
 
     from engine.avatar import textures as tx
     from engine.geometry.detail import FEATHER_PX
 
-    layout = appearance.layout
     used = [a for a in detail.aligned if a.crop.normal is not None]
     if not used:
-        return appearance
+        return []
     # the front faces with a corner in some region: those are the texels that can change
     faces = np.asarray(framed.faces, np.int64)
     uvw = np.asarray(framed.vertices_camera, np.float64) @ np.asarray(K, np.float64).T
@@ -258,12 +312,11 @@ def fuse_crop_normals(appearance, detail: Detail, framed, K: np.ndarray, mask: n
     island = tx.FRONT if island is None else int(island)
     pick = np.nonzero((np.asarray(framed.face_island) == island) & near[faces].any(1))[0]
     if not len(pick):
-        return appearance
-    texel_xy = np.asarray(appearance.uv, np.float64) * [layout.width, layout.height]
+        return []
+    texel_xy = np.asarray(uv, np.float64) * [layout.width, layout.height]
     raster = tx.rasterize(texel_xy, faces[pick], np.asarray(framed.vertices_camera)[:, 2].astype(np.float64),
                           layout.width, layout.height)
-    rgb = appearance.normal_rgb8
-    changed = 0
+    targets = []
     closed = layout.n_islands > 1
     for a in used:
         c = a.crop
@@ -306,18 +359,27 @@ def fuse_crop_normals(appearance, detail: Detail, framed, K: np.ndarray, mask: n
             target[:, 1:] *= -1.0   # camera -> avatar axes: (x, -y, -z), as the whole-body bake
         else:
             target = (target @ np.asarray(to_avatar, np.float64).T).astype(np.float32)
-        texels, tan, bit, nrm = tx.interpolated_tbn(raster, faces[pick], framed.normals_avatar, appearance.tangents, texels)
+        texels, tan, bit, nrm = tx.interpolated_tbn(raster, faces[pick], framed.normals_avatar, tangents, texels)
         target /= np.maximum(np.linalg.norm(target, axis=1, keepdims=True), 1e-12)
         local = np.stack([(tan * target).sum(1), (bit * target).sum(1), (nrm * target).sum(1)], 1)
         local[:, 2] = np.maximum(local[:, 2], 0.02)   # the baker's horizon clamp
         local /= np.linalg.norm(local, axis=1, keepdims=True)
-        flat_rgb = rgb.reshape(-1, 3)
+        targets.append((texels, local, weight[keep][:, None]))
+    return targets
+
+
+def _blend_crop_normals(normal_rgb8: np.ndarray, targets: list) -> int:
+    """The targets (_crop_normal_targets) blended into the 8-bit normal map in place, crop by
+    crop (a later crop's blend starts from an earlier one's where their regions overlap);
+    returns the number of texels changed."""
+    from engine.avatar import textures as tx
+
+    flat_rgb = normal_rgb8.reshape(-1, 3)
+    changed = 0
+    for texels, local, w in targets:
         baked = tx.decode_normal_map(flat_rgb[texels])
-        w = weight[keep][:, None]
         mixed = w * local + (1 - w) * baked
         mixed /= np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
         flat_rgb[texels] = tx.encode_normal_map(mixed.astype(np.float32))
         changed += int(len(texels))
-    if changed:
-        appearance.stats["detail_crop_normal_texels"] = changed
-    return appearance
+    return changed

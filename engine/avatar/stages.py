@@ -224,7 +224,8 @@ def final_mesh(framed: Framed, plan) -> Mesh:
     return avatar_mesh(framed.vertices_avatar.astype(np.float32), framed.normals_avatar, framed.faces, plan.uv, plan.tangents, framed.labels)
 
 
-def appearance(inputs: Inputs, framed: Framed, plan, *, progress):
+def appearance(inputs: Inputs, framed: Framed, plan, *, progress, crops=None):
+    """The textures baked; crops: the crops' fusion (engine.avatar.detail.crop_texture) or None."""
     from engine.avatar.appearance import make_appearance
 
     return make_appearance(
@@ -235,6 +236,7 @@ def appearance(inputs: Inputs, framed: Framed, plan, *, progress):
         faces=framed.faces,
         face_island=framed.face_island,
         progress=progress,
+        crops=crops,
     )
 
 

@@ -5,6 +5,7 @@ normal map (PNG). Each PNG is encoded once: the same bytes go into the file and 
 from __future__ import annotations
 
 import io
+import zlib
 from concurrent.futures import Executor
 from pathlib import Path
 
@@ -21,10 +22,16 @@ TEXTURE_FILES = {
 
 
 def png_bytes(rgb8: np.ndarray) -> bytes:
+    """Lossless PNG bytes of an 8-bit RGB image. zlib's run-length strategy (Z_RLE) after
+    Pillow's per-row filters: the textures' padding repeats values in 2 x 2 blocks and long
+    runs, which RLE codes as well as the default string matching at a third to a half of the
+    CPU (a 2048 x 1416 avatar's albedo 0.114 -> 0.076 s, 4 % larger; its normal map 0.237 ->
+    0.102 s, 3 % smaller; bench/bench_texture_cpu.py)."""
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb8), "RGB").save(buffer, format="PNG", compress_level=4)
+    Image.fromarray(np.ascontiguousarray(rgb8), "RGB").save(buffer, format="PNG", compress_level=4,
+                                                            compress_type=zlib.Z_RLE)
     return buffer.getvalue()
 
 
