@@ -101,12 +101,17 @@ class EdgeCensus:
 
 
 _LAST_CENSUS = None  # (faces as int64, their EdgeCensus): the closed solid's repair asks for it several times
+# the census is kept for at most this many faces (~40 bytes per half-edge stay held until the next
+# census): the one-photo solid's and the crop hands' depth-7 meshes (~40k faces) are, a fused
+# solid's million faces are counted again when asked again
+KEEP_CENSUS_FACES = 200_000
 
 
 def edge_census(faces: np.ndarray) -> EdgeCensus:
-    """The EdgeCensus of `faces` (its arrays read-only). The last faces' census is kept: the same
-    faces again (equal values) give it back without sorting again (poisson_solid's repair rounds
-    and statistics ask for the edges of the same faces up to six times)."""
+    """The EdgeCensus of `faces` (its arrays read-only). The last faces' census is kept (up to
+    KEEP_CENSUS_FACES faces): the same faces again (equal values) give it back without sorting
+    again (poisson_solid's repair rounds and statistics ask for the edges of the same faces up to
+    six times)."""
     f = np.asarray(faces, np.int64).reshape(-1, 3)
     last = _LAST_CENSUS
     if last is not None and last[0].shape == f.shape and np.array_equal(last[0], f):
@@ -130,7 +135,7 @@ def edge_census(faces: np.ndarray) -> EdgeCensus:
     census = EdgeCensus(a, b, edge, counts, repeated)
     for array in (a, b, edge, counts, repeated):
         array.flags.writeable = False
-    globals()["_LAST_CENSUS"] = (f.copy(), census)
+    globals()["_LAST_CENSUS"] = (f.copy(), census) if len(f) <= KEEP_CENSUS_FACES else None
     return census
 
 
