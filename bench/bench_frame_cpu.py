@@ -44,6 +44,7 @@ SWAPPED = {
     "engine.bundle.crops": ("read_crops", "validate_crops"),
     "engine.avatar.islands": None,
     "engine.avatar.frame": None,
+    "engine.avatar.inputs": ("check_buildable",),
     "engine.avatar.stages": ("read", "frame", "place", "seamless_normals", "uv_plan", "unit_normals"),
     "engine.avatar.appearance": ("plan_uvs",),
 }
