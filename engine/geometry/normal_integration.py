@@ -41,9 +41,15 @@ from scipy import ndimage
 
 from engine.geometry.grid_mesh import RTOL_HARD, downsample_maps, valid_pixels
 
-try:  # scipy's CSR matrix-vector product, what `matrix @ x` runs (_jacobi_cg)
+try:  # scipy's CSR matrix-vector product, what `matrix @ x` runs (_jacobi_cg); checked once on a 2 x 2
     from scipy.sparse._sparsetools import csr_matvec as _csr_matvec
-except ImportError:  # pragma: no cover - another scipy layout: `@` instead
+
+    _check = np.zeros(2)
+    _csr_matvec(2, 2, np.array([0, 1, 2], np.int32), np.array([1, 0], np.int32), np.array([2.0, 3.0]),
+                np.array([5.0, 7.0]), _check)
+    if _check.tolist() != [14.0, 15.0]:
+        _csr_matvec = None
+except Exception:  # pragma: no cover - another scipy layout or signature: `@` instead
     _csr_matvec = None
 
 # Measured on the shared synthetic people with degraded pointmaps (smooth error + 1 cm noise +
