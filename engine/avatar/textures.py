@@ -365,12 +365,16 @@ def vertex_tangents(positions: np.ndarray, normals: np.ndarray, uv: np.ndarray, 
     return np.concatenate([tangent, handedness[:, None]], axis=1).astype(np.float32)
 
 
-def _blend(w: np.ndarray, corner_values: np.ndarray) -> np.ndarray:
-    """sum_k w[:, k] * corner_values[:, k] (n x 3 weights, n x 3 x d values), as three
-    multiply-adds (several times faster than einsum for these shapes)."""
-    out = corner_values[:, 0] * w[:, 0:1]
-    out += corner_values[:, 1] * w[:, 1:2]
-    out += corner_values[:, 2] * w[:, 2:3]
+def _blend_corners(w: np.ndarray, values: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """sum_k w[:, k] * values[corners[:, k]] (n x 3 weights and vertex ids, V x d values) as
+    three multiply-adds in k's order, each corner's rows gathered on their own (contiguous, so
+    the products run over whole rows; an n x 3 x d gather's corner slices were strided)."""
+    out = gather_rows(values, corners[:, 0])
+    out *= w[:, 0:1]
+    for k in (1, 2):
+        term = gather_rows(values, corners[:, k])
+        term *= w[:, k : k + 1]
+        out += term
     return out
 
 
@@ -391,8 +395,8 @@ def interpolated_tbn(raster: Raster, faces: np.ndarray, normals: np.ndarray, tan
     corners = gather_rows(faces, flat_face[texels])  # n x 3 vertex ids
     # float32 is ample: the frames feed an 8-bit map
     w = gather_rows(raster.bary.reshape(-1, 3), texels).astype(np.float32, copy=False)
-    nrm = _normalize(_blend(w, gather_rows(np.asarray(normals, np.float32), corners)))
-    tan4 = _blend(w, gather_rows(np.asarray(tangents, np.float32), corners))
+    nrm = _normalize(_blend_corners(w, np.asarray(normals, np.float32), corners))
+    tan4 = _blend_corners(w, np.asarray(tangents, np.float32), corners)
     tan = tan4[:, :3]
     tan -= nrm * _dot(tan, nrm)[:, None]
     tan = _normalize(tan)
@@ -432,7 +436,9 @@ def bake_tangent_normals(
     local[:, 2] = np.maximum(local[:, 2], 0.02)
     out = np.zeros((h * w, 3), np.float32)
     out[:, 2] = 1.0
-    out[texels] = _normalize(local)
+    # rows stored as opaque 12-byte records (one move per texel, as gather_rows reads them)
+    record = np.dtype((np.void, 12))
+    out.view(record).reshape(-1)[texels] = np.ascontiguousarray(_normalize(local), np.float32).view(record).reshape(-1)
     baked = np.zeros(h * w, bool)
     baked[texels] = True
     return out.reshape(h, w, 3), baked.reshape(h, w)
