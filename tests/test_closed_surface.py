@@ -173,6 +173,41 @@ def test_subdivide_keeps_a_closed_mesh_closed_and_outward():
     assert np.allclose(vertices[len(sphere.vertices):], sphere.vertices[ends].mean(axis=1))
 
 
+def test_poisson_full_depth_reaches_open3d_and_keeps_the_surface(monkeypatch):
+    import open3d as o3d
+
+    from engine.geometry import watertight
+
+    rng = np.random.default_rng(3)
+    normals = rng.normal(size=(4000, 3))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    centre = np.array([0.2, -0.1, 3.0])
+    points = centre + 0.1 * normals
+    original = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson
+    asked = []
+
+    def recording(cloud, **kwargs):
+        asked.append(kwargs.get("full_depth"))
+        return original(cloud, **kwargs)
+
+    monkeypatch.setattr(o3d.geometry.TriangleMesh, "create_from_point_cloud_poisson", staticmethod(recording))
+    solids = {}
+    for full_depth in (watertight.POISSON_FULL_DEPTH, watertight.CLOSED_POISSON_FULL_DEPTH):
+        vertices, faces, _, stats = watertight.poisson_solid(points, normals, depth=7, full_depth=full_depth)
+        assert stats["open_edges"] == 0
+        solids[full_depth] = trimesh.Trimesh(vertices, faces, process=False)
+    watertight.poisson_solid(points, normals, depth=2, full_depth=5)  # never deeper than the solve
+    assert asked == [5, 3, 2]
+    # a coarser complete octree moves the sphere's surface by far less than a depth-7 cell (1.7 mm)
+    coarse, full = solids[3], solids[5]
+    assert coarse.is_watertight and coarse.volume == pytest.approx(full.volume, rel=1e-3)
+    assert np.abs(np.linalg.norm(coarse.vertices - centre, axis=1) - 0.1).max() < 2e-3
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(full.vertices.astype(np.float32)), o3d.core.Tensor(full.faces.astype(np.uint32)))
+    distance = scene.compute_distance(o3d.core.Tensor(coarse.vertices.astype(np.float32))).numpy()
+    assert distance.mean() < 1e-4, distance.mean()  # measured 0.0013 mm (max 0.017), volume equal to 1e-5
+
+
 def test_snap_puts_the_seen_front_on_the_front_depth():
     """A sphere 5 mm behind the front it was solved from: the vertices facing the camera move
     along their rays onto the front's depth, those facing away stay, no face folds over."""

@@ -604,14 +604,14 @@ def solve_hand(points: np.ndarray, normals: np.ndarray, zone, cut, body_used: in
     of about LOCAL_CELL_M), cut to the cut box grown by OVERLAP_M: {"vertices", "faces",
     "stats"}, or {"note"} when it did not close. Runs in the geometry worker process
     (solve_worker) or here."""
-    from engine.geometry.watertight import poisson_solid
+    from engine.geometry.watertight import CLOSED_POISSON_FULL_DEPTH, poisson_solid
 
     (zone_lo, zone_hi), (cut_lo, cut_hi) = zone, cut
     # marching cubes can leave a fold the cleanup cannot close (a hand seen end-on, its thin
     # back close to its front): then once more with cells twice as large
     new_hand = None
     for depth in (_local_depth(zone_lo, zone_hi), _local_depth(zone_lo, zone_hi) - 1):
-        hand_v, hand_f, _, local = poisson_solid(points, normals, None, depth=depth)
+        hand_v, hand_f, _, local = poisson_solid(points, normals, None, depth=depth, full_depth=CLOSED_POISSON_FULL_DEPTH)
         if not local["open_edges"]:
             new_hand = _manifold(hand_v, hand_f)
             # a solid wound inside out (negative volume) would cut the hand away, not add it

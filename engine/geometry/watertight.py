@@ -116,6 +116,15 @@ POISSON_DEPTH = 8  # ~8 mm cells for a 2 m person: 2-4 s here; depth 9 costs ~4x
 # varied between runs; single-threaded it is the same to the bit. Its CPU time is the same
 # either way (3.6-4.1 s on the 1024 x 768 bench person, measured both ways).
 POISSON_THREADS = 1
+# Open3D's full_depth: the octree is complete (every cell, near samples or not) down to this depth.
+# Its default 5 (32^3 cells over the cube) is what the fused solid uses; the closed build's solves
+# (the body at CLOSED_POISSON_DEPTH, each hand in detail_solid.solve_hand) take
+# CLOSED_POISSON_FULL_DEPTH: 3 (no lower: 2 gave the same vertex counts and distances as 3 on the
+# same inputs). On a real build's three calls (bench/bench_poisson_cpu.py, medians of 7 interleaved runs,
+# loaded 2-core machine) the Poisson CPU went 0.85 -> 0.68 s (body), 0.61 -> 0.45 and 0.72 -> 0.47 s
+# (hands), the surfaces 0.004-0.013 mm apart on average; bench_closed and bench_detail unchanged
+# (docs/avatar.md, "Eighth session, Poisson's full depth").
+POISSON_FULL_DEPTH = 5
 # the one-photo solid: Poisson at depth 7 (~15 mm cells), each triangle then split in four and
 # the seen front snapped onto the front's depth (snap_to_front). On the 1024 x 768 bench person
 # (bench_avatar.py, 281k person pixels) the Poisson solve took 2.3-2.9 s CPU at depth 8 and
@@ -125,6 +134,7 @@ POISSON_THREADS = 1
 # mean 0.432 -> 0.448 cm, worst 0.466 -> 0.486; degraded with the input offset removed
 # 0.494 -> 0.508, worst 0.526 -> 0.539; volume within 1 % of depth 8's.
 CLOSED_POISSON_DEPTH = 7
+CLOSED_POISSON_FULL_DEPTH = 3  # see POISSON_FULL_DEPTH
 CLOSED_SUBDIVISIONS = 1
 SNAP_COS = (0.2, 0.5)  # |n . view| over which a vertex's snap fades in
 SNAP_REACH_M = (0.015, 0.03)  # distance to the front over which it fades out
@@ -495,7 +505,8 @@ def _half_of_block(flags: np.ndarray, factor: int) -> np.ndarray:
     return count * 2 >= factor * factor
 
 
-def poisson_solid(points, normals, labels=None, *, depth=POISSON_DEPTH, density_quantile=DENSITY_QUANTILE):
+def poisson_solid(points, normals, labels=None, *, depth=POISSON_DEPTH, density_quantile=DENSITY_QUANTILE,
+                  full_depth=POISSON_FULL_DEPTH):
     """Screened Poisson surface of oriented points, trimmed and closed (module docstring, 4).
     Returns (vertices float32, faces int32, labels uint8 or None, stats)."""
     import open3d as o3d
@@ -505,7 +516,8 @@ def poisson_solid(points, normals, labels=None, *, depth=POISSON_DEPTH, density_
     cloud.normals = o3d.utility.Vector3dVector(np.asarray(normals, np.float64))
     with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
         mesh, densities = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(
-            cloud, depth=depth, scale=1.1, linear_fit=False, n_threads=POISSON_THREADS
+            cloud, depth=depth, scale=1.1, linear_fit=False, n_threads=POISSON_THREADS,
+            full_depth=min(full_depth, depth),
         )
     vertices = np.asarray(mesh.vertices)
     faces = np.asarray(mesh.triangles, np.int64)
@@ -724,7 +736,7 @@ def close_surface(
         on_samples(all_points, all_normals, labels)
     vertices, faces, _, solid_stats = poisson_solid(
         all_points, all_normals, None,
-        depth=depth, density_quantile=density_quantile,
+        depth=depth, density_quantile=density_quantile, full_depth=CLOSED_POISSON_FULL_DEPTH,
     )
     if progress is not None:
         progress("watertight", 0.85, "screened Poisson done")
