@@ -56,6 +56,17 @@ def test_push_pull_keeps_valid_pixels_and_fills_the_rest_smoothly():
     assert np.allclose(constant, 0.3)
 
 
+def test_dilate_is_ndimage_binary_dilation():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    for shape, density in (((37, 53), 0.02), ((1, 9), 0.3), ((16, 1), 0.2), ((64, 64), 0.5)):
+        mask = rng.random(shape) < density
+        mask[0, -1] = True  # a texel on the border
+        for iterations in (1, 2, 3):
+            assert np.array_equal(tx.dilate(mask, iterations), ndimage.binary_dilation(mask, iterations=iterations))
+
+
 def test_rasterizer_covers_each_texel_once_with_exact_barycentrics():
     positions, uv, faces = _grid(9, lambda x, y: 0 * x)
     size = 64

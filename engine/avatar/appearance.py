@@ -661,7 +661,7 @@ def make_appearance(
             crop_normals = pool.submit(crops.normal_targets, layout, uv, tangents)
         raster = tx.rasterize(texel_xy, faces, vertices_camera[:, 2].astype(np.float64), layout.width, layout.height)
         covered = raster.covered
-        keep = ndimage.binary_dilation(covered, iterations=EDGE_TEXELS)
+        keep = tx.dilate(covered, EDGE_TEXELS)
         report(0.35, f"rasterised {len(faces)} triangles over {int(covered.sum())} texels")
         albedo_job = pool.submit(_albedo_padded, photo_maps.colour, keep, crops, layout)
 
