@@ -112,6 +112,17 @@ SIMPLIFY_M = 0.0002
 OLD_HAND_REACH_M = 0.015  # the body's hand vertices this near the crop's hand samples are replaced
 OVERLAP_M = 0.003  # the new hand reaches this far past the box, into the body left outside it
 SEAM_BAND_M = 0.004  # the band either side of the cut smoothed (_smooth_seams)
+# the new hand's surface within BLEND_M inside its cut box (and in the overlap past it) is drawn
+# onto the body's surface there before the union (_blend_to_body), fully at the box's faces and
+# not at all BLEND_M in, so the two meet without a step: the hand's fine solve follows its samples
+# where the body's coarse one smooths them, and its surface at the box lay 1-5 mm off the body's
+BLEND_M = 0.008
+BLEND_REACH_M = (0.008, 0.012)  # only hand vertices this near the body: fully up to the first, none past the second
+BLEND_EPS_M = 0.0005  # at the box's faces the hand lies this far outside the body, at its own cap this far inside
+# solve_hand cuts its solid this much past the overlap, so that the blend moves an open surface
+# (not the cut's cap); join_hands cuts it to the overlap after the blend
+BLEND_PAST_M = 0.003
+SEAM_SAMPLES = 8  # points along each body triangle's crossing of the box's faces (_blend_to_body's seam)
 SEAM_ROUNDS = 6
 MIN_PIECE_FACES = 200  # smaller pieces left after the cut (the body's mitten outside the box) go
 WAIT_POLL_S = 0.1  # a wait for the worker polls the build's progress (its cancel) this often
@@ -480,6 +491,103 @@ def _manifold(vertices, faces):
     return mesh_solid(vertices, faces)
 
 
+def _box_distance(points: np.ndarray, lo, hi) -> np.ndarray:
+    """Signed distance of each point to the box's surface: positive outside, negative inside."""
+    d = np.maximum(np.asarray(lo, np.float64) - points, points - np.asarray(hi, np.float64))
+    return np.where(d.max(1) > 0, np.sqrt((np.maximum(d, 0.0) ** 2).sum(1)), d.max(1))
+
+
+def _blend_to_body(hand_v: np.ndarray, body_v: np.ndarray, body_f: np.ndarray, cut) -> tuple[np.ndarray, int]:
+    """The new hand's vertices (solve_hand's solid, cut BLEND_PAST_M past the overlap) drawn onto
+    the body's surface near where that surface crosses the cut box's faces (the forearm; a torso
+    the hand rests on), so that the hand meets the body there without a step.
+
+    The seam: the body's triangles that cross the box's faces, each crossing sampled every
+    millimetre or so. A hand vertex moves toward its closest point on the body's faces that reach
+    within BLEND_M of the box or lie outside it (the forearm, not the old mitten deep inside) by
+    smoothstep(1 - d / BLEND_M) inside the box, fully outside it, d the distance from that closest
+    point to the seam (a box face tangent to the forearm cuts
+    a long sliver off its side: the seam runs round that sliver, and the hand's side under it is
+    drawn onto the body all along), faded out with its distance to that surface over
+    BLEND_REACH_M. The target lies BLEND_EPS_M outside the body inside the box and out to its
+    faces, as far inside it at the overlap's end (OVERLAP_M past the faces), so the union's crossing
+    falls in the overlap at a slope of a few degrees and neither the body's cut face nor the hand's
+    cap shows. The solve's own cut stays on its planes, every vertex in its grown box. Returns
+    (vertices, how many moved)."""
+    import open3d as o3d
+    from scipy.spatial import cKDTree
+
+    lo, hi = (np.asarray(x, np.float64) for x in cut)
+    v = np.asarray(hand_v, np.float64)
+    bv = np.asarray(body_v, np.float64)
+    bf = np.asarray(body_f, np.int64)
+    grown = OVERLAP_M + BLEND_PAST_M + BLEND_REACH_M[1]
+    around = ((bv >= lo - grown) & (bv <= hi + grown)).all(1)
+    corner_s = np.zeros(len(bv))
+    corner_s[around] = _box_distance(bv[around], lo, hi)
+    faces = bf[around[bf].all(1) & (corner_s[bf] > -BLEND_M).any(1)]
+    # the seam: where the faces crossing the box's faces cross them (the box distance taken as
+    # linear along each edge), each crossing segment sampled SEAM_SAMPLES times
+    fs = corner_s[faces]
+    crossing = (fs > 0).any(1) & (fs <= 0).any(1)
+    tri, ts = bv[faces[crossing]], fs[crossing]
+    ends = []
+    for i, j in ((0, 1), (1, 2), (2, 0)):
+        cross = (ts[:, i] > 0) != (ts[:, j] > 0)
+        w = np.clip(ts[:, i] / np.where(cross, ts[:, i] - ts[:, j], 1.0), 0.0, 1.0)[:, None]
+        ends.append((np.where(cross[:, None], tri[:, i] + w * (tri[:, j] - tri[:, i]), np.nan)))
+    ends = np.stack(ends, 1)  # C x 3 edges x 3, nan where the edge does not cross
+    a = np.where(np.isfinite(ends[:, 0]).all(1)[:, None], ends[:, 0], ends[:, 1])
+    b = np.where(np.isfinite(ends[:, 2]).all(1)[:, None], ends[:, 2], ends[:, 1])
+    along = np.linspace(0.0, 1.0, SEAM_SAMPLES)[None, :, None]
+    points = (a[:, None] + along * (b - a)[:, None]).reshape(-1, 3)
+    points = points[np.isfinite(points).all(1)]
+    if not len(points) or not len(faces):
+        return hand_v, 0
+    seam = cKDTree(points)
+    near = np.nonzero(seam.query(v, k=1, distance_upper_bound=BLEND_M + BLEND_REACH_M[1])[0] < np.inf)[0]
+    if not len(near):
+        return hand_v, 0
+    used, local = np.unique(faces, return_inverse=True)
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(bv[used].astype(np.float32)), o3d.core.Tensor(local.reshape(-1, 3).astype(np.uint32)))
+    found = scene.compute_closest_points(o3d.core.Tensor(v[near].astype(np.float32)))
+    closest = found["points"].numpy().astype(np.float64)
+    normal = found["primitive_normals"].numpy().astype(np.float64)
+    gap = np.linalg.norm(closest - v[near], axis=1)
+    # the distance along the body to the seam, from the vertex's closest point on it (the vertex's
+    # own distance would count the step it is to lose); all the way outside the box
+    s = _box_distance(v[near], lo, hi)
+    t = np.where(s >= 0, 1.0, np.clip(1.0 - seam.query(closest, k=1)[0] / BLEND_M, 0.0, 1.0))
+    reach = np.clip((BLEND_REACH_M[1] - gap) / (BLEND_REACH_M[1] - BLEND_REACH_M[0]), 0.0, 1.0)
+    weight = t * t * (3 - 2 * t) * reach
+    offset = BLEND_EPS_M * (1.0 - 2.0 * np.clip(s, 0.0, OVERLAP_M) / OVERLAP_M)
+    step = weight[:, None] * (closest + offset[:, None] * normal - v[near])
+    glo, ghi = lo - OVERLAP_M - BLEND_PAST_M, hi + OVERLAP_M + BLEND_PAST_M
+    tol = 1e-5
+    step[((np.abs(v[near] - glo) < tol) | (np.abs(v[near] - ghi) < tol)).any(1)] = 0.0
+    out = v.copy()
+    out[near] = np.clip(v[near] + step, glo, ghi)
+    return out.astype(np.asarray(hand_v).dtype), int((weight > 0).sum())
+
+
+def _blended_hands(vertices, faces, zones: list, solved: list, stats: dict) -> list:
+    """Each solved hand drawn onto the body at its box (_blend_to_body) and cut to its box grown by
+    OVERLAP_M: manifold3d solids for the union (the hand unblended where the blend would not make
+    a solid)."""
+    hands = []
+    stats["blend_vertices_moved"] = 0
+    for zone, s in zip(zones, solved):
+        lo, hi = (np.asarray(x, np.float64) for x in zone[3])
+        hand_v, moved = _blend_to_body(s["vertices"], vertices, faces, zone[3])
+        solid = _manifold(hand_v, s["faces"]) if moved else None
+        if solid is None or solid.status().name != "NoError" or solid.volume() <= 0:
+            solid, moved = _manifold(s["vertices"], s["faces"]), 0
+        hands.append(solid ^ _box(lo - OVERLAP_M, hi + OVERLAP_M))
+        stats["blend_vertices_moved"] += moved
+    return hands
+
+
 def _smooth_seams(vertices: np.ndarray, faces: np.ndarray, boxes: list) -> tuple[np.ndarray, int]:
     """Where the new hand meets the body (a band of SEAM_BAND_M either side of each cut box's
     faces) the two solves differ by a millimetre or two, and the union leaves a step with thin
@@ -601,7 +709,8 @@ def solve_hands(hands: list) -> list[dict]:
 
 def solve_hand(points: np.ndarray, normals: np.ndarray, zone, cut, body_used: int) -> dict:
     """One hand's own solid: a screened Poisson solve of its samples over the zone's box (cells
-    of about LOCAL_CELL_M), cut to the cut box grown by OVERLAP_M: {"vertices", "faces",
+    of about LOCAL_CELL_M), cut to the cut box grown by OVERLAP_M + BLEND_PAST_M (join_hands blends
+    it onto the body, then cuts it to OVERLAP_M): {"vertices", "faces",
     "stats"}, or {"note"} when it did not close. Runs in the geometry worker process
     (solve_worker) or here."""
     from engine.geometry.watertight import CLOSED_POISSON_FULL_DEPTH, poisson_solid
@@ -620,7 +729,7 @@ def solve_hand(points: np.ndarray, normals: np.ndarray, zone, cut, body_used: in
         new_hand = None
     if new_hand is None:
         return {"note": "the hand's own solid did not close: the body's hand stays"}
-    clipped = new_hand ^ _box(cut_lo - OVERLAP_M, cut_hi + OVERLAP_M)
+    clipped = new_hand ^ _box(cut_lo - OVERLAP_M - BLEND_PAST_M, cut_hi + OVERLAP_M + BLEND_PAST_M)
     # marching cubes gives a flat palm as many triangles as a finger: merged where the surface
     # moves less than SIMPLIFY_M (the union, the frame and the textures cost per vertex)
     mesh = (clipped.simplify(SIMPLIFY_M) if SIMPLIFY_M > 0 else clipped).to_mesh()
@@ -655,7 +764,8 @@ def _whole_body_cut(vertices: np.ndarray, faces: np.ndarray, zones: list):
 def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved: list, stats: dict, cut=None):
     """The body less the hands' boxes (`cut`, from cut_hand_boxes; made here when None) united
     with the hands solve_hand made (on the body's part near the boxes when cut_hand_boxes made a
-    near_boolean.NearCut, else the whole body's); pieces of the body's mitten left
+    near_boolean.NearCut, else the whole body's), each hand first drawn onto the body where the
+    body leaves its box (_blended_hands); pieces of the body's mitten left
     outside the boxes dropped (under MIN_PIECE_FACES triangles), the seams smoothed, labels
     carried over from the body and the crops' samples. Returns (vertices, faces, labels, stats)."""
     import manifold3d
@@ -677,7 +787,7 @@ def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved:
         if cut is None:
             stats["note"] = note
             return vertices, faces, labels, stats
-    hands = [_manifold(s["vertices"], s["faces"]) for s in solved if "note" not in s]
+    hands = _blended_hands(vertices, faces, zones, [s for s in solved if "note" not in s], stats)
     joined = near_boolean.union(cut, hands) if isinstance(cut, near_boolean.NearCut) else None
     if joined is not None:
         # body_index: the body's vertex a result vertex is, untouched and far from the seams, or -1
@@ -690,7 +800,7 @@ def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved:
                 return vertices, faces, labels, stats
             # imported again after the body, as that join imports them (manifold3d orders its
             # result by the solids' ids: the same bytes as when the near part was never tried)
-            hands = [_manifold(s["vertices"], s["faces"]) for s in solved if "note" not in s]
+            hands = _blended_hands(vertices, faces, zones, [s for s in solved if "note" not in s], {})
         mesh = manifold3d.Manifold.batch_boolean([cut, *hands], manifold3d.OpType.Add).to_mesh()
         out_v = np.asarray(mesh.vert_properties, np.float32)[:, :3]
         out_f = np.asarray(mesh.tri_verts, np.int64).reshape(-1, 3)
