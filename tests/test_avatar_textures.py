@@ -97,6 +97,20 @@ def test_tangents_follow_u_and_image_up_with_handedness():
     assert (tx.vertex_tangents(positions, normals, mirrored, faces)[:, 3] == -1.0).all()
 
 
+def test_vertices_without_uv_area_get_a_unit_tangent_perpendicular_to_their_normal():
+    positions, uv, faces = _grid(6, lambda x, y: 0.1 * np.sin(3 * x))
+    normals = _vertex_normals(positions, faces)
+    collapsed = uv.copy()
+    collapsed[:18] = collapsed[0]  # the top three rows' UVs on one point: their faces have no UV area
+    tangents = tx.vertex_tangents(positions, normals, collapsed, faces)
+    lost = np.arange(12)  # vertices whose every face is collapsed
+    assert np.allclose(np.linalg.norm(tangents[:, :3], axis=1), 1.0, atol=1e-5)
+    assert np.abs(np.einsum("ij,ij->i", tangents[:, :3], normals)).max() < 1e-5
+    expected = tx._perpendicular(tx._normalize(normals[lost].astype(np.float32)))
+    assert np.allclose(tangents[lost, :3], expected, atol=1e-6)
+    assert np.allclose(tangents[24:], tx.vertex_tangents(positions, normals, uv, faces)[24:], atol=1e-6)  # no collapsed face
+
+
 def test_normal_bake_round_trip_reproduces_the_target_normals():
     """Bake a bumpy surface's true normals against a coarse flat mesh; decoding recovers them."""
     rng = np.random.default_rng(3)

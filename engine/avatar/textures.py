@@ -375,7 +375,10 @@ def vertex_tangents(positions: np.ndarray, normals: np.ndarray, uv: np.ndarray, 
 
     tangent -= n * np.einsum("ij,ij->i", tangent, n)[:, None]  # Gram-Schmidt against the normal
     length = np.linalg.norm(tangent, axis=1)
-    tangent = np.where((length > 1e-12)[:, None], tangent / np.maximum(length, 1e-12)[:, None], _perpendicular(n))
+    tangent /= np.maximum(length, 1e-12)[:, None]
+    lost = ~(length > 1e-12)  # no tangent left (no UV area around the vertex): any perpendicular
+    if lost.any():
+        tangent[lost] = _perpendicular(n[lost])
     handedness = np.where(np.einsum("ij,ij->i", np.cross(n, tangent), bitangent) < 0.0, -1.0, 1.0)
     return np.concatenate([tangent, handedness[:, None]], axis=1).astype(np.float32)
 
