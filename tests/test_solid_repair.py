@@ -25,7 +25,10 @@ def _holed(vertices, faces, seed):
     its faces in a shuffled order (the order the holes' rims are walked in)."""
     rng = np.random.default_rng(seed)
     centre = rng.integers(40, 400)
-    near = np.argsort(np.linalg.norm(vertices - vertices[centre], axis=1))[:12]
+    # the sphere's vertices lie at equal distances in pairs: rounded and sorted stably, the
+    # nearest 12 are the same on every CPU (unrounded, the SIMD kernels' last bits picked them)
+    distance = np.round(np.linalg.norm(vertices - vertices[centre], axis=1), 9)
+    near = np.argsort(distance, kind="stable")[:12]
     candidates = np.nonzero(np.isin(faces, near).all(1))[0]
     drop = rng.choice(candidates, size=min(len(candidates), rng.integers(2, 6)), replace=False)
     keep = np.ones(len(faces), bool)
@@ -50,12 +53,21 @@ def test_pinched_rim_faces_are_the_faces_at_a_vertex_two_holes_share():
     assert not watertight._pinched_rim_faces(faces[one_hole]).any()
 
 
-@pytest.mark.parametrize("seed", [251, 261, 333, 458, 500, 508, 608, 698, 758])
+def _pinched_seeds(count=9):
+    """The first `count` seeds whose holes touch at a vertex (chosen by that test, not listed:
+    a listed seed's holes depended on the CPU the list was made on)."""
+    vertices, faces = _sphere()
+    seeds = [s for s in range(251, 2000) if watertight._pinched_rim_faces(_holed(vertices, faces, s).faces).any()]
+    return seeds[:count]
+
+
+@pytest.mark.parametrize("seed", _pinched_seeds())
 def test_holes_touching_at_a_vertex_are_closed_outward(seed):
-    # these holes were looped on before the faces at a pinched rim vertex were removed first:
+    # such holes were looped on before the faces at a pinched rim vertex were removed first:
     # every round gave back the same 8 open edges
     vertices, faces = _sphere()
     holed = _holed(vertices, faces, seed)
+    assert watertight._pinched_rim_faces(holed.faces).any()
     assert watertight._open_edges(holed.faces) > 0
     repaired, counts = watertight._repaired(holed)
     assert counts["pinched_rim_faces_removed"] > 0
