@@ -36,6 +36,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
+
+from bench_front_cpu import _bytes, use  # noqa: E402  (the same swap and byte comparison)
+
 # module -> the functions swapped between the old revision and this tree (None: every function
 # the module defines itself)
 SWAPPED = {
@@ -106,21 +109,6 @@ def function_pairs(old: dict) -> list:
                          if callable(v) and getattr(v, "__module__", None) == name and not isinstance(v, type)]
         pairs += [(getattr(old[name], f), getattr(new, f)) for f in functions if hasattr(old[name], f)]
     return pairs
-
-
-def use(pairs: list, which: str) -> None:
-    """Every engine module's (and the old modules') reference to a swapped function set to `which`'s."""
-    chosen = {id(o if which == "new" else n): (n if which == "new" else o) for o, n in pairs}
-    for module_name, module in list(sys.modules.items()):
-        if module is None or not (module_name.startswith("engine") or module_name.startswith("old_")):
-            continue
-        for attr, value in list(vars(module).items()):
-            if callable(value) and id(value) in chosen:
-                setattr(module, attr, chosen[id(value)])
-
-
-def _bytes(a):
-    return None if a is None else (np.asarray(a).dtype.str, np.asarray(a).shape, np.asarray(a).tobytes())
 
 
 def read(kept, pool):
