@@ -127,6 +127,8 @@ def test_unwritable_output_location(tmp_path):
 @pytest.mark.parametrize("breakage, message", [
     (lambda b: setattr(b, "seg", b.seg[:-1]), "every map must match the photo"),
     (lambda b: setattr(b, "normal", b.normal * 2), "not unit length"),
+    (lambda b: b.normal.__setitem__((20, 21, 1), np.nan), r"1 partly-NaN vectors \(first at row 20, column 21\)"),
+    (lambda b: b.normal.__setitem__((20, 21, 2), -np.inf), "normal has infinite values"),
     (lambda b: b.albedo.__setitem__((0, 0, 0), np.nan), "albedo has NaN"),
     (lambda b: setattr(b, "mask", np.ones((H, W), bool)), "mask and seg disagree"),
     (lambda b: setattr(b, "keypoints", b.keypoints[:17]), "308 x 3"),
@@ -196,6 +198,27 @@ def test_crops_round_trip_and_read_errors_come_in_the_listed_order(tmp_path):
     (out / "albedo.exr").write_bytes(b"not an exr either")
     with pytest.raises(BundleError, match=r"b/albedo.exr: not a readable EXR"):
         read_bundle(out)
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda n: n.__setitem__((3, 4, 0), np.nan), "detail crop 'face': normal has 1 partly-NaN vectors"),
+    (lambda n: n.__imul__(1.01), "detail crop 'face': normal is not unit length"),
+])
+def test_write_refuses_a_crop_whose_normals_break_the_promise(tmp_path, breakage, message):
+    """A crop's normal map keeps the photo's promise: unit vectors, or NaN in all three channels."""
+    from engine.bundle.crops import DetailCrop
+
+    b = make_bundle(with_probs=False)
+    hw = (20, 24)
+    normal = np.zeros((*hw, 3), np.float32)
+    normal[..., 2] = -1
+    normal[:2] = np.nan                      # unknown rows: all three channels NaN, accepted
+    b.crops.append(DetailCrop("face", (12, 10, 24, 20), 2, np.ones(hw, bool), normal=normal))
+    write_bundle(b, tmp_path / "good")
+    breakage(normal)
+    with pytest.raises(BundleError, match=message):
+        write_bundle(b, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
 
 
 def test_read_exr_takes_rgb_of_mixed_pixel_types(tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import fileio
+from engine.bundle.normals import normal_map_problem
 from engine.errors import BundleError
 
 CROP_NAMES = ("left_hand", "right_hand", "face")
@@ -77,6 +78,9 @@ def validate_crops(crops: list[DetailCrop], photo_hw: tuple[int, int], source=No
             if arr.shape != want or arr.dtype != dtype:
                 raise BundleError(f"{where}: {key} must be {want} {np.dtype(dtype).name} (box x factor), "
                                   f"got {arr.shape} {arr.dtype}")
+        problem = None if c.normal is None else normal_map_problem(c.normal)
+        if problem:
+            raise BundleError(f"{where}: {problem}")
         if c.pointmap is not None and np.isinf(c.pointmap).any():
             raise BundleError(f"{where}: pointmap has infinite values (unknown points must be NaN)")
         if c.albedo is not None and not (np.isfinite(c.albedo).all() and c.albedo.min(initial=0) >= 0

@@ -17,6 +17,7 @@ from engine import fileio
 from engine.bundle.crops import (
     DetailCrop, Ready, crops_json, start_reading_crops, validate_crops, write_crop_files,
 )
+from engine.bundle.normals import normal_map_problem
 from engine.colour import linear_to_srgb
 from engine.errors import BundleError
 from engine.versions import check_format_version
@@ -25,8 +26,6 @@ FORMAT_NAME = "sapiens-bundle"
 FORMAT_VERSION = "1.2"
 NUM_KEYPOINTS = 308
 NUM_SEG_CLASSES = 29
-# a normal whose length is further than this from 1 is not a unit vector
-UNIT_TOLERANCE = 1e-3
 # threads decoding a bundle's files (read_engine_bundle): the build's machines have 2+ cores
 READ_THREADS = 2
 
@@ -118,17 +117,9 @@ def validate_bundle(bundle: Bundle, source: str | Path | None = None) -> None:
             raise BundleError(_label(source, f"mask and seg disagree: {int(stray.sum())} mask pixels are "
                                              "background in seg"))
     if bundle.normal is not None:
-        n = bundle.normal
-        # channel by channel: numpy's reductions over a 3-long last axis cost several times more
-        x, y, z = n[..., 0], n[..., 1], n[..., 2]
-        finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
-        if ((np.isnan(x) | np.isnan(y) | np.isnan(z)) != ~finite).any() or np.isinf(n).any():
-            raise BundleError(_label(source, "normal has infinite values or partly-NaN vectors"))
-        x, y, z = x[finite], y[finite], z[finite]
-        length = np.sqrt(x * x + y * y + z * z)  # np.linalg.norm(n[finite], axis=-1)'s sums, in its order
-        if length.size and np.abs(length - 1).max() > UNIT_TOLERANCE:
-            raise BundleError(_label(source, f"normal is not unit length (|n| up to "
-                                             f"{np.abs(length - 1).max():.3g} away from 1)"))
+        problem = normal_map_problem(bundle.normal)
+        if problem:
+            raise BundleError(_label(source, problem))
     if bundle.pointmap is not None and np.isinf(bundle.pointmap).any():
         raise BundleError(_label(source, "pointmap has infinite values (unknown points must be NaN)"))
     if bundle.albedo is not None:
