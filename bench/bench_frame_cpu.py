@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_front_cpu import _bytes, use  # noqa: E402  (the same swap and byte comparison)
+from bench_front_cpu import _bytes, load_files, use  # noqa: E402  (the same loading, swap and byte comparison)
 
 # module -> the functions swapped between the old revision and this tree (None: every function
 # the module defines itself)
@@ -83,20 +81,9 @@ def capture(tmp: Path) -> dict:
 
 
 def load_old(rev: str, tmp: Path) -> dict:
-    """The older revision's modules, loaded under their own names (old_...) beside this tree's."""
-    old = {}
-    for name in SWAPPED:
-        rel = name.replace(".", "/") + ".py"
-        text = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:{rel}"], check=True, capture_output=True,
-                              text=True).stdout
-        path = tmp / f"old_{name.replace('.', '_')}.py"
-        path.write_text(text)
-        spec = importlib.util.spec_from_file_location(f"old_{name.replace('.', '_')}", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        old[name] = module
-    return old
+    """The older revision's modules, by dotted name (loaded as old_...)."""
+    loaded = load_files({f"old_{name.replace('.', '_')}": name.replace(".", "/") + ".py" for name in SWAPPED}, tmp, rev)
+    return {name: loaded[f"old_{name.replace('.', '_')}"] for name in SWAPPED}
 
 
 def function_pairs(old: dict) -> list:

@@ -75,20 +75,31 @@ def capture(tmp: Path) -> dict:
     return kept
 
 
-def load_old(rev: str, tmp: Path) -> dict:
-    """The older revision's modules, loaded under their own names beside this tree's."""
-    old = {}
-    for name in SWAPPED:
-        text = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:engine/geometry/{name}.py"],
-                              check=True, capture_output=True, text=True).stdout
-        path = tmp / f"old_{name}.py"
+def load_files(files: dict, tmp: Path, rev: str | None = None, old_dir: Path | None = None) -> dict:
+    """{module name: repo-relative path}: each file as an older revision `rev` has it (or as the
+    tree under `old_dir` has it), loaded as a module of that name beside this tree's modules.
+    bench_frame_cpu and bench_texture_cpu load their older files through this too."""
+    modules = {}
+    for name, rel in files.items():
+        if old_dir is not None:
+            text = (old_dir / rel).read_text()
+        else:
+            text = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:{rel}"], check=True, capture_output=True,
+                                  text=True).stdout
+        path = tmp / f"{name}.py"
         path.write_text(text)
-        spec = importlib.util.spec_from_file_location(f"old_{name}", path)
+        spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
-        old[name] = module
-    return old
+        modules[name] = module
+    return modules
+
+
+def load_old(rev: str, tmp: Path) -> dict:
+    """The older revision's geometry modules, by short name."""
+    loaded = load_files({f"old_{name}": f"engine/geometry/{name}.py" for name in SWAPPED}, tmp, rev)
+    return {name: loaded[f"old_{name}"] for name in SWAPPED}
 
 
 def function_pairs(old: dict) -> list:

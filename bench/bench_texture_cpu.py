@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import io
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +37,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
+from bench_front_cpu import load_files  # noqa: E402  (the same loading of an older revision's files)
+
 OLD_FILES = {"old_tx": "engine/avatar/textures.py", "old_appearance": "engine/avatar/appearance.py",
              "old_detail": "engine/avatar/detail.py", "old_fmt": "engine/formats/textures.py"}
 
@@ -77,19 +77,7 @@ def capture(tmp: Path) -> dict:
 
 
 def load_old(rev: str | None, old_dir: Path | None, tmp: Path) -> dict:
-    old = {}
-    for name, rel in OLD_FILES.items():
-        if old_dir is not None:
-            text = (old_dir / rel).read_text()
-        else:
-            text = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:{rel}"], check=True, capture_output=True, text=True).stdout
-        path = tmp / f"{name}.py"
-        path.write_text(text)
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        old[name] = module
+    old = load_files(OLD_FILES, tmp, rev, old_dir)
     old["old_appearance"].tx = old["old_tx"]
     return old
 
