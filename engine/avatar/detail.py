@@ -70,9 +70,12 @@ def fuse_crop_surface(inputs, built, detail: Detail | None, *, watertight: bool,
         # a hand solved again from its crop is the crop's surface already (snapping it onto the
         # crop's raw depth would bring back the noise its solve smoothed)
         rest = [a for a in detail.aligned if a.crop.name not in solved | snapped]
-        if rest or not snapped:
+        if rest:
             vertices, more = snap_to_crops(vertices, faces, rest, inputs.K)
             snap_stats = snap_stats + more
+        elif not snapped:
+            # nothing snapped at all: the float32 vertices snap_to_crops gives on every other path
+            vertices = np.array(vertices, np.float32)   # a copy, as it gives
         by_name = {st["name"]: st for st in snap_stats}
         stats = [by_name.get(a.crop.name) or {**a.summary(), "snapped_vertices": 0, "solved_again": True}
                  for a in detail.aligned]
