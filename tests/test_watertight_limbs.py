@@ -205,3 +205,77 @@ def test_a_sole_below_the_camera_gets_back_normals_facing_down():
     assert (normals[below, 2] < 0).sum() > 20
     _, axis_normals, _, _ = back_surface(points, mask, seg, K, normal)
     assert (axis_normals[: info["back_points"]][below, 1] < 0).sum() > 20
+
+
+def test_the_leg_above_a_shoe_pointing_at_the_camera_reaches_back_to_its_heel():
+    """A trouser leg (a vertical capsule, Lower_Clothing) standing on a shoe pointing at the
+    camera (a capsule along the view, its heel 5 cm behind the leg's back): the rays through the
+    leg's last centimetres above the shoe leave the body at the heel, behind the leg. The leg's
+    mirrored bulge stops at its own back, and bench_closed's solids had their back there inside
+    the true heel, facing away from the top of the shoe (the shoes' inward area). With heels=True
+    (the one-photo solid's) the back there reaches the shoe's back; further up the leg it is as
+    before, and without heels (the default) nothing changes."""
+    import open3d as o3d
+    import trimesh
+
+    from engine.geometry.watertight import HEEL_REACH_M
+
+    leg = trimesh.creation.capsule(height=0.5, radius=0.05, count=[32, 32])
+    leg.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))   # axis along y
+    leg.apply_translation([0.0, 0.55, 3.0])        # lowest point at y = 0.85
+    shoe = trimesh.creation.capsule(height=0.18, radius=0.05, count=[32, 32])   # axis along the view
+    shoe.apply_scale([1.0, 0.8, 1.0])
+    shoe.apply_translation([0.0, 0.87, 2.96])      # heel at z 3.10, 5 cm behind the leg's back
+    size, focal = (420, 160), 500.0
+    K = np.array([[focal, 0, size[1] / 2], [0, focal, 80.0], [0, 0, 1.0]])
+    scene = o3d.t.geometry.RaycastingScene()
+    leg_id = scene.add_triangles(o3d.core.Tensor(leg.vertices.astype(np.float32)), o3d.core.Tensor(leg.faces.astype(np.uint32)))
+    scene.add_triangles(o3d.core.Tensor(shoe.vertices.astype(np.float32)), o3d.core.Tensor(shoe.faces.astype(np.uint32)))
+    v, u = np.mgrid[0:size[0], 0:size[1]] + 0.5
+    rays = np.stack([(u - K[0, 2]) / focal, (v - K[1, 2]) / focal, np.ones_like(u)], -1).reshape(-1, 3)
+    rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+    hit = scene.cast_rays(o3d.core.Tensor(np.concatenate([np.zeros_like(rays), rays], 1).astype(np.float32)))
+    t = hit["t_hit"].numpy().astype(np.float64)
+    seen = np.isfinite(t)
+    normal = hit["primitive_normals"].numpy().astype(np.float64)
+    normal = np.where((normal * rays).sum(1, keepdims=True) > 0, -normal, normal)
+    names = class_names()
+    part = np.where(hit["geometry_ids"].numpy() == leg_id, names.index("Lower_Clothing"), names.index("Left_Shoe"))
+    mask = seen.reshape(size)
+    seg = np.where(seen, part, 0).reshape(size).astype(np.uint8)
+    points = np.where(seen[:, None], rays * t[:, None], np.nan).reshape(size + (3,)).astype(np.float32)
+    normal = np.where(seen[:, None], normal, np.nan).reshape(size + (3,)).astype(np.float32)
+    # the true last exit along each ray: the heel behind the leg's last centimetres
+    both = trimesh.util.concatenate([leg, shoe])
+    exits = o3d.t.geometry.RaycastingScene()
+    exits.add_triangles(o3d.core.Tensor(both.vertices.astype(np.float32)), o3d.core.Tensor(both.faces.astype(np.uint32)))
+    listed = exits.list_intersections(o3d.core.Tensor(np.concatenate([np.zeros_like(rays), rays], 1).astype(np.float32)))
+    splits, t_hit = listed["ray_splits"].numpy(), listed["t_hit"].numpy()
+    last = np.array([t_hit[a:b].max() if b > a else np.nan for a, b in zip(splits[:-1], splits[1:])])
+    true_back = (last * rays[:, 2]).reshape(size)
+
+    def back_depth(**kw):
+        back, _, labels, info = back_surface(points, mask, seg, K, normal, along_rays=True, **kw)
+        back = back[: info["back_points"]]
+        uvw = back @ K.T
+        col = (uvw[:, 0] / uvw[:, 2]).astype(int)
+        row = (uvw[:, 1] / uvw[:, 2]).astype(int)
+        out = np.full(size, np.nan)
+        out[row, col] = back[:, 2]
+        return out
+
+    plain, heels = back_depth(), back_depth(heels=True)
+    shoe_px = seg == names.index("Left_Shoe")
+    leg_px = (seg == names.index("Lower_Clothing")) & ndimage.binary_erosion(mask, iterations=4)
+    rows_to_shoe = np.where(shoe_px.any(1))[0].min() - np.arange(size[0])   # rows above the shoe's top
+    footprint = 3.0 / focal
+    hem = leg_px & ((rows_to_shoe * footprint) < 0.04)[:, None] & (rows_to_shoe > 0)[:, None]
+    hem &= true_back > 3.06                        # rays that leave through the heel
+    assert hem.sum() > 10
+    short_plain = np.nanmedian(true_back[hem] - plain[hem])
+    short_heels = np.nanmedian(true_back[hem] - heels[hem])
+    assert short_plain > 0.03                       # the leg's own back: centimetres short of the heel
+    assert short_heels < 0.5 * short_plain
+    far = leg_px & ((rows_to_shoe * footprint) > 1.5 * HEEL_REACH_M)[:, None]
+    assert far.sum() > 100
+    np.testing.assert_allclose(heels[far], plain[far], equal_nan=True)
