@@ -409,17 +409,26 @@ def _heel_floor(depth, thickness, footprint, valid, cls):
     leg = valid & np.isin(cls, [names.index(n) for n in HEEL_PARTS if n in names])
     if not shoe.any() or not leg.any():
         return thickness
+    # only the shoes' surroundings: their bounding box grown by the reach (in the nearest pixels'
+    # footprint, the smallest of the shoes') and the window
+    pixel = float(np.nanmin(footprint[shoe]))
+    size = max(int(round(HEEL_WINDOW_M / float(np.nanmedian(footprint[shoe])))), 1)
+    grow = int(np.ceil(HEEL_REACH_M / pixel)) + size + 1
+    rows, cols = np.flatnonzero(shoe.any(1)), np.flatnonzero(shoe.any(0))
+    box = (slice(max(rows[0] - grow, 0), rows[-1] + grow + 1), slice(max(cols[0] - grow, 0), cols[-1] + grow + 1))
+    shoe, leg, z, th, foot = shoe[box], leg[box], depth[box], thickness[box], footprint[box]
     distance, (near_r, near_c) = ndimage.distance_transform_edt(~shoe, return_indices=True)
-    # the deepest shoe back within the reach of each shoe pixel: the heel, not the ankle's front
-    size = max(int(round(HEEL_WINDOW_M / np.nanmedian(footprint[shoe]))), 1)
-    deepest = ndimage.maximum_filter(np.where(shoe, depth + thickness, -np.inf), size=2 * size + 1)
+    # the deepest shoe back within the window of each shoe pixel: the heel, not the ankle's front
+    deepest = ndimage.maximum_filter(np.where(shoe, z + th, -np.inf), size=2 * size + 1)
     shoe_back = deepest[near_r, near_c]
     with np.errstate(invalid="ignore"):
-        reach = distance * footprint
-        same_surface = np.abs(depth[near_r, near_c] - depth) <= HEEL_REACH_M
+        reach = distance * foot
+        same_surface = np.abs(z[near_r, near_c] - z) <= HEEL_REACH_M
         weight = np.where(leg & same_surface, np.clip(1.0 - reach / HEEL_REACH_M, 0.0, 1.0), 0.0)
-        lift = np.clip(shoe_back - (depth + thickness), 0.0, None)
-    return thickness + np.nan_to_num(weight * lift)
+        lift = np.clip(shoe_back - (z + th), 0.0, None)
+    out = thickness.copy()
+    out[box] = th + np.nan_to_num(weight * lift)
+    return out
 
 
 def _outline_walls(points, depth, thickness, inside_px, usable, cls):
