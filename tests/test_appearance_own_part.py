@@ -70,3 +70,32 @@ def test_a_sliver_of_hair_beside_the_face_is_not_hair_but_the_hair_beside_it_is(
     # a thin lock joined to the hair's mass is hair, down to its lowest pixel
     seg[30:50, 40:42] = hair
     assert not _stray_hair(seg, seg > 0)[:51].any()
+
+
+def test_the_face_outline_along_a_sliver_takes_the_face_colour_from_inside():
+    # a lock thinning under a pixel down the face's right side: a hair pixel past the outline in
+    # every fourth row (the sliver), the face's outline pixels between them darkened by the lock
+    from types import SimpleNamespace
+
+    from engine.avatar import textures as tx
+    from engine.avatar.appearance import _without_stray_hair
+
+    hair, face = class_ids(["Hair"])[0], class_ids(["Face_Neck"])[0]
+    seg = np.zeros((80, 60), np.uint8)
+    seg[:30, 10:50] = hair
+    seg[30:80, 20:40] = face
+    seg[40:53:4, 40] = hair
+    mask = seg > 0
+    colour = np.zeros((80, 60, 3), np.float32)
+    colour[seg == hair] = 0.12
+    colour[seg == face] = 0.8
+    colour[38:55, 39] = 0.3  # the lock's sub-pixel rest in the face's last pixels
+    colour[70, 39] = 0.3  # a dark outline pixel far from any sliver
+    layout = tx.AtlasLayout((0.0, 0.0, 60.0, 80.0), 120, 160, 60, 2)
+    out, out_seg = _without_stray_hair(SimpleNamespace(seg=seg, mask=mask), colour, mask, layout)
+    np.testing.assert_allclose(out[38:55, 39], 0.8, atol=1e-6)  # no dark ticks along the sliver
+    np.testing.assert_allclose(out[40:53:4, 40], 0.8, atol=0.05)  # nor on the sliver itself
+    assert (out_seg[40:53:4, 40] == face).all()
+    np.testing.assert_array_equal(out[70, 39], colour[70, 39])  # elsewhere the outline keeps its colour
+    changed = (out != colour).any(-1)
+    assert not changed[:, :39].any() and not changed[:36].any() and not changed[57:].any()

@@ -47,6 +47,9 @@ SQUARE_COS = (0.15, 0.35)
 # stray slivers of hair beside the face narrower than this along their rows (px) are not hair to
 # the closed avatar's colours (_stray_hair)
 THIN_HAIR_PX = 3
+# the face's pixels this close to the outside (px, distance to the nearest outside pixel's
+# centre) along a stray sliver are its sub-pixel rest (_sliver_rim)
+SLIVER_RIM_PX = 1.5
 # a hidden vertex's front point (_through_the_front) that moves its read farther than the outline
 # band is wide must land on a pixel whose depth is within this of its own (metres, share of the
 # depth): a slanted surface's pixels pass, a flying outline pixel's point far from where it lands
@@ -541,9 +544,25 @@ def _stray_hair(seg: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return thin & (np.bincount(pieces.ravel())[pieces] < MIN_HAIR_PIXELS)
 
 
+def _sliver_rim(stray: np.ndarray, face: np.ndarray, band_px: float, inside: np.ndarray):
+    """The face pixels on the outline along the stray slivers (bool, as `stray`): within `band_px`
+    rows and two columns of a sliver pixel, and `inside` (_outline_band's distance) under
+    SLIVER_RIM_PX. A lock thinning to under a pixel along the cheek's outline leaves only every
+    few rows a pixel labelled hair (the sliver); the outline pixels between them are the face's,
+    darkened by the part of the lock inside them (0.19-0.69 against 0.8 linear on person_101).
+    Read by the edge-on surface there (one pixel spans 1-2 cm of it), each dark one was a tick a
+    row high up the cheek."""
+    reach = int(round(band_px))
+    near = ndimage.binary_dilation(stray, structure=np.ones((2 * reach + 1, 5), bool))
+    return near & face & (inside < SLIVER_RIM_PX)
+
+
 def _without_stray_hair(bundle, window_colour, colour_valid, layout):
     """The window's colours with the stray slivers of hair (_stray_hair) refilled from the pixels
-    around them, and its classes with each sliver pixel made its nearest face pixel's."""
+    around them, and its classes with each sliver pixel made its nearest face pixel's. The face's
+    outline pixels along the slivers (_sliver_rim) first take the colour of the nearest face
+    pixel farther inside (SLIVER_RIM_PX or more from the outside): the sliver's sub-pixel rest
+    is not hair either."""
     rows, cols = tx.crop_window(layout, colour_valid.shape)
     seg = bundle.seg[rows, cols]
     valid = colour_valid[rows, cols]
@@ -551,8 +570,20 @@ def _without_stray_hair(bundle, window_colour, colour_valid, layout):
     if not stray.any():
         return window_colour, seg
     out = window_colour.copy()
-    out[stray] = tx.push_pull_fill(window_colour, valid & ~stray)[stray]
     face = np.isin(seg, class_ids(FRONT_ONLY_CLASSES)) & valid
+    band_px, inside = _outline_band(bundle.mask[rows, cols])
+    rim = _sliver_rim(stray, face, band_px, inside)
+    inner = face & (inside >= SLIVER_RIM_PX)
+    if rim.any() and inner.any():
+        _, (in_r, in_c) = ndimage.distance_transform_edt(~inner, return_indices=True)
+        out[rim] = window_colour[in_r[rim], in_c[rim]]
+        rim &= (out != window_colour).any(axis=-1)
+    else:
+        rim[:] = False
+    # the sliver and, beside the rim's changed pixels, the fill outside the person (bilinear taps
+    # there read the lock's darkened pixels) are filled again from the pixels around them
+    again = stray | (~valid & tx.dilate(rim, 2))
+    out[again] = tx.push_pull_fill(out, valid & ~stray)[again]
     _, (near_r, near_c) = ndimage.distance_transform_edt(~face, return_indices=True)
     seg = seg.copy()
     seg[stray] = seg[near_r[stray], near_c[stray]]
