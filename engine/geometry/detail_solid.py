@@ -116,14 +116,36 @@ SEAM_BAND_M = 0.004  # the band either side of the cut smoothed (_smooth_seams)
 # onto the body's surface there before the union (_blend_to_body), fully at the box's faces and
 # not at all BLEND_M in, so the two meet without a step: the hand's fine solve follows its samples
 # where the body's coarse one smooths them, and its surface at the box lay 1-5 mm off the body's
-BLEND_M = 0.008
+# (16 mm, not 8: with the hand's triangles split there, BLEND_EDGE_M, a 1-3 mm rise over 8 mm shaded
+# as a ring round the wrist in Cycles close-ups)
+BLEND_M = 0.016
 BLEND_REACH_M = (0.008, 0.012)  # only hand vertices this near the body: fully up to the first, none past the second
 BLEND_EPS_M = 0.0005  # at the box's faces the hand lies this far outside the body, at its own cap this far inside
 # solve_hand cuts its solid this much past the overlap, so that the blend moves an open surface
 # (not the cut's cap); join_hands cuts it to the overlap after the blend
 BLEND_PAST_M = 0.003
+# a face of the cut box the body's surface crosses by at most SLIVER_M (a box face nearly tangent
+# to the old mitten's or the forearm's side: the body less the box keeps a wafer of it, up to
+# SLIVER_M thick and centimetres wide, its flat cut face showing as a slit beside the new hand) is
+# moved out past that surface by SLIVER_EPS_M for the body's cut (_body_cut_box); a face the body
+# crosses by more (the forearm leaving the box) stays
+SLIVER_M = 0.002
+SLIVER_EPS_M = 0.0005
+SLIVER_REACH_M = 0.02  # (the body's triangles are 8-16 mm: a surface crossing further has a vertex this near)
+# the hand's triangles from SPLIT_DEPTH_M inside its box to the overlap's end, near the seam, are
+# split until no edge there is longer than BLEND_EDGE_M (the solve's cut and its simplification
+# leave 5-16 mm triangles, some 6 cm long, on the forearm: the blend's profile, 0.5 mm over 3 mm,
+# cannot be drawn on those, and the hand lay inside the body at the box's face, a ledge of the
+# body's cut face round the wrist; 4 mm: about 1.2-1.6k vertices more per build, cut faces left
+# showing 0.02-0.08 cm2 per hand at 6 mm, under 0.02 at 4 mm)
+BLEND_EDGE_M = 0.004
+SPLIT_DEPTH_M = 0.008
 SEAM_SAMPLES = 8  # points along each body triangle's crossing of the box's faces (_blend_to_body's seam)
-SEAM_ROUNDS = 6
+# Taubin rounds over the seam's band (_smooth_seams): none since the blend splits the hand's triangles
+# (BLEND_EDGE_M) and no step is left to smooth; the rounds folded the union's slivers where the two
+# surfaces cross (edges sharper than 90 degrees in the band: 43-57 with 6 rounds, 6-13 without, on
+# the right hands of look_avatars' crops-102 and degraded-102)
+SEAM_ROUNDS = 0
 MIN_PIECE_FACES = 200  # smaller pieces left after the cut (the body's mitten outside the box) go
 WAIT_POLL_S = 0.1  # a wait for the worker polls the build's progress (its cancel) this often
 WORKER_TIMEOUT_S = 300.0  # a worker silent this long is stopped, the step done in the build's process
@@ -497,7 +519,86 @@ def _box_distance(points: np.ndarray, lo, hi) -> np.ndarray:
     return np.where(d.max(1) > 0, np.sqrt((np.maximum(d, 0.0) ** 2).sum(1)), d.max(1))
 
 
-def _blend_to_body(hand_v: np.ndarray, body_v: np.ndarray, body_f: np.ndarray, cut) -> tuple[np.ndarray, int]:
+def _body_cut_box(body_v: np.ndarray, box) -> tuple:
+    """The box the body is cut with for a hand's cut box (lo, hi): each face the body's surface
+    crosses by at most SLIVER_M moved out past that surface by SLIVER_EPS_M, so that no wafer of
+    the body stays outside it (the body's vertices beyond the face, over its rectangle grown by
+    OVERLAP_M + SEAM_BAND_M and up to SLIVER_REACH_M out, tell how far the surface crosses); the
+    other faces as they were. The same box for the same body, wherever it is asked for (the cut,
+    the blend, the hand's overlap and the seam's band)."""
+    lo, hi = (np.array(x, np.float64) for x in box)
+    v = np.asarray(body_v, np.float64)
+    margin = OVERLAP_M + SEAM_BAND_M
+    near = ((v >= lo - SLIVER_REACH_M) & (v <= hi + SLIVER_REACH_M)).all(1)
+    v = v[near]
+    new_lo, new_hi = lo.copy(), hi.copy()
+    for axis in range(3):
+        others = [a for a in range(3) if a != axis]
+        over = ((v[:, others] >= lo[others] - margin) & (v[:, others] <= hi[others] + margin)).all(1)
+        for past, grow in ((lo[axis] - v[over, axis], -1.0), (v[over, axis] - hi[axis], 1.0)):
+            past = past[(past > 0) & (past <= SLIVER_REACH_M)]
+            if len(past) and past.max() <= SLIVER_M:
+                if grow < 0:
+                    new_lo[axis] = lo[axis] - past.max() - SLIVER_EPS_M
+                else:
+                    new_hi[axis] = hi[axis] + past.max() + SLIVER_EPS_M
+    return new_lo, new_hi
+
+
+def _split_long_edges(v: np.ndarray, f: np.ndarray, where, max_len: float, passes: int = 24):
+    """The mesh (v, f: a closed 2-manifold) with its edges longer than max_len split at their
+    middle on the faces where(v, f) picks (and the faces split off them), until none is left or
+    after `passes` rounds: per round each picked face with a longer edge names its longest; an
+    edge is split when it is the longest named edge of both its faces (so a face has at most one
+    split edge a round, and the longest named edge of all is always split; a face next to the
+    picked ones is split where they are). The surface is not moved: each new vertex lies on the
+    edge it splits. Only the picked faces and their neighbours are looked at (the other faces
+    come first in the result, as they were)."""
+    v = np.asarray(v, np.float64)
+    f = np.asarray(f, np.int64)
+    chosen = where(v, f)  # the faces split, and the faces split off them
+    if not chosen.any():
+        return v, f
+    ends = np.sort(np.stack([f, np.roll(f, -1, axis=1)], 2), 2)
+    code = ends[..., 0] * len(v) + ends[..., 1]
+    work = chosen | np.isin(code, code[chosen]).any(1)
+    rest, f, chosen = f[~work], f[work], chosen[work]
+    for _ in range(passes):
+        fe_v = np.stack([f, np.roll(f, -1, axis=1)], 2)  # F x 3 x 2: edge i runs from corner i to i + 1
+        lo_v, hi_v = fe_v.min(2), fe_v.max(2)
+        edges, fe = np.unique(lo_v * len(v) + hi_v, return_inverse=True)
+        fe = fe.reshape(-1, 3)
+        ea, eb = edges // len(v), edges % len(v)
+        length = np.linalg.norm(v[ea] - v[eb], axis=1)
+        fl = length[fe]
+        picked = chosen & (fl.max(1) > max_len)
+        if not picked.any():
+            break
+        named = np.zeros(len(edges), bool)
+        named[fe[picked, np.argmax(fl[picked], axis=1)]] = True
+        rank = np.empty(len(edges), np.int64)
+        rank[np.lexsort((np.arange(len(edges)), length))] = np.arange(len(edges))
+        ranked = np.where(named[fe], rank[fe], -1)
+        best = ranked == ranked.max(1, keepdims=True)
+        split = named & (np.bincount(fe[best & named[fe]], minlength=len(edges)) == 2)
+        if not split.any():
+            break
+        mid = np.full(len(edges), -1, np.int64)
+        mid[split] = len(v) + np.arange(int(split.sum()))
+        v = np.concatenate([v, 0.5 * (v[ea[split]] + v[eb[split]])])
+        has = split[fe]
+        rows = np.nonzero(has.any(1))[0]
+        i = np.argmax(has[rows], axis=1)
+        x0, x1, x2 = f[rows, i], f[rows, (i + 1) % 3], f[rows, (i + 2) % 3]
+        m = mid[fe[rows, i]]
+        keep = np.ones(len(f), bool)
+        keep[rows] = False
+        f = np.concatenate([f[keep], np.stack([x0, m, x2], 1), np.stack([m, x1, x2], 1)])
+        chosen = np.concatenate([chosen[keep], chosen[rows], chosen[rows]])
+    return v, np.concatenate([rest, f])
+
+
+def _blend_to_body(hand_v: np.ndarray, hand_f: np.ndarray, body_v: np.ndarray, body_f: np.ndarray, cut, solved_in=None) -> tuple:
     """The new hand's vertices (solve_hand's solid, cut BLEND_PAST_M past the overlap) drawn onto
     the body's surface near where that surface crosses the cut box's faces (the forearm; a torso
     the hand rests on), so that the hand meets the body there without a step.
@@ -506,14 +607,15 @@ def _blend_to_body(hand_v: np.ndarray, body_v: np.ndarray, body_f: np.ndarray, c
     millimetre or so. A hand vertex moves toward its closest point on the body's faces that reach
     within BLEND_M of the box or lie outside it (the forearm, not the old mitten deep inside) by
     smoothstep(1 - d / BLEND_M) inside the box, fully outside it, d the distance from that closest
-    point to the seam (a box face tangent to the forearm cuts
-    a long sliver off its side: the seam runs round that sliver, and the hand's side under it is
-    drawn onto the body all along), faded out with its distance to that surface over
+    point to the seam (a box face tangent to the forearm cuts a long sliver off its side, when
+    thicker than SLIVER_M (_body_cut_box moves the body's cut past a thinner one): the seam runs
+    round that sliver, and the hand's side under it is drawn onto the body all along), faded out with its distance to that surface over
     BLEND_REACH_M. The target lies BLEND_EPS_M outside the body inside the box and out to its
     faces, as far inside it at the overlap's end (OVERLAP_M past the faces), so the union's crossing
-    falls in the overlap at a slope of a few degrees and neither the body's cut face nor the hand's
-    cap shows. The solve's own cut stays on its planes, every vertex in its grown box. Returns
-    (vertices, how many moved)."""
+    falls in the overlap (1 mm over 3 mm) and neither the body's cut face nor the hand's
+    cap shows. The solve's own cut stays on its planes, every vertex in its grown box. First the
+    hand's triangles there are split down to BLEND_EDGE_M edges (_split_long_edges). Returns
+    (vertices, faces, how many vertices moved)."""
     import open3d as o3d
     from scipy.spatial import cKDTree
 
@@ -543,11 +645,23 @@ def _blend_to_body(hand_v: np.ndarray, body_v: np.ndarray, body_f: np.ndarray, c
     points = (a[:, None] + along * (b - a)[:, None]).reshape(-1, 3)
     points = points[np.isfinite(points).all(1)]
     if not len(points) or not len(faces):
-        return hand_v, 0
+        return hand_v, hand_f, 0
     seam = cKDTree(points)
-    near = np.nonzero(seam.query(v, k=1, distance_upper_bound=BLEND_M + BLEND_REACH_M[1])[0] < np.inf)[0]
+    reach = BLEND_M + BLEND_REACH_M[1]
+
+    def blended(vertices, triangles):
+        # the faces across the blend's band (BLEND_M inside the box to the overlap's end) near the seam
+        at = _box_distance(vertices, lo, hi)[triangles]
+        longest = np.linalg.norm(vertices[triangles] - vertices[np.roll(triangles, 1, axis=1)], axis=2).max(1)
+        close = seam.query(vertices, k=1, distance_upper_bound=reach + 0.07)[0][triangles].min(1) < reach + longest
+        return (at.max(1) > -SPLIT_DEPTH_M) & (at.min(1) < OVERLAP_M) & close
+
+    face_type = np.asarray(hand_f).dtype
+    v, hand_f = _split_long_edges(v, hand_f, blended, BLEND_EDGE_M)
+    hand_f = hand_f.astype(face_type)
+    near = np.nonzero(seam.query(v, k=1, distance_upper_bound=reach)[0] < np.inf)[0]
     if not len(near):
-        return hand_v, 0
+        return v.astype(np.asarray(hand_v).dtype), hand_f, 0
     used, local = np.unique(faces, return_inverse=True)
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.core.Tensor(bv[used].astype(np.float32)), o3d.core.Tensor(local.reshape(-1, 3).astype(np.uint32)))
@@ -563,12 +677,15 @@ def _blend_to_body(hand_v: np.ndarray, body_v: np.ndarray, body_f: np.ndarray, c
     weight = t * t * (3 - 2 * t) * reach
     offset = BLEND_EPS_M * (1.0 - 2.0 * np.clip(s, 0.0, OVERLAP_M) / OVERLAP_M)
     step = weight[:, None] * (closest + offset[:, None] * normal - v[near])
-    glo, ghi = lo - OVERLAP_M - BLEND_PAST_M, hi + OVERLAP_M + BLEND_PAST_M
+    # the solve's own cut stays where it is (`solved_in`: the cut box the hand was solved for, when
+    # `cut` is the body's, a face of it moved out past a sliver: _body_cut_box)
+    slo, shi = (np.asarray(x, np.float64) for x in (cut if solved_in is None else solved_in))
+    glo, ghi = slo - OVERLAP_M - BLEND_PAST_M, shi + OVERLAP_M + BLEND_PAST_M
     tol = 1e-5
     step[((np.abs(v[near] - glo) < tol) | (np.abs(v[near] - ghi) < tol)).any(1)] = 0.0
     out = v.copy()
     out[near] = np.clip(v[near] + step, glo, ghi)
-    return out.astype(np.asarray(hand_v).dtype), int((weight > 0).sum())
+    return out.astype(np.asarray(hand_v).dtype), hand_f, int((weight > 0).sum())
 
 
 def _blended_hands(vertices, faces, zones: list, solved: list, stats: dict) -> list:
@@ -579,8 +696,8 @@ def _blended_hands(vertices, faces, zones: list, solved: list, stats: dict) -> l
     stats["blend_vertices_moved"] = 0
     for zone, s in zip(zones, solved):
         lo, hi = (np.asarray(x, np.float64) for x in zone[3])
-        hand_v, moved = _blend_to_body(s["vertices"], vertices, faces, zone[3])
-        solid = _manifold(hand_v, s["faces"]) if moved else None
+        hand_v, hand_f, moved = _blend_to_body(s["vertices"], s["faces"], vertices, faces, zone[3], zone[5] if len(zone) > 5 else None)
+        solid = _manifold(hand_v, hand_f) if moved else None
         if solid is None or solid.status().name != "NoError" or solid.volume() <= 0:
             solid, moved = _manifold(s["vertices"], s["faces"]), 0
         hands.append(solid ^ _box(lo - OVERLAP_M, hi + OVERLAP_M))
@@ -592,9 +709,12 @@ def _smooth_seams(vertices: np.ndarray, faces: np.ndarray, boxes: list) -> tuple
     """Where the new hand meets the body (a band of SEAM_BAND_M either side of each cut box's
     faces) the two solves differ by a millimetre or two, and the union leaves a step with thin
     triangles along it that shades as a dark line: Taubin smoothing (no shrinking) over that
-    band only, SEAM_ROUNDS rounds."""
+    band only, SEAM_ROUNDS rounds (none now: the blend leaves no step, and the rounds folded the
+    union's slivers)."""
     import scipy.sparse as sp
 
+    if SEAM_ROUNDS == 0:
+        return vertices, 0
     v = np.asarray(vertices, np.float64)
     band = np.zeros(len(v), bool)
     for lo, hi in boxes:
@@ -746,10 +866,17 @@ def cut_hand_boxes(vertices: np.ndarray, faces: np.ndarray, zones: list):
     boxes (one batch operation); None (and why) when the body is not a 2-manifold."""
     from engine.geometry import near_boolean
 
+    zones = _cut_zones(vertices, zones)
     near = near_boolean.cut(vertices, faces, [zone[3] for zone in zones], OVERLAP_M + SEAM_BAND_M)
     if near is not None:
         return near, None
     return _whole_body_cut(vertices, faces, zones)
+
+
+def _cut_zones(vertices: np.ndarray, zones: list) -> list:
+    """The zones with their cut boxes as the body is cut with them (_body_cut_box), the box each hand
+    was solved for after them."""
+    return [(*zone[:3], _body_cut_box(vertices, zone[3]), zone[4], zone[3]) for zone in zones]
 
 
 def _whole_body_cut(vertices: np.ndarray, faces: np.ndarray, zones: list):
@@ -766,7 +893,7 @@ def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved:
     with the hands solve_hand made (on the body's part near the boxes when cut_hand_boxes made a
     near_boolean.NearCut, else the whole body's), each hand first drawn onto the body where the
     body leaves its box (_blended_hands); pieces of the body's mitten left
-    outside the boxes dropped (under MIN_PIECE_FACES triangles), the seams smoothed, labels
+    outside the boxes dropped (under MIN_PIECE_FACES triangles), the seams smoothed (_smooth_seams), labels
     carried over from the body and the crops' samples. Returns (vertices, faces, labels, stats)."""
     import manifold3d
 
@@ -787,6 +914,8 @@ def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved:
         if cut is None:
             stats["note"] = note
             return vertices, faces, labels, stats
+    # the boxes as the body was cut with them: the hands are blended, cut and their seams smoothed at those
+    zones = _cut_zones(vertices, zones)
     hands = _blended_hands(vertices, faces, zones, [s for s in solved if "note" not in s], stats)
     joined = near_boolean.union(cut, hands) if isinstance(cut, near_boolean.NearCut) else None
     if joined is not None:
