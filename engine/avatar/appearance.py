@@ -571,12 +571,22 @@ def _without_stray_hair(bundle, window_colour, colour_valid, layout):
         return window_colour, seg
     out = window_colour.copy()
     face = np.isin(seg, class_ids(FRONT_ONLY_CLASSES)) & valid
-    band_px, inside = _outline_band(bundle.mask[rows, cols])
-    rim = _sliver_rim(stray, face, band_px, inside)
-    inner = face & (inside >= SLIVER_RIM_PX)
+    person = bundle.mask[rows, cols]
+    person_rows = np.flatnonzero(person.any(axis=1))
+    band_px = max(2.0, BACK_BAND_FRACTION * (np.ptp(person_rows) + 1 if len(person_rows) else 1))  # as _outline_band
+    # the rim and its nearest inner face pixels lie within the slivers' box grown by a band's rows
+    # (and 4 px more: the box's edge, counted as outside by the padding, is never the rim's)
+    r, c = np.nonzero(stray)
+    m = int(round(band_px)) + 4
+    box = (slice(max(r.min() - m, 0), r.max() + m + 1), slice(max(c.min() - m, 0), c.max() + m + 1))
+    inside = ndimage.distance_transform_edt(np.pad(person[box], 1))[1:-1, 1:-1]
+    rim = np.zeros_like(stray)
+    rim[box] = _sliver_rim(stray[box], face[box], band_px, inside)
+    inner = face[box] & (inside >= SLIVER_RIM_PX)
     if rim.any() and inner.any():
         _, (in_r, in_c) = ndimage.distance_transform_edt(~inner, return_indices=True)
-        out[rim] = window_colour[in_r[rim], in_c[rim]]
+        box_colour, box_rim = window_colour[box], rim[box]
+        out[box][box_rim] = box_colour[in_r[box_rim], in_c[box_rim]]
         rim &= (out != window_colour).any(axis=-1)
     else:
         rim[:] = False
