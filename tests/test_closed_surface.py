@@ -256,3 +256,31 @@ def test_centred_degradation_has_no_offset_along_the_view(person):
     assert abs(offsets[True]) < 0.001
     assert abs(offsets[False]) > 0.003
     assert noisy.meta["degraded"]["centred"] is True
+
+
+def test_fingers_pointing_at_the_camera_keep_their_measured_depth():
+    """bench_closed's bent-101 (exact maps): the left hand's fingers point at the camera, small
+    islands of nearer depth with grazing sides. Refined with the normals, they were flattened
+    into the hand behind them by up to 3 cm (the solid's front then lay behind the true
+    fingertips: the hands' inward area). With hands_near_measured (the one-photo solid's) a
+    hand's refined depth stays within HAND_REFINE_REACH x the front's median refinement
+    departure of the measured depth; every other trusted pixel is refined as before."""
+    from engine.geometry.labels import class_names
+    from engine.geometry.watertight import HAND_REFINE_REACH, solid_front
+
+    render = make_person(101, pose="bent", width=768, height=1024)
+    args = (render.pointmap, render.mask, render.seg, render.K, render.normal)
+    measured = solid_front(*args)
+    plain = solid_front(*args, refine=True)
+    kept = solid_front(*args, refine=True, hands_near_measured=True)
+    names = class_names()
+    hands = np.isin(kept.seg, [names.index("Left_Hand"), names.index("Right_Hand")]) & kept.trusted
+    assert hands.sum() > 100
+    z0, z1, z2 = measured.points[..., 2], plain.points[..., 2], kept.points[..., 2]
+    assert np.nanmax(np.abs(z1 - z0)[hands]) > 0.02                      # flattened by 2 cm or more
+    reach = kept.stats["hand_refine_reach_m"]
+    assert 0 < reach < 0.01 and reach == pytest.approx(HAND_REFINE_REACH * np.nanmedian(np.abs(z1 - z0)[kept.trusted]), rel=0.2)
+    assert np.nanmax(np.abs(z2 - z0)[hands]) <= reach + 1e-5
+    others = ~np.isin(kept.seg, [names.index("Left_Hand"), names.index("Right_Hand")]) & kept.trusted
+    np.testing.assert_array_equal(kept.points[others], plain.points[others])   # (refilled pixels may
+    # take a hand neighbour's depth)

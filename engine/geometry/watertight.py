@@ -151,6 +151,13 @@ REPAIR_ROUNDS = 3  # rounds of hole filling and removal of faces that no solid c
 # a trusted pixel this close to the mask's outline (grid pixels) pins the membrane at the
 # contour; further in, the edge of untrusted pixels is a hole, not a silhouette
 OUTLINE_REACH_PX = 4.0
+# the one-photo solid's hands refined no further than this many times the front's median refinement
+# departure from the measured depth (solid_front). bench_closed (four people, no crops, exact /
+# degraded): inward max 0.36 -> 0.16 / 0.54 -> 0.41 %, Chamfer 0.4195 -> 0.4190 / 0.4788 -> 0.4778
+# cm; 2x: 0.18 / 0.39 %, 0.4193 / 0.4775 cm; 4x: 0.16 / 0.48 %, 0.4190 / 0.4785 cm; a fixed 1 cm
+# instead: 0.26 / 0.38 %, but 0.417 / 0.507 cm (the blurred outline's pixels kept off the hand)
+HANDS_NEAR_MEASURED = True
+HAND_REFINE_REACH = 3.0
 HEELS = True  # the one-photo solid's leg above a shoe as deep as the shoe's back (_heel_floor)
 ARM_CONTACTS = True  # the one-photo solid cuts an arm from the torso it lies against (limb_contacts.py)
 
@@ -506,10 +513,21 @@ class SolidFront:
         return self.points[valid].astype(np.float64), self.normals[valid].astype(np.float64), labels
 
 
-def solid_front(points, mask, seg, K, normal=None, *, refine=False, max_pixels=CLOSED_MAX_PIXELS, progress=None) -> SolidFront:
+def solid_front(points, mask, seg, K, normal=None, *, refine=False, max_pixels=CLOSED_MAX_PIXELS, progress=None,
+                hands_near_measured=False) -> SolidFront:
     """Trust decided on the grid given (flying pixels are single pixels; BundleError when too few
     survive), then a grid of at most `max_pixels` person pixels (Poisson's cells are coarser),
-    refined there with the normals over trusted pixels (refine=True), then refilled."""
+    refined there with the normals over trusted pixels (refine=True), then refilled.
+
+    hands_near_measured (the one-photo solid's, close_surface): a hand's refined depth stays
+    within HAND_REFINE_REACH x the median departure of the refinement from the measured depth
+    over the whole person. Fingers pointing at the camera are small islands of nearer depth whose
+    sides the camera sees at grazing angles; integrating the normals flattened them into the hand
+    behind (bent-101's left fingertips, exact maps: measured 3.263 m, refined 3.291 m), and the
+    solid's front there lay 2-3 cm behind the true fingertips, between true finger sides that face
+    across it (the hands' inward area, bench_closed). The median departure tells a clean front
+    (exact maps: 1.1-1.2 mm, the reach 3.5 mm) from a noisy one (degraded: 5-7 mm, the reach
+    1.5-2.1 cm, which the blur's mixed outline pixels need refined)."""
     from engine.geometry.trust import refill_front, trust_pixels
 
     person = np.asarray(mask, bool)
@@ -532,12 +550,32 @@ def solid_front(points, mask, seg, K, normal=None, *, refine=False, max_pixels=C
         from engine.geometry.normal_integration import refine_depth
 
         refined, info = refine_depth(grid_points, grid_normal, grid_trusted, grid_K)
+        if hands_near_measured and grid_seg is not None:
+            refined, reach = _hands_near_measured(refined, grid_points, grid_seg)
+            stats["hand_refine_reach_m"] = round(reach, 5)
         grid_points = np.where(np.isfinite(refined), refined, grid_points)
         stats["refine_levels"] = info.levels
         if progress is not None:
             progress("watertight", 0.15, "depth refined with the normals")
     grid_points, grid_normals = refill_front(grid_points, grid_person, grid_trusted, grid_normal, grid_K)
     return SolidFront(grid_points, grid_normals, grid_person, grid_trusted, grid_seg, grid_K, factor, stats)
+
+
+def _hands_near_measured(refined, measured, seg):
+    """`refined` (h x w x 3) with each hand pixel's point moved along its ray to within
+    HAND_REFINE_REACH x the median refinement departure (over all pixels with both depths) of
+    its `measured` point (see solid_front), and that reach (m)."""
+    names = class_names()
+    hands = np.isin(seg, [names.index(n) for n in ("Left_Hand", "Right_Hand") if n in names])
+    z_ref, z_meas = refined[..., 2].astype(np.float64), measured[..., 2].astype(np.float64)
+    both = np.isfinite(z_ref) & np.isfinite(z_meas)
+    if not (both & hands).any():
+        return refined, 0.0
+    reach = HAND_REFINE_REACH * float(np.median(np.abs(z_ref - z_meas)[both]))
+    on = both & hands & (z_ref > 0)
+    scale = np.ones(z_ref.shape)
+    scale[on] = np.clip(z_ref[on], z_meas[on] - reach, z_meas[on] + reach) / z_ref[on]
+    return (refined * scale[..., None]).astype(refined.dtype), reach
 
 
 def _half_of_block(flags: np.ndarray, factor: int) -> np.ndarray:
@@ -770,7 +808,8 @@ def close_surface(
     given, before it runs, when there are labels (the hands' second solve, engine.geometry
     .detail_solid.HandSolve.body_samples, takes its context from them so that it can run in the
     geometry worker beside this solve)."""
-    front = solid_front(points, mask, seg, K, normal, refine=refine, max_pixels=max_pixels, progress=progress)
+    front = solid_front(points, mask, seg, K, normal, refine=refine, max_pixels=max_pixels, progress=progress,
+                        hands_near_measured=HANDS_NEAR_MEASURED)
     back, back_normals, back_labels, stats = back_surface(
         front.points, front.valid, front.seg, front.K, front.normals, trusted=front.trusted, along_rays=True,
         arm_contacts=ARM_CONTACTS, heels=HEELS,
