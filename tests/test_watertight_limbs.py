@@ -160,25 +160,36 @@ def test_a_shoe_outline_gets_side_wall_samples_between_its_front_and_back():
     assert arm["wall_points"] == 0
 
 
-def _ray_cast(mesh, size, focal, part):
-    """Exact pointmap, camera-facing normals, mask and labels of `mesh` seen from the origin."""
+def _ray_cast_parts(parts, size, K):
+    """Exact pointmap, camera-facing normals, mask and labels of the meshes in `parts` ((mesh,
+    part name) pairs) seen from the origin through K, and each pixel's unit ray."""
     import open3d as o3d
 
-    K = np.array([[focal, 0, size[1] / 2], [0, focal, size[0] / 2], [0, 0, 1.0]])
     scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(mesh.vertices.astype(np.float32)), o3d.core.Tensor(mesh.faces.astype(np.uint32)))
+    ids = [scene.add_triangles(o3d.core.Tensor(mesh.vertices.astype(np.float32)),
+                               o3d.core.Tensor(mesh.faces.astype(np.uint32))) for mesh, _ in parts]
     v, u = np.mgrid[0:size[0], 0:size[1]] + 0.5
-    rays = np.stack([(u - K[0, 2]) / focal, (v - K[1, 2]) / focal, np.ones_like(u)], -1).reshape(-1, 3)
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1).reshape(-1, 3)
     rays /= np.linalg.norm(rays, axis=1, keepdims=True)
     hit = scene.cast_rays(o3d.core.Tensor(np.concatenate([np.zeros_like(rays), rays], 1).astype(np.float32)))
     t = hit["t_hit"].numpy().astype(np.float64)
     seen = np.isfinite(t)
     normal = hit["primitive_normals"].numpy().astype(np.float64)
     normal = np.where((normal * rays).sum(1, keepdims=True) > 0, -normal, normal)
+    names = class_names()
+    part = np.zeros(len(t), np.uint8)
+    for geometry, (_, name) in zip(ids, parts):
+        part[hit["geometry_ids"].numpy() == geometry] = names.index(name)
     mask = seen.reshape(size)
-    seg = np.where(mask, class_names().index(part), 0).astype(np.uint8)
+    seg = np.where(seen, part, 0).reshape(size).astype(np.uint8)
     return (np.where(seen[:, None], rays * t[:, None], np.nan).reshape(size + (3,)).astype(np.float32),
-            np.where(seen[:, None], normal, np.nan).reshape(size + (3,)).astype(np.float32), mask, seg, K)
+            np.where(seen[:, None], normal, np.nan).reshape(size + (3,)).astype(np.float32), mask, seg, rays)
+
+
+def _ray_cast(mesh, size, focal, part):
+    """Exact pointmap, camera-facing normals, mask and labels of `mesh` seen from the origin."""
+    K = np.array([[focal, 0, size[1] / 2], [0, focal, size[0] / 2], [0, 0, 1.0]])
+    return (*_ray_cast_parts([(mesh, part)], size, K)[:4], K)
 
 
 def test_a_sole_below_the_camera_gets_back_normals_facing_down():
@@ -228,23 +239,8 @@ def test_the_leg_above_a_shoe_pointing_at_the_camera_reaches_back_to_its_heel():
     shoe.apply_translation([0.0, 0.87, 2.96])      # heel at z 3.10, 5 cm behind the leg's back
     size, focal = (420, 160), 500.0
     K = np.array([[focal, 0, size[1] / 2], [0, focal, 80.0], [0, 0, 1.0]])
-    scene = o3d.t.geometry.RaycastingScene()
-    leg_id = scene.add_triangles(o3d.core.Tensor(leg.vertices.astype(np.float32)), o3d.core.Tensor(leg.faces.astype(np.uint32)))
-    scene.add_triangles(o3d.core.Tensor(shoe.vertices.astype(np.float32)), o3d.core.Tensor(shoe.faces.astype(np.uint32)))
-    v, u = np.mgrid[0:size[0], 0:size[1]] + 0.5
-    rays = np.stack([(u - K[0, 2]) / focal, (v - K[1, 2]) / focal, np.ones_like(u)], -1).reshape(-1, 3)
-    rays /= np.linalg.norm(rays, axis=1, keepdims=True)
-    hit = scene.cast_rays(o3d.core.Tensor(np.concatenate([np.zeros_like(rays), rays], 1).astype(np.float32)))
-    t = hit["t_hit"].numpy().astype(np.float64)
-    seen = np.isfinite(t)
-    normal = hit["primitive_normals"].numpy().astype(np.float64)
-    normal = np.where((normal * rays).sum(1, keepdims=True) > 0, -normal, normal)
+    points, normal, mask, seg, rays = _ray_cast_parts([(leg, "Lower_Clothing"), (shoe, "Left_Shoe")], size, K)
     names = class_names()
-    part = np.where(hit["geometry_ids"].numpy() == leg_id, names.index("Lower_Clothing"), names.index("Left_Shoe"))
-    mask = seen.reshape(size)
-    seg = np.where(seen, part, 0).reshape(size).astype(np.uint8)
-    points = np.where(seen[:, None], rays * t[:, None], np.nan).reshape(size + (3,)).astype(np.float32)
-    normal = np.where(seen[:, None], normal, np.nan).reshape(size + (3,)).astype(np.float32)
     # the true last exit along each ray: the heel behind the leg's last centimetres
     both = trimesh.util.concatenate([leg, shoe])
     exits = o3d.t.geometry.RaycastingScene()
