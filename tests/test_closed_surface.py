@@ -284,3 +284,20 @@ def test_fingers_pointing_at_the_camera_keep_their_measured_depth():
     others = ~np.isin(kept.seg, [names.index("Left_Hand"), names.index("Right_Hand")]) & kept.trusted
     np.testing.assert_array_equal(kept.points[others], plain.points[others])   # (refilled pixels may
     # take a hand neighbour's depth)
+
+
+def test_hands_solved_again_from_crops_are_not_held_near_their_measured_depth():
+    """close_surface holds the hands' refined depth near the measured one (solid_front's
+    hands_near_measured) only when the hands stay the body's: given on_samples (the build's
+    HandSolve, which solves the hands again from their crops) it refines them as before, since
+    the crop hands came out further from the truth with the hold (bench_detail, closed with crops:
+    mesh->truth 2.18 -> 2.30 mm)."""
+    from engine.geometry.watertight import close_surface
+
+    render = make_person(101, pose="bent", width=288, height=384)
+    args = (render.pointmap, render.mask, render.seg, render.K, render.normal)
+    seen = []
+    held = close_surface(*args, refine=True)
+    solved_again = close_surface(*args, refine=True, on_samples=lambda *a: seen.append(len(a[0])))
+    assert held.stats["hand_refine_reach_m"] > 0
+    assert "hand_refine_reach_m" not in solved_again.stats and seen and seen[0] > 1000

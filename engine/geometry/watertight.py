@@ -807,9 +807,14 @@ def close_surface(
     on_samples(points, normals, labels): called with the oriented samples the Poisson solve is
     given, before it runs, when there are labels (the hands' second solve, engine.geometry
     .detail_solid.HandSolve.body_samples, takes its context from them so that it can run in the
-    geometry worker beside this solve)."""
+    geometry worker beside this solve); with it, the hands are not held near their measured
+    depth (solid_front's hands_near_measured)."""
+    # the hands held near their measured depth only where they stay the body's: with on_samples
+    # (engine.geometry.detail_solid.HandSolve) the hands are solved again from their crops, and with
+    # the hold those came out further from the truth (bench_detail --people 3, closed with crops,
+    # mesh->truth exact / degraded 2.18 / 2.21 mm without it, 2.30 / 2.34 mm with it)
     front = solid_front(points, mask, seg, K, normal, refine=refine, max_pixels=max_pixels, progress=progress,
-                        hands_near_measured=HANDS_NEAR_MEASURED)
+                        hands_near_measured=HANDS_NEAR_MEASURED and on_samples is None)
     back, back_normals, back_labels, stats = back_surface(
         front.points, front.valid, front.seg, front.K, front.normals, trusted=front.trusted, along_rays=True,
         arm_contacts=ARM_CONTACTS, heels=HEELS,
