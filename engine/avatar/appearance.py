@@ -209,11 +209,16 @@ def hidden_hair_labels(vertex_labels, vertex_island, vertices_camera, bundle, K)
     return front_only_to_hair(vertex_labels, to_hair)
 
 
+def _band_px(rows: np.ndarray) -> float:
+    """The outline band's width in pixels for a person on these photo rows (indices):
+    BACK_BAND_FRACTION of the person's height, at least 2."""
+    return max(2.0, BACK_BAND_FRACTION * (np.ptp(rows) + 1 if len(rows) else 1))
+
+
 def _outline_band(person: np.ndarray):
     """The band along the person's outline whose colours the hidden side continues: its width
-    in pixels (BACK_BAND_FRACTION of the person's height) and each pixel's distance inside."""
-    height_px = np.ptp(np.nonzero(person)[0]) + 1 if person.any() else 1
-    band_px = max(2.0, BACK_BAND_FRACTION * height_px)
+    in pixels (_band_px) and each pixel's distance inside."""
+    band_px = _band_px(np.flatnonzero(person.any(axis=1)))
     return band_px, ndimage.distance_transform_edt(np.pad(person, 1))[1:-1, 1:-1]
 
 
@@ -300,8 +305,7 @@ def _through_the_front(vertices_camera, photo_xy, pointmap, K) -> np.ndarray:
     there = pointmap[pixel(moved_xy) + (2,)].astype(np.float64)
     with np.errstate(invalid="ignore"):
         shown = np.abs(there - front_depth[ok]) <= np.maximum(THROUGH_DEPTH_TOLERANCE[0], THROUGH_DEPTH_TOLERANCE[1] * front_depth[ok])
-    rows_seen = np.nonzero(np.isfinite(pointmap[..., 2]).any(axis=1))[0]
-    band_px = max(2.0, BACK_BAND_FRACTION * (np.ptp(rows_seen) + 1 if len(rows_seen) else 1))  # as _outline_band
+    band_px = _band_px(np.flatnonzero(np.isfinite(pointmap[..., 2]).any(axis=1)))
     shown |= np.linalg.norm(moved_xy - photo_xy[ok], axis=1) <= band_px
     ok[ok] = shown
     out = photo_xy.copy()
@@ -572,8 +576,7 @@ def _without_stray_hair(bundle, window_colour, colour_valid, layout):
     out = window_colour.copy()
     face = np.isin(seg, class_ids(FRONT_ONLY_CLASSES)) & valid
     person = bundle.mask[rows, cols]
-    person_rows = np.flatnonzero(person.any(axis=1))
-    band_px = max(2.0, BACK_BAND_FRACTION * (np.ptp(person_rows) + 1 if len(person_rows) else 1))  # as _outline_band
+    band_px = _band_px(np.flatnonzero(person.any(axis=1)))
     # the rim and its nearest inner face pixels lie within the slivers' box grown by a band's rows
     # (and 4 px more: the box's edge, counted as outside by the padding, is never the rim's)
     r, c = np.nonzero(stray)

@@ -39,7 +39,7 @@ from scipy.sparse.linalg import spsolve
 from engine.geometry.cleanup import (clean_mesh, edge_census, face_components, face_cross, fill_holes, row_dots,
                                      row_lengths, subdivide)
 from engine.geometry.grid_mesh import RTOL_HARD, downsample_maps, valid_pixels
-from engine.geometry.labels import class_names
+from engine.geometry.labels import class_ids, class_names
 from engine.geometry.limb_depth import limb_pixels, view_stretch
 from engine.geometry.normal_integration import pixel_rays
 
@@ -411,9 +411,8 @@ def _heel_floor(depth, thickness, footprint, valid, cls):
     the solid's back there ran inside the true heel, facing away from the top of the shoe (the
     shoes' inward area on bench_closed: cross-sections through bent-101, photo column 418, and
     random-103, column 498)."""
-    names = class_names()
-    shoe = valid & np.isin(cls, [names.index(n) for n in WALL_PARTS if n in names])
-    leg = valid & np.isin(cls, [names.index(n) for n in HEEL_PARTS if n in names])
+    shoe = valid & np.isin(cls, class_ids(WALL_PARTS))
+    leg = valid & np.isin(cls, class_ids(HEEL_PARTS))
     if not shoe.any() or not leg.any():
         return thickness
     # only the shoes' surroundings: their bounding box grown by the reach (in the nearest pixels'
@@ -565,8 +564,7 @@ def _hands_near_measured(refined, measured, seg):
     """`refined` (h x w x 3) with each hand pixel's point moved along its ray to within
     HAND_REFINE_REACH x the median refinement departure (over all pixels with both depths) of
     its `measured` point (see solid_front), and that reach (m)."""
-    names = class_names()
-    hands = np.isin(seg, [names.index(n) for n in ("Left_Hand", "Right_Hand") if n in names])
+    hands = np.isin(seg, class_ids(("Left_Hand", "Right_Hand")))
     z_ref, z_meas = refined[..., 2].astype(np.float64), measured[..., 2].astype(np.float64)
     both = np.isfinite(z_ref) & np.isfinite(z_meas)
     if not (both & hands).any():
