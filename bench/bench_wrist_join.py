@@ -14,7 +14,7 @@ build) with join_hands' inputs kept under --work (kept again only when missing).
   the body (the seam band), and how many edges that band holds;
 - cut faces: the area of the joined triangles that lie flat in an axis plane within 10 mm of the
   box (the body's cut face or the hand's cap left showing: a ledge round the wrist, a wafer of the
-  body's side beside the hand), taken on the join before its seam smoothing (which moves them);
+  body's side beside the hand);
 - vertices of the joined mesh (what the later stages cost by).
 With --old, the same for REV's detail_solid.py (beside this tree's other modules), and the CPU
 seconds (time.process_time) of the cut and the join, old and new interleaved in one process,
@@ -65,9 +65,18 @@ def kept_inputs(case: str, seed: int, work: Path) -> tuple:
     return kept["args"]
 
 
+def _zones_for(module, zones: list) -> list:
+    """The kept zones as `module` takes them: HandZone objects (fresh, none with its body's cut
+    box yet) where it has them, else the tuples detail_solid used before (front_in, back_in,
+    replaced, cut, solve box); kept inputs may hold either."""
+    plain = [z if isinstance(z, tuple) else (z.front_in, z.back_in, z.replaced, z.cut, z.solve_box) for z in zones]
+    return [module.HandZone(*z) for z in plain] if hasattr(module, "HandZone") else plain
+
+
 def run_join(module, args) -> tuple:
     """The cut and the join by `module` (a detail_solid): (vertices, faces), CPU seconds."""
     vertices, faces, labels, fine, zones, solved, stats = args
+    zones = _zones_for(module, zones)
     stats = pickle.loads(pickle.dumps(stats))
     began = time.process_time()
     cut, _ = module.cut_hand_boxes(vertices, faces, zones)
@@ -95,7 +104,7 @@ def _edges(v, f):
     return key[i], (n[face[i]] * n[face[i + 1]]).sum(1)
 
 
-def figures(module, args, joined, unsmoothed) -> list[dict]:
+def figures(args, joined) -> list[dict]:
     """Per hand joined: step, folds, band edges, cut faces (cm2)."""
     import open3d as o3d
 
@@ -104,9 +113,8 @@ def figures(module, args, joined, unsmoothed) -> list[dict]:
     body = _scene(vertices, faces)
     to_body = body.compute_distance(o3d.core.Tensor(v.astype(np.float32))).numpy()
     key, cos = _edges(v, f)
-    uv, uf = unsmoothed
-    corners = uv[uf]
-    flat = np.zeros(len(uf), bool)
+    corners = v[f]
+    flat = np.zeros(len(f), bool)
     for axis in range(3):
         flat |= np.ptp(corners[:, :, axis], axis=1) < 2e-6
     area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
@@ -114,7 +122,7 @@ def figures(module, args, joined, unsmoothed) -> list[dict]:
     for zone, s in zip(zones, solved):
         if "note" in s:
             continue
-        lo, hi = (np.asarray(x, np.float64) for x in zone[3])
+        lo, hi = (np.asarray(x, np.float64) for x in (zone[3] if isinstance(zone, tuple) else zone.cut))
         from engine.geometry.detail_solid import _box_distance
 
         at = _box_distance(v, lo, hi)
@@ -125,15 +133,6 @@ def figures(module, args, joined, unsmoothed) -> list[dict]:
                      "folds": int((cos[band] < 0).sum()), "band_edges": int(band.sum()),
                      "cut_faces_cm2": round(float(area[cut_faces].sum()) * 1e4, 3)})
     return rows
-
-
-def unsmoothed_join(module, args):
-    smooth = module._smooth_seams
-    module._smooth_seams = lambda v, f, boxes: (v, 0)
-    try:
-        return run_join(module, args)[0]
-    finally:
-        module._smooth_seams = smooth
 
 
 def main() -> None:
@@ -163,7 +162,7 @@ def main() -> None:
                 joined[name], seconds = run_join(module, inputs)
                 cpu[name].append(seconds)
         for name, module in versions.items():
-            rows = figures(module, inputs, joined[name], unsmoothed_join(module, inputs))
+            rows = figures(inputs, joined[name])
             hands = "; ".join(f"hand {k}: step p90 {r['step_p90_mm']} mm, folds {r['folds']}/{r['band_edges']}, "
                               f"cut faces {r['cut_faces_cm2']} cm2" for k, r in enumerate(rows))
             print(f"{case}-{args.seed} {name}: {hands}; {len(joined[name][0])} vertices; cut + join "

@@ -104,7 +104,7 @@ def test_a_closed_hand_thicker_than_the_forearm_meets_it_without_a_ring():
     grow = detail_solid.OVERLAP_M + detail_solid.BLEND_PAST_M
     hand_v, hand_f = _arrays(cylinder(0.034, 0.2, 0.42, 0.002) ^ near_boolean.box_solid(lo - grow, hi + grow))
     stats = {}
-    (blended,) = detail_solid._blended_hands(body_v, body_f, [(None, None, None, (lo, hi), None)],
+    (blended,) = detail_solid._blended_hands(body_v, body_f, [detail_solid.HandZone(None, None, None, (lo, hi), None)],
                                              [{"vertices": hand_v, "faces": hand_f}], stats)
     assert stats["blend_vertices_moved"] > 0
 
@@ -134,14 +134,12 @@ def _flat_area(vertices, faces, axis: int, at: float, tol: float = 2e-6) -> floa
 
 
 def _joined(body_v, body_f, lo, hi, hand_v, hand_f):
-    """join_hands' cut and union of one hand (cut_hand_boxes, _cut_zones, _blended_hands,
-    near_boolean.union), before its seam smoothing."""
+    """join_hands' cut and union of one hand (cut_hand_boxes, _blended_hands, near_boolean.union)."""
     from engine.geometry import detail_solid
 
-    zones = [(None, None, None, (lo, hi), None)]
+    zones = [detail_solid.HandZone(None, None, None, (lo, hi), None)]
     cut, _ = detail_solid.cut_hand_boxes(body_v, body_f, zones)
-    hands = detail_solid._blended_hands(body_v, body_f, detail_solid._cut_zones(body_v, zones),
-                                        [{"vertices": hand_v, "faces": hand_f}], {})
+    hands = detail_solid._blended_hands(body_v, body_f, zones, [{"vertices": hand_v, "faces": hand_f}], {})
     joined = near_boolean.union(cut, hands) if isinstance(cut, near_boolean.NearCut) else None
     if joined is None:
         return _arrays(manifold3d.Manifold.batch_boolean([cut, *hands], manifold3d.OpType.Add))

@@ -111,7 +111,9 @@ WRIST_STEP_M = 0.02
 SIMPLIFY_M = 0.0002
 OLD_HAND_REACH_M = 0.015  # the body's hand vertices this near the crop's hand samples are replaced
 OVERLAP_M = 0.003  # the new hand reaches this far past the box, into the body left outside it
-SEAM_BAND_M = 0.004  # the band either side of the cut smoothed (_smooth_seams)
+# the band beyond each cut box's faces that the body's near part (near_boolean.cut) and the box's
+# sliver test (_body_cut_box) reach past OVERLAP_M
+SEAM_BAND_M = 0.004
 # the new hand's surface within BLEND_M inside its cut box (and in the overlap past it) is drawn
 # onto the body's surface there before the union (_blend_to_body), fully at the box's faces and
 # not at all BLEND_M in, so the two meet without a step: the hand's fine solve follows its samples
@@ -141,11 +143,6 @@ SLIVER_REACH_M = 0.02  # (the body's triangles are 8-16 mm: a surface crossing f
 BLEND_EDGE_M = 0.004
 SPLIT_DEPTH_M = 0.008
 SEAM_SAMPLES = 8  # points along each body triangle's crossing of the box's faces (_blend_to_body's seam)
-# Taubin rounds over the seam's band (_smooth_seams): none since the blend splits the hand's triangles
-# (BLEND_EDGE_M) and no step is left to smooth; the rounds folded the union's slivers where the two
-# surfaces cross (edges sharper than 90 degrees in the band: 43-57 with 6 rounds, 6-13 without, on
-# the right hands of look_avatars' crops-102 and degraded-102)
-SEAM_ROUNDS = 0
 MIN_PIECE_FACES = 200  # smaller pieces left after the cut (the body's mitten outside the box) go
 WAIT_POLL_S = 0.1  # a wait for the worker polls the build's progress (its cancel) this often
 WORKER_TIMEOUT_S = 300.0  # a worker silent this long is stopped, the step done in the build's process
@@ -695,50 +692,15 @@ def _blended_hands(vertices, faces, zones: list, solved: list, stats: dict) -> l
     hands = []
     stats["blend_vertices_moved"] = 0
     for zone, s in zip(zones, solved):
-        lo, hi = (np.asarray(x, np.float64) for x in zone[3])
-        hand_v, hand_f, moved = _blend_to_body(s["vertices"], s["faces"], vertices, faces, zone[3], zone[5] if len(zone) > 5 else None)
+        body_cut = zone.body_cut_in(vertices)
+        lo, hi = (np.asarray(x, np.float64) for x in body_cut)
+        hand_v, hand_f, moved = _blend_to_body(s["vertices"], s["faces"], vertices, faces, body_cut, zone.cut)
         solid = _manifold(hand_v, hand_f) if moved else None
         if solid is None or solid.status().name != "NoError" or solid.volume() <= 0:
             solid, moved = _manifold(s["vertices"], s["faces"]), 0
         hands.append(solid ^ _box(lo - OVERLAP_M, hi + OVERLAP_M))
         stats["blend_vertices_moved"] += moved
     return hands
-
-
-def _smooth_seams(vertices: np.ndarray, faces: np.ndarray, boxes: list) -> tuple[np.ndarray, int]:
-    """Where the new hand meets the body (a band of SEAM_BAND_M either side of each cut box's
-    faces) the two solves differ by a millimetre or two, and the union leaves a step with thin
-    triangles along it that shades as a dark line: Taubin smoothing (no shrinking) over that
-    band only, SEAM_ROUNDS rounds (none now: the blend leaves no step, and the rounds folded the
-    union's slivers)."""
-    import scipy.sparse as sp
-
-    if SEAM_ROUNDS == 0:
-        return vertices, 0
-    v = np.asarray(vertices, np.float64)
-    band = np.zeros(len(v), bool)
-    for lo, hi in boxes:
-        outer = ((v >= lo - OVERLAP_M - SEAM_BAND_M) & (v <= hi + OVERLAP_M + SEAM_BAND_M)).all(1)
-        inner = ((v > lo + SEAM_BAND_M) & (v < hi - SEAM_BAND_M)).all(1)
-        band |= outer & ~inner
-    if not band.any():
-        return vertices, 0
-    # only the band's rows of the neighbour mean are needed: the faces touching the band give
-    # each band vertex all its neighbours (the same rows, summed in the same order, as over the
-    # whole mesh), and the products run over the band alone
-    f = np.asarray(faces, np.int64)
-    f = f[band[f].any(1)]
-    i = np.concatenate([f[:, 0], f[:, 1], f[:, 2]])
-    j = np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
-    adjacency = sp.coo_matrix((np.ones(len(i)), (i, j)), shape=(len(v), len(v))).tocsr()
-    adjacency = ((adjacency + adjacency.T) > 0).astype(np.float64)
-    moved = np.nonzero(band)[0]
-    adjacency = adjacency[moved]
-    mean = sp.diags(1.0 / np.maximum(np.asarray(adjacency.sum(1)).ravel(), 1)) @ adjacency
-    for _ in range(SEAM_ROUNDS):
-        for step in (0.5, -0.53):
-            v[moved] = v[moved] + step * (mean @ v - v[moved])
-    return v.astype(np.float32), int(band.sum())
 
 
 def replace_hands(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray | None, fine: SolidSamples):
@@ -783,10 +745,28 @@ def _body_context(vertices, faces, labels):
     return body_v, vertex_normals(body_v, np.asarray(faces, np.int64)).astype(np.float64), np.asarray(labels, np.uint8)
 
 
-def hand_zones(fine: SolidSamples, points: np.ndarray, labels: np.ndarray) -> list:
-    """Per region of `fine`, where its hand is solved and cut, given the body's samples (points
-    N x 3, labels N): (front_in, back_in: which of fine's samples are this hand's; old: which body
-    samples are the hand replaced; the cut box (lo, hi); the box of samples solved).
+@dataclass
+class HandZone:
+    """Where one hand crop's hand is solved and cut (hand_zones)."""
+
+    front_in: np.ndarray  # which of the crops' front samples (SolidSamples.front) are this hand's
+    back_in: np.ndarray  # which of their back samples
+    replaced: np.ndarray  # which of the body's samples are the hand replaced (not solved with)
+    cut: tuple  # (lo, hi): the box the new hand replaces the body in, as the hand is solved for it
+    solve_box: tuple  # (lo, hi): the box of the samples solved (the cut box and the body's context round it)
+    body_cut: tuple | None = None  # `cut` as the body is cut with it (_body_cut_box), once asked for
+
+    def body_cut_in(self, body_vertices: np.ndarray) -> tuple:
+        """The box the body (its vertices: the body this zone was made for) is cut with:
+        _body_cut_box, made once and kept for the cut, the blend and the union."""
+        if self.body_cut is None:
+            self.body_cut = _body_cut_box(body_vertices, self.cut)
+        return self.body_cut
+
+
+def hand_zones(fine: SolidSamples, points: np.ndarray, labels: np.ndarray) -> list[HandZone]:
+    """Per region of `fine`, where its hand is solved and cut (a HandZone), given the body's
+    samples (points N x 3, labels N).
 
     The body's own hand is its samples labelled hand, in the region, and near the crop's hand (a
     wrist labelled hand but not in the crop's hand pixels stays a sample, or the new solid would
@@ -805,20 +785,20 @@ def hand_zones(fine: SolidSamples, points: np.ndarray, labels: np.ndarray) -> li
         if old.any():
             distance, _ = cKDTree(hand).query(points[old], k=1)
             old[np.nonzero(old)[0][distance > OLD_HAND_REACH_M]] = False
-        cut, zone = _zone_boxes(np.concatenate([hand, points[old]]))
-        zones.append((front_in, back_in, old, cut, zone))
+        cut, solve_box = _zone_boxes(np.concatenate([hand, points[old]]))
+        zones.append(HandZone(front_in, back_in, old, cut, solve_box))
     return zones
 
 
-def hand_inputs(fine: SolidSamples, context, zone) -> tuple:
+def hand_inputs(fine: SolidSamples, context, zone: HandZone) -> tuple:
     """What solve_hand needs for one hand: its oriented samples (the crop's, and the body's
-    `context` samples in the zone's box that are not the hand replaced), the zone and cut boxes."""
+    `context` samples in the zone's solve box that are not the hand replaced), the solve and cut boxes."""
     points_c, normals_c, _ = context
-    front_in, back_in, old, cut, (zone_lo, zone_hi) = zone
-    around = ((points_c >= zone_lo) & (points_c <= zone_hi)).all(1) & ~old
-    points = np.concatenate([points_c[around], fine.front[0][front_in], fine.back[0][back_in]])
-    normals = np.concatenate([normals_c[around], fine.front[1][front_in], fine.back[1][back_in]])
-    return points, normals, (zone_lo, zone_hi), cut, int(around.sum())
+    zone_lo, zone_hi = zone.solve_box
+    around = ((points_c >= zone_lo) & (points_c <= zone_hi)).all(1) & ~zone.replaced
+    points = np.concatenate([points_c[around], fine.front[0][zone.front_in], fine.back[0][zone.back_in]])
+    normals = np.concatenate([normals_c[around], fine.front[1][zone.front_in], fine.back[1][zone.back_in]])
+    return points, normals, (zone_lo, zone_hi), zone.cut, int(around.sum())
 
 
 def solve_hands(hands: list) -> list[dict]:
@@ -866,17 +846,10 @@ def cut_hand_boxes(vertices: np.ndarray, faces: np.ndarray, zones: list):
     boxes (one batch operation); None (and why) when the body is not a 2-manifold."""
     from engine.geometry import near_boolean
 
-    zones = _cut_zones(vertices, zones)
-    near = near_boolean.cut(vertices, faces, [zone[3] for zone in zones], OVERLAP_M + SEAM_BAND_M)
+    near = near_boolean.cut(vertices, faces, [zone.body_cut_in(vertices) for zone in zones], OVERLAP_M + SEAM_BAND_M)
     if near is not None:
         return near, None
     return _whole_body_cut(vertices, faces, zones)
-
-
-def _cut_zones(vertices: np.ndarray, zones: list) -> list:
-    """The zones with their cut boxes as the body is cut with them (_body_cut_box), the box each hand
-    was solved for after them."""
-    return [(*zone[:3], _body_cut_box(vertices, zone[3]), zone[4], zone[3]) for zone in zones]
 
 
 def _whole_body_cut(vertices: np.ndarray, faces: np.ndarray, zones: list):
@@ -885,7 +858,8 @@ def _whole_body_cut(vertices: np.ndarray, faces: np.ndarray, zones: list):
     solid = _manifold(vertices, faces)
     if solid.status().name != "NoError":
         return None, f"the closed surface is not a 2-manifold ({solid.status().name}): the hands are the body's"
-    return manifold3d.Manifold.batch_boolean([solid, *(_box(*zone[3]) for zone in zones)], manifold3d.OpType.Subtract), None
+    return manifold3d.Manifold.batch_boolean([solid, *(_box(*zone.body_cut_in(vertices)) for zone in zones)],
+                                             manifold3d.OpType.Subtract), None
 
 
 def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved: list, stats: dict, cut=None):
@@ -893,8 +867,8 @@ def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved:
     with the hands solve_hand made (on the body's part near the boxes when cut_hand_boxes made a
     near_boolean.NearCut, else the whole body's), each hand first drawn onto the body where the
     body leaves its box (_blended_hands); pieces of the body's mitten left
-    outside the boxes dropped (under MIN_PIECE_FACES triangles), the seams smoothed (_smooth_seams), labels
-    carried over from the body and the crops' samples. Returns (vertices, faces, labels, stats)."""
+    outside the boxes dropped (under MIN_PIECE_FACES triangles), labels carried over from the
+    body and the crops' samples. Returns (vertices, faces, labels, stats)."""
     import manifold3d
 
     from engine.geometry import near_boolean
@@ -914,8 +888,6 @@ def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved:
         if cut is None:
             stats["note"] = note
             return vertices, faces, labels, stats
-    # the boxes as the body was cut with them: the hands are blended, cut and their seams smoothed at those
-    zones = _cut_zones(vertices, zones)
     hands = _blended_hands(vertices, faces, zones, [s for s in solved if "note" not in s], stats)
     joined = near_boolean.union(cut, hands) if isinstance(cut, near_boolean.NearCut) else None
     if joined is not None:
@@ -951,12 +923,10 @@ def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved:
     else:  # every vertex used: the renumbering would be the identity
         out_v = np.ascontiguousarray(out_v)
     out_f = out_f.reshape(-1, 3).astype(np.int32)
-    seams = [zone[3] for zone in zones]
-    out_v, stats["seam_vertices_smoothed"] = _smooth_seams(out_v, out_f, seams)
     label_points, label_values = [np.asarray(vertices, np.float64)], [np.asarray(labels, np.uint8)]
-    for front_in, back_in, *_ in zones:
-        label_points += [fine.front[0][front_in], fine.back[0][back_in]]
-        label_values += [fine.front[2][front_in], fine.back[2][back_in]]
+    for zone in zones:
+        label_points += [fine.front[0][zone.front_in], fine.back[0][zone.back_in]]
+        label_values += [fine.front[2][zone.front_in], fine.back[2][zone.back_in]]
     # the body's own vertices keep their labels (the nearest labelled point is themselves)
     out_l = np.asarray(labels, np.uint8)[np.maximum(body_index, 0)]
     moved = body_index < 0
