@@ -275,3 +275,50 @@ def test_the_leg_above_a_shoe_pointing_at_the_camera_reaches_back_to_its_heel():
     far = leg_px & ((rows_to_shoe * footprint) > 1.5 * HEEL_REACH_M)[:, None]
     assert far.sum() > 100
     np.testing.assert_allclose(heels[far], plain[far], equal_nan=True)
+
+
+def test_a_thin_hand_seen_edge_on_stays_within_its_silhouette(monkeypatch):
+    """A hand seen edge-on (a 2.5 x 18 x 8 cm slab at 3.45 m, 4 pixels wide) beside a body 1.6 m
+    tall: the solve's ~15 mm cells round it into a blob 3 pixels wider than its outline on each
+    side (step-104's left hand on bench_closed); its vertices outside the mask come back to
+    within SILHOUETTE_REACH_PX of the outline, at their depth, the rest unmoved, still closed."""
+    import trimesh
+    from scipy.spatial import cKDTree
+
+    from engine.geometry import watertight
+
+    size, focal, distance = (512, 320), 560.0, 3.5
+    K = np.array([[focal, 0, size[1] / 2], [0, focal, size[0] / 2], [0, 0, 1.0]])
+    body = trimesh.creation.capsule(height=1.3, radius=0.17, count=[32, 32])
+    body.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))
+    body.apply_translation([0, 0, distance])
+    arm = trimesh.creation.box([0.25, 0.07, 0.07])
+    arm.apply_translation([0.28, 0.0, distance])
+    hand = trimesh.creation.box([0.025, 0.18, 0.08])
+    hand.apply_translation([0.42, 0.1, distance - 0.05])
+    points, normal, mask, seg, _ = _ray_cast_parts([(body, "Torso"), (arm, "Left_Lower_Arm"), (hand, "Left_Hand")],
+                                                   size, K)
+    rows, cols = np.nonzero(mask)
+    centres = cKDTree(np.stack([cols + 0.5, rows + 0.5], 1))
+    hand_id = class_names().index("Left_Hand")
+
+    def solve(into_silhouette):
+        monkeypatch.setattr(watertight, "INTO_SILHOUETTE", into_silhouette)
+        solid = watertight.close_surface(points, mask, seg, K, normal, refine=True)
+        v = solid.vertices.astype(np.float64)
+        pixel = np.stack([v[:, 0] / v[:, 2] * focal + K[0, 2], v[:, 1] / v[:, 2] * focal + K[1, 2]], 1)
+        distance_px, nearest = centres.query(pixel)
+        beyond = distance_px - 0.5   # beyond the nearest mask pixel's edge
+        on_hand = seg[rows[nearest], cols[nearest]] == hand_id
+        return solid, beyond, on_hand
+
+    blob, blob_beyond, blob_hand = solve(False)
+    assert blob_beyond[blob_hand].max() > 2.0       # the solve's blob, pixels outside the hand
+    solid, beyond, on_hand = solve(True)
+    assert beyond.max() <= watertight.SILHOUETTE_REACH_PX + 1e-6
+    assert on_hand.sum() > 50
+    np.testing.assert_array_equal(solid.faces, blob.faces)
+    assert trimesh.Trimesh(solid.vertices, solid.faces, process=False).is_watertight
+    inside = blob_beyond <= 0.0
+    np.testing.assert_array_equal(solid.vertices[inside], blob.vertices[inside])
+    np.testing.assert_allclose(solid.vertices[:, 2], blob.vertices[:, 2], atol=1e-6)   # across the rays only
