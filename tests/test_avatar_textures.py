@@ -56,6 +56,84 @@ def test_push_pull_keeps_valid_pixels_and_fills_the_rest_smoothly():
     assert np.allclose(constant, 0.3)
 
 
+def _push_pull_reference(values, valid, smooth_finest=True):
+    """push_pull_fill as first written: whole-map broadcast products, 2 x 2 sums of interleaved
+    channels, np.take for the neighbours and a broadcast 2 x 2 write."""
+    def halve(sums, weights):
+        ph, pw = sums.shape[0] % 2, sums.shape[1] % 2
+        if ph or pw:
+            sums, weights = np.pad(sums, ((0, ph), (0, pw), (0, 0))), np.pad(weights, ((0, ph), (0, pw)))
+        return (sums[0::2, 0::2] + sums[1::2, 0::2] + sums[0::2, 1::2] + sums[1::2, 1::2],
+                weights[0::2, 0::2] + weights[1::2, 0::2] + weights[0::2, 1::2] + weights[1::2, 1::2])
+
+    def upsample2(a, axis):
+        before = np.concatenate([np.take(a, [0], axis=axis), np.take(a, np.arange(a.shape[axis] - 1), axis=axis)], axis=axis)
+        after = np.concatenate([np.take(a, np.arange(1, a.shape[axis]), axis=axis), np.take(a, [-1], axis=axis)], axis=axis)
+        out = np.stack([0.75 * a + 0.25 * before, 0.75 * a + 0.25 * after], axis=axis + 1)
+        shape = list(a.shape)
+        shape[axis] *= 2
+        return out.reshape(shape)
+
+    def upsample(a, height, width):
+        return upsample2(upsample2(a, 0), 1)[:height, :width]
+
+    h, w, _ = values.shape
+    sums, weights = halve(values * valid[..., None], valid.astype(np.float32))
+    levels = []
+    while True:
+        levels.append((sums / np.maximum(weights, 1e-12)[..., None], weights > 0))
+        if sums.shape[:2] == (1, 1):
+            break
+        sums, weights = halve(sums, weights)
+    filled = levels[-1][0]
+    for mean, has_data in reversed(levels[:-1]):
+        filled = np.where(has_data[..., None], mean, upsample(filled, *mean.shape[:2]))
+    if smooth_finest:
+        out = upsample(filled, h, w)
+    else:
+        out = np.empty((2 * filled.shape[0], 2 * filled.shape[1]) + filled.shape[2:], filled.dtype)
+        out.reshape(filled.shape[0], 2, filled.shape[1], 2, -1)[...] = filled[:, None, :, None]
+        out = out[:h, :w]
+    np.copyto(out, values, where=valid[..., None])
+    return out
+
+
+@pytest.mark.parametrize("shape", [(64, 48, 3), (37, 53, 3), (36, 53, 4), (3, 5, 3)])
+@pytest.mark.parametrize("smooth_finest", [True, False])
+def test_push_pull_fill_gives_the_plain_form_bit_for_bit(shape, smooth_finest):
+    # channel by channel, half-size products and repeated masks: the same floats as the plain
+    # broadcast form, negative zeros and signs included
+    rng = np.random.default_rng(shape[0])
+    values = rng.normal(0.0, 1.0, shape).astype(np.float32)
+    values[::7, ::5] = -0.0
+    valid = rng.random(shape[:2]) < 0.3
+    valid[::7, ::5] = True
+    expected = _push_pull_reference(values, valid, smooth_finest)
+    got = tx.push_pull_fill(values, valid, smooth_finest=smooth_finest)
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    assert got.tobytes() == expected.tobytes()
+    window = (slice(1, None), slice(2, None))  # a window of a larger map (not contiguous)
+    got = tx.push_pull_fill(values[window], valid[window], smooth_finest=smooth_finest)
+    assert got.tobytes() == _push_pull_reference(values[window], valid[window], smooth_finest).tobytes()
+
+
+def test_resample_crop_gives_the_broadcast_products_bit_for_bit():
+    rng = np.random.default_rng(3)
+    source = rng.normal(0.0, 1.0, (40, 30, 3)).astype(np.float32)
+    mask = np.zeros((40, 30), bool)
+    mask[5:35, 8:22] = True
+    layout = tx.plan_layout(mask, np.empty((0, 2)), 128, 2)
+    x0, y0, x1, y1 = layout.crop
+    top, bottom, w_top, w_bottom = tx._linear_taps(layout.height, (y1 - y0) / layout.height, y0, 40)
+    left, right, w_left, w_right = tx._linear_taps(layout.island_width, (x1 - x0) / layout.island_width, x0, 30)
+    rows = source[top] * w_top[:, None, None] + source[bottom] * w_bottom[:, None, None]
+    island = rows[:, left] * w_left[None, :, None] + rows[:, right] * w_right[None, :, None]
+    got = tx.resample_crop(source, layout, tx.HIDDEN)
+    x_start = int(layout.island_x0(tx.HIDDEN))
+    assert got[:, x_start : x_start + layout.island_width].tobytes() == island.tobytes()
+    assert not got[:, :x_start].any()
+
+
 def test_dilate_is_ndimage_binary_dilation():
     from scipy import ndimage
 

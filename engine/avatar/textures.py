@@ -111,15 +111,44 @@ def _halve(sums: np.ndarray, weights: np.ndarray):
     if ph or pw:
         sums = np.pad(sums, ((0, ph), (0, pw), (0, 0)))
         weights = np.pad(weights, ((0, ph), (0, pw)))
-    sums = sums[0::2, 0::2] + sums[1::2, 0::2] + sums[0::2, 1::2] + sums[1::2, 1::2]
+    # channel by channel (the same sums in the same order: strided 2 x 2 corners of an H x W x C
+    # map run C values per inner loop)
+    halved = np.empty((sums.shape[0] // 2, sums.shape[1] // 2) + sums.shape[2:], np.result_type(sums))
+    for channel in range(sums.shape[2]):
+        plane = sums[..., channel]
+        halved[..., channel] = plane[0::2, 0::2] + plane[1::2, 0::2] + plane[0::2, 1::2] + plane[1::2, 1::2]
     weights = weights[0::2, 0::2] + weights[1::2, 0::2] + weights[0::2, 1::2] + weights[1::2, 1::2]
+    return halved, weights
+
+
+def _halve_valid(values: np.ndarray, valid: np.ndarray):
+    """_halve(values * valid[..., None], valid.astype(np.float32)): the same products and sums in
+    the same order, channel by channel (an H x W x 3 map's strided 2 x 2 corners run 3 values
+    per inner loop) and each block's corners multiplied at half size (no full-size product)."""
+    if values.shape[0] % 2 or values.shape[1] % 2:
+        return _halve(values * valid[..., None], valid.astype(np.float32))
+    offsets = ((1, 0), (0, 1), (1, 1))
+    sums = np.empty((values.shape[0] // 2, values.shape[1] // 2, values.shape[2]), values.dtype)
+    for channel in range(values.shape[2]):
+        plane = values[..., channel]
+        total = plane[0::2, 0::2] * valid[0::2, 0::2]
+        for i, j in offsets:
+            total += plane[i::2, j::2] * valid[i::2, j::2]
+        sums[..., channel] = total
+    weights = valid[0::2, 0::2].astype(np.float32)
+    for i, j in offsets:
+        weights += valid[i::2, j::2]
     return sums, weights
 
 
 def _upsample2(a: np.ndarray, axis: int) -> np.ndarray:
     """Double one axis with linear interpolation (samples at 1/4 and 3/4 between coarse centres)."""
-    before = np.concatenate([np.take(a, [0], axis=axis), np.take(a, np.arange(a.shape[axis] - 1), axis=axis)], axis=axis)
-    after = np.concatenate([np.take(a, np.arange(1, a.shape[axis]), axis=axis), np.take(a, [-1], axis=axis)], axis=axis)
+    def part(start, stop):  # np.take(a, np.arange(start, stop), axis=axis), as a slice
+        return a[(slice(None),) * axis + (slice(start, stop),)]
+
+    n = a.shape[axis]
+    before = np.concatenate([part(0, 1), part(0, n - 1)], axis=axis)
+    after = np.concatenate([part(1, n), part(n - 1, n)], axis=axis)
     even, odd = 0.75 * a + 0.25 * before, 0.75 * a + 0.25 * after
     out = np.stack([even, odd], axis=axis + 1)
     shape = list(a.shape)
@@ -132,10 +161,13 @@ def _upsample(a: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def _upsample_nearest(a: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Each value repeated over a 2 x 2 block, cropped to height x width (one write pass)."""
-    out = np.empty((2 * a.shape[0], 2 * a.shape[1]) + a.shape[2:], a.dtype)
-    out.reshape(a.shape[0], 2, a.shape[1], 2, *a.shape[2:])[...] = a[:, None, :, None]
-    return out[:height, :width]
+    """Each value repeated over a 2 x 2 block, cropped to height x width: each row's values
+    doubled along it once (np.repeat copies whole pixels), that row written twice."""
+    rows = np.repeat(a, 2, axis=1)
+    out = np.empty((a.shape[0], 2) + rows.shape[1:], a.dtype)
+    out[:, 0] = rows
+    out[:, 1] = rows
+    return out.reshape((2 * a.shape[0],) + rows.shape[1:])[:height, :width]
 
 
 def push_pull_fill(values: np.ndarray, valid: np.ndarray, *, smooth_finest: bool = True) -> np.ndarray:
@@ -155,21 +187,28 @@ def push_pull_fill(values: np.ndarray, valid: np.ndarray, *, smooth_finest: bool
     if not valid.any():
         return np.zeros_like(values)
     # push: block sums of the valid pixels, level 1 (half size) up to 1 x 1
-    sums, weights = _halve(values * valid[..., None], valid.astype(np.float32))
+    sums, weights = _halve_valid(values, valid)
     levels = []
     while True:
         has_data = weights > 0
-        levels.append((sums / np.maximum(weights, 1e-12)[..., None], has_data))
+        levels.append((sums / _per_channel(np.maximum(weights, 1e-12), c), has_data))
         if sums.shape[0] == 1 and sums.shape[1] == 1:
             break
         sums, weights = _halve(sums, weights)
     # pull: each level's holes take the next coarser level's value
     filled = levels[-1][0]
     for mean, has_data in reversed(levels[:-1]):
-        filled = np.where(has_data[..., None], mean, _upsample(filled, *mean.shape[:2]))
+        filled = np.where(_per_channel(has_data, c), mean, _upsample(filled, *mean.shape[:2]))
     out = _upsample(filled, h, w) if smooth_finest else _upsample_nearest(filled, h, w)
-    np.copyto(out, values, where=valid[..., None])
+    np.copyto(out, values, where=_per_channel(valid, c))
     return out
+
+
+def _per_channel(a: np.ndarray, c: int) -> np.ndarray:
+    """An H x W map repeated over c channels (H x W x c): a[..., None]'s values, but as an array
+    of the channels' shape, so that an H x W x c operation with it runs as one contiguous pass
+    (broadcast along the channels it ran c values per inner loop, several times slower)."""
+    return np.repeat(a.reshape(-1), c).reshape(a.shape + (c,))
 
 
 def _linear_taps(n_out: int, scale: float, offset: float, n_in: int):
@@ -206,9 +245,12 @@ def resample_crop(source: np.ndarray, layout: AtlasLayout, island: int = FRONT, 
     out = np.zeros((layout.height, layout.width, c), np.float32)
     x_start = int(layout.island_x0(island))
     island_texels = out[:, x_start : x_start + layout.island_width]
-    # np.take along an axis copies whole records (fancy indexing moves one element at a time)
-    np.multiply(np.take(rows, left, axis=1), w_left[None, :, None], out=island_texels)
-    island_texels += np.take(rows, right, axis=1) * w_right[None, :, None]
+    # np.take along an axis copies whole records (fancy indexing moves one element at a time);
+    # the column weights repeated over the channels (the same values): with the weights broadcast
+    # along the channels the products ran c values per inner loop
+    w_left, w_right = _per_channel(w_left, c), _per_channel(w_right, c)
+    np.multiply(np.take(rows, left, axis=1), w_left, out=island_texels)
+    island_texels += np.take(rows, right, axis=1) * w_right
     return out
 
 
@@ -268,6 +310,11 @@ def rasterize(texel_xy: np.ndarray, faces: np.ndarray, depth: np.ndarray, width:
     face_buf = np.full(height * width, -1, np.int64)
     depth_buf = np.full(height * width, np.inf, np.float32)
     bary_buf = np.zeros((height * width, 3), np.float32)
+    # a texel's three barycentrics written as one 12-byte record (numpy's fancy assignment of
+    # N x 3 rows moves one element at a time, several times slower; a repeated texel's last row
+    # wins either way)
+    row_record = np.dtype((np.void, 3 * bary_buf.itemsize))
+    bary_rows = bary_buf.view(row_record).reshape(-1)
 
     corners = gather_rows(np.asarray(texel_xy, np.float64), faces)  # F x 3 x 2
     lo = np.maximum(np.ceil(np.minimum(np.minimum(corners[:, 0], corners[:, 1]), corners[:, 2]) - 0.5), 0).astype(np.int64)
@@ -321,7 +368,7 @@ def rasterize(texel_xy: np.ndarray, faces: np.ndarray, depth: np.ndarray, width:
         face_buf[texel] = face
         bary = np.empty((len(win), 3), np.float32)
         bary[:, 0], bary[:, 1], bary[:, 2] = w0[win], w1[win], w2[win]
-        bary_buf[texel] = bary
+        bary_rows[texel] = bary.view(row_record).reshape(-1)  # bary_buf[texel] = bary, rows as records
     return Raster(face_buf.reshape(height, width), bary_buf.reshape(height, width, 3))
 
 
@@ -443,7 +490,8 @@ def bake_tangent_normals(
     target_all = target_normals.reshape(-1, 3)
     texels = np.nonzero(flat_face >= 0)[0]
     target = gather_rows(target_all, texels)
-    use = np.isfinite(target).all(axis=1)
+    finite = np.isfinite(target)
+    use = finite[:, 0] & finite[:, 1] & finite[:, 2]  # .all(axis=1): a reduction over 3 is slow
     if bake_faces is not None:
         use &= bake_faces[flat_face[texels]]
     texels, target = texels[use], target[use]
