@@ -338,8 +338,10 @@ def _crop_normal_targets(layout, uv: np.ndarray, tangents: np.ndarray, detail: D
         px, py = photo[:, 0], photo[:, 1]
         edge = np.minimum.reduce([px - rx0, rx1 - px, py - ry0, ry1 - py])
         u, v = (px - c.box[0]) * f - 0.5, (py - c.box[1]) * f - 0.5
-        seen = c.mask & np.isfinite(c.normal).all(-1)
-        normal, ok = _bilinear(np.nan_to_num(c.normal), seen, u, v)
+        finite = np.isfinite(c.normal)
+        seen = c.mask & finite[..., 0] & finite[..., 1] & finite[..., 2]  # .all(-1): a reduction over 3 is slow
+        crop_normal = np.nan_to_num(c.normal)
+        normal, ok = _bilinear(crop_normal, seen, u, v)
         on_person = mask[np.clip(py.astype(int), 0, mask.shape[0] - 1), np.clip(px.astype(int), 0, mask.shape[1] - 1)]
         weight = np.clip(edge / FEATHER_PX, 0.0, 1.0) * (ok & on_person & (edge > 0))
         if closed:
@@ -348,8 +350,13 @@ def _crop_normal_targets(layout, uv: np.ndarray, tangents: np.ndarray, detail: D
             inside = ndimage.distance_transform_edt(np.pad(seen, 1))[1:-1, 1:-1] / f
             fade, _ = _bilinear(np.clip((inside - 0.5) / NORMAL_FADE_PX, 0.0, 1.0)[..., None], seen, u, v)
             ray = np.nan_to_num(a.points)
+            # -(normal * ray).sum(-1) / np.linalg.norm(ray, axis=-1) written out channel by channel:
+            # numpy sums a 3-long last axis as (x0 + x1) + x2, the same floats without the slow
+            # reductions over 3 values
+            n0, n1, n2 = crop_normal[..., 0], crop_normal[..., 1], crop_normal[..., 2]
+            r0, r1, r2 = ray[..., 0], ray[..., 1], ray[..., 2]
             with np.errstate(invalid="ignore", divide="ignore"):
-                cos = -(np.nan_to_num(c.normal) * ray).sum(-1) / np.linalg.norm(ray, axis=-1)
+                cos = -(n0 * r0 + n1 * r1 + n2 * r2) / np.sqrt(r0 * r0 + r1 * r1 + r2 * r2)
             square = np.nan_to_num(np.clip((cos - NORMAL_SQUARE_COS[0]) / (NORMAL_SQUARE_COS[1] - NORMAL_SQUARE_COS[0]), 0, 1))
             squared, _ = _bilinear(square[..., None], seen, u, v)
             weight = weight * fade[:, 0] * squared[:, 0]
