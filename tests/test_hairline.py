@@ -121,3 +121,57 @@ def test_the_closed_heads_border_is_split_finer_and_stays_closed(tmp_path):
     assert len(ends) > 50
     new_share = float((ends >= len(out_v)).mean())
     assert new_share > 0.5, new_share
+
+
+def test_the_demo_temples_reads_move_along_their_rows_and_spread_over_the_front():
+    """The demo sample's hair framing the face shows as a 1-3 px strip at the outline: the
+    temple's edge-on front vertices in front of it read their own layer (_onto_its_own_layer),
+    moved 1-5 px (up to 3 rows up or down) beside neighbours that stayed on the strip, and each
+    triangle between them read across the photo's hair/skin staircase: ragged hair on the
+    temple in a side view. Read along their rows and with the moves spread over the front
+    (_spread_over_the_front), far fewer front triangles read a span of the photo more than
+    1.5 px wider than their own projection (217 -> 58 when written)."""
+    from engine.avatar import appearance, stages
+    from engine.avatar.islands import project
+    from engine.paths import asset
+
+    inputs = stages.read(asset("sample"), detail="normals", rig=None)
+    built = stages.surface(inputs, detail="normals", resolution="full", watertight=True, target_faces=None, progress=None)
+    framed = stages.frame(inputs, built, watertight=True)
+    vertices, faces, bundle = framed.vertices_camera, framed.faces, inputs.bundle
+    hidden = framed.vertex_island == 1
+    border = appearance._on_the_border(vertices, hidden)
+    near_border = border.copy()  # the border and LAYER_BORDER_RINGS rings around it, as plan_uvs
+    for _ in range(appearance.LAYER_BORDER_RINGS):
+        near_border[faces[near_border[faces].any(axis=1)].ravel()] = True
+    own = project(vertices, inputs.K)
+    # without the faces: every vertex to its nearest point in 3-D, nothing spread (as before)
+    before = appearance._reading_pixels(vertices, own, hidden, bundle.mask, bundle.pointmap, inputs.K)
+    after = appearance._reading_pixels(vertices, own, hidden, bundle.mask, bundle.pointmap, inputs.K, faces, near_border)
+    front = faces[(~hidden[faces]).all(axis=1)]
+
+    def span(xy):
+        return np.max([np.linalg.norm(xy[front[:, i]] - xy[front[:, j]], axis=1) for i, j in ((0, 1), (1, 2), (2, 0))], axis=0)
+
+    stretched_before = int((span(before) - span(own) > 1.5).sum())
+    stretched_after = int((span(after) - span(own) > 1.5).sum())
+    assert stretched_before >= 100, stretched_before  # the case arises here
+    assert stretched_after <= 0.5 * stretched_before, (stretched_before, stretched_after)
+    # the border and its rings keep their reads (moved, the seam's colour step rose)
+    np.testing.assert_array_equal(after[near_border], before[near_border])
+
+
+def test_a_vertex_reads_the_nearest_point_of_its_own_layer_on_its_own_row():
+    # the face (z = 1.0) reaches column 10 on rows 0-24 and column 20 below: a face vertex on
+    # row 22 in front of the hair at column 15 is nearest in 3-D to the face three rows down, on
+    # its own row to the face's last pixel there (column 9)
+    cols = np.arange(40)[None, :] + 0.5
+    rows = np.arange(40)[:, None] + 0.5
+    z = np.where((cols < 10) | ((rows >= 25) & (cols < 20)), 1.0, 1.07)
+    pointmap = np.stack([(cols - 20) / 500 * z, (rows - 20) / 500 * z, z], axis=-1).astype(np.float32)
+    vertex = np.array([[(15.5 - 20) / 500, (22.4 - 20) / 500, 1.0]])
+    xy = vertex[:, :2] / vertex[:, 2:] * 500 + 20
+    in_3d = _onto_its_own_layer(vertex, xy, pointmap)
+    assert int(in_3d[0, 1]) == 25  # the nearest point in 3-D: three rows down
+    on_row = _onto_its_own_layer(vertex, xy, pointmap, np.array([True]))
+    assert on_row[0, 1] == xy[0, 1] and on_row[0, 0] == 9.5

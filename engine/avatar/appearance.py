@@ -43,6 +43,15 @@ SEAM_FADE_PX = 4.0
 # a seen vertex in front of the surface its pixel shows reads the pixel of the nearest point
 # the photo saw, when one lies this close (_onto_its_own_layer)
 LAYER_REACH_M = 0.03
+# the nearest point is looked for on the vertex's own photo row, and the moves are spread over the
+# front's vertices around them, LAYER_SPREAD_ROUNDS rounds of averaging each vertex's move with its
+# neighbours' (_spread_over_the_front): a move of 1-5 px beside an unmoved neighbour made each
+# triangle between them read across the photo's hair/skin staircase (ragged hair on the demo's
+# temple, head_side)
+LAYER_SPREAD_ROUNDS = 4
+# ... but for the islands' border and this many rings of vertices around it, which look in 3-D and
+# keep their moves (moved, the seam's colour step rose)
+LAYER_BORDER_RINGS = 2
 SQUARE_COS = (0.15, 0.35)
 # stray slivers of hair beside the face narrower than this along their rows (px) are not hair to
 # the closed avatar's colours (_stray_hair)
@@ -336,12 +345,15 @@ def _onto_the_person(photo_xy: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _onto_its_own_layer(vertices_camera, photo_xy, pointmap) -> np.ndarray:
+def _onto_its_own_layer(vertices_camera, photo_xy, pointmap, along_row=None) -> np.ndarray:
     """A seen vertex beside an occluding edge (the side of a face, edge-on, in front of the hair
     behind it at the outline) projects onto a pixel that shows a surface centimetres behind it,
     and took that surface's colour: the hair strip's brown in teeth along the cheek. Such
     vertices (more than islands.SEEN_DEPTH_TOLERANCE in front of their pixel's point) read the
-    pixel whose point is nearest to them instead (none within LAYER_REACH_M: they stay)."""
+    pixel whose point is nearest to them instead (none within LAYER_REACH_M: they stay). Those
+    `along_row` marks (bool per vertex) look on their own photo row only and keep their row
+    coordinate: the nearest point in 3-D lay up to 3 rows above or below (the demo's temple, half
+    its moves a row or more), and neighbouring vertices read across the rows' hair/skin staircase."""
     h, w = pointmap.shape[:2]
     col = np.clip(np.nan_to_num(photo_xy[:, 0]).astype(np.int64), 0, w - 1)
     row = np.clip(np.nan_to_num(photo_xy[:, 1]).astype(np.int64), 0, h - 1)
@@ -359,12 +371,47 @@ def _onto_its_own_layer(vertices_camera, photo_xy, pointmap) -> np.ndarray:
     if not valid.any():
         return photo_xy
     pixel_r, pixel_c = np.nonzero(valid)
-    distance, nearest = cKDTree(window[valid].astype(np.float64)).query(np.asarray(vertices_camera, np.float64)[behind])
+    points = window[valid].astype(np.float64)
+    targets = np.asarray(vertices_camera, np.float64)[behind]
+    rowwise = np.zeros(len(targets), bool) if along_row is None else np.asarray(along_row)[behind]
+    distance, nearest = np.full(len(targets), np.inf), np.zeros(len(targets), np.int64)
+    if not rowwise.all():
+        distance[~rowwise], nearest[~rowwise] = cKDTree(points).query(targets[~rowwise])
+    if rowwise.any():
+        # the row as a fourth coordinate, its pixels a kilometre apart: the nearest point on it
+        apart = 1e3
+        row_y = np.floor(np.nan_to_num(photo_xy[behind, 1][rowwise])) + 0.5
+        _, on_row = cKDTree(np.column_stack([points, apart * (pixel_r + r0 + 0.5)])).query(
+            np.column_stack([targets[rowwise], apart * row_y]))
+        nearest[rowwise] = on_row
+        distance[rowwise] = np.linalg.norm(points[on_row] - targets[rowwise], axis=1)
     near = distance < LAYER_REACH_M
     moved = np.nonzero(behind)[0][near]
     out = photo_xy.copy()
     out[moved, 0] = pixel_c[nearest[near]] + c0 + 0.5
-    out[moved, 1] = pixel_r[nearest[near]] + r0 + 0.5
+    across = ~rowwise[near]
+    out[moved[across], 1] = pixel_r[nearest[near][across]] + r0 + 0.5
+    return out
+
+
+def _spread_over_the_front(move: np.ndarray, faces: np.ndarray, front: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """`move` (V x 2, the reads' moves onto their own layer) averaged LAYER_SPREAD_ROUNDS times
+    over each `front` vertex and its front neighbours (the mesh's edges), but for the `fixed`
+    vertices, which keep theirs (near the islands' border: moved, the seam's colour step rose)."""
+    from scipy import sparse
+
+    n = len(move)
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    edges = edges[front[edges[:, 0]] & front[edges[:, 1]]]
+    rows = np.concatenate([edges[:, 0], edges[:, 1], np.arange(n)])
+    cols = np.concatenate([edges[:, 1], edges[:, 0], np.arange(n)])
+    adjacency = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    adjacency.data[:] = 1.0  # an edge shared by two faces counts once
+    mean = sparse.diags(1.0 / np.asarray(adjacency.sum(axis=1)).ravel()) @ adjacency
+    update = front & ~fixed
+    out = move.astype(np.float64)
+    for _ in range(LAYER_SPREAD_ROUNDS):
+        out[update] = (mean @ out)[update]
     return out
 
 
@@ -441,16 +488,27 @@ class UvPlan:
     photo_maps: PhotoMaps | None = None
 
 
-def _reading_pixels(vertices_camera, photo_xy, hidden, mask, pointmap, K) -> np.ndarray:
+def _reading_pixels(vertices_camera, photo_xy, hidden, mask, pointmap, K, faces=None, near_border=None) -> np.ndarray:
     """Where each vertex of a two-island mesh reads the photo: hidden ones through the front,
     then every vertex onto the person, then onto its own layer. The layer comes after the move
     onto the person, not before: a forearm bulging a pixel past its outline lands on the nearest
     person pixel, which can be the sleeve 20 cm behind it (a speck of sleeve colour on the
-    wrist); its own layer then finds the forearm's pixel."""
+    wrist); its own layer then finds the forearm's pixel. Given the mesh's `faces`, the layer's
+    nearest point is looked for on the vertex's own row and the moves are spread over the
+    front's vertices around them (_spread_over_the_front), but for the vertices `near_border`
+    (bool: the islands' border and LAYER_BORDER_RINGS rings around it), which look in 3-D and
+    keep their move."""
     photo_xy = photo_xy.copy()
     photo_xy[hidden] = _through_the_front(vertices_camera[hidden], photo_xy[hidden], pointmap, K)
     photo_xy = _onto_the_person(photo_xy, mask)
-    return _onto_its_own_layer(vertices_camera, photo_xy, pointmap)
+    if faces is None:
+        return _onto_its_own_layer(vertices_camera, photo_xy, pointmap)
+    fixed = np.zeros(len(photo_xy), bool) if near_border is None else np.asarray(near_border, bool)
+    layered = _onto_its_own_layer(vertices_camera, photo_xy, pointmap, ~fixed)
+    moved = (layered != photo_xy).any(axis=1)
+    if not moved.any():
+        return layered
+    return photo_xy + _spread_over_the_front(layered - photo_xy, faces, ~hidden, fixed)
 
 
 def plan_uvs(
@@ -475,14 +533,17 @@ def plan_uvs(
     photo_xy = project(vertices_camera, K)
     if n_islands > 1 and bundle is not None and bundle.pointmap is not None:
         hidden = vertex_island == tx.HIDDEN
-        photo_xy = _reading_pixels(vertices_camera, photo_xy, hidden, mask, bundle.pointmap, K)
+        border = _on_the_border(vertices_camera, hidden)
+        near_border = np.zeros(len(hidden), bool)
+        near_border[faces[border[faces].any(axis=1)].ravel()] = True
+        by_the_border = near_border.copy()
+        for _ in range(LAYER_BORDER_RINGS - 1):
+            by_the_border[faces[by_the_border[faces].any(axis=1)].ravel()] = True
+        photo_xy = _reading_pixels(vertices_camera, photo_xy, hidden, mask, bundle.pointmap, K, faces, by_the_border)
         if vertex_labels is not None and bundle.seg is not None:
             # the hidden island's border vertices and their neighbours read what the front reads
             # there (moved, the triangles along the border took the part's colour from a row end
             # beside the seam: a step where the islands meet)
-            border = _on_the_border(vertices_camera, hidden)
-            near_border = np.zeros(len(hidden), bool)
-            near_border[faces[border[faces].any(axis=1)].ravel()] = True
             inner = hidden & ~near_border
             photo_xy[inner] = _onto_its_own_part(photo_xy[inner], np.asarray(vertex_labels)[inner], bundle.seg, mask)
     # every vertex, hidden ones included (a closed surface may bulge past the silhouette), must
