@@ -33,9 +33,11 @@ and the geometry worker process's that solves a hand beside it), without the cro
 closed hands) against with them.
 
 Model time: the crops' second pass runs through the real predict code (engine.predict.crops.
-run_crops) with the tiny random test checkpoints on the CPU, against the whole-photo dense pass
-of the same tasks; those figures say what the crops cost relative to the photo's pass, not what
-the released models take. No GPU figure is given (none was lent).
+run_crops) against the whole-photo dense pass of the same tasks, on the bundled sample's photo with
+its true keypoints: by default the tiny random test checkpoints on the CPU (what the crops cost
+relative to the photo's pass), or random checkpoints at a released size on a GPU
+(`--people 0 --models-size 0.4b --models-device cuda --models-dtype auto`: the model time the crops
+add on the GPU path; measured figures in docs/performance.md).
 """
 
 from __future__ import annotations
@@ -292,41 +294,50 @@ def _window(truth, region):
                    normal=None, albedo=None, seg=None, meta={**truth.meta, "K": K, "gap": truth.meta["gap"][rows, cols]})
 
 
-def model_figures() -> None:
-    """The crops' second pass against the whole-photo dense pass, tiny random checkpoints, CPU."""
-    from PIL import Image
-
-    from engine.models.testing import write_tiny_checkpoint
+def model_figures(size: str = "tiny", device: str = "cpu", dtype: str = "fp32", repeats: int = 3) -> None:
+    """The crops' second pass against the whole-photo dense pass: the bundled sample's photo and
+    its true keypoints (two hands and a face), random checkpoints in the released layout at
+    `size` (tiny: the test models), on `device` in `dtype`. No renderer: runs where open3d is not."""
+    from engine.bundle import read_bundle
+    from engine.models.loading import save_checkpoint
+    from engine.models.sapiens2 import build_model
+    from engine.models.testing import randomize_, write_tiny_checkpoint
+    from engine.paths import asset
     from engine.predict import Predictor
     from engine.predict.crops import run_crops
     from engine.predict.photos import PhotoWork, load_work
     from engine.predict.tasks import TaskRun
-    from engine.synthetic import make_person
 
-    person = make_person(seed=3, pose="bent")
+    keypoints = read_bundle(asset("sample")).keypoints
     tasks = ("seg", "pointmap", "normal", "albedo")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        t0 = time.perf_counter()
         for task in tasks:
-            write_tiny_checkpoint(root / task / f"sapiens2_0.4b_{task}.safetensors", task, seed=1)
-        Image.fromarray(person.image).save(root / "photo.png")
-        with Predictor(tasks=list(tasks), checkpoints=root, device="cpu", dtype="fp32") as predictor:
+            path = root / task / f"sapiens2_0.4b_{task}.safetensors"
+            if size == "tiny":
+                write_tiny_checkpoint(path, task, seed=1)
+            else:
+                save_checkpoint(randomize_(build_model(f"sapiens2_{size}", task)), path)
+        print(f"{size} checkpoints written in {time.perf_counter() - t0:.1f} s (not in the figures)")
+        with Predictor(tasks=list(tasks), checkpoints=root, device=device, dtype=dtype) as predictor:
             run = TaskRun(cache=predictor.cache, ops=predictor.ops, bbox=None, all_people=False, seg_probs=False)
-            for repeat in range(3):
-                work = PhotoWork(path=root / "photo.png", out_name="photo")
+            for repeat in range(repeats):
+                work = PhotoWork(path=asset("sample") / "image.png", out_name="photo")
                 load_work(work)
                 for task in tasks:
                     run(task, [work])
-                run.finish(work)
-                work.keypoints = [person.keypoints.copy()]   # the true keypoints: the tiny pose model's are noise
+                work.keypoints = [keypoints.copy()]   # the true keypoints: a random pose model's are noise
                 t0 = time.perf_counter()
                 run_crops(run, [work], tasks)
                 crops_s = time.perf_counter() - t0
+                run.finish(work)
                 whole = sum(work.timings[f"forward_{t}"] for t in tasks)
                 post = sum(work.timings[f"post_{t}"] + work.timings[f"prep_{t}"] for t in tasks)
                 per_task = {t: round(work.timings[f"crops_{t}"], 3) for t in tasks}
-                print(f"run {repeat}: whole-photo pass {whole:.3f} s forward + {post:.3f} s prep/post; "
-                      f"{len(work.crops[0])} crops, second pass {crops_s:.3f} s in all ({per_task})")
+                print(f"run {repeat}{' (first: loads, autotuning)' if repeat == 0 else ''}: whole-photo pass "
+                      f"{whole:.3f} s forward + {post:.3f} s prep/post; {len(work.crops[0])} crops, second pass "
+                      f"{crops_s:.3f} s in all ({per_task})")
 
 
 def build_figures(repeats: int) -> None:
@@ -365,6 +376,10 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=3)
     parser.add_argument("--no-models", action="store_true")
     parser.add_argument("--builds", type=int, default=0, help="whole default builds with and without the crops, N each")
+    parser.add_argument("--models-size", default="tiny", help="the model time's checkpoints: tiny, 0.4b, 1b, ...")
+    parser.add_argument("--models-device", default="cpu", help="cpu, cuda, auto")
+    parser.add_argument("--models-dtype", default="fp32", help="fp32, bf16, auto")
+    parser.add_argument("--repeats", type=int, default=3, help="model-time runs (the first loads and warms up)")
     args = parser.parse_args()
     print(f"load average at start {os.getloadavg()} (2 cores shared with other work)")
     if args.people > 0 or args.builds > 0:
@@ -378,8 +393,12 @@ def main() -> None:
         print("\nthe whole default build (closed, textured, glb, no rig), open-hands person, exact maps:")
         build_figures(args.builds)
     if not args.no_models:
-        print("\nmodel time (tiny random checkpoints, CPU, fp32; one 768 x 1024 photo, two hands and a face):")
-        model_figures()
+        from engine.runtime.device import device_name, resolve_device
+
+        dev = resolve_device(args.models_device)
+        print(f"\nmodel time ({args.models_size} random checkpoints, {device_name(dev)}, {args.models_dtype}; "
+              f"the bundled sample's photo, two hands and a face):")
+        model_figures(args.models_size, args.models_device, args.models_dtype, args.repeats)
     print(f"load average at end {os.getloadavg()}")
 
 
