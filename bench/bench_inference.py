@@ -173,6 +173,8 @@ def main(argv=None) -> int:
     p.add_argument("--compile", default=None, help="torch.compile mode for ours (torch backend)")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument("--profile", action="store_true",
+                   help="after timing, one call of ours at the largest batch under torch.profiler: the kernels by device time")
     args = p.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -220,6 +222,8 @@ def main(argv=None) -> int:
                 row[f"ours_b{batch}"] = {"s_per_image": seconds / n_images, "images_per_s": n_images / seconds,
                                          "peak_bytes": mem.peak, "tflops": flops * n_images / seconds / 1e12,
                                          "oom_fallbacks": runner.oom_fallbacks}
+                if args.profile and batch == max(batches):
+                    _profile(lambda: our_pass(runner, images, task, flip), device, f"{task}, batch {batch}")
                 runner.release()
                 del runner
             figures["tasks"][task] = row
@@ -228,6 +232,23 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
     return 0
+
+
+def _profile(fn, device: torch.device, what: str) -> None:
+    """The kernels of one call by their own device time (CPU time where there is no GPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        fn()
+        _sync(device)
+    table = prof.key_averages()
+    for key in (("self_device_time_total", "self_cuda_time_total") if device.type == "cuda" else ("self_cpu_time_total",)):
+        try:
+            print(f"\nprofile of {what}:\n" + table.table(sort_by=key, row_limit=14, max_name_column_width=60))
+            return
+        except (AttributeError, KeyError, ValueError):
+            continue
 
 
 def _fmt(m: dict, peak_rate: float) -> str:

@@ -3,13 +3,19 @@
 Run only where torch sees a CUDA GPU (skipped elsewhere: CI has none). On the lent GPU machine,
 bench/device_check.sh runs this file with the parity fixtures carried along; the figures it
 printed are in docs/performance.md ("GPU figures"). Tolerances:
-- fp32 on CUDA against the reference's CPU outputs: cuDNN may run the heads' convolutions in
-  TF32 (torch's default for cuDNN), so not bit-equal; within 1e-2 of the output's largest value.
+- fp32 on CUDA against the reference's CPU outputs: TF32 off (engine.runtime.torch_backend.
+  exact_fp32; with torch's default TF32 convolutions an H200 gave 5.6e-4 to 9.1e-3 of the
+  output's largest value), so within 1e-4 of it.
 - bf16 (the GPU's auto format) against the fixtures: the CPU bf16 test's bounds
   (tests/test_runtime_torch.py).
-- the pipeline on CUDA against the pipeline on the CPU, tiny random models, fp32: maps where both
-  masks hold within 1 degree (normals) and 1 % (points, albedo levels), segmentation agreeing on
-  99 % of pixels, keypoints within half a pixel at the median.
+- the pipeline on CUDA against the same torch pre/post-processing (engine.runtime.gpu_ops) on the
+  CPU, tiny random models, fp32: maps where both masks hold within 1 degree (normals) and 1 %
+  (points, of their median distance; albedo levels) at the 99th percentile, segmentation agreeing
+  on 99 % of pixels, keypoints within half a pixel at the median. Not against the numpy recipe's
+  pipeline (CpuOps): its OpenCV resizes round their weights to 11 bits, so the model inputs differ
+  by a grey level on about 12 % of pixels (tests/test_runtime_gpu_ops.py bounds that), and a tiny
+  random model amplifies it (its pointmap 17 % of the median distance apart at the 99th
+  percentile, the same on the H200 and with gpu_ops on this CPU).
 """
 
 from __future__ import annotations
@@ -54,9 +60,9 @@ def test_fp32_on_cuda_reproduces_the_parity_fixtures(parity):
         ref = io[f"{task}.out"]
         error = float((got[0] - ref).abs().max() / ref.abs().max())
         print(f"fp32 on {DEVICE}: {task} max error / max output {error:.2e}")
-        assert error < 1e-2, (task, error)
+        assert error < 1e-4, (task, error)
         if task == "pointmap":
-            assert torch.allclose(got[1].flatten(), io["pointmap.scale"].flatten(), rtol=1e-2)
+            assert torch.allclose(got[1].flatten(), io["pointmap.scale"].flatten(), rtol=1e-4)
         runner.release()
 
 
@@ -115,14 +121,17 @@ def person_photo():
 
 
 def _passes(device, checkpoints, photo, keypoints):
-    """The whole-photo passes and the crops' second pass, as Predictor.predict runs them."""
+    """The whole-photo passes and the crops' second pass, as Predictor.predict runs them, with the
+    torch pre/post-processing (GpuOps) on `device` whatever it is."""
     from engine.predict import Predictor
     from engine.predict.crops import run_crops
+    from engine.predict.ops import GpuOps
     from engine.predict.photos import PhotoWork, load_work
     from engine.predict.tasks import TaskRun
 
     with Predictor(tasks=TASKS, checkpoints=checkpoints, device=device, dtype="fp32") as predictor:
-        run = TaskRun(cache=predictor.cache, ops=predictor.ops, bbox=None, all_people=False, seg_probs=False)
+        ops = GpuOps(torch.device(device))
+        run = TaskRun(cache=predictor.cache, ops=ops, bbox=None, all_people=False, seg_probs=False)
         work = PhotoWork(path=photo, out_name="photo")
         load_work(work)
         for task in ["seg", "pose", "normal", "pointmap", "albedo"]:
@@ -138,7 +147,8 @@ def _agree(a: dict, b: dict, mask: np.ndarray) -> dict:
     cos = np.clip((a["normal"][mask] * b["normal"][mask]).sum(-1), -1, 1)
     points = np.linalg.norm(a["pointmap"][mask] - b["pointmap"][mask], axis=-1)
     return {"normal_deg_p99": float(np.percentile(np.degrees(np.arccos(cos)), 99)),
-            "point_rel_p99": float(np.percentile(points / np.linalg.norm(b["pointmap"][mask], axis=-1), 99)),
+            # of the median distance: a random model's points near the camera make per-point ratios blow up
+            "point_rel_p99": float(np.percentile(points, 99) / np.median(np.linalg.norm(b["pointmap"][mask], axis=-1))),
             "albedo_p99": float(np.percentile(np.abs(a["albedo"][mask] - b["albedo"][mask]), 99))}
 
 
@@ -151,7 +161,7 @@ def test_the_pipeline_on_cuda_matches_the_cpu(tiny_checkpoints, person_photo):
     assert both.sum() > 1000
     whole = _agree(gpu.maps, cpu.maps, both)
     kp = np.linalg.norm(gpu_kp[0][:, :2] - cpu_kp[0][:, :2], axis=-1)
-    print(f"whole photo, CUDA vs CPU (fp32): {whole}, keypoints median {np.median(kp):.3f} px")
+    print(f"whole photo, CUDA vs CPU (fp32, gpu_ops on both): {whole}, keypoints median {np.median(kp):.3f} px")
     assert whole["normal_deg_p99"] < 1.0 and whole["point_rel_p99"] < 0.01 and whole["albedo_p99"] < 0.01
     assert np.median(kp) < 0.5
     # the crops: the same boxes (the same keypoints), the same maps within the same bounds
@@ -161,7 +171,7 @@ def test_the_pipeline_on_cuda_matches_the_cpu(tiny_checkpoints, person_photo):
         both = np.isfinite(g.normal).all(-1) & np.isfinite(c.normal).all(-1)
         figures = _agree({"normal": g.normal, "pointmap": g.pointmap, "albedo": g.albedo},
                          {"normal": c.normal, "pointmap": c.pointmap, "albedo": c.albedo}, both)
-        print(f"crop {g.name}, CUDA vs CPU (fp32): {figures}")
+        print(f"crop {g.name}, CUDA vs CPU (fp32, gpu_ops on both): {figures}")
         assert figures["normal_deg_p99"] < 1.0 and figures["point_rel_p99"] < 0.01 and figures["albedo_p99"] < 0.01
 
 
@@ -174,8 +184,8 @@ def test_compiled_with_cuda_graphs_agrees_with_eager(parity):
     got = compiled(x)
     again = compiled(x)                              # the captured graph replayed
     assert got.shape == eager.shape == (3, *eager.shape[1:])
-    f = compare("normal", got, eager, (256, 192))
+    f = compare("normal", got, eager, (256, 192))   # measured on an H200: 0.026, 0.78 degrees
     print(f"reduce-overhead vs eager ({compiled.dtype}): {f['raw_rel_l2']:.4f} raw rel. L2, "
           f"normal angle median {f['normal_angle_deg']['median']:.3f} deg")
-    assert f["raw_rel_l2"] < 0.03 and f["normal_angle_deg"]["median"] < 1.0
+    assert f["raw_rel_l2"] < 0.05 and f["normal_angle_deg"]["median"] < 1.5
     assert torch.equal(got, again)
