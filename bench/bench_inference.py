@@ -144,10 +144,10 @@ def reference_pass(model, images: torch.Tensor, task: str, device: torch.device,
     return outs
 
 
-def our_pass(runner, images: torch.Tensor, task: str, flip_indices):
+def our_pass(runner, images: torch.Tensor, task: str, flip_indices, keep_on_device: bool = False):
     if task == "pose":
-        return runner.pose_flip_test(images, flip_indices, in_one_batch=True)
-    return runner(images)
+        return runner.pose_flip_test(images, flip_indices, in_one_batch=True, keep_on_device=keep_on_device)
+    return runner(images, keep_on_device=keep_on_device)
 
 
 # --------------------------------------------------------------------------- main
@@ -173,6 +173,10 @@ def main(argv=None) -> int:
     p.add_argument("--compile", default=None, help="torch.compile mode for ours (torch backend)")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument("--keep-on-device", action="store_true",
+                   help="ours takes its inputs on the device and leaves its outputs there, as predict's GPU path does "
+                        "(gpu_ops prepares the inputs there and decodes and maps back there); default: CPU tensors "
+                        "in and out, as a library caller gets them")
     p.add_argument("--profile", action="store_true",
                    help="after timing, one call of ours at the largest batch under torch.profiler: the kernels by device time")
     args = p.parse_args(argv)
@@ -186,16 +190,19 @@ def main(argv=None) -> int:
     repeats = args.repeats or (5 if device.type == "cuda" else 2)
     flip = json.loads((REPO_ROOT / "assets" / "keypoints308.json").read_text())["flip_indices"]
     images = torch.randn(n_images, 3, *INPUT_HW, generator=torch.Generator().manual_seed(0))
+    ours_in = images.to(device) if args.keep_on_device else images
 
     print(f"device: {device_name(device)} ({device}); torch {torch.__version__}; python {platform.python_version()}; "
           f"{os.cpu_count()} cores visible")
     print(f"model size {size}, tasks {','.join(tasks)}, {n_images} images of {INPUT_HW[0]}x{INPUT_HW[1]}, "
           f"ours: {args.backend} {str(dtype).replace('torch.', '')}"
-          f"{' compile=' + args.compile if args.compile else ''}, batches {batches}")
+          f"{' compile=' + args.compile if args.compile else ''}, batches {batches}"
+          f"{', inputs and outputs on the device' if args.keep_on_device else ''}")
     peak_rate = matmul_rate(device, dtype)
     print(f"measured matrix-multiply rate ({str(dtype).replace('torch.', '')}): {peak_rate / 1e12:.2f} TFLOP/s")
 
     figures = {"device": device_name(device), "size": size, "dtype": str(dtype), "backend": args.backend,
+               "keep_on_device": args.keep_on_device,
                "matmul_tflops": peak_rate / 1e12, "tasks": {}}
     with tempfile.TemporaryDirectory(prefix="bench_inference.") as tmp:
         for task in tasks:
@@ -218,12 +225,14 @@ def main(argv=None) -> int:
                                     dtype=DTYPE_NAMES[dtype], batch_size=batch * passes, compile=args.compile,
                                     onnx_dir=Path(tmp) / "onnx")
                 with PeakMemory(device) as mem:
-                    seconds = timed(lambda: our_pass(runner, images, task, flip), device, repeats, args.warmup)
+                    seconds = timed(lambda: our_pass(runner, ours_in, task, flip, args.keep_on_device), device, repeats,
+                                    args.warmup)
                 row[f"ours_b{batch}"] = {"s_per_image": seconds / n_images, "images_per_s": n_images / seconds,
                                          "peak_bytes": mem.peak, "tflops": flops * n_images / seconds / 1e12,
                                          "oom_fallbacks": runner.oom_fallbacks}
                 if args.profile and batch == max(batches):
-                    _profile(lambda: our_pass(runner, images, task, flip), device, f"{task}, batch {batch}")
+                    _profile(lambda: our_pass(runner, ours_in, task, flip, args.keep_on_device), device,
+                             f"{task}, batch {batch}")
                 runner.release()
                 del runner
             figures["tasks"][task] = row

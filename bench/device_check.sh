@@ -10,6 +10,7 @@
 # compiled:  ours with torch.compile and CUDA graphs (bench_inference.py --compile reduce-overhead)
 # big:       the 5b pose model at batch 1: speed and peak memory
 # profile:   ours at batch 8, one call per task under torch.profiler: where the device time goes
+# ondevice:  ours with inputs and outputs on the GPU, as predict's GPU path runs the models
 # Each step has its own time limit and log (under $OUT, or /tmp/device_out), so one failure does
 # not hide the others. Runs on the machine's own python3 (3.12, its CUDA torch, numpy 2): packages
 # it lacks travel as wheels in .whl/, the parity fixtures in .devshared/reference (both ignored by
@@ -59,15 +60,19 @@ compiled() { step compiled 150 $PY bench/bench_inference.py --skip-reference --c
 profile() {
     TAIL=80 step profile 150 $PY bench/bench_inference.py --skip-reference --batches 8 --repeats 1 --profile
 }
+ondevice() {
+    step ondevice 150 $PY bench/bench_inference.py --skip-reference --keep-on-device --repeats 3 \
+        --json "$OUT/ondevice.json"
+}
 big() {
     step big 200 $PY bench/bench_inference.py --skip-reference --size 5b --tasks pose --batches 1 --images 1 \
         --repeats 2
 }
 
-for name in "${@:-tests crops inference precision compiled profile big}"; do
+for name in "${@:-tests crops inference ondevice precision compiled profile big}"; do
     for one in $name; do
         case $one in
-            tests | crops | inference | precision | compiled | profile | big) $one ;;
+            tests | crops | inference | precision | compiled | profile | ondevice | big) $one ;;
             *) echo "unknown step $one" ;;
         esac
     done
