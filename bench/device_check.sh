@@ -48,7 +48,7 @@ cat "$OUT/env.log"
 
 tests() {
     step tests 150 $PY -m pytest -q -s -p no:cacheprovider tests/test_gpu_path.py tests/test_runtime_gpu_ops.py \
-        tests/test_runtime_torch.py -k "not heatmap_decoding_matches"   # its fixture (pose_decode) is not carried
+        tests/test_runtime_torch.py
 }
 crops() {
     step crops 100 $PY bench/bench_detail.py --people 0 --models-size 0.4b --models-device cuda \
