@@ -61,3 +61,45 @@ def test_exact_inputs_stay_exact(shared_samples):
     valid = valid_pixels(points, mask, normal)
     # Averaged 4 x 4 blocks are not exactly consistent with their normals; measured 0.3 mm.
     assert np.nanmean(np.abs(refined[..., 2] - points[..., 2])[valid]) < 0.002
+
+
+def _lip_scene(noise=0.0, seed=0):
+    """A wall 3.3 m away, seen by a 1152 px lens, with a band 1 cm nearer over its top third (a
+    fringe's lip over the forehead); every normal faces the camera, as both surfaces do."""
+    from engine.geometry.normal_integration import pixel_rays
+
+    H, W = 240, 180
+    K = np.array([[1152.0, 0, W / 2], [0, 1152.0, H / 2], [0, 0, 1]])
+    depth = np.full((H, W), 3.3)
+    depth[: H // 3] = 3.29
+    if noise:
+        depth = depth + np.random.default_rng(seed).normal(0, noise, depth.shape)
+    points = (pixel_rays(K, (H, W)) * depth[..., None]).astype(np.float32)
+    normal = np.zeros((H, W, 3), np.float32)
+    normal[..., 2] = -1.0
+    return points, normal, np.ones((H, W), bool), K, depth
+
+
+def test_a_clean_prior_keeps_a_centimetre_lip():
+    """The coarse levels average a 1 cm step away and the fine ones cannot move a whole region
+    back: with the fixed cut (2 %) the lip's band leaves its true depth; cut at what the prior's
+    noise explains (jump_rtol="auto": a clean prior's 0.3 % floor), both sides stay where the
+    pointmap has them."""
+    points, normal, mask, K, depth = _lip_scene()
+    refined, _ = refine_depth(points, normal, mask, K, jump_rtol="auto")
+    assert np.abs(refined[..., 2] - depth).max() < 1e-3
+    fixed, _ = refine_depth(points, normal, mask, K)   # RTOL_HARD, the closed solid's
+    assert np.abs(fixed[..., 2] - depth).max() > 2e-3
+
+
+def test_the_cut_follows_the_prior_noise():
+    from engine.geometry.normal_integration import RTOL_HARD, JUMP_RTOL_FLOOR, jump_rtol_for, prior_noise
+
+    points, _, mask, _, _ = _lip_scene()
+    assert prior_noise(points, mask) < 1e-6 and jump_rtol_for(points, mask) == JUMP_RTOL_FLOOR
+    noisy, _, mask, _, _ = _lip_scene(noise=0.001)
+    # 1 mm at 3.3 m is 3e-4 in log depth: recovered within 10 % (the lip's step is one row in 240)
+    assert prior_noise(noisy, mask) == pytest.approx(0.001 / 3.3, rel=0.1)
+    assert jump_rtol_for(noisy, mask) == pytest.approx(10 * np.sqrt(2) * 0.001 / 3.3, rel=0.1)
+    loud, _, mask, _, _ = _lip_scene(noise=0.01)   # 1 cm noise: steps of that size are noise, not lips
+    assert jump_rtol_for(loud, mask) == RTOL_HARD
