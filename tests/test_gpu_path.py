@@ -25,30 +25,16 @@ import os
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from safetensors.torch import load_file
 
 from engine.runtime import get_runner
 from engine.runtime.precision import compare
+from tests.test_predict_e2e import ckpt_root  # noqa: F401  (the tiny checkpoints fixture)
+from tests.test_runtime_torch import TASKS, _tuple, parity  # noqa: F401  (the parity fixtures)
 
 # SAPIENS_GPU_TEST_DEVICE picks another GPU (cuda:1), or the CPU to dry-run this file's logic
 DEVICE = os.environ.get("SAPIENS_GPU_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_available(),
                                 reason="no CUDA GPU: the GPU path's tests run on one")
-
-TASKS = ["pose", "seg", "normal", "pointmap", "albedo"]
-DENSE = ("seg", "normal", "pointmap", "albedo")
-
-
-@pytest.fixture(scope="module")
-def parity(shared_reference):
-    folder = shared_reference / "parity" / "tiny_1k"
-    return folder, load_file(folder / "io.safetensors")
-
-
-def _tuple(out):
-    return out if isinstance(out, tuple) else (out,)
-
 
 def test_fp32_on_cuda_reproduces_the_parity_fixtures(parity):
     folder, io = parity
@@ -101,16 +87,6 @@ def test_a_pose_flip_pass_and_a_padded_chunk_on_cuda(parity):
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoints(tmp_path_factory):
-    from engine.models.testing import write_tiny_checkpoint
-
-    root = tmp_path_factory.mktemp("checkpoints")
-    for task in TASKS:
-        write_tiny_checkpoint(root / task / f"sapiens2_0.4b_{task}.safetensors", task, seed=1)
-    return root
-
-
-@pytest.fixture(scope="module")
 def person_photo():
     """The bundled sample's photo and its true keypoints (no renderer needed: open3d is not on
     every GPU machine)."""
@@ -152,10 +128,10 @@ def _agree(a: dict, b: dict, mask: np.ndarray) -> dict:
             "albedo_p99": float(np.percentile(np.abs(a["albedo"][mask] - b["albedo"][mask]), 99))}
 
 
-def test_the_pipeline_on_cuda_matches_the_cpu(tiny_checkpoints, person_photo):
+def test_the_pipeline_on_cuda_matches_the_cpu(ckpt_root, person_photo):
     keypoints, photo = person_photo
-    cpu, cpu_kp = _passes("cpu", tiny_checkpoints, photo, keypoints)
-    gpu, gpu_kp = _passes(DEVICE, tiny_checkpoints, photo, keypoints)
+    cpu, cpu_kp = _passes("cpu", ckpt_root, photo, keypoints)
+    gpu, gpu_kp = _passes(DEVICE, ckpt_root, photo, keypoints)
     assert (gpu.seg == cpu.seg).mean() > 0.99
     both = np.isfinite(cpu.maps["normal"]).all(-1) & np.isfinite(gpu.maps["normal"]).all(-1)
     assert both.sum() > 1000
