@@ -153,3 +153,24 @@ def test_bf16_agrees_with_fp32_on_the_tiny_models(parity):
     assert figures["normal"]["normal_angle_deg"]["median"] < 2.0
     assert figures["pointmap"]["pointmap_rel"]["median"] < 0.1
     assert figures["albedo"]["albedo_abs"]["median"] < 0.005
+
+
+def test_fp32_on_a_gpu_runs_without_tf32_and_puts_the_flags_back():
+    """exact_fp32 turns TF32 off for cuDNN and matmuls while an fp32 model computes on CUDA (on an
+    H200 the parity fixtures went from 9.1e-3 to 1.1e-5 of the largest output) and restores what
+    the process had; the flags exist on CPU builds of torch too."""
+    from engine.runtime.torch_backend import exact_fp32
+
+    kept = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, True
+    try:
+        with exact_fp32(True):
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        with exact_fp32(False):   # bf16 / fp16 runs leave them alone
+            assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        with pytest.raises(RuntimeError), exact_fp32(True):
+            raise RuntimeError("a failed forward")
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = kept
