@@ -117,6 +117,34 @@ def test_push_pull_fill_gives_the_plain_form_bit_for_bit(shape, smooth_finest):
     assert got.tobytes() == _push_pull_reference(values[window], valid[window], smooth_finest).tobytes()
 
 
+def _upsample2_reference(a, axis):
+    """_upsample2 as first written: shifted copies by np.take, the two sums stacked."""
+    before = np.concatenate([np.take(a, [0], axis=axis), np.take(a, np.arange(a.shape[axis] - 1), axis=axis)], axis=axis)
+    after = np.concatenate([np.take(a, np.arange(1, a.shape[axis]), axis=axis), np.take(a, [-1], axis=axis)], axis=axis)
+    out = np.stack([0.75 * a + 0.25 * before, 0.75 * a + 0.25 * after], axis=axis + 1)
+    shape = list(a.shape)
+    shape[axis] *= 2
+    return out.reshape(shape)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 6, 3), (5, 1, 3), (7, 9, 3), (8, 6, 4), (6, 7), (4, 5, 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_upsample2_gives_the_stacked_form_bit_for_bit(shape, dtype):
+    # the sums written in place (per channel along the columns): the same floats and dtype,
+    # negative zeros included, also on a window of a larger map
+    rng = np.random.default_rng(len(shape) * 10 + shape[0])
+    a = rng.normal(0.0, 1.0, shape).astype(dtype)
+    a[::3] = -0.0
+    for axis in (0, 1):
+        expected = _upsample2_reference(a, axis)
+        got = tx._upsample2(a, axis)
+        assert got.shape == expected.shape and got.dtype == expected.dtype
+        assert got.tobytes() == expected.tobytes()
+    big = rng.normal(0.0, 1.0, (9, 11, 3)).astype(dtype)[1:, 2:]
+    for axis in (0, 1):
+        assert tx._upsample2(big, axis).tobytes() == _upsample2_reference(big, axis).tobytes()
+
+
 def test_resample_crop_gives_the_broadcast_products_bit_for_bit():
     rng = np.random.default_rng(3)
     source = rng.normal(0.0, 1.0, (40, 30, 3)).astype(np.float32)

@@ -87,10 +87,19 @@ class Appearance:
     stats: dict = field(default_factory=dict)
 
 
+def _all_finite(a: np.ndarray) -> np.ndarray:
+    """np.isfinite(a).all(axis=-1), channel by channel (ANDs of H x W maps: the 3-long
+    reduction ran 3 values per inner loop)."""
+    finite = np.isfinite(a[..., 0])
+    for channel in range(1, a.shape[-1]):
+        finite &= np.isfinite(a[..., channel])
+    return finite
+
+
 def _source_colour(bundle) -> tuple[np.ndarray, np.ndarray, str]:
     """Linear RGB over the photo, where it is trustworthy, and where it came from."""
     if bundle.albedo is not None:
-        valid = bundle.mask & np.isfinite(bundle.albedo).all(axis=-1)
+        valid = bundle.mask & _all_finite(bundle.albedo)
         return np.nan_to_num(bundle.albedo).astype(np.float32), valid, "albedo"
     # The photo's own colours at the silhouette mix in the background: trust one pixel less.
     valid = ndimage.binary_erosion(bundle.mask, iterations=1)
@@ -136,7 +145,14 @@ def _hidden_side_colour(bundle, window_colour, colour_valid, layout, window_seg=
     jobs = []  # (region, its source pixels, weight per row or None for 1)
     for cls in np.unique(seg[person]):
         region = person & (seg == cls)
-        source = band & hair if cls in hair_ids else (band | (valid & _row_ends(region, band_px))) & region
+        if cls in hair_ids:
+            source = band & hair
+        else:
+            # _row_ends over the region's box: outside it the region has no pixel
+            region_box = _box(region)
+            ends = np.zeros_like(region)
+            ends[region_box] = _row_ends(region[region_box], band_px)
+            source = (band | (valid & ends)) & region
         if source.sum() < MIN_BAND_PIXELS:
             source = valid & region
         if front_only[region].any() and hair.sum() >= MIN_HAIR_PIXELS:
@@ -151,20 +167,30 @@ def _hidden_side_colour(bundle, window_colour, colour_valid, layout, window_seg=
         if not region.any() or not source.any():
             continue
         # fill over the part's bounding box (with its sources), not the whole window
-        r, c = np.nonzero(region | source)
-        box = (slice(r.min(), r.max() + 1), slice(c.min(), c.max() + 1))
+        box = _box(region | source)
         filled = _continue_along_rows(window_colour[box], source[box], region[box] | source[box])
         w = np.ones(region[box].shape, np.float32) if row_weight is None else np.broadcast_to(
             row_weight[box[0], None], region[box].shape).astype(np.float32)
         w = np.where(region[box], w, 0.0)
-        total[box] += w[..., None] * filled
+        # channel by channel: w[..., None] * filled's products and sums (broadcast along the
+        # channels they ran 3 values per inner loop)
+        total_box = total[box]
+        for channel in range(total.shape[2]):
+            total_box[..., channel] += w * filled[..., channel]
         weight[box] += w
     done = weight > 0
-    out[done] = total[done] / weight[done][:, None]
+    for channel in range(out.shape[2]):  # total[done] / weight[done][:, None], channel by channel
+        np.divide(total[..., channel], weight, out=out[..., channel], where=done)
     # past the outline the hidden side continues its own colours, not the photo's: a hidden
     # triangle reaching beyond the last pixel (or a bilinear tap there) read the photo's fill,
     # the cheek's skin where the face reaches the outline, as light dashes on the hair beside it
     return tx.push_pull_fill(out, person) if person.any() else out
+
+
+def _box(mask: np.ndarray) -> tuple[slice, slice]:
+    """The bounding box (rows, columns) of a 2-D bool mask's True pixels (at least one)."""
+    r, c = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return slice(r[0], r[-1] + 1), slice(c[0], c[-1] + 1)
 
 
 def _row_ends(region: np.ndarray, band_px: float) -> np.ndarray:
@@ -176,7 +202,10 @@ def _row_ends(region: np.ndarray, band_px: float) -> np.ndarray:
     cols = np.arange(w)
     first = np.argmax(region, axis=1)[:, None]
     last = (w - 1 - np.argmax(region[:, ::-1], axis=1))[:, None]
-    return region & ((cols - first <= band_px) | (last - cols <= band_px))
+    # cols - first <= band_px for whole numbers: cols <= first + floor(band_px) (no H x W
+    # differences)
+    reach = int(np.floor(band_px))
+    return region & ((cols <= first + reach) | (cols >= last - reach))
 
 
 def _hair_row_weight(at_outline: np.ndarray, band_px: float) -> np.ndarray:
@@ -252,20 +281,28 @@ def _continue_along_rows(colour: np.ndarray, source: np.ndarray, allowed: np.nda
     the right (linear in between) where both lie in the same run of `allowed` pixels, so a
     stripe or a hem seen at both sides runs on around the back; push-pull elsewhere."""
     h, w = source.shape
-    cols = np.broadcast_to(np.arange(w), (h, w))
-    left = np.maximum.accumulate(np.where(source, cols, -1), axis=1)
-    right = np.minimum.accumulate(np.where(source, cols, w)[:, ::-1], axis=1)[:, ::-1]
-    breaks = np.cumsum(~allowed, axis=1)
-    rows = np.broadcast_to(np.arange(h)[:, None], (h, w))
+    # column indices as int32 (the same whole numbers; the quotient below is float64 either way)
+    cols = np.broadcast_to(np.arange(w, dtype=np.int32), (h, w))
+    left = np.maximum.accumulate(np.where(source, cols, np.int32(-1)), axis=1)
+    right = np.minimum.accumulate(np.where(source, cols, np.int32(w))[:, ::-1], axis=1)[:, ::-1]
+    breaks = np.cumsum(~allowed, axis=1, dtype=np.int32)
     both = (left >= 0) & (right < w)
     left_c, right_c = np.clip(left, 0, w - 1), np.clip(right, 0, w - 1)
-    both &= breaks[rows, left_c] == breaks[rows, right_c]
+    both &= np.take_along_axis(breaks, left_c, axis=1) == np.take_along_axis(breaks, right_c, axis=1)
     out = tx.push_pull_fill(colour, source)
     if both.any():
-        span = np.maximum(right_c - left_c, 1).astype(np.float32)
-        towards_right = ((cols - left_c) / span).astype(np.float32)[..., None]
-        across = (1.0 - towards_right) * colour[rows, left_c] + towards_right * colour[rows, right_c]
-        out = np.where(both[..., None], across, out)
+        # only the pixels between two sources, gathered and written as whole pixels (the same
+        # products and sums, per channel, as the full-map form's broadcast)
+        r, c = np.nonzero(both)
+        at_left, at_right = left_c[r, c], right_c[r, c]
+        span = np.maximum(at_right - at_left, 1).astype(np.float32)
+        towards_right = ((c.astype(np.int32) - at_left) / span).astype(np.float32)
+        flat = np.ascontiguousarray(colour).reshape(h * w, -1)
+        from_left, from_right = tx.gather_rows(flat, r * w + at_left), tx.gather_rows(flat, r * w + at_right)
+        across = np.empty_like(from_left)
+        for channel in range(across.shape[1]):
+            across[:, channel] = (1.0 - towards_right) * from_left[:, channel] + towards_right * from_right[:, channel]
+        out[r, c] = across
     return out
 
 
@@ -367,7 +404,7 @@ def _onto_its_own_layer(vertices_camera, photo_xy, pointmap, along_row=None) -> 
     r0, r1 = max(0, row[behind].min() - margin), min(h, row[behind].max() + margin + 1)
     c0, c1 = max(0, col[behind].min() - margin), min(w, col[behind].max() + margin + 1)
     window = pointmap[r0:r1, c0:c1]
-    valid = np.isfinite(window).all(axis=-1)
+    valid = _all_finite(window)
     if not valid.any():
         return photo_xy
     pixel_r, pixel_c = np.nonzero(valid)
@@ -568,12 +605,14 @@ def _colour_thread():
 
 def _normal_target(bundle, layout: tx.AtlasLayout) -> np.ndarray:
     """The predicted normals per texel of the front island, avatar axes; NaN where unknown."""
-    normal_valid = bundle.mask & np.isfinite(bundle.normal).all(axis=-1)
+    normal_valid = bundle.mask & _all_finite(bundle.normal)
     filled_normal, window_valid, origin = _window_filled(np.nan_to_num(bundle.normal), normal_valid, layout)
     target = tx.resample_crop(filled_normal, layout, tx.FRONT, origin)
     target_valid = tx.resample_crop(window_valid[..., None].astype(np.float32), layout, tx.FRONT, origin)[..., 0] > 0.5
-    target[..., 1:] *= -1.0  # camera -> avatar axes: (x, -y, -z)
-    target[~target_valid] = np.nan
+    # camera -> avatar axes: (x, -y, -z), channel by channel (a 2-long inner loop over 1:)
+    target[..., 1] *= -1.0
+    target[..., 2] *= -1.0
+    np.copyto(target, np.nan, where=tx._per_channel(~target_valid, target.shape[2]))
     return target
 
 
@@ -710,16 +749,46 @@ def _outline_fade(mask: np.ndarray, layout: tx.AtlasLayout, normal=None, pointma
     return band_rows, band_cols, weight[band_rows, band_cols][:, None]
 
 
+def _lengths(vectors: np.ndarray) -> np.ndarray:
+    """np.maximum(np.linalg.norm(vectors, axis=-1), 1e-12) of an H x W x 3 float32 map, the squares
+    summed channel by channel in numpy's order for the 3-long axis ((x0 + x1) + x2): the same
+    bytes without the H x W x 3 temporaries and the 3-long inner loops."""
+    x, y, z = (vectors[..., channel] for channel in range(3))
+    sums = x * x
+    sums += y * y
+    sums += z * z
+    return np.maximum(np.sqrt(sums, out=sums), 1e-12)
+
+
 def _fade_band(tangent_normals: np.ndarray, fade) -> None:
     """The band (_outline_fade) blended toward flat, in place."""
     band_rows, band_cols, w = fade
-    band = tangent_normals[band_rows, band_cols]
+    if not (tangent_normals.flags.c_contiguous and tangent_normals.shape[-1] == 3):
+        band = tangent_normals[band_rows, band_cols]
+        baked = (band != 0).any(-1)
+        band_rows, band_cols, band, w = band_rows[baked], band_cols[baked], band[baked], w[baked]
+        faded = w * band
+        faded[:, 2] += 1.0 - w[:, 0]
+        tangent_normals[band_rows, band_cols] = faded
+        return
+    # the band's texels gathered and written back as whole 3-float records, the blend channel by
+    # channel (the same products and sums as w * band with w broadcast along the channels)
+    texels = tangent_normals.reshape(-1, 3)
+    index = band_rows * tangent_normals.shape[1] + band_cols
+    band = tx.gather_rows(texels, index)
     # texels with no baked normal are zero and stay zero (the padding fills them)
-    baked = (band != 0).any(-1)
-    band_rows, band_cols, band, w = band_rows[baked], band_cols[baked], band[baked], w[baked]
-    faded = w * band
-    faded[:, 2] += 1.0 - w[:, 0]  # toward flat (0, 0, 1)
-    tangent_normals[band_rows, band_cols] = faded
+    baked = (band[:, 0] != 0) | (band[:, 1] != 0) | (band[:, 2] != 0)
+    if baked.all():  # (boolean indexing of the N x 3 band moved it value by value)
+        w = w[:, 0]
+    else:
+        kept = np.flatnonzero(baked)
+        index, band, w = index[kept], tx.gather_rows(band, kept), w[kept, 0]
+    faded = np.empty_like(band)
+    for channel in range(3):
+        np.multiply(w, band[:, channel], out=faded[:, channel])
+    faded[:, 2] += 1.0 - w  # toward flat (0, 0, 1)
+    record = np.dtype((np.void, 3 * texels.itemsize))
+    texels.view(record).reshape(-1)[index] = faded.view(record).reshape(-1)
 
 
 def make_appearance(
@@ -780,7 +849,7 @@ def make_appearance(
             if fade is not None:
                 _fade_band(tangent_normals, fade.result())
             tangent_normals = tx.push_pull_fill(tangent_normals, keep, smooth_finest=False)
-            tangent_normals /= np.maximum(np.linalg.norm(tangent_normals, axis=-1, keepdims=True), 1e-12)
+            tangent_normals /= tx._per_channel(_lengths(tangent_normals), 3)
             normal_rgb8 = tx.encode_normal_map(tangent_normals)
             front_covered = covered & (face_island[np.maximum(raster.face, 0)] == tx.FRONT)
             baked_fraction = float(baked.sum() / max(front_covered.sum(), 1))
