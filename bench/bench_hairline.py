@@ -310,7 +310,7 @@ def hairline(variant: str):
 
     saved_layer, saved_refine, saved_seam = appearance._onto_its_own_layer, stages.refine_border, refine.refine_seam
     if variant == "raw":
-        appearance._onto_its_own_layer = lambda vertices, photo_xy, pointmap: photo_xy
+        appearance._onto_its_own_layer = lambda vertices, photo_xy, pointmap, *_: photo_xy
     if variant == "coarse":
         stages.refine_border = lambda vertices, faces, labels, **_: (vertices, faces, labels)
     if variant == "seam":
