@@ -112,13 +112,17 @@ def _appearance_bytes(a) -> list:
 
 
 def texture_stage(kept, which: str, old: dict):
-    """build.py's texture stage: the appearance with the crops' texture and normals fused (the
-    older tree: make_appearance, then fuse_crop_texture)."""
+    """build.py's texture stage: the appearance with the crops' texture and normals fused (an
+    older tree whose make_appearance takes no crops: make_appearance, then fuse_crop_texture)."""
     args, kwargs = kept["make_appearance"]
     if which == "old":
-        crops = kwargs["crops"]
-        kwargs = {k: v for k, v in kwargs.items() if k != "crops"}
+        import inspect
+
         with _OldTextures(old["old_tx"]):
+            if "crops" in inspect.signature(old["old_appearance"].make_appearance).parameters:
+                return old["old_appearance"].make_appearance(*args, **kwargs)  # fuses the crops itself
+            crops = kwargs["crops"]
+            kwargs = {k: v for k, v in kwargs.items() if k != "crops"}
             appearance = old["old_appearance"].make_appearance(*args, **kwargs)
             return old["old_detail"].fuse_crop_texture(appearance, crops.detail, crops.mask, framed=crops.framed, K=crops.K)
     import engine.avatar.appearance as appearance
