@@ -175,6 +175,45 @@ def test_a_box_face_grazing_the_forearm_leaves_no_wafer_of_it():
     assert _flat_area(v, f, 0, lo[0]) == 0.0 and _flat_area(v, f, 0, body_lo[0]) < 1e-6
 
 
+def test_a_box_face_cutting_a_bulge_of_the_body_leaves_no_inward_cap():
+    """The old coarse mitten bulges 1-3 cm past the hand's outline beside fingers that point at the
+    camera; the cut box's face across that bulge left it outside with a flat cap facing into the
+    new hand's side (bent-101's left hand: 0.22 % of the closed avatar's area facing inward). The
+    body is cut with that face moved out past the bulge (it ends within BULGE_M); the face the
+    forearm crosses and goes on past is still where it was, and the forearm is cut there."""
+    pytest.importorskip("open3d")
+    from engine.geometry import detail_solid
+
+    # the forearm along z to the box, a 2 cm bulge crossing the box's x-high face near its end
+    bulge = manifold3d.Manifold.sphere(0.025, 96).translate((0.035, 0.0, 0.38))
+    body_v, body_f = _arrays((_cylinder(0.030, 0.0, 0.4) + bulge).refine_to_length(0.008))
+    lo, hi = np.array([-0.05, -0.05, 0.25]), np.array([0.04, 0.05, 0.45])
+    grow = detail_solid.OVERLAP_M + detail_solid.BLEND_PAST_M
+    hand_v, hand_f = _arrays(_cylinder(0.025, 0.2, 0.42).refine_to_length(0.002)
+                             ^ near_boolean.box_solid(lo - grow, hi + grow))
+    body_lo, body_hi = detail_solid._body_cut_box(body_v, (lo, hi))
+    past = float(body_v[:, 0].max()) - hi[0]
+    assert 0.019 < past < 0.021
+    assert hi[0] + past < body_hi[0] < hi[0] + past + 0.001
+    assert np.array_equal(body_lo, lo) and np.array_equal(body_hi[1:], hi[1:])
+    # the body less the box as it was keeps the bulge's end with a flat cap at x = 40 mm (about
+    # 19 cm2), its normal facing -x, into the box
+    body = near_boolean.mesh_solid(body_v, body_f)
+    old_v, old_f = _arrays(body - near_boolean.box_solid(lo, hi))
+    assert _flat_area(old_v, old_f, 0, hi[0]) > 8e-4
+    v, f = _joined(body_v, body_f, lo, hi, hand_v, hand_f)
+    assert _closed_2_manifold(np.asarray(f, np.int64), len(v))
+    assert _flat_area(v, f, 0, hi[0]) == 0.0 and _flat_area(v, f, 0, body_hi[0]) < 1e-6
+    assert np.asarray(v)[:, 0].max() < hi[0] + grow
+    # the forearm is still cut at the box's z-low face: the joined solid's section just inside the
+    # box is the hand's (25 mm radius), not the forearm's (30 mm)
+    v = np.asarray(v, np.float64)
+    inside = np.abs(v[:, 2] - (lo[2] + 0.03)) < 0.004
+    assert np.hypot(v[inside, 0], v[inside, 1]).max() < 0.027
+    cut_v, cut_f = _arrays(body - near_boolean.box_solid(body_lo, body_hi))
+    assert _flat_area(cut_v, cut_f, 2, lo[2]) > 25e-4
+
+
 def test_a_hand_with_long_triangles_meets_the_forearm_without_a_ledge(monkeypatch):
     """The hand's solve leaves triangles 5-16 mm long on the forearm (some 6 cm: its cut and
     simplification), too long for the blend's profile (0.5 mm over 3 mm at the box's face): the

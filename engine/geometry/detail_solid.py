@@ -112,7 +112,7 @@ SIMPLIFY_M = 0.0002
 OLD_HAND_REACH_M = 0.015  # the body's hand vertices this near the crop's hand samples are replaced
 OVERLAP_M = 0.003  # the new hand reaches this far past the box, into the body left outside it
 # the band beyond each cut box's faces that the body's near part (near_boolean.cut) and the box's
-# sliver test (_body_cut_box) reach past OVERLAP_M
+# bulge test (_body_cut_box: over each face's rectangle grown by this) reach past OVERLAP_M
 SEAM_BAND_M = 0.004
 # the new hand's surface within BLEND_M inside its cut box (and in the overlap past it) is drawn
 # onto the body's surface there before the union (_blend_to_body), fully at the box's faces and
@@ -126,14 +126,19 @@ BLEND_EPS_M = 0.0005  # at the box's faces the hand lies this far outside the bo
 # solve_hand cuts its solid this much past the overlap, so that the blend moves an open surface
 # (not the cut's cap); join_hands cuts it to the overlap after the blend
 BLEND_PAST_M = 0.003
-# a face of the cut box the body's surface crosses by at most SLIVER_M (a box face nearly tangent
-# to the old mitten's or the forearm's side: the body less the box keeps a wafer of it, up to
-# SLIVER_M thick and centimetres wide, its flat cut face showing as a slit beside the new hand) is
-# moved out past that surface by SLIVER_EPS_M for the body's cut (_body_cut_box); a face the body
-# crosses by more (the forearm leaving the box) stays
-SLIVER_M = 0.002
-SLIVER_EPS_M = 0.0005
-SLIVER_REACH_M = 0.02  # (the body's triangles are 8-16 mm: a surface crossing further has a vertex this near)
+# a face of the cut box that a part of the body crosses and ends beyond, within BULGE_M of it, is
+# moved out past that part by BULGE_EPS_M for the body's cut (_body_cut_box), so that the body less
+# the box keeps no piece of it with a flat cut face: a box face nearly tangent to the forearm's side
+# (a wafer up to a few mm thick and centimetres wide, its cut face a slit beside the new hand), or
+# the old coarse mitten bulging 1-3 cm past the hand's outline beside fingers that point at the
+# camera (its flat cap, crossing the new hand's side, faced inward: bent-101's left hand, 0.22 /
+# 0.27 % of the area). A face the body crosses and goes on past, to BULGE_REACH_M (the forearm
+# leaving the box), stays: the body is cut there
+BULGE_M = 0.03
+BULGE_EPS_M = 0.0005
+# how far past a face the body's vertices are looked at: 2 cm more than BULGE_M, more than the
+# body's 8-16 mm triangles, so a surface going on past BULGE_M has a vertex beyond it
+BULGE_REACH_M = 0.05
 # the hand's triangles from SPLIT_DEPTH_M inside its box to the overlap's end, near the seam, are
 # split until no edge there is longer than BLEND_EDGE_M (the solve's cut and its simplification
 # leave 5-16 mm triangles, some 6 cm long, on the forearm: the blend's profile, 0.5 mm over 3 mm,
@@ -517,28 +522,30 @@ def _box_distance(points: np.ndarray, lo, hi) -> np.ndarray:
 
 
 def _body_cut_box(body_v: np.ndarray, box) -> tuple:
-    """The box the body is cut with for a hand's cut box (lo, hi): each face the body's surface
-    crosses by at most SLIVER_M moved out past that surface by SLIVER_EPS_M, so that no wafer of
-    the body stays outside it (the body's vertices beyond the face, over its rectangle grown by
-    OVERLAP_M + SEAM_BAND_M and up to SLIVER_REACH_M out, tell how far the surface crosses); the
-    other faces as they were. The same box for the same body, wherever it is asked for (the cut,
-    the blend, the hand's overlap and the seam's band)."""
+    """The box the body is cut with for a hand's cut box (lo, hi): each face that the body's surface
+    crosses and ends beyond within BULGE_M moved out past that surface by BULGE_EPS_M, so that no
+    piece of the body with a flat cut face stays outside it (a wafer off the forearm's side, the
+    old mitten's bulge past the hand's outline); a face the body crosses and goes on past (a vertex
+    beyond BULGE_M: the forearm leaving the box) and the other faces as they were. The body's
+    vertices beyond a face, over its rectangle grown by OVERLAP_M + SEAM_BAND_M and up to
+    BULGE_REACH_M out, tell how far the surface crosses it. The same box for the same body,
+    wherever it is asked for (the cut, the blend, the hand's overlap and the seam's band)."""
     lo, hi = (np.array(x, np.float64) for x in box)
     v = np.asarray(body_v, np.float64)
     margin = OVERLAP_M + SEAM_BAND_M
-    near = ((v >= lo - SLIVER_REACH_M) & (v <= hi + SLIVER_REACH_M)).all(1)
+    near = ((v >= lo - BULGE_REACH_M) & (v <= hi + BULGE_REACH_M)).all(1)
     v = v[near]
     new_lo, new_hi = lo.copy(), hi.copy()
     for axis in range(3):
         others = [a for a in range(3) if a != axis]
         over = ((v[:, others] >= lo[others] - margin) & (v[:, others] <= hi[others] + margin)).all(1)
         for past, grow in ((lo[axis] - v[over, axis], -1.0), (v[over, axis] - hi[axis], 1.0)):
-            past = past[(past > 0) & (past <= SLIVER_REACH_M)]
-            if len(past) and past.max() <= SLIVER_M:
+            past = past[(past > 0) & (past <= BULGE_REACH_M)]
+            if len(past) and past.max() <= BULGE_M:
                 if grow < 0:
-                    new_lo[axis] = lo[axis] - past.max() - SLIVER_EPS_M
+                    new_lo[axis] = lo[axis] - past.max() - BULGE_EPS_M
                 else:
-                    new_hi[axis] = hi[axis] + past.max() + SLIVER_EPS_M
+                    new_hi[axis] = hi[axis] + past.max() + BULGE_EPS_M
     return new_lo, new_hi
 
 
@@ -605,7 +612,8 @@ def _blend_to_body(hand_v: np.ndarray, hand_f: np.ndarray, body_v: np.ndarray, b
     within BLEND_M of the box or lie outside it (the forearm, not the old mitten deep inside) by
     smoothstep(1 - d / BLEND_M) inside the box, fully outside it, d the distance from that closest
     point to the seam (a box face tangent to the forearm cuts a long sliver off its side, when
-    thicker than SLIVER_M (_body_cut_box moves the body's cut past a thinner one): the seam runs
+    the body goes on past BULGE_M beyond that face (_body_cut_box moves the body's cut past one that
+    ends nearer): the seam runs
     round that sliver, and the hand's side under it is drawn onto the body all along), faded out with its distance to that surface over
     BLEND_REACH_M. The target lies BLEND_EPS_M outside the body inside the box and out to its
     faces, as far inside it at the overlap's end (OVERLAP_M past the faces), so the union's crossing
@@ -675,7 +683,7 @@ def _blend_to_body(hand_v: np.ndarray, hand_f: np.ndarray, body_v: np.ndarray, b
     offset = BLEND_EPS_M * (1.0 - 2.0 * np.clip(s, 0.0, OVERLAP_M) / OVERLAP_M)
     step = weight[:, None] * (closest + offset[:, None] * normal - v[near])
     # the solve's own cut stays where it is (`solved_in`: the cut box the hand was solved for, when
-    # `cut` is the body's, a face of it moved out past a sliver: _body_cut_box)
+    # `cut` is the body's, a face of it moved out past a wafer or bulge: _body_cut_box)
     slo, shi = (np.asarray(x, np.float64) for x in (cut if solved_in is None else solved_in))
     glo, ghi = slo - OVERLAP_M - BLEND_PAST_M, shi + OVERLAP_M + BLEND_PAST_M
     tol = 1e-5
