@@ -189,6 +189,67 @@ def test_rasterizer_covers_each_texel_once_with_exact_barycentrics():
     assert set(np.unique(raster.face[raster.covered])) == {1}
 
 
+def _normalize_reference(v, eps=1e-12):
+    return v / np.maximum(np.sqrt(np.einsum("...d,...d->...", v, v))[..., None], eps)
+
+
+def _vertex_tangents_reference(positions, normals, uv, faces):
+    """vertex_tangents as first written: broadcast products along the 3-long axes."""
+    p = np.asarray(positions, np.float32)
+    n = _normalize_reference(np.asarray(normals, np.float32))
+    st = np.asarray(uv, np.float32) * np.float32([1.0, -1.0])
+    f = np.asarray(faces)
+    corner_p = [p[f[:, k]] for k in range(3)]
+    corner_st = st[f]
+    e1, e2 = corner_p[1] - corner_p[0], corner_p[2] - corner_p[0]
+    d1, d2 = corner_st[:, 1] - corner_st[:, 0], corner_st[:, 2] - corner_st[:, 0]
+    det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]
+    ok = np.abs(det) > 1e-20
+    r = np.where(ok, np.float32(1.0) / np.where(ok, det, np.float32(1.0)), np.float32(0.0))[:, None]
+    face_t = _normalize_reference((e1 * d2[:, 1:2] - e2 * d1[:, 1:2]) * r)
+    face_b = _normalize_reference((e2 * d1[:, 0:1] - e1 * d2[:, 0:1]) * r)
+    u01, u12, u20 = (_normalize_reference(corner_p[(k + 1) % 3] - corner_p[k]) for k in range(3))
+    cos = np.stack([-np.einsum("ij,ij->i", u01, u20), -np.einsum("ij,ij->i", u12, u01), -np.einsum("ij,ij->i", u20, u12)], 1)
+    angle = np.arccos(np.clip(cos, -1.0, 1.0)) * ok[:, None]
+    vertex_of_corner = f.reshape(-1)
+    tangent = np.stack([np.bincount(vertex_of_corner, (face_t[:, a, None] * angle).reshape(-1), minlength=len(p)) for a in range(3)], 1)
+    bitangent = np.stack([np.bincount(vertex_of_corner, (face_b[:, a, None] * angle).reshape(-1), minlength=len(p)) for a in range(3)], 1)
+    tangent -= n * np.einsum("ij,ij->i", tangent, n)[:, None]
+    length = np.linalg.norm(tangent, axis=1)
+    tangent /= np.maximum(length, 1e-12)[:, None]
+    lost = ~(length > 1e-12)
+    if lost.any():
+        tangent[lost] = tx._perpendicular(n[lost])
+    handedness = np.where(np.einsum("ij,ij->i", np.cross(n, tangent), bitangent) < 0.0, -1.0, 1.0)
+    return np.concatenate([tangent, handedness[:, None]], axis=1).astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_normalize_gives_the_broadcast_division_bit_for_bit(dtype):
+    rng = np.random.default_rng(11)
+    v = rng.normal(0.0, 1.0, (50, 3)).astype(dtype)
+    v[:5] = 0.0  # the floor
+    v[5:8] *= 1e-30
+    for a in (v, v.reshape(10, 5, 3), v[:, :2]):
+        got, expected = tx._normalize(a), _normalize_reference(a)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        assert got.tobytes() == expected.tobytes()
+
+
+def test_vertex_tangents_give_the_broadcast_form_bit_for_bit():
+    # column by column and repeated face values: the same products, sums and bytes, also with
+    # faces of no UV area (their vertices take a perpendicular) and mirrored UVs
+    positions, uv, faces = _grid(7, lambda x, y: 0.1 * np.sin(3 * x) * np.cos(2 * y))
+    uv = uv.copy()
+    uv[: len(uv) // 3, 0] *= -1.0  # mirrored: the other handedness
+    uv[-8:] = uv[-8]  # a corner of no UV area
+    normals = _vertex_normals(positions, faces)
+    got = tx.vertex_tangents(positions, normals, uv, faces)
+    expected = _vertex_tangents_reference(positions, normals, uv, faces)
+    assert got.tobytes() == expected.tobytes()
+    assert (got[:, 3] < 0).any() and (got[:, 3] > 0).any()
+
+
 def test_tangents_follow_u_and_image_up_with_handedness():
     positions, uv, faces = _grid(6, lambda x, y: 0.1 * np.sin(3 * x))
     normals = _vertex_normals(positions, faces)

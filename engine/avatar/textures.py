@@ -394,8 +394,10 @@ def rasterize(texel_xy: np.ndarray, faces: np.ndarray, depth: np.ndarray, width:
 
 # ---- tangents and the normal map --------------------------------------------------------------
 def _normalize(v: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    length = np.sqrt(np.einsum("...d,...d->...", v, v))[..., None]
-    return v / np.maximum(length, eps)
+    # the floored lengths repeated over the last axis (the same values as length[..., None]
+    # broadcast, which ran the division d values per inner loop)
+    length = np.maximum(np.sqrt(np.einsum("...d,...d->...", v, v)), eps)
+    return v / _per_channel(length, v.shape[-1])
 
 
 def _perpendicular(n: np.ndarray) -> np.ndarray:
@@ -433,16 +435,23 @@ def vertex_tangents(positions: np.ndarray, normals: np.ndarray, uv: np.ndarray, 
     cos = np.stack([-np.einsum("ij,ij->i", u01, u20), -np.einsum("ij,ij->i", u12, u01), -np.einsum("ij,ij->i", u20, u12)], 1)
     angle = np.arccos(np.clip(cos, -1.0, 1.0)) * ok[:, None]  # F x 3, corner k at vertex f[:, k]
     vertex_of_corner = f.reshape(-1)
+    angle = angle.reshape(-1)
+    # each face's value repeated over its three corners: face_t[:, axis, None] * angle's products
+    # (broadcast they ran 3 values per inner loop)
     tangent = np.stack(
-        [np.bincount(vertex_of_corner, (face_t[:, axis, None] * angle).reshape(-1), minlength=len(p)) for axis in range(3)], 1
+        [np.bincount(vertex_of_corner, np.repeat(face_t[:, axis], 3) * angle, minlength=len(p)) for axis in range(3)], 1
     )
     bitangent = np.stack(
-        [np.bincount(vertex_of_corner, (face_b[:, axis, None] * angle).reshape(-1), minlength=len(p)) for axis in range(3)], 1
+        [np.bincount(vertex_of_corner, np.repeat(face_b[:, axis], 3) * angle, minlength=len(p)) for axis in range(3)], 1
     )
 
-    tangent -= n * np.einsum("ij,ij->i", tangent, n)[:, None]  # Gram-Schmidt against the normal
+    along = np.einsum("ij,ij->i", tangent, n)
+    for axis in range(3):  # Gram-Schmidt against the normal (tangent -= n * along[:, None], by column)
+        tangent[:, axis] -= n[:, axis] * along
     length = np.linalg.norm(tangent, axis=1)
-    tangent /= np.maximum(length, 1e-12)[:, None]
+    floored = np.maximum(length, 1e-12)
+    for axis in range(3):
+        tangent[:, axis] /= floored
     lost = ~(length > 1e-12)  # no tangent left (no UV area around the vertex): any perpendicular
     if lost.any():
         tangent[lost] = _perpendicular(n[lost])
@@ -483,11 +492,14 @@ def interpolated_tbn(raster: Raster, faces: np.ndarray, normals: np.ndarray, tan
     nrm = _normalize(_blend_corners(w, np.asarray(normals, np.float32), corners))
     tan4 = _blend_corners(w, np.asarray(tangents, np.float32), corners)
     tan = tan4[:, :3]
-    tan -= nrm * _dot(tan, nrm)[:, None]
+    along = _dot(tan, nrm)
+    for axis in range(3):  # tan -= nrm * along[:, None], column by column (the same products)
+        tan[:, axis] -= nrm[:, axis] * along
     tan = _normalize(tan)
     sign = np.where(tan4[:, 3] < 0.0, np.float32(-1.0), np.float32(1.0))
     bit = np.cross(nrm, tan)
-    bit *= sign[:, None]
+    for axis in range(3):
+        bit[:, axis] *= sign
     return texels, tan, bit, nrm
 
 
@@ -514,7 +526,9 @@ def bake_tangent_normals(
     use = finite[:, 0] & finite[:, 1] & finite[:, 2]  # .all(axis=1): a reduction over 3 is slow
     if bake_faces is not None:
         use &= bake_faces[flat_face[texels]]
-    texels, target = texels[use], target[use]
+    if not use.all():  # (a boolean index of the n x 3 targets moved them value by value)
+        kept = np.flatnonzero(use)
+        texels, target = texels[kept], gather_rows(target, kept)
     texels, tan, bit, nrm = interpolated_tbn(raster, faces, normals, tangents, texels)
     target = _normalize(target.astype(np.float32, copy=False))
     local = np.stack([_dot(tan, target), _dot(bit, target), _dot(nrm, target)], axis=1)
