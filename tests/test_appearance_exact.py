@@ -136,3 +136,21 @@ def test_all_finite_is_isfinite_all():
     expected = np.isfinite(a).all(axis=-1)
     assert np.array_equal(ap._all_finite(a), expected)
     assert not expected.all() and expected.any()
+
+
+def test_both_islands_give_the_sum_of_the_two_resampled_maps_bit_for_bit():
+    rng = np.random.default_rng(5)
+    front = rng.normal(0.0, 1.0, (40, 30, 3)).astype(np.float32)
+    hidden = rng.normal(0.0, 1.0, (40, 30, 3)).astype(np.float32)
+    front[:, :12] = -0.0  # negative zeros: the sum turns them 0.0
+    hidden[:, 18:] = -0.0
+    mask = np.zeros((40, 30), bool)
+    mask[5:35, 8:22] = True
+    layout = tx.plan_layout(mask, np.empty((0, 2)), 128, 2)
+    origin = (2, 3)
+    expected = tx.resample_crop(front, layout, tx.FRONT, origin) + tx.resample_crop(hidden, layout, tx.HIDDEN, origin)
+    got = ap._both_islands(front, hidden, layout, origin)
+    assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes()
+    front_only = tx.resample_crop(front, layout, tx.FRONT, origin)
+    assert ((front_only == 0) & np.signbit(front_only)).any()  # the case has -0.0 to turn
+    assert not np.signbit(got[got == 0]).any()

@@ -246,13 +246,16 @@ def _linear_taps(n_out: int, scale: float, offset: float, n_in: int):
     return left, right, (1.0 - frac).astype(np.float32), frac.astype(np.float32)
 
 
-def resample_crop(source: np.ndarray, layout: AtlasLayout, island: int = FRONT, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+def resample_crop(source: np.ndarray, layout: AtlasLayout, island: int = FRONT, origin: tuple[int, int] = (0, 0),
+                  out: np.ndarray | None = None) -> np.ndarray:
     """Bilinearly resample a photo map (H x W x C) onto one island of a texture-sized array.
 
     `source` may be a window of the photo whose top-left pixel is `origin` = (row, col).
     Texel centres map through the layout to photo coordinates; outside the source the nearest
-    edge pixel is used. Columns outside the island are left 0. Separable: two taps along the
-    rows, then two along the columns written straight into the island.
+    edge pixel is used. Columns outside the island are left 0 (given `out`, a texture-sized
+    float32 array, only the island's columns are written there, the rest left as they are).
+    Separable: two taps along the rows, then two along the columns written straight into the
+    island.
     """
     x0, y0, x1, y1 = layout.crop
     h, w, c = source.shape
@@ -262,7 +265,8 @@ def resample_crop(source: np.ndarray, layout: AtlasLayout, island: int = FRONT, 
     rows = np.take(source, top, axis=0)  # height x w x c
     rows *= w_top[:, None, None]
     rows += np.take(source, bottom, axis=0) * w_bottom[:, None, None]
-    out = np.zeros((layout.height, layout.width, c), np.float32)
+    if out is None:
+        out = np.zeros((layout.height, layout.width, c), np.float32)
     x_start = int(layout.island_x0(island))
     island_texels = out[:, x_start : x_start + layout.island_width]
     # np.take along an axis copies whole records (fancy indexing moves one element at a time);
