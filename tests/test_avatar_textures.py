@@ -66,16 +66,8 @@ def _push_pull_reference(values, valid, smooth_finest=True):
         return (sums[0::2, 0::2] + sums[1::2, 0::2] + sums[0::2, 1::2] + sums[1::2, 1::2],
                 weights[0::2, 0::2] + weights[1::2, 0::2] + weights[0::2, 1::2] + weights[1::2, 1::2])
 
-    def upsample2(a, axis):
-        before = np.concatenate([np.take(a, [0], axis=axis), np.take(a, np.arange(a.shape[axis] - 1), axis=axis)], axis=axis)
-        after = np.concatenate([np.take(a, np.arange(1, a.shape[axis]), axis=axis), np.take(a, [-1], axis=axis)], axis=axis)
-        out = np.stack([0.75 * a + 0.25 * before, 0.75 * a + 0.25 * after], axis=axis + 1)
-        shape = list(a.shape)
-        shape[axis] *= 2
-        return out.reshape(shape)
-
     def upsample(a, height, width):
-        return upsample2(upsample2(a, 0), 1)[:height, :width]
+        return _upsample2_reference(_upsample2_reference(a, 0), 1)[:height, :width]
 
     h, w, _ = values.shape
     sums, weights = halve(values * valid[..., None], valid.astype(np.float32))
