@@ -256,13 +256,74 @@ NORMAL_SQUARE_COS = (0.15, 0.35)
 
 def _bilinear(grid: np.ndarray, valid: np.ndarray, u: np.ndarray, v: np.ndarray):
     """grid (h x w x C) at continuous pixel-centre coordinates (u along columns, v along rows):
-    (values, where all four taps are valid)."""
+    (values, where all four taps are valid). The reference _Taps is held to (the build reads the
+    taps through _Taps; tests/test_detail_crop_taps.py)."""
     h, w = valid.shape
     i0, j0 = np.clip(np.floor(v).astype(int), 0, h - 2), np.clip(np.floor(u).astype(int), 0, w - 2)
     dv, du = np.clip(v - i0, 0, 1)[..., None], np.clip(u - j0, 0, 1)[..., None]
     values = ((1 - dv) * ((1 - du) * grid[i0, j0] + du * grid[i0, j0 + 1])
               + dv * ((1 - du) * grid[i0 + 1, j0] + du * grid[i0 + 1, j0 + 1]))
     return values, valid[i0, j0] & valid[i0, j0 + 1] & valid[i0 + 1, j0] & valid[i0 + 1, j0 + 1]
+
+
+class _Taps:
+    """_bilinear's four taps and weights for continuous pixel-centre positions (u along columns,
+    v along rows) on an h x w grid: `corners` reads a grid (h x w or h x w x C) at them through
+    the flattened grid (one index per tap, not a row and a column), `blend` weighs four such
+    reads as _bilinear does (the same products and sums: its values)."""
+
+    def __init__(self, shape, u: np.ndarray, v: np.ndarray):
+        h, w = shape
+        self.shape = (h, w)
+        self.i0, self.j0 = np.clip(np.floor(v).astype(int), 0, h - 2), np.clip(np.floor(u).astype(int), 0, w - 2)
+        self.dv, self.du = np.clip(v - self.i0, 0, 1)[..., None], np.clip(u - self.j0, 0, 1)[..., None]
+
+    def subset(self, which: np.ndarray) -> "_Taps":
+        out = object.__new__(_Taps)
+        out.shape = self.shape
+        out.i0, out.j0, out.dv, out.du = self.i0[which], self.j0[which], self.dv[which], self.du[which]
+        return out
+
+    def corners(self, grid: np.ndarray) -> tuple:
+        """grid at (i0, j0), (i0, j0 + 1), (i0 + 1, j0), (i0 + 1, j0 + 1)."""
+        h, w = self.shape
+        flat = grid.reshape(h * w, *grid.shape[2:])
+        k = self.i0 * w + self.j0
+        return flat[k], flat[k + 1], flat[k + w], flat[k + w + 1]
+
+    def blend(self, g00, g01, g10, g11):
+        dv, du = self.dv, self.du
+        return (1 - dv) * ((1 - du) * g00 + du * g01) + dv * ((1 - du) * g10 + du * g11)
+
+
+def _outline_distance(seen: np.ndarray, taps: _Taps, factor: int) -> np.ndarray:
+    """ndimage.distance_transform_edt(np.pad(seen, 1))[1:-1, 1:-1] (each pixel's distance to the
+    nearest pixel not `seen`, or past the grid's edge) where the fade reads it: the transform of
+    the window of the grid around `taps` grown by the distance past which the fade is 1
+    (NORMAL_FADE_PX + 0.5 photo pixels: `factor` grid pixels each) and one pixel more. Within
+    the window a distance up to that reach is the whole grid's (its nearest unseen pixel lies in
+    the window); a farther one is over the reach in both, where the fade is 1 either way.
+    Returned as an h x w map, filled on the window only."""
+    from scipy import ndimage
+
+    h, w = seen.shape
+    padded = np.pad(seen, 1)
+    out = np.zeros((h, w))
+    if not len(taps.i0):
+        return out
+    reach = int(np.ceil((NORMAL_FADE_PX + 0.5) * factor)) + 1
+    r0, r1 = max(int(taps.i0.min()) + 1 - reach, 0), min(int(taps.i0.max()) + 3 + reach, h + 2)
+    c0, c1 = max(int(taps.j0.min()) + 1 - reach, 0), min(int(taps.j0.max()) + 3 + reach, w + 2)
+    window = padded[r0:r1, c0:c1]
+    if window.all():  # no unseen pixel near: the whole grid's transform
+        out[:] = ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
+        return out
+    distance = ndimage.distance_transform_edt(window)
+    # padded row r is the grid's row r - 1
+    rows, cols = slice(max(r0, 1), min(r1, h + 1)), slice(max(c0, 1), min(c1, w + 1))
+    out[rows.start - 1:rows.stop - 1, cols.start - 1:cols.stop - 1] = distance[rows.start - r0:rows.stop - r0,
+                                                                               cols.start - c0:cols.stop - c0]
+    return out
 
 
 def fuse_crop_normals(appearance, detail: Detail, framed, K: np.ndarray, mask: np.ndarray, *, island: int | None = None,
@@ -340,26 +401,33 @@ def _crop_normal_targets(layout, uv: np.ndarray, tangents: np.ndarray, detail: D
         u, v = (px - c.box[0]) * f - 0.5, (py - c.box[1]) * f - 0.5
         finite = np.isfinite(c.normal)
         seen = c.mask & finite[..., 0] & finite[..., 1] & finite[..., 2]  # .all(-1): a reduction over 3 is slow
-        crop_normal = np.nan_to_num(c.normal)
-        normal, ok = _bilinear(crop_normal, seen, u, v)
+        # the crop's grid read at its four taps per texel only (_Taps: _bilinear's values)
+        taps = _Taps(seen.shape, u, v)
+        normal = taps.blend(*(np.nan_to_num(g) for g in taps.corners(c.normal)))
+        ok = np.logical_and.reduce(taps.corners(seen))
         on_person = mask[np.clip(py.astype(int), 0, mask.shape[0] - 1), np.clip(px.astype(int), 0, mask.shape[1] - 1)]
         weight = np.clip(edge / FEATHER_PX, 0.0, 1.0) * (ok & on_person & (edge > 0))
         if closed:
             # the whole-body map's own fade (engine.avatar.appearance): toward the outline and
-            # where the surface turns edge-on, here on the crop's finer grid
-            inside = ndimage.distance_transform_edt(np.pad(seen, 1))[1:-1, 1:-1] / f
-            fade, _ = _bilinear(np.clip((inside - 0.5) / NORMAL_FADE_PX, 0.0, 1.0)[..., None], seen, u, v)
-            ray = np.nan_to_num(a.points)
-            # -(normal * ray).sum(-1) / np.linalg.norm(ray, axis=-1) written out channel by channel:
-            # numpy sums a 3-long last axis as (x0 + x1) + x2, the same floats without the slow
-            # reductions over 3 values
-            n0, n1, n2 = crop_normal[..., 0], crop_normal[..., 1], crop_normal[..., 2]
-            r0, r1, r2 = ray[..., 0], ray[..., 1], ray[..., 2]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                cos = -(n0 * r0 + n1 * r1 + n2 * r2) / np.sqrt(r0 * r0 + r1 * r1 + r2 * r2)
-            square = np.nan_to_num(np.clip((cos - NORMAL_SQUARE_COS[0]) / (NORMAL_SQUARE_COS[1] - NORMAL_SQUARE_COS[0]), 0, 1))
-            squared, _ = _bilinear(square[..., None], seen, u, v)
-            weight = weight * fade[:, 0] * squared[:, 0]
+            # where the surface turns edge-on, here on the crop's finer grid; found for the
+            # texels weighted so far only (the others keep their weight 0)
+            weighted = np.nonzero(weight > 0)[0]
+            near = taps.subset(weighted)
+            distance = _outline_distance(seen, near, f)
+            fade = near.blend(*(np.clip((x / f - 0.5) / NORMAL_FADE_PX, 0.0, 1.0)[:, None] for x in near.corners(distance)))
+            # -(normal * ray).sum(-1) / np.linalg.norm(ray, axis=-1) written out channel by channel
+            # (numpy sums a 3-long last axis as (x0 + x1) + x2), at the taps
+            squares = []
+            for n, ray in zip(near.corners(c.normal), near.corners(a.points)):
+                n, ray = np.nan_to_num(n), np.nan_to_num(ray)
+                n0, n1, n2 = n[:, 0], n[:, 1], n[:, 2]
+                r0, r1, r2 = ray[:, 0], ray[:, 1], ray[:, 2]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    cos = -(n0 * r0 + n1 * r1 + n2 * r2) / np.sqrt(r0 * r0 + r1 * r1 + r2 * r2)
+                squares.append(np.nan_to_num(np.clip((cos - NORMAL_SQUARE_COS[0]) / (NORMAL_SQUARE_COS[1] - NORMAL_SQUARE_COS[0]),
+                                                     0, 1))[:, None])
+            squared = near.blend(*squares)
+            weight[weighted] = weight[weighted] * fade[:, 0] * squared[:, 0]
         keep = weight > 0
         if not keep.any():
             continue
