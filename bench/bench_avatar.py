@@ -22,7 +22,9 @@ its own process, so its peak resident memory, ru_maxrss, is its own):
 Each prints wall seconds per stage (avatar.json's timings), CPU seconds (the build's process and the
 geometry worker's), peak memory, the
 texture-baking seconds separately, and with crops the seconds the build waited for the worker's
-hands after its own solid (near 0: the worker keeps up; more: the worker is on the path). Figures are printed; nothing is asserted. --profile DIR: each
+hands after its own solid (near 0: the worker keeps up; more: the worker is on the path), and how many
+hands the worker also drew onto the body (when it had solved them before the body was ready: then the
+build cuts the body's boxes meanwhile). Figures are printed; nothing is asserted. --profile DIR: each
 build also profiled (cProfile, the build's process only, its times inflated by the profiler),
 statistics in DIR/CASE-REP.prof and its 12 costliest functions by own time printed.
 The build is timed as a running engine does it: open3d (the closed solid's Poisson, 0.8-0.9 s
@@ -177,6 +179,7 @@ def run_case(case: str, bundle: str, texture_size: int, profile: str | None = No
         "load": " ".join(f"{x:.2f}" for x in __import__("os").getloadavg()),
         "hands": _hands_summary(manifest),
         "hand_wait_seconds": round(sum(waits), 2) if waits else None,
+        "hands_blended_in_worker": sum(blended) if blended else None,
     }
 
 
@@ -200,7 +203,19 @@ def _time_hand_waits() -> list:
                 waits.append(time.perf_counter() - began)
 
     HandSolve._wait = timed
+    apply = HandSolve.apply
+
+    def applied(self, *args, **kwargs):
+        try:
+            return apply(self, *args, **kwargs)
+        finally:
+            blended.append(getattr(self, "blended_in_worker", 0))
+
+    HandSolve.apply = applied
     return waits
+
+
+blended = []  # per HandSolve applied: how many hands the worker also drew onto the body (blend_hands)
 
 
 def _hands_summary(manifest: dict) -> str:
@@ -277,6 +292,8 @@ def main() -> None:
                       f"before the clock: open3d import {r['open3d_import_seconds']:.2f} s"
                       + (f", hand-solve worker start {r['worker_start_seconds']:.2f} s" if r.get("worker_start_seconds") is not None else "")
                       + (f"; waited {r['hand_wait_seconds']:.2f} s for the worker's hands" if r.get("hand_wait_seconds") is not None else "")
+                      + (f" ({r['hands_blended_in_worker']} blended onto the body there, solved before the body was)"
+                         if r.get("hands_blended_in_worker") else "")
                       + (f"; {r['hands']}" if r.get("hands") else ""))
                 if profile:
                     _print_profile(profile)

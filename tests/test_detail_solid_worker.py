@@ -57,10 +57,13 @@ def _aligned(person, crops):
     return inputs, detail
 
 
-def _closed(inputs, detail, *, use_worker: bool, progress=None, kill_after: str | None = None):
+def _closed(inputs, detail, *, use_worker: bool, progress=None, kill_after: str | None = None, solved_first: bool = False,
+            solves: list | None = None):
     """The closed surface with its hands solved by a HandSolve started as the build starts it;
     kill_after "start" or "hand": the worker killed right after it was sent the crops' samples
-    to make, or the hands to solve (sent while the body is solved)."""
+    to make, or the hands to solve (sent while the body is solved). solved_first: the worker's
+    hands solved before the body's surface is applied (then the worker blends them too);
+    solves: the HandSolve appended to it."""
     from engine.geometry import build_surface
     from engine.geometry.detail_solid import HandSolve
 
@@ -80,6 +83,10 @@ def _closed(inputs, detail, *, use_worker: bool, progress=None, kill_after: str 
 
         solve.worker.submit = submit_then_kill
     built = build_surface(inputs.bundle, detail="normals", watertight=True, on_samples=solve.body_samples)
+    if solved_first:
+        solve._planned[2].result()
+    if solves is not None:
+        solves.append(solve)
     return solve.apply(built.vertices, built.faces, built.vertex_labels)
 
 
@@ -129,8 +136,26 @@ def test_the_hands_go_to_the_worker_in_one_request(person, crops, worker):
         stats = _closed(inputs, detail, use_worker=True)[3]
     finally:
         del worker.submit
-    assert sent == ["hand_solid_samples", "solve_hands"]
+    # and, when the hands were solved before the body (a worker that kept up), their blends
+    # onto the body, sent once the worker is idle again
+    assert sent in (["hand_solid_samples", "solve_hands"], ["hand_solid_samples", "solve_hands", "blend_hands"]), sent
     assert stats["hands_solved_in_worker"] == 2
+
+
+def test_hands_blended_in_the_worker_are_the_bytes_blended_here(person, crops, worker):
+    """Hands the worker solved before the body's surface was ready are drawn onto the body there
+    (blend_hands) while the build cuts the body's boxes: the same bytes and statistics as
+    blended in the build's process, and as all made here."""
+    inputs, detail = _aligned(person, crops)
+    solves = []
+    first = _closed(inputs, detail, use_worker=True, solved_first=True, solves=solves)
+    assert solves[0].blended_in_worker == 2 and solves[0].solved_in_worker == 2
+    here = _closed(inputs, detail, use_worker=False, solves=solves)
+    assert solves[1].blended_in_worker == 0
+    assert _same(first, here), "the hands blended in the worker differ from those blended here"
+    stats, expected = dict(first[3]), dict(here[3])
+    assert stats.pop("hands_solved_in_worker") == 2 and expected.pop("hands_solved_in_worker") == 0
+    assert stats == expected and stats["blend_vertices_moved"] > 0
 
 
 def test_the_hands_joined_on_the_near_part_are_the_whole_bodys_join(person, crops):

@@ -133,9 +133,12 @@ def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target
     # Writers run beside the texture baking; leaving the block waits for them (a failure or a
     # cancel drops the ones not started) before the staging directory is published or removed.
     with fileio.atomic_directory(out_dir) as tmp, _writer_pool() as writers:
-        crops = fuse_crop_maps(inputs, enabled=detail_crops, resolution=resolution)
-        # the hands' second solve starts now, beside the body's (engine.geometry.detail_solid.HandSolve)
-        hands = start_closed_hands(inputs, crops, watertight=watertight, target_faces=target_faces, progress=progress)
+        # the hands' second solve starts as soon as the crops are aligned, beside the maps' fusion
+        # and the body's solve (engine.geometry.detail_solid.HandSolve)
+        solving = []
+        crops = fuse_crop_maps(inputs, enabled=detail_crops, resolution=resolution, on_aligned=lambda aligned: solving.append(
+            start_closed_hands(inputs, aligned, watertight=watertight, target_faces=target_faces, progress=progress)))
+        hands = solving[0] if solving else None
         built = stages.surface(
             inputs, detail=detail, resolution=resolution, watertight=watertight, target_faces=target_faces, progress=progress,
             on_samples=None if hands is None else hands.body_samples,

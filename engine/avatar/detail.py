@@ -22,9 +22,12 @@ class Detail:
     hands: object = None   # engine.geometry.detail_solid.HandSolve, when start_closed_hands started one
 
 
-def fuse_crop_maps(inputs, *, enabled: bool, resolution: str) -> Detail | None:
+def fuse_crop_maps(inputs, *, enabled: bool, resolution: str, on_aligned=None) -> Detail | None:
     """Align the crops and fuse them into inputs.bundle's maps (in place on `inputs`); None when
-    the bundle has no crops or the option is off."""
+    the bundle has no crops or the option is off. on_aligned: called with the Detail once the
+    crops are aligned, before the maps are fused (the build starts the hands' solve there:
+    start_closed_hands needs the aligned crops only, so the geometry worker makes their samples
+    while this process fuses the maps)."""
     bundle = inputs.bundle
     crops = getattr(bundle, "crops", None) or []
     if not enabled or not crops or bundle.pointmap is None:
@@ -33,9 +36,12 @@ def fuse_crop_maps(inputs, *, enabled: bool, resolution: str) -> Detail | None:
     from engine.geometry.surface import RESOLUTIONS
 
     aligned, notes = align_crops(crops, bundle.pointmap, bundle.mask, grid_factor=RESOLUTIONS.get(resolution, 1))
+    detail = Detail(aligned, notes)
+    if on_aligned is not None:
+        on_aligned(detail)
     if aligned:
         inputs.bundle = fuse_maps(bundle, aligned)
-    return Detail(aligned, notes)
+    return detail
 
 
 def fuse_crop_surface(inputs, built, detail: Detail | None, *, watertight: bool, target_faces, refine: bool = False):

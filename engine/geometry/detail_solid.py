@@ -148,6 +148,8 @@ BULGE_REACH_M = 0.05
 BLEND_EDGE_M = 0.004
 SPLIT_DEPTH_M = 0.008
 SEAM_SAMPLES = 8  # points along each body triangle's crossing of the box's faces (_blend_to_body's seam)
+# the new vertices' labels are looked up among the labelled points within this of them (_nearest_labels)
+LABEL_MARGIN_M = 0.03
 MIN_PIECE_FACES = 200  # smaller pieces left after the cut (the body's mitten outside the box) go
 WAIT_POLL_S = 0.1  # a wait for the worker polls the build's progress (its cancel) this often
 WORKER_TIMEOUT_S = 300.0  # a worker silent this long is stopped, the step done in the build's process
@@ -289,6 +291,8 @@ class HandSolve:
         self._samples = None       # (SolidSamples or None, notes) once known
         self._samples_future = None
         self.solved_in_worker = 0  # hands whose Poisson solve the worker made
+        self.blended_in_worker = 0  # hands the worker drew onto the body (blend_hands; not in the stats: it
+                                    # depends on whether the worker was done when the body was)
         self._planned = None       # (zones, inputs, the worker's future) once the body's samples were given
         if self.worker is not None:
             self._samples_future = self.worker.submit(hand_solid_samples, self.aligned, self.K)
@@ -350,16 +354,28 @@ class HandSolve:
         elif self._planned is not None:
             # every hand's solve sent to the worker beside the body's: only the cut waits here
             zones, inputs, future = self._planned
+            # hands the worker has solved already (it kept up with the body's solve) are drawn
+            # onto the body there (blend_hands) while this process cuts the body's boxes
+            solved, blending = None, None
+            if self.worker is not None and future is not None and future.done():
+                solved = self._wait(future, "the hands' solves")
+                if solved is not None:
+                    self.solved_in_worker = len(solved)
+                    blending = self._start_blends(vertices, faces, zones, solved)
             cut, note = cut_hand_boxes(vertices, faces, zones)
-            solved = self._wait(future, "the hands' solves") if self.worker is not None else None
             if solved is None:
-                solved = solve_hands(inputs)
-            else:
-                self.solved_in_worker = len(solved)
+                solved = self._wait(future, "the hands' solves") if self.worker is not None else None
+                if solved is None:
+                    solved = solve_hands(inputs)
+                else:
+                    self.solved_in_worker = len(solved)
+            blended = self._wait(blending, "the hands' blends") if blending is not None else None
+            self.blended_in_worker = 0 if blended is None else len(blended)
             if cut is None:
                 stats["note"] = note
             else:
-                vertices, faces, labels, stats = join_hands(vertices, faces, labels, fine, zones, solved, stats, cut=cut)
+                vertices, faces, labels, stats = join_hands(vertices, faces, labels, fine, zones, solved, stats, cut=cut,
+                                                            blended=blended)
         else:
             context = _body_context(vertices, faces, labels)
             zones = hand_zones(fine, context[0], context[2])
@@ -381,6 +397,13 @@ class HandSolve:
         if notes or self.notes:
             stats["notes"] = notes + self.notes
         return vertices, faces, labels, stats
+
+    def _start_blends(self, vertices, faces, zones: list, solved: list):
+        """The solved hands' blends onto the body (blend_hands) sent to the worker: its future, or
+        None when no hand was solved."""
+        hands = [(s["vertices"], s["faces"], zone.body_cut_in(vertices), zone.cut)
+                 for zone, s in zip(zones, solved) if "note" not in s]
+        return self.worker.submit(blend_hands, vertices, faces, hands) if hands else None
 
     def _wait(self, future, what: str):
         """The future's result, polling `progress` (a cancel raises from it); None, with a note,
@@ -693,16 +716,24 @@ def _blend_to_body(hand_v: np.ndarray, hand_f: np.ndarray, body_v: np.ndarray, b
     return out.astype(np.asarray(hand_v).dtype), hand_f, int((weight > 0).sum())
 
 
-def _blended_hands(vertices, faces, zones: list, solved: list, stats: dict) -> list:
+def blend_hands(vertices, faces, hands: list) -> list:
+    """_blend_to_body of each of `hands` ((the hand's vertices, faces, the body's cut box, the cut
+    box it was solved for)) onto the body (vertices, faces): what HandSolve sends the geometry
+    worker when it has solved the hands before the body was ready, while the build cuts the body."""
+    return [_blend_to_body(hand_v, hand_f, vertices, faces, body_cut, cut) for hand_v, hand_f, body_cut, cut in hands]
+
+
+def _blended_hands(vertices, faces, zones: list, solved: list, stats: dict, blended: list | None = None) -> list:
     """Each solved hand drawn onto the body at its box (_blend_to_body) and cut to its box grown by
     OVERLAP_M: manifold3d solids for the union (the hand unblended where the blend would not make
-    a solid)."""
+    a solid). blended: the blends already made (blend_hands), one per hand, or None."""
     hands = []
     stats["blend_vertices_moved"] = 0
-    for zone, s in zip(zones, solved):
+    for k, (zone, s) in enumerate(zip(zones, solved)):
         body_cut = zone.body_cut_in(vertices)
         lo, hi = (np.asarray(x, np.float64) for x in body_cut)
-        hand_v, hand_f, moved = _blend_to_body(s["vertices"], s["faces"], vertices, faces, body_cut, zone.cut)
+        hand_v, hand_f, moved = (_blend_to_body(s["vertices"], s["faces"], vertices, faces, body_cut, zone.cut)
+                                 if blended is None else blended[k])
         solid = _manifold(hand_v, hand_f) if moved else None
         if solid is None or solid.status().name != "NoError" or solid.volume() <= 0:
             solid, moved = _manifold(s["vertices"], s["faces"]), 0
@@ -870,18 +901,43 @@ def _whole_body_cut(vertices: np.ndarray, faces: np.ndarray, zones: list):
                                              manifold3d.OpType.Subtract), None
 
 
-def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved: list, stats: dict, cut=None):
+def _nearest_labels(source_points: np.ndarray, source_labels: np.ndarray, points: np.ndarray,
+                    margin: float = LABEL_MARGIN_M) -> np.ndarray:
+    """labels.transfer_labels (the label of each point's nearest labelled source point) from the
+    source points within `margin` of the points' box only (the new hands' vertices: a few
+    thousand of the body's 100k+ points), when that provably picks the same source point: every
+    point's nearest lies within half the margin (any source point outside the grown box is
+    farther) and is the only one that near (a tie could be resolved otherwise by a smaller tree);
+    else transfer_labels itself."""
+    from scipy.spatial import cKDTree
+
+    from engine.geometry.labels import transfer_labels
+
+    labelled = np.asarray(source_labels) > 0
+    points = np.asarray(points, np.float64)
+    if len(points) and labelled.any():
+        source = np.asarray(source_points, np.float64)[labelled]
+        lo, hi = points.min(0) - margin, points.max(0) + margin
+        near = np.nonzero(((source >= lo) & (source <= hi)).all(1))[0]
+        if len(near) >= 2:
+            distance, nearest = cKDTree(source[near]).query(points, k=2, workers=-1)
+            if distance[:, 0].max() < 0.5 * margin and (distance[:, 0] < distance[:, 1]).all():
+                return np.asarray(source_labels)[labelled][near[nearest[:, 0]]].astype(np.uint8)
+    return transfer_labels(source_points, source_labels, points)
+
+
+def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved: list, stats: dict, cut=None, blended=None):
     """The body less the hands' boxes (`cut`, from cut_hand_boxes; made here when None) united
     with the hands solve_hand made (on the body's part near the boxes when cut_hand_boxes made a
     near_boolean.NearCut, else the whole body's), each hand first drawn onto the body where the
     body leaves its box (_blended_hands); pieces of the body's mitten left
     outside the boxes dropped (under MIN_PIECE_FACES triangles), labels carried over from the
-    body and the crops' samples. Returns (vertices, faces, labels, stats)."""
+    body and the crops' samples. blended: the solved hands' blends made already (blend_hands,
+    one per hand solved), or None. Returns (vertices, faces, labels, stats)."""
     import manifold3d
 
     from engine.geometry import near_boolean
     from engine.geometry.cleanup import face_components
-    from engine.geometry.labels import transfer_labels
 
     zones = [z for z, s in zip(zones, solved) if "note" not in s]
     for k, s in enumerate(solved):
@@ -896,7 +952,7 @@ def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved:
         if cut is None:
             stats["note"] = note
             return vertices, faces, labels, stats
-    hands = _blended_hands(vertices, faces, zones, [s for s in solved if "note" not in s], stats)
+    hands = _blended_hands(vertices, faces, zones, [s for s in solved if "note" not in s], stats, blended)
     joined = near_boolean.union(cut, hands) if isinstance(cut, near_boolean.NearCut) else None
     if joined is not None:
         # body_index: the body's vertex a result vertex is, untouched and far from the seams, or -1
@@ -909,7 +965,7 @@ def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved:
                 return vertices, faces, labels, stats
             # imported again after the body, as that join imports them (manifold3d orders its
             # result by the solids' ids: the same bytes as when the near part was never tried)
-            hands = _blended_hands(vertices, faces, zones, [s for s in solved if "note" not in s], {})
+            hands = _blended_hands(vertices, faces, zones, [s for s in solved if "note" not in s], {}, blended)
         mesh = manifold3d.Manifold.batch_boolean([cut, *hands], manifold3d.OpType.Add).to_mesh()
         out_v = np.asarray(mesh.vert_properties, np.float32)[:, :3]
         out_f = np.asarray(mesh.tri_verts, np.int64).reshape(-1, 3)
@@ -938,6 +994,6 @@ def join_hands(vertices, faces, labels, fine: SolidSamples, zones: list, solved:
     # the body's own vertices keep their labels (the nearest labelled point is themselves)
     out_l = np.asarray(labels, np.uint8)[np.maximum(body_index, 0)]
     moved = body_index < 0
-    out_l[moved] = transfer_labels(np.concatenate(label_points), np.concatenate(label_values), out_v[moved])
+    out_l[moved] = _nearest_labels(np.concatenate(label_points), np.concatenate(label_values), out_v[moved])
     stats.update(vertices_before=int(len(vertices)), vertices=int(len(out_v)), faces=int(len(out_f)))
     return out_v, out_f, out_l, stats
