@@ -99,3 +99,55 @@ def test_the_face_outline_along_a_sliver_takes_the_face_colour_from_inside():
     np.testing.assert_array_equal(out[70, 39], colour[70, 39])  # elsewhere the outline keeps its colour
     changed = (out != colour).any(-1)
     assert not changed[:, :39].any() and not changed[:36].any() and not changed[57:].any()
+
+
+def _arm_against_the_shirt(gap: int = 0):
+    """A 200 x 60 photo, f = 200 px: a flat shirt (cols 10-39) 2 m away and an arm 10 px
+    (~10 cm) wide in front of its side at 1.95 m (cols 40 + gap to 49 + gap), `gap` background
+    columns between them; the pointmap, seg, mask and K."""
+    seg = np.zeros((200, 60), np.uint8)
+    seg[:, 10:40] = class_ids(["Upper_Clothing"])[0]
+    seg[:, 40 + gap:50 + gap] = class_ids(["Left_Upper_Arm"])[0]
+    K = np.array([[200.0, 0, 30.0], [0, 200.0, 100.0], [0, 0, 1]])
+    z = np.where(seg == class_ids(["Left_Upper_Arm"])[0], 1.95, 2.0)
+    rows, cols = np.mgrid[0:200, 0:60] + 0.5
+    pointmap = np.stack([(cols - 30.0) * z / 200.0, (rows - 100.0) * z / 200.0, z], -1).astype(np.float32)
+    pointmap[seg == 0] = np.nan
+    return pointmap, seg, seg > 0, K
+
+
+def _at(xy, z, K):
+    """Camera points at photo positions `xy` and depths `z`."""
+    xy, z = np.asarray(xy, np.float64), np.asarray(z, np.float64)
+    return np.column_stack([(xy[:, 0] - K[0, 2]) * z / K[0, 0], (xy[:, 1] - K[1, 2]) * z / K[1, 1], z])
+
+
+def test_the_shirt_behind_an_arm_lying_against_it_reads_the_shirt():
+    from engine.avatar.appearance import _off_the_limb
+
+    pointmap, seg, mask, K = _arm_against_the_shirt()
+    arm, shirt = class_ids(["Left_Upper_Arm"])[0], class_ids(["Upper_Clothing"])[0]
+    # behind the arm's pixels: 20 cm behind it (the solid's back there is the shirt's back), the
+    # arm's own back 6 cm behind it (within its 10 cm width), and a vertex 20 cm in front of it
+    # (a forearm held toward the camera, in front of the shirt)
+    xy = np.array([[45.5, 100.5], [45.5, 120.5], [45.5, 140.5]])
+    vertices = _at(xy, [2.15, 2.01, 1.75], K)
+    out = _off_the_limb(xy, vertices, np.full(3, arm, np.uint8), seg, mask, pointmap, K)
+    row, col = int(out[0, 1]), int(out[0, 0])
+    assert seg[row, col] == shirt and row == 100 and col < 40 - OWN_PART_INSIDE_PX  # along its row
+    np.testing.assert_array_equal(out[1:], xy[1:])
+    # a shirt vertex is not the rule's
+    np.testing.assert_array_equal(_off_the_limb(xy[:1], vertices[:1], np.array([shirt], np.uint8), seg, mask,
+                                                pointmap, K), xy[:1])
+
+
+def test_an_arm_apart_from_the_shirt_keeps_its_own_colour():
+    from engine.avatar.appearance import _off_the_limb
+
+    # background between the arm and the shirt on its rows: the vertex far behind the arm's pixels
+    # is the arm's (a slanted arm's back), not the shirt's
+    pointmap, seg, mask, K = _arm_against_the_shirt(gap=3)
+    xy = np.array([[48.5, 100.5]])
+    vertices = _at(xy, [2.15], K)
+    out = _off_the_limb(xy, vertices, np.array(class_ids(["Left_Upper_Arm"]), np.uint8), seg, mask, pointmap, K)
+    np.testing.assert_array_equal(out, xy)

@@ -73,6 +73,16 @@ THROUGH_DEPTH_TOLERANCE = (0.05, 0.02)
 OWN_PART_REACH = 0.1
 OWN_PART_ROW_COST = 3.0
 OWN_PART_INSIDE_PX = 1.5
+# a hidden vertex labelled an arm's part farther than LIMB_BACK_REACH times the part's width on
+# its row from every seen point of that part, plus LIMB_BACK_MARGIN (metres: the issue's depth
+# error), is what lies behind the arm, not its back (_off_the_limb); a cylinder's back lies
+# within 0.71 of its width from its seen half. It reads the trunk's nearest pixel within
+# LIMB_ONTO_REACH of the person's height (the arm lies against the trunk: at OWN_PART_REACH, moves
+# of up to 10 % of the height took a degraded random-103's forearm back onto the shirt)
+LIMB_BACK_REACH = 0.8
+LIMB_BACK_MARGIN = 0.01
+LIMB_ONTO_REACH = 0.06
+UPPER_ARM_CLASSES = ("Left_Upper_Arm", "Right_Upper_Arm")
 
 
 @dataclass
@@ -485,30 +495,110 @@ def _onto_its_own_part(photo_xy: np.ndarray, vertex_labels: np.ndarray, seg: np.
     other = (labels != shown) & np.isin(labels, class_ids(parts)) & np.isin(shown, class_ids(off))
     if not other.any():
         return photo_xy
-    person_rows = np.nonzero(mask.any(axis=1))[0]
-    reach = OWN_PART_REACH * (np.ptp(person_rows) + 1 if len(person_rows) else 1)
+    reach = _own_part_reach(mask)
     out = photo_xy.copy()
     for cls in np.unique(labels[other]):
         movers = np.nonzero(other & (labels == cls))[0]
-        region = mask & (seg == cls)
-        if not region.any():
+        _onto_nearest(out, movers, row, col, mask & (seg == cls), reach)
+    return out
+
+
+def _own_part_reach(mask: np.ndarray) -> float:
+    """OWN_PART_REACH of the person's height in pixels."""
+    person_rows = np.nonzero(mask.any(axis=1))[0]
+    return OWN_PART_REACH * (np.ptp(person_rows) + 1 if len(person_rows) else 1)
+
+
+def _onto_nearest(out: np.ndarray, movers: np.ndarray, row: np.ndarray, col: np.ndarray, region: np.ndarray,
+                  reach: float) -> None:
+    """The `movers` (indices; their pixels `row`, `col`) read the nearest pixel of `region` within
+    `reach` px, rows counting OWN_PART_ROW_COST times columns, OWN_PART_INSIDE_PX inside it where
+    it is wide enough; written into `out` (V x 2 photo coordinates) in place."""
+    if len(movers) == 0 or not region.any():
+        return
+    h, w = region.shape
+    # over the movers' box plus the reach: the distance only matters within it
+    m = int(np.ceil(reach)) + 1
+    r0, r1 = max(0, row[movers].min() - m), min(h, row[movers].max() + m + 1)
+    c0, c1 = max(0, col[movers].min() - m), min(w, col[movers].max() + m + 1)
+    part = region[r0:r1, c0:c1]
+    if not part.any():
+        return
+    inside = ndimage.distance_transform_edt(np.pad(part, 1))[1:-1, 1:-1] > OWN_PART_INSIDE_PX
+    target = inside if inside.any() else part
+    distance, (near_r, near_c) = ndimage.distance_transform_edt(
+        ~target, sampling=(OWN_PART_ROW_COST, 1.0), return_indices=True)
+    at = (row[movers] - r0, col[movers] - c0)
+    near = distance[at] <= reach
+    moved = movers[near]
+    out[moved, 0] = near_c[at][near] + c0 + 0.5
+    out[moved, 1] = near_r[at][near] + r0 + 0.5
+
+
+def _off_the_limb(photo_xy: np.ndarray, vertices_camera: np.ndarray, vertex_labels: np.ndarray, seg: np.ndarray,
+                  mask: np.ndarray, pointmap: np.ndarray, K: np.ndarray, limbs=UPPER_ARM_CLASSES,
+                  onto=TRUNK_CLASSES) -> np.ndarray:
+    """A hidden vertex labelled a limb's part (`limbs`) that lies farther from every seen point of
+    that part than LIMB_BACK_REACH times the part's width on the vertex's photo row, plus
+    LIMB_BACK_MARGIN, is not the part's back but what lies behind it: it reads the nearest pixel
+    of `onto` (as _onto_its_own_part) when it lies behind that pixel's point and no background
+    parts the two on its row. The closed solid's back behind an arm lying against the shoulder
+    or the torso's side took the arm's class from the photo's pixels in front of it, and the
+    shirt's back there the arm's skin (shared person_101, seam_left: a skin blob over the back
+    of the shoulder, the arm-labelled back up to 16 cm behind an arm 8 cm wide). A forearm held
+    toward the camera lies in front of the torso's pixel, an arm hanging apart from the torso
+    has background between them on its rows: both keep their own colour. Only the upper arms by
+    default: forearms and hands gave nothing on bench_back_colour, and a hand lying on the thigh
+    (shared person_102) took specks of the trousers on its back."""
+    h, w = seg.shape
+    labels = np.asarray(vertex_labels)
+    present = np.unique(labels[np.isin(labels, class_ids(limbs))])
+    if len(present) == 0:
+        return photo_xy
+    vertices = np.asarray(vertices_camera, np.float64)
+    row = np.clip(np.nan_to_num(photo_xy[:, 1]).astype(np.int64), 0, h - 1)
+    col = np.clip(np.nan_to_num(photo_xy[:, 0]).astype(np.int64), 0, w - 1)
+    focal = 0.5 * (float(K[0, 0]) + float(K[1, 1]))
+    reach = _own_part_reach(mask) * LIMB_ONTO_REACH / OWN_PART_REACH
+    # everything within a window: the limbs' pixels and their vertices' reads, grown by the reach
+    in_limbs = np.isin(seg, present)
+    movable = np.isin(labels, present)
+    rows = np.concatenate([np.flatnonzero(in_limbs.any(axis=1)), row[movable]])
+    cols = np.concatenate([np.flatnonzero(in_limbs.any(axis=0)), col[movable]])
+    m = int(np.ceil(reach)) + 2
+    r0, r1 = max(0, rows.min() - m), min(h, rows.max() + m + 1)
+    c0, c1 = max(0, cols.min() - m), min(w, cols.max() + m + 1)
+    seg_w, mask_w, point_w = seg[r0:r1, c0:c1], mask[r0:r1, c0:c1], pointmap[r0:r1, c0:c1]
+    seen_w = mask_w & np.isfinite(point_w[..., 2])
+    behind_ones = mask_w & np.isin(seg_w, class_ids(onto))
+    row_w, col_w = row - r0, col - c0
+    # where each would read (the nearest pixel of `onto`), whether it lies behind that pixel's point
+    # and no background lies between on its row: found first, the distances only for those
+    movers = np.flatnonzero(movable)
+    moved = np.full((len(labels), 2), np.nan)
+    _onto_nearest(moved, movers, row_w, col_w, behind_ones, reach)
+    movers = movers[np.isfinite(moved[movers, 0])]
+    mr, mc = moved[movers, 1].astype(np.int64), moved[movers, 0].astype(np.int64)  # window pixels
+    with np.errstate(invalid="ignore"):
+        keep = vertices[movers, 2] > point_w[mr, mc, 2]
+    gaps = np.cumsum(~mask_w, axis=1, dtype=np.int32)  # background pixels up to each column, per row
+    r, c = row_w[movers], col_w[movers]
+    keep &= gaps[r, np.maximum(c, mc)] == gaps[r, np.minimum(c, mc)]
+    movers = movers[keep]
+    out = photo_xy.copy()
+    for cls in present:
+        own = movers[labels[movers] == cls]
+        seen = seen_w & (seg_w == cls)
+        if len(own) == 0 or seen.sum() < MIN_BAND_PIXELS:
             continue
-        # over the movers' box plus the reach: the distance only matters within it
-        m = int(np.ceil(reach)) + 1
-        r0, r1 = max(0, row[movers].min() - m), min(h, row[movers].max() + m + 1)
-        c0, c1 = max(0, col[movers].min() - m), min(w, col[movers].max() + m + 1)
-        part = region[r0:r1, c0:c1]
-        if not part.any():
-            continue
-        inside = ndimage.distance_transform_edt(np.pad(part, 1))[1:-1, 1:-1] > OWN_PART_INSIDE_PX
-        target = inside if inside.any() else part
-        distance, (near_r, near_c) = ndimage.distance_transform_edt(
-            ~target, sampling=(OWN_PART_ROW_COST, 1.0), return_indices=True)
-        at = (row[movers] - r0, col[movers] - c0)
-        near = distance[at] <= reach
-        moved = movers[near]
-        out[moved, 0] = near_c[at][near] + c0 + 0.5
-        out[moved, 1] = near_r[at][near] + r0 + 0.5
+        points = point_w[seen].astype(np.float64)
+        # (a sliding-midpoint tree with larger leaves: the pixels' points lie on a grid, and the
+        # balanced tree's queries from centimetres off that surface ran 8 times longer)
+        distance, _ = cKDTree(points, leafsize=32, balanced_tree=False, compact_nodes=False).query(vertices[own])
+        # the part's width on the vertex's row, in metres at the part's median depth
+        width_m = seen.sum(axis=1)[row_w[own]] * float(np.median(points[:, 2])) / focal
+        far = own[distance > LIMB_BACK_REACH * width_m + LIMB_BACK_MARGIN]
+        out[far] = moved[far] + np.array([c0, r0], np.float64)
     return out
 
 
@@ -583,6 +673,9 @@ def plan_uvs(
             # beside the seam: a step where the islands meet)
             inner = hidden & ~near_border
             photo_xy[inner] = _onto_its_own_part(photo_xy[inner], np.asarray(vertex_labels)[inner], bundle.seg, mask)
+            # and the shirt's back behind an arm lying against it reads the shirt (_off_the_limb)
+            photo_xy[inner] = _off_the_limb(photo_xy[inner], vertices_camera[inner], np.asarray(vertex_labels)[inner],
+                                            bundle.seg, mask, bundle.pointmap, K)
     # every vertex, hidden ones included (a closed surface may bulge past the silhouette), must
     # land inside its island
     layout = tx.plan_layout(mask, photo_xy, texture_size, n_islands)
