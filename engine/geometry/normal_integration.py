@@ -78,9 +78,10 @@ EDGE_PIN_WEIGHT = 0.0
 # depth) is cut at 0.3 %, 1 cm at 3.3 m: a fringe's or a collar's lip over the skin, which the
 # coarse levels smoothed over and the fine ones could not undo (the hair band moved 1 cm back over
 # 2-4 cm); a noisy one (1 cm noise blurred over 2 px: 1.5e-3) at RTOL_HARD as before. The closed
-# solid's refinement (watertight.solid_front, on its own coarser grid of trusted pixels) keeps
-# RTOL_HARD: with "auto" there its exact-map Chamfer rose 0.411 -> 0.436 cm and its volume
-# 1.03-1.06 -> 1.07-1.11 of the truth (bench_closed, 4 people; cause not found).
+# solid's refinement (watertight.solid_front, on its own coarser grid of trusted pixels) uses it
+# too since the twelfth session, with its back recalibrated (watertight.PREDICTION_SCALE's
+# comment): "auto" alone had made the solid larger (exact volume 1.03-1.06 -> 1.07-1.11 of the
+# truth, Chamfer 0.411 -> 0.436 cm: the sharp outline lies deeper, and the mirrored bulge with it).
 JUMP_RTOL_FLOOR = 0.003
 JUMP_NOISE_FACTOR = 10.0
 # Departure limit (see limit_departure): floor and multiple of the local typical departure.
@@ -313,11 +314,18 @@ def jump_rtol_for(points: np.ndarray, valid: np.ndarray, *, floor: float = JUMP_
                   factor: float = JUMP_NOISE_FACTOR, ceiling: float = RTOL_HARD) -> float:
     """The relative step between neighbours that the prior's noise does not explain (a step
     between two neighbours has sqrt(2) times the pixel noise), within [floor, ceiling]."""
-    return float(np.clip(factor * np.sqrt(2.0) * prior_noise(points, valid), floor, ceiling))
+    return jump_rtol_of_noise(prior_noise(points, valid), floor=floor, factor=factor, ceiling=ceiling)
 
 
-def _prior_jumps(points: np.ndarray, rtol: float):
-    """Edges (right, down) across which the prior itself jumps by more than rtol relative.
+def jump_rtol_of_noise(noise: float, *, floor: float = JUMP_RTOL_FLOOR, factor: float = JUMP_NOISE_FACTOR,
+                       ceiling: float = RTOL_HARD) -> float:
+    """jump_rtol_for of a prior whose prior_noise is `noise` (for a caller that needs the noise too)."""
+    return float(np.clip(factor * np.sqrt(2.0) * noise, floor, ceiling))
+
+
+def _prior_jumps(points: np.ndarray, rtol):
+    """Edges (right, down) across which the prior itself jumps by more than rtol relative (a
+    number, or H x W per pixel: an edge takes the larger of its two pixels').
 
     Integration must not connect them: the bilateral weights would find most such jumps, but
     only after many reweighting steps, and a jump smoothed over drags both sides.
@@ -325,10 +333,25 @@ def _prior_jumps(points: np.ndarray, rtol: float):
     if rtol is None:
         return None
     z = points[..., 2]
+    if np.ndim(rtol):
+        rtol_right, rtol_down = np.maximum(rtol[:, 1:], rtol[:, :-1]), np.maximum(rtol[1:], rtol[:-1])
+    else:
+        rtol_right = rtol_down = rtol
     with np.errstate(invalid="ignore"):
-        right = np.abs(z[:, 1:] - z[:, :-1]) > rtol * np.minimum(z[:, 1:], z[:, :-1])
-        down = np.abs(z[1:] - z[:-1]) > rtol * np.minimum(z[1:], z[:-1])
+        right = np.abs(z[:, 1:] - z[:, :-1]) > rtol_right * np.minimum(z[:, 1:], z[:, :-1])
+        down = np.abs(z[1:] - z[:-1]) > rtol_down * np.minimum(z[1:], z[:-1])
     return right, down
+
+
+def _block_max(values: np.ndarray, factor: int) -> np.ndarray:
+    """The largest value of each factor x factor block (downsample_maps' blocks, padded at the
+    far edges)."""
+    if factor == 1:
+        return values
+    H, W = values.shape
+    h, w = -(-H // factor), -(-W // factor)
+    padded = np.pad(values, ((0, h * factor - H), (0, w * factor - W)), constant_values=-np.inf)
+    return padded.reshape(h, factor, w, factor).max(axis=(1, 3))
 
 
 def trust_weights(normal, valid, K, cut=None, *, grazing=GRAZING, ring=EDGE_RING):
@@ -427,8 +450,9 @@ def refine_depth(
     """Refined pointmap (H x W x 3 float32, NaN off the valid pixels) and timing info.
 
     Valid pixels: mask with a finite point of positive depth and a finite normal; neighbours
-    whose prior depths differ by more than `jump_rtol` (relative; "auto": jump_rtol_for the
-    prior's noise; None: never) are not linked. The refined
+    whose prior depths differ by more than `jump_rtol` (relative; H x W: per pixel, an edge the
+    larger of its pixels', a coarser level's pixel its block's largest; "auto": jump_rtol_for
+    the prior's noise; None: never) are not linked. The refined
     points lie on the same pixel rays as the input (through the pixel centres), at the depth that
     minimises the energy in the module doc.
     """
@@ -450,7 +474,7 @@ def refine_depth(
         if not valid_l.any():
             continue
         prior = np.log(points_l[..., 2][valid_l].astype(np.float64))
-        cut = _prior_jumps(points_l, jump_rtol)
+        cut = _prior_jumps(points_l, _block_max(jump_rtol, factor) if np.ndim(jump_rtol) else jump_rtol)
         # The ring is in pixels of this level, so on coarse levels it is wider in the photo.
         facing, edge = trust_weights(normal_l, valid_l, K_l, cut, grazing=grazing, ring=edge_ring)
         trust = facing * edge
