@@ -88,7 +88,7 @@ def test_a_clean_prior_keeps_a_centimetre_lip():
     points, normal, mask, K, depth = _lip_scene()
     refined, _ = refine_depth(points, normal, mask, K, jump_rtol="auto")
     assert np.abs(refined[..., 2] - depth).max() < 1e-3
-    fixed, _ = refine_depth(points, normal, mask, K)   # RTOL_HARD, the closed solid's
+    fixed, _ = refine_depth(points, normal, mask, K)   # RTOL_HARD, the closed solid's head (watertight.HEAD_HARD_CUT_PARTS)
     assert np.abs(fixed[..., 2] - depth).max() > 2e-3
 
 

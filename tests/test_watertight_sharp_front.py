@@ -79,3 +79,29 @@ def test_a_noisy_front_keeps_the_scale_and_a_wider_cut(person):
     front = wt.solid_front(noisy.pointmap, noisy.mask, noisy.seg, noisy.K, noisy.normal, refine=True, jump_rtol="auto")
     assert front.noise > wt.NOISY_NOISE and wt.back_scale(front.noise) == wt.PREDICTION_SCALE
     assert front.stats["refine_jump_rtol"] > 2 * JUMP_RTOL_FLOOR
+
+
+def test_the_head_keeps_the_fixed_cut(person, monkeypatch):
+    """Cut at the noise, a hair cap's overhang stayed on the coarse solid as a ragged step across
+    the forehead and, mirrored, a ledge across the back of the head: the head's pixels are cut at
+    RTOL_HARD, the rest at the clean front's floor."""
+    from engine.geometry import normal_integration
+    from engine.geometry import watertight as wt
+
+    seen = {}
+    refine = normal_integration.refine_depth
+
+    def capture(points, normal, valid, K, *, jump_rtol=None, **kw):
+        seen["rtol"] = jump_rtol
+        return refine(points, normal, valid, K, jump_rtol=jump_rtol, **kw)
+
+    monkeypatch.setattr(normal_integration, "refine_depth", capture)
+    front = wt.solid_front(person.pointmap, person.mask, person.seg, person.K, person.normal, refine=True,
+                           jump_rtol="auto")
+    rtol = np.asarray(seen["rtol"])
+    assert rtol.shape == front.seg.shape
+    head = np.isin(front.seg, class_ids(wt.HEAD_HARD_CUT_PARTS)) & front.valid
+    trunk = np.isin(front.seg, class_ids(("Upper_Clothing", "Torso"))) & front.valid
+    assert head.any() and trunk.any()
+    assert (rtol[head] == wt.RTOL_HARD).all()
+    assert (rtol[trunk] == JUMP_RTOL_FLOOR).all()

@@ -107,8 +107,8 @@ PREDICTION_SCALE = 1.24
 CLEAN_PREDICTION_SCALE = 1.14
 CLEAN_NOISE = 1e-4
 NOISY_NOISE = 6e-4
-CLEAN_PARTS = ("Torso", "Upper_Clothing", "Lower_Clothing", "Apparel", "Face_Neck", "Left_Upper_Leg", "Right_Upper_Leg",
-               "Left_Lower_Leg", "Right_Lower_Leg", "Lower_Lip", "Upper_Lip", "Lower_Teeth", "Upper_Teeth", "Tongue")
+CLEAN_PARTS = ("Torso", "Upper_Clothing", "Lower_Clothing", "Apparel", "Left_Upper_Leg", "Right_Upper_Leg",
+               "Left_Lower_Leg", "Right_Lower_Leg")
 CONTOUR_OFFSET_CAP = 2.0  # see _contour_offset
 BACK_SMOOTH_M = 0.025  # the scale below which the front's relief is not mirrored onto the back
 CAP_KNEE = 0.3  # the thickness cap bends the back's bulge over this share of what it allows
@@ -168,6 +168,11 @@ SOLID_JUMP_RTOL = "auto"  # solid_front's cut in close_surface: see PREDICTION_S
 # degraded): 2.16 / 2.20 mm with the fixed cut everywhere, 2.23 / 2.31 with none kept, 2.14 /
 # 2.29 the hands only, 2.12 / 2.16 hands and whole forearms (but bench_closed arms_forward-102
 # degraded+crops 0.461 -> 0.500 cm, its sleeve facing inward), 2.12 / 2.14 within 5 cm
+# the head keeps the fixed cut everywhere: cut at the noise, a hair cap's overhang (crops-102's
+# 1 cm lip) stayed on the coarse solid as a ragged step with notches across the forehead where
+# the face crop's snap met it, and the back, mirrored from that front, a ledge across the back of
+# the head (look_avatars demo, person_101, crops-102)
+HEAD_HARD_CUT_PARTS = ("Hair", "Face_Neck", "Eyeglass", "Lower_Lip", "Upper_Lip", "Lower_Teeth", "Upper_Teeth", "Tongue")
 CONTEXT_HARD_CUT_PARTS = ("Left_Hand", "Right_Hand", "Left_Lower_Arm", "Right_Lower_Arm")
 HARD_CUT_REACH_M = 0.05
 CLOSED_POISSON_FULL_DEPTH = 3  # see POISSON_FULL_DEPTH
@@ -612,8 +617,10 @@ def solid_front(points, mask, seg, K, normal=None, *, refine=False, max_pixels=C
         stats["prior_noise"] = float(f"{noise:.4g}")
         if jump_rtol is not None:
             stats["refine_jump_rtol"] = round(jump_rtol, 5)
-        if hard_cut_parts and grid_seg is not None and jump_rtol is not None and jump_rtol < RTOL_HARD:
-            hard = _near_hands(grid_points, grid_seg, grid_K, hard_cut_parts)
+        if grid_seg is not None and jump_rtol is not None and jump_rtol < RTOL_HARD:
+            hard = np.isin(grid_seg, class_ids(HEAD_HARD_CUT_PARTS))
+            if hard_cut_parts:
+                hard |= _near_hands(grid_points, grid_seg, grid_K, hard_cut_parts)
             if hard.any():
                 jump_rtol = np.where(hard, RTOL_HARD, jump_rtol)
         refined, info = refine_depth(grid_points, grid_normal, grid_trusted, grid_K, jump_rtol=jump_rtol)
