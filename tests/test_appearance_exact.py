@@ -102,7 +102,7 @@ def test_fade_band_gives_the_broadcast_form_bit_for_bit(all_baked):
     ap._fade_band(got, (rows, cols, w))
     assert got.tobytes() == expected.tobytes()
     assert not np.array_equal(got, normals)
-    # a non-contiguous map takes the plain form
+    # a non-contiguous map is faded through a contiguous copy, the same bytes
     wide = np.zeros((20, 31, 3), np.float32)
     wide[:, :30] = normals
     view = wide[:, :30]

@@ -867,13 +867,10 @@ def _lengths(vectors: np.ndarray) -> np.ndarray:
 def _fade_band(tangent_normals: np.ndarray, fade) -> None:
     """The band (_outline_fade) blended toward flat, in place."""
     band_rows, band_cols, w = fade
-    if not (tangent_normals.flags.c_contiguous and tangent_normals.shape[-1] == 3):
-        band = tangent_normals[band_rows, band_cols]
-        baked = (band != 0).any(-1)
-        band_rows, band_cols, band, w = band_rows[baked], band_cols[baked], band[baked], w[baked]
-        faded = w * band
-        faded[:, 2] += 1.0 - w[:, 0]
-        tangent_normals[band_rows, band_cols] = faded
+    if not tangent_normals.flags.c_contiguous:  # (the build's maps are; a view is faded through a copy)
+        contiguous = np.ascontiguousarray(tangent_normals)
+        _fade_band(contiguous, fade)
+        tangent_normals[...] = contiguous
         return
     # the band's texels gathered and written back as whole 3-float records, the blend channel by
     # channel (the same products and sums as w * band with w broadcast along the channels)
