@@ -151,3 +151,21 @@ def test_an_arm_apart_from_the_shirt_keeps_its_own_colour():
     vertices = _at(xy, [2.15], K)
     out = _off_the_limb(xy, vertices, np.array(class_ids(["Left_Upper_Arm"]), np.uint8), seg, mask, pointmap, K)
     np.testing.assert_array_equal(out, xy)
+
+
+def test_the_seen_shirt_behind_a_forearm_in_front_of_it_reads_the_shirt():
+    # a forearm held toward the camera (cols 40-49, 2.0 m) in front of the sleeve (2.3 m): the
+    # front island's and the border's shirt vertices there read the shirt; one on the forearm's
+    # depth (within BEHIND_LIMB_M) and the arm's own vertex keep their pixel
+    from engine.avatar.appearance import BEHIND_LIMB_M, _behind_a_limb
+
+    seg, mask = _photo()
+    shirt, arm = class_ids(["Upper_Clothing"])[0], class_ids(["Left_Upper_Arm"])[0]
+    pointmap = np.full(seg.shape + (3,), np.nan, np.float32)
+    pointmap[..., 2] = np.where(seg == arm, 2.0, 2.3)
+    xy = np.array([[45.5, 50.5], [45.5, 60.5], [45.5, 70.5], [25.5, 40.5]], np.float64)
+    z = np.array([2.3, 2.0 + 0.5 * BEHIND_LIMB_M, 2.3, 2.3])
+    labels = np.array([shirt, shirt, arm, shirt], np.uint8)
+    out = _behind_a_limb(xy, np.column_stack([np.zeros((4, 2)), z]), labels, seg, mask, pointmap)
+    assert seg[int(out[0, 1]), int(out[0, 0])] == shirt and out[0, 1] == xy[0, 1]
+    np.testing.assert_array_equal(out[1:], xy[1:])

@@ -83,6 +83,10 @@ LIMB_BACK_REACH = 0.8
 LIMB_BACK_MARGIN = 0.01
 LIMB_ONTO_REACH = 0.06
 UPPER_ARM_CLASSES = ("Left_Upper_Arm", "Right_Upper_Arm")
+# a seen vertex (or one on the islands' border) labelled a trunk part whose pixel shows an arm
+# more than this in front of it (metres) lies behind the arm, not on it (_behind_a_limb): an arm
+# held toward the camera over the sleeve's underside lies tens of centimetres in front of it
+BEHIND_LIMB_M = 0.05
 
 
 @dataclass
@@ -503,6 +507,27 @@ def _onto_its_own_part(photo_xy: np.ndarray, vertex_labels: np.ndarray, seg: np.
     return out
 
 
+def _behind_a_limb(photo_xy: np.ndarray, vertices_camera: np.ndarray, vertex_labels: np.ndarray, seg: np.ndarray,
+                   mask: np.ndarray, pointmap: np.ndarray) -> np.ndarray:
+    """_onto_its_own_part for the vertices whose pixel's point lies more than BEHIND_LIMB_M in
+    front of them: the seen island's and the islands' border's (which keep the front's pixel
+    otherwise). A forearm held toward the camera hides the sleeve's underside; the front island's
+    smoothed weight keeps the hidden strip's vertices beside the outline, and the border's copies
+    read the forearm's skin (crops-102, seam_left: a skin smear across the sleeve's white stripe
+    under the raised arm). Both copies of a border vertex share its position and label and so
+    move alike: the islands still meet on the same pixel."""
+    h, w = seg.shape
+    col = np.clip(np.nan_to_num(photo_xy[:, 0]).astype(np.int64), 0, w - 1)
+    row = np.clip(np.nan_to_num(photo_xy[:, 1]).astype(np.int64), 0, h - 1)
+    with np.errstate(invalid="ignore"):
+        behind = np.asarray(vertices_camera, np.float64)[:, 2] - pointmap[row, col, 2] > BEHIND_LIMB_M
+    if not behind.any():
+        return photo_xy
+    out = photo_xy.copy()
+    out[behind] = _onto_its_own_part(photo_xy[behind], np.asarray(vertex_labels)[behind], seg, mask)
+    return out
+
+
 def _own_part_reach(mask: np.ndarray) -> float:
     """OWN_PART_REACH of the person's height in pixels."""
     person_rows = np.nonzero(mask.any(axis=1))[0]
@@ -668,6 +693,11 @@ def plan_uvs(
             by_the_border[faces[by_the_border[faces].any(axis=1)].ravel()] = True
         photo_xy = _reading_pixels(vertices_camera, photo_xy, hidden, mask, bundle.pointmap, K, faces, by_the_border)
         if vertex_labels is not None and bundle.seg is not None:
+            # the seen island's and the border's trunk vertices behind an arm read their own part
+            # (_behind_a_limb), the border's two copies alike
+            outer = ~hidden | near_border
+            photo_xy[outer] = _behind_a_limb(photo_xy[outer], vertices_camera[outer], np.asarray(vertex_labels)[outer],
+                                             bundle.seg, mask, bundle.pointmap)
             # the hidden island's border vertices and their neighbours read what the front reads
             # there (moved, the triangles along the border took the part's colour from a row end
             # beside the seam: a step where the islands meet)
