@@ -31,6 +31,10 @@ surface with the crops' depth also refined with their normals on their grid (not
 does: it triples the build's time). CPU s: the surface stage's CPU seconds (the build's process
 and the geometry worker process's that solves a hand beside it), without the crops (fused maps,
 closed hands) against with them.
+The face region (open and closed, without -> with the crops): mesh -> truth and truth -> mesh as
+for the hands, and the forehead where the hair meets it (forehead_errors: the depth error along
+the region's columns against the true face crop, skin and hair, and how much it jumps between
+neighbouring photo rows: a slot or a ledge across the forehead shows there).
 
 Model time: the crops' second pass runs through the real predict code (engine.predict.crops.
 run_crops) against the whole-photo dense pass of the same tasks, on the bundled sample's photo with
@@ -191,7 +195,7 @@ def surface_figures(people: int) -> None:
     from engine.synthetic import make_person, to_bundle
     from engine.synthetic.crops import crop_camera, open_hands_pose, render_crops
 
-    rows = []
+    rows, face_rows = [], []
     for seed, pose in PEOPLE[:people]:
         person = make_person(seed=seed, pose=open_hands_pose() if pose == "open_hands" else pose)
         truth_scene = o3d.t.geometry.RaycastingScene()
@@ -221,6 +225,10 @@ def surface_figures(people: int) -> None:
                 bundle.crops = []
                 for aligned in detail.aligned:
                     if aligned.crop.name == "face":
+                        truth = truth_of["face"]
+                        face_rows.append((f"seed {seed} {pose or 'random'}", case, "closed" if watertight else "open",
+                                          *(face_errors(built, person.K, aligned.region, truth_scene, truth)
+                                            for built in (plain, fused))))
                         continue
                     x0, y0, x1, y1 = aligned.region
                     truth = truth_of[aligned.crop.name]
@@ -277,6 +285,96 @@ def surface_figures(people: int) -> None:
                       f"mesh->truth {eb:.2f} -> {ea:.2f} mm, spill {100 * sb:.1f} -> {100 * sa:.1f}%, "
                       f"finger gaps free {100 * gb:.1f} -> {100 * ga:.1f}% ({len(gaps)} hands with gaps), "
                       f"surface stage {tb:.2f} -> {ta:.2f} s (without -> with crops)")
+    print_face(face_rows)
+
+
+def print_face(face_rows) -> None:
+    """The face region's table: mesh->truth and truth->mesh as for the hands, and the forehead
+    (forehead_errors) without -> with the crops."""
+    print("\nthe face region (mm): mesh->truth mean/p90, truth->mesh mean/p90; forehead along the region's "
+          "columns: skin / hair depth error mean (max), error jump between photo rows mean / p99 / max")
+    for who, case, kind, b, a in face_rows:
+        for label, r in (("without", b), ("with", a)):
+            print(f"{who if label == 'without' else '':22} {case if label == 'without' else '':9} "
+                  f"{kind if label == 'without' else '':7} {label:7} | {r['mesh_mean_mm']:5.2f}/{r['mesh_p90_mm']:5.2f} "
+                  f"| {r['truth_mean_mm']:5.2f}/{r['truth_p90_mm']:5.2f} | skin {r['skin_mean_mm']:5.2f} ({r['skin_max_mm']:5.2f}) "
+                  f"hair {r['hair_mean_mm']:5.2f} ({r['hair_max_mm']:5.2f}) jump {r['jump_mean_mm']:4.2f} / "
+                  f"{r['jump_p99_mm']:4.2f} / {r['jump_max_mm']:5.2f}")
+    for case in ("exact", "degraded"):
+        for kind in ("open", "closed"):
+            sel = [(b, a) for _, c, k, b, a in face_rows if c == case and k == kind]
+            if sel:
+                fig = {key: [np.mean([r[key] for r in side]) for side in zip(*sel)]
+                       for key in ("mesh_mean_mm", "truth_mean_mm", "skin_mean_mm", "hair_mean_mm", "jump_mean_mm")}
+                jump_max = [max(r["jump_max_mm"] for r in side) for side in zip(*sel)]
+                print(f"mean over {len(sel)} faces, {case} maps, {kind} surface (without -> with crops): "
+                      + ", ".join(f"{key[:-3].replace('_', ' ')} {b:.2f} -> {a:.2f}" for key, (b, a) in fig.items())
+                      + f", jump max {jump_max[0]:.2f} -> {jump_max[1]:.2f} mm")
+
+
+def face_errors(surface, K, region, truth_scene, truth) -> dict:
+    """region_errors on the face region (the true visible surface there at the crop's grid) and
+    forehead_errors."""
+    x0, y0, x1, y1 = region
+    f = truth.factor
+    bx0, by0 = truth.box[:2]
+    window = truth.pointmap[(y0 - by0) * f:(y1 - by0) * f, (x0 - bx0) * f:(x1 - bx0) * f]
+    out = region_errors(surface, K, region, truth_scene, window[np.isfinite(window).all(-1)], np.random.default_rng(0))
+    return {**out, **forehead_errors(surface, truth, region)}
+
+
+def forehead_errors(surface, truth, region, band_px: int = 8) -> dict:
+    """Where the hair meets the forehead: the surface's depth along the rays through the true face
+    crop's pixels (its camera, its grid) against the truth's, down the region's columns (its
+    middle 60 %: the forehead, not the temples) whose lowest hair pixel has skin below it; over the
+    band_px photo pixels of skin below that pixel and of hair above it: the skin's and the hair's
+    depth error (mean, max of |error|), and how much the error changes between pixels one photo
+    pixel apart down the column (mean, 99th percentile, max), the pairs across the true hairline
+    left out (the hair's own overhang): a slot or a ledge the surface has and the truth has not
+    shows there. In mm."""
+    import open3d as o3d
+
+    from engine.geometry.labels import class_ids
+    from engine.synthetic.render import pixel_rays
+
+    f = truth.factor
+    bx0, by0 = truth.box[:2]
+    x0, y0, x1, y1 = region
+    h, w = truth.mask.shape
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(surface.vertices.astype(np.float32)), o3d.core.Tensor(surface.faces.astype(np.uint32)))
+    rays = pixel_rays(truth.meta["K"], w, h)
+    depth = (scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy() * rays[:, 5]).reshape(h, w)
+    rows, cols = slice((y0 - by0) * f, (y1 - by0) * f), slice((x0 - bx0) * f, (x1 - bx0) * f)
+    with np.errstate(invalid="ignore"):
+        error = (depth - truth.pointmap[..., 2])[rows, cols]
+    hair_id, skin_id = (int(i) for i in class_ids(("Hair", "Face_Neck")))
+    seg = truth.seg[rows, cols]
+    band = band_px * f
+    skin, hair, jumps = [], [], []
+    width = error.shape[1]
+    for j in range(int(0.2 * width), int(0.8 * width)):
+        on_hair = np.nonzero(seg[:, j] == hair_id)[0]
+        if not len(on_hair):
+            continue
+        line = int(on_hair.max())
+        if line < band or not (seg[line + 1:line + 1 + band, j] == skin_id).all():
+            continue
+        column = error[line + 1 - band:line + 1 + band, j]
+        if not np.isfinite(column).all():
+            continue
+        hair.append(column[:band])
+        skin.append(column[band:])
+        step = np.abs(column[f:] - column[:-f])
+        first = np.arange(len(step))            # the pair (k, k + f) straddles the hairline when k < band <= k + f
+        jumps.append(step[(first + f < band) | (first >= band)])
+    if not skin:
+        return {key: np.nan for key in ("skin_mean_mm", "skin_max_mm", "hair_mean_mm", "hair_max_mm",
+                                         "jump_mean_mm", "jump_p99_mm", "jump_max_mm")}
+    skin, hair, jumps = (1e3 * np.abs(np.concatenate(x)) for x in (skin, hair, jumps))
+    return {"skin_mean_mm": skin.mean(), "skin_max_mm": skin.max(), "hair_mean_mm": hair.mean(),
+            "hair_max_mm": hair.max(), "jump_mean_mm": jumps.mean(), "jump_p99_mm": np.percentile(jumps, 99),
+            "jump_max_mm": jumps.max()}
 
 
 def _window(truth, region):
