@@ -169,3 +169,50 @@ def test_the_seen_shirt_behind_a_forearm_in_front_of_it_reads_the_shirt():
     out = _behind_a_limb(xy, np.column_stack([np.zeros((4, 2)), z]), labels, seg, mask, pointmap)
     assert seg[int(out[0, 1]), int(out[0, 0])] == shirt and out[0, 1] == xy[0, 1]
     np.testing.assert_array_equal(out[1:], xy[1:])
+
+
+def test_a_thin_lock_at_the_outline_is_a_smooth_edge_in_the_texture():
+    # a lock of hair 0.8 px wide down the face's right outline, the outline slanting a pixel every
+    # 10 rows: the mask steps a pixel there and the outline pixel's colour jumps with the share
+    # of the lock inside it (shared person_101's jaw). Across the front island's texels the
+    # face/hair edge lies where the lock's edge does, on every texel row (no tooth a row high)
+    from engine.avatar import textures as tx
+    from engine.avatar.appearance import _lock_texels
+
+    h, w = 60, 40
+    hair, face = class_ids(["Hair"])[0], class_ids(["Face_Neck"])[0]
+    face_c, hair_c = np.array([0.6, 0.45, 0.35], np.float32), np.array([0.08, 0.06, 0.05], np.float32)
+    rows = np.arange(h) + 0.5
+    outline = 34.0 - 0.1 * (rows - 10.0)  # the true outline (pixel-edge columns)
+    edge = outline - 0.8  # the lock's inner edge
+    left = np.arange(w)[None, :].astype(np.float64)
+    person = (left >= 5) & (left + 0.5 < outline[:, None])
+    right = np.minimum(left + 1.0, outline[:, None])  # each pixel's person part ends here
+    cover = np.clip(right - np.maximum(left, edge[:, None]), 0.0, None) / np.maximum(right - left, 1e-9)
+    cover = np.where(person, np.clip(cover, 0.0, 1.0), 0.0)
+    seg = np.where(person, np.where(cover > 0.5, hair, face), 0).astype(np.uint8)
+    seg[:8][person[:8]] = hair  # the top of the head
+    cover[:8][person[:8]] = 1.0
+    colour = (face_c * (1 - cover[..., None]) + hair_c * cover[..., None]).astype(np.float32)
+    layout = tx.AtlasLayout(crop=(0.0, 0.0, float(w), float(h)), width=176, height=4 * h, island_width=80, n_islands=2)
+    before = tx.resample_crop(colour, layout, tx.FRONT)
+    albedo = before.copy()
+    _lock_texels(albedo, colour, seg, person, layout, (0, 0))
+    mid = 0.5 * (face_c[0] + hair_c[0])
+    errors, before_errors = [], []
+    for texel_row in range(48, 192):  # photo rows 12-48, away from the head's top and the lock's ends
+        true_edge = np.interp((texel_row + 0.5) / 4.0, rows, edge)
+        for values, out in ((albedo[..., 0], errors), (before[..., 0], before_errors)):
+            row = values[texel_row, :80]
+            k = np.flatnonzero((row[:-1] >= mid) & (row[1:] < mid))
+            if not len(k):
+                out.append(np.inf)  # no hair on this texel row
+                continue
+            k = k[-1]  # the last face -> hair crossing
+            crossing = k + (row[k] - mid) / (row[k] - row[k + 1]) + 0.5  # texel-edge coordinates
+            out.append(crossing / 2.0 - true_edge)
+    errors, before_errors = np.abs(errors), np.abs(before_errors)
+    # within a tenth of a pixel on every row; the photo alone shows no hair at all on some (inf)
+    assert errors.max() < 0.1 and np.isinf(before_errors).any()
+    # the face's inside is left as it was
+    np.testing.assert_array_equal(albedo[:, :40], before[:, :40])

@@ -87,6 +87,15 @@ UPPER_ARM_CLASSES = ("Left_Upper_Arm", "Right_Upper_Arm")
 # more than this in front of it (metres) lies behind the arm, not on it (_behind_a_limb): an arm
 # held toward the camera over the sleeve's underside lies tens of centimetres in front of it
 BEHIND_LIMB_M = 0.05
+# a lock of hair framing the face at the outline (closed meshes, front island): within
+# HAIR_LOCK_PX of the outline on rows whose pixel that far in is pure face, its inner edge is
+# found from the albedo's hair coverage (pixels under LOCK_PURE from pure: pure), smoothed over
+# LOCK_SMOOTH_ROWS rows (_lock_edges), and where it is at most LOCK_THIN_PX wide the texels across
+# it ramp from the face's colour to the hair's over one texel (_lock_texels)
+HAIR_LOCK_PX = 8
+LOCK_THIN_PX = 4.0
+LOCK_SMOOTH_ROWS = 2.0
+LOCK_PURE = 0.1
 
 
 @dataclass
@@ -750,7 +759,133 @@ def _albedo_islands(bundle, layout: tx.AtlasLayout):
         # both islands: the front without the slivers, the hidden side continuing the face there
         colour, window_seg = _without_stray_hair(bundle, colour, colour_valid, layout)
     hidden = _hidden_side_colour(bundle, colour, colour_valid, layout, window_seg)
-    return _both_islands(colour, hidden, layout, origin), source
+    albedo = _both_islands(colour, hidden, layout, origin)
+    if window_seg is not None:
+        rows, cols = tx.crop_window(layout, colour_valid.shape)
+        _lock_texels(albedo, colour, window_seg, bundle.mask[rows, cols], layout, origin)
+    return albedo, source
+
+
+def _lock_edges(head: np.ndarray, face: np.ndarray, cover: np.ndarray, person: np.ndarray):
+    """Along the right-hand outline (flip the maps for the left): per row its last head pixel R;
+    where the hair at the outline begins (a column in pixel-edge coordinates: R + 1 less the
+    row's hair coverage within HAIR_LOCK_PX, smoothed over LOCK_SMOOTH_ROWS rows but kept within
+    a pixel of the row's own; NaN off a thin lock's rows); and the column the lock's texels start
+    at (a pixel before that edge, the row's own and its first pixel with any hair)."""
+    h, w = head.shape
+    last = w - 1 - np.argmax(head[:, ::-1], axis=1)
+    rows = np.arange(h)
+    outside = ~person[rows, np.minimum(last + 1, w - 1)] | (last + 1 >= w)
+    cols = last[:, None] - np.arange(HAIR_LOCK_PX)[None, :]
+    within = cols >= 0
+    cols_c = np.clip(cols, 0, w - 1)
+    cover_row = np.where(within & head[rows[:, None], cols_c], cover[rows[:, None], cols_c], 0.0)
+    inner = cols_c[:, -1]
+    valid = head.any(axis=1) & outside & face[rows, inner] & (cover[rows, inner] <= LOCK_PURE)
+    edge = np.where(valid, last + 1 - cover_row.sum(axis=1), 0.0)
+    hair_at = valid & (cover[rows, last] > 0.5)
+    lock = ndimage.binary_dilation(hair_at, iterations=int(3 * LOCK_SMOOTH_ROWS)) & valid
+    total = ndimage.gaussian_filter1d(edge, LOCK_SMOOTH_ROWS, mode="constant")
+    count = ndimage.gaussian_filter1d(valid.astype(np.float64), LOCK_SMOOTH_ROWS, mode="constant")
+    # a staircase's step is a pixel at most: farther from the row's own edge is a corner (the
+    # fringe meeting the hair beside the face), kept within a pixel of where the row has it
+    smooth = np.clip(total / np.maximum(count, 1e-9), edge - 1.0, edge + 1.0)
+    # only where the lock is thin: a wider one's pixels show its edge (and the rows' real changes
+    # of its width, which smoothed moved the synthetic people's face pixels into the hair)
+    smooth = np.where(lock & (last + 1 - smooth <= LOCK_THIN_PX), smooth, np.nan)
+    first_mixed = np.where(within & (cover_row > LOCK_PURE), cols, w).min(axis=1)
+    start = np.fmin(np.fmin(smooth, np.where(valid, edge, np.nan)), np.minimum(first_mixed, last + 1)) - 1.0
+    return last, smooth, start
+
+
+def _lock_row_colours(pure: np.ndarray, colour: np.ndarray) -> np.ndarray | None:
+    """Per row the mean colour of its `pure` pixels (h x 3); a row without one takes the nearest
+    row's; None without any."""
+    count = pure.sum(axis=1)
+    if not count.any():
+        return None
+    total = np.stack([np.where(pure, colour[..., k], 0.0).sum(axis=1) for k in range(colour.shape[-1])], axis=1)
+    _, (nearest,) = ndimage.distance_transform_edt(count == 0, return_indices=True)
+    return total[nearest] / count[nearest][:, None]
+
+
+def _lock_texels(albedo: np.ndarray, colour: np.ndarray, seg: np.ndarray, person: np.ndarray,
+                 layout: tx.AtlasLayout, origin) -> None:
+    """The front island's texels across a lock of hair framing the face at the outline, in place:
+    from the lock's inner edge (_lock_edges: sub-pixel, smooth over the rows) a ramp one texel wide
+    from the face's colour on its row to the hair's. The photo's lock is a staircase a pixel or
+    less wide whose edge steps a pixel every few rows; on the edge-on side of the face one pixel
+    spans 1-2 cm, and each step was a tooth a row high and a centimetre or two long (shared
+    person_101's jaw, head_side). Bilinear taps of a linear ramp put its middle exactly on the
+    edge, so the triangles across it show the edge where it lies between the rows too.
+    `colour`, `seg` and `person` are the photo window (top-left pixel `origin`)."""
+    hair = np.isin(seg, class_ids(["Hair"])) & person
+    face = np.isin(seg, class_ids(FRONT_ONLY_CLASSES)) & person
+    if hair.sum() < MIN_HAIR_PIXELS or not face.any():
+        return
+    # the head's box, HAIR_LOCK_PX wider: the lock lies within it
+    m = HAIR_LOCK_PX + 2
+    r, c = _box(hair | face)
+    box = (slice(max(r.start - m, 0), r.stop + m), slice(max(c.start - m, 0), c.stop + m))
+    hair, face, person, colour = hair[box], face[box], person[box], colour[box]
+    luminance = colour.mean(axis=-1)
+    face_core = face & ndimage.binary_erosion(face, iterations=3)
+    hair_core = hair & ndimage.binary_erosion(hair, iterations=2)
+    if not face_core.any() or not hair_core.any():
+        return
+    lf, lh = float(np.median(luminance[face_core])), float(np.median(luminance[hair_core]))
+    if abs(lf - lh) < 0.05:  # hair and face alike: no edge to find
+        return
+    head = hair | face
+    cover = np.where(head, np.clip((lf - luminance) / (lf - lh), 0.0, 1.0), 0.0)
+    h, w = head.shape
+    x0, y0, x1, y1 = layout.crop
+    sx, sy = (x1 - x0) / layout.island_width, (y1 - y0) / layout.height
+    row0, col0 = origin[0] + box[0].start, origin[1] + box[1].start  # the box's top-left photo pixel
+    texel_rows = np.arange(layout.height)
+    y = (texel_rows + 0.5) * sy + y0 - row0  # texel centres' rows in the box, pixel-edge coordinates
+    inside = (y >= 0) & (y < h)
+    texel_rows, y = texel_rows[inside], y[inside]
+    if not len(y):
+        return
+    below = np.clip(np.floor(y - 0.5).astype(np.int64), 0, max(h - 2, 0))
+    t = np.clip(y - 0.5 - below, 0.0, 1.0)
+    above = np.minimum(below + 1, h - 1)
+    span = int(np.ceil((HAIR_LOCK_PX + 2) / sx)) + 2
+    x_start = int(layout.island_x0(tx.FRONT))
+    for flip in (False, True):
+        view = (lambda a: a[:, ::-1]) if flip else (lambda a: a)
+        last, edge, start = _lock_edges(view(head), view(face), view(cover), view(person))
+        near_last = np.abs(np.arange(w)[None, :] - last[:, None]) <= HAIR_LOCK_PX
+        hair_colour = _lock_row_colours(view(hair & (cover >= 1 - LOCK_PURE)) & near_last, view(colour))
+        face_colour = _lock_row_colours(view(face & (cover <= LOCK_PURE)) & near_last, view(colour))
+        if hair_colour is None or face_colour is None:
+            continue
+        e_below, e_above = edge[below], edge[above]
+        e = np.where(np.isnan(e_below), e_above, np.where(np.isnan(e_above), e_below, (1 - t) * e_below + t * e_above))
+        use = np.isfinite(e)
+        if not use.any():
+            continue
+        e, tu, b, a = e[use], t[use, None], below[use], above[use]
+        outline = last[np.clip(np.floor(y[use]).astype(np.int64), 0, h - 1)] + 1.0
+        hair_c = (1 - tu) * hair_colour[b] + tu * hair_colour[a]
+        face_c = (1 - tu) * face_colour[b] + tu * face_colour[a]
+        zone_start = np.fmin(start[b], start[a])
+        # the texel columns from the zone's start toward the outline (leftwards when flipped)
+        start_photo = (w - zone_start if flip else zone_start) + col0
+        first = np.floor((start_photo - x0) / sx - 0.5).astype(np.int64) - (span - 1 if flip else 0)
+        texel_cols = first[:, None] + np.arange(span)[None, :]
+        x = (texel_cols + 0.5) * sx + x0 - col0
+        x = w - x if flip else x
+        ramp = np.clip((x - e[:, None]) / sx + 0.5, 0.0, 1.0)
+        zone = (x >= zone_start[:, None]) & (x < outline[:, None])
+        zone &= (texel_cols >= 0) & (texel_cols < layout.island_width)
+        if not zone.any():
+            continue
+        at = np.nonzero(zone)
+        ramp_at = ramp[at][:, None]
+        values = face_c[at[0]] * (1.0 - ramp_at) + hair_c[at[0]] * ramp_at
+        albedo[texel_rows[use][at[0]], texel_cols[at] + x_start] = values.astype(albedo.dtype)
 
 
 def _both_islands(front: np.ndarray, hidden: np.ndarray, layout: tx.AtlasLayout, origin) -> np.ndarray:
