@@ -42,6 +42,11 @@ Printed per case (nothing asserted):
 - into_itself: area share of built faces whose front side (0.2 mm along the normal) is inside the
   built solid: a face wound the wrong way;
 - volume: built volume / true volume (the union's, by Monte Carlo occupancy over its parts);
+- labels wrong: area share of built faces whose vertices' class (each corner a third of the face)
+  is not the class of the nearest true outer-skin point (the synthetic body's face labels, the
+  same 29-class table), the part of it where the truth is the trunk or its clothes
+  (labels.TRUNK_CLASSES) and the label an arm's (ARM_CLASSES: the back behind an arm lying
+  against the torso), and the largest confusions "true class labelled built class";
 - seconds: build_surface time (shared 2-core machine: figures are indicative);
 - open front: the mean distance of the open (front-only) surface of the same maps to the true
   body, for reference (an offset in the maps moves the front as much as the solid).
@@ -172,6 +177,45 @@ def closed_metrics(truth: dict, vertices: np.ndarray, faces: np.ndarray) -> dict
     }
 
 
+def label_metrics(truth: dict, vertices: np.ndarray, faces: np.ndarray, vertex_labels) -> dict:
+    """The built labels against the truth's: the area share of built faces whose vertices' class
+    (engine.geometry.labels' table; each corner a third of the face) differs from the class of the
+    nearest true outer-skin point (the synthetic body's face labels are that table's classes), and
+    the confusions "true class labelled built class" by area share."""
+    import open3d as o3d
+
+    from engine.geometry.labels import class_names
+
+    if vertex_labels is None or truth.get("skin_part") is None:
+        return {}
+    vertices = np.asarray(vertices, np.float64)
+    corners = vertices[faces]
+    area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
+    closest = truth["skin_scene"].compute_closest_points(o3d.core.Tensor(corners.mean(1).astype(np.float32)))
+    names = class_names()
+    lookup = {name: i for i, name in enumerate(names)}
+    skin_class = np.array([lookup.get(n, -1) for n in truth["skin_part"]], np.int64)
+    true = skin_class[closest["primitive_ids"].numpy()]
+    built = np.asarray(vertex_labels, np.int64)[faces]            # F x 3
+    wrong = built != true[:, None]
+    total = max(float(area.sum()), 1e-20)
+    weight = np.repeat(area / 3.0, 3)[wrong.ravel()]
+    pairs = np.stack([np.repeat(true, 3)[wrong.ravel()], built.ravel()[wrong.ravel()]], 1)
+    confusions = {}
+    if len(pairs):
+        keys, inverse = np.unique(pairs, axis=0, return_inverse=True)
+        shares = np.bincount(inverse.ravel(), weight) / total
+        for (t, b), share in zip(keys, shares):
+            label = lambda c: names[c] if 0 <= c < len(names) else str(c)
+            confusions[f"{label(t)} labelled {label(b)}"] = round(float(share), 4)
+    from engine.geometry.labels import ARM_CLASSES, TRUNK_CLASSES, class_ids
+
+    arm_on_trunk = np.isin(pairs[:, 0], class_ids(TRUNK_CLASSES)) & np.isin(pairs[:, 1], class_ids(ARM_CLASSES))
+    return {"label_wrong": round(float(weight.sum() / total), 4),
+            "label_arm_on_trunk": round(float(weight[arm_on_trunk].sum() / total), 4),
+            "label_confusions": dict(sorted(confusions.items(), key=lambda kv: -kv[1]))}
+
+
 def held_out_people(n: int, width: int, height: int):
     from engine.synthetic import make_person
 
@@ -256,6 +300,7 @@ def main() -> None:
     parser.add_argument("--cases", default="exact,degraded,offset", help="comma-separated: exact, degraded, offset")
     parser.add_argument("--crops", default="without,with",
                         help="comma-separated: without (the maps alone), with (hand and face crops, the default build's)")
+    parser.add_argument("--json", help="write every case's figures (label confusions included) to this file")
     args = parser.parse_args()
     wanted = args.cases.split(",")
     with_crops = args.crops.split(",")
@@ -278,6 +323,7 @@ def main() -> None:
                 print(f"{name:16s} {label:15s} refused: {exc}")
                 continue
             m = closed_metrics(truth, surface.vertices, surface.faces)
+            m.update(label_metrics(truth, surface.vertices, surface.faces, surface.vertex_labels))
             m.update(person=name, case=label, seconds=round(seconds, 2), pixels=int(person.mask.sum()))
             m["front_only_cm"] = front_only_error(truth, render, detail=args.detail, resolution=args.resolution)
             ratio = depth_offset_ratio(person, render)
@@ -295,6 +341,10 @@ def main() -> None:
                   f"volume {m['volume_offset_removed']:.3f})", flush=True)
             parts = ", ".join(f"{k} {v:.4f}" for k, v in m["inward_by_part"].items() if v >= 0.0002)
             print(f"{'':16s} {label:15s} inward by nearest true part: {parts or '-'}", flush=True)
+            if "label_wrong" in m:
+                top = ", ".join(f"{k} {100 * v:.2f} %" for k, v in list(m["label_confusions"].items())[:4])
+                print(f"{'':16s} {label:15s} labels wrong {100 * m['label_wrong']:.2f} % of the area (the trunk "
+                      f"labelled an arm {100 * m['label_arm_on_trunk']:.2f} %): {top or '-'}", flush=True)
             if crops == "with":
                 print(f"{'':16s} {label:15s} {hands_record(surface)}", flush=True)
     for case in [f"{c}{'' if k == 'without' else '+crops'}" for c in ("exact", "degraded", "offset") for k in with_crops]:
@@ -313,10 +363,25 @@ def main() -> None:
             parts = ", ".join(f"{k} {v:.4f}" for k, v in sorted(worst.items(), key=lambda kv: -kv[1]) if v >= 0.0002)
             print(f"     {case:15s} inward by nearest true part, max over people: {parts or '-'}; watertight "
                   f"{sum(r['watertight'] for r in sel)}/{len(sel)}; ambiguous max {max(r['inward_ambiguous'] for r in sel):.4f}")
+            labelled = [r for r in sel if "label_wrong" in r]
+            if labelled:
+                mean = {}
+                for r in labelled:
+                    for pair, share in r["label_confusions"].items():
+                        mean[pair] = mean.get(pair, 0.0) + share / len(labelled)
+                top = ", ".join(f"{k} {100 * v:.2f} %" for k, v in sorted(mean.items(), key=lambda kv: -kv[1])[:5])
+                print(f"     {case:15s} labels wrong: mean {100 * np.mean([r['label_wrong'] for r in labelled]):.2f} % "
+                      f"worst {100 * max(r['label_wrong'] for r in labelled):.2f} % (the trunk labelled an arm: mean "
+                      f"{100 * np.mean([r['label_arm_on_trunk'] for r in labelled]):.2f} % worst "
+                      f"{100 * max(r['label_arm_on_trunk'] for r in labelled):.2f} %); largest confusions (mean): {top}")
             print(f"     {case:15s} input depth offset removed: chamfer mean "
                   f"{np.mean([r['chamfer_offset_removed_cm'] for r in sel]):.3f} worst "
                   f"{max(r['chamfer_offset_removed_cm'] for r in sel):.3f} cm  volume "
                   f"{min(r['volume_offset_removed'] for r in sel):.3f}-{max(r['volume_offset_removed'] for r in sel):.3f}")
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
