@@ -23,6 +23,16 @@ hidden = the rest of a closed avatar): `skin->hair` the share of true skin in th
 in sRGB levels (0-255, all channels); and `border` the length (m) of the mesh edges between the
 hair slot and the skin slot above the shoulders (a saw-tooth border is long).
 
+The collar (`collar`): over the seen front-island samples whose true class is Face_Neck or
+Upper_Clothing and that lie within 1.5 cm of a sample of the other (the neck's border with the
+shirt), `skin->cloth` the share of the true skin area in another slot than skin, `cloth->skin`
+the share of the true clothing in the skin slot, and (../shared/samples only) `colour->` the
+share of either whose texture colour is nearer the other class's (the true class by the nearer of
+the two colours over the pixels the seg calls either, as the hair and face; engine.synthetic: the
+true surface's class, whose colours leave the shirt's stripes out: a white stripe reads as
+skin). The slots' roughness differs (skin 0.55, clothing 0.85): a slot border along whole
+triangles beside the texture's edge shows as a comb of triangles with the skin's sheen.
+
 The head's seen/hidden UV island seam (the mesh.ply's edges between a front-island and a
 hidden-island triangle that both have a Hair or face-class corner): `seam wobble` the mean
 distance (mm) of its vertices from the line the seam runs along around them (the principal
@@ -266,6 +276,84 @@ def sample_truth(maps: dict, points_camera: np.ndarray):
     return cls.astype(np.int64), 255.0 * linear_to_srgb(np.clip(albedo[row, col], 0.0, 1.0))
 
 
+COLLAR_BAND_M = 0.015
+COLLAR_ZONE_PX = 6
+COLLAR_MIN_PIXELS = 200
+
+
+def sample_collar_class(maps: dict, points_camera: np.ndarray) -> np.ndarray:
+    """The class (Face_Neck, Upper_Clothing, or -1) of the points a shared sample's photo sees on
+    pixels its seg calls either and whose true albedo is nearer one of the two classes' medians
+    than the hair's: by the nearer of the two (the seg is ragged on purpose, the albedo is not);
+    only within COLLAR_ZONE_PX of both classes' pieces of COLLAR_MIN_PIXELS or more."""
+    from engine.avatar.labels import class_ids
+
+    face_id, cloth_id, hair_id = class_ids(["Face_Neck", "Upper_Clothing", "Hair"])
+    albedo, seg, pointmap, K = maps["albedo"], maps["seg"], maps["pointmap"], maps["K"]
+    h, w = seg.shape
+    xy = (points_camera @ K.T)[:, :2] / points_camera[:, 2:3]
+    col = np.clip(np.floor(xy[:, 0]).astype(np.int64), 0, w - 1)
+    row = np.clip(np.floor(xy[:, 1]).astype(np.int64), 0, h - 1)
+    with np.errstate(invalid="ignore"):
+        seen = np.abs(pointmap[row, col, 2] - points_camera[:, 2]) < 0.015
+    if not (seg == face_id).any() or not (seg == cloth_id).any():
+        return np.full(len(points_camera), -1, np.int64)
+    skin = np.median(albedo[seg == face_id], axis=0)
+    cloth = np.median(albedo[seg == cloth_id], axis=0)
+    axis = skin - cloth
+    colour = np.nan_to_num(albedo)
+    towards_skin = ((colour - cloth) @ axis) / (axis @ axis)
+    either = np.isin(seg, [face_id, cloth_id])
+    if (seg == hair_id).any():  # a ragged seg's hair pixels called face or shirt are neither
+        to_hair = np.linalg.norm(colour - np.median(albedo[seg == hair_id], axis=0), axis=-1)
+        either &= to_hair > np.minimum(np.linalg.norm(colour - skin, axis=-1), np.linalg.norm(colour - cloth, axis=-1))
+    # the collar: pixels within COLLAR_ZONE_PX of both classes' large pieces (specks and the mixed
+    # pixels along a lock of hair are left out)
+    from scipy import ndimage
+
+    zone = np.ones_like(either)
+    for part in (either & (towards_skin >= 0.5), either & (towards_skin < 0.5)):
+        pieces, _ = ndimage.label(part)
+        large = part & (np.bincount(pieces.ravel())[pieces] >= COLLAR_MIN_PIXELS)
+        zone &= ndimage.binary_dilation(large, iterations=COLLAR_ZONE_PX)
+    keep = (either & zone)[row, col] & seen
+    return np.where(keep, np.where(towards_skin[row, col] >= 0.5, face_id, cloth_id), -1).astype(np.int64)
+
+
+def collar_figures(avatar: dict, collar_class: np.ndarray, truth_colour: np.ndarray, colour_truth: bool = True) -> dict:
+    """The neck/shirt border on the front island (see the module's doc): slot and texture shares
+    on the wrong side, within COLLAR_BAND_M of the other class (the texture's share NaN unless
+    `colour_truth`: the true colours are the photo's); {} without both classes."""
+    from scipy.spatial import cKDTree
+
+    from engine.avatar.labels import class_ids
+
+    face_id, cloth_id = class_ids(["Face_Neck", "Upper_Clothing"])
+    front = avatar["island"] == 0
+    points = avatar["points"]
+    is_skin, is_cloth = (collar_class == face_id) & front, (collar_class == cloth_id) & front
+    if not is_skin.any() or not is_cloth.any():
+        return {}
+    near_cloth = cKDTree(points[is_cloth]).query(points, distance_upper_bound=COLLAR_BAND_M)[0] < COLLAR_BAND_M
+    near_skin = cKDTree(points[is_skin]).query(points, distance_upper_bound=COLLAR_BAND_M)[0] < COLLAR_BAND_M
+    band_skin, band_cloth = is_skin & near_cloth, is_cloth & near_skin
+    ws, wc = avatar["weights"] * band_skin, avatar["weights"] * band_cloth
+    if ws.sum() == 0 or wc.sum() == 0:
+        return {}
+    skin_colour = np.average(truth_colour[band_skin], axis=0, weights=ws[band_skin])
+    cloth_colour = np.average(truth_colour[band_cloth], axis=0, weights=wc[band_cloth])
+    axis = skin_colour - cloth_colour
+    looks_skin = ((avatar["colours"] - cloth_colour) @ axis) / max(float(axis @ axis), 1e-9) >= 0.5
+    slot_skin = avatar["slots"] == "skin"
+    return {
+        "skin->cloth": float((ws * ~slot_skin).sum() / ws.sum()),
+        "cloth->skin": float((wc * slot_skin).sum() / wc.sum()),
+        "colour->": float(((ws * ~looks_skin).sum() + (wc * looks_skin).sum()) / (ws.sum() + wc.sum()))
+        if colour_truth else float("nan"),
+        "area_cm2": float((ws.sum() + wc.sum()) * 1e4),
+    }
+
+
 def hairline_figures(avatar: dict, truth_class: np.ndarray, truth_colour: np.ndarray, band_m: float) -> dict:
     from scipy.spatial import cKDTree
 
@@ -360,7 +448,7 @@ def people(args):
     for i in range(args.synthetic):
         seed, pose = 101 + i, poses[i % len(poses)]
         person = make_person(seed, pose=pose, width=width, height=height)
-        yield f"synthetic {pose or 'random'}-{seed}", to_bundle(person), lambda p, person=person: synthetic_truth(person, p)
+        yield f"synthetic {pose or 'random'}-{seed}", to_bundle(person), lambda p, person=person: synthetic_truth(person, p), None
     if args.samples:
         from PIL import Image
 
@@ -373,7 +461,8 @@ def people(args):
             bundle = Bundle(image=image, mask=maps["mask"], keypoints=keypoints, seg=maps["seg"], normal=maps["normal"],
                             pointmap=maps["pointmap"], albedo=maps["albedo"], K=maps["K"],
                             meta={"photo": {"name": sample.name + ".png"}, "notes": []})
-            yield f"sample {sample.name}", bundle, lambda p, maps=maps: sample_truth(maps, p)
+            yield (f"sample {sample.name}", bundle, lambda p, maps=maps: sample_truth(maps, p),
+                   lambda p, maps=maps: sample_collar_class(maps, p))
 
 
 def main() -> None:
@@ -397,7 +486,7 @@ def main() -> None:
     totals: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
-        for name, bundle, truth in people(args):
+        for name, bundle, truth, collar_truth in people(args):
             slug = name.replace(" ", "_")
             bundle_dir = write_bundle(bundle, Path(tmp) / f"{slug}_bundle")
             if args.time:
@@ -421,8 +510,21 @@ def main() -> None:
                              f"colour {f['colour']:6.2f} ({f['area_cm2']:4.0f} cm2)")
                     totals.setdefault((name.split()[0], variant, island), []).append(
                         (f["skin->hair"], f["hair->skin"], f["colour"], avatar["border_m"]))
+                collar_class = truth_class if collar_truth is None else collar_truth(avatar["points"])
+                collar = collar_figures(avatar, collar_class, truth_colour, colour_truth=collar_truth is not None)
+                if collar:
+                    texture = "" if np.isnan(collar["colour->"]) else f"  colour-> {100 * collar['colour->']:5.1f} %"
+                    line += (f"  collar: skin->cloth {100 * collar['skin->cloth']:5.1f} %  cloth->skin "
+                             f"{100 * collar['cloth->skin']:5.1f} %{texture} ({collar['area_cm2']:4.0f} cm2)")
+                    totals.setdefault((name.split()[0], variant, "collar"), []).append(
+                        (collar["skin->cloth"], collar["cloth->skin"], collar["colour->"]))
                 print(line, flush=True)
     for (kind, variant, island), values in sorted(totals.items()):
+        if island == "collar":
+            s2c, c2s, wrong = np.mean(values, axis=0)
+            texture = "" if np.isnan(wrong) else f"  texture on the wrong side {100 * wrong:5.1f} %"
+            print(f"mean {kind:9s} {variant:6s} collar skin->cloth {100 * s2c:5.1f} %  cloth->skin {100 * c2s:5.1f} %{texture}")
+            continue
         if island == "seam":
             wobble, colour, length = np.nanmean(values, axis=0)
             print(f"mean {kind:9s} {variant:6s} head seam wobble {wobble:4.2f} mm  colour {colour:6.2f}  length {length:4.2f} m")
