@@ -27,7 +27,10 @@ Then the fused avatar (engine.avatar.fused, texture 1024) from the same two bund
 colour at the vertices the true front / back camera sees against the true albedo there (sRGB
 levels, mean |difference|, as bench_back_colour.py measures the one-photo back), the same where
 the two views meet (side_band_colour_error: the vertices side cameras at yaw 90 and 270 see whose
-true normal is nearly perpendicular to the front camera's axis), and its build time. --depth sets
+true normal is nearly perpendicular to the front camera's axis), the same per true body part at the
+vertices side cameras at yaw 45, 90, 135, 225, 270 and 315 see (side_part_colour_error: where the
+error side views show lies; the parts holding at least 5 % of it, Face_Neck and Hair always),
+and its build time. --depth sets
 the Poisson depth of the fused solid (default watertight.POISSON_DEPTH);
 --no-carve leaves the solid's bulges past the views' outlines (geometry.fusion.carve_to_outlines)
 as Poisson made them (the fused avatar is built as always). --parts also prints, per person and
@@ -166,17 +169,23 @@ def main() -> None:
                   f"{hands['built_to_truth_p90_mm']:.2f})", flush=True)
             row = [m["chamfer_cm"], one["chamfer_cm"], m["volume_ratio"], hands["chamfer_mm"]]
             if not args.no_colour:
-                front_error, back_error, side_error, avatar_seconds = fused_avatar_colour(f, b, front, back)
-                row += [front_error, back_error, side_error]
+                front_error, back_error, side_error, parts, avatar_seconds = fused_avatar_colour(f, b, front, back)
+                row += [front_error, back_error, side_error, parts["all"][0], parts["Face_Neck"][0], parts["Hair"][0]]
                 print(f"{'':14s} fused avatar: colour error front {front_error:.2f}, back {back_error:.2f} sRGB levels "
                       f"(back/front {back_error / max(front_error, 1e-9):.2f}), where the views meet {side_error:.2f}  "
                       f"build {avatar_seconds:.1f} s", flush=True)
+                total = parts["all"][0] * parts["all"][1]
+                shown = [name for name, (mean, n) in parts.items() if name != "all"
+                         and (name in ("Face_Neck", "Hair") or mean * n >= 0.05 * total)]
+                print(f"{'':14s} side cameras: colour error {parts['all'][0]:.2f} over {parts['all'][1]} vertex-views; per true part "
+                      + ", ".join(f"{name} {parts[name][0]:.2f} ({parts[name][1]})" for name in shown), flush=True)
             totals.setdefault(case, []).append(row)
             if args.parts:
                 parts_report(f, b, front, truth_T, fused)
     for case, rows in totals.items():
         mean = np.mean(rows, axis=0)
-        colour = f", colour error front {mean[4]:.2f} back {mean[5]:.2f} where the views meet {mean[6]:.2f}" if len(mean) > 4 else ""
+        colour = (f", colour error front {mean[4]:.2f} back {mean[5]:.2f} where the views meet {mean[6]:.2f}, side cameras "
+                  f"{mean[7]:.2f} (Face_Neck {mean[8]:.2f}, Hair {mean[9]:.2f})" if len(mean) > 4 else "")
         print(f"mean {case:9s} fused chamfer {mean[0]:.3f} cm (one photo {mean[1]:.3f}), volume {mean[2]:.3f}, "
               f"hands {mean[3]:.2f} mm{colour}")
 
@@ -287,9 +296,45 @@ def side_band_colour_error(points_body, colours, front_truth) -> float:
     return float(np.mean(errors))
 
 
+# side cameras' yaws (degrees about the body's vertical; 0 the front camera, 180 the back)
+SIDE_YAWS = (45.0, 90.0, 135.0, 225.0, 270.0, 315.0)
+
+
+def side_part_colour_error(points_body, colours, front_truth) -> dict:
+    """Per true body part (the class a side camera's segmentation gives the vertex's pixel), over
+    the vertices side cameras at SIDE_YAWS see (within 1.5 cm of their depth): {part name: (mean
+    |texture - true albedo| in sRGB levels, vertex-views)}, "all" for every part together."""
+    from engine.avatar.labels import class_names
+    from engine.colour import linear_to_srgb
+    from engine.synthetic import render
+
+    H, W = front_truth.mask.shape
+    errors, parts = [], []
+    for yaw in SIDE_YAWS:
+        view = render(front_truth.posed, W, H, yaw_deg=yaw)
+        cam = view.camera.to_camera(points_body)
+        xy = view.camera.project(cam)
+        col, row = np.floor(xy[:, 0]).astype(int), np.floor(xy[:, 1]).astype(int)
+        inside = (col >= 0) & (col < W) & (row >= 0) & (row < H)
+        col, row = np.clip(col, 0, W - 1), np.clip(row, 0, H - 1)
+        seen = inside & view.mask[row, col] & (np.abs(view.pointmap[row, col, 2] - cam[:, 2]) < 0.015)
+        truth = 255.0 * linear_to_srgb(view.albedo[row[seen], col[seen]])
+        errors.append(np.abs(colours[seen] - truth).mean(axis=1))
+        parts.append(view.seg[row[seen], col[seen]])
+    error, part = np.concatenate(errors), np.concatenate(parts)
+    names = class_names()
+    out = {"all": (float(error.mean()) if len(error) else float("nan"), int(len(error)))}
+    for c in np.unique(part):
+        chosen = part == c
+        out[names[int(c)]] = (float(error[chosen].mean()), int(chosen.sum()))
+    for name in ("Face_Neck", "Hair"):
+        out.setdefault(name, (float("nan"), 0))
+    return out
+
+
 def fused_avatar_colour(front_maps, back_maps, front_truth, back_truth):
     """The fused avatar of the two views' bundles; (front error, back error, error where the
-    views meet, build seconds)."""
+    views meet, the side cameras' error per true part (side_part_colour_error), build seconds)."""
     import tempfile
 
     from bench_back_colour import avatar_vertex_colours, seen_colour_error
@@ -309,7 +354,7 @@ def fused_avatar_colour(front_maps, back_maps, front_truth, back_truth):
     to_body = front_truth.camera.body_to_camera
     body = (camera - to_body[:3, 3]) @ to_body[:3, :3]
     return (seen_colour_error(body, colours, front_truth)[0], seen_colour_error(body, colours, back_truth)[0],
-            side_band_colour_error(body, colours, front_truth), seconds)
+            side_band_colour_error(body, colours, front_truth), side_part_colour_error(body, colours, front_truth), seconds)
 
 
 if __name__ == "__main__":
