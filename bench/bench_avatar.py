@@ -14,9 +14,11 @@ its own process, so its peak resident memory, ru_maxrss, is its own):
   mesh              detail none (no refinement)
   refined           detail normals
   watertight        detail normals, watertight, the crops off
-  watertight+crops  as watertight with the detail crops on (the default build: the hands solved
+  watertight+crops  as watertight with the detail crops on (the hands solved
                     again from their crops, partly in the geometry worker process); only with
                     --source generated (the shared people have no crops); default with it
+  watertight+crops+rig  the same, rigged (rigify): the default avatar since the rig became the
+                    CLI's, panel's and jobs' default; only with --source generated
   watertight+crops/serial  the same, the hands solved all in the build's process (what the
                     worker saves); not a default case
 Each prints wall seconds per stage (avatar.json's timings), CPU seconds (the build's process and the
@@ -53,10 +55,12 @@ CASES = {
     "refined": dict(detail="normals", watertight=False),
     "watertight": dict(detail="normals", watertight=True, detail_crops=False),
     "watertight+crops": dict(detail="normals", watertight=True, detail_crops=True),
+    # the default avatar (CLI, panel, `avatar` job): closed, the crops on, rigged (issue 13)
+    "watertight+crops+rig": dict(detail="normals", watertight=True, detail_crops=True, rig="rigify"),
     # the same with the hands solved all in the build's process (no geometry worker)
     "watertight+crops/serial": dict(detail="normals", watertight=True, detail_crops=True),
 }
-NEEDS_CROPS = ("watertight+crops", "watertight+crops/serial")
+NEEDS_CROPS = ("watertight+crops", "watertight+crops+rig", "watertight+crops/serial")
 
 
 def make_bundle(samples: Path, out_dir: Path, name: str = "person_101") -> Path:

@@ -42,6 +42,9 @@ KINDS = ("bool", "int", "float", "choice", "choices", "string", "path", "paths",
 TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
 TASK_SIZES = ("0.4b", "0.8b", "1b", "5b")
 REST_POSES = ("photo", "apose", "tpose")
+# an optional choice's "off" (`--rig none`, `"rig": "none"`): null or a missing key means the
+# job's default, which for `rig` is a rig
+OFF = "none"
 FORMATS = ("glb", "usd", "usdz", "obj", "ply", "bvh")
 
 
@@ -95,6 +98,10 @@ class Option:
     def flag(self) -> str:
         return self.cli if self.cli is not None else "--" + self.name.replace("_", "-")
 
+    def turns_off(self) -> bool:
+        """An optional choice without a choice named OFF: OFF turns it off (`--rig none`)."""
+        return self.kind == "choice" and self.optional and OFF not in self.allowed()
+
     # -- checking one value --------------------------------------------------------------------
 
     def check(self, value: Any) -> Any:
@@ -129,8 +136,8 @@ class Option:
                 return float(text)
             except ValueError:
                 raise OptionError(self.name, f"expected a number, not {text!r}") from None
-        if self.kind == "choice" and self.optional and text == "none":
-            return None  # `--rig none`: the option's "off"
+        if text == OFF and self.turns_off():
+            return OFF  # `--rig none`: the option's "off", kept apart from "not given" until validate
         return text
 
     def describe(self) -> dict:
@@ -207,6 +214,8 @@ def _check_float(option: Option, value: Any) -> float:
 
 def _check_choice(option: Option, value: Any) -> str:
     allowed = option.allowed()
+    if value == OFF and option.turns_off():
+        return OFF  # turned off (validate makes it None); a default fills only a value not given
     if not isinstance(value, str) or value not in allowed:
         raise OptionError(option.name, f"must be one of {', '.join(allowed)}, not {value!r:.60}")
     return value
@@ -421,8 +430,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("texture_size", "int", "Texture Size", "long side of the textures in texels",
            _BUILD_JOBS, default=2048, optional=False, min=64, max=8192, metavar="N", group="texture"),
     # -- rig --
+    # an avatar is rigged unless asked not to (`--rig none`): the artist's default is a rigged
+    # avatar (issue 13); retarget reads the convention from its target when none is given
     Option("rig", "choice", "Rig", "skeleton and skin weights in this convention (a name from the engine's rig table)",
-           (*_BUILD_JOBS, "animate", "retarget"), choices=rig_names, default_by_job={"animate": "rigify"},
+           (*_BUILD_JOBS, "animate", "retarget"), choices=rig_names,
+           default_by_job={job: "rigify" for job in (*_BUILD_JOBS, "animate")},
            aliases=("convention",), metavar="NAME", group="rig"),
     Option("rest_pose", "choice", "Rest Pose", "with a rig: the rig's rest pose, the photo's pose or a canonical one",
            _BUILD_JOBS, default="photo", optional=False, choices=REST_POSES, group="rig"),
@@ -506,6 +518,9 @@ def validate(job: str, params: dict, *, fill_defaults: bool = True) -> dict:
                 raise
             raise OptionError(key, exc.problem) from None  # name the key the client sent
     for name, option in declared.items():
+        if values.get(name) == OFF and option.turns_off():
+            values[name] = None  # turned off: no default replaces it
+            continue
         if name in values and values[name] is None and option.default_for(job) is not None:
             values[name] = _plain(option.default_for(job))
         if name not in values:

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable
 
-PROTOCOL_VERSION = "1.3"
+PROTOCOL_VERSION = "1.4"
 DEFAULT_MAX_LINE_BYTES = 1 << 20
 
 # Reading the rest of an oversized line in pieces this big keeps memory bounded.

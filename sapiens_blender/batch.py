@@ -63,8 +63,8 @@ def check_options(mapping: dict, where: str, list_dir: Path, skip=frozenset()) -
         if spec is None:
             names = ", ".join(s.name for s in specs)
             raise batch_list.BatchListError(f"{where}{key}: not an option of the batch (options: {names})")
-        if spec.name == "rig" and isinstance(value, bool):  # `rig: true` = Blender's Rigify rig
-            value = "rigify" if value else None
+        if spec.name == "rig" and isinstance(value, bool):  # `rig: true` = Blender's Rigify rig, false none
+            value = "rigify" if value else option_table.OFF
         try:
             value = option_table.check_value(spec, value, where)
         except option_table.OptionError as exc:

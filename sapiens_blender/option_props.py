@@ -4,7 +4,8 @@ parameters under the engine's own names.
 
 An optional option without a value ("not set": the engine decides) is 0 for numbers, "" for text,
 "NONE" for a choice, no flag for a multiple choice and (0, 0, 0, 0) for a box; unset options are
-left out of the parameters.
+left out of the parameters. A choice whose engine default is a value (the rig) shows "NONE" as
+"None" too, sent as "none": turned off, not the default.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, IntVectorProperty, StringProperty
 
-from .option_table import OptionSpec, parse_sizes
+from .option_table import OFF, OptionSpec, parse_sizes
 
 NOT_SET = "NONE"
 _PATH_SUBTYPES = {"path": "DIR_PATH"}
@@ -46,9 +47,10 @@ def property_for(spec: OptionSpec, job: str):
         return number(name=name, default=default, min=low, max=high, description=_description(spec))
     if spec.kind == "choice":
         items = [(c, c.replace("_", " ").title(), "") for c in spec.choices]
-        if spec.optional and default is None:
-            items.insert(0, (NOT_SET, "None", "Not set"))
-            default = NOT_SET
+        if spec.optional and (default is None or OFF not in spec.choices):
+            # "None": not set where the engine's default is none, else turned off (a rig by default)
+            items.insert(0, (NOT_SET, "None", "Not set" if default is None else "Off"))
+            default = NOT_SET if default is None else default
         return EnumProperty(name=name, items=items, default=default, description=_description(spec))
     if spec.kind == "choices":
         items = [(c, c, "") for c in spec.choices]
@@ -74,13 +76,15 @@ def make_group(class_name: str, specs: list[OptionSpec], job: str) -> type:
     return type(class_name, (bpy.types.PropertyGroup,), {"__annotations__": annotations, "__module__": __name__})
 
 
-def value_of(owner, spec: OptionSpec):
-    """The protocol value of one option's property; None when it is not set."""
+def value_of(owner, spec: OptionSpec, job: str):
+    """The protocol value of one option's property for `job`; None when it is not set."""
     value = getattr(owner, spec.name)
     if spec.kind in ("int", "float") and spec.optional and spec.default is None and value == 0:
         return None
     if spec.kind == "choice":
-        return None if value == NOT_SET else value
+        if value != NOT_SET:
+            return value
+        return None if spec.default_for(job) is None else OFF  # off, where the default is a value
     if spec.kind == "choices":
         chosen = [c for c in spec.choices if c in value]
         return chosen or (None if spec.optional else [])
@@ -101,7 +105,7 @@ def params_of(owner, specs: list[OptionSpec], job: str) -> dict:
     params = {}
     for spec in specs:
         if job in spec.jobs and spec.name in owner.bl_rna.properties:
-            value = value_of(owner, spec)
+            value = value_of(owner, spec, job)
             if value is not None:
                 params[spec.name] = value
     return params

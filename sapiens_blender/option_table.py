@@ -20,6 +20,8 @@ TABLE_PATH = Path(__file__).with_name("engine_options.json")
 ADDON_FILLED = frozenset({"photos", "bundle_dir", "views", "frames", "out_dir", "cache_dir"})
 # install-level options: the preferences hold them, every run and the batch use them
 MODEL_GROUP = "model"
+# an optional choice turned off (the engine's options.OFF): null or no key means the default
+OFF = "none"
 _SIZE = re.compile(r"^\d+(\.\d+)?b$")
 
 
@@ -105,8 +107,8 @@ def check_value(spec: OptionSpec, value, where: str = ""):
         if spec.max is not None and value > spec.max:
             raise OptionError(f"{name}: {value} is above its maximum {spec.max:g}")
     elif kind == "choice":
-        if value not in spec.choices:
-            raise bad(f"one of {', '.join(spec.choices)}")
+        if value not in spec.choices and not (value == OFF and spec.optional):  # OFF: see option_props
+            raise bad(f"one of {', '.join(spec.choices)}" + (" or none" if spec.optional else ""))
     elif kind == "choices":
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or any(v not in spec.choices for v in items):

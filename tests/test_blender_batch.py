@@ -272,6 +272,7 @@ def test_ray_runner_hands_the_list_to_the_engine_batch_then_saves_blend_files(tm
         items:
           - bundle: bundles/sample
             texture_size: 128
+            rig: false
             export: [blends/sample.blend, unity/sample.fbx]
             preset: unity
           - photo: shoot/front.png
@@ -304,7 +305,8 @@ def test_ray_runner_hands_the_list_to_the_engine_batch_then_saves_blend_files(tm
          "tuple(c.preview.image_size))", str(blend)],
         capture_output=True, text=True, timeout=120,
     )
-    # the engine's preview.png is the asset thumbnail of the avatar's collection
+    # the engine's preview.png is the asset thumbnail of the avatar's collection; `rig: false` turned
+    # the default rig off for this item (the run's default, a rig, did not fill it back in)
     assert "['MESH'] True (256, 256)" in check.stdout, check.stdout + check.stderr
 
     blend.unlink()

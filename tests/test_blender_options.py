@@ -61,7 +61,10 @@ def test_panel_choices_arrive_as_engine_parameters(addon, tmp_path):
     validate("avatar", {**params, "photos": [str(tmp_path / "a.png")], "out_dir": str(tmp_path / "o")})
     options.max_faces, options.rig = 0, "NONE"  # back to "not set": left out, the engine decides
     params = settings.avatar_params()
-    assert "max_faces" not in params and "rig" not in params
+    assert "max_faces" not in params
+    # the rig's "None" is off, not the default (a rig): sent as "none", the engine builds no rig
+    assert params["rig"] == "none"
+    assert validate("avatar", {**params, "photos": [str(tmp_path / "a.png")], "out_dir": str(tmp_path / "o")})["rig"] is None
 
 
 def test_batch_button_passes_the_preferences_model_options(addon, tmp_path):

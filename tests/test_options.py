@@ -92,6 +92,21 @@ def test_defaults_aliases_and_canonical_values():
         validate("build", {**BUILD, "max_faces": 1000, "target_faces": 2000})
 
 
+def test_an_avatar_is_rigged_unless_the_rig_is_turned_off():
+    # issue 13: the artist's default avatar is rigged; "none" turns it off, null means the default
+    for job, required in (("build", BUILD), ("avatar", {"photos": ["a.jpg"], "out_dir": "o"}),
+                          ("batch", {"inputs": ["a.jpg"], "out_dir": "o"})):
+        assert validate(job, required)["rig"] == "rigify", job
+        assert validate(job, {**required, "rig": None})["rig"] == "rigify", job
+        assert validate(job, {**required, "rig": "none"})["rig"] is None, job
+    assert validate("retarget", {"motion": "m", "target": "t", "out_dir": "o"})["rig"] is None  # read from the target
+    # a motion is a rig's motion: animate refuses "none" in words, before any work
+    from engine.jobs import animate
+
+    with pytest.raises(OptionError, match="'rig'.*not none"):
+        animate.run(validate("animate", {"frames": "f", "out_dir": "o", "rig": "none"}))
+
+
 def test_every_job_name_and_kind_is_known():
     for option in options.OPTIONS:
         assert option.kind in options.KINDS, option.name
@@ -144,7 +159,9 @@ def test_argparse_options_come_from_the_table(capsys):
     old = parser.parse_args(["bundle", "--out", "x", "--faces", "3000"])
     assert old.max_faces == 3000
     assert "--faces" not in parser.format_help() and "--max-faces" in parser.format_help()
-    assert parser.parse_args(["b", "--out", "x", "--rig", "none"]).rig is None
+    # `--rig none` reaches the job as None: off, not replaced by the default rig
+    none = parser.parse_args(["b", "--out", "x", "--rig", "none"])
+    assert options.validate("build", options.from_args(none, "build"))["rig"] is None
     predict = _parser("predict").parse_args(["a.jpg", "b.jpg", "--out", "o", "--bbox", "1,2,30,40",
                                              "--tasks", "pose,seg", "--size", "pose=1b"])
     assert predict.photos == ["a.jpg", "b.jpg"] and predict.bbox == [1.0, 2.0, 30.0, 40.0]

@@ -157,11 +157,11 @@ def test_ready_event_then_handshake_reports_versions(serve):
     assert client.ready["type"] == "event" and client.ready["event"] == "ready"
     assert client.ready["id"] is None
     assert client.ready["pid"] == client.proc.pid
-    assert client.ready["protocol"] == "1.3" and client.ready["debug"] is False
+    assert client.ready["protocol"] == "1.4" and client.ready["debug"] is False
     # a client of protocol 1.0 (the first release) is still served
     reply = client.call("handshake", {"client": "pytest", "protocol": "1.0"})
     result = reply["result"]
-    assert result["protocol"] == "1.3"
+    assert result["protocol"] == "1.4"
     assert result["python"] == ".".join(map(str, sys.version_info[:3]))
     assert result["pid"] == client.proc.pid
     import engine
@@ -174,7 +174,7 @@ def test_handshake_refuses_another_major_and_keeps_serving(serve):
     client = serve()
     reply = client.call("handshake", {"client": "future", "protocol": "2.3"})
     assert error_code(reply) == "incompatible_protocol"
-    assert reply["error"]["data"] == {"server_protocol": "1.3", "client_protocol": "2.3"}
+    assert reply["error"]["data"] == {"server_protocol": "1.4", "client_protocol": "2.3"}
     assert "2.3" in reply["error"]["message"]
     assert error_code(client.call("handshake", {"client": "no version"})) == "invalid_params"
     # another minor of the same major is accepted

@@ -20,7 +20,7 @@ from engine.errors import BundleError, EngineError, InputImageError
 from engine.jobs import checked_progress
 from engine.jobs.outputs import check_output_dir, relative_files
 from engine.jobs.predictors import predictor_for
-from engine.options import BY_NAME
+from engine.options import BY_NAME, OptionError
 
 # option name -> animate_frames keyword, where they differ
 ANIMATE_KEYWORDS = {"rig": "convention"}
@@ -88,6 +88,8 @@ def check_frame_sizes(frames: str | Path) -> list[str]:
 
 
 def run(options: dict, progress=None, cancel=None) -> dict:
+    if "rig" in options and options["rig"] is None:  # `--rig none`: a motion is a rig's motion
+        raise OptionError("rig", f"animate moves a rig: choose one of {', '.join(BY_NAME['rig'].allowed())}, not none")
     out_dir = check_output_dir(options["out_dir"], "animation")
     notes = check_frame_sizes(options["frames"])   # before any model loads or any frame is read
     for note in notes:

@@ -22,7 +22,7 @@ from engine.batch.report import ReportWriter, counts, summary_line
 from engine.errors import EngineError
 from engine.jobs import checked_progress
 from engine.jobs.outputs import check_parent_dir
-from engine.options import BY_NAME, OptionError
+from engine.options import BY_NAME, OFF, OptionError
 
 
 def plan(options: dict) -> tuple[list[dict], list[dict]]:
@@ -64,7 +64,9 @@ def _item_options(given: dict) -> dict:
     if bad:
         raise OptionError(bad[0], f"cannot be set per item (per-item options: {', '.join(batch_inputs.ITEM_OPTIONS)}; "
                                   "model options are the run's)")
-    return {name: BY_NAME[name].check(value) for name, value in given.items()}
+    checked = {name: BY_NAME[name].check(value) for name, value in given.items()}
+    # an item's "none" turns the run's value off for it (None overrides the run's when merged)
+    return {name: None if value == OFF else value for name, value in checked.items()}
 
 
 def _check_item(item, item_dir: Path, steps) -> None:

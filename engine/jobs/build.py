@@ -45,7 +45,7 @@ def check_bundle_for_build(bundle_dir: Path, options: dict, source: str | None =
         missing = [name for name in ("keypoints", "pointmap") if name not in files]
         if missing:
             raise BundleError(f"{source}: rigging needs the predicted {' and '.join(missing)}, which the "
-                              "predictions lack (run the pose and pointmap tasks, or build without a rig)")
+                              "predictions lack (run the pose and pointmap tasks, or build without a rig: --rig none)")
         K = meta.get("K")  # absent: the build fits one to the pointmap when it reads the bundle
         if K is not None:
             matrix = np.asarray(K, dtype=np.float64) if isinstance(K, list) else np.zeros(0)
