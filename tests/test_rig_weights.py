@@ -93,3 +93,47 @@ def test_body_part_rules_hold_on_a_two_limb_mesh():
     main = wj[:, 0]
     assert (main[labels == L_LOWER_ARM] == 0).all() and (main[labels == L_LOWER_LEG] == 1).all()
     assert (w[:, 1:] == 0).all()                    # each vertex follows its own limb only
+
+
+def _trunk_and_sleeve():
+    """A shirt's trunk (cylinder r 15 cm along z) with a sleeved upper arm hanging 5 mm beside it,
+    both labelled Upper_Clothing, and their bones: spine on the trunk's axis, the arm's on its own."""
+    import trimesh
+
+    from engine.rig.joints import UPPER_CLOTHING
+
+    def fine(mesh):  # edges under 1.5 cm, as a built avatar's (a cylinder's sides are one quad tall)
+        return trimesh.remesh.subdivide_to_size(mesh.vertices, mesh.faces, max_edge=0.015)
+
+    trunk_v, trunk_f = fine(trimesh.creation.cylinder(radius=0.15, height=0.6, sections=48))
+    sleeve_v, sleeve_f = fine(trimesh.creation.cylinder(radius=0.045, height=0.3, sections=24))
+    sleeve_v = sleeve_v + [0.2, 0.0, 0.15]
+    v = np.concatenate([trunk_v, sleeve_v])
+    f = np.concatenate([trunk_f, sleeve_f + len(trunk_v)])
+    labels = np.full(len(v), UPPER_CLOTHING)
+    heads = np.array([[0.0, 0.0, -0.3], [0.2, 0.0, 0.3]])
+    tails = np.array([[0.0, 0.0, 0.3], [0.2, 0.0, 0.0]])
+    on_trunk = np.r_[np.ones(len(trunk_v), bool), np.zeros(len(sleeve_v), bool)]
+    return v, f, labels, heads, tails, on_trunk
+
+
+def _arm_weight(wj, w, arm: int) -> np.ndarray:
+    return np.where(wj == arm, w, 0.0).sum(1)
+
+
+def test_the_shirt_beside_a_hanging_arm_follows_the_spine_and_the_sleeve_the_arm(monkeypatch):
+    """A trunk vertex follows an arm bone only within ARM_TUBE of it: the flank beside an arm lying
+    on the trunk stayed with the raised arm (a wing from armpit to hip in a posed render)."""
+    v, f, labels, heads, tails, on_trunk = _trunk_and_sleeve()
+    args = (v, f, labels, heads, tails, np.array([-1, 0]), ["spine", "upper_arm"], ["", "L"])
+    arm_distance = W.point_segment_distance(v, heads[1:], tails[1:])[:, 0]
+    away = on_trunk & (arm_distance > 0.1)           # the trunk beyond the arm's tube and its smoothing
+    wj, w = W.compute_weights(*args)
+    arm = _arm_weight(wj, w, 1)
+    assert away.sum() > 100
+    assert arm[away].max() == 0.0
+    assert np.median(arm[~on_trunk]) > 0.9           # the sleeve follows its arm
+    # without the tube the same flank follows the arm
+    monkeypatch.setattr(W, "ARM_TUBE", 10.0)
+    wj, w = W.compute_weights(*args)
+    assert _arm_weight(wj, w, 1)[away].max() > 0.3

@@ -32,6 +32,13 @@ from engine.rig.joints import (APPAREL, FACE_NECK, HAIR, LOWER_CLOTHING, MOUTH, 
 
 MAX_INFLUENCES = 4
 SMOOTH_ITERATIONS = 3
+# a trunk vertex (torso skin, the shirt) follows an arm bone only inside that arm's tube, this
+# share of the body height from the bone's segment (an adult's sleeved upper arm is 5-6 cm
+# thick): the sleeve does, the flank beside an arm lying on the trunk does not (the closed solid
+# unites them, so the surface distance that keeps the flank on the spine is short; shared
+# person_101 / person_102 raised their shirt's flank as a wing with the arm, bench/render_posed.py)
+ARM_TUBE = 0.04
+ARM_PARTS = ("upper_arm", "forearm")
 ALL = "*"
 
 
@@ -178,6 +185,31 @@ def _blend_by_distance(vertices, group_of, group_cand, heads, tails, softening2)
     return out
 
 
+def _trunk_off_the_arms(weights, cand, labels, vertices, heads, tails, parts, tube: float) -> np.ndarray:
+    """weights with the arm bones' (ARM_PARTS) share taken from trunk vertices (Torso,
+    Upper_Clothing) farther than `tube` from those bones' segments, rows renormalised; a row left
+    without weight keeps its own. The bones stay candidates, so the smoothing blends the tube's
+    edge."""
+    arm = np.isin(np.asarray(parts), ARM_PARTS)
+    trunk = np.isin(labels, (TORSO, UPPER_CLOTHING))
+    slot = (cand >= 0) & arm[np.maximum(cand, 0)] & trunk[:, None]
+    rows, cols = np.nonzero(slot)
+    if not len(rows):
+        return weights
+    bone = cand[rows, cols]
+    a, ab = heads[bone].astype(np.float32), (tails[bone] - heads[bone]).astype(np.float32)
+    rel = vertices[rows] - a
+    t = np.clip((rel * ab).sum(1) / np.maximum((ab * ab).sum(1), 1e-12), 0.0, 1.0)
+    outside = np.linalg.norm(rel - t[:, None] * ab, axis=1) > tube
+    out = weights.copy()
+    out[rows[outside], cols[outside]] = 0.0
+    total = out.sum(1, keepdims=True)
+    kept = total[:, 0] > 0
+    out[kept] /= total[kept]
+    out[~kept] = weights[~kept]
+    return out
+
+
 def _smoothing_blocks(cand: np.ndarray, B: int) -> list[np.ndarray]:
     """Split the bones in two blocks so that smoothing costs least: bones reaching few vertices
     (fingers, palms, face) are smoothed over just the vertices they reach.
@@ -280,6 +312,7 @@ def compute_weights(vertices: np.ndarray, faces: np.ndarray, vertex_labels: np.n
     weights = _blend_by_distance(vertices, group_of, group_cand, heads.astype(np.float32),
                                  tails.astype(np.float32), softening2)
     cand = group_cand[group_of]                                        # V x C, -1 padded
+    weights = _trunk_off_the_arms(weights, cand, labels, vertices, heads, tails, parts, ARM_TUBE * height)
     if len(faces) and SMOOTH_ITERATIONS:
         adjacency = sp.csr_matrix((np.ones(graph.nnz, np.float32), graph.indices, graph.indptr), shape=(V, V))
         weights = _smooth(weights, cand, adjacency, B, SMOOTH_ITERATIONS, progress)
