@@ -207,3 +207,82 @@ def test_the_island_cut_on_the_head_follows_its_line_finer():
     area = lambda v, f: 0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1)
     seen_area = lambda v, f, s: area(v, f)[s].sum()
     np.testing.assert_allclose(seen_area(out_v, out_f, fine), seen_area(vertices, faces, coarse), rtol=0.15)
+
+
+CLOTH, TROUSERS, LEG = (class_names().index(n) for n in ("Upper_Clothing", "Lower_Clothing", "Left_Upper_Leg"))
+
+
+def test_the_collar_is_split_as_the_hairline_and_skin_against_skin_is_not():
+    """Skin above a tilted plane, the shirt below: the skin/clothing border is split the same way
+    (closed, oriented, finer); the neck against the torso (one slot) and the trousers against a
+    leg (not in BORDERS) are left whole."""
+    vertices, faces = _sphere()
+    height = vertices[:, 1] + 0.3 * vertices[:, 0]
+    collar = np.where(height > 0.0, FACE, CLOTH).astype(np.uint8)
+    assert border_faces(faces, collar).any()
+    out_v, out_f, out_l = refine_border(vertices, faces, collar)
+    counts, directed = _edge_uses(out_f)
+    assert (counts == 2).all() and (directed == 1).all()
+    assert len(out_v) - len(counts) + len(out_f) == 2
+    def border_edge(v, f, lab):
+        tri = v[f[border_faces(f, lab)]]
+        return np.median(np.linalg.norm(tri[:, 1] - tri[:, 0], axis=1))
+    assert border_edge(out_v, out_f, out_l) < 0.3 * border_edge(vertices, faces, collar)
+    for one, other in ((FACE, TORSO), (TROUSERS, LEG)):
+        plain = np.where(height > 0.0, one, other).astype(np.uint8)
+        assert not border_faces(faces, plain).any()
+        assert len(refine_border(vertices, faces, plain)[1]) == len(faces)
+
+
+def _collar_grid():
+    """A flat grid facing the camera at z = 1: the neck left of x = 0, the shirt right of it."""
+    n = 6
+    xs, ys = np.meshgrid(np.linspace(-0.05, 0.05, n), np.linspace(-0.05, 0.05, n))
+    vertices = np.column_stack([xs.ravel(), ys.ravel(), np.ones(n * n)])
+    idx = np.arange(n * n).reshape(n, n)
+    quads = np.stack([idx[:-1, :-1], idx[:-1, 1:], idx[1:, 1:], idx[1:, :-1]], -1).reshape(-1, 4)
+    faces = np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
+    labels = np.where(vertices[:, 0] < 0.0, FACE, CLOTH).astype(np.uint8)
+    f, size = 1000.0, 200
+    K = np.array([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]])
+    pointmap = np.zeros((size, size, 3), np.float32)
+    pointmap[..., 2] = 1.0
+    return vertices, faces, labels, K, pointmap, size
+
+
+def test_collar_midpoints_read_the_photo_but_not_a_single_ragged_pixel_nor_a_class_off_the_border():
+    vertices, faces, labels, K, pointmap, size = _collar_grid()
+    photo_of = lambda seg: [Photo(seg, pointmap, K)]
+    no_photo = refine_border(vertices, faces, labels, rounds=1)[2]
+    new = np.arange(len(vertices), len(no_photo))
+    # the photo's shirt reaches left to x = -0.03 (pixel column 70): the midpoints right of it read it
+    seg = np.full((size, size), FACE, np.uint8)
+    seg[:, 70:] = CLOTH
+    out_v, _, out_l = refine_border(vertices, faces, labels, photos=photo_of(seg), rounds=1)
+    pixel_col = np.floor(out_v[new, 0] * 1000.0 + size / 2).astype(int)
+    inside = np.abs(pixel_col - 70) > 1
+    np.testing.assert_array_equal(out_l[new][inside], np.where(pixel_col[inside] >= 70, CLOTH, FACE))
+    # a lone shirt pixel under each midpoint in a skin photo is not read: the vote stands...
+    speck = np.full((size, size), FACE, np.uint8)
+    speck[np.floor(out_v[new, 1] * 1000.0 + size / 2).astype(int), pixel_col] = CLOTH
+    skin_photo = refine_border(vertices, faces, labels, photos=photo_of(np.full((size, size), FACE, np.uint8)),
+                               rounds=1)[2]
+    np.testing.assert_array_equal(refine_border(vertices, faces, labels, photos=photo_of(speck), rounds=1)[2], skin_photo)
+    assert (skin_photo[new] == FACE).all() and (no_photo[new] == CLOTH).any()
+    # ...and a class of no border the edge lies on (the trousers) is not taken either
+    trousers = refine_border(vertices, faces, labels, photos=photo_of(np.full((size, size), TROUSERS, np.uint8)),
+                             rounds=1)[2]
+    np.testing.assert_array_equal(trousers, no_photo)
+
+
+def test_past_the_budget_the_collar_is_left_out_before_the_hairline():
+    vertices, faces = _sphere()
+    height = vertices[:, 1] + 0.3 * vertices[:, 0]
+    both = np.where(height > 0.04, HAIR, np.where(height > -0.04, FACE, CLOTH)).astype(np.uint8)
+    hair_only = np.where(height > 0.04, HAIR, FACE).astype(np.uint8)
+    full = refine_border(vertices, faces, both, rounds=1)[1]
+    hairline = refine_border(vertices, faces, hair_only, rounds=1)[1]
+    assert len(hairline) < len(full)
+    kept = refine_border(vertices, faces, both, rounds=1, max_faces=len(full) - 1)
+    np.testing.assert_array_equal(kept[1], hairline)
+    assert (kept[2][: len(vertices)] == both).all()

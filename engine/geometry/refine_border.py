@@ -1,16 +1,20 @@
-"""The face/hair border made fine: the head's triangles that straddle it split 1 -> 4, twice.
+"""The material borders made fine: the triangles that straddle the face/hair border or the
+skin/clothing border (collar, sleeves) split 1 -> 4, twice.
 
-Material slots and the label-driven colours follow whole triangles; the closed solid's head
-edges are 7-11 mm long, so the hairline drawn along them is a saw-tooth in a side view. Before
-the mesh is split into UV islands, the triangles whose corners mix Hair with a face class are
-split at their edges' midpoints (red split); a neighbour that shares one split edge is halved
+Material slots and the label-driven colours follow whole triangles; the closed solid's edges are
+7-11 mm long, so the hairline drawn along them is a saw-tooth in a side view, and the neck's skin
+slot (roughness 0.55) reaches into the shirt's (0.85) as a comb of glossy triangles. Before the
+mesh is split into UV islands, the triangles whose corners mix the two sides of one of BORDERS
+(Hair | the face classes; the bare skin of the neck, trunk and arms | the upper body's clothing)
+are split at their edges' midpoints (red split); a neighbour that shares one split edge is halved
 (green split), one that shares two or three is split 1 -> 4 too, so the mesh stays a closed
 2-manifold without T-junctions (each midpoint is one shared vertex). Two rounds take the border's
 edges to a quarter of their length (~2-3 mm on the head).
 
 A new vertex the photo sees (its depth within SEEN_DEPTH_M of the pointmap's at its pixel, so
 the face's edge-on side does not read the hair strip behind it) takes the class the photo's
-segmentation gives its pixel when that is Hair or a face class; else the class its edge's four
+segmentation gives its pixel when that is a class of a border one of its edge's ends lies on
+(Hair or a face class on the head, a skin or clothing class at the collar); else the class its edge's four
 vertices (the edge's ends and the corners facing it) mostly carry, ties to the lower-numbered
 end. With several photos (a fused build) the first that sees the vertex says. The surface's
 shape does not change (midpoints lie on the old triangles).
@@ -36,6 +40,16 @@ from engine.geometry.labels import class_ids, class_names
 FACE_CLASSES = ("Face_Neck", "Eyeglass", "Lower_Lip", "Upper_Lip", "Lower_Teeth", "Upper_Teeth", "Tongue")
 # a new vertex is seen when its depth is this close to the photo's at its pixel
 SEEN_DEPTH_M = 0.015
+# a new vertex reads the class most of the seg's pixels within this many pixels of its own carry
+SEG_WINDOW = 1
+# the borders made fine: (one side's classes, the other's); a triangle with corners on both sides
+# of one is split. The collar's and sleeves': the skin slot's classes of the neck, trunk and arms
+# against the clothing of the upper body (the legs' against the trousers and the feet's against
+# socks and shoes are left at the solid's triangles)
+SKIN_CLASSES = ("Face_Neck", "Torso") + tuple(
+    f"{side}_{part}" for side in ("Left", "Right") for part in ("Upper_Arm", "Lower_Arm", "Hand"))
+CLOTHING_CLASSES = ("Upper_Clothing", "Apparel")
+BORDERS = ((("Hair",), FACE_CLASSES), (SKIN_CLASSES, CLOTHING_CLASSES))
 ROUNDS = 2
 # a crossing of the level this close to an edge's end (fraction of the edge) moves onto that
 # vertex: no sliver thinner than a tenth of the edge
@@ -72,16 +86,28 @@ class Refined:
     values: list
 
 
-def border_faces(faces: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """F bool: the face has a Hair corner and a face-class corner."""
+def _side_tables(borders=BORDERS) -> list:
+    """Per border, its two sides as class-id lookup tables (ids past the table: neither)."""
     n = len(class_names())
-    hair_table = np.zeros(n + 1, bool)
-    hair_table[class_ids(["Hair"])] = True
-    face_table = np.zeros(n + 1, bool)
-    face_table[class_ids(FACE_CLASSES)] = True
-    corner = np.minimum(np.asarray(labels, np.int64), n)[faces].T  # ids past the table: neither
-    return (hair_table[corner[0]] | hair_table[corner[1]] | hair_table[corner[2]]) & (
-        face_table[corner[0]] | face_table[corner[1]] | face_table[corner[2]])
+    tables = []
+    for sides in borders:
+        pair = []
+        for names in sides:
+            table = np.zeros(n + 1, bool)
+            table[class_ids(names)] = True
+            pair.append(table)
+        tables.append(pair)
+    return tables
+
+
+def border_faces(faces: np.ndarray, labels: np.ndarray, borders=BORDERS) -> np.ndarray:
+    """F bool: the face has corners on both sides of one of `borders`."""
+    n = len(class_names())
+    corner = np.minimum(np.asarray(labels, np.int64), n)[np.asarray(faces, np.int64)].T
+    out = np.zeros(corner.shape[1], bool)
+    for one, other in _side_tables(borders):
+        out |= _any_corner(one, corner) & _any_corner(other, corner)
+    return out
 
 
 def _any_corner(flag: np.ndarray, columns) -> np.ndarray:
@@ -185,7 +211,13 @@ def _midpoint_labels(midpoints, ends, labels, corner, face_edge, split_ids, phot
     total = 2 + opposite_count
     out = np.where(2 * votes_first >= total, first, labels[ends[:, 1]])
     decided = np.zeros(n, bool)
-    head_ids = np.concatenate([class_ids(["Hair"]), class_ids(FACE_CLASSES)])
+    # the photo may give a new vertex a class of a border one of its edge's ends lies on
+    table_size = len(class_names()) + 1
+    end_ids = np.minimum(labels[ends], table_size - 1)
+    allowed = np.zeros((n, table_size), bool)
+    for one, other in _side_tables():
+        either = one | other
+        allowed[either[end_ids[:, 0]] | either[end_ids[:, 1]]] |= either
     for photo in photos:  # a few views at most
         points = photo.to_camera(midpoints)
         K = np.asarray(photo.K, np.float64)
@@ -197,11 +229,28 @@ def _midpoint_labels(midpoints, ends, labels, corner, face_edge, split_ids, phot
         row = np.clip(np.nan_to_num(xy[:, 1]).astype(np.int64), 0, h - 1)
         with np.errstate(invalid="ignore"):
             seen = inside & (np.abs(photo.pointmap[row, col, 2].astype(np.float64) - points[:, 2]) < SEEN_DEPTH_M)
-        says = np.asarray(photo.seg)[row, col].astype(np.int64)
-        take = seen & np.isin(says, head_ids) & ~decided
+        says = _window_class(np.asarray(photo.seg), row, col, allowed)
+        take = seen & (says >= 0) & ~decided
         out = np.where(take, says, out)
         decided |= take
     return out
+
+
+def _window_class(seg: np.ndarray, row: np.ndarray, col: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Per point, the allowed class (allowed: N x classes + 1 bool) most of the seg's pixels
+    within SEG_WINDOW of its pixel carry (ties: the point's own pixel's, then the lower id), -1
+    where none is allowed: a ragged seg's single pixels do not move the border."""
+    h, w = seg.shape[:2]
+    size = allowed.shape[1]
+    counts = np.zeros(allowed.shape, np.float64)
+    rows = np.arange(len(row))
+    for dr in range(-SEG_WINDOW, SEG_WINDOW + 1):
+        for dc in range(-SEG_WINDOW, SEG_WINDOW + 1):
+            says = seg[np.clip(row + dr, 0, h - 1), np.clip(col + dc, 0, w - 1)].astype(np.int64)
+            counts[rows, np.clip(says, 0, size - 1)] += 1.0 + 0.5 * (dr == 0 and dc == 0)
+    counts[~allowed] = 0.0
+    best = np.argmax(counts, axis=1)
+    return np.where(counts[rows, best] > 0, best, -1)
 
 
 def _finer_than_the_photo(vertices: np.ndarray, faces: np.ndarray, photo: Photo | None) -> bool:
@@ -218,23 +267,29 @@ def _finer_than_the_photo(vertices: np.ndarray, faces: np.ndarray, photo: Photo 
 
 
 def refine_border(vertices, faces, labels, *, photos=(), rounds: int = ROUNDS, max_faces: int | None = None):
-    """The mesh with its face/hair border's triangles split 1 -> 4 `rounds` times (conforming:
+    """The mesh with its material borders' triangles (BORDERS) split 1 -> 4 `rounds` times (conforming:
     a closed 2-manifold stays one). Returns (vertices, faces, labels); the old vertices keep
     their indices and classes. photos: Photo list the new vertices read their class from (the
     first also sets the pixel footprint no round goes below). A round that would take the mesh
-    past `max_faces` (the user's face budget) is not made."""
+    past `max_faces` (the user's face budget) is made over fewer borders (the later ones in
+    BORDERS left out first: the hairline's is kept longest), or not at all."""
     vertices = np.asarray(vertices, np.float64)
     faces = np.asarray(faces, np.int64)
     labels = np.asarray(labels)
     photos = list(photos)
     for _ in range(rounds):
-        marked = border_faces(faces, labels)
-        if not marked.any() or _finer_than_the_photo(vertices, faces[marked], photos[0] if photos else None):
+        made = False
+        for kept in range(len(BORDERS), 0, -1):  # past the budget: the later borders left out first
+            marked = border_faces(faces, labels, BORDERS[:kept])
+            if not marked.any() or _finer_than_the_photo(vertices, faces[marked], photos[0] if photos else None):
+                break
+            refined = refine_once(vertices, faces, labels, marked, photos=photos)
+            if max_faces is None or len(refined.faces) <= int(max_faces):
+                vertices, faces, labels = refined.vertices, refined.faces, refined.labels
+                made = True
+                break
+        if not made:
             break
-        refined = refine_once(vertices, faces, labels, marked, photos=photos)
-        if max_faces is not None and len(refined.faces) > int(max_faces):
-            break
-        vertices, faces, labels = refined.vertices, refined.faces, refined.labels
     return vertices, faces, labels
 
 
