@@ -272,6 +272,19 @@ def parts_report(front_maps, back_maps, front_truth, truth_T, fused) -> None:
 SIDE_BAND_COS = 0.3
 
 
+def _seen_by(view, points_body):
+    """(row, col) of each body-frame point in a rendered view (clamped) and whether the view sees
+    it there: inside the frame, on the person, its depth within 1.5 cm of the view's pointmap."""
+    H, W = view.mask.shape
+    cam = view.camera.to_camera(points_body)
+    xy = view.camera.project(cam)
+    col, row = np.floor(xy[:, 0]).astype(int), np.floor(xy[:, 1]).astype(int)
+    inside = (col >= 0) & (col < W) & (row >= 0) & (row < H)
+    col, row = np.clip(col, 0, W - 1), np.clip(row, 0, H - 1)
+    seen = inside & view.mask[row, col] & (np.abs(view.pointmap[row, col, 2] - cam[:, 2]) < 0.015)
+    return row, col, seen
+
+
 def side_band_colour_error(points_body, colours, front_truth) -> float:
     """Mean |texture - true albedo| (sRGB levels) over the vertices where the front and back views
     meet (SIDE_BAND_COS), as side cameras at yaw 90 and 270 see them (mean of the two)."""
@@ -283,12 +296,7 @@ def side_band_colour_error(points_body, colours, front_truth) -> float:
     errors = []
     for yaw in (90.0, 270.0):
         view = render(front_truth.posed, W, H, yaw_deg=yaw)
-        cam = view.camera.to_camera(points_body)
-        xy = view.camera.project(cam)
-        col, row = np.floor(xy[:, 0]).astype(int), np.floor(xy[:, 1]).astype(int)
-        inside = (col >= 0) & (col < W) & (row >= 0) & (row < H)
-        col, row = np.clip(col, 0, W - 1), np.clip(row, 0, H - 1)
-        seen = inside & view.mask[row, col] & (np.abs(view.pointmap[row, col, 2] - cam[:, 2]) < 0.015)
+        row, col, seen = _seen_by(view, points_body)
         normal_body = view.normal[row, col] @ view.camera.body_to_camera[:3, :3]
         band = seen & (np.abs(normal_body @ front_axis) < SIDE_BAND_COS)
         truth = 255.0 * linear_to_srgb(view.albedo[row[band], col[band]])
@@ -312,12 +320,7 @@ def side_part_colour_error(points_body, colours, front_truth) -> dict:
     errors, parts = [], []
     for yaw in SIDE_YAWS:
         view = render(front_truth.posed, W, H, yaw_deg=yaw)
-        cam = view.camera.to_camera(points_body)
-        xy = view.camera.project(cam)
-        col, row = np.floor(xy[:, 0]).astype(int), np.floor(xy[:, 1]).astype(int)
-        inside = (col >= 0) & (col < W) & (row >= 0) & (row < H)
-        col, row = np.clip(col, 0, W - 1), np.clip(row, 0, H - 1)
-        seen = inside & view.mask[row, col] & (np.abs(view.pointmap[row, col, 2] - cam[:, 2]) < 0.015)
+        row, col, seen = _seen_by(view, points_body)
         truth = 255.0 * linear_to_srgb(view.albedo[row[seen], col[seen]])
         errors.append(np.abs(colours[seen] - truth).mean(axis=1))
         parts.append(view.seg[row[seen], col[seen]])

@@ -252,6 +252,18 @@ def synthetic_truth(person, points_camera: np.ndarray):
     return body.face_labels[face].astype(np.int64), 255.0 * linear_to_srgb(MATERIAL_COLOURS[body.face_materials[face]])
 
 
+def _photo_pixels(points_camera: np.ndarray, pointmap: np.ndarray, K: np.ndarray):
+    """(row, col) of each camera-space point's photo pixel (clamped) and whether the photo sees
+    it there (the pointmap's depth within 1.5 cm of its own)."""
+    h, w = pointmap.shape[:2]
+    xy = (points_camera @ K.T)[:, :2] / points_camera[:, 2:3]
+    col = np.clip(np.floor(xy[:, 0]).astype(np.int64), 0, w - 1)
+    row = np.clip(np.floor(xy[:, 1]).astype(np.int64), 0, h - 1)
+    with np.errstate(invalid="ignore"):
+        seen = np.abs(pointmap[row, col, 2] - points_camera[:, 2]) < 0.015
+    return row, col, seen
+
+
 def sample_truth(maps: dict, points_camera: np.ndarray):
     """(class id or -1 where unseen, albedo sRGB 0-255) from a shared sample's true maps: Hair or
     Face_Neck by the nearer of the two colours, over the head pixels the seg calls either."""
@@ -260,12 +272,7 @@ def sample_truth(maps: dict, points_camera: np.ndarray):
 
     hair_id, face_id = class_ids(["Hair", "Face_Neck"])
     albedo, seg, pointmap, K = maps["albedo"], maps["seg"], maps["pointmap"], maps["K"]
-    h, w = seg.shape
-    xy = (points_camera @ K.T)[:, :2] / points_camera[:, 2:3]
-    col = np.clip(np.floor(xy[:, 0]).astype(np.int64), 0, w - 1)
-    row = np.clip(np.floor(xy[:, 1]).astype(np.int64), 0, h - 1)
-    with np.errstate(invalid="ignore"):
-        seen = np.abs(pointmap[row, col, 2] - points_camera[:, 2]) < 0.015
+    row, col, seen = _photo_pixels(points_camera, pointmap, K)
     head = np.isin(seg, [hair_id, face_id])
     hair_colour = np.median(albedo[seg == hair_id], axis=0)
     skin_colour = np.median(albedo[seg == face_id], axis=0)
@@ -290,12 +297,7 @@ def sample_collar_class(maps: dict, points_camera: np.ndarray) -> np.ndarray:
 
     face_id, cloth_id, hair_id = class_ids(["Face_Neck", "Upper_Clothing", "Hair"])
     albedo, seg, pointmap, K = maps["albedo"], maps["seg"], maps["pointmap"], maps["K"]
-    h, w = seg.shape
-    xy = (points_camera @ K.T)[:, :2] / points_camera[:, 2:3]
-    col = np.clip(np.floor(xy[:, 0]).astype(np.int64), 0, w - 1)
-    row = np.clip(np.floor(xy[:, 1]).astype(np.int64), 0, h - 1)
-    with np.errstate(invalid="ignore"):
-        seen = np.abs(pointmap[row, col, 2] - points_camera[:, 2]) < 0.015
+    row, col, seen = _photo_pixels(points_camera, pointmap, K)
     if not (seg == face_id).any() or not (seg == cloth_id).any():
         return np.full(len(points_camera), -1, np.int64)
     skin = np.median(albedo[seg == face_id], axis=0)

@@ -70,16 +70,20 @@ def test_the_finer_border_follows_the_true_line_closer():
     assert spread(out_v, out_f, out_l) < 0.9 * spread(vertices, faces, labels)
 
 
-def test_seen_midpoints_read_the_photo_and_a_surface_behind_is_not_read():
-    """A flat grid facing the camera at z = 1 with a coarse border: the photo's segmentation line
-    sits between the vertices; seen midpoints take its class, and a pointmap 5 cm behind (the
-    vertex not seen) leaves them to the vote."""
-    n = 6
+def _flat_grid(n: int = 6):
+    """An n x n grid of vertices 10 cm across facing the camera at z = 1, two triangles a quad."""
     xs, ys = np.meshgrid(np.linspace(-0.05, 0.05, n), np.linspace(-0.05, 0.05, n))
     vertices = np.column_stack([xs.ravel(), ys.ravel(), np.ones(n * n)])
     idx = np.arange(n * n).reshape(n, n)
     quads = np.stack([idx[:-1, :-1], idx[:-1, 1:], idx[1:, 1:], idx[1:, :-1]], -1).reshape(-1, 4)
-    faces = np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
+    return vertices, np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
+
+
+def test_seen_midpoints_read_the_photo_and_a_surface_behind_is_not_read():
+    """A flat grid facing the camera at z = 1 with a coarse border: the photo's segmentation line
+    sits between the vertices; seen midpoints take its class, and a pointmap 5 cm behind (the
+    vertex not seen) leaves them to the vote."""
+    vertices, faces = _flat_grid()
     labels = np.where(vertices[:, 0] < 0.0, HAIR, FACE).astype(np.uint8)  # the coarse border: x in (-0.01, 0.01)
     f, size = 1000.0, 200
     K = np.array([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]])
@@ -236,12 +240,7 @@ def test_the_collar_is_split_as_the_hairline_and_skin_against_skin_is_not():
 
 def _collar_grid():
     """A flat grid facing the camera at z = 1: the neck left of x = 0, the shirt right of it."""
-    n = 6
-    xs, ys = np.meshgrid(np.linspace(-0.05, 0.05, n), np.linspace(-0.05, 0.05, n))
-    vertices = np.column_stack([xs.ravel(), ys.ravel(), np.ones(n * n)])
-    idx = np.arange(n * n).reshape(n, n)
-    quads = np.stack([idx[:-1, :-1], idx[:-1, 1:], idx[1:, 1:], idx[1:, :-1]], -1).reshape(-1, 4)
-    faces = np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
+    vertices, faces = _flat_grid()
     labels = np.where(vertices[:, 0] < 0.0, FACE, CLOTH).astype(np.uint8)
     f, size = 1000.0, 200
     K = np.array([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]])

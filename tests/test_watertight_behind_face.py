@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.geometry import watertight
 from engine.geometry.labels import class_ids
 from engine.geometry.watertight import _behind_the_face
+from geometry_truth import closed_labels_toggled, true_classes_at
 
 FACE, HAIR = (int(i) for i in class_ids(["Face_Neck", "Hair"]))
 
@@ -82,27 +82,10 @@ def test_the_closed_solid_labels_the_back_of_the_head_as_the_truth_has_it(monkey
     """engine.synthetic's bent-101 (bench_closed's held-out person): the closed solid's vertices
     are the same with and without the relabelling; the vertices whose label changes go from the
     face to the hair, mostly where the nearest true outer surface is the hair's."""
-    import open3d as o3d
-
-    from engine.geometry import build_surface
-    from engine.synthetic import make_person
-
-    person = make_person(101, pose="bent", width=384, height=512)
-    built = {}
-    for on in (False, True):
-        monkeypatch.setattr(watertight, "BEHIND_FACE", on)
-        built[on] = build_surface(person.pointmap, person.normal, person.mask, person.seg, person.K,
-                                  detail="normals", resolution="full", watertight=True)
-    np.testing.assert_array_equal(built[False].vertices, built[True].vertices)
-    np.testing.assert_array_equal(built[False].faces, built[True].faces)
-    before, after = built[False].vertex_labels, built[True].vertex_labels
+    person, before, after, vertices = closed_labels_toggled(monkeypatch, "BEHIND_FACE")
     changed = before != after
     assert changed.sum() > 100
     assert (before[changed] == FACE).all()
     assert (after[changed] == HAIR).all()
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(np.asarray(person.mesh.vertices, np.float32)),
-                        o3d.core.Tensor(np.asarray(person.mesh.faces, np.uint32)))
-    nearest = scene.compute_closest_points(o3d.core.Tensor(built[True].vertices[changed].astype(np.float32)))
-    truth = np.asarray(person.face_labels)[nearest["primitive_ids"].numpy()]
+    truth = true_classes_at(person, vertices[changed])  # the true mesh's class nearest each
     assert (truth == HAIR).mean() > 0.8

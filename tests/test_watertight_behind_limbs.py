@@ -13,6 +13,7 @@ import numpy as np
 from engine.geometry import watertight
 from engine.geometry.labels import class_ids
 from engine.geometry.watertight import _behind_the_limbs
+from geometry_truth import closed_labels_toggled, true_classes_at
 
 SHIRT, TORSO, UPPER, FOREARM = (int(i) for i in class_ids(["Upper_Clothing", "Torso", "Left_Upper_Arm",
                                                           "Left_Lower_Arm"]))
@@ -82,29 +83,11 @@ def test_the_closed_solid_labels_the_trunk_behind_the_arms_as_the_truth_has_it(m
     torso): the closed solid's vertices are the same with and without the relabelling, and the
     vertices whose label changes go from an upper arm to the trunk's classes, mostly where the
     nearest true outer surface is the trunk's."""
-    import open3d as o3d
-
-    from engine.geometry import build_surface
-    from engine.synthetic import make_person
-
-    person = make_person(101, pose="bent", width=384, height=512)
-    built = {}
-    for on in (False, True):
-        monkeypatch.setattr(watertight, "BEHIND_LIMBS", on)
-        built[on] = build_surface(person.pointmap, person.normal, person.mask, person.seg, person.K,
-                                  detail="normals", resolution="full", watertight=True)
-    np.testing.assert_array_equal(built[False].vertices, built[True].vertices)
-    np.testing.assert_array_equal(built[False].faces, built[True].faces)
-    before, after = built[False].vertex_labels, built[True].vertex_labels
+    person, before, after, vertices = closed_labels_toggled(monkeypatch, "BEHIND_LIMBS")
     changed = before != after
     assert changed.sum() > 100
     assert np.isin(before[changed], [UPPER, int(class_ids(["Right_Upper_Arm"])[0])]).all()
     trunk = class_ids(watertight.TRUNK_CLASSES)
     assert np.isin(after[changed], trunk).all()
-    # the true body's class at the changed vertices (the nearest triangle of the true mesh)
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(np.asarray(person.mesh.vertices, np.float32)),
-                        o3d.core.Tensor(np.asarray(person.mesh.faces, np.uint32)))
-    nearest = scene.compute_closest_points(o3d.core.Tensor(built[True].vertices[changed].astype(np.float32)))
-    truth = np.asarray(person.face_labels)[nearest["primitive_ids"].numpy()]
+    truth = true_classes_at(person, vertices[changed])  # the true mesh's class nearest each
     assert np.isin(truth, trunk).mean() > 0.7
