@@ -18,7 +18,7 @@ import numpy as np
 from mathutils import Matrix
 from bpy.props import CollectionProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
-from . import user_data
+from . import option_table, user_data
 from .blender.action import armature_rest, key_tracks
 from .blender.constrained_keys import bake_through_constraints
 from .io import retarget as retarget_io
@@ -347,7 +347,7 @@ class SAPIENS_OT_build_and_animate(bpy.types.Operator):
         photo = bpy.path.abspath(settings.photo)
         if not photo or not Path(photo).is_file():
             return f"Choose the photo of the person too (not found: {photo or 'nothing chosen'})"
-        if not settings.avatar_params().get("rig"):
+        if settings.avatar_params().get("rig") in (None, option_table.OFF):  # "none": turned off
             return "The avatar needs a rig to move: choose a Rig in the photo's options"
         return None
 

@@ -85,8 +85,11 @@ def build_avatar(
 ) -> Path:
     """Build the avatar directory `out_dir` from the bundle at `bundle_dir`; returns `out_dir`.
 
-    rig: a skeleton convention (assets/rigs/NAME.json, e.g. "rigify"); rest_pose: "photo" (the
-    pose in the photo) or a canonical pose the rig straightens the mesh to (docs/rig.md).
+    rig: a skeleton convention (assets/rigs/NAME.json, e.g. "rigify"), None for no rig: the one
+    default of this call that is not the options table's (the CLI, protocol, panel and batch rig
+    with "rigify"), so that a script's build of a bundle without keypoints does not fail;
+    rest_pose: "photo" (the pose in the photo) or a canonical pose the rig straightens the mesh
+    to (docs/rig.md).
     formats: the file formats to write (names in engine.formats.WRITERS, a list or "glb,obj";
     None: engine.formats.AVATAR_DEFAULT); the textures and avatar.json are always written.
     detail_crops: fuse the bundle's hand and face crops, when it has them (engine.avatar.detail).
