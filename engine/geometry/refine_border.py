@@ -154,7 +154,7 @@ def _conforming_split(n_vertices: int, faces: np.ndarray, marked: np.ndarray):
 
 
 def refine_once(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, marked: np.ndarray, *,
-                photos=()) -> Refined:
+                photos=(), borders=BORDERS) -> Refined:
     """One red-green round over the `marked` faces: the new vertices appended in the order of
     their edges (sorted vertex pairs), the faces that were split replaced by their pieces at the
     end (Refined.values empty)."""
@@ -167,7 +167,7 @@ def refine_once(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, mar
     new_index[split_ids] = len(vertices) + np.arange(len(split_ids))
     ends = edges[split_ids]
     midpoints = 0.5 * (vertices[ends[:, 0]] + vertices[ends[:, 1]])
-    new_labels = _midpoint_labels(midpoints, ends, labels, faces[near], face_edge, split_ids, photos)
+    new_labels = _midpoint_labels(midpoints, ends, labels, faces[near], face_edge, split_ids, photos, borders)
 
     count = split[face_edge].sum(axis=1)
     corner = faces[near]
@@ -192,10 +192,11 @@ def refine_once(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, mar
                    np.concatenate([np.asarray(labels), new_labels.astype(np.asarray(labels).dtype)]), parent, [])
 
 
-def _midpoint_labels(midpoints, ends, labels, corner, face_edge, split_ids, photos):
+def _midpoint_labels(midpoints, ends, labels, corner, face_edge, split_ids, photos, borders=BORDERS):
     """Each new vertex's class (face_edge: the faces' edge ids, split_ids: the sorted ids of the
-    split edges, in the order of `midpoints`): the first photo's that sees the vertex and says Hair or a face
-    class; else the class most of its edge's four vertices carry (ties: the lower end's)."""
+    split edges, in the order of `midpoints`): the first photo's that sees the vertex and says a
+    class of a border (`borders`) one of its edge's ends lies on (_window_class); else the class
+    most of its edge's four vertices carry (ties: the lower end's)."""
     labels = np.asarray(labels, np.int64)
     # the corner facing each (face, edge): edge j = (j, j+1) faces corner j+2
     opposite = corner[:, [2, 0, 1]].reshape(-1)
@@ -215,7 +216,7 @@ def _midpoint_labels(midpoints, ends, labels, corner, face_edge, split_ids, phot
     table_size = len(class_names()) + 1
     end_ids = np.minimum(labels[ends], table_size - 1)
     allowed = np.zeros((n, table_size), bool)
-    for one, other in _side_tables():
+    for one, other in _side_tables(borders):
         either = one | other
         allowed[either[end_ids[:, 0]] | either[end_ids[:, 1]]] |= either
     for photo in photos:  # a few views at most
@@ -283,7 +284,7 @@ def refine_border(vertices, faces, labels, *, photos=(), rounds: int = ROUNDS, m
             marked = border_faces(faces, labels, BORDERS[:kept])
             if not marked.any() or _finer_than_the_photo(vertices, faces[marked], photos[0] if photos else None):
                 break
-            refined = refine_once(vertices, faces, labels, marked, photos=photos)
+            refined = refine_once(vertices, faces, labels, marked, photos=photos, borders=BORDERS[:kept])
             if max_faces is None or len(refined.faces) <= int(max_faces):
                 vertices, faces, labels = refined.vertices, refined.faces, refined.labels
                 made = True

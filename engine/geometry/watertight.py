@@ -375,7 +375,7 @@ def _contour_offset(normal, rays, footprint, lateral_px=None, max_radius=None):
 
 
 def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixels=BACK_MAX_PIXELS,
-                 along_rays=False, arm_contacts=False, heels=False, behind_limbs=False,
+                 along_rays=False, arm_contacts=False, heels=False, behind_limbs=False, behind_face=False,
                  prediction_scale=PREDICTION_SCALE):
     """Back points and outward normals (N x 3 each) plus their labels, on a coarse grid.
 
@@ -393,6 +393,8 @@ def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixel
     behind_limbs: the back behind an arm that is thicker than the arm takes the class of the
     trunk behind it (the one-photo solid; _behind_the_limbs), given labels; the returned labels
     only, the points and normals are the same.
+    behind_face: the back behind the face, beside or below the hair the photo shows, takes Hair
+    (the one-photo solid; _behind_the_face), given labels; the labels only, as behind_limbs.
     """
     valid_full = valid_pixels(pointmap, mask)
     if trusted is not None:
@@ -484,7 +486,7 @@ def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixel
     back_cls = cls
     if behind_limbs and labels is not None:
         back_cls = _behind_the_limbs(cls, valid & ok, depth, thickness, footprint, stretch)
-    if BEHIND_FACE and labels is not None:
+    if behind_face and labels is not None:
         back_cls = _behind_the_face(back_cls, cls, valid & ok, depth, thickness, footprint)
     return (np.concatenate([back[ok], wall]), np.concatenate([normals[ok], wall_normals]),
             np.concatenate([back_cls[ok], wall_labels]).astype(np.uint8),
@@ -1084,7 +1086,8 @@ def close_surface(
                         hard_cut_parts=() if on_samples is None else CONTEXT_HARD_CUT_PARTS)
     back, back_normals, back_labels, stats = back_surface(
         front.points, front.valid, front.seg, front.K, front.normals, trusted=front.trusted, along_rays=True,
-        arm_contacts=ARM_CONTACTS, heels=HEELS, behind_limbs=BEHIND_LIMBS, prediction_scale=back_scale(front.noise),
+        arm_contacts=ARM_CONTACTS, heels=HEELS, behind_limbs=BEHIND_LIMBS, behind_face=BEHIND_FACE,
+        prediction_scale=back_scale(front.noise),
     )
     stats.update(front.stats)
     if progress is not None:

@@ -196,11 +196,13 @@ def _trunk_off_the_arms(weights, cand, labels, vertices, heads, tails, parts, tu
     rows, cols = np.nonzero(slot)
     if not len(rows):
         return weights
-    bone = cand[rows, cols]
-    a, ab = heads[bone].astype(np.float32), (tails[bone] - heads[bone]).astype(np.float32)
-    rel = vertices[rows] - a
-    t = np.clip((rel * ab).sum(1) / np.maximum((ab * ab).sum(1), 1e-12), 0.0, 1.0)
-    outside = np.linalg.norm(rel - t[:, None] * ab, axis=1) > tube
+    # distances from the trunk's vertices to the arm bones only (a few columns)
+    arm_bones, trunk_rows = np.flatnonzero(arm), np.flatnonzero(trunk)
+    d2 = segment_distance2(vertices[trunk_rows], heads[arm_bones].astype(np.float32),
+                           tails[arm_bones].astype(np.float32))
+    position, column = np.full(len(labels), -1), np.full(len(arm), -1)
+    position[trunk_rows], column[arm_bones] = np.arange(len(trunk_rows)), np.arange(len(arm_bones))
+    outside = d2[position[rows], column[cand[rows, cols]]] > tube * tube
     out = weights.copy()
     out[rows[outside], cols[outside]] = 0.0
     total = out.sum(1, keepdims=True)
