@@ -127,7 +127,8 @@ def test_the_shirt_beside_a_hanging_arm_follows_the_spine_and_the_sleeve_the_arm
     v, f, labels, heads, tails, on_trunk = _trunk_and_sleeve()
     args = (v, f, labels, heads, tails, np.array([-1, 0]), ["spine", "upper_arm"], ["", "L"])
     arm_distance = W.point_segment_distance(v, heads[1:], tails[1:])[:, 0]
-    away = on_trunk & (arm_distance > 0.1)           # the trunk beyond the arm's tube and its smoothing
+    # the trunk beyond the arm's tube (wider at its root) and the smoothing's three 1.5 cm rings
+    away = on_trunk & (arm_distance > W.ARM_ROOT_TUBE * W.ARM_TUBE * 1.7 + 0.045)
     wj, w = W.compute_weights(*args)
     arm = _arm_weight(wj, w, 1)
     assert away.sum() > 100
@@ -137,3 +138,23 @@ def test_the_shirt_beside_a_hanging_arm_follows_the_spine_and_the_sleeve_the_arm
     monkeypatch.setattr(W, "ARM_TUBE", 10.0)
     wj, w = W.compute_weights(*args)
     assert _arm_weight(wj, w, 1)[away].max() > 0.3
+
+
+def test_the_tube_is_wider_at_the_arms_root():
+    """Near the shoulder (ARM_ROOT of the upper arm) a trunk vertex follows the arm within
+    ARM_ROOT_TUBE times the tube: a sleeve flaring at the armpit keeps its underside on the arm;
+    at the same distance farther down the arm the flank does not."""
+    from engine.rig.joints import UPPER_CLOTHING
+
+    tube = 0.068
+    heads = np.array([[0.0, 0.0, 0.0], [0.2, 0.0, 0.0]])            # spine, upper arm (hanging)
+    tails = np.array([[0.0, 0.5, 0.0], [0.2, -0.3, 0.0]])
+    gap = 0.5 * (1 + W.ARM_ROOT_TUBE) * tube                          # between the two tubes
+    vertices = np.array([[0.2 - gap, -0.3 * 0.5 * W.ARM_ROOT, 0.0],   # beside the root
+                         [0.2 - gap, -0.3 * 0.7, 0.0]], np.float32)   # beside the arm's middle
+    labels = np.full(2, UPPER_CLOTHING)
+    cand = np.array([[0, 1], [0, 1]])
+    weights = np.full((2, 2), 0.5, np.float32)
+    out = W._trunk_off_the_arms(weights, cand, labels, vertices, heads, tails, ["spine", "upper_arm"], tube)
+    assert out[0, 1] == 0.5 and out[1, 1] == 0.0
+    assert np.allclose(out.sum(1), 1.0)

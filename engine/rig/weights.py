@@ -39,6 +39,12 @@ SMOOTH_ITERATIONS = 3
 # person_101 / person_102 raised their shirt's flank as a wing with the arm, bench/render_posed.py)
 ARM_TUBE = 0.04
 ARM_PARTS = ("upper_arm", "forearm")
+# at the arm's root (the upper arm's first ARM_ROOT of its length from the shoulder) the tube is
+# ARM_ROOT_TUBE times wider: a sleeve flares at the armpit, and the 4 % tube cut the demo's sleeve
+# there, so its underside stayed on the trunk as a sheet when the arm was raised
+# (bench/bench_posed_stretch.py)
+ARM_ROOT = 0.35
+ARM_ROOT_TUBE = 1.25
 ALL = "*"
 
 
@@ -187,9 +193,9 @@ def _blend_by_distance(vertices, group_of, group_cand, heads, tails, softening2)
 
 def _trunk_off_the_arms(weights, cand, labels, vertices, heads, tails, parts, tube: float) -> np.ndarray:
     """weights with the arm bones' (ARM_PARTS) share taken from trunk vertices (Torso,
-    Upper_Clothing) farther than `tube` from those bones' segments, rows renormalised; a row left
-    without weight keeps its own. The bones stay candidates, so the smoothing blends the tube's
-    edge."""
+    Upper_Clothing) farther than `tube` from those bones' segments (ARM_ROOT_TUBE times `tube` at
+    the upper arm's root), rows renormalised; a row left without weight keeps its own. The bones
+    stay candidates, so the smoothing blends the tube's edge."""
     arm = np.isin(np.asarray(parts), ARM_PARTS)
     trunk = np.isin(labels, (TORSO, UPPER_CLOTHING))
     slot = (cand >= 0) & arm[np.maximum(cand, 0)] & trunk[:, None]
@@ -198,11 +204,17 @@ def _trunk_off_the_arms(weights, cand, labels, vertices, heads, tails, parts, tu
         return weights
     # distances from the trunk's vertices to the arm bones only (a few columns)
     arm_bones, trunk_rows = np.flatnonzero(arm), np.flatnonzero(trunk)
-    d2 = segment_distance2(vertices[trunk_rows], heads[arm_bones].astype(np.float32),
-                           tails[arm_bones].astype(np.float32))
+    points = vertices[trunk_rows].astype(np.float32)
+    a, b = heads[arm_bones].astype(np.float32), tails[arm_bones].astype(np.float32)
+    d2 = segment_distance2(points, a, b)
+    ab = b - a
+    along = (points @ ab.T - (a * ab).sum(1)) / np.maximum((ab * ab).sum(1), 1e-12)   # 0 head, 1 tail
+    root = (np.asarray(parts)[arm_bones] == "upper_arm") & (along < ARM_ROOT)
+    limit2 = np.where(root, (ARM_ROOT_TUBE * tube) ** 2, tube * tube)
     position, column = np.full(len(labels), -1), np.full(len(arm), -1)
     position[trunk_rows], column[arm_bones] = np.arange(len(trunk_rows)), np.arange(len(arm_bones))
-    outside = d2[position[rows], column[cand[rows, cols]]] > tube * tube
+    at = position[rows], column[cand[rows, cols]]
+    outside = d2[at] > limit2[at]
     out = weights.copy()
     out[rows[outside], cols[outside]] = 0.0
     total = out.sum(1, keepdims=True)
