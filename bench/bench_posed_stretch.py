@@ -16,9 +16,13 @@ pose. Printed per avatar:
     edges %      share of edges longer than 2x their rest length
     max edge     the largest edge length ratio
     squashed %   share of the rest surface in faces shrunk below half their area (folds)
+    dragged %    share of the trunk beside the arms (Torso, Upper_Clothing past the arm's radius
+                 + 2.5 cm from every arm segment, along the arm) moved more than 2 cm: the flank
+                 raised with the arm as a wing
 A sheet where arm and trunk are united in the closed solid cannot vanish (the surface must span
-the gap the raised arm opens); what the weights decide is how much of the surface is drawn into
-it.
+the gap the raised arm opens); the weights only trade how much of the arm's and the trunk's
+surface is drawn into it (sheet %, dragged %) against its own size (grown cm2): blended over a
+few rings, linear blend skinning pulls the band's vertices in and the sheet is smaller.
 """
 
 from __future__ import annotations
@@ -33,11 +37,17 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from engine.batch.preview import read_ply  # noqa: E402
+from engine.batch.preview import PLY_TYPES, read_ply  # noqa: E402
 from engine.rig import deform_bones  # noqa: E402
 from engine.rig.pose import forward_kinematics, skin_vertices  # noqa: E402
 
 STRETCH = 2.0
+# the trunk that should stay: Torso / Upper_Clothing farther than the arm's radius and this margin
+# from every arm segment, beside the arm's length (past this share of the upper arm: the shoulder
+# bends at its root); dragged when it moves more than DRAGGED
+TRUNK_MARGIN = 0.025
+ARM_FROM = 0.35
+DRAGGED = 0.02
 
 
 def read_labels(path: Path) -> np.ndarray | None:
@@ -46,7 +56,6 @@ def read_labels(path: Path) -> np.ndarray | None:
     header = data[:data.index(b"end_header\n")].decode("ascii").splitlines()
     if not any(line.split()[-1:] == ["label"] for line in header if line.startswith("property")):
         return None
-    from engine.batch.preview import PLY_TYPES
     fields, count = [], 0
     for line in header:
         words = line.split()
@@ -133,6 +142,47 @@ def stretch_figures(rest: np.ndarray, posed: np.ndarray, faces: np.ndarray) -> d
             "squashed_pct": 100 * rest_area[squashed].sum() / total}
 
 
+def arm_radius(vertices: np.ndarray, head: np.ndarray, tail: np.ndarray) -> float:
+    """An arm's radius at a bone: the median distance from its segment of the surface on the arm's
+    outer side (away from the body's midline, x = 0), between 30 and 90 % of its length, where
+    nothing else lies."""
+    axis = tail - head
+    length = np.linalg.norm(axis)
+    unit = axis / length
+    rel = vertices - head
+    t = rel @ unit / length
+    radial = rel - np.outer(rel @ unit, unit)
+    distance = np.linalg.norm(radial, axis=1)
+    outward = np.array([np.sign(head[0]), 0.0, 0.0])
+    outward -= unit * (outward @ unit)
+    outward /= np.linalg.norm(outward)
+    outer = (t > 0.3) & (t < 0.9) & (distance < 0.15) & (radial @ outward > 0.8 * distance)
+    return float(np.median(distance[outer])) if outer.any() else 0.05
+
+
+def trunk_dragged(rest, posed, faces, labels, heads, tails, names) -> float:
+    """Share (%, by area) of the trunk beside the arms (TRUNK_MARGIN, ARM_FROM) moved more than
+    DRAGGED: the flank raised with the arm as a wing."""
+    from engine.rig.joints import TORSO, UPPER_CLOTHING
+
+    beside = np.zeros(len(rest), bool)
+    near = np.zeros(len(rest), bool)
+    for name in ("upper_arm.L", "upper_arm.R", "forearm.L", "forearm.R"):
+        b = names.index(name)
+        a, ab = heads[b], tails[b] - heads[b]
+        t = (rest - a) @ ab / (ab @ ab)
+        distance = np.linalg.norm(rest - (a + np.clip(t, 0, 1)[:, None] * ab), axis=1)
+        radius = arm_radius(rest, heads[b], tails[b])
+        near |= distance <= radius + TRUNK_MARGIN
+        start = ARM_FROM if name.startswith("upper_arm") else 0.0
+        beside |= (t > start) & (t < 1) & (distance < radius + 0.15)
+    trunk = np.isin(labels, (TORSO, UPPER_CLOTHING)) & beside & ~near
+    moved = np.linalg.norm(posed - rest, axis=1) > DRAGGED
+    area = face_areas(rest, faces)
+    in_trunk = trunk[faces].all(1)
+    return 100 * area[in_trunk & moved[faces].any(1)].sum() / max(area[in_trunk].sum(), 1e-12)
+
+
 def measure(avatar_dir: Path, degrees: float, stored: bool) -> dict[str, float]:
     from engine.rig.weights import compute_weights
 
@@ -151,7 +201,10 @@ def measure(avatar_dir: Path, degrees: float, stored: bool) -> dict[str, float]:
                                 height=float(skeleton["height"]))
     R, new_heads = raised_arms(heads, tails, parents, names, degrees)
     posed = skin_vertices(vertices, wj, w, heads, R, new_heads)
-    return stretch_figures(vertices, posed, faces)
+    figures = stretch_figures(vertices, posed, faces)
+    figures["dragged_pct"] = (float("nan") if labels is None
+                              else trunk_dragged(vertices, posed, faces, labels, heads, tails, names))
+    return figures
 
 
 def main() -> None:
@@ -160,11 +213,11 @@ def main() -> None:
     parser.add_argument("--angle", type=float, default=60.0, help="degrees the upper arms turn up (default 60)")
     parser.add_argument("--stored", action="store_true", help="the glb's weights, not computed again")
     args = parser.parse_args()
-    print(f"{'avatar':<14} {'sheet %':>8} {'sheet cm2':>10} {'grown cm2':>10} {'edges %':>8} {'max edge':>9} {'squashed %':>10}")
+    print(f"{'avatar':<14} {'sheet %':>8} {'sheet cm2':>10} {'grown cm2':>10} {'edges %':>8} {'max edge':>9} {'squashed %':>10} {'dragged %':>9}")
     for avatar in args.avatars:
         f = measure(avatar, args.angle, args.stored)
         print(f"{avatar.name:<14} {f['sheet_pct']:8.2f} {f['sheet_cm2']:10.1f} {f['grown_cm2']:10.1f} {f['edges_pct']:8.2f} "
-              f"{f['max_edge']:9.1f} {f['squashed_pct']:10.2f}")
+              f"{f['max_edge']:9.1f} {f['squashed_pct']:10.2f} {f['dragged_pct']:9.2f}")
 
 
 if __name__ == "__main__":
