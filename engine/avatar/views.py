@@ -22,6 +22,10 @@ photo) has an island laid out from a camera behind the person and is coloured as
 closed avatar's hidden side (each body part continued from the reference photo's outline)
 where no view sees it. Any other texel no view sees takes the colour of the nearest point a
 view sees (hair over the top of the head, the arm's colour into the armpit), and a flat normal.
+A point a view's ray passes by at a depth step (in front of the surface its pixel shows: the side
+of the face, past the front photo's last skin pixels, against the back of the head's hair seen
+behind at the outline) reads the pixel around that lies nearest it on the step's near side
+(read_across_step), a colour the unseen fill does not copy on.
 """
 
 from __future__ import annotations
@@ -52,6 +56,17 @@ FULL_DETAIL_WEIGHT = 0.35 ** 2
 OPPOSITE_DEG = 150.0
 # a face counts as seen by a view it faces at least this much (cos of the angle to the line of sight)
 MIN_FACING_COS = 0.05
+# a point this much in front of the surface its pixel shows lies where the view's ray passed it
+# by: at a depth step (the side of the face against the back of the head's hair seen past it at
+# the outline, 3-6 cm behind) the pixel's colour belongs to that surface behind, not to the point
+LOOKED_PAST_M = 0.01
+# ... and it reads the pixel within this many pixels around whose point lies nearest it, on the
+# near side of the step (at least STEP_M nearer the camera than the pixel under it) ...
+NEAREST_PIXEL_RADIUS = 3
+STEP_M = 0.03
+# ... when that point lies within the depth tolerance of it and at most this share as far as
+# the pixel's own
+NEAREST_RATIO = 0.5
 # texels sampled at once (bounds the per-view temporaries to some hundred MB)
 CHUNK_TEXELS = 1_000_000
 
@@ -357,9 +372,31 @@ def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return top * (1 - fy) + bottom * fy
 
 
+def nearest_pixel_in_3d(points_view: np.ndarray, row: np.ndarray, col: np.ndarray, view: ViewMaps,
+                        nearer_than: np.ndarray, radius: int = NEAREST_PIXEL_RADIUS):
+    """Per point (the view's camera frame) the pixel within `radius` pixels of (row, col), among
+    those whose depth is under `nearer_than` (per point), whose pointmap point lies nearest it:
+    (row, col, distance in metres; inf where there is none)."""
+    h, w = view.mask.shape
+    step = np.arange(-radius, radius + 1)
+    dr, dc = (a.reshape(-1) for a in np.meshgrid(step, step, indexing="ij"))
+    rows = np.clip(row[:, None] + dr, 0, h - 1)
+    cols = np.clip(col[:, None] + dc, 0, w - 1)
+    around = view.pointmap[rows, cols].astype(np.float64)
+    offset = around - points_view[:, None, :]
+    distance2 = np.einsum("nkd,nkd->nk", offset, offset)
+    with np.errstate(invalid="ignore"):
+        candidate = np.isfinite(distance2) & (around[..., 2] < nearer_than[:, None])
+    distance2 = np.where(candidate, distance2, np.inf)
+    pick = np.argmin(distance2, axis=1)
+    at = np.arange(len(points_view))
+    return rows[at, pick], cols[at, pick], np.sqrt(distance2[at, pick])
+
+
 def view_weights(points_ref: np.ndarray, normals_ref: np.ndarray, view: ViewMaps):
     """How much `view` should colour each point: (weight with the occlusion test, weight without
-    it, the point's photo coordinates in this view)."""
+    it, the point's photo coordinates in this view, whether those are a pixel read across a depth
+    step: read_across_step)."""
     p = view.to_view(points_ref)
     n = normals_ref @ view.T[:3, :3]
     distance = np.maximum(np.linalg.norm(p, axis=1), 1e-12)
@@ -369,25 +406,61 @@ def view_weights(points_ref: np.ndarray, normals_ref: np.ndarray, view: ViewMaps
     ok = inside & (p[:, 2] > 0)
     with np.errstate(invalid="ignore"):
         visible = ok & (np.abs(p[:, 2] - seen_depth) <= tolerance)  # NaN (off the person) -> False
+    across = read_across_step(p, ok, row, col, seen_depth, tolerance, view)
+    moved = np.flatnonzero(across >= 0)
+    row[moved], col[moved] = np.divmod(across[moved], view.mask.shape[1])
+    xy[moved] = np.column_stack([col[moved] + 0.5, row[moved] + 0.5])
+    visible[moved] = True
     ramp = np.clip((view.inside_px[row, col] - 0.5) / BLEND_PX, OUTLINE_WEIGHT, 1.0)
-    return np.where(visible, facing * ramp, 0.0), np.where(ok, facing + 1e-9, 0.0), xy
+    return np.where(visible, facing * ramp, 0.0), np.where(ok, facing + 1e-9, 0.0), xy, across >= 0
+
+
+def read_across_step(points_view: np.ndarray, ok: np.ndarray, row: np.ndarray, col: np.ndarray, seen_depth: np.ndarray,
+                     tolerance: np.ndarray, view: ViewMaps) -> np.ndarray:
+    """Per point (the view's camera frame), the flat index of the pixel whose colour it takes
+    instead of its own (-1: its own): where the view's ray passed the point by (LOOKED_PAST_M in
+    front of the surface its pixel shows, or nothing there), the pixel around on the near side of
+    the depth step whose point lies nearest it (nearest_pixel_in_3d), within `tolerance` and at
+    most NEAREST_RATIO as far as the point under it. The fused
+    solid's side of the face lies 1-3 pixels past the front photo's last skin pixels, where the
+    outline shows the back of the head's hair 3-6 cm behind: read through the pixel under it the
+    side of the face took that hair (within the depth tolerance) or was left to the unseen fill,
+    which copied the hair on."""
+    out = np.full(len(points_view), -1, np.int64)
+    with np.errstate(invalid="ignore"):
+        passed = ok & ~(points_view[:, 2] > seen_depth - LOOKED_PAST_M)  # NaN too: the ray met nothing there
+    chosen = np.flatnonzero(passed)
+    if not len(chosen):
+        return out
+    own_depth = seen_depth[chosen]
+    nearer_than = np.where(np.isfinite(own_depth), own_depth - STEP_M, np.inf)
+    r, c, distance = nearest_pixel_in_3d(points_view[chosen], row[chosen], col[chosen], view, nearer_than)
+    with np.errstate(invalid="ignore"):
+        own = np.linalg.norm(view.pointmap[row[chosen], col[chosen]] - points_view[chosen], axis=1)
+    own = np.where(np.isfinite(own), own, np.inf)
+    near = (distance <= tolerance[chosen]) & (distance < NEAREST_RATIO * own)
+    out[chosen[near]] = r[near] * view.mask.shape[1] + c[near]
+    return out
 
 
 def blend_views(points_ref: np.ndarray, normals_ref: np.ndarray, views: list[ViewMaps]):
     """Blended linear colour (N x 3), blended normal in the reference camera frame (N x 3, NaN
     where no view sees the point; faded toward normals_ref where the views see it edge-on or at
-    their outlines, FULL_DETAIL_WEIGHT) and the index of the view with the largest weight (-1: none).
+    their outlines, FULL_DETAIL_WEIGHT), the index of the view with the largest weight (-1: none)
+    and whether every view that sees the point read it across a depth step (read_across_step: a
+    colour taken from beside the point, which the unseen fill does not copy on).
     Each view's maps are sampled only where it counts: where it sees the point, or (for points
     no view sees) where the point faces it."""
     n_points = len(points_ref)
     per_view = [view_weights(points_ref, normals_ref, view) for view in views]
-    weights = np.stack([w for w, _, _ in per_view])  # V x N
+    weights = np.stack([w for w, _, _, _ in per_view])  # V x N
+    seen_directly = np.any([(w > 0) & ~across for w, _, _, across in per_view], axis=0)
     unseen = weights.sum(axis=0) <= 0
     colour_sum = np.zeros((n_points, 3), np.float32)
     weight_sum = np.zeros(n_points, np.float32)
     normal_sum = np.zeros((n_points, 3), np.float32)
     normal_weight = np.zeros(n_points, np.float32)
-    for view, (weight, loose, xy) in zip(views, per_view):
+    for view, (weight, loose, xy, _) in zip(views, per_view):
         effective = np.where(unseen, loose, weight).astype(np.float32)
         chosen = np.flatnonzero(effective > 0)
         colour_sum[chosen] += effective[chosen, None] * view.colour_at(xy[chosen])
@@ -408,7 +481,7 @@ def blend_views(points_ref: np.ndarray, normals_ref: np.ndarray, views: list[Vie
     mixed = detail * (normal_sum[has_normal] / weight) + (1.0 - detail) * normals_ref[has_normal].astype(np.float32)
     length = np.linalg.norm(mixed, axis=1, keepdims=True)
     normal[has_normal] = mixed / np.maximum(length, 1e-12)
-    return colour, normal, best
+    return colour, normal, best, ~unseen & ~seen_directly
 
 
 def edge_texels(raster: tx.Raster, texel_xy: np.ndarray, faces: np.ndarray, keep: np.ndarray):
@@ -443,15 +516,19 @@ def edge_texels(raster: tx.Raster, texel_xy: np.ndarray, faces: np.ndarray, keep
     return face_of, bary_of
 
 
-def _colour_unseen_from_nearest_seen(albedo, texels, points, seen, max_sources: int = 200_000) -> None:
+def _colour_unseen_from_nearest_seen(albedo, texels, points, seen, source=None, max_sources: int = 200_000) -> None:
     """Texels whose point no view sees take the colour of the nearest point some view sees (in
     place): the sides' colours run on over an invented back, hair over the top of the head,
-    instead of the front's print read through the body by a projection."""
+    instead of the front's print read through the body by a projection. source: the seen texels
+    copied from (default all): not those whose colour was read across a depth step, a guess at the
+    outline (on degraded maps, whose depth is least sure there, copied on it took the face's skin
+    round the head's side onto the front photo's rim of hair)."""
     from scipy.spatial import cKDTree
 
-    if seen.all() or not seen.any():
+    source = seen if source is None else source & seen
+    if seen.all() or not source.any():
         return
-    sources = np.flatnonzero(seen)
+    sources = np.flatnonzero(source)
     if len(sources) > max_sources:
         sources = sources[:: int(np.ceil(len(sources) / max_sources))]
     unseen = np.flatnonzero(~seen)
@@ -519,6 +596,7 @@ def bake_views(
     behind_colour = hidden_side_image(bundles[0], views[0]) if len(islands.projections) > len(views) and bundles else None
     texel_points = np.zeros((len(texels), 3), np.float32)
     texel_seen = np.zeros(len(texels), bool)
+    texel_source = np.zeros(len(texels), bool)  # seen, not only read across a depth step: the fill copies these
     for start in range(0, len(texels), CHUNK_TEXELS):
         chunk = texels[start : start + CHUNK_TEXELS]
         corners = islands.source_vertex[faces[face_of[chunk]]]  # n x 3 solid vertices
@@ -526,7 +604,7 @@ def bake_views(
         points = np.einsum("nk,nkd->nd", w, vertices_ref[corners])
         normals = np.einsum("nk,nkd->nd", w, solid_normals[corners])
         normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-        colour, normal, best = blend_views(points, normals, views)
+        colour, normal, best, read_across = blend_views(points, normals, views)
         if behind_colour is not None:
             from_behind = (best < 0) & (islands.face_island[face_of[chunk]] == len(views))
             xy = project(views[0].to_view(points[from_behind]), views[0].K)
@@ -536,13 +614,14 @@ def bake_views(
         target[chunk] = normal @ to_avatar.T
         texel_points[start : start + len(chunk)] = points
         texel_seen[start : start + len(chunk)] = best >= 0
+        texel_source[start : start + len(chunk)] = (best >= 0) & ~read_across
         best[best > len(views)] = -1
         # counted over the covered texels only (the share's denominator), not the edge ring
         # around every triangle, which the unseen island's one-face cells made larger than them
         led = best[covered.reshape(-1)[chunk]]
         chosen += np.bincount(led + 1, minlength=len(views) + 1)[np.r_[1 : len(views) + 1, 0]]
         report(0.3 + 0.4 * min(1.0, (start + len(chunk)) / max(len(texels), 1)), "colour and normals blended from the views")
-    _colour_unseen_from_nearest_seen(albedo, texels, texel_points, texel_seen)
+    _colour_unseen_from_nearest_seen(albedo, texels, texel_points, texel_seen, texel_source)
     albedo = albedo.reshape(layout.height, layout.width, 3)
     normal_rgb8, baked_fraction = None, 0.0
     if any(v.normal is not None for v in views):
