@@ -1,7 +1,7 @@
 """The face/hair border on closed one-photo avatars: labels and colour against the truth.
 
-Usage: .venv/bin/python bench/bench_hairline.py [--size 768x1024] [--synthetic 3] [--samples]
-                                                [--band-cm 3] [--keep DIR] [--compare [--against coarse|seam|raw]]
+Usage: .venv/bin/python bench/bench_hairline.py [--size 768x1024] [--synthetic 3] [--outfits trousers] [--samples]
+                                                [--band-cm 3] [--keep DIR] [--compare [--against coarse|seam|raw|legs]]
                                                 [--time R]
 
 Each person is built as a closed avatar (build_avatar's defaults, glb and ply): engine.synthetic
@@ -33,6 +33,21 @@ true surface's class, whose colours leave the shirt's stripes out: a white strip
 skin). The slots' roughness differs (skin 0.55, clothing 0.85): a slot border along whole
 triangles beside the texture's edge shows as a comb of triangles with the skin's sheen.
 
+The legs' hems and the shoes' tops (`hems`, `shoes`), the collar's figures over the legs: per
+island (seen = front, hidden = the rest; ../shared/samples: the seen only), over the samples
+within 1.5 cm of the other side whose true class is a bare leg or foot (refine_border
+.LEG_SKIN_CLASSES) or the trousers / shorts / socks (LEG_CLOTHING_CLASSES), `skin->cloth` the
+share of the true bare leg in another slot than skin, `cloth->skin` the share of the true
+clothing in the skin slot; and whose true class is a shoe or what meets it (the bare leg, foot,
+trousers, socks), `shoe->off` the share of the true shoe in another slot than shoes, `off->shoe`
+the share of the rest in the shoes slot. The truth: engine.synthetic's true surface (--outfits
+shorts: bare legs under shorts, socks and shoes; trousers: the trousers' hems on the shoes);
+../shared/samples' (bare legs under shorts, shoes): a shoe or not by the nearer of the shoe's
+and the leg's median true albedo (the seg is ragged, the albedo not), and over the leg / shorts
+pixels the class most of the seg's 7 x 7 pixels around carry (the shorts and the legs are one
+grey: the albedo cannot tell them; this truth is the seg's own border, smoothed). Each build's
+face count (`faces`, mesh.ply) is printed too.
+
 The head's seen/hidden UV island seam (the mesh.ply's edges between a front-island and a
 hidden-island triangle that both have a Hair or face-class corner): `seam wobble` the mean
 distance (mm) of its vertices from the line the seam runs along around them (the principal
@@ -47,10 +62,12 @@ process, so the two differ only by it: --against coarse (default) without engine
 .refine_border's face/hair split (the slots follow the solid's own 7-11 mm triangles), --against
 seam without its split along the head's island seam (refine_seam: the seam follows whole
 triangles), --against raw without the occluding-edge colour fix (every seen vertex reads its
-own pixel). --time R: per person also the seconds the two splits add to its build, on its
-built surface (stages.refine_head; the seen weight without and with its vertex average, which
-the seam split reads; refine_seam), median of R runs, with the load average. Printed, nothing
-asserted.
+own pixel), --against legs with refine_border.BORDERS' first two only (the hems' and the shoes'
+triangles left whole). --time R: per person also the seconds the two splits add to its build, on
+its built surface (stages.refine_head; the seen weight without and with its vertex average, which
+the seam split reads; refine_seam), median of R runs, with the load average; with --against legs
+also stages.refine_head with the first two borders and with all, runs interleaved, medians, and
+their face counts. Printed, nothing asserted.
 """
 
 from __future__ import annotations
@@ -108,6 +125,12 @@ def avatar_samples(out_dir: Path) -> dict:
         "island": (uv[:, 0] >= layout["island_width"] + layout["gutter"] / 2).astype(np.int64),
         "border_m": slot_border_length(corners),
     }
+
+
+def trimesh_faces(path: Path) -> np.ndarray:
+    import trimesh
+
+    return np.asarray(trimesh.load(path, process=False).faces)
 
 
 def bilinear(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
@@ -356,6 +379,90 @@ def collar_figures(avatar: dict, collar_class: np.ndarray, truth_colour: np.ndar
     }
 
 
+# a side of a hem's or a shoe's band smaller than this is no figure (the samples' hidden island:
+# a few edge-on samples)
+LEG_MIN_BAND_CM2 = 5.0
+
+
+def leg_border_figures(avatar: dict, leg_class: np.ndarray) -> dict:
+    """The hems' and the shoes' tops' slots on the wrong side (module doc), per island:
+    {island: {'skin->cloth', 'cloth->skin', 'shoe->off', 'off->shoe' (NaN where a side of a
+    border's band is under LEG_MIN_BAND_CM2), 'hem_cm2', 'shoe_cm2'}}; leg_class: the true class
+    per sample (-1: unknown)."""
+    from engine.avatar.labels import class_ids
+    from engine.geometry.refine_border import LEG_CLOTHING_CLASSES, LEG_SKIN_CLASSES, SHOE_CLASSES
+
+    skin, cloth, shoe = (np.isin(leg_class, class_ids(names)) for names in (LEG_SKIN_CLASSES, LEG_CLOTHING_CLASSES, SHOE_CLASSES))
+    out = {}
+    for island, name in ((0, "seen"), (1, "hidden")):
+        on = avatar["island"] == island
+        figures = {}
+        for (one, other), (wrong_one, wrong_other), slot, area in (
+                ((skin, cloth), ("skin->cloth", "cloth->skin"), "skin", "hem_cm2"),
+                ((shoe, skin | cloth), ("shoe->off", "off->shoe"), "shoes", "shoe_cm2")):
+            w_one, w_other = _band_weights(avatar, one & on, other & on, COLLAR_BAND_M)
+            in_slot = avatar["slots"] == slot
+            if min(w_one.sum(), w_other.sum()) * 1e4 < LEG_MIN_BAND_CM2:
+                figures.update({wrong_one: float("nan"), wrong_other: float("nan"), area: 0.0})
+                continue
+            figures.update({wrong_one: float((w_one * ~in_slot).sum() / w_one.sum()),
+                            wrong_other: float((w_other * in_slot).sum() / w_other.sum()),
+                            area: float((w_one.sum() + w_other.sum()) * 1e4)})
+        if figures["hem_cm2"] or figures["shoe_cm2"]:
+            out[name] = figures
+    return out
+
+
+def _band_weights(avatar: dict, one: np.ndarray, other: np.ndarray, band_m: float):
+    """The area weights of the `one` samples within band_m of an `other` sample, and of the
+    `other` ones within band_m of a `one` (zeros where either is empty)."""
+    from scipy.spatial import cKDTree
+
+    zero = np.zeros(len(one))
+    if not one.any() or not other.any():
+        return zero, zero
+    points = avatar["points"]
+    near_other = cKDTree(points[other]).query(points, distance_upper_bound=band_m)[0] < band_m
+    near_one = cKDTree(points[one]).query(points, distance_upper_bound=band_m)[0] < band_m
+    return avatar["weights"] * (one & near_other), avatar["weights"] * (other & near_one)
+
+
+LEG_SEG_WINDOW = 3  # the samples' shorts | leg truth: the seg's majority over 7 x 7 pixels
+
+
+def sample_leg_class(maps: dict, points_camera: np.ndarray) -> np.ndarray:
+    """The true class (a shoe, bare leg or shorts class, or -1) of the points a shared sample's
+    photo sees on the pixels its seg calls a leg, shorts or shoe class: a shoe when the true
+    albedo is nearer the shoes' median than the legs' (the seg is ragged, the albedo is not),
+    else the leg / shorts class most of the seg's pixels within LEG_SEG_WINDOW carry (the two
+    are one grey: only the seg, smoothed, tells them)."""
+    from engine.avatar.labels import class_ids
+    from engine.geometry.refine_border import LEG_CLOTHING_CLASSES, LEG_SKIN_CLASSES, SHOE_CLASSES
+
+    albedo, seg, pointmap, K = maps["albedo"], maps["seg"], maps["pointmap"], maps["K"]
+    row, col, seen = _photo_pixels(points_camera, pointmap, K)
+    shoe_ids, leg_ids = class_ids(SHOE_CLASSES), class_ids(LEG_SKIN_CLASSES + LEG_CLOTHING_CLASSES)
+    is_shoe, is_leg = np.isin(seg, shoe_ids), np.isin(seg, leg_ids)
+    unknown = np.full(len(points_camera), -1, np.int64)
+    if not is_shoe.any() or not is_leg.any():
+        return unknown
+    colour = np.nan_to_num(albedo[row, col])
+    to_shoe = np.linalg.norm(colour - np.median(albedo[is_shoe], axis=0), axis=1)
+    to_leg = np.linalg.norm(colour - np.median(albedo[np.isin(seg, class_ids(LEG_SKIN_CLASSES))], axis=0), axis=1)
+    # the leg / shorts class most of the window's pixels carry (shoe pixels do not vote)
+    h, w = seg.shape
+    votes = np.zeros((len(row), int(seg.max()) + 1))
+    rows = np.arange(len(row))
+    for dr in range(-LEG_SEG_WINDOW, LEG_SEG_WINDOW + 1):
+        for dc in range(-LEG_SEG_WINDOW, LEG_SEG_WINDOW + 1):
+            says = seg[np.clip(row + dr, 0, h - 1), np.clip(col + dc, 0, w - 1)].astype(np.int64)
+            votes[rows, says] += np.isin(says, leg_ids)
+    leg_class = np.argmax(votes, axis=1)
+    on_either = (is_shoe | is_leg)[row, col] & seen
+    return np.where(on_either, np.where(to_shoe < to_leg, shoe_ids[0], np.where(votes[rows, leg_class] > 0, leg_class, -1)),
+                    unknown).astype(np.int64)
+
+
 def hairline_figures(avatar: dict, truth_class: np.ndarray, truth_colour: np.ndarray, band_m: float) -> dict:
     from scipy.spatial import cKDTree
 
@@ -392,23 +499,55 @@ def hairline(variant: str):
     """The build as it is (`smooth`), without the occluding-edge colour fix (`raw`: every seen
     vertex reading its own pixel's colour, also beside an occluding edge), without the face/hair
     border's refinement (`coarse`: engine.geometry.refine_border skipped, slots follow the
-    solid's own triangles) or without the split along the head's island seam (`seam`:
+    solid's own triangles), without the split along the head's island seam (`seam`:
     refine_seam skipped, the islands cut along whole triangles as every face reads its own
-    weight)."""
+    weight) or without the hems' and the shoes' borders (`legs`: refine_border.BORDERS' first
+    two only)."""
     from engine.avatar import appearance, stages
     from engine.geometry import refine_border as refine
 
     saved_layer, saved_refine, saved_seam = appearance._onto_its_own_layer, stages.refine_border, refine.refine_seam
+    saved_borders = refine.BORDERS
     if variant == "raw":
         appearance._onto_its_own_layer = lambda vertices, photo_xy, pointmap, *_: photo_xy
     if variant == "coarse":
         stages.refine_border = lambda vertices, faces, labels, **_: (vertices, faces, labels)
     if variant == "seam":
         refine.refine_seam = lambda v, f, lab, fw, vw, **_: (v, f, lab, fw, vw, np.zeros(len(f), bool))
+    if variant == "legs":
+        refine.BORDERS = saved_borders[:2]
     try:
         yield
     finally:
         appearance._onto_its_own_layer, stages.refine_border, refine.refine_seam = saved_layer, saved_refine, saved_seam
+        refine.BORDERS = saved_borders
+
+
+def border_seconds(bundle_dir: Path, reps: int) -> dict:
+    """stages.refine_head on the bundle's closed surface with BORDERS' first two (`before`) and
+    with all (`after`), runs interleaved: median seconds and the face counts."""
+    import time
+
+    from engine.avatar import stages
+    from engine.geometry import refine_border as refine
+
+    inputs = stages.read(bundle_dir, detail="normals", rig=None)
+    built = stages.surface(inputs, detail="normals", resolution="full", watertight=True, target_faces=None, progress=None)
+    photos = [refine.Photo(inputs.bundle.seg, inputs.bundle.pointmap, inputs.K)]
+    vertices = np.asarray(built.vertices, np.float64)
+    seconds, faces = {"before": [], "after": []}, {"solid": len(built.faces)}
+    borders = refine.BORDERS
+    try:
+        for _ in range(reps):
+            for variant, kept in (("before", borders[:2]), ("after", borders)):
+                refine.BORDERS = kept
+                clock = time.perf_counter()
+                _, out_faces, _ = stages.refine_head(vertices, built.faces, built.vertex_labels, photos)
+                seconds[variant].append(time.perf_counter() - clock)
+                faces[variant] = len(out_faces)
+    finally:
+        refine.BORDERS = borders
+    return {"seconds": {k: float(np.median(v)) for k, v in seconds.items()}, "faces": faces}
 
 
 def split_seconds(bundle_dir: Path, reps: int) -> dict:
@@ -442,15 +581,18 @@ def split_seconds(bundle_dir: Path, reps: int) -> dict:
 
 
 def people(args):
-    """(name, bundle, truth function) for each person benched."""
+    """(name, bundle, truth function, collar truth or None, legs' truth or None) per person."""
     from engine.synthetic import make_person, to_bundle
 
     width, height = (int(v) for v in args.size.split("x"))
     poses = ["bent", "arms_forward", None, "step", None, "apose"]
-    for i in range(args.synthetic):
-        seed, pose = 101 + i, poses[i % len(poses)]
-        person = make_person(seed, pose=pose, width=width, height=height)
-        yield f"synthetic {pose or 'random'}-{seed}", to_bundle(person), lambda p, person=person: synthetic_truth(person, p), None
+    for outfit in args.outfits.split(","):
+        for i in range(args.synthetic):
+            seed, pose = 101 + i, poses[i % len(poses)]
+            person = make_person(seed, pose=pose, width=width, height=height, outfit=outfit)
+            dressed = "" if outfit == "trousers" else f"{outfit}-"
+            yield (f"synthetic {dressed}{pose or 'random'}-{seed}", to_bundle(person),
+                   lambda p, person=person: synthetic_truth(person, p), None, None)
     if args.samples:
         from PIL import Image
 
@@ -464,7 +606,7 @@ def people(args):
                             pointmap=maps["pointmap"], albedo=maps["albedo"], K=maps["K"],
                             meta={"photo": {"name": sample.name + ".png"}, "notes": []})
             yield (f"sample {sample.name}", bundle, lambda p, maps=maps: sample_truth(maps, p),
-                   lambda p, maps=maps: sample_collar_class(maps, p))
+                   lambda p, maps=maps: sample_collar_class(maps, p), lambda p, maps=maps: sample_leg_class(maps, p))
 
 
 def main() -> None:
@@ -474,21 +616,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="768x1024", help="synthetic people's photo size WxH")
     parser.add_argument("--synthetic", type=int, default=3, help="how many engine.synthetic people")
+    parser.add_argument("--outfits", default="trousers", help="engine.synthetic outfits, comma-separated (trousers, shorts)")
     parser.add_argument("--samples", action="store_true", help="also ../shared/samples' three people")
     parser.add_argument("--band-cm", type=float, default=3.0)
     parser.add_argument("--keep", type=Path, help="keep the avatars under this folder")
     parser.add_argument("--time", type=int, default=0, metavar="R", help="also time the splits, median of R runs")
     parser.add_argument("--compare", action="store_true", help="also without one of the hairline's fixes (--against)")
-    parser.add_argument("--against", choices=["coarse", "seam", "raw"], default="coarse",
+    parser.add_argument("--against", choices=["coarse", "seam", "raw", "legs"], default="coarse",
                         help="coarse: without the border's refinement; seam: without the split along the head's island seam; "
-                             "raw: without the occluding-edge colour fix")
+                             "raw: without the occluding-edge colour fix; legs: without the hems' and shoes' borders")
     args = parser.parse_args()
     print(f"hairline band {args.band_cm} cm; skin->hair, hair->skin: shares of the band's true skin/hair area in the "
           "wrong slot; colour: mean |texture - true albedo|, sRGB levels")
     totals: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
-        for name, bundle, truth, collar_truth in people(args):
+        for name, bundle, truth, collar_truth, legs_truth in people(args):
             slug = name.replace(" ", "_")
             bundle_dir = write_bundle(bundle, Path(tmp) / f"{slug}_bundle")
             if args.time:
@@ -496,6 +639,11 @@ def main() -> None:
                 print(f"{name:28s} refine_head {seconds['refine_head']:.3f} s  seen weight {seconds['seen weight']:.3f} s, "
                       f"with vertices {seconds['seen weight with vertices']:.3f} s  refine_seam {seconds['seam split']:.3f} s "
                       f"(median of {args.time}; load {os.getloadavg()[0]:.1f})", flush=True)
+                if args.against == "legs":
+                    cost = border_seconds(bundle_dir, args.time)
+                    print(f"{name:28s} refine_head two borders {cost['seconds']['before']:.3f} s, all {cost['seconds']['after']:.3f} s; "
+                          f"faces solid {cost['faces']['solid']} -> {cost['faces']['before']} -> {cost['faces']['after']} "
+                          f"(interleaved, median of {args.time}; load {os.getloadavg()[0]:.1f})", flush=True)
             for variant in (["smooth", args.against] if args.compare else ["smooth"]):
                 with hairline(variant):
                     out = build_avatar(bundle_dir, root / f"{slug}_{variant}", formats="glb,ply")
@@ -520,8 +668,26 @@ def main() -> None:
                              f"{100 * collar['cloth->skin']:5.1f} %{texture} ({collar['area_cm2']:4.0f} cm2)")
                     totals.setdefault((name.split()[0], variant, "collar"), []).append(
                         (collar["skin->cloth"], collar["cloth->skin"], collar["colour->"]))
+                legs = leg_border_figures(avatar, truth_class if legs_truth is None else legs_truth(avatar["points"]))
+                faces = len(trimesh_faces(out / "mesh.ply"))
+                line += f"  faces {faces}"
+                totals.setdefault((name.split()[0], variant, "faces"), []).append((faces,))
+                for island, f in legs.items():
+                    line += (f"  {island} hems: skin->cloth {100 * f['skin->cloth']:5.1f} %  cloth->skin {100 * f['cloth->skin']:5.1f} % "
+                             f"({f['hem_cm2']:4.0f} cm2)  shoes: shoe->off {100 * f['shoe->off']:5.1f} %  off->shoe "
+                             f"{100 * f['off->shoe']:5.1f} % ({f['shoe_cm2']:4.0f} cm2)")
+                    totals.setdefault((name.split()[0], variant, f"legs {island}"), []).append(
+                        (f["skin->cloth"], f["cloth->skin"], f["shoe->off"], f["off->shoe"]))
                 print(line, flush=True)
     for (kind, variant, island), values in sorted(totals.items()):
+        if island == "faces":
+            print(f"mean {kind:9s} {variant:6s} faces {np.mean(values):.0f}")
+            continue
+        if island.startswith("legs"):
+            s2c, c2s, s2o, o2s = np.nanmean(values, axis=0)
+            print(f"mean {kind:9s} {variant:6s} {island[5:]:6s} hems skin->cloth {100 * s2c:5.1f} %  cloth->skin {100 * c2s:5.1f} %  "
+                  f"shoes shoe->off {100 * s2o:5.1f} %  off->shoe {100 * o2s:5.1f} %")
+            continue
         if island == "collar":
             s2c, c2s, wrong = np.mean(values, axis=0)
             texture = "" if np.isnan(wrong) else f"  texture on the wrong side {100 * wrong:5.1f} %"

@@ -1,4 +1,5 @@
-"""engine.geometry.refine_border: the head's face/hair border split fine, the mesh kept closed."""
+"""engine.geometry.refine_border: the head's face/hair border, the collar, the hems and the shoes'
+tops split fine, the mesh kept closed."""
 
 from __future__ import annotations
 
@@ -214,12 +215,13 @@ def test_the_island_cut_on_the_head_follows_its_line_finer():
 
 
 CLOTH, TROUSERS, LEG = (class_names().index(n) for n in ("Upper_Clothing", "Lower_Clothing", "Left_Upper_Leg"))
+SHIN, SOCK, SHOE = (class_names().index(n) for n in ("Left_Lower_Leg", "Left_Sock", "Left_Shoe"))
 
 
 def test_the_collar_is_split_as_the_hairline_and_skin_against_skin_is_not():
     """Skin above a tilted plane, the shirt below: the skin/clothing border is split the same way
-    (closed, oriented, finer); the neck against the torso (one slot) and the trousers against a
-    leg (not in BORDERS) are left whole."""
+    (closed, oriented, finer); the neck against the torso and a thigh against its shin (one
+    slot) and the shirt against the trousers (one slot) are left whole."""
     vertices, faces = _sphere()
     height = vertices[:, 1] + 0.3 * vertices[:, 0]
     collar = np.where(height > 0.0, FACE, CLOTH).astype(np.uint8)
@@ -232,7 +234,7 @@ def test_the_collar_is_split_as_the_hairline_and_skin_against_skin_is_not():
         tri = v[f[border_faces(f, lab)]]
         return np.median(np.linalg.norm(tri[:, 1] - tri[:, 0], axis=1))
     assert border_edge(out_v, out_f, out_l) < 0.3 * border_edge(vertices, faces, collar)
-    for one, other in ((FACE, TORSO), (TROUSERS, LEG)):
+    for one, other in ((FACE, TORSO), (LEG, SHIN), (CLOTH, TROUSERS)):
         plain = np.where(height > 0.0, one, other).astype(np.uint8)
         assert not border_faces(faces, plain).any()
         assert len(refine_border(vertices, faces, plain)[1]) == len(faces)
@@ -285,3 +287,68 @@ def test_past_the_budget_the_collar_is_left_out_before_the_hairline():
     kept = refine_border(vertices, faces, both, rounds=1, max_faces=len(full) - 1)
     np.testing.assert_array_equal(kept[1], hairline)
     assert (kept[2][: len(vertices)] == both).all()
+
+
+def _hems_and_shoe(vertices):
+    """Down a tilted sphere: the trousers, a bare shin below their hem, a sock, a shoe."""
+    height = vertices[:, 1] + 0.3 * vertices[:, 0]
+    return np.select([height > 0.04, height > -0.01, height > -0.05], [TROUSERS, SHIN, SOCK], SHOE).astype(np.uint8)
+
+
+def test_the_hems_and_the_shoes_top_are_split_as_the_collar():
+    """The trousers' hem on the bare shin, the shin against the sock and the sock against the
+    shoe: each border's triangles split the same way (closed, oriented, the shape unchanged,
+    four times finer), and each border alone is found."""
+    vertices, faces = _sphere()
+    labels = _hems_and_shoe(vertices)
+    out_v, out_f, out_l = refine_border(vertices, faces, labels)
+    counts, directed = _edge_uses(out_f)
+    assert (counts == 2).all() and (directed == 1).all()
+    assert len(out_v) - len(counts) + len(out_f) == 2
+    np.testing.assert_array_equal(out_v[: len(vertices)], vertices)
+    area = lambda v, f: 0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1).sum()
+    np.testing.assert_allclose(area(out_v, out_f), area(vertices, faces), rtol=1e-12)
+    for one, other in ((TROUSERS, SHIN), (SHIN, SOCK), (SOCK, SHOE), (TROUSERS, SHOE), (SHIN, SHOE)):
+        pair = np.where(vertices[:, 1] + 0.3 * vertices[:, 0] > 0.0, one, other).astype(np.uint8)
+        assert border_faces(faces, pair).any(), (one, other)
+        split = refine_border(vertices, faces, pair)
+        tri = lambda v, f, lab: v[f[border_faces(f, lab)]]
+        edge = lambda t: np.median(np.linalg.norm(t[:, 1] - t[:, 0], axis=1))
+        assert edge(tri(*split)) < 0.3 * edge(tri(vertices, faces, pair)), (one, other)
+
+
+def test_past_the_budget_the_shoes_go_first_then_the_hems_and_the_collar_before_the_hairline():
+    vertices, faces = _sphere()
+    height = vertices[:, 1] + 0.3 * vertices[:, 0]
+    every = np.select([height > 0.06, height > 0.02, height > -0.02, height > -0.06], [HAIR, FACE, CLOTH, TROUSERS],
+                      SHOE).astype(np.uint8)
+    without_shoes = np.where(every == SHOE, TROUSERS, every).astype(np.uint8)  # the last border gone
+    full = refine_border(vertices, faces, every, rounds=1)
+    fewer = refine_border(vertices, faces, without_shoes, rounds=1)
+    assert len(fewer[1]) < len(full[1])
+    kept = refine_border(vertices, faces, every, rounds=1, max_faces=len(full[1]) - 1)
+    np.testing.assert_array_equal(kept[1], fewer[1])  # the same triangles split: the shoes' left out
+    assert (kept[2][: len(vertices)] == every).all()
+    # the shoe's top was left at the solid's triangles: no face split there
+    shoe_top = border_faces(faces, every) & ~border_faces(faces, without_shoes)
+    assert shoe_top.any()
+    whole = {tuple(row) for row in kept[1].tolist()}
+    assert all(tuple(row) in whole for row in faces[shoe_top].tolist())
+    assert not any(tuple(row) in {tuple(r) for r in full[1].tolist()} for row in faces[shoe_top].tolist())
+
+
+def test_hem_midpoints_read_the_photos_hem():
+    """A flat grid facing the camera: the bare thigh left of x = 0, the shorts right of it, and
+    the photo's hem at x = -0.03 (pixel column 70): the midpoints right of it read the shorts."""
+    vertices, faces, _, K, pointmap, size = _collar_grid()
+    labels = np.where(vertices[:, 0] < 0.0, LEG, TROUSERS).astype(np.uint8)
+    seg = np.full((size, size), LEG, np.uint8)
+    seg[:, 70:] = TROUSERS
+    out_v, _, out_l = refine_border(vertices, faces, labels, photos=[Photo(seg, pointmap, K)], rounds=1)
+    new = np.arange(len(vertices), len(out_v))
+    assert len(new)
+    pixel_col = np.floor(out_v[new, 0] * 1000.0 + size / 2).astype(int)
+    inside = np.abs(pixel_col - 70) > 1
+    np.testing.assert_array_equal(out_l[new][inside], np.where(pixel_col[inside] >= 70, TROUSERS, LEG))
+    vote = refine_border(vertices, faces, labels, rounds=1)[2]
+    assert (vote[new] == LEG).any() and (out_l[new] != vote[new]).any()  # the photo moved the hem

@@ -1,12 +1,13 @@
-"""The material borders made fine: the triangles that straddle the face/hair border or the
-skin/clothing border (collar, sleeves) split 1 -> 4, twice.
+"""The material borders made fine: the triangles that straddle the face/hair border, the
+skin/clothing border (collar, sleeves), the legs' hems or the shoes' tops split 1 -> 4, twice.
 
 Material slots and the label-driven colours follow whole triangles; the closed solid's edges are
 7-11 mm long, so the hairline drawn along them is a saw-tooth in a side view, and the neck's skin
 slot (roughness 0.55) reaches into the shirt's (0.85) as a comb of glossy triangles. Before the
 mesh is split into UV islands, the triangles whose corners mix the two sides of one of BORDERS
-(Hair | the face classes; the bare skin of the neck, trunk and arms | the upper body's clothing)
-are split at their edges' midpoints (red split); a neighbour that shares one split edge is halved
+(Hair | the face classes; the bare skin of the neck, trunk and arms | the upper body's clothing;
+the bare legs and feet | trousers, shorts, skirt and socks; the shoes | the legs, feet, socks and
+trousers) are split at their edges' midpoints (red split); a neighbour that shares one split edge is halved
 (green split), one that shares two or three is split 1 -> 4 too, so the mesh stays a closed
 2-manifold without T-junctions (each midpoint is one shared vertex). Two rounds take the border's
 edges to a quarter of their length (~2-3 mm on the head).
@@ -14,7 +15,8 @@ edges to a quarter of their length (~2-3 mm on the head).
 A new vertex the photo sees (its depth within SEEN_DEPTH_M of the pointmap's at its pixel, so
 the face's edge-on side does not read the hair strip behind it) takes the class the photo's
 segmentation gives its pixel when that is a class of a border one of its edge's ends lies on
-(Hair or a face class on the head, a skin or clothing class at the collar); else the class its edge's four
+(Hair or a face class on the head, a skin or clothing class at the collar or a hem, a shoe or
+what meets it at a shoe's top); else the class its edge's four
 vertices (the edge's ends and the corners facing it) mostly carry, ties to the lower-numbered
 end. With several photos (a fused build) the first that sees the vertex says. The surface's
 shape does not change (midpoints lie on the old triangles).
@@ -44,12 +46,18 @@ SEEN_DEPTH_M = 0.015
 SEG_WINDOW = 1
 # the borders made fine: (one side's classes, the other's); a triangle with corners on both sides
 # of one is split. The collar's and sleeves': the skin slot's classes of the neck, trunk and arms
-# against the clothing of the upper body (the legs' against the trousers and the feet's against
-# socks and shoes are left at the solid's triangles)
+# against the clothing of the upper body. The hems': the bare legs and feet against the trousers,
+# shorts or skirt and the socks (skin slot | clothing slot). The shoes' tops: the shoes against
+# whatever meets them (shoes slot | skin or clothing)
 SKIN_CLASSES = ("Face_Neck", "Torso") + tuple(
     f"{side}_{part}" for side in ("Left", "Right") for part in ("Upper_Arm", "Lower_Arm", "Hand"))
 CLOTHING_CLASSES = ("Upper_Clothing", "Apparel")
-BORDERS = ((("Hair",), FACE_CLASSES), (SKIN_CLASSES, CLOTHING_CLASSES))
+LEG_SKIN_CLASSES = tuple(f"{side}_{part}" for side in ("Left", "Right") for part in ("Upper_Leg", "Lower_Leg", "Foot"))
+LEG_CLOTHING_CLASSES = ("Lower_Clothing", "Left_Sock", "Right_Sock")
+SHOE_CLASSES = ("Left_Shoe", "Right_Shoe")
+# in budget order: past max_faces the later ones are left out first (the hairline's kept longest)
+BORDERS = ((("Hair",), FACE_CLASSES), (SKIN_CLASSES, CLOTHING_CLASSES), (LEG_SKIN_CLASSES, LEG_CLOTHING_CLASSES),
+           (SHOE_CLASSES, LEG_SKIN_CLASSES + LEG_CLOTHING_CLASSES))
 ROUNDS = 2
 # a crossing of the level this close to an edge's end (fraction of the edge) moves onto that
 # vertex: no sliver thinner than a tenth of the edge
