@@ -175,3 +175,53 @@ def test_a_vertex_reads_the_nearest_point_of_its_own_layer_on_its_own_row():
     assert int(in_3d[0, 1]) == 25  # the nearest point in 3-D: three rows down
     on_row = _onto_its_own_layer(vertex, xy, pointmap, np.array([True]))
     assert on_row[0, 1] == xy[0, 1] and on_row[0, 0] == 9.5
+
+
+def test_the_side_of_the_heads_reads_keep_only_the_border_in_3d(tmp_path, monkeypatch):
+    """engine.synthetic person 102 (crops-102's person, 768 x 1024): the photo's hair strip along
+    the face's outline is 1-3 px wide, a staircase. The islands' border and the rings of vertices
+    around it read the nearest point in 3-D and keep that move (LAYER_BORDER_RINGS); on the side
+    of the head, edge-on, such a move is 1-5 px along and up to 3 rows off, beside neighbours
+    whose moves are spread along their rows, and each triangle between them read across the
+    staircase: teeth of hair and skin in head_side. On the head only the border keeps its move
+    (HEAD_LAYER_BORDER_RINGS): far fewer of the front island's head triangles read a span of the
+    photo more than 1.5 px wider than their own projection (75 -> 13 when written), and the rest
+    of the body reads as before."""
+    from engine.avatar import appearance, stages
+    from engine.avatar.islands import project
+    from engine.avatar.labels import FRONT_ONLY_CLASSES, class_ids
+    from engine.bundle import write_bundle
+    from engine.synthetic import make_person, to_bundle
+
+    bundle_dir = write_bundle(to_bundle(make_person(102, pose="arms_forward", width=768, height=1024)), tmp_path / "b")
+    inputs = stages.read(bundle_dir, detail="normals", rig=None)
+    built = stages.surface(inputs, detail="normals", resolution="full", watertight=True, target_faces=None, progress=None)
+    framed = stages.frame(inputs, built, watertight=True)
+    faces = framed.faces
+    head = np.isin(framed.labels, class_ids(("Hair",) + FRONT_ONLY_CLASSES))
+    front_head = faces[(framed.vertex_island[faces] == 0).all(axis=1) & head[faces].all(axis=1)]
+    own = project(framed.vertices_camera, inputs.K)
+
+    def reads(rings):
+        monkeypatch.setattr(appearance, "HEAD_LAYER_BORDER_RINGS", rings)
+        plan = appearance.plan_uvs(inputs.bundle.mask, vertices_camera=framed.vertices_camera,
+                                   vertices_avatar=framed.vertices_avatar, normals_avatar=framed.normals_avatar,
+                                   faces=faces, vertex_island=framed.vertex_island, K=inputs.K, texture_size=1024,
+                                   bundle=inputs.bundle, vertex_labels=framed.labels)
+        xy = np.empty_like(own)
+        for island in (0, 1):
+            on = framed.vertex_island == island
+            xy[on] = plan.layout.texel_to_photo(plan.texel_xy[on], island)
+        return xy
+
+    def stretched(xy):
+        def span(p):
+            return np.max([np.linalg.norm(p[front_head[:, i]] - p[front_head[:, j]], axis=1)
+                           for i, j in ((0, 1), (1, 2), (2, 0))], axis=0)
+        return int((span(xy) - span(own) > 1.5).sum())
+
+    head_rings = appearance.HEAD_LAYER_BORDER_RINGS
+    before, after = reads(appearance.LAYER_BORDER_RINGS), reads(head_rings)
+    assert stretched(before) >= 30, stretched(before)  # the case arises here
+    assert stretched(after) <= 0.5 * stretched(before), (stretched(before), stretched(after))
+    np.testing.assert_allclose(after[~head], before[~head], atol=1e-3)

@@ -52,6 +52,11 @@ LAYER_SPREAD_ROUNDS = 4
 # ... but for the islands' border and this many rings of vertices around it, which look in 3-D and
 # keep their moves (moved, the seam's colour step rose)
 LAYER_BORDER_RINGS = 2
+# ... on the head (Hair and the face classes) this many, the border alone: along the edge-on side of
+# the face the rings' 3-D moves (1-5 px along, up to 3 rows off) beside their neighbours' spread
+# moves read across the photo's hair strip staircase at the outline (teeth of hair and skin in
+# crops-102's head_side)
+HEAD_LAYER_BORDER_RINGS = 0
 SQUARE_COS = (0.15, 0.35)
 # stray slivers of hair beside the face narrower than this along their rows (px) are not hair to
 # the closed avatar's colours (_stray_hair)
@@ -649,6 +654,17 @@ class UvPlan:
     photo_maps: PhotoMaps | None = None
 
 
+def _rings_around(border: np.ndarray, first_ring: np.ndarray, faces: np.ndarray, rings: int) -> np.ndarray:
+    """V bool: the `border` vertices and `rings` rings of vertices around them (`first_ring`: the
+    border and its first ring, the vertices of the faces with a border corner)."""
+    if rings <= 0:
+        return border.copy()
+    out = first_ring.copy()
+    for _ in range(rings - 1):
+        out[faces[out[faces].any(axis=1)].ravel()] = True
+    return out
+
+
 def _reading_pixels(vertices_camera, photo_xy, hidden, mask, pointmap, K, faces=None, near_border=None) -> np.ndarray:
     """Where each vertex of a two-island mesh reads the photo: hidden ones through the front,
     then every vertex onto the person, then onto its own layer. The layer comes after the move
@@ -657,8 +673,8 @@ def _reading_pixels(vertices_camera, photo_xy, hidden, mask, pointmap, K, faces=
     wrist); its own layer then finds the forearm's pixel. Given the mesh's `faces`, the layer's
     nearest point is looked for on the vertex's own row and the moves are spread over the
     front's vertices around them (_spread_over_the_front), but for the vertices `near_border`
-    (bool: the islands' border and LAYER_BORDER_RINGS rings around it), which look in 3-D and
-    keep their move."""
+    (bool: the islands' border and LAYER_BORDER_RINGS rings around it, HEAD_LAYER_BORDER_RINGS on
+    the head), which look in 3-D and keep their move."""
     photo_xy = photo_xy.copy()
     photo_xy[hidden] = _through_the_front(vertices_camera[hidden], photo_xy[hidden], pointmap, K)
     photo_xy = _onto_the_person(photo_xy, mask)
@@ -697,9 +713,11 @@ def plan_uvs(
         border = _on_the_border(vertices_camera, hidden)
         near_border = np.zeros(len(hidden), bool)
         near_border[faces[border[faces].any(axis=1)].ravel()] = True
-        by_the_border = near_border.copy()
-        for _ in range(LAYER_BORDER_RINGS - 1):
-            by_the_border[faces[by_the_border[faces].any(axis=1)].ravel()] = True
+        by_the_border = _rings_around(border, near_border, faces, LAYER_BORDER_RINGS)
+        if vertex_labels is not None:
+            head = np.isin(vertex_labels, class_ids(("Hair",) + FRONT_ONLY_CLASSES))
+            by_the_border = np.where(head, _rings_around(border, near_border, faces, HEAD_LAYER_BORDER_RINGS),
+                                     by_the_border)
         photo_xy = _reading_pixels(vertices_camera, photo_xy, hidden, mask, bundle.pointmap, K, faces, by_the_border)
         if vertex_labels is not None and bundle.seg is not None:
             # the seen island's and the border's trunk vertices behind an arm read their own part
