@@ -67,6 +67,8 @@ STEP_M = 0.03
 # ... when that point lies within the depth tolerance of it and at most this share as far as
 # the pixel's own
 NEAREST_RATIO = 0.5
+# points searched at once (the window's 49 pixels each)
+SEARCH_CHUNK = 100_000
 # texels sampled at once (bounds the per-view temporaries to some hundred MB)
 CHUNK_TEXELS = 1_000_000
 
@@ -406,7 +408,9 @@ def view_weights(points_ref: np.ndarray, normals_ref: np.ndarray, view: ViewMaps
     ok = inside & (p[:, 2] > 0)
     with np.errstate(invalid="ignore"):
         visible = ok & (np.abs(p[:, 2] - seen_depth) <= tolerance)  # NaN (off the person) -> False
-    across = read_across_step(p, ok, row, col, seen_depth, tolerance, view)
+    # only where the point faces the view: elsewhere its weight is nothing (a point no view sees
+    # keeps its own pixel)
+    across = read_across_step(p, ok & (cos > 0), row, col, seen_depth, tolerance, view)
     moved = np.flatnonzero(across >= 0)
     row[moved], col[moved] = np.divmod(across[moved], view.mask.shape[1])
     xy[moved] = np.column_stack([col[moved] + 0.5, row[moved] + 0.5])
@@ -434,7 +438,19 @@ def read_across_step(points_view: np.ndarray, ok: np.ndarray, row: np.ndarray, c
         return out
     own_depth = seen_depth[chosen]
     nearer_than = np.where(np.isfinite(own_depth), own_depth - STEP_M, np.inf)
-    r, c, distance = nearest_pixel_in_3d(points_view[chosen], row[chosen], col[chosen], view, nearer_than)
+    # the window's nearest depth first (one filter over the photo): most points passed by on a noisy
+    # surface have no step around them and skip the 3-D search
+    depth = np.nan_to_num(view.pointmap[..., 2], nan=np.inf)
+    nearest_depth = ndimage.minimum_filter(depth, size=2 * NEAREST_PIXEL_RADIUS + 1, mode="nearest")
+    stepped = nearest_depth[row[chosen], col[chosen]] < nearer_than
+    chosen, nearer_than = chosen[stepped], nearer_than[stepped]
+    if not len(chosen):
+        return out
+    r, c, distance = (np.empty(len(chosen), np.int64), np.empty(len(chosen), np.int64), np.empty(len(chosen)))
+    for start in range(0, len(chosen), SEARCH_CHUNK):  # bounds the window's temporaries (~120 MB)
+        part = slice(start, start + SEARCH_CHUNK)
+        at = chosen[part]
+        r[part], c[part], distance[part] = nearest_pixel_in_3d(points_view[at], row[at], col[at], view, nearer_than[part])
     with np.errstate(invalid="ignore"):
         own = np.linalg.norm(view.pointmap[row[chosen], col[chosen]] - points_view[chosen], axis=1)
     own = np.where(np.isfinite(own), own, np.inf)
