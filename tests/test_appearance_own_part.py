@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from engine.avatar.appearance import OWN_PART_INSIDE_PX, _on_the_border, _onto_its_own_part
+from engine.avatar.appearance import OWN_PART_EDGE_PX, OWN_PART_INSIDE_PX, _on_the_border, _onto_its_own_part
 from engine.avatar.labels import class_ids
 
 
@@ -28,6 +28,25 @@ def test_shirt_behind_the_arm_reads_the_shirt_on_its_own_row():
     assert (cols[:2] < 40 - OWN_PART_INSIDE_PX).all() and (cols[:2] >= 36).all()
     # the arm's own vertex on the arm's pixels stays
     np.testing.assert_array_equal(out[2], xy[2])
+
+
+def test_with_edges_the_shirt_beside_the_arm_reads_off_the_mixed_edge():
+    # the photo's colour at the shirt's last columns beside the arm mixes the arm's skin: with
+    # `edges`, a shirt vertex reading one of them, and one reading the arm, read a shirt pixel
+    # farther than OWN_PART_EDGE_PX from the arm, on their own row; one farther in stays
+    seg, mask = _photo()
+    shirt = class_ids(["Upper_Clothing"])[0]
+    xy = np.array([[39.5, 50.5], [37.5, 60.5], [44.5, 70.5], [30.5, 80.5]], np.float64)
+    labels = np.full(len(xy), shirt, np.uint8)
+    out = _onto_its_own_part(xy, labels, seg, mask, edges=True)
+    rows, cols = out[:, 1].astype(int), out[:, 0].astype(int)
+    np.testing.assert_array_equal(rows, [50, 60, 70, 80])
+    assert (seg[rows, cols] == shirt).all()
+    assert (40 - (cols[:3] + 0.5) > OWN_PART_EDGE_PX).all() and (cols[:3] >= 30).all()
+    np.testing.assert_array_equal(out[3], xy[3])
+    # without `edges` the edge's readers stay
+    plain = _onto_its_own_part(xy, labels, seg, mask)
+    np.testing.assert_array_equal(plain[:2], xy[:2])
 
 
 def test_hair_on_the_face_and_limbs_on_the_shirt_stay():

@@ -78,6 +78,12 @@ THROUGH_DEPTH_TOLERANCE = (0.05, 0.02)
 OWN_PART_REACH = 0.1
 OWN_PART_ROW_COST = 3.0
 OWN_PART_INSIDE_PX = 1.5
+# a hidden trunk vertex whose pixel shows its own part within this of an arm's pixel (px) reads its
+# part's nearest pixel farther from the arm (_onto_its_own_part's edges): the photo's colour at
+# the seg's edge mixes the two parts (shared person_101's albedo: 169 of the shirt's 279 pixels
+# touching an arm more than 20 sRGB levels off the shirt's stripes, 11 of 134 two pixels in, none
+# three in), and the shirt's back behind an arm read those row ends (specks on the shoulder's back)
+OWN_PART_EDGE_PX = 3.0
 # a hidden vertex labelled an arm's part farther than LIMB_BACK_REACH times the part's width on
 # its row from every seen point of that part, plus LIMB_BACK_MARGIN (metres: the issue's depth
 # error), is what lies behind the arm, not its back (_off_the_limb); a cylinder's back lies
@@ -502,7 +508,7 @@ def _on_the_border(vertices_camera: np.ndarray, hidden: np.ndarray) -> np.ndarra
 
 
 def _onto_its_own_part(photo_xy: np.ndarray, vertex_labels: np.ndarray, seg: np.ndarray, mask: np.ndarray,
-                       parts=TRUNK_CLASSES, off=ARM_CLASSES) -> np.ndarray:
+                       parts=TRUNK_CLASSES, off=ARM_CLASSES, edges: bool = False) -> np.ndarray:
     """A hidden vertex reads the hidden side's colour of the part its pixel shows
     (_hidden_side_colour); where another part lies in front of its own (an arm hanging against
     the torso, a hand over the thigh), the back of the shirt behind the arm read the arm's
@@ -512,20 +518,42 @@ def _onto_its_own_part(photo_xy: np.ndarray, vertex_labels: np.ndarray, seg: np.
     hidden colour is the part's own; a label with no pixels within reach stays. Only the trunk
     behind a limb by default: with the limbs' backs moved off the trunk's pixels too, or every
     part off every other, the back's error rose (bench_back_colour 5.61 -> 6.20 sRGB levels,
-    cause not traced); hair reading a face's pixel must stay (the face's hidden colour is the hair's on the rows hidden_hair_labels turns Hair)."""
+    cause not traced); hair reading a face's pixel must stay (the face's hidden colour is the hair's on the rows hidden_hair_labels turns Hair).
+    With `edges`, a vertex of `parts` whose pixel shows its own part within OWN_PART_EDGE_PX of
+    an `off` pixel moves too, and every mover reads a pixel farther than that from `off`: the
+    photo's colour there mixes the two parts (_off_edge)."""
     h, w = seg.shape
     col = np.clip(np.nan_to_num(photo_xy[:, 0]).astype(np.int64), 0, w - 1)
     row = np.clip(np.nan_to_num(photo_xy[:, 1]).astype(np.int64), 0, h - 1)
     labels = np.asarray(vertex_labels)
     shown = seg[row, col]
-    other = (labels != shown) & np.isin(labels, class_ids(parts)) & np.isin(shown, class_ids(off))
+    ours = np.isin(labels, class_ids(parts))
+    other = (labels != shown) & ours & np.isin(shown, class_ids(off))
+    near_off = _off_edge(seg, class_ids(off)) if edges and ours.any() else None
+    if near_off is not None:
+        other |= (labels == shown) & ours & near_off[row, col]
     if not other.any():
         return photo_xy
     reach = _own_part_reach(mask)
     out = photo_xy.copy()
     for cls in np.unique(labels[other]):
-        movers = np.nonzero(other & (labels == cls))[0]
-        _onto_nearest(out, movers, row, col, mask & (seg == cls), reach)
+        own = mask & (seg == cls)
+        _onto_nearest(out, np.flatnonzero(other & (labels == cls)), row, col,
+                      own if near_off is None else own & ~near_off, reach)
+    return out
+
+
+def _off_edge(seg: np.ndarray, off_ids) -> np.ndarray | None:
+    """H x W bool: the pixels within OWN_PART_EDGE_PX of an `off_ids` pixel (those pixels
+    included); None where there is none."""
+    off = np.isin(seg, off_ids)
+    if not off.any():
+        return None
+    r, c = _box(off)
+    m = int(np.ceil(OWN_PART_EDGE_PX)) + 1
+    box = (slice(max(r.start - m, 0), r.stop + m), slice(max(c.start - m, 0), c.stop + m))
+    out = np.zeros(seg.shape, bool)
+    out[box] = ndimage.distance_transform_edt(~off[box]) <= OWN_PART_EDGE_PX
     return out
 
 
@@ -766,7 +794,8 @@ def plan_uvs(
             # there (moved, the triangles along the border took the part's colour from a row end
             # beside the seam: a step where the islands meet)
             inner = hidden & ~near_border
-            photo_xy[inner] = _onto_its_own_part(photo_xy[inner], np.asarray(vertex_labels)[inner], bundle.seg, mask)
+            photo_xy[inner] = _onto_its_own_part(photo_xy[inner], np.asarray(vertex_labels)[inner], bundle.seg, mask,
+                                                 edges=OWN_PART_EDGE_PX > 0)
             # and the shirt's back behind an arm lying against it reads the shirt (_off_the_limb)
             photo_xy[inner] = _off_the_limb(photo_xy[inner], vertices_camera[inner], np.asarray(vertex_labels)[inner],
                                             bundle.seg, mask, bundle.pointmap, K)
