@@ -20,6 +20,7 @@ from engine.avatar import textures as tx
 from engine.avatar.islands import SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL, project, same_rows
 from engine.avatar.labels import FRONT_ONLY_CLASSES, class_ids, front_only_to_hair
 from engine.geometry.labels import ARM_CLASSES, TRUNK_CLASSES
+from engine.geometry.refine_border import LEG_CLOTHING_CLASSES, LEG_SKIN_CLASSES, SHOE_CLASSES
 from engine.bundle import srgb_to_linear
 
 # fewer hair pixels than this and the face is refilled from its surroundings instead
@@ -115,6 +116,16 @@ HAIR_LOCK_PX = 8
 LOCK_THIN_PX = 4.0
 LOCK_SMOOTH_ROWS = 2.0
 LOCK_PURE = 0.1
+# the hems' and the shoes' tops' colour edges in the front island (HEM_EDGES, refine_border's leg
+# borders) are redrawn from the seg's border smoothed over HEM_SMOOTH_PX (Gaussian): the photo's
+# edge is a staircase of whole pixels, each 2-3 texels, and at a sock top or a hem it showed as
+# teeth a pixel high along the edge (_smooth_hem_edges). The texels within HEM_BAND_PX of the
+# border ramp from one side's colour to the other's over HEM_RAMP_PX (the bilinear resample's
+# ramp across a pixel's edge)
+HEM_SMOOTH_PX = 1.5
+HEM_BAND_PX = 2
+HEM_RAMP_PX = 1.0
+HEM_EDGES = ((LEG_SKIN_CLASSES, LEG_CLOTHING_CLASSES), (SHOE_CLASSES, LEG_SKIN_CLASSES + LEG_CLOTHING_CLASSES))
 
 
 @dataclass
@@ -850,6 +861,7 @@ def _albedo_islands(bundle, layout: tx.AtlasLayout):
     if window_seg is not None:
         rows, cols = tx.crop_window(layout, colour_valid.shape)
         _lock_texels(albedo, colour, window_seg, bundle.mask[rows, cols], layout, origin)
+        _smooth_hem_edges(albedo, colour, window_seg, bundle.mask[rows, cols], layout, origin)
     return albedo, source
 
 
@@ -973,6 +985,68 @@ def _lock_texels(albedo: np.ndarray, colour: np.ndarray, seg: np.ndarray, person
         ramp_at = ramp[at][:, None]
         values = face_c[at[0]] * (1.0 - ramp_at) + hair_c[at[0]] * ramp_at
         albedo[texel_rows[use][at[0]], texel_cols[at] + x_start] = values.astype(albedo.dtype)
+
+
+def _smooth_hem_edges(albedo: np.ndarray, colour: np.ndarray, seg: np.ndarray, person: np.ndarray,
+                      layout: tx.AtlasLayout, origin) -> None:
+    """The front island's texels across each of HEM_EDGES' borders, in place: a ramp from one
+    side's colour to the other's along the seg's border smoothed over HEM_SMOOTH_PX (its staircase
+    of whole pixels, each 2-3 texels, were teeth at the sock tops and hems in the feet views). A
+    side's colour is its pixels' mean near the texel (Gaussian, the pixels touching the other side
+    left out: a predicted albedo mixes the two there). `colour`, `seg` and `person` are the photo
+    window (top-left pixel `origin`)."""
+    x0, y0, x1, y1 = layout.crop
+    sx, sy = (x1 - x0) / layout.island_width, (y1 - y0) / layout.height
+    x_start = int(layout.island_x0(tx.FRONT))
+    margin = int(np.ceil(3 * HEM_SMOOTH_PX)) + HEM_BAND_PX + 2
+    for one_names, other_names in HEM_EDGES:
+        one = np.isin(seg, class_ids(one_names)) & person
+        other = np.isin(seg, class_ids(other_names)) & person
+        zone = ndimage.binary_dilation(one, iterations=HEM_BAND_PX) & ndimage.binary_dilation(other, iterations=HEM_BAND_PX)
+        if not zone.any():
+            continue
+        r, c = _box(zone)
+        box = (slice(max(r.start - margin, 0), r.stop + margin), slice(max(c.start - margin, 0), c.stop + margin))
+        one_b, other_b = one[box].astype(np.float64), other[box].astype(np.float64)
+        near_one, near_other = (ndimage.gaussian_filter(a, HEM_SMOOTH_PX) for a in (one_b, other_b))
+        side = near_one / np.maximum(near_one + near_other, 1e-9)  # 1 on one's side, 0 on the other's
+        side_colours = [_near_colour(colour[box], core, HEM_SMOOTH_PX)
+                        for core in (one[box] & ~ndimage.binary_dilation(other[box]),
+                                     other[box] & ~ndimage.binary_dilation(one[box]))]
+        # the texels whose centres lie in the box (photo pixel-centre coordinates within it)
+        row0, col0 = origin[0] + box[0].start, origin[1] + box[1].start
+        h, w = side.shape
+        t_rows = np.arange(max(int((row0 - y0) / sy) - 1, 0), min(int(np.ceil((row0 + h - y0) / sy)) + 1, layout.height))
+        t_cols = np.arange(max(int((col0 - x0) / sx) - 1, 0), min(int(np.ceil((col0 + w - x0) / sx)) + 1, layout.island_width))
+        y = (t_rows + 0.5) * sy + y0 - row0 - 0.5
+        x = (t_cols + 0.5) * sx + x0 - col0 - 0.5
+        yy, xx = np.meshgrid(y, x, indexing="ij")
+        inside = (yy >= 0) & (yy <= h - 1) & (xx >= 0) & (xx <= w - 1)
+        nearest = (np.clip(np.rint(yy), 0, h - 1).astype(np.int64), np.clip(np.rint(xx), 0, w - 1).astype(np.int64))
+        # not along the outline: the hidden island's texels meet the front's there, and they keep
+        # the photo's border (redrawn there, the seam's colour step rose)
+        inner = ndimage.binary_erosion(person[box], iterations=HEM_BAND_PX, border_value=1)
+        redraw = inside & zone[box][nearest] & (one[box] | other[box])[nearest] & inner[nearest]
+        redraw &= side_colours[0][1][nearest] & side_colours[1][1][nearest]
+        if not redraw.any():
+            continue
+        at = np.nonzero(redraw)
+        coords = np.stack([yy[at], xx[at]])
+        s = ndimage.map_coordinates(side, coords, order=1, mode="nearest")
+        # side = Phi(d / sigma) across a straight border: its slope there 1 / (sigma sqrt(2 pi)) per px
+        ramp = np.clip((s - 0.5) * HEM_SMOOTH_PX * np.sqrt(2 * np.pi) / HEM_RAMP_PX + 0.5, 0.0, 1.0)[:, None]
+        one_c, other_c = (np.stack([ndimage.map_coordinates(c_[..., k], coords, order=1, mode="nearest")
+                                    for k in range(c_.shape[-1])], axis=1) for c_, _ in side_colours)
+        albedo[t_rows[at[0]], t_cols[at[1]] + x_start] = (ramp * one_c + (1.0 - ramp) * other_c).astype(albedo.dtype)
+
+
+def _near_colour(colour: np.ndarray, core: np.ndarray, sigma: float):
+    """(the Gaussian mean of `colour` over the `core` pixels around each pixel, where one lies
+    near: bool)."""
+    weight = ndimage.gaussian_filter(core.astype(np.float64), sigma)
+    total = np.stack([ndimage.gaussian_filter(np.where(core, colour[..., k], 0.0), sigma)
+                      for k in range(colour.shape[-1])], axis=-1)
+    return total / np.maximum(weight, 1e-12)[..., None], weight > 1e-3
 
 
 def _both_islands(front: np.ndarray, hidden: np.ndarray, layout: tx.AtlasLayout, origin) -> np.ndarray:
