@@ -418,8 +418,7 @@ def _onto_the_person(photo_xy: np.ndarray, mask: np.ndarray) -> np.ndarray:
     blur of the nearby colours: light specks along the side seam). Such vertices read the
     nearest person pixel instead."""
     h, w = mask.shape
-    col = np.clip(np.nan_to_num(photo_xy[:, 0]).astype(np.int64), 0, w - 1)
-    row = np.clip(np.nan_to_num(photo_xy[:, 1]).astype(np.int64), 0, h - 1)
+    row, col = _photo_pixels(photo_xy, (h, w))
     off = ~mask[row, col]
     if not off.any():
         return photo_xy
@@ -445,8 +444,7 @@ def _onto_its_own_layer(vertices_camera, photo_xy, pointmap, along_row=None) -> 
     coordinate: the nearest point in 3-D lay up to 3 rows above or below (the demo's temple, half
     its moves a row or more), and neighbouring vertices read across the rows' hair/skin staircase."""
     h, w = pointmap.shape[:2]
-    col = np.clip(np.nan_to_num(photo_xy[:, 0]).astype(np.int64), 0, w - 1)
-    row = np.clip(np.nan_to_num(photo_xy[:, 1]).astype(np.int64), 0, h - 1)
+    row, col = _photo_pixels(photo_xy, (h, w))
     z = np.asarray(vertices_camera, np.float64)[:, 2]
     tolerance = np.maximum(SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL * z)
     with np.errstate(invalid="ignore"):
@@ -518,8 +516,18 @@ def _on_the_border(vertices_camera: np.ndarray, hidden: np.ndarray) -> np.ndarra
     return np.where(hidden, np.isin(rows, rows[~hidden]), np.isin(rows, rows[hidden]))
 
 
+def _photo_pixels(photo_xy: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
+    """(row, col) int64 of the pixels photo coordinates (V x 2, NaN read as 0) fall in, clipped
+    to an image of `shape`."""
+    h, w = shape[:2]
+    col = np.clip(np.nan_to_num(photo_xy[:, 0]).astype(np.int64), 0, w - 1)
+    row = np.clip(np.nan_to_num(photo_xy[:, 1]).astype(np.int64), 0, h - 1)
+    return row, col
+
+
 def _onto_its_own_part(photo_xy: np.ndarray, vertex_labels: np.ndarray, seg: np.ndarray, mask: np.ndarray,
-                       parts=TRUNK_CLASSES, off=ARM_CLASSES, edges: bool = False) -> np.ndarray:
+                       parts=TRUNK_CLASSES, off=ARM_CLASSES, edges: bool = False,
+                       reach_share: float = OWN_PART_REACH) -> np.ndarray:
     """A hidden vertex reads the hidden side's colour of the part its pixel shows
     (_hidden_side_colour); where another part lies in front of its own (an arm hanging against
     the torso, a hand over the thigh), the back of the shirt behind the arm read the arm's
@@ -532,10 +540,9 @@ def _onto_its_own_part(photo_xy: np.ndarray, vertex_labels: np.ndarray, seg: np.
     cause not traced); hair reading a face's pixel must stay (the face's hidden colour is the hair's on the rows hidden_hair_labels turns Hair).
     With `edges`, a vertex of `parts` whose pixel shows its own part within OWN_PART_EDGE_PX of
     an `off` pixel moves too, and every mover reads a pixel farther than that from `off`: the
-    photo's colour there mixes the two parts (_off_edge)."""
-    h, w = seg.shape
-    col = np.clip(np.nan_to_num(photo_xy[:, 0]).astype(np.int64), 0, w - 1)
-    row = np.clip(np.nan_to_num(photo_xy[:, 1]).astype(np.int64), 0, h - 1)
+    photo's colour there mixes the two parts (_off_edge). reach_share: how far a vertex looks, a
+    share of the person's height."""
+    row, col = _photo_pixels(photo_xy, seg.shape)
     labels = np.asarray(vertex_labels)
     shown = seg[row, col]
     ours = np.isin(labels, class_ids(parts))
@@ -545,7 +552,7 @@ def _onto_its_own_part(photo_xy: np.ndarray, vertex_labels: np.ndarray, seg: np.
         other |= (labels == shown) & ours & near_off[row, col]
     if not other.any():
         return photo_xy
-    reach = _own_part_reach(mask)
+    reach = _own_part_reach(mask) * reach_share / OWN_PART_REACH
     out = photo_xy.copy()
     for cls in np.unique(labels[other]):
         own = mask & (seg == cls)
@@ -577,9 +584,7 @@ def _behind_a_limb(photo_xy: np.ndarray, vertices_camera: np.ndarray, vertex_lab
     read the forearm's skin (crops-102, seam_left: a skin smear across the sleeve's white stripe
     under the raised arm). Both copies of a border vertex share its position and label and so
     move alike: the islands still meet on the same pixel."""
-    h, w = seg.shape
-    col = np.clip(np.nan_to_num(photo_xy[:, 0]).astype(np.int64), 0, w - 1)
-    row = np.clip(np.nan_to_num(photo_xy[:, 1]).astype(np.int64), 0, h - 1)
+    row, col = _photo_pixels(photo_xy, seg.shape)
     with np.errstate(invalid="ignore"):
         behind = np.asarray(vertices_camera, np.float64)[:, 2] - pointmap[row, col, 2] > BEHIND_LIMB_M
     if not behind.any():
@@ -601,20 +606,15 @@ def _in_front_of_the_trunk(photo_xy: np.ndarray, vertices_camera: np.ndarray, ve
     forearm but lies on the trunk's surface, reading the trunk. Not a hand or forearm behind the
     trunk's pixel (a hand hanging behind the hip, the trousers in front of it): moved too, the
     degraded posed people's back colour rose (bench_hands_before_trunk --colour 6.86 -> 6.89)."""
-    h, w = seg.shape
-    col = np.clip(np.nan_to_num(photo_xy[:, 0]).astype(np.int64), 0, w - 1)
-    row = np.clip(np.nan_to_num(photo_xy[:, 1]).astype(np.int64), 0, h - 1)
-    labels = np.asarray(vertex_labels)
+    row, col = _photo_pixels(photo_xy, seg.shape)
     with np.errstate(invalid="ignore"):
         in_front = pointmap[row, col, 2] - np.asarray(vertices_camera, np.float64)[:, 2] > FOREARM_OVER_TRUNK_M
-    movers = in_front & np.isin(labels, class_ids(FOREARM_AND_HAND_CLASSES)) & np.isin(
-        seg[row, col], class_ids(UNDER_THE_FOREARMS))
-    if not movers.any():
+    if not in_front.any():
         return photo_xy
-    reach = _own_part_reach(mask) * LIMB_ONTO_REACH / OWN_PART_REACH
     out = photo_xy.copy()
-    for cls in np.unique(labels[movers]):
-        _onto_nearest(out, np.flatnonzero(movers & (labels == cls)), row, col, mask & (seg == cls), reach)
+    out[in_front] = _onto_its_own_part(photo_xy[in_front], np.asarray(vertex_labels)[in_front], seg, mask,
+                                       parts=FOREARM_AND_HAND_CLASSES, off=UNDER_THE_FOREARMS,
+                                       reach_share=LIMB_ONTO_REACH)
     return out
 
 
@@ -671,8 +671,7 @@ def _off_the_limb(photo_xy: np.ndarray, vertices_camera: np.ndarray, vertex_labe
     if len(present) == 0:
         return photo_xy
     vertices = np.asarray(vertices_camera, np.float64)
-    row = np.clip(np.nan_to_num(photo_xy[:, 1]).astype(np.int64), 0, h - 1)
-    col = np.clip(np.nan_to_num(photo_xy[:, 0]).astype(np.int64), 0, w - 1)
+    row, col = _photo_pixels(photo_xy, (h, w))
     focal = 0.5 * (float(K[0, 0]) + float(K[1, 1]))
     reach = _own_part_reach(mask) * LIMB_ONTO_REACH / OWN_PART_REACH
     # everything within a window: the limbs' pixels and their vertices' reads, grown by the reach
