@@ -31,6 +31,7 @@ behind at the outline) reads the pixel around that lies nearest it on the step's
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from scipy import ndimage
@@ -89,6 +90,14 @@ class ViewMaps:
     # this view's aligned hand and face crops with an albedo (engine.geometry.detail.AlignedCrop):
     # inside their regions the colour is read from them, finer than the photo
     crops: list = field(default_factory=list)
+
+    @cached_property
+    def nearest_depth(self) -> np.ndarray:
+        """H x W: the nearest depth within NEAREST_PIXEL_RADIUS of each pixel (inf where none):
+        where a point passed by may find a depth step (read_across_step); one filter per view,
+        not one per chunk of texels."""
+        depth = np.nan_to_num(self.pointmap[..., 2], nan=np.inf)
+        return ndimage.minimum_filter(depth, size=2 * NEAREST_PIXEL_RADIUS + 1, mode="nearest")
 
     def to_view(self, points_ref: np.ndarray) -> np.ndarray:
         R, t = self.T[:3, :3], self.T[:3, 3]
@@ -438,11 +447,9 @@ def read_across_step(points_view: np.ndarray, ok: np.ndarray, row: np.ndarray, c
         return out
     own_depth = seen_depth[chosen]
     nearer_than = np.where(np.isfinite(own_depth), own_depth - STEP_M, np.inf)
-    # the window's nearest depth first (one filter over the photo): most points passed by on a noisy
+    # the window's nearest depth first (view.nearest_depth): most points passed by on a noisy
     # surface have no step around them and skip the 3-D search
-    depth = np.nan_to_num(view.pointmap[..., 2], nan=np.inf)
-    nearest_depth = ndimage.minimum_filter(depth, size=2 * NEAREST_PIXEL_RADIUS + 1, mode="nearest")
-    stepped = nearest_depth[row[chosen], col[chosen]] < nearer_than
+    stepped = view.nearest_depth[row[chosen], col[chosen]] < nearer_than
     chosen, nearer_than = chosen[stepped], nearer_than[stepped]
     if not len(chosen):
         return out
