@@ -513,6 +513,16 @@ def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixel
             {"back_factor": factor, "back_points": int(ok.sum()), "wall_points": int(len(wall))})
 
 
+def _limb_width_px(cls, valid, limb) -> np.ndarray:
+    """H x W: on each `limb` pixel its class's width there, the smaller of that class's pixel
+    counts on its row and in its column (inf elsewhere)."""
+    width_px = np.full(cls.shape, np.inf)
+    for part in np.unique(cls[limb]):
+        own = valid & (cls == part)
+        width_px = np.where(own, np.minimum(own.sum(axis=1)[:, None], own.sum(axis=0)[None, :]), width_px)
+    return width_px
+
+
 def _behind_the_limbs(cls, valid, depth, thickness, footprint, stretch, limbs=BEHIND_LIMB_PARTS,
                       onto=TRUNK_CLASSES):
     """The back samples' classes (H x W, of `cls`): an arm's pixel (`limbs`) whose back lies
@@ -540,11 +550,7 @@ def _behind_the_limbs(cls, valid, depth, thickness, footprint, stretch, limbs=BE
     trunk = valid & np.isin(cls, onto_ids)
     if not arm.any() or not trunk.any():
         return cls
-    width_px = np.full(cls.shape, np.inf)
-    for part in np.unique(cls[arm]):
-        own = valid & (cls == part)
-        across = np.minimum(own.sum(axis=1)[:, None], own.sum(axis=0)[None, :])
-        width_px = np.where(own, across, width_px)
+    width_px = _limb_width_px(cls, valid, arm)
     with np.errstate(invalid="ignore"):
         thick = arm & (thickness > BEHIND_LIMB_REACH * width_px * footprint * stretch + BEHIND_LIMB_MARGIN_M)
     if not thick.any():
@@ -599,10 +605,7 @@ def _behind_the_hands(back_cls, cls, valid, depth, thickness, footprint, stretch
         trunk &= ndimage.distance_transform_edt(~limb) * footprint >= BEHIND_HAND_EDGE_M
     if not trunk.any():
         return back_cls
-    width_px = np.zeros(cls.shape)
-    for part in np.unique(cls[limb]):
-        own = valid & (cls == part)
-        width_px = np.where(own, np.minimum(own.sum(axis=1)[:, None], own.sum(axis=0)[None, :]), width_px)
+    width_px = _limb_width_px(cls, valid, limb)
     with np.errstate(invalid="ignore"):
         deep = limb & (stretch <= BEHIND_HAND_MAX_STRETCH) & (
             thickness > BEHIND_LIMB_REACH * width_px * footprint * stretch + BEHIND_LIMB_MARGIN_M)
