@@ -1145,13 +1145,27 @@ def _(ws, out):
     return result
 
 
+# the build's progress line as the closed surface starts: seconds of work are still ahead of it
+MID_BUILD_LINE = "closing the surface"
+
+
 @case("killed: Ctrl-C (SIGINT) mid-build", owner="options/jobs", least_words=2)   # "build: interrupted" says it
 def _(ws, out):
     argv = ENGINE + ["build", str(ws.bundle), "--out", str(out), "--resolution", "quarter"]
     proc = subprocess.Popen(argv, cwd=ws.root, env=ws.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(2.5)                      # past the imports, inside the work
-    proc.send_signal(signal.SIGINT)
-    text, _ = proc.communicate(timeout=CLI_TIMEOUT_S)
+    # Sent on the build's own progress line, not after a fixed sleep: a fast machine finished the
+    # whole quarter build inside 2.5 s and the Ctrl-C landed in the interpreter's shutdown.
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if MID_BUILD_LINE in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, _ = proc.communicate(timeout=CLI_TIMEOUT_S)
+    text = "".join(seen) + rest
+    if not any(MID_BUILD_LINE in line for line in seen):
+        return Outcome(proc.returncode != 0, "", "Traceback (most recent call last)" in text,
+                       f"exit {proc.returncode}; the build never said {MID_BUILD_LINE!r}, so no Ctrl-C was sent")
     lines = [line for line in text.splitlines() if line.strip()]
     return Outcome(proc.returncode != 0, lines[-1] if lines else "", "Traceback (most recent call last)" in text,
                    f"exit {proc.returncode}")
