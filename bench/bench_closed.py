@@ -239,7 +239,7 @@ def build_closed(render, *, detail: str, resolution: str, crops=None):
     if crops is None:
         start = time.perf_counter()
         surface = build_surface(render.pointmap, render.normal, render.mask, render.seg, render.K,
-                                detail=detail, resolution=resolution, watertight=True)
+                                detail=detail, resolution=resolution, watertight=True, keypoints=render.keypoints)
         return surface, time.perf_counter() - start
     import engine.avatar.detail as stage
     from engine.avatar.stages import Inputs

@@ -5,26 +5,29 @@ Usage: .venv/bin/python bench/bench_shared_labels.py [--people person_101,person
                                                      [--save FILE.npz] [--against FILE.npz]
                                                      [--set NAME=VALUE ...]
 
-Each person is built closed from its exact maps (build_surface: detail normals, full resolution,
-watertight, no crops), as docs/avatar.md's thirteenth session measured "Shared people". The shared
-people's true mesh (gt_mesh.ply) has no labels, so the truth is made from the photo: a true vertex
-seen in the photo (its pixel's point within SEEN_M of it) takes its pixel's class, every other one
-the class of the seen true vertex geodesically nearest (along the true mesh's edges). Each built
-vertex's truth is that of its nearest true vertex.
+Each person is built closed from its exact maps and its keypoints (build_surface: detail normals,
+full resolution, watertight, no crops), as docs/avatar.md's thirteenth session measured "Shared
+people". The shared people's true mesh (gt_mesh.ply) has no labels, so the truth is made from the
+photo: a true vertex seen in the photo (its pixel's point within SEEN_M of it) takes its pixel's
+class, every other one the class of the seen true vertex geodesically nearest (along the true mesh's
+edges). Each built vertex's truth is that of its nearest true vertex.
 
 Printed per person (nothing asserted): the share of built vertices whose label differs from the
 truth (all, and the hidden ones: more than HIDDEN_M behind their pixel's front, or off the mask),
 the hidden vertices whose truth is the trunk, its clothes or a leg (TRUNK_AND_LEGS) labelled a
-forearm or a hand (the hip behind a hanging hand), and the largest confusions "true class labelled
-built class" in vertices. --save writes every person's labels; --against a saved file counts the
-vertices relabelled since (the solids must be the same: a label rule moves no point), and how many
-of those were wrong and are right now, and the reverse. --set NAME=VALUE sets a constant of
-engine.geometry.watertight first (BEHIND_HANDS=0: the build without _behind_the_hands).
+forearm or a hand (the hip behind a hanging hand), the hidden vertices under an upper arm's pixel
+whose truth is the arm labelled trunk (the arm's own back; watertight._behind_the_limbs) and the
+reverse, and the largest confusions "true class labelled built class" in vertices. --save writes
+every person's labels; --against a saved file counts the vertices relabelled since (the solids must
+be the same: a label rule moves no point), and how many of those were wrong and are right now, and
+the reverse. --set NAME=VALUE sets a constant of engine.geometry.watertight first (BEHIND_HANDS=0:
+the build without _behind_the_hands).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -38,6 +41,7 @@ SEEN_M = 0.01  # a true vertex this close to its pixel's point is the one the ph
 HIDDEN_M = 0.02  # a built vertex this far behind its pixel's front is on the hidden side
 TRUNK_AND_LEGS = ("Torso", "Upper_Clothing", "Lower_Clothing", "Apparel", "Left_Upper_Leg", "Right_Upper_Leg")
 HAND_AND_FOREARM = ("Left_Hand", "Right_Hand", "Left_Lower_Arm", "Right_Lower_Arm")
+UPPER_ARMS = ("Left_Upper_Arm", "Right_Upper_Arm")
 
 
 def project(points: np.ndarray, K: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -70,23 +74,26 @@ def true_vertex_classes(maps: dict, vertices: np.ndarray, faces: np.ndarray) -> 
     return classes
 
 
-def built(maps: dict):
+def built(maps: dict, keypoints: np.ndarray):
     from engine.geometry import build_surface
 
     return build_surface(maps["pointmap"], maps["normal"], maps["mask"], maps["seg"], maps["K"].astype(np.float64),
-                         detail="normals", resolution="full", watertight=True)
+                         detail="normals", resolution="full", watertight=True, keypoints=keypoints)
 
 
 def measure(name: str) -> dict:
     import trimesh
     from scipy.spatial import cKDTree
 
+    from engine.geometry.labels import class_ids
+
     with np.load(SAMPLES / name / "gt_maps.npz") as data:
         maps = {k: data[k] for k in data.files}
     true = trimesh.load(SAMPLES / name / "gt_mesh.ply", process=False)
     true_v = np.asarray(true.vertices, np.float64)
     true_cls = true_vertex_classes(maps, true_v, np.asarray(true.faces))
-    surface = built(maps)
+    keypoints = np.array(json.loads((SAMPLES / name / "keypoints.json").read_text())["keypoints"], np.float64)
+    surface = built(maps, keypoints)
     vertices = np.asarray(surface.vertices, np.float64)
     labels = np.asarray(surface.vertex_labels, np.int64)
     _, nearest = cKDTree(true_v).query(vertices, workers=-1)
@@ -94,11 +101,12 @@ def measure(name: str) -> dict:
     r, c, inside = project(vertices, maps["K"].astype(np.float64), maps["seg"].shape)
     with np.errstate(invalid="ignore"):
         hidden = ~(inside & maps["mask"][r, c]) | (vertices[:, 2] > maps["pointmap"][r, c, 2] + HIDDEN_M)
-    return {"vertices": vertices, "labels": labels, "truth": truth, "hidden": hidden}
+    under_upper_arm = hidden & inside & np.isin(maps["seg"][r, c], class_ids(UPPER_ARMS))
+    return {"vertices": vertices, "labels": labels, "truth": truth, "hidden": hidden, "under_upper_arm": under_upper_arm}
 
 
 def report(name: str, m: dict, before: dict | None) -> None:
-    from engine.geometry.labels import class_ids, class_names
+    from engine.geometry.labels import TRUNK_CLASSES, class_ids, class_names
 
     names = class_names()
     labels, truth, hidden = m["labels"], m["truth"], m["hidden"]
@@ -108,6 +116,12 @@ def report(name: str, m: dict, before: dict | None) -> None:
     print(f"{name}: {len(labels)} vertices, wrong {100 * wrong.mean():.2f} %, hidden ({hidden.sum()}) wrong "
           f"{100 * wrong[hidden].mean():.2f} %; hidden trunk/thigh labelled forearm/hand {hand_on_trunk.sum()}, "
           f"hidden forearm/hand labelled trunk/thigh {trunk_on_hand.sum()}")
+    under = m["under_upper_arm"]
+    arm_truth, trunk_truth = np.isin(truth, class_ids(UPPER_ARMS)), np.isin(truth, class_ids(TRUNK_CLASSES))
+    arm_label, trunk_label = np.isin(labels, class_ids(UPPER_ARMS)), np.isin(labels, class_ids(TRUNK_CLASSES))
+    print(f"    hidden under an upper arm's pixel {under.sum()}: the arm's own back (truth the arm) {(under & arm_truth).sum()}, "
+          f"labelled trunk {(under & arm_truth & trunk_label).sum()}; truth the trunk {(under & trunk_truth).sum()}, "
+          f"labelled the arm {(under & trunk_truth & arm_label).sum()}")
     pairs, counts = np.unique(np.stack([truth[wrong], labels[wrong]], 1), axis=0, return_counts=True)
     top = np.argsort(-counts)[:6]
     print("    largest confusions: " + ", ".join(f"{names[pairs[i, 0]]} labelled {names[pairs[i, 1]]} {counts[i]}"

@@ -91,3 +91,22 @@ def test_the_closed_solid_labels_the_trunk_behind_the_arms_as_the_truth_has_it(m
     assert np.isin(after[changed], trunk).all()
     truth = true_classes_at(person, vertices[changed])  # the true mesh's class nearest each
     assert np.isin(truth, trunk).mean() > 0.7
+
+
+def test_an_upper_arm_hanging_beside_the_torso_keeps_its_back():
+    """Posed beside the torso by the keypoints (arm_pose.arms_beside_the_torso), the arm's deep back is
+    its own (docs/avatar.md, fifteenth session): the same 16 cm, half a centimetre in front of the trunk."""
+    cls, valid, depth, thickness, footprint = _grid()
+    depth[:, 40:48] = 2.995
+    stretch = np.ones(cls.shape)
+    assert (_behind_the_limbs(cls, valid, depth, thickness, footprint, stretch)[5:, 40:48] == SHIRT).all()
+    np.testing.assert_array_equal(_behind_the_limbs(cls, valid, depth, thickness, footprint, stretch,
+                                                    beside={UPPER}), cls)
+
+
+def test_an_upper_arm_beside_the_torso_but_in_front_of_it_gives_its_back_to_the_trunk():
+    # the arm's front 5 cm in front of the trunk's: the trunk goes on behind it
+    cls, valid, depth, thickness, footprint = _grid()
+    depth[:, 40:48] = 2.95
+    out = _behind_the_limbs(cls, valid, depth, thickness, footprint, np.ones(cls.shape), beside={UPPER})
+    assert (out[5:, 40:48] == SHIRT).all()

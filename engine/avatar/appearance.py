@@ -95,6 +95,8 @@ LIMB_BACK_REACH = 0.8
 LIMB_BACK_MARGIN = 0.01
 LIMB_ONTO_REACH = 0.06
 UPPER_ARM_CLASSES = ("Left_Upper_Arm", "Right_Upper_Arm")
+# the upper arms the keypoints pose beside the torso keep their reads (_arms_off_the_side)
+OFF_THE_LIMB_POSE = True
 # a seen vertex (or one on the islands' border) labelled a trunk part whose pixel shows an arm
 # more than this in front of it (metres) lies behind the arm, not on it (_behind_a_limb): an arm
 # held toward the camera over the sleeve's underside lies tens of centimetres in front of it
@@ -664,7 +666,9 @@ def _off_the_limb(photo_xy: np.ndarray, vertices_camera: np.ndarray, vertex_labe
     toward the camera lies in front of the torso's pixel, an arm hanging apart from the torso
     has background between them on its rows: both keep their own colour. Only the upper arms by
     default: forearms and hands gave nothing on bench_back_colour, and a hand lying on the thigh
-    (shared person_102) took specks of the trousers on its back."""
+    (shared person_102) took specks of the trousers on its back. An upper arm the keypoints pose
+    beside the torso is left out by the caller (_arms_off_the_side): the shared people's far
+    "backs" behind such arms are the arm's own (docs/avatar.md, fifteenth session)."""
     h, w = seg.shape
     labels = np.asarray(vertex_labels)
     present = np.unique(labels[np.isin(labels, class_ids(limbs))])
@@ -714,6 +718,20 @@ def _off_the_limb(photo_xy: np.ndarray, vertices_camera: np.ndarray, vertex_labe
         far = own[distance > LIMB_BACK_REACH * width_m + LIMB_BACK_MARGIN]
         out[far] = moved[far] + np.array([c0, r0], np.float64)
     return out
+
+
+def _arms_off_the_side(bundle, K, limbs=UPPER_ARM_CLASSES) -> tuple[str, ...]:
+    """`limbs` less the upper arms the bundle's keypoints pose beside the torso
+    (engine.geometry.arm_pose): their hidden side is their own back, not the trunk behind them, and
+    reads their own skin, as the closed solid labels it (watertight._behind_the_limbs)."""
+    if not OFF_THE_LIMB_POSE or getattr(bundle, "keypoints", None) is None:
+        return limbs
+    from engine.geometry.arm_pose import arms_beside_the_torso, upper_arm_axes
+
+    depth = np.asarray(bundle.pointmap, np.float64)[..., 2]
+    valid = np.asarray(bundle.mask, bool) & np.isfinite(depth)
+    beside = arms_beside_the_torso(upper_arm_axes(bundle.keypoints, K), depth, valid, K)
+    return tuple(name for name in limbs if int(class_ids([name])[0]) not in beside)
 
 
 @dataclass
@@ -808,7 +826,7 @@ def plan_uvs(
                                                  edges=OWN_PART_EDGE_PX > 0)
             # and the shirt's back behind an arm lying against it reads the shirt (_off_the_limb)
             photo_xy[inner] = _off_the_limb(photo_xy[inner], vertices_camera[inner], np.asarray(vertex_labels)[inner],
-                                            bundle.seg, mask, bundle.pointmap, K)
+                                            bundle.seg, mask, bundle.pointmap, K, limbs=_arms_off_the_side(bundle, K))
             # and a forearm's or hand's back over the trunk or a thigh reads its own part (_in_front_of_the_trunk)
             photo_xy[inner] = _in_front_of_the_trunk(photo_xy[inner], vertices_camera[inner],
                                                      np.asarray(vertex_labels)[inner], bundle.seg, mask, bundle.pointmap)

@@ -125,6 +125,7 @@ def build_surface(
     target_faces: int | None = None,
     progress: Progress = None,
     on_samples=None,
+    keypoints: np.ndarray | None = None,
 ) -> Surface:
     """Mesh of the person from a pointmap (H x W x 3) or a Bundle (engine.bundle.Bundle).
 
@@ -133,6 +134,8 @@ def build_surface(
     pointmap). Raises BundleError for unusable inputs and EngineError for unknown options.
     on_samples: for a watertight surface, called with the closed solid's Poisson samples before
     its solve (engine.geometry.watertight.close_surface).
+    keypoints: the photo's 308 pose keypoints (x, y, score), the bundle's when not given; the
+    closed solid's labels behind the upper arms ask them how each arm hangs (engine.geometry.arm_pose).
     """
     start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -160,6 +163,7 @@ def build_surface(
         mask = bundle.mask if mask is None else mask
         seg = bundle.seg if seg is None else seg
         K = bundle.K if K is None else K
+        keypoints = getattr(bundle, "keypoints", None) if keypoints is None else keypoints
         if K is None and pointmap is not None and mask is not None:
             from engine.intrinsics import intrinsics_from_pointmap
 
@@ -203,11 +207,12 @@ def build_surface(
     }
     if watertight:
         # the closed solid refines (on its own grid) and meshes itself: no front mesh here
+        from engine.geometry.arm_pose import upper_arm_axes
         from engine.geometry.watertight import close_surface
 
         report(0.1, "closing the surface (trusted front, back, Poisson)")
         solid = close_surface(points, grid_mask, grid_seg, grid_K, grid_normal, refine=detail == "normals", progress=progress,
-                              on_samples=on_samples)
+                              on_samples=on_samples, arm_axes=upper_arm_axes(keypoints, K))
         vertices, faces, labels = solid.vertices, solid.faces, solid.labels
         stats["person_pixels"] = int(grid_mask.sum())
         stats["watertight"] = solid.stats

@@ -38,6 +38,7 @@ from scipy.sparse.linalg import spsolve
 
 from engine.geometry.cleanup import (clean_mesh, edge_census, face_components, face_cross, fill_holes, row_dots,
                                      row_lengths, subdivide)
+from engine.geometry.arm_pose import arms_beside_the_torso
 from engine.geometry.grid_mesh import RTOL_HARD, downsample_maps, valid_pixels
 from engine.geometry.labels import TRUNK_CLASSES, class_ids, class_names
 from engine.geometry.limb_depth import limb_pixels, view_stretch
@@ -205,6 +206,14 @@ BEHIND_LIMBS = True
 BEHIND_LIMB_PARTS = ("Left_Upper_Arm", "Right_Upper_Arm")
 BEHIND_LIMB_REACH = 1.0
 BEHIND_LIMB_MARGIN_M = 0.02
+# given the keypoints, an upper arm hanging beside the torso (arm_pose.arms_beside_the_torso) keeps its
+# class behind it unless its front lies more than BEHIND_LIMB_STEP_M in front of that trunk pixel's.
+# Shared people (bench_shared_labels): the arm's own back labelled trunk 451 / 620 / 187 -> 13 / 55 / 3
+# vertices, all wrong 13.21 / 16.10 / 12.04 -> 12.35 / 15.23 / 11.71 %; bench_closed (no crops, exact /
+# degraded) wrong 6.12 -> 6.10 / 5.98 -> 5.97 %, the trunk labelled an arm 0.30 / 0.24 both;
+# bench_hands_before_trunk 6.45 / 7.18 % both (its arms over the torso's side are not beside it)
+BEHIND_LIMB_POSE = True
+BEHIND_LIMB_STEP_M = 0.01
 # the one-photo solid's back behind a forearm or a hand held in front of the trunk (not toward the camera:
 # its view stretch at most BEHIND_HAND_MAX_STRETCH), deeper than the upper arms' rule asks (BEHIND_LIMB_REACH
 # times its width times its stretch, plus BEHIND_LIMB_MARGIN_M) and more than BEHIND_HAND_MARGIN_M behind the
@@ -394,7 +403,7 @@ def _contour_offset(normal, rays, footprint, lateral_px=None, max_radius=None):
 
 def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixels=BACK_MAX_PIXELS,
                  along_rays=False, arm_contacts=False, heels=False, behind_limbs=False, behind_face=False,
-                 prediction_scale=PREDICTION_SCALE):
+                 arm_axes=None, prediction_scale=PREDICTION_SCALE):
     """Back points and outward normals (N x 3 each) plus their labels, on a coarse grid.
 
     trusted (H x W bool, optional): the pixels whose depth was measured rather than refilled;
@@ -413,6 +422,8 @@ def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixel
     only, the points and normals are the same.
     behind_face: the back behind the face, beside or below the hair the photo shows, takes Hair
     (the one-photo solid; _behind_the_face), given labels; the labels only, as behind_limbs.
+    arm_axes: the upper arms' shoulders and elbows from the keypoints (arm_pose.upper_arm_axes):
+    with behind_limbs, an arm they pose beside the torso keeps its own back's class.
     """
     valid_full = valid_pixels(pointmap, mask)
     if trusted is not None:
@@ -503,7 +514,8 @@ def back_surface(pointmap, mask, seg, K, normal=None, *, trusted=None, max_pixel
     wall, wall_normals, wall_labels = _outline_walls(points, depth, thickness, inside_px, valid & ok, cls)
     back_cls = cls
     if behind_limbs and labels is not None:
-        back_cls = _behind_the_limbs(cls, valid & ok, depth, thickness, footprint, stretch)
+        beside = None if arm_axes is None else arms_beside_the_torso(arm_axes, depth, valid & ok, K_l)
+        back_cls = _behind_the_limbs(cls, valid & ok, depth, thickness, footprint, stretch, beside=beside)
         if BEHIND_HANDS:
             back_cls = _behind_the_hands(back_cls, cls, valid & ok, depth, thickness, footprint, stretch)
     if behind_face and labels is not None:
@@ -524,7 +536,7 @@ def _limb_width_px(cls, valid, limb) -> np.ndarray:
 
 
 def _behind_the_limbs(cls, valid, depth, thickness, footprint, stretch, limbs=BEHIND_LIMB_PARTS,
-                      onto=TRUNK_CLASSES):
+                      onto=TRUNK_CLASSES, beside=None):
     """The back samples' classes (H x W, of `cls`): an arm's pixel (`limbs`) whose back lies
     farther behind it than BEHIND_LIMB_REACH times the arm's width there, times its view stretch
     (limb_depth.view_stretch, `stretch`), plus BEHIND_LIMB_MARGIN_M, with a pixel of `onto` (the
@@ -544,7 +556,16 @@ def _behind_the_limbs(cls, valid, depth, thickness, footprint, stretch, limbs=BE
     Measured against the true outer skin nearest each back sample (engine.synthetic people
     101-104, exact maps, 768 x 1024): behind the upper arms the truth is the trunk for about half
     the samples deeper than 1.2 widths, 1-26 % below; behind the forearms and hands never (their
-    deep backs are their own, foreshortened, or a hand beside the thigh), so they keep their class."""
+    deep backs are their own, foreshortened, or a hand beside the thigh), so they keep their class.
+
+    beside (optional: class ids of `limbs`, the arms the keypoints pose beside the torso,
+    arm_pose.arms_beside_the_torso): those keep their class unless the arm's front lies more
+    than BEHIND_LIMB_STEP_M in front of the trunk pixel's. An arm hanging beside the torso with
+    no depth step between them has the torso's depth behind it on the solid, yet nothing of the
+    trunk: the truth there is the arm's own back, 7-11 cm behind its front (shared people,
+    docs/avatar.md, fourteenth and fifteenth sessions). Those synthetic people's deep backs are
+    the trunk's for arms over the torso's side or with the elbow toward the camera (the sleeve
+    behind the arm's near end), which arms_beside_the_torso leaves out."""
     limb_ids, onto_ids = class_ids(limbs), class_ids(onto)
     arm = valid & np.isin(cls, limb_ids)
     trunk = valid & np.isin(cls, onto_ids)
@@ -569,6 +590,12 @@ def _behind_the_limbs(cls, valid, depth, thickness, footprint, stretch, limbs=BE
     with np.errstate(invalid="ignore"):
         behind = ((distance[tr, tc] <= width_px[rows, cols])
                   & (depth[rows, cols] + thickness[rows, cols] > depth[box][nr, nc]))
+    if beside:
+        # an arm hanging beside the torso has no trunk behind it: its back is the trunk's only
+        # where it lies in front of the trunk
+        with np.errstate(invalid="ignore"):
+            in_front = depth[box][nr, nc] - depth[rows, cols] > BEHIND_LIMB_STEP_M
+        behind &= in_front | ~np.isin(cls[rows, cols], list(beside))
     out = cls.copy()
     out[rows[behind], cols[behind]] = cls[box][nr[behind], nc[behind]]
     return out
@@ -1142,6 +1169,7 @@ def close_surface(
     max_pixels: int = CLOSED_MAX_PIXELS,
     progress=None,
     on_samples=None,
+    arm_axes=None,
 ) -> Solid:
     """Watertight solid from the front's maps on the processing grid (points H x W x 3, mask,
     seg, K, predicted normals). Only trusted front pixels (engine/geometry/trust.py) are used as
@@ -1151,7 +1179,9 @@ def close_surface(
     given, before it runs, when there are labels (the hands' second solve, engine.geometry
     .detail_solid.HandSolve.body_samples, takes its context from them so that it can run in the
     geometry worker beside this solve); with it, the hands are not held near their measured
-    depth (solid_front's hands_near_measured)."""
+    depth (solid_front's hands_near_measured).
+    arm_axes: the upper arms' shoulders and elbows from the photo's keypoints
+    (arm_pose.upper_arm_axes), for the labels behind the arms (back_surface)."""
     # the hands held near their measured depth only where they stay the body's: with on_samples
     # (engine.geometry.detail_solid.HandSolve) the hands are solved again from their crops, and with
     # the hold those came out further from the truth (bench_detail --people 3, closed with crops,
@@ -1162,7 +1192,7 @@ def close_surface(
     back, back_normals, back_labels, stats = back_surface(
         front.points, front.valid, front.seg, front.K, front.normals, trusted=front.trusted, along_rays=True,
         arm_contacts=ARM_CONTACTS, heels=HEELS, behind_limbs=BEHIND_LIMBS, behind_face=BEHIND_FACE,
-        prediction_scale=back_scale(front.noise),
+        arm_axes=arm_axes if BEHIND_LIMB_POSE else None, prediction_scale=back_scale(front.noise),
     )
     stats.update(front.stats)
     if progress is not None:
