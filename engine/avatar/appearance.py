@@ -97,6 +97,10 @@ LIMB_ONTO_REACH = 0.06
 UPPER_ARM_CLASSES = ("Left_Upper_Arm", "Right_Upper_Arm")
 # the upper arms the keypoints pose beside the torso keep their reads (_arms_off_the_side)
 OFF_THE_LIMB_POSE = True
+# a seen vertex (or one on the islands' border) whose read takes in a pixel of another
+# class whose point lies more than this nearer or deeper than its own pixel's (metres: an occluding
+# edge inside the person) reads a pixel of its own away from that one (_off_the_depth_steps)
+STEP_TAP_M = 0.05
 # a seen vertex (or one on the islands' border) labelled a trunk part whose pixel shows an arm
 # more than this in front of it (metres) lies behind the arm, not on it (_behind_a_limb): an arm
 # held toward the camera over the sleeve's underside lies tens of centimetres in front of it
@@ -620,6 +624,54 @@ def _in_front_of_the_trunk(photo_xy: np.ndarray, vertices_camera: np.ndarray, ve
     return out
 
 
+def _off_the_depth_steps(photo_xy: np.ndarray, seg: np.ndarray, mask: np.ndarray, pointmap: np.ndarray) -> np.ndarray:
+    """A vertex whose read takes in a pixel of another class across a depth step (STEP_TAP_M)
+    reads the centre of its own pixel's neighbour away from that pixel (its own pixel's centre
+    where that neighbour is not its own surface). Along an occluding edge inside
+    the person (the hip in front of a hand hanging 25 cm behind it, shared person_102) the
+    solid's faces turn away from the camera in slivers a pixel wide whose corners sit on the
+    edge: their texels mixed the hand's skin into the trousers, and the slivers, broad seen from
+    the side, showed it as a skin zipper down the side seam. A read on its own pixel's centre
+    still takes a fifth of the neighbour one texel on; a pixel farther in it takes none. On one
+    surface (same class, or a slope's steep depths) the reads stay: a move there reads the
+    staircase of a class border."""
+    h, w = seg.shape
+    row, col = _photo_pixels(photo_xy, (h, w))
+    own_z = pointmap[row, col, 2]
+    own_class = seg[row, col]
+    # the pixels whose colour the texels around the read take in: the texture resamples the photo
+    # bilinearly at about 2.5 texels per pixel, so the texels within half a pixel of the read reach
+    # the pixels whose centre (at +0.5) lies within a pixel of it, on either side; and the mean
+    # way back from those across a step to the vertex's own pixel
+    x, y = np.nan_to_num(photo_xy[:, 0]), np.nan_to_num(photo_xy[:, 1])
+    count = np.zeros(len(photo_xy), np.int64)
+    away = np.zeros((len(photo_xy), 2))   # (columns, rows)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            r, c = np.clip(row + dr, 0, h - 1), np.clip(col + dc, 0, w - 1)
+            with np.errstate(invalid="ignore"):
+                step = (np.abs(c + 0.5 - x) <= 1.0) & (np.abs(r + 0.5 - y) <= 1.0) & mask[r, c] & \
+                    (seg[r, c] != own_class) & (np.abs(pointmap[r, c, 2] - own_z) > STEP_TAP_M)
+            count += step
+            away[step, 0] -= dc
+            away[step, 1] -= dr
+    stepped = count > 0
+    if not stepped.any():
+        return photo_xy
+    # a pixel on, away from the step where the mean way back points along that axis
+    way = away[stepped] / count[stepped, None]
+    r, c = row[stepped], col[stepped]
+    r_in = np.clip(r + np.where(np.abs(way[:, 1]) > 0.5, np.sign(way[:, 1]), 0).astype(np.int64), 0, h - 1)
+    c_in = np.clip(c + np.where(np.abs(way[:, 0]) > 0.5, np.sign(way[:, 0]), 0).astype(np.int64), 0, w - 1)
+    with np.errstate(invalid="ignore"):
+        inside = mask[r_in, c_in] & (seg[r_in, c_in] == own_class[stepped]) & \
+            (np.abs(pointmap[r_in, c_in, 2] - own_z[stepped]) <= STEP_TAP_M)
+    out = photo_xy.copy()
+    out[stepped, 0] = np.where(inside, c_in, c) + 0.5
+    out[stepped, 1] = np.where(inside, r_in, r) + 0.5
+    return out
+
+
 def _own_part_reach(mask: np.ndarray) -> float:
     """OWN_PART_REACH of the person's height in pixels."""
     person_rows = np.nonzero(mask.any(axis=1))[0]
@@ -816,6 +868,12 @@ def plan_uvs(
             # the seen island's and the border's trunk vertices behind an arm read their own part
             # (_behind_a_limb), the border's two copies alike
             outer = ~hidden | near_border
+            # and read no colour across an occluding edge inside the person (_off_the_depth_steps),
+            # but on the head, whose edge-on sides over the hair behind have their own reads
+            # (_onto_its_own_layer, the locks): moved there too, bench_hairline's seen band's
+            # colour error rose 5.65 -> 6.15 levels
+            stepping = outer & ~np.isin(vertex_labels, class_ids(("Hair",) + FRONT_ONLY_CLASSES))
+            photo_xy[stepping] = _off_the_depth_steps(photo_xy[stepping], bundle.seg, mask, bundle.pointmap)
             photo_xy[outer] = _behind_a_limb(photo_xy[outer], vertices_camera[outer], np.asarray(vertex_labels)[outer],
                                              bundle.seg, mask, bundle.pointmap)
             # the hidden island's border vertices and their neighbours read what the front reads
