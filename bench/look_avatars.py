@@ -15,7 +15,8 @@ resolution; texture 2048):
                (engine.avatar.fused); and "fused_degraded", both views degraded
 Avatars go to DIR/avatars/NAME, the renders to DIR/renders/NAME (sheet.png each), built again only
 when missing. The renders run in their own process (bpy), which imports each avatar through the
-add-on's importer. Prints the seconds per build and the load average (a shared machine).
+add-on's importer. Prints the seconds per build and the load average (a shared machine), and per
+avatar its slits and creases (bench/bench_slits.py: cracks a clay render shows dark).
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ def build(bundle_dirs: list[Path], out: Path) -> float:
 
 
 def main() -> None:
+    from bench_slits import measure as measure_slits
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cases", default="demo,shared,crops,degraded,fused")
@@ -122,6 +125,9 @@ def main() -> None:
                 seconds = build(dirs, out)
                 print(f"{name}: built {out} in {seconds:.1f} s, load {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
                       flush=True)
+            slits = measure_slits(out)  # the surface facing itself across a crack (bench_slits.py)
+            print(f"{name}: slit faces {slits['slit_faces']} ({slits['slit_cm2']:.2f} cm2), creases {slits['creases']}",
+                  flush=True)
             avatars.append(out)
     if args.no_render or not avatars:
         return
