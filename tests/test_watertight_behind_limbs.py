@@ -110,3 +110,32 @@ def test_an_upper_arm_beside_the_torso_but_in_front_of_it_gives_its_back_to_the_
     depth[:, 40:48] = 2.95
     out = _behind_the_limbs(cls, valid, depth, thickness, footprint, np.ones(cls.shape), beside={UPPER})
     assert (out[5:, 40:48] == SHIRT).all()
+
+
+def test_an_upper_arm_beside_the_torso_whose_middle_bulges_in_front_keeps_its_back():
+    """A round arm against the torso: its outline at the trunk's depth, its middle 4 cm in front by
+    its own roundness (shared person_102's right arm, docs/avatar.md). The depth step that gives its
+    back to the trunk is asked at the arm's outline nearest the trunk pixel, not at the deep pixel
+    (_over_the_trunk): the middle 4 cm in front is no step."""
+    cls, valid, depth, thickness, footprint = _grid()
+    across = np.arange(40, 48) - 43.5
+    depth[:, 40:48] = 3.0 - 0.04 * (1.0 - (across / 4.0) ** 2)   # 3.0 at the outline's rim, 2.96 at the middle
+    stretch = np.ones(cls.shape)
+    assert (depth[:, 41:47] < 2.99).all()   # in front of the trunk beside it by more than a centimetre
+    np.testing.assert_array_equal(_behind_the_limbs(cls, valid, depth, thickness, footprint, stretch,
+                                                    beside={UPPER}), cls)
+    # not posed beside the torso, the same arm gives its deep back to the trunk
+    assert (_behind_the_limbs(cls, valid, depth, thickness, footprint, stretch)[5:, 40:48] == SHIRT).all()
+
+
+def test_over_the_trunk_asks_the_step_at_the_arms_outline():
+    from engine.geometry.watertight import BEHIND_LIMB_STEP_M, _over_the_trunk
+
+    arm = np.zeros((3, 6), bool)
+    arm[:, 3:] = True
+    depth = np.full((3, 6), 3.0)
+    depth[:, 4:] = 2.90                      # the middle of the arm 10 cm in front of the trunk
+    trunk_rows, trunk_cols = np.array([0, 1, 2]), np.array([2, 2, 2])
+    assert not _over_the_trunk(arm, depth, trunk_rows, trunk_cols).any()   # the outline (column 3) at the trunk's depth
+    depth[1, 3] = 3.0 - 2 * BEHIND_LIMB_STEP_M                             # a step at row 1's outline
+    np.testing.assert_array_equal(_over_the_trunk(arm, depth, trunk_rows, trunk_cols), [False, True, False])

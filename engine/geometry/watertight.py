@@ -207,13 +207,14 @@ BEHIND_LIMB_PARTS = ("Left_Upper_Arm", "Right_Upper_Arm")
 BEHIND_LIMB_REACH = 1.0
 BEHIND_LIMB_MARGIN_M = 0.02
 # given the keypoints, an upper arm hanging beside the torso (arm_pose.arms_beside_the_torso) keeps its
-# class behind it unless its front lies more than BEHIND_LIMB_STEP_M in front of that trunk pixel's.
-# Shared people (bench_shared_labels): the arm's own back labelled trunk 451 / 620 / 187 -> 13 / 55 / 3
-# vertices, all wrong 13.21 / 16.10 / 12.04 -> 12.35 / 15.23 / 11.71 %; bench_closed (no crops, exact /
-# degraded) wrong 6.12 -> 6.10 / 5.98 -> 5.97 %, the trunk labelled an arm 0.30 / 0.24 both;
-# bench_hands_before_trunk 6.45 / 7.18 % both (its arms over the torso's side are not beside it)
+# class behind it unless its outline nearest that trunk pixel lies more than BEHIND_LIMB_STEP_M in front
+# of it (a depth step parts them: the arm lies over the torso; _over_the_trunk). Shared people
+# (bench_shared_labels), the arm's own back labelled trunk: 451 / 620 / 187 vertices without the pose,
+# 13 / 55 / 3 asking the deep pixel's own front (1 cm: the arm's middle lies in front of its outline by
+# its roundness, specks of shirt on person_101's and 102's upper arms' backs), 4 / 11 / 3 asking the
+# outline's (docs/avatar.md, fifteenth session); bench_closed, bench_hands_before_trunk the same
 BEHIND_LIMB_POSE = True
-BEHIND_LIMB_STEP_M = 0.01
+BEHIND_LIMB_STEP_M = 0.04
 # the one-photo solid's back behind a forearm or a hand held in front of the trunk (not toward the camera:
 # its view stretch at most BEHIND_HAND_MAX_STRETCH), deeper than the upper arms' rule asks (BEHIND_LIMB_REACH
 # times its width times its stretch, plus BEHIND_LIMB_MARGIN_M) and more than BEHIND_HAND_MARGIN_M behind the
@@ -559,8 +560,8 @@ def _behind_the_limbs(cls, valid, depth, thickness, footprint, stretch, limbs=BE
     deep backs are their own, foreshortened, or a hand beside the thigh), so they keep their class.
 
     beside (optional: class ids of `limbs`, the arms the keypoints pose beside the torso,
-    arm_pose.arms_beside_the_torso): those keep their class unless the arm's front lies more
-    than BEHIND_LIMB_STEP_M in front of the trunk pixel's. An arm hanging beside the torso with
+    arm_pose.arms_beside_the_torso): those keep their class unless a depth step parts the arm's
+    outline from the trunk pixel (_over_the_trunk). An arm hanging beside the torso with
     no depth step between them has the torso's depth behind it on the solid, yet nothing of the
     trunk: the truth there is the arm's own back, 7-11 cm behind its front (shared people,
     docs/avatar.md, fourteenth and fifteenth sessions). Those synthetic people's deep backs are
@@ -591,14 +592,24 @@ def _behind_the_limbs(cls, valid, depth, thickness, footprint, stretch, limbs=BE
         behind = ((distance[tr, tc] <= width_px[rows, cols])
                   & (depth[rows, cols] + thickness[rows, cols] > depth[box][nr, nc]))
     if beside:
-        # an arm hanging beside the torso has no trunk behind it: its back is the trunk's only
-        # where it lies in front of the trunk
-        with np.errstate(invalid="ignore"):
-            in_front = depth[box][nr, nc] - depth[rows, cols] > BEHIND_LIMB_STEP_M
-        behind &= in_front | ~np.isin(cls[rows, cols], list(beside))
+        behind &= _over_the_trunk(arm[box], depth[box], nr, nc) | ~np.isin(cls[rows, cols], list(beside))
     out = cls.copy()
     out[rows[behind], cols[behind]] = cls[box][nr[behind], nc[behind]]
     return out
+
+
+def _over_the_trunk(arm, depth, trunk_rows, trunk_cols, step=BEHIND_LIMB_STEP_M) -> np.ndarray:
+    """Whether an arm lies over the trunk at each of its deep pixels, given the (row, column) of
+    the trunk pixel nearest each (`arm`, `depth`: H x W of one box): the arm's pixel nearest that
+    trunk pixel, on the arm's outline, lies more than `step` in front of it, a depth step between
+    the two. The deep pixel's own front is not asked: an arm's middle lies in front of its outline
+    by its own roundness, up to its radius (shared person_102's right arm hanging against the
+    torso: its middle 1-5 cm in front of the shirt beside it, its outline 0-0.4 cm; person_101's
+    7.6 cm, whose true back is the arm's own 11.5 cm behind its front; docs/avatar.md)."""
+    _, (outline_r, outline_c) = ndimage.distance_transform_edt(~arm, return_indices=True)
+    on_outline = outline_r[trunk_rows, trunk_cols], outline_c[trunk_rows, trunk_cols]
+    with np.errstate(invalid="ignore"):
+        return depth[trunk_rows, trunk_cols] - depth[on_outline] > step
 
 
 def _behind_the_hands(back_cls, cls, valid, depth, thickness, footprint, stretch, limbs=BEHIND_HAND_PARTS,
