@@ -167,11 +167,17 @@ def _read_png(path: Path, mode: str) -> np.ndarray:
         raise BundleError(f"{path}: not a readable PNG ({exc})") from exc
 
 
-def _keypoint_names() -> list[str]:
+def keypoint_names() -> list[str]:
+    """The 308 keypoints' names, in the order of a bundle's keypoints (assets/keypoints308.json)."""
     from engine.paths import asset
 
     table = json.loads(asset("keypoints308.json").read_text())
-    return [k["name"] for k in table["keypoints"]]
+    return [k["name"] for k in sorted(table["keypoints"], key=lambda k: int(k["id"]))]
+
+
+def keypoint_index() -> dict[str, int]:
+    """Keypoint name -> its row in a bundle's keypoints."""
+    return {name: i for i, name in enumerate(keypoint_names())}
 
 
 # --------------------------------------------------------------------------- write
@@ -216,7 +222,7 @@ def keypoints_json(bundle: Bundle) -> dict:
         "convention": "photo pixels after EXIF orientation; pixel (col, row) has its centre at "
                       "(col + 0.5, row + 0.5); keypoints outside the photo are kept and flagged",
         "image_size": list(bundle.size),
-        "names": _keypoint_names(),
+        "names": keypoint_names(),
         "keypoints": k.astype(float).round(4).tolist(),
         "inside": bundle.keypoints_inside().tolist(),
     }

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from engine.bundle.format import keypoint_index
 from engine.geometry.labels import class_ids
 
 # keypoints scored this or more are used (shared person_102's left shoulder is scored 0.3, its
@@ -39,8 +40,6 @@ def upper_arm_axes(keypoints, K, min_score: float = MIN_SCORE) -> dict[int, np.n
     Normalised, they hold on any grid of the photo (to_pixels)."""
     if keypoints is None:
         return None
-    from engine.rig.joints import keypoint_index
-
     index = keypoint_index()
     keypoints = np.asarray(keypoints, np.float64)
     K_inv = np.linalg.inv(np.asarray(K, np.float64))

@@ -6,11 +6,10 @@ Every skeleton convention (assets/rigs/*.json) places its bones between these jo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 
-from engine.paths import asset
+from engine.bundle.format import keypoint_index  # noqa: F401 - the rig's lift reads it from here
 
 # Segmentation class ids (assets/seg_classes.json).
 APPAREL, FACE_NECK, HAIR = 1, 3, 4
@@ -110,11 +109,6 @@ def joint_specs() -> tuple[JointSpec, ...]:
 
 
 @lru_cache(maxsize=1)
-def keypoint_index() -> dict[str, int]:
-    table = json.loads(asset("keypoints308.json").read_text())
-    return {k["name"]: int(k["id"]) for k in table["keypoints"]}
-
-
 def joint_names() -> list[str]:
     return [s.name for s in joint_specs()]
 
