@@ -19,6 +19,7 @@ from pathlib import Path
 from engine import fileio
 from engine.avatar import stages
 from engine.avatar.detail import crop_texture, fuse_crop_maps, fuse_crop_surface, start_closed_hands
+from engine.avatar.parting import part_arms
 from engine.avatar.heap import reuse_freed_arrays
 from engine.avatar.labels import groups_table, labels_table
 from engine.avatar.manifest import (
@@ -147,6 +148,10 @@ def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target
             on_samples=None if hands is None else hands.body_samples,
         )
         built = fuse_crop_surface(inputs, built, crops, watertight=watertight, target_faces=target_faces)
+        # a rig raises the arms: part them from what they touch in the closed solid
+        arm_tubes = []
+        if rigging is not None and watertight:
+            built, arm_tubes = part_arms(inputs, built, progress=progress)
         lap("surface")
 
         report("frame", 0.0, "UV islands and avatar frame")
@@ -168,7 +173,8 @@ def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target
         rigged = None
         if rigging is not None:
             report("rig", 0.0, f"rigging ({rig})")
-            rigged = stages.rig(inputs, framed, mesh, rigging, convention=rig, rest_pose=rest_pose, progress=progress)
+            rigged = stages.rig(inputs, framed, mesh, rigging, convention=rig, rest_pose=rest_pose, progress=progress,
+                                arm_tubes=arm_tubes)
             lap("rig")
 
         report("write", 0.0, f"writing {out_dir}")

@@ -253,10 +253,14 @@ def load_rigging():
     return lift_joints, rig_from_joints, skeleton_description, skin_description
 
 
-def rig(inputs: Inputs, framed: Framed, mesh: Mesh, rigging, *, convention: str, rest_pose: str, progress) -> Rigged:
+def rig(inputs: Inputs, framed: Framed, mesh: Mesh, rigging, *, convention: str, rest_pose: str, progress,
+        arm_tubes=()) -> Rigged:
     """Joints lifted with the camera matrix resolved at read; the mesh re-posed in place when a
     rest pose is asked for (its normals and tangents follow: the tangent-space normal map stays
-    valid on the new frames)."""
+    valid on the new frames). arm_tubes: the arms engine.avatar.parting parted from the trunk
+    (camera frame), whose cut the weights keep."""
+    from engine.avatar.parting import parted_sides
+
     lift_joints, rig_from_joints, skeleton_description, skin_description = rigging
     bundle = inputs.bundle
     if progress is not None:
@@ -264,7 +268,7 @@ def rig(inputs: Inputs, framed: Framed, mesh: Mesh, rigging, *, convention: str,
     joints = lift_joints(bundle.keypoints, bundle.pointmap, bundle.seg, inputs.K, mask=bundle.mask)
     result = rig_from_joints(
         joints, mesh.vertices, mesh.faces, mesh.labels, framed.camera_to_avatar, convention=convention, rest_pose=rest_pose,
-        progress=progress,
+        parted=parted_sides(framed.vertices_camera, mesh.faces, list(arm_tubes)), progress=progress,
     )
     if result.rest_vertices is not None:
         from engine.avatar.textures import vertex_tangents

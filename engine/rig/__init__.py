@@ -52,8 +52,9 @@ def _transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 def rig_from_joints(joints, vertices: np.ndarray, faces: np.ndarray, vertex_labels: np.ndarray | None,
                     camera_to_avatar: np.ndarray, *, convention: str = "rigify", rest_pose: str = "photo",
-                    progress: Progress = None) -> Rig:
-    """The rig for a mesh (avatar frame) from lifted joints (engine.rig.lift.Joints3D, camera frame)."""
+                    parted=None, progress: Progress = None) -> Rig:
+    """The rig for a mesh (avatar frame) from lifted joints (engine.rig.lift.Joints3D, camera frame);
+    parted: engine.rig.weights.PartedArms of the mesh's vertices (its arms cut from the trunk)."""
     from engine.rig.lift import STATUS_NAMES
     from engine.rig.pose import REST_POSES, repose
     from engine.rig.skeleton import build_skeleton
@@ -77,7 +78,7 @@ def rig_from_joints(joints, vertices: np.ndarray, faces: np.ndarray, vertex_labe
     tails = np.array([bones[i]["tail"] for i in index], np.float64)
     wj, w = compute_weights(vertices, faces, vertex_labels, heads, tails, parents,
                             [bones[i]["part"] for i in index], [bones[i]["side"] for i in index],
-                            height=joints.height, progress=progress)
+                            height=joints.height, parted=parted, progress=progress)
     rest_vertices = None
     if rest_pose != "photo":
         skeleton, rest_vertices = repose(skeleton, vertices, index, wj, w, rest_pose)

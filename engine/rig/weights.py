@@ -20,6 +20,7 @@ of the work.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -46,6 +47,8 @@ ARM_PARTS = ("upper_arm", "forearm")
 ARM_ROOT = 0.35
 ARM_ROOT_TUBE = 1.25
 ALL = "*"
+# an arm's chain of bones: what its side of a parted solid follows (keep_parted_sides)
+ARM_CHAIN = ("upper_arm", "forearm", "hand", "palm", "finger")
 
 
 def _label_parts() -> dict[int, set[tuple[str, str]]]:
@@ -289,10 +292,11 @@ def _smooth(weights: np.ndarray, cand: np.ndarray, adjacency: sp.csr_matrix, B: 
 
 def compute_weights(vertices: np.ndarray, faces: np.ndarray, vertex_labels: np.ndarray | None,
                     heads: np.ndarray, tails: np.ndarray, parents: np.ndarray, parts: list[str],
-                    sides: list[str], *, height: float = 1.7,
+                    sides: list[str], *, height: float = 1.7, parted: PartedArms | None = None,
                     progress: Callable[[str, float, str], None] | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """(V x 4 uint16 bone indices, V x 4 float32 weights) over the given (deforming) bones."""
+    """(V x 4 uint16 bone indices, V x 4 float32 weights) over the given (deforming) bones.
+    parted: the arms the solid was parted from what they touched (keep_parted_sides)."""
     vertices = np.asarray(vertices, np.float32)
     faces = np.asarray(faces).reshape(-1, 3)
     V, B = len(vertices), len(heads)
@@ -330,7 +334,52 @@ def compute_weights(vertices: np.ndarray, faces: np.ndarray, vertex_labels: np.n
     if len(faces) and SMOOTH_ITERATIONS:
         adjacency = sp.csr_matrix((np.ones(graph.nnz, np.float32), graph.indices, graph.indptr), shape=(V, V))
         weights = _smooth(weights, cand, adjacency, B, SMOOTH_ITERATIONS, progress)
-    return _top_influences(weights, cand, vertices, heads, tails, progress)
+    bone, w = _top_influences(weights, cand, vertices, heads, tails, progress)
+    if parted is not None:
+        bone, w = keep_parted_sides(bone, w, vertices, heads, tails, parts, sides, parted)
+    return bone, w
+
+
+@dataclass
+class PartedArms:
+    """Where the closed solid was cut between an arm and what it touched
+    (engine.geometry.arm_parting.arm_sides): V x A bools per parted arm, and each arm's side."""
+
+    inside: np.ndarray   # bool: the vertex lies in that arm's tube past its root: the arm's side
+    barred: np.ndarray   # 0-1: on the other side, how much of that arm's weight it loses
+    sides: list[str]     # "L" / "R" per column
+
+
+def keep_parted_sides(bone, w, vertices, heads, tails, parts, sides, parted: PartedArms):
+    """(bone, w) with the cut kept: a vertex on an arm's side follows that arm's chain (ARM_CHAIN
+    bones of its side) alone, a barred one loses its share of it (parted.barred, fading in past
+    the shoulder); a vertex left without weight follows the nearest bone it may. Rows
+    renormalised, the largest MAX_INFLUENCES kept, as _top_influences."""
+    V, B = len(bone), len(heads)
+    dense = np.zeros((V, B), np.float32)
+    np.add.at(dense, (np.repeat(np.arange(V), bone.shape[1]), bone.ravel().astype(np.int64)), w.ravel())
+    parts, sides = np.asarray(parts), np.asarray(sides)
+    for k, side in enumerate(parted.sides):
+        chain = np.isin(parts, ARM_CHAIN) & (sides == side)
+        barred = np.flatnonzero(parted.barred[:, k] > 0)
+        dense[np.ix_(barred, np.flatnonzero(chain))] *= (1.0 - parted.barred[barred, k])[:, None].astype(np.float32)
+        inside = np.flatnonzero(parted.inside[:, k])
+        dense[np.ix_(inside, np.flatnonzero(~chain))] = 0.0
+        for rows, allowed in ((barred, ~chain), (inside, chain)):
+            empty = rows[dense[rows].sum(1) <= 0]
+            if len(empty):
+                columns = np.flatnonzero(allowed)
+                d2 = segment_distance2(vertices[empty], heads[columns], tails[columns])
+                dense[empty, columns[d2.argmin(1)]] = 1.0
+    k = min(MAX_INFLUENCES, B)
+    top = np.argsort(-dense, axis=1, kind="stable")[:, :k]
+    top_w = np.take_along_axis(dense, top, axis=1)
+    top_w = (top_w / np.maximum(top_w.sum(1, keepdims=True), 1e-12)).astype(np.float32)
+    top = np.where(top_w > 0, top, 0)
+    if k < MAX_INFLUENCES:
+        top = np.pad(top, ((0, 0), (0, MAX_INFLUENCES - k)))
+        top_w = np.pad(top_w, ((0, 0), (0, MAX_INFLUENCES - k)))
+    return top.astype(np.uint16), top_w
 
 
 def _top_influences(weights, cand, vertices, heads, tails, progress=None) -> tuple[np.ndarray, np.ndarray]:
