@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/bench_closed.py [--size 768x1024] [--people 4] [--detail normals]
                                              [--resolution half] [--cases exact,degraded,offset]
-                                             [--crops without,with]
+                                             [--crops without,with] [--arms united,parted]
 
 Held-out people (seeds 101.., random poses, none of the tests' seeds) are rendered with exact
 maps; each is built closed from its exact maps and from degraded ones, seeded with the person's
@@ -20,6 +20,9 @@ Each case is built without and with hand and face crops (--crops): "with" is the
 avatar as the build makes it (engine.avatar.build's detail hooks, engine.avatar.detail:
 fuse_crop_maps, start_closed_hands, build_surface, fuse_crop_surface: the crops fused into the
 maps, each hand solved again from its crop and put in place, the face snapped onto its crop).
+With --arms parted each case's solid then has its arms parted from what they touch, as a rigged
+avatar's is (engine.avatar.parting.part_arms; the default avatar is rigged): the case's label gets
+"+parted", and its seconds include the parting.
 The crops are the person rendered through the camera zoomed onto each box
 (engine.synthetic.crops.render_crops) with bench_detail's wrong guessed metric scale and shift,
 which the build's alignment must undo; exact in the exact case, degraded as bench_detail
@@ -41,6 +44,10 @@ Printed per case (nothing asserted):
   the rest. Both are printed, with the inward area per body part of the nearest true point;
 - into_itself: area share of built faces whose front side (0.2 mm along the normal) is inside the
   built solid: a face wound the wrong way;
+- contact walls: with --arms parted, the area (a share of the rest) of the cut's two sides
+  facing each other 0.1 mm apart (contact_walls): the surfaces where a parted arm touches the
+  trunk, inside the body as the true body's part surfaces inside other parts are; they are left
+  out of inward, into itself and the labels (a united solid has none);
 - volume: built volume / true volume (the union's, by Monte Carlo occupancy over its parts);
 - labels wrong: area share of built faces whose vertices' class (each corner a third of the face)
   is not the class of the nearest true outer-skin point (the synthetic body's face labels, the
@@ -81,6 +88,7 @@ def _scene(vertices, faces):
 
 
 AMBIGUOUS_M = 0.005  # see the docstring's "inward, ambiguous"
+CONTACT_M = 0.0005  # contact_walls: the parted sides' cut is 0.1 mm wide
 SKIN_SAMPLES = 300_000  # oriented outer-skin samples for that test: ~2.5 mm apart on an adult
 
 
@@ -125,14 +133,37 @@ def truth_of(render, n_outer: int = 30000, n_volume: int = 400_000, seed: int = 
             "skin_tree": cKDTree(skin_points), "skin_normals": skin.face_normals[skin_face]}
 
 
+def contact_walls(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """The faces of a parted solid's cut (engine.geometry.arm_parting): each faces another face
+    of the opposite way within CONTACT_M along its normal (the two sides of the cut, 0.1 mm
+    apart). Like the true body's part surfaces inside other parts, they are not the body's outer
+    skin: the metrics below leave them out and count them apart."""
+    import open3d as o3d
+
+    corners = np.asarray(vertices, np.float64)[faces]
+    cross = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    normal = cross / np.maximum(np.linalg.norm(cross, axis=1), 1e-20)[:, None]
+    start = corners.mean(1) + 1e-6 * normal
+    rays = o3d.core.Tensor(np.c_[start, normal].astype(np.float32))
+    hit = _scene(vertices, faces).cast_rays(rays)
+    t, face = hit["t_hit"].numpy(), hit["primitive_ids"].numpy()
+    near = np.isfinite(t) & (t < CONTACT_M)
+    walls = np.zeros(len(faces), bool)
+    walls[near] = (normal[near] * normal[face[near].astype(np.int64)]).sum(1) < -0.5
+    return walls
+
+
 def closed_metrics(truth: dict, vertices: np.ndarray, faces: np.ndarray) -> dict:
-    """Chamfer (both directions), worst vertex, inward-facing area share, volume ratio."""
+    """Chamfer (both directions), worst vertex, inward-facing area share, volume ratio; the
+    contact walls of a parted solid left out of the areas (their share printed apart)."""
     import open3d as o3d
     import trimesh
 
     vertices = np.asarray(vertices, np.float64)
     to_truth = truth["scene"].compute_distance(o3d.core.Tensor(vertices.astype(np.float32))).numpy()
     to_built = _scene(vertices, faces).compute_distance(o3d.core.Tensor(truth["outer"].astype(np.float32))).numpy()
+    walls = contact_walls(vertices, faces)
+    all_faces, faces = faces, faces[~walls]
     corners = vertices[faces]
     cross = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
     area = 0.5 * np.linalg.norm(cross, axis=1)
@@ -159,8 +190,11 @@ def closed_metrics(truth: dict, vertices: np.ndarray, faces: np.ndarray) -> dict
     # the built mesh's own orientation: faces whose front side (0.2 mm along the normal) is inside
     # it (2 mm also caught correctly wound faces with another sheet of the solid that close)
     offset = (corners.mean(1) + 0.0002 * normal).astype(np.float32)
-    into_itself = _scene(vertices, faces).compute_occupancy(o3d.core.Tensor(offset)).numpy() > 0.5
-    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    into_itself = _scene(vertices, all_faces).compute_occupancy(o3d.core.Tensor(offset)).numpy() > 0.5
+    mesh = trimesh.Trimesh(vertices, all_faces, process=False)
+    wall_corners = vertices[all_faces[walls]]
+    wall_area = 0.5 * np.linalg.norm(np.cross(wall_corners[:, 1] - wall_corners[:, 0],
+                                              wall_corners[:, 2] - wall_corners[:, 0]), axis=1).sum()
     return {
         "chamfer_cm": round(100 * 0.5 * (to_truth.mean() + to_built.mean()), 3),
         "built_to_truth_cm": round(100 * float(to_truth.mean()), 3),
@@ -172,6 +206,7 @@ def closed_metrics(truth: dict, vertices: np.ndarray, faces: np.ndarray) -> dict
         "inward_clear": round(float(area[turned & ~ambiguous].sum() / max(area.sum(), 1e-20)), 4),
         "inward_by_part": dict(sorted(by_part.items(), key=lambda kv: -kv[1])),
         "facing_into_itself": round(float(area[into_itself].sum() / max(area.sum(), 1e-20)), 4),
+        "contact_walls": round(float(wall_area / max(area.sum(), 1e-20)), 4),
         "watertight": bool(mesh.is_watertight),
         "volume_ratio": round(float(mesh.volume) / truth["volume"], 4),
     }
@@ -231,16 +266,29 @@ def depth_offset_ratio(truth_render, render) -> float:
     return float(np.median((truth_render.pointmap[..., 2] / render.pointmap[..., 2])[ok]))
 
 
-def build_closed(render, *, detail: str, resolution: str, crops=None):
+def build_closed(render, *, detail: str, resolution: str, crops=None, parted: bool = False):
     """The closed surface of `render`'s maps; given crops (engine.bundle DetailCrop list), as the
-    default build makes it with them (engine.avatar.build's surface stage and its detail hooks)."""
+    default build makes it with them (engine.avatar.build's surface stage and its detail hooks);
+    parted: its arms then parted from what they touch, as a rigged build does
+    (engine.avatar.parting.part_arms)."""
+    start = time.perf_counter()
+    surface = _build_closed(render, detail=detail, resolution=resolution, crops=crops)
+    if parted:
+        from engine.avatar.parting import part_arms
+        from engine.avatar.stages import Inputs
+        from engine.synthetic import to_bundle
+
+        bundle = to_bundle(render)
+        surface, _ = part_arms(Inputs(bundle, "bench", bundle.K, "bundle"), surface)
+    return surface, time.perf_counter() - start
+
+
+def _build_closed(render, *, detail: str, resolution: str, crops=None):
     from engine.geometry import build_surface
 
     if crops is None:
-        start = time.perf_counter()
-        surface = build_surface(render.pointmap, render.normal, render.mask, render.seg, render.K,
-                                detail=detail, resolution=resolution, watertight=True, keypoints=render.keypoints)
-        return surface, time.perf_counter() - start
+        return build_surface(render.pointmap, render.normal, render.mask, render.seg, render.K,
+                             detail=detail, resolution=resolution, watertight=True, keypoints=render.keypoints)
     import engine.avatar.detail as stage
     from engine.avatar.stages import Inputs
     from engine.synthetic import to_bundle
@@ -248,13 +296,11 @@ def build_closed(render, *, detail: str, resolution: str, crops=None):
     bundle = to_bundle(render)
     bundle.crops = crops
     inputs = Inputs(bundle, "bench", bundle.K, "bundle")
-    start = time.perf_counter()
     fused = stage.fuse_crop_maps(inputs, enabled=True, resolution=resolution)
     hands = stage.start_closed_hands(inputs, fused, watertight=True, target_faces=None)
     surface = build_surface(inputs.bundle, detail=detail, resolution=resolution, watertight=True,
                             on_samples=None if hands is None else hands.body_samples)
-    surface = stage.fuse_crop_surface(inputs, surface, fused, watertight=True, target_faces=None)
-    return surface, time.perf_counter() - start
+    return stage.fuse_crop_surface(inputs, surface, fused, watertight=True, target_faces=None)
 
 
 def person_crops(person, case: str, seed: int):
@@ -300,6 +346,9 @@ def main() -> None:
     parser.add_argument("--cases", default="exact,degraded,offset", help="comma-separated: exact, degraded, offset")
     parser.add_argument("--crops", default="without,with",
                         help="comma-separated: without (the maps alone), with (hand and face crops, the default build's)")
+    parser.add_argument("--arms", default="united",
+                        help="comma-separated: united (the closed solid as build_surface makes it), parted (its arms "
+                             "parted from what they touch, as a rigged avatar's: engine.avatar.parting)")
     parser.add_argument("--json", help="write every case's figures (label confusions included) to this file")
     args = parser.parse_args()
     wanted = args.cases.split(",")
@@ -313,17 +362,19 @@ def main() -> None:
         cases = {"exact": lambda: person,
                  "degraded": lambda: degrade(person, seed=seed, flying_rim_px=2.0, centred=True),
                  "offset": lambda: degrade(person, seed=seed, flying_rim_px=2.0, centred=False)}
-        for case, crops in ((c, k) for c in wanted for k in with_crops):
+        for case, crops, arms in ((c, k, a) for c in wanted for k in with_crops for a in args.arms.split(",")):
             render = cases[case]()
-            label = case if crops == "without" else f"{case}+crops"
+            label = case + ("" if crops == "without" else "+crops") + ("" if arms == "united" else "+parted")
             try:
                 surface, seconds = build_closed(render, detail=args.detail, resolution=args.resolution,
-                                                crops=person_crops(person, case, seed) if crops == "with" else None)
+                                                crops=person_crops(person, case, seed) if crops == "with" else None,
+                                                parted=arms == "parted")
             except EngineError as exc:
                 print(f"{name:16s} {label:15s} refused: {exc}")
                 continue
             m = closed_metrics(truth, surface.vertices, surface.faces)
-            m.update(label_metrics(truth, surface.vertices, surface.faces, surface.vertex_labels))
+            skin = surface.faces[~contact_walls(surface.vertices, surface.faces)]
+            m.update(label_metrics(truth, surface.vertices, skin, surface.vertex_labels))
             m.update(person=name, case=label, seconds=round(seconds, 2), pixels=int(person.mask.sum()))
             m["front_only_cm"] = front_only_error(truth, render, detail=args.detail, resolution=args.resolution)
             ratio = depth_offset_ratio(person, render)
@@ -334,7 +385,8 @@ def main() -> None:
             print(f"{name:16s} {label:15s} chamfer {m['chamfer_cm']:6.3f} cm (built->truth {m['built_to_truth_cm']:.3f}, "
                   f"truth->built {m['truth_to_built_cm']:.3f}, worst {m['to_truth_max_cm']:.1f})  inward {m['inward']:.4f} "
                   f"(clear {m['inward_clear']:.4f}, ambiguous {m['inward_ambiguous']:.4f}; any part "
-                  f"{m['inward_any_part']:.4f}, into itself {m['facing_into_itself']:.4f})  "
+                  f"{m['inward_any_part']:.4f}, into itself {m['facing_into_itself']:.4f}; contact walls "
+                  f"{m['contact_walls']:.4f})  "
                   f"volume {m['volume_ratio']:.3f}  watertight {m['watertight']}  {m['seconds']:.2f} s  "
                   f"(open front of the same maps -> truth {m['front_only_cm']:.3f}; input depth offset "
                   f"{100 * (1 / ratio - 1):+.2f} %, removed: chamfer {m['chamfer_offset_removed_cm']:.3f} cm, "
@@ -347,13 +399,14 @@ def main() -> None:
                       f"labelled an arm {100 * m['label_arm_on_trunk']:.2f} %): {top or '-'}", flush=True)
             if crops == "with":
                 print(f"{'':16s} {label:15s} {hands_record(surface)}", flush=True)
-    for case in [f"{c}{'' if k == 'without' else '+crops'}" for c in ("exact", "degraded", "offset") for k in with_crops]:
+    for case in dict.fromkeys(r["case"] for r in rows):
         sel = [r for r in rows if r["case"] == case]
         if sel:
             print(f"mean {case:15s} chamfer {np.mean([r['chamfer_cm'] for r in sel]):.3f} cm  worst chamfer "
                   f"{max(r['chamfer_cm'] for r in sel):.3f}  inward max {max(r['inward'] for r in sel):.4f} (clear max "
                   f"{max(r['inward_clear'] for r in sel):.4f}; any part "
-                  f"{max(r['inward_any_part'] for r in sel):.4f}, into itself {max(r['facing_into_itself'] for r in sel):.4f})  volume "
+                  f"{max(r['inward_any_part'] for r in sel):.4f}, into itself {max(r['facing_into_itself'] for r in sel):.4f}; "
+                  f"contact walls {max(r['contact_walls'] for r in sel):.4f})  volume "
                   f"{min(r['volume_ratio'] for r in sel):.3f}-{max(r['volume_ratio'] for r in sel):.3f}  "
                   f"seconds {np.mean([r['seconds'] for r in sel]):.2f}")
             worst = {}
