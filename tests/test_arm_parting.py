@@ -190,3 +190,30 @@ def test_shared_person_102_raises_her_arms_without_the_sheets(shared_samples, tm
     assert united["grown_cm2"] > 2500
     assert parted["grown_cm2"] < 0.5 * united["grown_cm2"]
     assert parted["sheet_cm2"] < 0.5 * united["sheet_cm2"]
+
+
+def test_a_parting_that_fails_leaves_the_surface_and_says_why(arm_on_trunk, monkeypatch):
+    """A hull qhull cannot make (or a boolean manifold3d refuses) must not fail the build: the
+    parting only helps a rig, so the surface stays as it was and avatar.json says why."""
+    from types import SimpleNamespace
+
+    import engine.avatar.parting as stage
+    import engine.geometry.arm_parting as geometry
+    import engine.rig.lift as lift
+    from engine.geometry.surface import Surface
+
+    vertices, faces, labels = arm_on_trunk
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("QH6154 Qhull precision error: initial simplex is flat")
+
+    monkeypatch.setattr(lift, "lift_joints", lambda *a, **k: SimpleNamespace(as_dict=lambda: JOINTS))
+    monkeypatch.setattr(geometry, "arm_tubes", refused)
+    built = Surface(vertices.astype(np.float32), faces.astype(np.int32), np.zeros((len(vertices), 3), np.float32),
+                    np.zeros((len(vertices), 2), np.float32), labels, np.full((len(vertices), 2), -1, np.int32),
+                    np.ones(len(vertices), bool), 1)
+    bundle = SimpleNamespace(keypoints=np.zeros((308, 3)), pointmap=np.zeros((4, 4, 3)), seg=None,
+                             mask=np.ones((4, 4), bool))
+    out, tubes = stage.part_arms(SimpleNamespace(bundle=bundle, K=np.eye(3)), built)
+    assert tubes == [] and out.vertices is built.vertices and out.faces is built.faces
+    assert "RuntimeError" in out.stats["arm_parting"]["note"] and "Qhull" in out.stats["arm_parting"]["note"]

@@ -26,8 +26,14 @@ def part_arms(inputs, built, *, progress=None):
     if progress is not None:
         progress("surface", 0.95, "parting the arms from the trunk")
     joints = lift_joints(bundle.keypoints, bundle.pointmap, bundle.seg, inputs.K, mask=bundle.mask).as_dict()
-    tubes, notes = arm_tubes(built.vertices, built.vertex_labels, joints, seen=built.front)
-    vertices, faces, source, parted, record = cut_arms(built.vertices, built.faces, tubes)
+    try:
+        tubes, notes = arm_tubes(built.vertices, built.vertex_labels, joints, seen=built.front)
+        vertices, faces, source, parted, record = cut_arms(built.vertices, built.faces, tubes)
+    except (ValueError, RuntimeError, ArithmeticError) as exc:
+        # the parting only helps a rig: an arm the geometry cannot part (a degenerate hull, a
+        # boolean manifold3d refuses) leaves the avatar as the surface made it, and says why
+        note = f"not parted: {type(exc).__name__}: {exc}"
+        return replace(built, stats={**built.stats, "arm_parting": {"arms": [], "note": note}}), []
     if notes:
         record["notes"] = notes
     if not parted:
