@@ -25,6 +25,7 @@ from engine.avatar import stages, views as mv
 from engine.avatar.build import _avatar_name, _check_options, _check_output, _engine_version, _writer_pool
 from engine.avatar.detail import fuse_crop_maps
 from engine.avatar.heap import reuse_freed_arrays
+from engine.avatar.parting import part_solid
 from engine.avatar.labels import groups_table, labels_table
 from engine.avatar.manifest import (
     FORMAT_NAME, FORMAT_VERSION, avatar_manifest, mesh_summary, provenance, rig_summary, textures_summary,
@@ -148,6 +149,13 @@ def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_si
             report("surface", 0.9, f"decimating {len(faces)} -> {int(target_faces)} faces")
             reduced = decimate(vertices, faces, int(target_faces), {"labels": labels})
             vertices, faces, labels = np.asarray(reduced.vertices, np.float64), reduced.faces, reduced.attributes["labels"]
+        # a rig raises the arms: part them from what they touch (the reference view's frame and
+        # keypoints; the fused solid is seen all round, so its arms are fitted to all of it)
+        arm_tubes = []
+        if rig:
+            report("surface", 0.95, "parting the arms from the trunk")
+            vertices, faces, labels, _, arm_tubes, fused.stats["arm_parting"] = part_solid(inputs[0], vertices, faces, labels)
+            vertices = np.asarray(vertices, np.float64)
         lap("surface")
 
         report("frame", 0.0, "UV islands per view and avatar frame")
@@ -191,7 +199,8 @@ def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_si
         rigged = None
         if rig:
             report("rig", 0.0, f"rigging ({rig}) from the first view's keypoints")
-            rigged = stages.rig(inputs[0], framed, mesh, rigging, convention=rig, rest_pose=rest_pose, progress=progress)
+            rigged = stages.rig(inputs[0], framed, mesh, rigging, convention=rig, rest_pose=rest_pose, progress=progress,
+                                arm_tubes=arm_tubes)
             lap("rig")
 
         report("write", 0.0, f"writing {out_dir}")
