@@ -28,8 +28,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # the part of the upper arm from the shoulder that stays joined to the trunk (the shoulder bends
-# there; as engine.rig.weights.ARM_ROOT)
-ROOT = 0.35
+# there). The raised arm turns about the shoulder, so the nearer this hinge, the less the root
+# stretches: posed sheet cm2 on shared person_101 / 102 / 103 at 0.45: 1248 / 1417 / 687, 0.35:
+# 883 / 1244 / 531, 0.25: 501 / 962 / 395, 0.2: 441 / 725 / 390, but from 0.2 the demo's free
+# arms count as touching their flanks (52 -> 823 cm2) and crops-102's sheet rises 308 -> 450
+ROOT = 0.25
 # a bone's axis fitted to the arm's seen surface (_fitted_axis): cross-sections this long, each of
 # at least FIT_MIN_POINTS seen vertices, a circle's radius within FIT_RADIUS_M to count
 FIT_SLICE_M = 0.03
