@@ -96,7 +96,8 @@ class ArmTube:
     elbow: np.ndarray          # 3
     wrist: np.ndarray          # 3
     radii: np.ndarray          # 3: the tube's radius at the shoulder, elbow and wrist
-    hand_planes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # P x 4: n . x + d <= 0 inside
+    hand_planes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # P x 4: n . x + d <= 0 inside,
+    # the wrist strictly inside (the hull holds a ball round it)
 
     @property
     def capsules(self):
@@ -129,7 +130,8 @@ class ArmTube:
         least over its parts (the union), a capsule's by its radius at the nearest axis point, the
         hand's by its farthest plane; the tube grown by g is where it is under g. Given `within`,
         only points in the box round the tube grown by it are looked at (the hand's planes are
-        hundreds), the others left at infinity."""
+        hundreds), the others left at infinity. A point more than 5 cm (or `within`) outside the
+        hand's box gets the capsules' level alone: every comparison with a level under that holds."""
         points = np.asarray(points, np.float64)
         value = np.full(len(points), np.inf)
         direction = np.zeros((len(points), 3))
@@ -148,23 +150,39 @@ class ArmTube:
             value[less] = v[less]
             direction[less] = offset[less] / np.maximum(distance[less], 1e-12)[:, None]
         if len(self.hand_planes):
-            heights = points @ self.hand_planes[:, :3].T + self.hand_planes[:, 3]
+            # the hand's level is under `within` (or the capsules') only in its box grown by it
+            reach = max(within if within is not None else 0.0, 0.0) + 0.05
+            lo, hi = self.hand_box
+            near = np.flatnonzero(((points >= lo - reach) & (points <= hi + reach)).all(1))
+            heights = points[near] @ self.hand_planes[:, :3].T + self.hand_planes[:, 3]
             k = heights.argmax(1)
-            v = heights[np.arange(len(points)), k]
-            less = v < value
-            value[less] = v[less]
-            direction[less] = self.hand_planes[k[less], :3]
+            v = heights[np.arange(len(near)), k]
+            less = v < value[near]
+            value[near[less]] = v[less]
+            direction[near[less]] = self.hand_planes[k[less], :3]
         return value, direction
 
     def bounds(self, grow: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """A box round the tube grown by `grow` (the hand's corners and the capsules' spheres)."""
+        """A box round the tube grown by `grow` (the capsules' spheres, the hand's corners: a
+        plane moved out by g moves a corner by at most g / sin of the angle between its planes,
+        so the hand's box is padded by twice that and a centimetre)."""
         corners = [c - r - grow for a, b, ra, rb in self.capsules for c, r in ((a, ra), (b, rb))]
         tops = [c + r + grow for a, b, ra, rb in self.capsules for c, r in ((a, ra), (b, rb))]
         if len(self.hand_planes):
-            hand = _polytope(self.hand_planes, grow)
-            corners.append(hand.min(0))
-            tops.append(hand.max(0))
+            lo, hi = self.hand_box
+            corners.append(lo - 2 * grow - 0.01)
+            tops.append(hi + 2 * grow + 0.01)
         return np.min(corners, axis=0), np.max(tops, axis=0)
+
+    @property
+    def hand_box(self) -> tuple[np.ndarray, np.ndarray]:
+        """The hand's hull's box (its corners found once: a linear program and a halfspace
+        intersection per call cost milliseconds)."""
+        key = self.hand_planes.tobytes()
+        if getattr(self, "_hand_box_key", None) != key:
+            corners = _polytope(self.hand_planes, 0.0, self.wrist)
+            self._hand_box, self._hand_box_key = (corners.min(0), corners.max(0)), key
+        return self._hand_box
 
     def solid(self, grow: float):
         """The tube grown by `grow` as a manifold3d solid."""
@@ -175,7 +193,7 @@ class ArmTube:
             parts += [_frustum(a, b, ra + grow, rb + grow), m3.Manifold.sphere(ra + grow, SEGMENTS).translate(tuple(a)),
                       m3.Manifold.sphere(rb + grow, SEGMENTS).translate(tuple(b))]
         if len(self.hand_planes):
-            parts.append(m3.Manifold.hull_points(np.ascontiguousarray(_polytope(self.hand_planes, grow), np.float32)))
+            parts.append(m3.Manifold.hull_points(np.ascontiguousarray(_polytope(self.hand_planes, grow, self.wrist), np.float32)))
         return m3.Manifold.batch_boolean(parts, m3.OpType.Add)
 
     def record(self) -> dict:
@@ -483,20 +501,14 @@ def _hull_planes(points: np.ndarray) -> np.ndarray:
     return np.unique(np.round(equations, 9), axis=0)
 
 
-def _polytope(planes: np.ndarray, grow: float) -> np.ndarray:
-    """The corners of the polytope n . x + d <= grow."""
+def _polytope(planes: np.ndarray, grow: float, inside: np.ndarray) -> np.ndarray:
+    """The corners of the polytope n . x + d <= grow; `inside` a point strictly inside it (the
+    wrist: the hand's hull holds a ball round it)."""
     from scipy.spatial import HalfspaceIntersection
 
     shifted = planes.copy()
     shifted[:, 3] -= grow
-    # an interior point: the Chebyshev centre would do; the planes' polytope contains the mean of
-    # its own corners, which the unshifted intersection gives from any point strictly inside
-    from scipy.optimize import linprog
-
-    norms = np.linalg.norm(shifted[:, :3], axis=1)
-    res = linprog(np.r_[np.zeros(3), -1.0], A_ub=np.c_[shifted[:, :3], norms], b_ub=-shifted[:, 3],
-                  bounds=[(None, None)] * 3 + [(0, None)], method="highs")
-    return HalfspaceIntersection(shifted, res.x[:3]).intersections
+    return HalfspaceIntersection(shifted, np.asarray(inside, np.float64)).intersections
 
 
 def _frustum(a, b, ra: float, rb: float):

@@ -353,23 +353,32 @@ class PartedArms:
 def keep_parted_sides(bone, w, vertices, heads, tails, parts, sides, parted: PartedArms):
     """(bone, w) with the cut kept: a vertex on an arm's side follows that arm's chain (ARM_CHAIN
     bones of its side) alone, a barred one loses its share of it (parted.barred, fading in past
-    the shoulder); a vertex left without weight follows the nearest bone it may. Rows
-    renormalised, the largest MAX_INFLUENCES kept, as _top_influences."""
-    V, B = len(bone), len(heads)
-    dense = np.zeros((V, B), np.float32)
-    np.add.at(dense, (np.repeat(np.arange(V), bone.shape[1]), bone.ravel().astype(np.int64)), w.ravel())
+    the shoulder); a vertex left without weight follows the nearest bone it may. Only the rows on
+    either side change: renormalised, the largest MAX_INFLUENCES kept, as _top_influences."""
+    B = len(heads)
     parts, sides = np.asarray(parts), np.asarray(sides)
+    # a barred row changes only where it follows that arm's chain (most of the body lies past a
+    # hanging arm's root and follows none of it)
+    follows = np.zeros(len(bone), bool)
     for k, side in enumerate(parted.sides):
         chain = np.isin(parts, ARM_CHAIN) & (sides == side)
-        barred = np.flatnonzero(parted.barred[:, k] > 0)
-        dense[np.ix_(barred, np.flatnonzero(chain))] *= (1.0 - parted.barred[barred, k])[:, None].astype(np.float32)
-        inside = np.flatnonzero(parted.inside[:, k])
+        follows |= (parted.barred[:, k] > 0) & (chain[bone.astype(np.int64)] & (w > 0)).any(1)
+    rows = np.flatnonzero(parted.inside.any(1) | follows)
+    if not len(rows):
+        return bone, w
+    dense = np.zeros((len(rows), B), np.float32)
+    np.add.at(dense, (np.repeat(np.arange(len(rows)), bone.shape[1]), bone[rows].ravel().astype(np.int64)), w[rows].ravel())
+    for k, side in enumerate(parted.sides):
+        chain = np.isin(parts, ARM_CHAIN) & (sides == side)
+        barred = np.flatnonzero(parted.barred[rows, k] > 0)
+        dense[np.ix_(barred, np.flatnonzero(chain))] *= (1.0 - parted.barred[rows[barred], k])[:, None].astype(np.float32)
+        inside = np.flatnonzero(parted.inside[rows, k])
         dense[np.ix_(inside, np.flatnonzero(~chain))] = 0.0
-        for rows, allowed in ((barred, ~chain), (inside, chain)):
-            empty = rows[dense[rows].sum(1) <= 0]
-            if len(empty):
-                columns = np.flatnonzero(allowed)
-                d2 = segment_distance2(vertices[empty], heads[columns], tails[columns])
+        for at, allowed in ((barred, ~chain), (inside, chain)):
+            empty = at[dense[at].sum(1) <= 0]
+            columns = np.flatnonzero(allowed)
+            if len(empty) and len(columns):
+                d2 = segment_distance2(vertices[rows[empty]], heads[columns], tails[columns])
                 dense[empty, columns[d2.argmin(1)]] = 1.0
     k = min(MAX_INFLUENCES, B)
     top = np.argsort(-dense, axis=1, kind="stable")[:, :k]
@@ -379,7 +388,9 @@ def keep_parted_sides(bone, w, vertices, heads, tails, parts, sides, parted: Par
     if k < MAX_INFLUENCES:
         top = np.pad(top, ((0, 0), (0, MAX_INFLUENCES - k)))
         top_w = np.pad(top_w, ((0, 0), (0, MAX_INFLUENCES - k)))
-    return top.astype(np.uint16), top_w
+    bone, w = bone.copy(), w.copy()
+    bone[rows], w[rows] = top.astype(bone.dtype), top_w
+    return bone, w
 
 
 def _top_influences(weights, cand, vertices, heads, tails, progress=None) -> tuple[np.ndarray, np.ndarray]:
