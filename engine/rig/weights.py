@@ -343,7 +343,8 @@ def compute_weights(vertices: np.ndarray, faces: np.ndarray, vertex_labels: np.n
 @dataclass
 class PartedArms:
     """Where the closed solid was cut between an arm and what it touched
-    (engine.geometry.arm_parting.arm_sides): V x A bools per parted arm, and each arm's side."""
+    (engine.geometry.arm_parting.arm_sides): V x A arrays, a column per parted arm, and each
+    arm's side."""
 
     inside: np.ndarray   # bool: the vertex lies in that arm's tube past its root: the arm's side
     barred: np.ndarray   # 0-1: on the other side, how much of that arm's weight it loses
