@@ -217,3 +217,30 @@ def test_a_parting_that_fails_leaves_the_surface_and_says_why(arm_on_trunk, monk
     out, tubes = stage.part_arms(SimpleNamespace(bundle=bundle, K=np.eye(3)), built)
     assert tubes == [] and out.vertices is built.vertices and out.faces is built.faces
     assert "RuntimeError" in out.stats["arm_parting"]["note"] and "Qhull" in out.stats["arm_parting"]["note"]
+
+
+def test_the_walls_leave_the_skins_normals_alone(arm_on_trunk):
+    """Where a wall of the cut meets the skin, the rim's vertex normals follow the skin: counted
+    with the walls they leaned toward them and shaded a dark line along the crack at rest."""
+    from engine.avatar.stages import seamless_normals
+    from engine.geometry.surface import vertex_normals
+
+    vertices, faces, labels = arm_on_trunk
+    tubes, _ = AP.arm_tubes(vertices, labels, JOINTS)
+    new_v, new_f, source, parted, _ = AP.part_arms(vertices, faces, tubes)
+    walls = AP.wall_faces(new_v, new_f, parted)
+    made = source < 0
+    assert walls.any() and made[new_f[walls]].all()                  # the walls are the cut's own faces
+    skin_only = vertex_normals(new_v, new_f[~walls])
+    rim = np.zeros(len(new_v), bool)
+    rim[new_f[walls].ravel()] = True
+    rim &= np.isin(np.arange(len(new_v)), new_f[~walls].ravel())
+    assert rim.sum() > 20
+
+    def lean(normals):
+        unit = normals[rim] / np.linalg.norm(normals[rim], axis=1, keepdims=True)
+        sk = skin_only[rim] / np.linalg.norm(skin_only[rim], axis=1, keepdims=True)
+        return np.degrees(np.arccos(np.clip((unit * sk).sum(1), -1, 1)))
+
+    assert np.median(lean(seamless_normals(new_v, new_f))) > 5           # the walls' pull (14 degrees here)
+    assert lean(seamless_normals(new_v, new_f, walls)).max() < 1e-3

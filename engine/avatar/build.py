@@ -155,7 +155,7 @@ def _build_avatar(bundle_dir, out_dir, *, detail, resolution, watertight, target
         lap("surface")
 
         report("frame", 0.0, "UV islands and avatar frame")
-        framed = stages.frame(inputs, built, watertight=watertight, target_faces=target_faces)
+        framed = stages.frame(inputs, built, watertight=watertight, target_faces=target_faces, arm_tubes=arm_tubes)
         lap("frame")
 
         plan = stages.uv_plan(inputs, framed, texture_size=texture_size, pool=writers)

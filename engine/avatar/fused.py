@@ -173,7 +173,8 @@ def _build(bundle_dirs, out_dir, *, detail, resolution, target_faces, texture_si
         bundles = [v.bundle for v in inputs]
         split_labels = mv.head_labels_seen(np.asarray(labels, np.uint8)[islands.source_vertex], vertices, islands, maps, bundles)
         framed = stages.place(vertices[islands.source_vertex], islands.faces, split_labels, islands.face_island,
-                              islands.vertex_island, hair_views=mv.hair_views(vertices, solid_normals, islands, maps, bundles))
+                              islands.vertex_island, hair_views=mv.hair_views(vertices, solid_normals, islands, maps, bundles),
+                              walls=stages.parted_walls(vertices[islands.source_vertex], islands.faces, arm_tubes))
         vertices_camera, vertices_avatar, normals_avatar = framed.vertices_camera, framed.vertices_avatar, framed.normals_avatar
         to_avatar = framed.camera_to_avatar
         from engine.avatar import textures as tx

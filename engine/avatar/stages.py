@@ -56,6 +56,7 @@ class Framed:
     vertex_island: np.ndarray
     camera_to_avatar: np.ndarray  # 4 x 4
     origin: str  # how the origin was placed
+    walls: np.ndarray | None = None  # F bool: faces of a parted arm's cut (seamless_normals)
 
 
 @dataclass
@@ -71,19 +72,30 @@ def unit_normals(normals: np.ndarray) -> np.ndarray:
     return np.where(length > 0.5, normals / np.maximum(length, 1e-12), np.float32([0.0, 0.0, 1.0])).astype(np.float32)
 
 
-def seamless_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+def seamless_normals(vertices: np.ndarray, faces: np.ndarray, walls: np.ndarray | None = None) -> np.ndarray:
     """Area-weighted vertex normals with the copies of a vertex on a UV seam (same position)
     taken as one: both sides of the islands' border get the same normal (normals of each side
-    alone would step the shading along the seam)."""
+    alone would step the shading along the seam). walls: faces of a parted arm's cut
+    (engine.geometry.arm_parting.wall_faces); a vertex that also has other faces takes its
+    normal from those alone (the walls, across the skin, leaned the rim's normals 73 degrees
+    and shaded a dark line along it)."""
     vertices = np.asarray(vertices)
     same = same_rows(vertices, as_numbers=True) if vertices.shape[1:] == (3,) else None
     if same is None:
         unique, weld = np.unique(vertices, axis=0, return_inverse=True)
         weld = weld.reshape(-1)
-        return vertex_normals(unique, weld[faces])[weld]
-    weld, first = same
+    else:
+        weld, first = same
+        unique = vertices[first]
     # a vertex's normal sums its faces in their order whatever the numbering: np.unique's bytes
-    return vertex_normals(vertices[first], weld[faces])[weld]
+    welded = weld[faces]
+    normals = vertex_normals(unique, welded)
+    if walls is not None and walls.any():
+        skin = np.zeros(len(unique), bool)
+        skin[welded[~walls].ravel()] = True
+        rim = skin & np.isin(np.arange(len(unique)), welded[walls].ravel())
+        normals[rim] = vertex_normals(unique, welded[~walls])[rim]
+    return normals[weld]
 
 
 def read(bundle_dir, *, detail: str, rig: str | None) -> Inputs:
@@ -133,7 +145,7 @@ def refine_head(vertices, faces, labels, photos, *, max_faces: int | None = None
     return refine_border(vertices, faces, labels, photos=photos, max_faces=max_faces)
 
 
-def frame(inputs: Inputs, built, *, watertight: bool, target_faces: int | None = None) -> Framed:
+def frame(inputs: Inputs, built, *, watertight: bool, target_faces: int | None = None, arm_tubes=()) -> Framed:
     vertices_source = np.asarray(built.vertices, np.float64)
     source_labels = built.vertex_labels
     if source_labels is None:
@@ -149,10 +161,20 @@ def frame(inputs: Inputs, built, *, watertight: bool, target_faces: int | None =
     vertices_camera = vertices_source[source_vertex]
     labels = np.asarray(source_labels, np.uint8)[source_vertex]
     hair = [HairView(inputs.bundle, inputs.K, vertices_camera, vertex_island == HIDDEN)] if watertight else []
-    return place(vertices_camera, faces, labels, face_island, vertex_island, hair_views=hair)
+    return place(vertices_camera, faces, labels, face_island, vertex_island, hair_views=hair,
+                 walls=parted_walls(vertices_camera, faces, arm_tubes))
 
 
-def place(vertices_camera, faces, labels, face_island, vertex_island, *, hair_views=()) -> Framed:
+def parted_walls(vertices_camera, faces, arm_tubes):
+    """The faces of the parted arms' cut (engine.geometry.arm_parting.wall_faces), None without."""
+    if not arm_tubes:
+        return None
+    from engine.geometry.arm_parting import wall_faces
+
+    return wall_faces(vertices_camera, faces, list(arm_tubes))
+
+
+def place(vertices_camera, faces, labels, face_island, vertex_island, *, hair_views=(), walls=None) -> Framed:
     """The mesh split into its UV islands (camera frame of the photo the avatar is framed by)
     made an avatar: the back of the head relabelled Hair by each of `hair_views` (a closed
     solid's hidden side; engine.avatar.appearance.hidden_hair_labels), moved to the avatar frame
@@ -165,17 +187,17 @@ def place(vertices_camera, faces, labels, face_island, vertex_island, *, hair_vi
     only, which the relabelling (front-only classes -> Hair) leaves as they are; were the feet's
     labels to change, the frame is placed again from the new ones."""
     if not hair_views:
-        return _placed(vertices_camera, faces, labels, face_island, vertex_island)
+        return _placed(vertices_camera, faces, labels, face_island, vertex_island, walls)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="avatar-hair") as pool:
         hair = pool.submit(_hair_labels, labels, hair_views)
         try:
-            framed = _placed(vertices_camera, faces, labels, face_island, vertex_island)
+            framed = _placed(vertices_camera, faces, labels, face_island, vertex_island, walls)
         except BaseException:
             hair.result()  # the hair's error first, as when it ran first
             raise
         hair_labels = hair.result()
     if not np.array_equal(_feet(hair_labels), _feet(labels)):
-        return _placed(vertices_camera, faces, hair_labels, face_island, vertex_island)
+        return _placed(vertices_camera, faces, hair_labels, face_island, vertex_island, walls)
     framed.labels = hair_labels
     return framed
 
@@ -194,11 +216,12 @@ def _feet(labels) -> np.ndarray:
     return np.stack([np.isin(labels, class_ids(FOOT_CLASSES_LEFT)), np.isin(labels, class_ids(FOOT_CLASSES_RIGHT))])
 
 
-def _placed(vertices_camera, faces, labels, face_island, vertex_island) -> Framed:
+def _placed(vertices_camera, faces, labels, face_island, vertex_island, walls=None) -> Framed:
     to_avatar, origin = camera_to_avatar(vertices_camera, labels)
     vertices_avatar = apply_transform(to_avatar, vertices_camera)
-    normals_avatar = unit_normals(seamless_normals(vertices_avatar, faces))
-    return Framed(vertices_camera, vertices_avatar, normals_avatar, faces, labels, face_island, vertex_island, to_avatar, origin)
+    normals_avatar = unit_normals(seamless_normals(vertices_avatar, faces, walls))
+    return Framed(vertices_camera, vertices_avatar, normals_avatar, faces, labels, face_island, vertex_island, to_avatar, origin,
+                  walls)
 
 
 def uv_plan(inputs: Inputs, framed: Framed, *, texture_size: int, pool: Executor):
@@ -274,7 +297,7 @@ def rig(inputs: Inputs, framed: Framed, mesh: Mesh, rigging, *, convention: str,
         from engine.avatar.textures import vertex_tangents
 
         mesh.vertices = np.asarray(result.rest_vertices, np.float32)
-        mesh.normals = unit_normals(seamless_normals(mesh.vertices, mesh.faces))
+        mesh.normals = unit_normals(seamless_normals(mesh.vertices, mesh.faces, framed.walls))
         mesh.tangents = vertex_tangents(mesh.vertices, mesh.normals, mesh.uv, mesh.faces)
     return Rigged(result, skeleton_description(result.skeleton), skin_description(result))
 

@@ -53,6 +53,8 @@ TUBE_SCALE = 1.3
 GAP_M = 0.001
 # the walls are then moved together, to this crack (_close_the_gap)
 CRACK_M = 0.0001
+# a face with every corner this near a tube's middle is a wall (wall_faces)
+WALL_TOLERANCE_M = 0.0003
 # the capsules' facets lie within radius x (1 - cos(pi / SEGMENTS)) of the true surface: 0.17 mm
 # at 8 cm (the walls are moved onto the true surfaces anyway, _close_the_gap)
 SEGMENTS = 48
@@ -436,6 +438,20 @@ def arm_sides(vertices: np.ndarray, faces: np.ndarray, tubes: list[ArmTube], bey
         fade = np.clip((tube.along(at) - beyond) / FADE_M, 0.0, 1.0)
         barred[:, k] = np.where(past & ~arm_side, fade, 0.0)[weld]
     return inside, barred
+
+
+def wall_faces(vertices: np.ndarray, faces: np.ndarray, tubes: list[ArmTube]) -> np.ndarray:
+    """The faces of the cut's walls in a mesh made from the parted solid: all three corners within
+    WALL_TOLERANCE_M of a tube's middle (the walls lie CRACK_M / 2 either side of it; a later
+    split's midpoint sags less than that on a 2 cm ring), past its root plane. Their vertex normals
+    must not reach the skin beside them (stages.seamless_normals)."""
+    vertices = np.asarray(vertices, np.float64)
+    faces = np.asarray(faces, np.int64)
+    on_wall = np.zeros(len(vertices), bool)
+    for tube in tubes:
+        level, _ = tube.level(vertices, within=GAP_M)
+        on_wall |= (np.abs(level - 0.5 * GAP_M) < WALL_TOLERANCE_M) & tube.past_root(vertices, -ROOT_CLEAR_M)
+    return on_wall[faces].all(1)
 
 
 def relabel_parted(vertices: np.ndarray, faces: np.ndarray, source: np.ndarray, old_vertices: np.ndarray,
