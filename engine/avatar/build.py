@@ -19,12 +19,12 @@ from pathlib import Path
 from engine import fileio
 from engine.avatar import stages
 from engine.avatar.detail import crop_texture, fuse_crop_maps, fuse_crop_surface, start_closed_hands
-from engine.avatar.parting import part_arms
 from engine.avatar.heap import reuse_freed_arrays
 from engine.avatar.labels import groups_table, labels_table
 from engine.avatar.manifest import (
     FORMAT_NAME, FORMAT_VERSION, avatar_manifest, mesh_summary, provenance, rig_summary, textures_summary,
 )
+from engine.avatar.parting import part_arms
 from engine.errors import EngineError
 from engine.formats import writers_for
 from engine.formats.textures import avatar_textures

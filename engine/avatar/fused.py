@@ -25,11 +25,11 @@ from engine.avatar import stages, views as mv
 from engine.avatar.build import _avatar_name, _check_options, _check_output, _engine_version, _writer_pool
 from engine.avatar.detail import fuse_crop_maps
 from engine.avatar.heap import reuse_freed_arrays
-from engine.avatar.parting import part_solid
 from engine.avatar.labels import groups_table, labels_table
 from engine.avatar.manifest import (
     FORMAT_NAME, FORMAT_VERSION, avatar_manifest, mesh_summary, provenance, rig_summary, textures_summary,
 )
+from engine.avatar.parting import part_solid
 from engine.errors import BundleError, EngineError
 from engine.formats import writers_for
 from engine.formats.textures import avatar_textures

@@ -91,9 +91,10 @@ def seamless_normals(vertices: np.ndarray, faces: np.ndarray, walls: np.ndarray 
     welded = weld[faces]
     normals = vertex_normals(unique, welded)
     if walls is not None and walls.any():
-        skin = np.zeros(len(unique), bool)
+        skin, wall = np.zeros(len(unique), bool), np.zeros(len(unique), bool)
         skin[welded[~walls].ravel()] = True
-        rim = skin & np.isin(np.arange(len(unique)), welded[walls].ravel())
+        wall[welded[walls].ravel()] = True
+        rim = skin & wall
         normals[rim] = vertex_normals(unique, welded[~walls])[rim]
     return normals[weld]
 

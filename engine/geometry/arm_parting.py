@@ -315,8 +315,10 @@ def part_arms(vertices: np.ndarray, faces: np.ndarray, tubes: list[ArmTube]):
     tubes whose arm was parted; record: per arm what was done (avatar.json)."""
     import manifold3d as m3
 
+    from engine.geometry.near_boolean import mesh_solid
+
     vertices = np.asarray(vertices, np.float32)
-    solid = m3.Manifold(m3.Mesh(vert_properties=np.ascontiguousarray(vertices), tri_verts=np.ascontiguousarray(faces, np.uint32)))
+    solid = mesh_solid(vertices, faces)
     if solid.status() != m3.Error.NoError:
         return vertices, np.asarray(faces), np.arange(len(vertices)), [], {"arms": [], "note": f"not a solid: {solid.status()}"}
     free = [tube for tube in tubes if tube.touches(vertices) < CONTACT_MIN]
@@ -337,7 +339,8 @@ def part_arms(vertices: np.ndarray, faces: np.ndarray, tubes: list[ArmTube]):
         alone = [_cut(solid, [shell]) for shell in shells]
         chosen = [n == whole for _, _, n in alone]
         drops = [d for _, d, _ in alone]
-        cut, _, _ = _cut(solid, [shell for shell, keep in zip(shells, chosen) if keep])
+        if any(chosen):
+            cut, _, _ = _cut(solid, [shell for shell, keep in zip(shells, chosen) if keep])
     parted = []
     for tube, keep, drop in zip(tubes, chosen, drops):
         entry = {**tube.record(), "parted": bool(keep), "dropped_cm3": round(1e6 * drop, 2)}
@@ -356,7 +359,7 @@ def part_arms(vertices: np.ndarray, faces: np.ndarray, tubes: list[ArmTube]):
     made = source < 0
     new_vertices = _close_the_gap(new_vertices, made, parted)
     record = {"arms": arms, "volume_change": round(float(solid.volume() / volume - 1.0), 5),
-              "made_vertices": int((source < 0).sum())}
+              "made_vertices": int(made.sum())}
     return new_vertices.astype(np.float32), new_faces.astype(np.int32), source, parted, record
 
 
@@ -394,8 +397,6 @@ def _cut(solid, shells) -> tuple[object, float, int]:
     how many pieces are left)."""
     import manifold3d as m3
 
-    if not shells:
-        return solid, 0.0, sum(p.volume() > CHIP_MAX_M3 for p in solid.decompose())
     pieces = m3.Manifold.batch_boolean([solid, *shells], m3.OpType.Subtract).decompose()
     kept = [p for p in pieces if p.volume() > CHIP_MAX_M3]
     dropped = float(sum(p.volume() for p in pieces if p.volume() <= CHIP_MAX_M3))

@@ -360,17 +360,16 @@ def keep_parted_sides(bone, w, vertices, heads, tails, parts, sides, parted: Par
     parts, sides = np.asarray(parts), np.asarray(sides)
     # a barred row changes only where it follows that arm's chain (most of the body lies past a
     # hanging arm's root and follows none of it)
+    chains = [np.isin(parts, ARM_CHAIN) & (sides == side) for side in parted.sides]
     follows = np.zeros(len(bone), bool)
-    for k, side in enumerate(parted.sides):
-        chain = np.isin(parts, ARM_CHAIN) & (sides == side)
+    for k, chain in enumerate(chains):
         follows |= (parted.barred[:, k] > 0) & (chain[bone.astype(np.int64)] & (w > 0)).any(1)
     rows = np.flatnonzero(parted.inside.any(1) | follows)
     if not len(rows):
         return bone, w
     dense = np.zeros((len(rows), B), np.float32)
     np.add.at(dense, (np.repeat(np.arange(len(rows)), bone.shape[1]), bone[rows].ravel().astype(np.int64)), w[rows].ravel())
-    for k, side in enumerate(parted.sides):
-        chain = np.isin(parts, ARM_CHAIN) & (sides == side)
+    for k, chain in enumerate(chains):
         barred = np.flatnonzero(parted.barred[rows, k] > 0)
         dense[np.ix_(barred, np.flatnonzero(chain))] *= (1.0 - parted.barred[rows[barred], k])[:, None].astype(np.float32)
         inside = np.flatnonzero(parted.inside[rows, k])
