@@ -8,6 +8,7 @@ import numpy as np
 
 from engine.avatar import islands
 from engine.avatar.frame import apply_transform, camera_to_avatar
+from engine.geometry import cleanup
 from engine.avatar.stages import seamless_normals
 from engine.geometry.surface import vertex_normals
 
@@ -37,7 +38,7 @@ def test_seamless_normals_weld_copies_as_np_unique_does():
     for v in (split, split.astype(np.float32)):
         got, want = seamless_normals(v, faces), _reference_seamless(v, faces)
         assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
-    group, first = islands.same_rows(split, as_numbers=True)
+    group, first = cleanup.same_rows(split, as_numbers=True)
     assert len(first) == len(np.unique(split, axis=0)) < len(split)
     assert np.array_equal(split[first][group], split)
 
@@ -49,8 +50,8 @@ def test_seamless_normals_and_the_border_fall_back_on_a_hash_clash(monkeypatch):
     hidden = np.arange(len(vertices)) % 2 == 0
     vertices[1::2] = vertices[::2]
     want = _reference_border(vertices, hidden)
-    monkeypatch.setattr(islands, "_ROW_HASH", np.zeros(4, np.uint64))  # every row's code 0
-    assert islands.same_rows(vertices, as_numbers=True) is None
+    monkeypatch.setattr(cleanup, "_ROW_HASH", np.zeros(4, np.uint64))  # every row's code 0
+    assert cleanup.same_rows(vertices, as_numbers=True) is None
     assert seamless_normals(vertices, faces).tobytes() == _reference_seamless(vertices, faces).tobytes()
     assert np.array_equal(_on_the_border(vertices, hidden), want)
 

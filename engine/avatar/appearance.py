@@ -17,8 +17,9 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from engine.avatar import textures as tx
-from engine.avatar.islands import SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL, project, same_rows
+from engine.avatar.islands import SEEN_DEPTH_TOLERANCE_M, SEEN_DEPTH_TOLERANCE_REL, project
 from engine.avatar.labels import FRONT_ONLY_CLASSES, class_ids, front_only_to_hair
+from engine.geometry.cleanup import same_rows
 from engine.geometry.labels import ARM_CLASSES, TRUNK_CLASSES
 from engine.geometry.refine_border import LEG_CLOTHING_CLASSES, LEG_SKIN_CLASSES, SHOE_CLASSES
 from engine.bundle import srgb_to_linear

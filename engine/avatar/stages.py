@@ -23,12 +23,13 @@ import numpy as np
 from engine.avatar.describe import avatar_mesh, avatar_scene
 from engine.avatar.frame import apply_transform, camera_to_avatar
 from engine.avatar.inputs import camera_matrix, check_buildable
-from engine.avatar.islands import assign_islands, same_rows, split_islands
+from engine.avatar.islands import assign_islands, split_islands
 from engine.avatar.labels import FOOT_CLASSES_LEFT, FOOT_CLASSES_RIGHT, class_ids
 from engine.avatar.textures import FRONT, HIDDEN
 from engine.errors import EngineError
 from engine.formats.scene import Mesh, Scene
 from engine.formats.textures import write_textures
+from engine.geometry.cleanup import same_rows
 from engine.geometry.refine_border import Photo, refine_border
 from engine.geometry.surface import vertex_normals  # area-weighted: the normal map adds detail on top
 
