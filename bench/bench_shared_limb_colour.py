@@ -9,7 +9,9 @@ avatar vertex's true class is that of the nearest true vertex (gt_mesh.ply), lab
 bench/bench_shared_labels.py labels it (its pixel where seen, else the geodesically nearest seen
 one's). Printed per skin part (forearms, upper arms, hands), front and hidden island apart: the
 vertices, their texture colour's mean |error| against the truth in sRGB levels, and the share more
-than 20 levels off (specks of another part's colour). Nothing asserted.
+than 20 levels off (specks of another part's colour). And the reverse: of the vertices whose truth is
+the shirt (Upper_Clothing), per island, the share whose colour lies nearer the skin's albedo than
+any of the shirt's own colours (skin patches on the shirt, the back behind an arm). Nothing asserted.
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ def limb_errors(name: str, avatar: Path) -> dict:
     _, nearest = cKDTree(true_v).query(camera, workers=-1)
     truth = true_cls[nearest]
     out = {}
+    shirt = class_ids(["Upper_Clothing"])[0]
+    skin = 255.0 * linear_to_srgb(np.median(maps["albedo"][maps["seg"] == class_ids(["Left_Upper_Arm"])[0]], axis=0))
+    shirt_colours = np.unique(np.round(255.0 * linear_to_srgb(maps["albedo"][maps["seg"] == shirt]) / 8) * 8, axis=0)
+    if len(shirt_colours):
+        nearer_skin = np.linalg.norm(colours - skin, axis=1) < cKDTree(shirt_colours).query(colours)[0]
+        for side, which in (("front", 0), ("hidden", 1)):
+            on = (truth == shirt) & (island == which)
+            if on.any():
+                out["Upper_Clothing coloured as skin", side] = (int(on.sum()), float("nan"), float(nearer_skin[on].mean()))
     for part in PARTS:
         cid = class_ids([part])[0]
         albedo = 255.0 * linear_to_srgb(np.median(maps["albedo"][maps["seg"] == cid], axis=0))
@@ -72,6 +83,9 @@ def main() -> None:
                 avatar = Path(work) / "avatar"
                 build([shared_bundle(SHARED_SAMPLES / name, Path(work) / "bundle")], avatar)
             for (part, side), (n, err, specks) in limb_errors(name, avatar).items():
+                if np.isnan(err):
+                    print(f"{name} {part} {side:6s} vertices {n:5d}  nearer the skin: {100 * specks:5.2f} %")
+                    continue
                 print(f"{name} {part:16s} {side:6s} vertices {n:5d}  error {err:5.2f}  > {SPECK:.0f}: {100 * specks:5.1f} %")
 
 
