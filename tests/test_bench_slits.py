@@ -64,3 +64,22 @@ def test_a_box_has_no_crease_a_flattened_tetrahedron_has_three():
     faces = np.array([[0, 2, 1], [0, 1, 3], [1, 2, 3], [2, 0, 3]])
     normals, _ = B.face_normals_areas(tetra, faces)
     assert B.crease_edges(B.welded(tetra, faces), normals) == 3  # the base's edges turn ~180 deg
+
+
+def test_a_parted_cut_a_tenth_of_a_millimetre_wide_counts_as_cut_walls_not_slits(tmp_path):
+    """A rigged avatar's parted arm keeps its cut's two walls 0.1 mm apart on purpose
+    (engine/geometry/arm_parting.py): measure() counts them apart from the slits; 1 mm apart they
+    are a slit."""
+    import trimesh
+
+    for gap, walls, slit in ((0.0001, True, False), (0.001, False, True)):
+        v, f = two_boxes(gap)
+        normals, areas = B.face_normals_areas(v, f)
+        found = B.cut_wall_faces(v, f, normals, areas)
+        assert found.sum() == (4 if walls else 0)
+        out = tmp_path / f"gap{gap}"
+        out.mkdir()
+        trimesh.Trimesh(v.astype(np.float32), f, process=False).export(out / "mesh.ply")
+        m = B.measure(out)
+        assert (m["cut_wall_cm2"] > 0) == walls and (m["slit_cm2"] > 0) == slit
+        assert abs(m["cut_wall_cm2"] + m["slit_cm2"] - 200.0) < 1e-3   # the two facing 10 x 10 cm sides
