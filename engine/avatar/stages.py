@@ -29,7 +29,7 @@ from engine.avatar.textures import FRONT, HIDDEN
 from engine.errors import EngineError
 from engine.formats.scene import Mesh, Scene
 from engine.formats.textures import write_textures
-from engine.geometry.cleanup import same_rows
+from engine.geometry.cleanup import weld_by_position
 from engine.geometry.refine_border import Photo, refine_border
 from engine.geometry.surface import vertex_normals  # area-weighted: the normal map adds detail on top
 
@@ -81,13 +81,8 @@ def seamless_normals(vertices: np.ndarray, faces: np.ndarray, walls: np.ndarray 
     normal from those alone (the walls, across the skin, leaned the rim's normals 73 degrees
     and shaded a dark line along it)."""
     vertices = np.asarray(vertices)
-    same = same_rows(vertices, as_numbers=True) if vertices.shape[1:] == (3,) else None
-    if same is None:
-        unique, weld = np.unique(vertices, axis=0, return_inverse=True)
-        weld = weld.reshape(-1)
-    else:
-        weld, first = same
-        unique = vertices[first]
+    weld, first = weld_by_position(vertices)
+    unique = vertices[first]
     # a vertex's normal sums its faces in their order whatever the numbering: np.unique's bytes
     welded = weld[faces]
     normals = vertex_normals(unique, welded)

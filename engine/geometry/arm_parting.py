@@ -417,16 +417,11 @@ def arm_sides(vertices: np.ndarray, faces: np.ndarray, tubes: list[ArmTube], bey
     from scipy import sparse
     from scipy.sparse.csgraph import connected_components
 
-    from engine.geometry.cleanup import same_rows
+    from engine.geometry.cleanup import weld_by_position
 
     vertices = np.asarray(vertices, np.float64)
     faces = np.asarray(faces, np.int64)
-    same = same_rows(vertices, as_numbers=True)  # np.unique(axis=0) sorts whole rows: 4x the time
-    if same is None:
-        _, first, weld = np.unique(vertices, axis=0, return_index=True, return_inverse=True)
-        weld = weld.reshape(-1)
-    else:
-        weld, first = same
+    weld, first = weld_by_position(vertices)  # np.unique(axis=0) alone sorts whole rows: 4x the time
     at = vertices[first]
     welded_faces = weld[faces]
     edges = np.concatenate([welded_faces[:, [0, 1]], welded_faces[:, [1, 2]], welded_faces[:, [2, 0]]])

@@ -109,6 +109,16 @@ def same_rows(rows: np.ndarray, *, as_numbers: bool):
     return group, order[starts]
 
 
+def weld_by_position(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(each point's group, the first point of each group) for points equal as numbers (the copies
+    of a vertex a UV seam split): same_rows, or np.unique(axis=0) when two rows' codes clash."""
+    same = same_rows(points, as_numbers=True)
+    if same is not None:
+        return same
+    _, first, weld = np.unique(points, axis=0, return_index=True, return_inverse=True)
+    return weld.reshape(-1), first
+
+
 def _pair_key(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """One int64 per unordered vertex pair (1-D unique is much faster than unique rows)."""
     lo, hi = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
